@@ -1,0 +1,28 @@
+//! rwsplit: a MySQL/MariaDB read/write-splitting connection proxy.
+//!
+//! The data path of one statement: `session` reads the command, `classify` says what it is,
+//! `route` picks the backend from the `monitor`'s snapshot, `pool` lends a connection that
+//! `session::state` brings to the session's state, and the response is copied back frame by
+//! frame (`protocol::response` knows where it ends). See DESIGN.md.
+
+pub mod classify;
+pub mod config;
+pub mod error;
+pub mod monitor;
+pub mod pool;
+pub mod protocol;
+pub mod route;
+pub mod server;
+pub mod session;
+
+/// Sets up `tracing` from the config's `[logging]` section; `RUST_LOG` overrides the level.
+pub fn init_logging(cfg: &config::LoggingConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if cfg.json {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}

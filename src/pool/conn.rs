@@ -1,0 +1,238 @@
+//! One authenticated backend connection, with the session state it carries.
+
+use std::time::{Duration, Instant};
+
+use mysql_common::constants::CapabilityFlags as C;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::protocol::connect::{self, ConnectError, Credentials};
+use crate::protocol::frame::{self, FrameError};
+use crate::protocol::handshake::ServerIdentity;
+use crate::protocol::packets;
+use crate::protocol::response::{Outcome, PEEK_LEN, ResponseKind, ResponseTracker, Step};
+use crate::protocol::{Command, frame::FrameHeader};
+
+/// Buffer sizes for backend sockets: large enough that a typical result set is one read.
+const BUF_SIZE: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("connecting to {address} timed out after {after:?}")]
+    ConnectTimeout { address: String, after: Duration },
+    #[error("login to {address} failed: {source}")]
+    Login {
+        address: String,
+        source: ConnectError,
+    },
+    #[error("backend connection failed: {0}")]
+    Io(#[from] FrameError),
+    #[error("backend sent a malformed response: {0}")]
+    Protocol(#[from] crate::protocol::response::ResponseError),
+}
+
+/// An ERR packet a backend sent, kept whole so it can be passed on to the client as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerErr {
+    pub payload: Vec<u8>,
+}
+
+impl ServerErr {
+    pub fn code(&self) -> u16 {
+        packets::parse_err(&self.payload).map_or(0, |e| e.code)
+    }
+}
+
+pub struct BackendConn {
+    pub reader: BufReader<OwnedReadHalf>,
+    pub writer: BufWriter<OwnedWriteHalf>,
+    pub identity: ServerIdentity,
+    pub connection_id: u32,
+    pub capabilities: C,
+    pub created: Instant,
+    /// Set when the connection failed or was left mid-response: never reuse it.
+    pub broken: bool,
+    /// Schema currently selected on this connection.
+    pub schema: Option<String>,
+    /// Whether multi-statements are currently enabled on this connection.
+    pub multi_statements: bool,
+    /// How many entries of its session's replayed-statement log this connection has run.
+    pub applied: usize,
+    /// Server status flags from the last OK/EOF this connection sent.
+    pub status: u16,
+    scratch: Vec<u8>,
+}
+
+impl BackendConn {
+    pub async fn connect(
+        address: &str,
+        creds: &Credentials<'_>,
+        timeout: Duration,
+    ) -> Result<BackendConn, BackendError> {
+        let fut = async {
+            let mut stream =
+                TcpStream::connect(address)
+                    .await
+                    .map_err(|source| BackendError::Connect {
+                        address: address.to_string(),
+                        source,
+                    })?;
+            let _ = stream.set_nodelay(true);
+            let session = connect::login(&mut stream, creds)
+                .await
+                .map_err(|source| BackendError::Login {
+                    address: address.to_string(),
+                    source,
+                })?;
+            Ok::<_, BackendError>((stream, session))
+        };
+        let (stream, session) = tokio::time::timeout(timeout, fut).await.map_err(|_| {
+            BackendError::ConnectTimeout {
+                address: address.to_string(),
+                after: timeout,
+            }
+        })??;
+        let (r, w) = stream.into_split();
+        Ok(BackendConn {
+            reader: BufReader::with_capacity(BUF_SIZE, r),
+            writer: BufWriter::with_capacity(BUF_SIZE, w),
+            identity: session.identity,
+            connection_id: session.connection_id,
+            multi_statements: session
+                .capabilities
+                .contains(C::CLIENT_MULTI_STATEMENTS),
+            capabilities: session.capabilities,
+            created: Instant::now(),
+            broken: false,
+            schema: creds.database.map(str::to_string),
+            applied: 0,
+            status: packets::SERVER_STATUS_AUTOCOMMIT,
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn deprecate_eof(&self) -> bool {
+        self.capabilities.contains(C::CLIENT_DEPRECATE_EOF)
+    }
+
+    /// Sends one command packet (sequence id 0) and flushes.
+    pub async fn send_command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        let r = async {
+            frame::write_packet(&mut self.writer, 0, payload).await?;
+            self.writer.flush().await?;
+            Ok::<_, FrameError>(())
+        }
+        .await;
+        if r.is_err() {
+            self.broken = true;
+        }
+        Ok(r?)
+    }
+
+    /// Runs a command whose response rwsplit consumes itself (state sync, resets, pings).
+    /// Returns the outcome, or the server's ERR packet.
+    pub async fn run_internal(
+        &mut self,
+        payload: &[u8],
+        kind: ResponseKind,
+    ) -> Result<Result<Outcome, ServerErr>, BackendError> {
+        self.send_command(payload).await?;
+        let mut tracker = ResponseTracker::new(kind, self.deprecate_eof());
+        let mut last_err = None;
+        let r = async {
+            loop {
+                let h = frame::read_header(&mut self.reader).await?;
+                self.scratch.resize(h.len, 0);
+                tokio::io::AsyncReadExt::read_exact(&mut self.reader, &mut self.scratch)
+                    .await
+                    .map_err(FrameError::from)?;
+                if self.scratch.first() == Some(&0xFF) && h.len < 0xFF_FFFF {
+                    last_err = Some(ServerErr {
+                        payload: self.scratch.clone(),
+                    });
+                }
+                let peek = &self.scratch[..h.len.min(PEEK_LEN)];
+                match tracker.on_frame(h.len, peek)? {
+                    Step::More => {}
+                    // rwsplit never sends LOAD DATA itself; answer with an empty file.
+                    Step::LocalInfile => {
+                        frame::write_packet(&mut self.writer, h.seq.wrapping_add(1), &[])
+                            .await?;
+                        self.writer.flush().await.map_err(FrameError::from)?;
+                        tracker.local_infile_sent();
+                    }
+                    Step::Done(o) => return Ok::<_, BackendError>(o),
+                }
+            }
+        }
+        .await;
+        match r {
+            Ok(o) => {
+                if o.error.is_none() && kind.reports_status() {
+                    self.status = o.status;
+                }
+                Ok(match (o.error, last_err) {
+                    (Some(_), Some(e)) => Err(e),
+                    _ => Ok(o),
+                })
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// COM_INIT_DB.
+    pub async fn init_db(&mut self, db: &str) -> Result<Result<(), ServerErr>, BackendError> {
+        let mut p = Vec::with_capacity(db.len() + 1);
+        p.push(Command::InitDb as u8);
+        p.extend_from_slice(db.as_bytes());
+        let r = self.run_internal(&p, ResponseKind::Single).await?;
+        if r.is_ok() {
+            self.schema = Some(db.to_string());
+        }
+        Ok(r.map(|_| ()))
+    }
+
+    /// COM_RESET_CONNECTION: rolls back, drops temporary tables, user variables, prepared
+    /// statements and session variables, so the next session starts clean.
+    pub async fn reset(&mut self) -> Result<bool, BackendError> {
+        let r = self
+            .run_internal(&[Command::ResetConnection as u8], ResponseKind::Single)
+            .await?;
+        self.applied = 0;
+        Ok(r.is_ok())
+    }
+
+    pub async fn ping(&mut self) -> Result<bool, BackendError> {
+        let r = self
+            .run_internal(&[Command::Ping as u8], ResponseKind::Single)
+            .await?;
+        Ok(r.is_ok())
+    }
+
+    /// COM_SET_OPTION to switch multi-statements on or off.
+    pub async fn set_multi_statements(&mut self, on: bool) -> Result<Result<(), ServerErr>, BackendError> {
+        let opt: u16 = if on { 0 } else { 1 };
+        let [a, b] = opt.to_le_bytes();
+        let r = self
+            .run_internal(&[Command::SetOption as u8, a, b], ResponseKind::Single)
+            .await?;
+        if r.is_ok() {
+            self.multi_statements = on;
+        }
+        Ok(r.map(|_| ()))
+    }
+
+    /// Writes a frame header; used by the forwarding code.
+    pub fn header(len: usize, seq: u8) -> [u8; 4] {
+        FrameHeader { len, seq }.encode()
+    }
+}

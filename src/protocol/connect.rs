@@ -1,0 +1,184 @@
+//! The connection phase toward a backend: rwsplit logs in as the client's user.
+//! Handles mysql_native_password and caching_sha2_password (fast path, and full authentication
+//! over the server's RSA key when the server's cache is cold), and auth switch requests.
+
+use mysql_common::constants::CapabilityFlags as C;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::MySerialize;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::auth::{self, Plugin};
+use super::frame::{self, FrameError};
+use super::handshake::ServerIdentity;
+use super::packets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("the server refused the connection: {code} {message}")]
+    Refused { code: u16, message: String },
+    #[error("the server sent a malformed {0}")]
+    Malformed(&'static str),
+    #[error("the server asked for auth plugin {0}, which rwsplit does not support")]
+    UnsupportedPlugin(String),
+    #[error("the server does not speak protocol 4.1")]
+    OldServer,
+}
+
+impl ConnectError {
+    /// The server's own error (code, SQLSTATE-less message), when it sent one.
+    pub fn server_error(&self) -> Option<(u16, &str)> {
+        match self {
+            ConnectError::Refused { code, message } => Some((*code, message)),
+            _ => None,
+        }
+    }
+}
+
+/// Who to log in as, and how the connection must behave.
+#[derive(Debug, Clone)]
+pub struct Credentials<'a> {
+    pub user: &'a str,
+    pub password: &'a str,
+    pub database: Option<&'a str>,
+    /// Capabilities to ask for (intersected with what the server offers).
+    pub capabilities: C,
+    pub collation: u8,
+}
+
+/// What the server told us during login.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub identity: ServerIdentity,
+    pub connection_id: u32,
+    /// The capabilities in force on this connection.
+    pub capabilities: C,
+}
+
+/// Capabilities rwsplit always wants toward a backend, whatever the client asked.
+pub const BACKEND_BASE: C = C::CLIENT_LONG_PASSWORD
+    .union(C::CLIENT_PROTOCOL_41)
+    .union(C::CLIENT_TRANSACTIONS)
+    .union(C::CLIENT_SECURE_CONNECTION)
+    .union(C::CLIENT_MULTI_STATEMENTS)
+    .union(C::CLIENT_PLUGIN_AUTH)
+    .union(C::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA)
+    .union(C::CLIENT_CONNECT_ATTRS);
+
+/// Runs the whole login on an open stream. The caller bounds it with a timeout.
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    creds: &Credentials<'_>,
+) -> Result<Session, ConnectError> {
+    let mut buf = Vec::with_capacity(256);
+    let seq = frame::read_packet(stream, &mut buf, 1 << 16).await?;
+    if buf.first() == Some(&0xFF) {
+        return Err(refused(&buf));
+    }
+    let greeting: HandshakePacket<'_> = ParseBuf(&buf)
+        .parse(())
+        .map_err(|_| ConnectError::Malformed("greeting"))?;
+    let offered = greeting.capabilities();
+    if !offered.contains(C::CLIENT_PROTOCOL_41) {
+        return Err(ConnectError::OldServer);
+    }
+    let caps = (creds.capabilities | BACKEND_BASE) & offered;
+    let mut nonce = greeting.nonce();
+    nonce.truncate(20);
+    let identity = ServerIdentity {
+        version: greeting.server_version_str().into_owned(),
+        capabilities: offered,
+        collation: greeting.default_collation(),
+    };
+    let connection_id = greeting.connection_id();
+    let mut plugin = greeting
+        .auth_plugin_name_ref()
+        .and_then(Plugin::from_name)
+        .unwrap_or(Plugin::Native);
+
+    let scramble = plugin.scramble(&nonce, creds.password);
+    let attrs = [("_client_name".to_string(), "rwsplit".to_string())]
+        .into_iter()
+        .collect();
+    let resp = HandshakeResponse::new(
+        Some(scramble),
+        (0, 0, 0),
+        Some(creds.user.as_bytes()),
+        creds.database.map(str::as_bytes),
+        Some(match plugin {
+            Plugin::Native => AuthPlugin::MysqlNativePassword,
+            Plugin::CachingSha2 => AuthPlugin::CachingSha2Password,
+        }),
+        caps,
+        Some(attrs),
+        1 << 30,
+    );
+    let mut out = Vec::with_capacity(256);
+    resp.serialize(&mut out);
+    drop(greeting);
+    send(stream, seq.wrapping_add(1), &out).await?;
+
+    loop {
+        let got = frame::read_packet(stream, &mut buf, 1 << 16).await?;
+        let seq = got.wrapping_add(1);
+        match buf.first() {
+            Some(0x00) => {
+                return Ok(Session {
+                    identity,
+                    connection_id,
+                    capabilities: caps,
+                });
+            }
+            Some(0xFF) => return Err(refused(&buf)),
+            Some(0xFE) => {
+                let req: AuthSwitchRequest<'_> = ParseBuf(&buf)
+                    .parse(())
+                    .map_err(|_| ConnectError::Malformed("auth switch request"))?;
+                let name = req.auth_plugin().as_bytes().to_vec();
+                plugin = Plugin::from_name(&name).ok_or_else(|| {
+                    ConnectError::UnsupportedPlugin(String::from_utf8_lossy(&name).into_owned())
+                })?;
+                nonce = req.plugin_data().to_vec();
+                let data = plugin.scramble(&nonce, creds.password);
+                send(stream, seq, &data).await?;
+            }
+            Some(0x01) if plugin == Plugin::CachingSha2 => match buf.get(1) {
+                Some(&auth::SHA2_FAST_AUTH_SUCCESS) => {}
+                Some(&auth::SHA2_PERFORM_FULL_AUTH) => {
+                    send(stream, seq, &[auth::SHA2_REQUEST_PUBLIC_KEY]).await?;
+                    let got = frame::read_packet(stream, &mut buf, 1 << 16).await?;
+                    let pem = match buf.split_first() {
+                        Some((0x01, pem)) => pem.to_vec(),
+                        _ => return Err(ConnectError::Malformed("public key response")),
+                    };
+                    let secret = auth::xor_password(creds.password, &nonce);
+                    // mysql_common's RSA code asserts on bad keys; a bad key from a server must
+                    // not take the task down.
+                    let enc = std::panic::catch_unwind(|| mysql_common::crypto::encrypt(&secret, &pem))
+                        .map_err(|_| ConnectError::Malformed("RSA public key"))?;
+                    send(stream, got.wrapping_add(1), &enc).await?;
+                }
+                _ => return Err(ConnectError::Malformed("caching_sha2_password exchange")),
+            },
+            _ => return Err(ConnectError::Malformed("authentication reply")),
+        }
+    }
+}
+
+async fn send<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, payload: &[u8]) -> Result<u8, FrameError> {
+    let next = frame::write_packet(s, seq, payload).await?;
+    s.flush().await?;
+    Ok(next)
+}
+
+fn refused(payload: &[u8]) -> ConnectError {
+    match packets::parse_err(payload) {
+        Some(e) => ConnectError::Refused {
+            code: e.code,
+            message: String::from_utf8_lossy(e.message).into_owned(),
+        },
+        None => ConnectError::Malformed("error packet"),
+    }
+}

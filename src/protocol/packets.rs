@@ -1,0 +1,288 @@
+//! The few generic packets the data path reads or writes itself: OK, EOF and ERR headers,
+//! length-encoded integers, server status flags.
+//!
+//! Hand-written rather than `mysql_common`'s `OkPacket`/`ErrPacket`: those need the capability
+//! flags and allocate, while the hot path only reads a handful of header fields from a peek.
+//! Layouts: <https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_basic_ok_packet.html>,
+//! `..._basic_eof_packet.html`, `..._basic_err_packet.html`, `..._basic_dt_integers.html`.
+
+/// A transaction is open (explicitly, or implicitly with autocommit off).
+pub const SERVER_STATUS_IN_TRANS: u16 = 0x0001;
+/// Autocommit is on.
+pub const SERVER_STATUS_AUTOCOMMIT: u16 = 0x0002;
+/// Another result (multi-statement, CALL) follows this one.
+pub const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
+/// COM_STMT_EXECUTE opened a cursor: rows come by COM_STMT_FETCH.
+pub const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
+/// COM_STMT_FETCH: the cursor is exhausted (and closed).
+pub const SERVER_STATUS_LAST_ROW_SENT: u16 = 0x0080;
+
+/// Header byte of an OK packet.
+pub const OK_HEADER: u8 = 0x00;
+/// Header byte of an EOF packet, and of the OK packet that replaces it under
+/// CLIENT_DEPRECATE_EOF.
+pub const EOF_HEADER: u8 = 0xFE;
+/// Header byte of an ERR packet.
+pub const ERR_HEADER: u8 = 0xFF;
+/// First byte of a LOCAL INFILE request (a COM_QUERY response).
+pub const LOCAL_INFILE_HEADER: u8 = 0xFB;
+
+/// The SQLSTATE an ERR packet without one is taken to carry.
+const DEFAULT_SQL_STATE: [u8; 5] = *b"HY000";
+
+/// Reads a length-encoded integer; returns it and the bytes it took. `None` when `buf` is too
+/// short or starts with 0xFB (NULL) or 0xFF (not an integer).
+pub fn read_lenenc_int(buf: &[u8]) -> Option<(u64, usize)> {
+    let (&first, rest) = buf.split_first()?;
+    let width = match first {
+        0..=0xFA => return Some((u64::from(first), 1)),
+        0xFC => 2,
+        0xFD => 3,
+        0xFE => 8,
+        _ => return None,
+    };
+    let bytes = rest.get(..width)?;
+    let value = bytes
+        .iter()
+        .rev()
+        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    Some((value, 1 + width))
+}
+
+fn write_lenenc_int(out: &mut Vec<u8>, value: u64) {
+    match value {
+        0..=0xFA => out.push(value as u8),
+        0xFB..=0xFFFF => {
+            out.push(0xFC);
+            out.extend_from_slice(&(value as u16).to_le_bytes());
+        }
+        0x1_0000..=0xFF_FFFF => {
+            out.push(0xFD);
+            out.extend_from_slice(&value.to_le_bytes()[..3]);
+        }
+        _ => {
+            out.push(0xFE);
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+}
+
+fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
+    let bytes = buf.get(at..at.checked_add(2)?)?;
+    Some(u16::from_le_bytes([*bytes.first()?, *bytes.get(1)?]))
+}
+
+/// The header fields of an OK packet (its info and session-track data are not read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OkInfo {
+    pub affected_rows: u64,
+    pub last_insert_id: u64,
+    pub status: u16,
+    pub warnings: u16,
+}
+
+/// Parses an OK packet with header 0x00, or 0xFE (the result-set terminator under
+/// CLIENT_DEPRECATE_EOF). Assumes CLIENT_PROTOCOL_41, which every supported server speaks.
+pub fn parse_ok(payload: &[u8]) -> Option<OkInfo> {
+    let (&header, rest) = payload.split_first()?;
+    if header != OK_HEADER && header != EOF_HEADER {
+        return None;
+    }
+    let (affected_rows, a) = read_lenenc_int(rest)?;
+    let (last_insert_id, b) = read_lenenc_int(rest.get(a..)?)?;
+    let at = a + b;
+    Some(OkInfo {
+        affected_rows,
+        last_insert_id,
+        status: read_u16(rest, at)?,
+        warnings: read_u16(rest, at + 2)?,
+    })
+}
+
+/// Parses an EOF packet: returns `(warnings, status)`.
+pub fn parse_eof(payload: &[u8]) -> Option<(u16, u16)> {
+    if payload.first() != Some(&EOF_HEADER) {
+        return None;
+    }
+    Some((read_u16(payload, 1)?, read_u16(payload, 3)?))
+}
+
+/// The fields of an ERR packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrInfo<'a> {
+    pub code: u16,
+    /// `HY000` when the packet carries no `#` marker.
+    pub sql_state: [u8; 5],
+    pub message: &'a [u8],
+}
+
+/// Parses an ERR packet. The SQLSTATE is optional on the wire (pre-4.1 style, and some errors
+/// sent before the handshake completes).
+pub fn parse_err(payload: &[u8]) -> Option<ErrInfo<'_>> {
+    if payload.first() != Some(&ERR_HEADER) {
+        return None;
+    }
+    let code = read_u16(payload, 1)?;
+    let rest = payload.get(3..)?;
+    let (sql_state, message) = match rest.split_first() {
+        Some((b'#', after)) => match (after.get(..5), after.get(5..)) {
+            (Some(state), Some(message)) => (state.try_into().ok()?, message),
+            _ => return None,
+        },
+        _ => (DEFAULT_SQL_STATE, rest),
+    };
+    Some(ErrInfo {
+        code,
+        sql_state,
+        message,
+    })
+}
+
+/// A full ERR payload. A `sql_state` that is not exactly five ASCII characters is replaced by
+/// `HY000`, so a caller's typo cannot produce a packet clients misparse.
+pub fn err_payload(code: u16, sql_state: &str, message: &str) -> Vec<u8> {
+    let state = match sql_state.as_bytes() {
+        s if s.len() == 5 && s.is_ascii() => s,
+        _ => &DEFAULT_SQL_STATE[..],
+    };
+    let mut out = Vec::with_capacity(9 + message.len());
+    out.push(ERR_HEADER);
+    out.extend_from_slice(&code.to_le_bytes());
+    out.push(b'#');
+    out.extend_from_slice(state);
+    out.extend_from_slice(message.as_bytes());
+    out
+}
+
+/// A full OK payload (header 0x00, no info string).
+pub fn ok_payload(affected_rows: u64, last_insert_id: u64, status: u16, warnings: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(23);
+    out.push(OK_HEADER);
+    write_lenenc_int(&mut out, affected_rows);
+    write_lenenc_int(&mut out, last_insert_id);
+    out.extend_from_slice(&status.to_le_bytes());
+    out.extend_from_slice(&warnings.to_le_bytes());
+    out
+}
+
+/// A full EOF payload.
+pub fn eof_payload(warnings: u16, status: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5);
+    out.push(EOF_HEADER);
+    out.extend_from_slice(&warnings.to_le_bytes());
+    out.extend_from_slice(&status.to_le_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenenc_ints_of_every_width_are_read() {
+        assert_eq!(read_lenenc_int(&[0x00]), Some((0, 1)));
+        assert_eq!(read_lenenc_int(&[0xFA, 9]), Some((250, 1)));
+        assert_eq!(read_lenenc_int(&[0xFC, 0xFB, 0x00]), Some((251, 3)));
+        assert_eq!(read_lenenc_int(&[0xFD, 1, 2, 3]), Some((0x030201, 4)));
+        assert_eq!(
+            read_lenenc_int(&[0xFE, 1, 2, 3, 4, 5, 6, 7, 8]),
+            Some((0x0807060504030201, 9))
+        );
+    }
+
+    #[test]
+    fn lenenc_null_marker_short_buffers_and_0xff_are_not_ints() {
+        assert_eq!(read_lenenc_int(&[]), None);
+        assert_eq!(read_lenenc_int(&[0xFB]), None);
+        assert_eq!(read_lenenc_int(&[0xFF]), None);
+        assert_eq!(read_lenenc_int(&[0xFC, 1]), None);
+        assert_eq!(read_lenenc_int(&[0xFE, 1, 2, 3, 4, 5, 6, 7]), None);
+    }
+
+    #[test]
+    fn lenenc_writer_round_trips_through_the_reader() {
+        for v in [
+            0,
+            250,
+            251,
+            0xFFFF,
+            0x1_0000,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
+            let mut buf = Vec::new();
+            write_lenenc_int(&mut buf, v);
+            assert_eq!(read_lenenc_int(&buf), Some((v, buf.len())));
+        }
+    }
+
+    #[test]
+    fn ok_payload_round_trips_through_parse_ok() {
+        let p = ok_payload(300, 70_000, SERVER_STATUS_AUTOCOMMIT, 2);
+        let ok = parse_ok(&p).expect("ok");
+        assert_eq!(
+            ok,
+            OkInfo {
+                affected_rows: 300,
+                last_insert_id: 70_000,
+                status: SERVER_STATUS_AUTOCOMMIT,
+                warnings: 2
+            }
+        );
+    }
+
+    #[test]
+    fn ok_with_eof_header_and_trailing_session_track_data_parses() {
+        let mut p = vec![0xFE, 0, 0, 0x22, 0x00, 0x01, 0x00];
+        p.extend_from_slice(b"\x00\x05info!");
+        let ok = parse_ok(&p).expect("ok");
+        assert_eq!((ok.status, ok.warnings), (0x22, 1));
+    }
+
+    #[test]
+    fn truncated_or_foreign_ok_packets_are_rejected() {
+        assert_eq!(parse_ok(&[]), None);
+        assert_eq!(parse_ok(&[0x00, 0, 0, 2]), None);
+        assert_eq!(parse_ok(&[0x00, 0, 0, 2, 0, 0]), None);
+        assert_eq!(parse_ok(&[0x01, 0, 0, 2, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn eof_payload_round_trips_through_parse_eof() {
+        assert_eq!(parse_eof(&eof_payload(3, 0x0A)), Some((3, 0x0A)));
+        assert_eq!(parse_eof(&[0xFE, 0, 0, 2]), None);
+        assert_eq!(parse_eof(&[0x00, 0, 0, 2, 0]), None);
+    }
+
+    #[test]
+    fn err_payload_round_trips_through_parse_err() {
+        let p = err_payload(1064, "42000", "You have an error");
+        let e = parse_err(&p).expect("err");
+        assert_eq!(e.code, 1064);
+        assert_eq!(&e.sql_state, b"42000");
+        assert_eq!(e.message, b"You have an error");
+    }
+
+    #[test]
+    fn err_without_sql_state_defaults_to_hy000() {
+        let e = parse_err(b"\xFF\x15\x04Access denied").expect("err");
+        assert_eq!(e.code, 1045);
+        assert_eq!(&e.sql_state, b"HY000");
+        assert_eq!(e.message, b"Access denied");
+    }
+
+    #[test]
+    fn err_builder_replaces_a_malformed_sql_state() {
+        let e_payload = err_payload(1, "bad", "m");
+        let e = parse_err(&e_payload).expect("err");
+        assert_eq!(&e.sql_state, b"HY000");
+    }
+
+    #[test]
+    fn truncated_err_packets_are_rejected() {
+        assert_eq!(parse_err(&[0xFF, 1]), None);
+        assert_eq!(parse_err(b"\xFF\x01\x00#42"), None);
+        assert_eq!(parse_err(&[0x00, 1, 0]), None);
+    }
+}

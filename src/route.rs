@@ -1,0 +1,143 @@
+//! The routing policy: a pure function from (statement, session, backends) to a target.
+
+use crate::classify::{Classification, Hint, StatementKind};
+use crate::config::{NoReplicaPolicy, Role};
+use crate::pool::BackendId;
+
+/// Where a statement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Primary(BackendId),
+    Replica(BackendId),
+}
+
+impl Target {
+    pub fn backend(self) -> BackendId {
+        match self {
+            Target::Primary(b) | Target::Replica(b) => b,
+        }
+    }
+    pub fn is_primary(self) -> bool {
+        matches!(self, Target::Primary(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no primary backend is available for this statement")]
+    NoPrimary,
+    #[error("no replica is available and routing.when_no_replica = \"error\"")]
+    NoReplica,
+}
+
+/// One backend as routing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendView {
+    pub role: Role,
+    pub up: bool,
+    pub weight: u32,
+}
+
+/// What routing needs to know about the session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionView {
+    /// The server says a transaction is open (SERVER_STATUS_IN_TRANS).
+    pub in_transaction: bool,
+    /// autocommit is on (SERVER_STATUS_AUTOCOMMIT).
+    pub autocommit: bool,
+    /// Reads must see something that exists only on the primary (temporary tables, table locks).
+    pub reads_pinned_to_primary: bool,
+    /// The replica this session already holds a connection to, preferred while it qualifies.
+    pub current_replica: Option<BackendId>,
+    /// Replicas that failed for this session and must not be chosen again for this statement.
+    pub avoid: Option<BackendId>,
+}
+
+/// Why a statement went where it went (for logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    Transaction,
+    Hint,
+    Pinned,
+    Write,
+    Read,
+    NoReplicaFallback,
+}
+
+pub struct Decision {
+    pub target: Target,
+    pub why: Why,
+}
+
+/// Picks the backend for a statement. `pick` is a number in [0, 1) used for the weighted replica
+/// choice, passed in so the function stays pure.
+pub fn route(
+    c: &Classification,
+    s: &SessionView,
+    backends: &[BackendView],
+    when_no_replica: NoReplicaPolicy,
+    pick: f64,
+) -> Result<Decision, RouteError> {
+    let primary = || {
+        backends
+            .iter()
+            .position(|b| b.role == Role::Primary && b.up)
+            .ok_or(RouteError::NoPrimary)
+    };
+    let to_primary = |why| primary().map(|p| Decision { target: Target::Primary(p), why });
+
+    // Never split a transaction: everything stays on the primary until it ends.
+    if s.in_transaction || !s.autocommit {
+        return to_primary(Why::Transaction);
+    }
+    if c.hint == Some(Hint::Primary) {
+        return to_primary(Why::Hint);
+    }
+    if c.kind != StatementKind::Read {
+        return to_primary(Why::Write);
+    }
+    let hinted = c.hint == Some(Hint::Replica);
+    if s.reads_pinned_to_primary && !hinted {
+        return to_primary(Why::Pinned);
+    }
+    match pick_replica(s, backends, pick) {
+        Some(r) => Ok(Decision {
+            target: Target::Replica(r),
+            why: if hinted { Why::Hint } else { Why::Read },
+        }),
+        None => match when_no_replica {
+            NoReplicaPolicy::Primary => to_primary(Why::NoReplicaFallback),
+            NoReplicaPolicy::Error => Err(RouteError::NoReplica),
+        },
+    }
+}
+
+fn eligible(b: &BackendView) -> bool {
+    b.role == Role::Replica && b.up && b.weight > 0
+}
+
+fn pick_replica(s: &SessionView, backends: &[BackendView], pick: f64) -> Option<BackendId> {
+    let ok = |i: usize| Some(i) != s.avoid && backends.get(i).is_some_and(eligible);
+    if let Some(cur) = s.current_replica.filter(|&i| ok(i)) {
+        return Some(cur);
+    }
+    let total: u64 = (0..backends.len())
+        .filter(|&i| ok(i))
+        .map(|i| backends[i].weight as u64)
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut at = (pick.clamp(0.0, 0.999_999) * total as f64) as u64;
+    for i in (0..backends.len()).filter(|&i| ok(i)) {
+        let w = backends[i].weight as u64;
+        if at < w {
+            return Some(i);
+        }
+        at -= w;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

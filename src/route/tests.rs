@@ -1,0 +1,225 @@
+use super::*;
+use crate::classify::classify;
+
+const P: usize = 0;
+const R1: usize = 1;
+const R2: usize = 2;
+
+fn topology(primary_up: bool, r1_up: bool, r2_up: bool) -> Vec<BackendView> {
+    let b = |role, up| BackendView { role, up, weight: 1 };
+    vec![
+        b(Role::Primary, primary_up),
+        b(Role::Replica, r1_up),
+        b(Role::Replica, r2_up),
+    ]
+}
+
+fn idle() -> SessionView {
+    SessionView {
+        autocommit: true,
+        ..SessionView::default()
+    }
+}
+
+fn in_trx() -> SessionView {
+    SessionView {
+        in_transaction: true,
+        ..idle()
+    }
+}
+
+fn no_autocommit() -> SessionView {
+    SessionView {
+        autocommit: false,
+        ..SessionView::default()
+    }
+}
+
+fn pinned() -> SessionView {
+    SessionView {
+        reads_pinned_to_primary: true,
+        ..idle()
+    }
+}
+
+/// Where a statement goes: "P" primary, "R" a replica, "E" an error.
+fn place(sql: &str, s: &SessionView, b: &[BackendView], policy: NoReplicaPolicy) -> &'static str {
+    match route(&classify(sql.as_bytes()), s, b, policy, 0.3) {
+        Ok(d) if d.target.is_primary() => "P",
+        Ok(_) => "R",
+        Err(_) => "E",
+    }
+}
+
+const READS: &[&str] = &[
+    "SELECT 1",
+    "select * from t where id = 5",
+    "SELECT @@server_id",
+    "SHOW TABLES",
+    "SELECT a FROM t JOIN u ON t.id = u.id WHERE u.x > 3 ORDER BY a LIMIT 10",
+    "/* comment */ SELECT 'FOR UPDATE' FROM t",
+    "SELECT COUNT(*) FROM t",
+    "DESCRIBE t",
+    "SELECT * FROM t WHERE c = 'a;b'",
+    "SELECT NOW()",
+];
+
+const PRIMARY_ONLY: &[&str] = &[
+    "INSERT INTO t VALUES (1)",
+    "UPDATE t SET a = 1",
+    "DELETE FROM t",
+    "REPLACE INTO t VALUES (1)",
+    "CREATE TABLE x (i int)",
+    "DROP TABLE x",
+    "ALTER TABLE t ADD c INT",
+    "TRUNCATE t",
+    "SELECT * FROM t FOR UPDATE",
+    "SELECT * FROM t LOCK IN SHARE MODE",
+    "SELECT * FROM t FOR SHARE",
+    "SELECT a INTO @x FROM t LIMIT 1",
+    "SELECT GET_LOCK('l', 1)",
+    "SELECT RELEASE_LOCK('l')",
+    "SELECT LAST_INSERT_ID()",
+    "SELECT FOUND_ROWS()",
+    "SELECT ROW_COUNT()",
+    "SELECT @a",
+    "SET @a = 1",
+    "CALL p()",
+    "SELECT 1; SELECT 2",
+    "CREATE TEMPORARY TABLE tmp (i int)",
+    "LOCK TABLES t WRITE",
+    "UNLOCK TABLES",
+    "BEGIN",
+    "START TRANSACTION",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT s",
+    "PREPARE s FROM 'SELECT 1'",
+    "garbage that is not sql",
+    "",
+];
+
+#[test]
+fn plain_reads_go_to_a_replica_when_idle() {
+    let b = topology(true, true, true);
+    for sql in READS {
+        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Primary), "R", "{sql}");
+    }
+}
+
+#[test]
+fn writes_and_primary_only_reads_go_to_the_primary() {
+    let b = topology(true, true, true);
+    for sql in PRIMARY_ONLY {
+        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Primary), "P", "{sql:?}");
+    }
+}
+
+#[test]
+fn everything_inside_a_transaction_goes_to_the_primary() {
+    let b = topology(true, true, true);
+    for s in [in_trx(), no_autocommit()] {
+        for sql in READS.iter().chain(PRIMARY_ONLY) {
+            assert_eq!(place(sql, &s, &b, NoReplicaPolicy::Primary), "P", "{sql:?} {s:?}");
+        }
+    }
+}
+
+#[test]
+fn a_replica_hint_never_moves_a_write_or_a_transaction() {
+    let b = topology(true, true, true);
+    for sql in PRIMARY_ONLY {
+        let hinted = format!("/* rwsplit:replica */ {sql}");
+        assert_eq!(place(&hinted, &idle(), &b, NoReplicaPolicy::Primary), "P", "{hinted}");
+    }
+    for sql in READS {
+        let hinted = format!("/* rwsplit:replica */ {sql}");
+        assert_eq!(place(&hinted, &in_trx(), &b, NoReplicaPolicy::Primary), "P", "{hinted}");
+        assert_eq!(place(&hinted, &pinned(), &b, NoReplicaPolicy::Primary), "R", "{hinted}");
+    }
+}
+
+#[test]
+fn a_primary_hint_sends_reads_to_the_primary() {
+    let b = topology(true, true, true);
+    for sql in READS {
+        let hinted = format!("/* rwsplit:primary */ {sql}");
+        assert_eq!(place(&hinted, &idle(), &b, NoReplicaPolicy::Primary), "P", "{hinted}");
+    }
+}
+
+#[test]
+fn pinned_sessions_read_from_the_primary() {
+    let b = topology(true, true, true);
+    for sql in READS {
+        assert_eq!(place(sql, &pinned(), &b, NoReplicaPolicy::Primary), "P", "{sql}");
+    }
+}
+
+#[test]
+fn reads_fall_back_to_the_primary_or_fail_when_no_replica_is_up() {
+    let b = topology(true, false, false);
+    for sql in READS {
+        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Primary), "P", "{sql}");
+        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Error), "E", "{sql}");
+    }
+}
+
+#[test]
+fn writes_fail_but_reads_work_when_the_primary_is_down() {
+    let b = topology(false, true, true);
+    for sql in PRIMARY_ONLY {
+        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Primary), "E", "{sql:?}");
+    }
+    for sql in READS {
+        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Primary), "R", "{sql}");
+    }
+}
+
+#[test]
+fn the_session_keeps_its_current_replica_while_it_is_up() {
+    let b = topology(true, true, true);
+    let s = SessionView {
+        current_replica: Some(R2),
+        ..idle()
+    };
+    for pick in [0.0, 0.4, 0.9] {
+        let d = route(&classify(b"SELECT 1"), &s, &b, NoReplicaPolicy::Primary, pick).unwrap();
+        assert_eq!(d.target, Target::Replica(R2));
+    }
+    let b = topology(true, true, false);
+    let d = route(&classify(b"SELECT 1"), &s, &b, NoReplicaPolicy::Primary, 0.9).unwrap();
+    assert_eq!(d.target, Target::Replica(R1));
+}
+
+#[test]
+fn a_replica_that_just_failed_is_avoided() {
+    let b = topology(true, true, true);
+    let s = SessionView {
+        current_replica: Some(R1),
+        avoid: Some(R1),
+        ..idle()
+    };
+    for pick in [0.0, 0.5, 0.99] {
+        let d = route(&classify(b"SELECT 1"), &s, &b, NoReplicaPolicy::Primary, pick).unwrap();
+        assert_eq!(d.target, Target::Replica(R2));
+    }
+}
+
+#[test]
+fn replicas_are_chosen_by_weight() {
+    let mut b = topology(true, true, true);
+    b[R1].weight = 3;
+    b[R2].weight = 1;
+    let mut hits = [0u32; 3];
+    for i in 0..100 {
+        let pick = i as f64 / 100.0;
+        let d = route(&classify(b"SELECT 1"), &idle(), &b, NoReplicaPolicy::Primary, pick).unwrap();
+        hits[d.target.backend()] += 1;
+    }
+    assert_eq!(hits, [0, 75, 25]);
+    b[R1].weight = 0;
+    let d = route(&classify(b"SELECT 1"), &idle(), &b, NoReplicaPolicy::Primary, 0.0).unwrap();
+    assert_eq!(d.target, Target::Replica(R2), "weight 0 never gets reads");
+    let _ = P;
+}

@@ -1,0 +1,93 @@
+//! The listener: accepts clients, bounds their number, and shuts down gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::error::ClientError;
+use crate::monitor::{self, Health};
+use crate::pool::{Pools, Target};
+use crate::protocol::frame;
+use crate::session::{self, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// How long sessions get to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Builds the shared state and starts the monitor.
+pub fn build(config: Config) -> Arc<Shared> {
+    let config = Arc::new(config);
+    let targets = config
+        .backends
+        .iter()
+        .map(|b| Target {
+            name: b.name.clone(),
+            address: b.address.clone(),
+            password: String::new(),
+            config: b.pool.clone(),
+        })
+        .collect();
+    let pools = Pools::new(targets, config.clone());
+    let health = Health::new(&config);
+    monitor::spawn(&config, health.clone());
+    Shared::new(config, pools, health)
+}
+
+/// Binds the configured address.
+pub async fn bind(config: &Config) -> Result<TcpListener, ServerError> {
+    let addr = config.proxy.listen;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Accepts clients until `shutdown` resolves, then waits for sessions to end (up to a drain
+/// timeout).
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+    let limit = Arc::new(Semaphore::new(shared.config.proxy.max_client_connections));
+    let max = shared.config.proxy.max_client_connections;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(client = %peer, max, "refusing client: proxy.max_client_connections reached");
+            tokio::spawn(async move {
+                let mut s = stream;
+                let e = ClientError::too_many_connections("proxy.max_client_connections reached");
+                let _ = frame::write_packet(&mut s, 0, &e.payload()).await;
+                let _ = tokio::io::AsyncWriteExt::flush(&mut s).await;
+            });
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            session::run(stream, peer, shared).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("stopped accepting clients; waiting for sessions to finish");
+    let all = max as u32;
+    let _ = tokio::time::timeout(DRAIN, limit.acquire_many(all)).await;
+}

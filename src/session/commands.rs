@@ -1,0 +1,267 @@
+//! Commands other than COM_QUERY: prepared statements, options, reset and change user.
+
+use std::collections::HashMap;
+
+use super::exec::{Cmd, slot_of};
+use super::login;
+use super::prepared::{self, Prepared, Slot, Statement};
+use super::{Session, SessionError, State};
+use crate::error::ClientError;
+use crate::protocol::auth::Plugin;
+use crate::protocol::packets;
+use crate::protocol::response::ResponseKind as K;
+use crate::route::Target;
+
+impl Session {
+    pub(super) async fn stmt_prepare(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        let class = crate::classify::classify(&packet[1..]);
+        let proxy_id = self.stmts.next_id();
+        let cmd = Cmd::Prepare { packet, proxy_id };
+        let Some((slot, o)) = self.execute(&class, cmd, K::StmtPrepare, None).await? else {
+            return Ok(());
+        };
+        if let Some(p) = o.prepared {
+            let mut on = HashMap::new();
+            on.insert(slot, Prepared { backend_id: p.statement_id, types_sent: false });
+            self.stmts.statements.insert(
+                proxy_id,
+                Statement {
+                    prepare_packet: packet.to_vec(),
+                    class,
+                    num_params: p.num_params,
+                    types: None,
+                    on,
+                    last: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The target of the slot a statement last ran on, if that connection is still there.
+    fn slot_target(&self, slot: Slot) -> Option<Target> {
+        match slot {
+            Slot::Primary => self.primary.as_ref().map(|c| Target::Primary(c.backend())),
+            Slot::Replica => self.replica.as_ref().map(|c| Target::Replica(c.backend())),
+        }
+    }
+
+    pub(super) async fn stmt_execute(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        let id = prepared::statement_id(packet).unwrap_or(0);
+        let Some(stmt) = self.stmts.statements.get(&id) else {
+            return self.reply(&ClientError::unknown_statement(id, "mysqld_stmt_execute")).await;
+        };
+        let class = stmt.class.clone();
+        // Long data already sent lives on one connection: execute there.
+        let forced = stmt.last.filter(|_| self.long_data_pending(id)).and_then(|s| self.slot_target(s));
+        let kind = K::StmtExecute { cursor: prepared::wants_cursor(packet) };
+        let res = self.execute(&class, Cmd::Execute { packet, id }, kind, forced).await?;
+        if let Some(s) = self.stmts.get_mut(id) {
+            s.last = res.as_ref().map(|(slot, _)| *slot);
+        }
+        self.long_data.retain(|&x| x != id);
+        if let Some((slot, o)) = res {
+            self.after(&class, slot, &o, packet);
+        }
+        Ok(())
+    }
+
+    fn long_data_pending(&self, id: u32) -> bool {
+        self.long_data.contains(&id)
+    }
+
+    /// COM_STMT_SEND_LONG_DATA has no response, so failures cannot be reported now; the
+    /// execute that follows reports them.
+    pub(super) async fn stmt_send_long_data(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        let id = prepared::statement_id(packet).unwrap_or(0);
+        let Some(stmt) = self.stmts.statements.get(&id) else {
+            return Ok(());
+        };
+        let class = stmt.class.clone();
+        let last = stmt.last.filter(|_| self.long_data_pending(id));
+        let target = match last.and_then(|s| self.slot_target(s)) {
+            Some(t) => t,
+            None => match self.target_for(&class, None) {
+                Ok(t) => t,
+                Err(_) => return Ok(()),
+            },
+        };
+        // Make sure the statement is prepared on that connection by running an empty sync.
+        if !self.execute_sync_only_quiet(target).await {
+            return Ok(());
+        }
+        let slot = if target.is_primary() { Slot::Primary } else { Slot::Replica };
+        if !self.ensure_prepared(id, slot).await {
+            return Ok(());
+        }
+        let Some(stmt) = self.stmts.get_mut(id) else { return Ok(()) };
+        let Some(p) = stmt.on.get(&slot).copied() else { return Ok(()) };
+        stmt.last = Some(slot);
+        let mut bytes = packet.to_vec();
+        prepared::set_statement_id(&mut bytes, p.backend_id);
+        if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
+            let _ = c.send_command(&bytes).await;
+        }
+        if !self.long_data.contains(&id) {
+            self.long_data.push(id);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn stmt_close(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        let id = prepared::statement_id(packet).unwrap_or(0);
+        let Some(stmt) = self.stmts.statements.remove(&id) else {
+            return Ok(());
+        };
+        self.long_data.retain(|&x| x != id);
+        for (slot, p) in stmt.on {
+            let mut bytes = packet.to_vec();
+            prepared::set_statement_id(&mut bytes, p.backend_id);
+            if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
+                let _ = c.send_command(&bytes).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn stmt_reset(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        let id = prepared::statement_id(packet).unwrap_or(0);
+        let Some(stmt) = self.stmts.statements.get(&id) else {
+            return self.reply(&ClientError::unknown_statement(id, "mysqld_stmt_reset")).await;
+        };
+        self.long_data.retain(|&x| x != id);
+        let on = stmt.last.and_then(|s| stmt.on.get(&s).map(|p| (s, *p)));
+        match on {
+            Some((slot, p)) if self.slot_target(slot).is_some() => {
+                let mut bytes = packet.to_vec();
+                prepared::set_statement_id(&mut bytes, p.backend_id);
+                self.forward_on(slot, &bytes, K::Single).await?;
+                Ok(())
+            }
+            _ => {
+                let status = self.status();
+                self.client.send_ok(self.seq, status).await?;
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn stmt_fetch(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        let id = prepared::statement_id(packet).unwrap_or(0);
+        let on = self
+            .stmts
+            .statements
+            .get(&id)
+            .and_then(|s| s.last.and_then(|slot| s.on.get(&slot).map(|p| (slot, *p))));
+        let Some((slot, p)) = on else {
+            let e = ClientError::new(1421, "HY000", format!("The statement ({id}) has no open cursor."));
+            return self.reply(&e).await;
+        };
+        let mut bytes = packet.to_vec();
+        prepared::set_statement_id(&mut bytes, p.backend_id);
+        self.forward_on(slot, &bytes, K::StmtFetch).await?;
+        Ok(())
+    }
+
+    /// COM_SET_OPTION: recorded for the session and applied to each connection before its next
+    /// statement. The server answers with an EOF (an OK with the 0xFE header under
+    /// CLIENT_DEPRECATE_EOF), and so does rwsplit.
+    pub(super) async fn set_option(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        let on = match packet.get(1..3) {
+            Some([0, 0]) => true,
+            Some([1, 0]) => false,
+            _ => return self.reply(&ClientError::unknown_command()).await,
+        };
+        self.state.multi_statements = on;
+        let status = self.status();
+        let payload = if self.caps.contains(mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF) {
+            let mut p = packets::ok_payload(0, 0, status, 0);
+            p[0] = 0xFE;
+            p
+        } else {
+            packets::eof_payload(0, status)
+        };
+        self.reply_raw(&payload).await
+    }
+
+    /// COM_RESET_CONNECTION: every held connection is reset, the session's state is cleared
+    /// as the server clears it (the schema stays).
+    pub(super) async fn reset_connection(&mut self) -> Result<(), SessionError> {
+        for slot in [Slot::Primary, Slot::Replica] {
+            if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
+                if !matches!(c.reset().await, Ok(true)) {
+                    self.drop_slot(slot);
+                }
+            }
+        }
+        self.state.reset();
+        self.stmts.clear();
+        self.long_data.clear();
+        let status = self.status();
+        self.client.send_ok(self.seq, status).await?;
+        Ok(())
+    }
+
+    /// COM_CHANGE_USER: re-authenticates against the configured users, then starts the session
+    /// over as the new user with fresh connections. A failure closes the connection, as the
+    /// server does.
+    pub(super) async fn change_user(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        let Some(req) = login::parse_change_user(packet, self.caps) else {
+            self.reply(&ClientError::new(1043, "08S01", "Bad handshake")).await?;
+            return Err(SessionError::BackendMidResponse("malformed COM_CHANGE_USER".into()));
+        };
+        let password = self.shared.config.user(&req.user).map(|u| u.password.clone());
+        let plugin = req.plugin.unwrap_or(Plugin::Native);
+        let ok = password.as_deref().is_some_and(|pw| plugin.verify(&self.nonce, pw, &req.auth_response));
+        if !ok {
+            let e = ClientError::access_denied(&req.user, &self.host, !req.auth_response.is_empty());
+            self.reply(&e).await?;
+            return Err(SessionError::Client(crate::protocol::frame::FrameError::Closed));
+        }
+        self.release_slot(Slot::Primary).await;
+        self.release_slot(Slot::Replica).await;
+        self.stmts.clear();
+        self.long_data.clear();
+        self.user = req.user;
+        if let Some(c) = req.collation {
+            self.collation = c;
+        }
+        self.state = State::new(None, self.state.multi_statements);
+        tracing::info!(user = %self.user, "client changed user");
+        if let Some(db) = req.database {
+            if !self.use_schema(db).await? {
+                return Ok(());
+            }
+        }
+        if plugin == Plugin::CachingSha2 {
+            self.seq = self.client.send(self.seq, &[0x01, crate::protocol::auth::SHA2_FAST_AUTH_SUCCESS]).await?;
+        }
+        let status = self.status();
+        self.client.send_ok(self.seq, status).await?;
+        Ok(())
+    }
+
+    async fn execute_sync_only_quiet(&mut self, t: Target) -> bool {
+        self.checkout_quiet(t).await
+    }
+
+    /// Prepares statement `id` on `slot`'s connection if it is not prepared there yet.
+    async fn ensure_prepared(&mut self, id: u32, slot: Slot) -> bool {
+        let Some(stmt) = self.stmts.statements.get(&id) else { return false };
+        if stmt.on.contains_key(&slot) {
+            return true;
+        }
+        let prep = stmt.prepare_packet.clone();
+        let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) else { return false };
+        match c.run_internal(&prep, K::StmtPrepare).await {
+            Ok(Ok(o)) => match (o.prepared, self.stmts.get_mut(id)) {
+                (Some(p), Some(s)) => {
+                    s.on.insert(slot, Prepared { backend_id: p.statement_id, types_sent: false });
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Running one client command on a backend: pick the target, check out and sync the
+//! connection, send, stream the response back; retry a failed replica read once elsewhere.
+
+use super::forward::{self, ForwardError};
+use super::prepared::{self, Prepared, Slot};
+use super::state;
+use super::{Session, SessionError};
+use crate::classify::{Classification, StatementKind};
+use crate::error::ClientError;
+use crate::pool::{BackendError, PoolError, PoolKey, Pooled};
+use crate::protocol::response::{Outcome, ResponseKind};
+use crate::route::{self, RouteError, SessionView, Target};
+
+/// The command to send, which may differ per connection.
+pub enum Cmd<'a> {
+    /// Sent as is.
+    Raw(&'a [u8]),
+    /// COM_STMT_PREPARE; the response carries the proxy's statement id.
+    Prepare { packet: &'a [u8], proxy_id: u32 },
+    /// COM_STMT_EXECUTE of a registered statement.
+    Execute { packet: &'a [u8], id: u32 },
+}
+
+/// Why a command did not run.
+enum Failure {
+    /// Tell the client this error packet; the session goes on.
+    Reply(Vec<u8>),
+    /// The backend could not be used (connect or I/O failure before any byte reached the client).
+    Down(String),
+}
+
+pub(super) fn slot_of<'a>(
+    primary: &'a mut Option<Pooled>,
+    replica: &'a mut Option<Pooled>,
+    slot: Slot,
+) -> Option<&'a mut Pooled> {
+    match slot {
+        Slot::Primary => primary.as_mut(),
+        Slot::Replica => replica.as_mut(),
+    }
+}
+
+fn slot_for(t: Target) -> Slot {
+    if t.is_primary() { Slot::Primary } else { Slot::Replica }
+}
+
+impl Session {
+    pub(super) fn in_transaction(&self) -> bool {
+        let open = |c: &Option<Pooled>| {
+            c.as_ref()
+                .is_some_and(|c| c.status & crate::protocol::packets::SERVER_STATUS_IN_TRANS != 0)
+        };
+        open(&self.primary) || open(&self.replica)
+    }
+
+    fn view(&self, avoid: Option<usize>) -> SessionView {
+        SessionView {
+            in_transaction: self.in_transaction(),
+            autocommit: self.state.autocommit,
+            reads_pinned_to_primary: self.state.temporary_tables || self.state.table_locks,
+            current_replica: self.replica.as_ref().map(|c| c.backend()),
+            avoid,
+        }
+    }
+
+    /// Where a statement goes. Session commands run on a connection the session already holds
+    /// (preferring the primary), so a read-only client never needs a primary connection for them.
+    pub(super) fn target_for(&self, c: &Classification, avoid: Option<usize>) -> Result<Target, RouteError> {
+        let snap = self.shared.health.snapshot.load();
+        let view = self.view(avoid);
+        let session_cmd = matches!(c.kind, StatementKind::SessionCommand | StatementKind::Use);
+        if session_cmd && !view.in_transaction && view.autocommit && c.hint.is_none() {
+            let up = |b: usize| snap.backends.get(b).is_some_and(|v| v.up);
+            if let Some(p) = self.primary.as_ref().filter(|p| up(p.backend())) {
+                return Ok(Target::Primary(p.backend()));
+            }
+            if let Some(r) = self.replica.as_ref().filter(|r| up(r.backend()) && avoid != Some(r.backend())) {
+                return Ok(Target::Replica(r.backend()));
+            }
+            let read = Classification { kind: StatementKind::Read, ..c.clone() };
+            return route::route(&read, &view, &snap.backends, self.shared.config.routing.when_no_replica, rand::random())
+                .map(|d| d.target);
+        }
+        route::route(c, &view, &snap.backends, self.shared.config.routing.when_no_replica, rand::random())
+            .map(|d| d.target)
+    }
+
+    /// Checks out the connection for `t` (replacing the slot's connection if it is to another
+    /// backend) and brings it to the session's state.
+    async fn checkout(&mut self, t: Target) -> Result<Slot, Failure> {
+        let slot = slot_for(t);
+        let b = t.backend();
+        let held = slot_of(&mut self.primary, &mut self.replica, slot).map(|c| c.backend());
+        if held != Some(b) {
+            self.release_slot(slot).await;
+            let key = PoolKey::new(b, &self.user, self.caps, self.collation);
+            let pool = self
+                .shared
+                .pools
+                .pool(&key)
+                .ok_or_else(|| Failure::Down(format!("unknown backend {b}")))?;
+            match pool.get().await {
+                Ok(c) => match slot {
+                    Slot::Primary => self.primary = Some(c),
+                    Slot::Replica => self.replica = Some(c),
+                },
+                Err(e @ PoolError::Exhausted { .. }) => {
+                    tracing::warn!(error = %e, "backend pool exhausted");
+                    return Err(Failure::Reply(ClientError::from(&e).payload()));
+                }
+                Err(e) => {
+                    if let PoolError::Backend { source: BackendError::Connect { .. } | BackendError::ConnectTimeout { .. }, .. } = &e {
+                        self.shared.health.report_failure(b);
+                    }
+                    tracing::warn!(error = %e, "cannot open a backend connection");
+                    return Err(Failure::Down(e.to_string()));
+                }
+            }
+        }
+        let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
+            return Err(Failure::Down("connection slot empty".into()));
+        };
+        match state::sync(conn, &self.state).await {
+            Ok(Ok(())) => Ok(slot),
+            Ok(Err(server)) => Err(Failure::Reply(server.payload)),
+            Err(e) => {
+                self.drop_slot(slot);
+                Err(Failure::Down(e.to_string()))
+            }
+        }
+    }
+
+    /// Returns a slot's connection to its pool (reset) and forgets what was prepared on it.
+    pub(super) async fn release_slot(&mut self, slot: Slot) {
+        let c = match slot {
+            Slot::Primary => self.primary.take(),
+            Slot::Replica => self.replica.take(),
+        };
+        if let Some(c) = c {
+            self.stmts.forget_slot(slot);
+            c.release().await;
+        }
+    }
+
+    /// Discards a slot's connection without returning it (it failed or is mid-response).
+    pub(super) fn drop_slot(&mut self, slot: Slot) {
+        let c = match slot {
+            Slot::Primary => self.primary.take(),
+            Slot::Replica => self.replica.take(),
+        };
+        if let Some(mut c) = c {
+            c.broken = true;
+        }
+        self.stmts.forget_slot(slot);
+    }
+
+    /// The bytes to send on `slot` for `cmd`, preparing a statement there first if needed.
+    async fn bytes_for(&mut self, cmd: &Cmd<'_>, slot: Slot) -> Result<Vec<u8>, Failure> {
+        let (packet, id) = match cmd {
+            Cmd::Raw(p) | Cmd::Prepare { packet: p, .. } => return Ok(p.to_vec()),
+            Cmd::Execute { packet, id } => (*packet, *id),
+        };
+        let unknown = || Failure::Reply(ClientError::unknown_statement(id, "mysqld_stmt_execute").payload());
+        let stmt = self.stmts.get_mut(id).ok_or_else(unknown)?;
+        if !stmt.on.contains_key(&slot) {
+            let prep = stmt.prepare_packet.clone();
+            let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
+                return Err(Failure::Down("connection slot empty".into()));
+            };
+            match conn.run_internal(&prep, ResponseKind::StmtPrepare).await {
+                Ok(Ok(Outcome { prepared: Some(p), .. })) => {
+                    let stmt = self.stmts.get_mut(id).ok_or_else(unknown)?;
+                    stmt.on.insert(slot, Prepared { backend_id: p.statement_id, types_sent: false });
+                }
+                Ok(Ok(_)) => return Err(Failure::Down("prepare returned no statement".into())),
+                Ok(Err(server)) => return Err(Failure::Reply(server.payload)),
+                Err(e) => {
+                    self.drop_slot(slot);
+                    return Err(Failure::Down(e.to_string()));
+                }
+            }
+        }
+        let stmt = self.stmts.get_mut(id).ok_or_else(unknown)?;
+        prepared::rewrite_execute(packet, stmt, slot).ok_or_else(|| {
+            Failure::Reply(ClientError::new(1210, "HY000", "Incorrect arguments to mysqld_stmt_execute").payload())
+        })
+    }
+
+    /// Runs `cmd` where routing sends `class` (or on `forced`), streaming the response back.
+    /// Returns the slot and outcome, or `None` when the client was sent an error instead.
+    pub(super) async fn execute(
+        &mut self,
+        class: &Classification,
+        cmd: Cmd<'_>,
+        kind: ResponseKind,
+        forced: Option<Target>,
+    ) -> Result<Option<(Slot, Outcome)>, SessionError> {
+        let mut avoid = None;
+        for attempt in 0..2 {
+            let target = match forced.map_or_else(|| self.target_for(class, avoid), Ok) {
+                Ok(t) => t,
+                Err(e) => return self.reply(&ClientError::from(e)).await.map(|_| None),
+            };
+            let retry = attempt == 0 && !target.is_primary() && forced.is_none();
+            let slot = match self.checkout(target).await {
+                Ok(s) => s,
+                Err(Failure::Reply(p)) => return self.reply_raw(&p).await.map(|_| None),
+                Err(Failure::Down(_)) if retry => {
+                    avoid = Some(target.backend());
+                    continue;
+                }
+                Err(Failure::Down(msg)) => {
+                    return self.reply(&ClientError::backend_failed(msg)).await.map(|_| None);
+                }
+            };
+            let bytes = match self.bytes_for(&cmd, slot).await {
+                Ok(b) => b,
+                Err(Failure::Reply(p)) => return self.reply_raw(&p).await.map(|_| None),
+                Err(Failure::Down(_)) if retry => {
+                    avoid = Some(target.backend());
+                    continue;
+                }
+                Err(Failure::Down(msg)) => {
+                    return self.reply(&ClientError::backend_failed(msg)).await.map(|_| None);
+                }
+            };
+            let proxy_id = match cmd {
+                Cmd::Prepare { proxy_id, .. } => Some(proxy_id),
+                _ => None,
+            };
+            let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
+                continue;
+            };
+            let name = conn.backend_name().to_string();
+            let sent = conn.send_command(&bytes).await;
+            let result = match sent {
+                Ok(()) => forward::response(conn, &mut self.client, kind, proxy_id).await,
+                Err(e) => Err(ForwardError::Backend { error: e.to_string(), started: false }),
+            };
+            match result {
+                Ok(o) => return Ok(Some((slot, o))),
+                Err(ForwardError::Client(e)) => {
+                    self.drop_slot(slot);
+                    return Err(SessionError::Client(e));
+                }
+                Err(ForwardError::Backend { error, started }) => {
+                    self.drop_slot(slot);
+                    tracing::warn!(backend = %name, %error, started, "backend failed during a statement");
+                    if started {
+                        return Err(SessionError::BackendMidResponse(error));
+                    }
+                    if retry {
+                        avoid = Some(target.backend());
+                        continue;
+                    }
+                    let msg = format!("backend '{name}' failed: {error}");
+                    return self.reply(&ClientError::backend_failed(msg)).await.map(|_| None);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks out and syncs the connection for `t` without running anything else; a failure is
+    /// reported to the client. Returns whether it worked.
+    pub(super) async fn execute_sync_only(&mut self, t: Target) -> Result<bool, SessionError> {
+        match self.checkout(t).await {
+            Ok(_) => Ok(true),
+            Err(Failure::Reply(p)) => self.reply_raw(&p).await.map(|_| false),
+            Err(Failure::Down(m)) => self.reply(&ClientError::backend_failed(m)).await.map(|_| false),
+        }
+    }
+
+    /// Like `execute_sync_only`, for commands that have no response to report a failure in.
+    pub(super) async fn checkout_quiet(&mut self, t: Target) -> bool {
+        self.checkout(t).await.is_ok()
+    }
+
+    /// Sends a command that has a response to a slot that already holds a connection
+    /// (cursor fetch, statement reset), streaming the response back.
+    pub(super) async fn forward_on(
+        &mut self,
+        slot: Slot,
+        bytes: &[u8],
+        kind: ResponseKind,
+    ) -> Result<Option<Outcome>, SessionError> {
+        let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
+            return self.reply(&ClientError::backend_failed("the statement's connection is gone")).await.map(|_| None);
+        };
+        let sent = conn.send_command(bytes).await;
+        let result = match sent {
+            Ok(()) => forward::response(conn, &mut self.client, kind, None).await,
+            Err(e) => Err(ForwardError::Backend { error: e.to_string(), started: false }),
+        };
+        match result {
+            Ok(o) => Ok(Some(o)),
+            Err(ForwardError::Client(e)) => {
+                self.drop_slot(slot);
+                Err(SessionError::Client(e))
+            }
+            Err(ForwardError::Backend { error, started }) => {
+                self.drop_slot(slot);
+                if started {
+                    return Err(SessionError::BackendMidResponse(error));
+                }
+                self.reply(&ClientError::backend_failed(error)).await.map(|_| None)
+            }
+        }
+    }
+}

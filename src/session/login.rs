@@ -1,0 +1,180 @@
+//! The connection phase with a client: greeting, password check, auth switch.
+
+use mysql_common::constants::CapabilityFlags as C;
+
+use super::client::ClientIo;
+use crate::config::{AuthPluginName, Config};
+use crate::error::ClientError;
+use crate::protocol::auth::{self, Plugin};
+use crate::protocol::frame::{self, FrameError};
+use crate::protocol::handshake::{self, HandshakeError, Login, ServerIdentity};
+use crate::protocol::packets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("access denied for user '{0}'")]
+    Denied(String),
+}
+
+/// A client that proved its password.
+pub struct Accepted {
+    pub login: Login,
+    /// The sequence id for rwsplit's next packet (the final OK or ERR).
+    pub seq: u8,
+}
+
+/// Greets the client and checks its password. On a wrong password the client has already been
+/// sent ERR 1045.
+pub async fn accept(
+    client: &mut ClientIo,
+    config: &Config,
+    identity: &ServerIdentity,
+    connection_id: u32,
+    nonce: &[u8; 20],
+    host: &str,
+) -> Result<Accepted, LoginError> {
+    let plugin = match config.proxy.auth_plugin {
+        AuthPluginName::MysqlNativePassword => Plugin::Native,
+        AuthPluginName::CachingSha2Password => Plugin::CachingSha2,
+    };
+    let offered = identity.capabilities & handshake::PROXY_CAPABILITIES;
+    let greeting = handshake::greeting(identity, connection_id, nonce, plugin.name());
+    client.send(0, &greeting).await?;
+    let mut buf = Vec::with_capacity(256);
+    let seq = frame::read_packet(&mut client.reader, &mut buf, 1 << 16).await?;
+    let login = match handshake::parse_login(&buf, offered) {
+        Ok(l) => l,
+        Err(e) => {
+            let err = match e {
+                HandshakeError::TlsRequested => ClientError::not_supported("TLS connections"),
+                _ => ClientError::new(1043, "08S01", "Bad handshake"),
+            };
+            let _ = client.send_error(seq.wrapping_add(1), &err).await;
+            return Err(e.into());
+        }
+    };
+    let password = config.user(&login.user).map(|u| u.password.clone());
+    let client_plugin = login.plugin.as_deref().and_then(Plugin::from_name);
+    let mut seq = seq.wrapping_add(1);
+    let ok = match (client_plugin, &password) {
+        (_, None) => false,
+        (Some(p), Some(pw)) => {
+            let ok = p.verify(nonce, pw, &login.auth_response);
+            if ok && p == Plugin::CachingSha2 {
+                seq = client
+                    .send(seq, &[0x01, auth::SHA2_FAST_AUTH_SUCCESS])
+                    .await?;
+            }
+            ok
+        }
+        (None, Some(pw)) => {
+            // An unknown or absent plugin: ask for mysql_native_password with a fresh look at
+            // the same nonce, as servers do.
+            let mut req = vec![0xFE];
+            req.extend_from_slice(auth::NATIVE.as_bytes());
+            req.push(0);
+            req.extend_from_slice(nonce);
+            req.push(0);
+            client.send(seq, &req).await?;
+            let s = frame::read_packet(&mut client.reader, &mut buf, 1 << 16).await?;
+            seq = s.wrapping_add(1);
+            Plugin::Native.verify(nonce, pw, &buf)
+        }
+    };
+    if !ok {
+        let with_pw = !login.auth_response.is_empty();
+        let _ = client
+            .send_error(seq, &ClientError::access_denied(&login.user, host, with_pw))
+            .await;
+        return Err(LoginError::Denied(login.user));
+    }
+    Ok(Accepted {
+        login,
+        seq,
+    })
+}
+
+/// What a COM_CHANGE_USER asks for.
+pub struct ChangeUser {
+    pub user: String,
+    pub auth_response: Vec<u8>,
+    pub database: Option<String>,
+    pub collation: Option<u8>,
+    pub plugin: Option<Plugin>,
+}
+
+/// Parses COM_CHANGE_USER: user NUL, auth data (u8 length), database NUL, then charset (u16)
+/// and plugin name NUL when the client speaks CLIENT_PLUGIN_AUTH.
+pub fn parse_change_user(packet: &[u8], caps: C) -> Option<ChangeUser> {
+    let mut rest = packet.get(1..)?;
+    let take_cstr = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+        let end = rest.iter().position(|&b| b == 0)?;
+        let s = rest[..end].to_vec();
+        *rest = &rest[end + 1..];
+        Some(s)
+    };
+    let user = take_cstr(&mut rest)?;
+    let n = *rest.first()? as usize;
+    let auth_response = rest.get(1..1 + n)?.to_vec();
+    rest = &rest[1 + n..];
+    let database = take_cstr(&mut rest).unwrap_or_default();
+    let mut collation = None;
+    let mut plugin = None;
+    if rest.len() >= 2 {
+        collation = Some(rest[0]);
+        rest = &rest[2..];
+        if caps.contains(C::CLIENT_PLUGIN_AUTH) {
+            plugin = take_cstr(&mut rest).and_then(|p| Plugin::from_name(&p));
+        }
+    }
+    Some(ChangeUser {
+        user: String::from_utf8_lossy(&user).into_owned(),
+        auth_response,
+        database: (!database.is_empty()).then(|| String::from_utf8_lossy(&database).into_owned()),
+        collation,
+        plugin,
+    })
+}
+
+/// The OK rwsplit sends when a login succeeds.
+pub fn ok_payload() -> Vec<u8> {
+    packets::ok_payload(0, 0, packets::SERVER_STATUS_AUTOCOMMIT, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_user_packet_is_parsed() {
+        let mut p = vec![0x11];
+        p.extend_from_slice(b"bob\0");
+        p.push(20);
+        p.extend_from_slice(&[7u8; 20]);
+        p.extend_from_slice(b"shop\0");
+        p.extend_from_slice(&[45, 0]);
+        p.extend_from_slice(b"mysql_native_password\0");
+        let c = parse_change_user(&p, C::CLIENT_PLUGIN_AUTH).unwrap();
+        assert_eq!(c.user, "bob");
+        assert_eq!(c.auth_response, vec![7u8; 20]);
+        assert_eq!(c.database.as_deref(), Some("shop"));
+        assert_eq!(c.collation, Some(45));
+        assert_eq!(c.plugin, Some(Plugin::Native));
+    }
+
+    #[test]
+    fn truncated_change_user_is_none_not_a_panic() {
+        let mut p = vec![0x11];
+        p.extend_from_slice(b"bob\0");
+        p.push(20);
+        p.extend_from_slice(&[7u8; 5]);
+        for n in 0..p.len() {
+            let _ = parse_change_user(&p[..n], C::CLIENT_PLUGIN_AUTH);
+        }
+        assert!(parse_change_user(&p, C::CLIENT_PLUGIN_AUTH).is_none());
+    }
+}

@@ -1,0 +1,347 @@
+//! One task per client: login, then the command loop. Decisions live in pure functions
+//! (`classify`, `route`); this module only sequences I/O and tracks the session's state.
+
+pub mod client;
+mod commands;
+mod exec;
+mod forward;
+mod login;
+mod prepared;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use mysql_common::constants::CapabilityFlags as C;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::classify::{Classification, StatementKind};
+use crate::config::Config;
+use crate::error::ClientError;
+use crate::monitor::Health;
+use crate::pool::{Pooled, Pools};
+use crate::protocol::frame::{self, FrameError};
+use crate::protocol::{Command, auth};
+use client::ClientIo;
+use exec::Cmd;
+use prepared::{Registry, Slot};
+use state::State;
+
+/// What every session shares: read-mostly, swapped whole when it changes.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub pools: Arc<Pools>,
+    pub health: Arc<Health>,
+    next_id: AtomicU32,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, pools: Arc<Pools>, health: Arc<Health>) -> Arc<Shared> {
+        Arc::new(Shared {
+            config,
+            pools,
+            health,
+            next_id: AtomicU32::new(1),
+        })
+    }
+}
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client connection: {0}")]
+    Client(#[from] FrameError),
+    #[error("backend failed while its response was being sent: {0}")]
+    BackendMidResponse(String),
+    #[error("client was idle for longer than proxy.client_idle_timeout")]
+    IdleTimeout,
+}
+
+pub struct Session {
+    shared: Arc<Shared>,
+    client: ClientIo,
+    host: String,
+    nonce: [u8; 20],
+    user: String,
+    caps: C,
+    collation: u8,
+    state: State,
+    primary: Option<Pooled>,
+    replica: Option<Pooled>,
+    stmts: Registry,
+    /// Statements with COM_STMT_SEND_LONG_DATA sent since their last execute.
+    long_data: Vec<u32>,
+    /// Sequence id for rwsplit's reply to the current command.
+    seq: u8,
+}
+
+/// Serves one client connection until it quits or fails.
+pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let (r, w) = stream.into_split();
+    let mut client = ClientIo::new(r, w);
+    let host = peer.ip().to_string();
+    let nonce = auth::new_nonce();
+    let config = shared.config.clone();
+    let identity = shared.health.identity.load_full();
+    let accepted = tokio::time::timeout(
+        config.proxy.handshake_timeout,
+        login::accept(&mut client, &config, &identity, id, &nonce, &host),
+    )
+    .await;
+    let accepted = match accepted {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            tracing::info!(id, client = %peer, error = %e, "login refused");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(id, client = %peer, "login timed out");
+            return;
+        }
+    };
+    let login = accepted.login;
+    let span = tracing::info_span!("session", id, user = %login.user, client = %peer);
+    async move {
+        let mut s = Session {
+            shared,
+            client,
+            host,
+            nonce,
+            user: login.user.clone(),
+            caps: login.capabilities,
+            collation: login.collation,
+            state: State::new(None, login.capabilities.contains(C::CLIENT_MULTI_STATEMENTS)),
+            primary: None,
+            replica: None,
+            stmts: Registry::default(),
+            long_data: Vec::new(),
+            seq: accepted.seq,
+        };
+        tracing::info!("client connected");
+        let result = match s.start(login.database).await {
+            Ok(true) => s.serve().await,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        s.close().await;
+        match result {
+            Ok(()) => tracing::info!("client disconnected"),
+            Err(e) => tracing::info!(reason = %e, "client disconnected"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+impl Session {
+    /// Finishes the login: checks the database the client asked for, then sends OK.
+    async fn start(&mut self, database: Option<String>) -> Result<bool, SessionError> {
+        if let Some(db) = database {
+            if !self.use_schema(db).await? {
+                return Ok(false);
+            }
+        }
+        let seq = self.seq;
+        self.client.send(seq, &login::ok_payload()).await?;
+        Ok(true)
+    }
+
+    /// Selects a schema on a connection (failing as the server would for an unknown one) and
+    /// makes it the session's. Returns false after sending the client the error.
+    async fn use_schema(&mut self, db: String) -> Result<bool, SessionError> {
+        let class = use_class(&db);
+        self.select_silently(&class).await
+    }
+
+    /// Selects `class.schema` on the connection a read would use, without forwarding an OK;
+    /// errors go to the client.
+    async fn select_silently(&mut self, class: &Classification) -> Result<bool, SessionError> {
+        let target = match self.target_for(class, None) {
+            Ok(t) => t,
+            Err(e) => {
+                self.reply(&ClientError::from(e)).await?;
+                return Ok(false);
+            }
+        };
+        let db = class.schema.clone().unwrap_or_default();
+        let old = self.state.schema.replace(db.clone());
+        // Checking out syncs the schema: an unknown one fails there with the server's error.
+        match self.execute_sync_only(target).await? {
+            true => Ok(true),
+            false => {
+                self.state.schema = old;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn serve(&mut self) -> Result<(), SessionError> {
+        let cfg = self.shared.config.clone();
+        let mut packet = Vec::with_capacity(1024);
+        loop {
+            let read = frame::read_packet(&mut self.client.reader, &mut packet, cfg.proxy.max_packet_size);
+            let seq = match tokio::time::timeout(cfg.proxy.client_idle_timeout, read).await {
+                Err(_) => return Err(SessionError::IdleTimeout),
+                Ok(Err(FrameError::Closed)) => return Ok(()),
+                Ok(Err(FrameError::TooLarge { .. })) => {
+                    let _ = self.client.send_error(1, &ClientError::packet_too_large()).await;
+                    return Ok(());
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(seq)) => seq,
+            };
+            self.seq = seq.wrapping_add(1);
+            let Some(cmd) = packet.first().and_then(|&b| Command::from_byte(b)) else {
+                self.reply(&ClientError::unknown_command()).await?;
+                continue;
+            };
+            if cmd == Command::Quit {
+                return Ok(());
+            }
+            self.command(cmd, &packet).await?;
+            if packet.capacity() > 1 << 20 {
+                packet = Vec::with_capacity(1024);
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command, packet: &[u8]) -> Result<(), SessionError> {
+        use crate::protocol::response::ResponseKind as K;
+        match cmd {
+            Command::Query => self.query(packet).await,
+            Command::InitDb => {
+                let db = String::from_utf8_lossy(&packet[1..]).into_owned();
+                let class = use_class(&db);
+                if let Some((slot, o)) = self.execute(&class, Cmd::Raw(packet), K::Single, None).await? {
+                    self.after(&class, slot, &o, packet);
+                }
+                Ok(())
+            }
+            Command::Ping => {
+                let status = self.status();
+                self.client.send_ok(self.seq, status).await?;
+                Ok(())
+            }
+            Command::FieldList => {
+                let class = read_class();
+                self.execute(&class, Cmd::Raw(packet), K::FieldList, None).await?;
+                Ok(())
+            }
+            Command::Statistics => {
+                let class = read_class();
+                self.execute(&class, Cmd::Raw(packet), K::Statistics, None).await?;
+                Ok(())
+            }
+            Command::StmtPrepare => self.stmt_prepare(packet).await,
+            Command::StmtExecute => self.stmt_execute(packet).await,
+            Command::StmtSendLongData => self.stmt_send_long_data(packet).await,
+            Command::StmtClose => self.stmt_close(packet).await,
+            Command::StmtReset => self.stmt_reset(packet).await,
+            Command::StmtFetch => self.stmt_fetch(packet).await,
+            Command::SetOption => self.set_option(packet).await,
+            Command::ResetConnection => self.reset_connection().await,
+            Command::ChangeUser => self.change_user(packet).await,
+            Command::ProcessKill => self.reply(&ClientError::not_supported("COM_PROCESS_KILL")).await,
+            Command::Quit => Ok(()),
+        }
+    }
+
+    async fn query(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        use crate::protocol::response::ResponseKind as K;
+        let class = crate::classify::classify(&packet[1..]);
+        if class.kind == StatementKind::Kill {
+            // The id the client knows is rwsplit's; forwarding it would kill an unrelated
+            // backend thread.
+            return self.reply(&ClientError::not_supported("KILL through the proxy")).await;
+        }
+        if let Some((slot, o)) = self.execute(&class, Cmd::Raw(packet), K::Query, None).await? {
+            self.after(&class, slot, &o, packet);
+        }
+        Ok(())
+    }
+
+    /// Updates the session after a statement ran on `slot`.
+    fn after(&mut self, class: &Classification, slot: Slot, o: &crate::protocol::response::Outcome, packet: &[u8]) {
+        use crate::classify::SessionEffect as E;
+        if o.error.is_none() {
+            self.state.update_status(o.status);
+        }
+        let ok = o.error.is_none();
+        match class.kind {
+            StatementKind::SessionCommand if ok => {
+                self.state.replay.push(packet.to_vec());
+                if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
+                    c.applied = self.state.replay.len();
+                }
+            }
+            StatementKind::Use if ok => {
+                self.state.schema = class.schema.clone();
+                if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
+                    c.schema = class.schema.clone();
+                }
+            }
+            _ => {}
+        }
+        match class.effect {
+            Some(E::CreatesTemporaryTable) if ok => self.state.temporary_tables = true,
+            Some(E::LocksTables) if ok => self.state.table_locks = true,
+            Some(E::UnlocksTables) => self.state.table_locks = false,
+            _ => {}
+        }
+    }
+
+    fn status(&self) -> u16 {
+        use crate::protocol::packets::{SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS};
+        let mut s = 0;
+        if self.state.autocommit {
+            s |= SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.in_transaction() {
+            s |= SERVER_STATUS_IN_TRANS;
+        }
+        s
+    }
+
+    async fn reply(&mut self, e: &ClientError) -> Result<(), SessionError> {
+        let seq = self.seq;
+        self.client.send_error(seq, e).await?;
+        Ok(())
+    }
+
+    async fn reply_raw(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let seq = self.seq;
+        self.client.send(seq, payload).await?;
+        Ok(())
+    }
+
+    /// Returns the session's connections to their pools.
+    async fn close(&mut self) {
+        self.release_slot(Slot::Primary).await;
+        self.release_slot(Slot::Replica).await;
+    }
+}
+
+/// A synthetic classification for commands that are not SQL text.
+fn read_class() -> Classification {
+    Classification {
+        kind: StatementKind::Read,
+        reason: None,
+        hint: None,
+        effect: None,
+        read_only_transaction: false,
+        schema: None,
+        fast_path: true,
+    }
+}
+
+fn use_class(db: &str) -> Classification {
+    Classification {
+        kind: StatementKind::Use,
+        schema: Some(db.to_string()),
+        ..read_class()
+    }
+}
