@@ -122,8 +122,8 @@ impl Config {
     }
 
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let _ = text;
-        Err(ConfigError::Parse("not implemented".into()))
+        let raw: raw::File = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        raw.into_config()
     }
 
     pub fn primary(&self) -> Option<&BackendConfig> {
@@ -132,5 +132,387 @@ impl Config {
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)
+    }
+}
+
+/// The file as written, before validation. Every table rejects unknown keys.
+mod raw {
+    use super::*;
+    use serde::Deserialize;
+
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Parses "500ms", "2s", "1.5s", "10m", "8h", "1d".
+    pub fn duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
+        let v = v.trim();
+        let split = v
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| invalid(key, format!("\"{v}\" has no unit; write e.g. \"500ms\", \"2s\", \"10m\"")))?;
+        let (num, unit) = v.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| invalid(key, format!("\"{v}\" is not a duration")))?;
+        let secs = match unit.trim() {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            "d" => n * 86400.0,
+            u => return Err(invalid(key, format!("unknown unit \"{u}\" in \"{v}\" (use ms, s, m, h or d)"))),
+        };
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(invalid(key, format!("\"{v}\" is not a duration")));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    /// Parses "1024", "512KiB", "64MiB", "1GiB".
+    pub fn size(key: &str, v: &str) -> Result<u64, ConfigError> {
+        let v = v.trim();
+        let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+        let (num, unit) = v.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| invalid(key, format!("\"{v}\" is not a size")))?;
+        let mult = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" | "KB" => 1 << 10,
+            "MiB" | "M" | "MB" => 1 << 20,
+            "GiB" | "G" | "GB" => 1 << 30,
+            u => return Err(invalid(key, format!("unknown unit \"{u}\" (use KiB, MiB or GiB)"))),
+        };
+        n.checked_mul(mult).ok_or_else(|| invalid(key, "too large"))
+    }
+
+    fn nonzero(key: &str, d: Duration) -> Result<Duration, ConfigError> {
+        if d.is_zero() {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+        Ok(d)
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        #[serde(default)]
+        proxy: Proxy,
+        #[serde(default)]
+        pool: Pool,
+        #[serde(default)]
+        routing: Routing,
+        #[serde(default)]
+        monitor: Monitor,
+        #[serde(default)]
+        logging: Logging,
+        #[serde(default)]
+        users: Vec<User>,
+        #[serde(default)]
+        backends: Vec<Backend>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Proxy {
+        listen: Option<String>,
+        max_client_connections: Option<usize>,
+        max_packet_size: Option<String>,
+        client_idle_timeout: Option<String>,
+        handshake_timeout: Option<String>,
+        auth_plugin: Option<String>,
+        server_version: Option<String>,
+    }
+
+    #[derive(Deserialize, Default, Clone)]
+    #[serde(deny_unknown_fields)]
+    struct Pool {
+        max_connections: Option<u32>,
+        min_idle: Option<u32>,
+        idle_timeout: Option<String>,
+        max_lifetime: Option<String>,
+        connect_timeout: Option<String>,
+        checkout_timeout: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Routing {
+        when_no_replica: Option<String>,
+        read_only_transactions_on_replica: Option<bool>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Monitor {
+        interval: Option<String>,
+        timeout: Option<String>,
+        fall: Option<u32>,
+        rise: Option<u32>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Logging {
+        level: Option<String>,
+        format: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct User {
+        name: String,
+        password: Option<String>,
+        password_env: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Backend {
+        name: String,
+        address: String,
+        role: String,
+        weight: Option<u32>,
+        pool: Option<Pool>,
+    }
+
+    fn dur(key: &str, v: &Option<String>, default: &str) -> Result<Duration, ConfigError> {
+        duration(key, v.as_deref().unwrap_or(default))
+    }
+
+    fn pool(prefix: &str, p: &Pool, base: &PoolConfig) -> Result<PoolConfig, ConfigError> {
+        let d = |name: &str, v: &Option<String>, def: Duration| -> Result<Duration, ConfigError> {
+            let key = format!("{prefix}.{name}");
+            match v {
+                Some(v) => nonzero(&key, duration(&key, v)?),
+                None => Ok(def),
+            }
+        };
+        let c = PoolConfig {
+            max_connections: p.max_connections.unwrap_or(base.max_connections),
+            min_idle: p.min_idle.unwrap_or(base.min_idle),
+            idle_timeout: d("idle_timeout", &p.idle_timeout, base.idle_timeout)?,
+            max_lifetime: d("max_lifetime", &p.max_lifetime, base.max_lifetime)?,
+            connect_timeout: d("connect_timeout", &p.connect_timeout, base.connect_timeout)?,
+            checkout_timeout: d("checkout_timeout", &p.checkout_timeout, base.checkout_timeout)?,
+        };
+        if c.max_connections == 0 {
+            return Err(invalid(format!("{prefix}.max_connections"), "must be at least 1"));
+        }
+        if c.min_idle > c.max_connections {
+            return Err(invalid(
+                format!("{prefix}.min_idle"),
+                format!("({}) is larger than max_connections ({})", c.min_idle, c.max_connections),
+            ));
+        }
+        Ok(c)
+    }
+
+    fn valid_address(a: &str) -> bool {
+        let Some((host, port)) = a.rsplit_once(':') else {
+            return false;
+        };
+        !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+    }
+
+    impl File {
+        pub fn into_config(self) -> Result<Config, ConfigError> {
+            let p = &self.proxy;
+            let listen = p.listen.as_deref().unwrap_or("127.0.0.1:6033");
+            let listen: SocketAddr = listen
+                .parse()
+                .map_err(|_| invalid("proxy.listen", format!("\"{listen}\" is not ip:port")))?;
+            let max_packet_size = size("proxy.max_packet_size", p.max_packet_size.as_deref().unwrap_or("64MiB"))?;
+            if max_packet_size > 1 << 30 || max_packet_size < 1024 {
+                return Err(invalid("proxy.max_packet_size", "must be between 1KiB and 1GiB"));
+            }
+            let auth_plugin = match p.auth_plugin.as_deref().unwrap_or("mysql_native_password") {
+                "mysql_native_password" => AuthPluginName::MysqlNativePassword,
+                "caching_sha2_password" => AuthPluginName::CachingSha2Password,
+                o => return Err(invalid("proxy.auth_plugin", format!("\"{o}\" is not mysql_native_password or caching_sha2_password"))),
+            };
+            let proxy = ProxyConfig {
+                listen,
+                max_client_connections: p.max_client_connections.unwrap_or(10_000).max(1),
+                max_packet_size,
+                client_idle_timeout: nonzero("proxy.client_idle_timeout", dur("proxy.client_idle_timeout", &p.client_idle_timeout, "8h")?)?,
+                handshake_timeout: nonzero("proxy.handshake_timeout", dur("proxy.handshake_timeout", &p.handshake_timeout, "10s")?)?,
+                auth_plugin,
+                server_version: p.server_version.clone(),
+            };
+            let defaults = PoolConfig {
+                max_connections: 200,
+                min_idle: 0,
+                idle_timeout: Duration::from_secs(600),
+                max_lifetime: Duration::from_secs(1800),
+                connect_timeout: Duration::from_secs(2),
+                checkout_timeout: Duration::from_secs(5),
+            };
+            let pool_cfg = pool("pool", &self.pool, &defaults)?;
+            let when_no_replica = match self.routing.when_no_replica.as_deref().unwrap_or("primary") {
+                "primary" => NoReplicaPolicy::Primary,
+                "error" => NoReplicaPolicy::Error,
+                o => return Err(invalid("routing.when_no_replica", format!("\"{o}\" is not \"primary\" or \"error\""))),
+            };
+            let routing = RoutingConfig {
+                when_no_replica,
+                read_only_transactions_on_replica: self.routing.read_only_transactions_on_replica.unwrap_or(false),
+            };
+            let m = &self.monitor;
+            let monitor = MonitorConfig {
+                interval: nonzero("monitor.interval", dur("monitor.interval", &m.interval, "1s")?)?,
+                timeout: nonzero("monitor.timeout", dur("monitor.timeout", &m.timeout, "1s")?)?,
+                fall: m.fall.unwrap_or(3).max(1),
+                rise: m.rise.unwrap_or(2).max(1),
+            };
+            let json = match self.logging.format.as_deref().unwrap_or("plain") {
+                "plain" => false,
+                "json" => true,
+                o => return Err(invalid("logging.format", format!("\"{o}\" is not \"plain\" or \"json\""))),
+            };
+            let logging = LoggingConfig {
+                level: self.logging.level.clone().unwrap_or_else(|| "info".into()),
+                json,
+            };
+            if self.users.is_empty() {
+                return Err(invalid("users", "at least one [[users]] entry is required"));
+            }
+            let mut users = Vec::new();
+            for (i, u) in self.users.iter().enumerate() {
+                let key = format!("users[{i}]");
+                if users.iter().any(|x: &UserConfig| x.name == u.name) {
+                    return Err(invalid(format!("{key}.name"), format!("duplicate name \"{}\"", u.name)));
+                }
+                let password = match (&u.password, &u.password_env) {
+                    (Some(p), None) => p.clone(),
+                    (None, Some(var)) => std::env::var(var).map_err(|_| {
+                        invalid(format!("{key}.password_env"), format!("environment variable {var} is not set"))
+                    })?,
+                    _ => return Err(invalid(key, "give exactly one of password or password_env")),
+                };
+                users.push(UserConfig { name: u.name.clone(), password });
+            }
+            if self.backends.is_empty() {
+                return Err(invalid("backends", "at least one [[backends]] entry is required"));
+            }
+            let mut backends: Vec<BackendConfig> = Vec::new();
+            for (i, b) in self.backends.iter().enumerate() {
+                let key = format!("backends[{i}]");
+                if backends.iter().any(|x| x.name == b.name) {
+                    return Err(invalid(format!("{key}.name"), format!("duplicate name \"{}\"", b.name)));
+                }
+                if !valid_address(&b.address) {
+                    return Err(invalid(format!("{key}.address"), format!("\"{}\" is not host:port", b.address)));
+                }
+                let role = match b.role.as_str() {
+                    "primary" => Role::Primary,
+                    "replica" => Role::Replica,
+                    o => return Err(invalid(format!("{key}.role"), format!("\"{o}\" is not \"primary\" or \"replica\""))),
+                };
+                let pool = match &b.pool {
+                    Some(p) => pool(&format!("{key}.pool"), p, &pool_cfg)?,
+                    None => pool_cfg.clone(),
+                };
+                backends.push(BackendConfig {
+                    name: b.name.clone(),
+                    address: b.address.clone(),
+                    role,
+                    weight: b.weight.unwrap_or(1),
+                    pool,
+                });
+            }
+            let primaries = backends.iter().filter(|b| b.role == Role::Primary).count();
+            if primaries != 1 {
+                return Err(invalid("backends", format!("exactly one backend must have role = \"primary\" (found {primaries})")));
+            }
+            Ok(Config { proxy, users, backends, pool: pool_cfg, routing, monitor, logging })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[users]]
+name = "app"
+password = "app"
+[[backends]]
+name = "primary"
+address = "127.0.0.1:3306"
+role = "primary"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_example_and_test_configs_load() {
+        for text in [include_str!("../config/rwsplit.toml"), include_str!("../config/test.toml")] {
+            let c = Config::from_toml_str(text).unwrap();
+            assert_eq!(c.backends.len(), 3);
+            assert_eq!(c.primary().map(|b| b.address.as_str()), Some("127.0.0.1:3306"));
+        }
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_defaults() {
+        let c = Config::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:6033");
+        assert_eq!(c.proxy.max_packet_size, 64 << 20);
+        assert_eq!(c.pool.checkout_timeout, Duration::from_secs(5));
+        assert_eq!(c.backends[0].pool, c.pool);
+        assert_eq!(c.routing.when_no_replica, NoReplicaPolicy::Primary);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_that_names_it() {
+        let e = err(&MINIMAL.replace("address =", "adress = \"x:1\"\naddress ="));
+        assert!(e.contains("adress"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_key() {
+        let cases = [
+            (MINIMAL.replace("127.0.0.1:3306", "127.0.0.1"), "backends[0].address"),
+            (MINIMAL.replace("\"primary\"\n", "\"leader\"\n"), "backends[0].role"),
+            (MINIMAL.replace("password = \"app\"", ""), "users[0]"),
+            (MINIMAL.replace("password = \"app\"", "password_env = \"RWSPLIT_NO_SUCH_VAR_X\""), "users[0].password_env"),
+            (format!("[pool]\nconnect_timeout = \"5\"\n{MINIMAL}"), "pool.connect_timeout"),
+            (format!("[pool]\nmin_idle = 5\nmax_connections = 2\n{MINIMAL}"), "pool.min_idle"),
+            (MINIMAL.replace("role = \"primary\"", "role = \"replica\""), "backends"),
+            (format!("[proxy]\nlisten = \"nope\"\n{MINIMAL}"), "proxy.listen"),
+        ];
+        for (text, key) in cases {
+            let e = err(&text);
+            assert!(e.starts_with(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        use raw::{duration, size};
+        assert_eq!(duration("k", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("k", "1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(duration("k", "10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(duration("k", "8h").unwrap(), Duration::from_secs(8 * 3600));
+        assert!(duration("k", "5").is_err());
+        assert!(duration("k", "5y").is_err());
+        assert_eq!(size("k", "64MiB").unwrap(), 64 << 20);
+        assert_eq!(size("k", "1024").unwrap(), 1024);
+        assert!(size("k", "3 parsecs").is_err());
+    }
+
+    #[test]
+    fn password_env_is_read_from_the_environment() {
+        // SAFETY: this test's variable name is unique to it; no other thread reads it.
+        unsafe { std::env::set_var("RWSPLIT_TEST_PW_ENV_1", "s3cret") };
+        let c = Config::from_toml_str(&MINIMAL.replace("password = \"app\"", "password_env = \"RWSPLIT_TEST_PW_ENV_1\"")).unwrap();
+        assert_eq!(c.users[0].password, "s3cret");
     }
 }

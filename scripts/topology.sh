@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# A local MariaDB replication topology for the demo and the tests: a primary and two GTID
+# replicas on 127.0.0.1 (ports 3306, 3307, 3308; base port from RWSPLIT_TOPO_PORT).
+#
+#   scripts/topology.sh up | down [--purge] | status | wait-sync
+#   scripts/topology.sh stop-sql|start-sql|lag SECONDS|unlag  REPLICA
+#   scripts/topology.sh stop|start|kill NAME        (NAME: primary, replica1, replica2)
+#   scripts/topology.sh sql NAME "statement"
+#
+# Data, sockets, logs and pid files live under $RWSPLIT_TOPO_DIR (default /tmp/rwsplit-topology).
+# `down` stops exactly the servers this script started, by the pid in their pid files.
+set -euo pipefail
+
+DIR=${RWSPLIT_TOPO_DIR:-/tmp/rwsplit-topology}
+BASE=${RWSPLIT_TOPO_PORT:-3306}
+NAMES=(primary replica1 replica2)
+MARIADBD=$(command -v mariadbd || echo /usr/sbin/mariadbd)
+
+die() { echo "topology: $*" >&2; exit 1; }
+port_of() { case $1 in primary) echo "$BASE";; replica1) echo $((BASE + 1));; replica2) echo $((BASE + 2));; *) die "unknown instance '$1' (primary, replica1, replica2)";; esac; }
+sid_of() { case $1 in primary) echo 1;; replica1) echo 2;; replica2) echo 3;; esac; }
+pid_of() { local f="$DIR/$1/mariadbd.pid"; [ -s "$f" ] && cat "$f" || true; }
+running() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+sql() { mariadb --socket="$DIR/$1/mysqld.sock" -uroot -N -B -e "$2"; }
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+write_cnf() {
+  local name=$1 port sid ro=OFF
+  port=$(port_of "$name"); sid=$(sid_of "$name")
+  [ "$name" = primary ] || ro=ON
+  cat > "$DIR/$name/my.cnf" <<CNF
+[mariadbd]
+datadir=$DIR/$name/data
+socket=$DIR/$name/mysqld.sock
+pid-file=$DIR/$name/mariadbd.pid
+log-error=$DIR/$name/error.log
+bind-address=127.0.0.1
+port=$port
+user=mysql
+server_id=$sid
+log_bin=$DIR/$name/binlog
+relay_log=$DIR/$name/relay
+binlog_format=ROW
+log_slave_updates=ON
+gtid_strict_mode=ON
+gtid_domain_id=0
+read_only=$ro
+userstat=1
+max_allowed_packet=1G
+local_infile=ON
+skip-name-resolve
+performance_schema=OFF
+innodb_buffer_pool_size=64M
+innodb_log_file_size=48M
+innodb_flush_log_at_trx_commit=2
+sync_binlog=0
+max_connections=2000
+character-set-server=utf8mb4
+collation-server=utf8mb4_general_ci
+slave_parallel_threads=0
+CNF
+}
+
+start_one() {
+  local name=$1 port
+  port=$(port_of "$name")
+  if running "$name"; then return 0; fi
+  if port_busy "$port"; then
+    die "port $port is in use by another process (is the system MariaDB running? 'systemctl stop mariadb', or set RWSPLIT_TOPO_PORT)"
+  fi
+  mkdir -p "$DIR/$name"
+  write_cnf "$name"
+  if [ ! -d "$DIR/$name/data/mysql" ]; then
+    mariadb-install-db --defaults-file="$DIR/$name/my.cnf" --auth-root-authentication-method=socket \
+      --skip-test-db > "$DIR/$name/install.log" 2>&1 || { tail -20 "$DIR/$name/install.log"; die "mariadb-install-db failed for $name"; }
+  fi
+  chown -R mysql:mysql "$DIR/$name"
+  "$MARIADBD" --defaults-file="$DIR/$name/my.cnf" >/dev/null 2>&1 &
+  for _ in $(seq 1 300); do
+    if [ -S "$DIR/$name/mysqld.sock" ] && sql "$name" "SELECT 1" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  tail -20 "$DIR/$name/error.log" >&2 || true
+  die "$name did not start within 30 s (log: $DIR/$name/error.log)"
+}
+
+setup_primary() {
+  sql primary "
+    CREATE DATABASE IF NOT EXISTS app;
+    CREATE USER IF NOT EXISTS 'app'@'%' IDENTIFIED BY 'app';
+    GRANT ALL ON app.* TO 'app'@'%';
+    CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'repl';
+    GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';
+    CREATE USER IF NOT EXISTS 'rwsplit_monitor'@'%' IDENTIFIED BY 'monitor';
+    GRANT REPLICATION CLIENT, SLAVE MONITOR, PROCESS ON *.* TO 'rwsplit_monitor'@'%';
+    CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY 'root';
+    GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
+}
+
+setup_replica() {
+  local name=$1
+  if [ -z "$(sql "$name" "SHOW SLAVE STATUS")" ]; then
+    sql "$name" "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$BASE, MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE;"
+  fi
+}
+
+wait_sync() {
+  local want got
+  want=$(sql primary "SELECT @@gtid_binlog_pos")
+  for name in replica1 replica2; do
+    running "$name" || continue
+    for i in $(seq 1 600); do
+      got=$(sql "$name" "SELECT @@gtid_slave_pos")
+      [ "$got" = "$want" ] && break
+      [ "$i" = 600 ] && die "$name did not catch up within 60 s (has '$got', primary '$want')"
+      sleep 0.1
+    done
+  done
+}
+
+stop_one() {
+  local name=$1 pid
+  pid=$(pid_of "$name")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill "$pid"
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+cmd=${1:-}; shift || true
+case $cmd in
+  up)
+    id mysql >/dev/null 2>&1 || die "no 'mysql' user: install mariadb-server first"
+    fresh=0; [ -d "$DIR/primary/data/mysql" ] || fresh=1
+    for n in "${NAMES[@]}"; do start_one "$n"; done
+    if [ $fresh = 1 ] || [ -z "$(sql primary "SELECT 1 FROM mysql.user WHERE user='app' LIMIT 1")" ]; then setup_primary; fi
+    for n in replica1 replica2; do setup_replica "$n"; done
+    wait_sync
+    echo "topology up: primary :$BASE, replica1 :$((BASE + 1)), replica2 :$((BASE + 2)) (dir $DIR)"
+    ;;
+  down)
+    for n in replica2 replica1 primary; do stop_one "$n"; done
+    [ "${1:-}" = --purge ] && rm -rf "$DIR"
+    echo "topology down"
+    ;;
+  status)
+    for n in "${NAMES[@]}"; do
+      if running "$n"; then
+        line="$n :$(port_of "$n") pid $(pid_of "$n") read_only=$(sql "$n" "SELECT @@read_only")"
+        if [ "$n" = primary ]; then
+          line+=" gtid_binlog_pos=$(sql "$n" "SELECT @@gtid_binlog_pos")"
+        else
+          line+=" $(sql "$n" "SHOW SLAVE STATUS\G" | awk '/Slave_IO_Running:|Slave_SQL_Running:|Seconds_Behind_Master:|Gtid_Slave_Pos:/ {printf "%s%s ", $1, $2}')"
+        fi
+        echo "$line"
+      else
+        echo "$n :$(port_of "$n") down"
+      fi
+    done
+    ;;
+  wait-sync) wait_sync ;;
+  stop-sql) sql "${1:?replica}" "STOP SLAVE SQL_THREAD" ;;
+  start-sql) sql "${1:?replica}" "START SLAVE SQL_THREAD" ;;
+  lag) sql "${1:?replica}" "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=${2:?seconds}; START SLAVE" ;;
+  unlag) sql "${1:?replica}" "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE" ;;
+  stop) port_of "${1:?name}" >/dev/null; stop_one "$1" ;;
+  kill) port_of "${1:?name}" >/dev/null; p=$(pid_of "$1"); [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true ;;
+  start) port_of "${1:?name}" >/dev/null; rm -f "$DIR/$1/mysqld.sock"; start_one "$1" ;;
+  sql) sql "${1:?name}" "${2:?statement}" ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
+esac

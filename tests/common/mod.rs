@@ -1,0 +1,134 @@
+//! Shared harness for the integration tests: the real topology (started by
+//! `scripts/topology.sh`), and an rwsplit started in-process on an ephemeral port.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder};
+
+pub const PRIMARY_PORT: u16 = 3306;
+pub const REPLICA_PORTS: [u16; 2] = [3307, 3308];
+
+pub fn repo_root() -> &'static str {
+    env!("CARGO_MANIFEST_DIR")
+}
+
+/// Makes sure the topology is up (idempotent).
+pub fn topology_up() {
+    static UP: OnceLock<()> = OnceLock::new();
+    UP.get_or_init(|| {
+        let st = Command::new(format!("{}/scripts/topology.sh", repo_root()))
+            .arg("up")
+            .status()
+            .expect("run scripts/topology.sh");
+        assert!(st.success(), "scripts/topology.sh up failed");
+    });
+}
+
+/// Runs a topology command (`stop-sql replica1`, `kill replica2`, ...).
+pub fn topology(args: &[&str]) -> String {
+    let out = Command::new(format!("{}/scripts/topology.sh", repo_root()))
+        .args(args)
+        .output()
+        .expect("run scripts/topology.sh");
+    assert!(
+        out.status.success(),
+        "topology.sh {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The test config (`config/test.toml`) with `edit` applied to its text.
+pub fn test_config(edit: impl FnOnce(String) -> String) -> rwsplit::config::Config {
+    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root())).expect("read config/test.toml");
+    rwsplit::config::Config::from_toml_str(&edit(text)).expect("valid test config")
+}
+
+/// A running rwsplit; it lives as long as the test process.
+pub struct Proxy {
+    pub addr: SocketAddr,
+}
+
+impl Proxy {
+    /// Starts rwsplit with `config/test.toml` on an ephemeral port.
+    pub fn start() -> Proxy {
+        Self::start_with(|t| t)
+    }
+
+    pub fn start_with(edit: impl FnOnce(String) -> String) -> Proxy {
+        topology_up();
+        let mut config = test_config(edit);
+        config.proxy.listen = "127.0.0.1:0".parse().expect("addr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = rwsplit::server::bind(&config).await.expect("bind");
+                tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                let shared = rwsplit::server::build(config);
+                rwsplit::server::serve(listener, shared, std::future::pending()).await;
+            });
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("proxy started");
+        Proxy { addr }
+    }
+
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("mysql://{user}:{password}@{}/app", self.addr)
+    }
+
+    pub fn opts(&self) -> OptsBuilder {
+        OptsBuilder::default()
+            .ip_or_hostname(self.addr.ip().to_string())
+            .tcp_port(self.addr.port())
+            .user(Some("app"))
+            .pass(Some("app"))
+            .db_name(Some("app"))
+            .prefer_socket(false)
+    }
+
+    pub async fn conn(&self) -> Conn {
+        Conn::new(self.opts()).await.expect("connect through rwsplit")
+    }
+}
+
+/// A direct connection to one server, as root (for checks and setup).
+pub async fn direct(port: u16) -> Conn {
+    let opts = OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("root"))
+        .pass(Some("root"))
+        .prefer_socket(false);
+    Conn::new(Opts::from(opts)).await.expect("direct connection")
+}
+
+pub async fn server_id(port: u16) -> u64 {
+    let mut c = direct(port).await;
+    c.query_first("SELECT @@server_id").await.expect("server_id").expect("row")
+}
+
+/// A name unique to this test run, for tables.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Waits until every replica has applied what the primary has written.
+pub fn wait_sync() {
+    topology(&["wait-sync"]);
+}

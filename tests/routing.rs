@@ -1,0 +1,212 @@
+//! Routing through rwsplit against the real topology: reads on replicas, everything that must
+//! be on the primary on the primary.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::*;
+
+async fn primary_id() -> u64 {
+    server_id(PRIMARY_PORT).await
+}
+
+#[tokio::test]
+async fn plain_select_lands_on_a_replica() {
+    let proxy = Proxy::start();
+    let mut c = proxy.conn().await;
+    let primary = primary_id().await;
+    for _ in 0..5 {
+        let id: u64 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+        assert_ne!(id, primary, "a plain read went to the primary");
+    }
+}
+
+#[tokio::test]
+async fn primary_only_statements_land_on_the_primary() {
+    let proxy = Proxy::start();
+    let primary = primary_id().await;
+    let cases: &[(&str, &str)] = &[
+        ("", "SELECT @@server_id FOR UPDATE"),
+        ("", "SELECT @@server_id, GET_LOCK('rwsplit_test', 1)"),
+        ("", "/* rwsplit:primary */ SELECT @@server_id"),
+        ("BEGIN", "SELECT @@server_id"),
+        ("SET autocommit = 0", "SELECT @@server_id"),
+        ("START TRANSACTION READ ONLY", "SELECT @@server_id"),
+    ];
+    for (setup, sql) in cases {
+        let mut c = proxy.conn().await;
+        if !setup.is_empty() {
+            c.query_drop(*setup).await.unwrap();
+        }
+        let row: mysql_async::Row = c.query_first(*sql).await.unwrap().unwrap();
+        let id: u64 = row.get(0).unwrap();
+        assert_eq!(id, primary, "{setup}; {sql} did not run on the primary");
+        c.disconnect().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_row_written_in_a_transaction_is_read_back_in_it() {
+    let proxy = Proxy::start();
+    let t = unique("trx");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(20))")).await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (1, 'x')")).await.unwrap();
+    let v: Option<String> = c.query_first(format!("SELECT v FROM {t} WHERE id = 1")).await.unwrap();
+    assert_eq!(v.as_deref(), Some("x"));
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_temporary_table_keeps_the_sessions_reads_on_the_primary() {
+    let proxy = Proxy::start();
+    let mut c = proxy.conn().await;
+    c.query_drop("CREATE TEMPORARY TABLE tmp_rw (i INT)").await.unwrap();
+    c.query_drop("INSERT INTO tmp_rw VALUES (7)").await.unwrap();
+    let v: Option<i32> = c.query_first("SELECT i FROM tmp_rw").await.unwrap();
+    assert_eq!(v, Some(7));
+    let id: u64 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+    assert_eq!(id, primary_id().await);
+}
+
+#[tokio::test]
+async fn session_settings_follow_the_session_to_every_backend() {
+    let proxy = Proxy::start();
+    let mut c = proxy.conn().await;
+    c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'").await.unwrap();
+    c.query_drop("SET NAMES latin1").await.unwrap();
+    // A read (replica) and a primary-hinted read must both see the session's settings.
+    for sql in ["SELECT @@sql_mode, @@character_set_client", "/* rwsplit:primary */ SELECT @@sql_mode, @@character_set_client"] {
+        let (mode, cs): (String, String) = c.query_first(sql).await.unwrap().unwrap();
+        assert_eq!(mode, "ANSI_QUOTES", "{sql}");
+        assert_eq!(cs, "latin1", "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn writes_never_reach_a_replica() {
+    let proxy = Proxy::start();
+    let t = unique("nowrite");
+    let updates = |port| async move {
+        let mut d = direct(port).await;
+        let n: Option<u64> = d
+            .query_first("SELECT COALESCE(SUM(UPDATE_COMMANDS), 0) FROM information_schema.USER_STATISTICS WHERE USER = 'app'")
+            .await
+            .unwrap();
+        n.unwrap_or(0)
+    };
+    let before = [updates(REPLICA_PORTS[0]).await, updates(REPLICA_PORTS[1]).await];
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")).await.unwrap();
+    for i in 0..50 {
+        c.exec_drop(format!("INSERT INTO {t} (v) VALUES (?)"), (i,)).await.unwrap();
+        c.query_drop(format!("UPDATE {t} SET v = v + 1 WHERE id = {}", i + 1)).await.unwrap();
+        let _: Option<i64> = c.query_first(format!("SELECT v FROM {t} LIMIT 1")).await.unwrap();
+    }
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+    let after = [updates(REPLICA_PORTS[0]).await, updates(REPLICA_PORTS[1]).await];
+    assert_eq!(before, after, "the app user ran writes on a replica");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_with_1045() {
+    let proxy = Proxy::start();
+    let opts = proxy.opts().pass(Some("wrong"));
+    let err = mysql_async::Conn::new(opts).await.unwrap_err();
+    match err {
+        mysql_async::Error::Server(e) => {
+            assert_eq!(e.code, 1045);
+            assert!(e.message.contains("Access denied for user 'app'"), "{}", e.message);
+        }
+        e => panic!("expected a server error, got {e}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_database_at_connect_is_refused_as_the_server_refuses_it() {
+    let proxy = Proxy::start();
+    let opts = proxy.opts().db_name(Some("no_such_db"));
+    match mysql_async::Conn::new(opts).await.unwrap_err() {
+        // As the server answers: 1049 for a user who may see it, 1044 for one who may not.
+        mysql_async::Error::Server(e) => assert!(e.code == 1049 || e.code == 1044, "{e:?}"),
+        e => panic!("expected a server error, got {e}"),
+    }
+}
+
+#[tokio::test]
+async fn prepared_statements_return_the_same_rows_as_direct() {
+    let proxy = Proxy::start();
+    let t = unique("ps");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, name VARCHAR(20), n DOUBLE)")).await.unwrap();
+    for i in 0..20 {
+        c.exec_drop(format!("INSERT INTO {t} VALUES (?, ?, ?)"), (i, format!("n{i}"), i as f64 / 2.0)).await.unwrap();
+    }
+    wait_sync();
+    let sql = format!("SELECT id, name, n FROM {t} WHERE id >= ? ORDER BY id");
+    let through: Vec<(i32, String, f64)> = c.exec(&sql, (5,)).await.unwrap();
+    let mut d = direct(PRIMARY_PORT).await;
+    let direct_rows: Vec<(i32, String, f64)> = d.exec(sql.replace("FROM ", "FROM app."), (5,)).await.unwrap();
+    assert_eq!(through, direct_rows);
+    assert_eq!(through.len(), 15);
+    // The same statement inside a transaction runs on the primary.
+    c.query_drop("BEGIN").await.unwrap();
+    let in_trx: Vec<(i32, String, f64)> = c.exec(&sql, (5,)).await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    assert_eq!(in_trx, direct_rows);
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stored_procedure_returns_all_its_result_sets() {
+    let proxy = Proxy::start();
+    let p = unique("proc");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE PROCEDURE {p}() BEGIN SELECT 1 AS a; SELECT 2 AS b, 3 AS c; END")).await.unwrap();
+    let mut result = c.query_iter(format!("CALL {p}()")).await.unwrap();
+    let first: Vec<i32> = result.collect().await.unwrap();
+    let second: Vec<(i32, i32)> = result.collect().await.unwrap();
+    drop(result);
+    assert_eq!(first, vec![1]);
+    assert_eq!(second, vec![(2, 3)]);
+    c.query_drop(format!("DROP PROCEDURE {p}")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_20_mib_blob_round_trips() {
+    let proxy = Proxy::start();
+    let t = unique("blob");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, b LONGBLOB)")).await.unwrap();
+    let blob: Vec<u8> = (0..20 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    c.exec_drop(format!("INSERT INTO {t} VALUES (1, ?)"), (blob.clone(),)).await.unwrap();
+    let back: Option<Vec<u8>> = c.query_first(format!("/* rwsplit:primary */ SELECT b FROM {t} WHERE id = 1")).await.unwrap();
+    assert_eq!(back.map(|b| b.len()), Some(blob.len()));
+    let back: Option<Vec<u8>> = c.exec_first(format!("SELECT b FROM {t} WHERE id = ?"), (1,)).await.unwrap();
+    if let Some(b) = back {
+        assert_eq!(b, blob, "read from a replica (if it had caught up) differs");
+    }
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
+
+#[tokio::test]
+async fn many_sessions_in_parallel_all_work() {
+    let proxy = Proxy::start();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let opts = proxy.opts();
+        tasks.push(tokio::spawn(async move {
+            let mut c = mysql_async::Conn::new(opts).await.unwrap();
+            for i in 0..20 {
+                let v: i64 = c.query_first(format!("SELECT {i} + 1")).await.unwrap().unwrap();
+                assert_eq!(v, i + 1);
+            }
+            c.disconnect().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
