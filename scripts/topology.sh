@@ -130,6 +130,8 @@ stop_one() {
 cmd=${1:-}; shift || true
 case $cmd in
   up)
+    # Test processes call `up` concurrently: one at a time.
+    mkdir -p "$DIR"; exec 9>"$DIR/.lock"; flock 9
     id mysql >/dev/null 2>&1 || die "no 'mysql' user: install mariadb-server first"
     fresh=0; [ -d "$DIR/primary/data/mysql" ] || fresh=1
     for n in "${NAMES[@]}"; do start_one "$n"; done

@@ -8,7 +8,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Parse(String),
     #[error("{key}: {message}")]
@@ -152,7 +155,12 @@ mod raw {
         let v = v.trim();
         let split = v
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| invalid(key, format!("\"{v}\" has no unit; write e.g. \"500ms\", \"2s\", \"10m\"")))?;
+            .ok_or_else(|| {
+                invalid(
+                    key,
+                    format!("\"{v}\" has no unit; write e.g. \"500ms\", \"2s\", \"10m\""),
+                )
+            })?;
         let (num, unit) = v.split_at(split);
         let n: f64 = num
             .parse()
@@ -163,7 +171,12 @@ mod raw {
             "m" => n * 60.0,
             "h" => n * 3600.0,
             "d" => n * 86400.0,
-            u => return Err(invalid(key, format!("unknown unit \"{u}\" in \"{v}\" (use ms, s, m, h or d)"))),
+            u => {
+                return Err(invalid(
+                    key,
+                    format!("unknown unit \"{u}\" in \"{v}\" (use ms, s, m, h or d)"),
+                ));
+            }
         };
         if !secs.is_finite() || secs < 0.0 {
             return Err(invalid(key, format!("\"{v}\" is not a duration")));
@@ -184,7 +197,12 @@ mod raw {
             "KiB" | "K" | "KB" => 1 << 10,
             "MiB" | "M" | "MB" => 1 << 20,
             "GiB" | "G" | "GB" => 1 << 30,
-            u => return Err(invalid(key, format!("unknown unit \"{u}\" (use KiB, MiB or GiB)"))),
+            u => {
+                return Err(invalid(
+                    key,
+                    format!("unknown unit \"{u}\" (use KiB, MiB or GiB)"),
+                ));
+            }
         };
         n.checked_mul(mult).ok_or_else(|| invalid(key, "too large"))
     }
@@ -297,15 +315,25 @@ mod raw {
             idle_timeout: d("idle_timeout", &p.idle_timeout, base.idle_timeout)?,
             max_lifetime: d("max_lifetime", &p.max_lifetime, base.max_lifetime)?,
             connect_timeout: d("connect_timeout", &p.connect_timeout, base.connect_timeout)?,
-            checkout_timeout: d("checkout_timeout", &p.checkout_timeout, base.checkout_timeout)?,
+            checkout_timeout: d(
+                "checkout_timeout",
+                &p.checkout_timeout,
+                base.checkout_timeout,
+            )?,
         };
         if c.max_connections == 0 {
-            return Err(invalid(format!("{prefix}.max_connections"), "must be at least 1"));
+            return Err(invalid(
+                format!("{prefix}.max_connections"),
+                "must be at least 1",
+            ));
         }
         if c.min_idle > c.max_connections {
             return Err(invalid(
                 format!("{prefix}.min_idle"),
-                format!("({}) is larger than max_connections ({})", c.min_idle, c.max_connections),
+                format!(
+                    "({}) is larger than max_connections ({})",
+                    c.min_idle, c.max_connections
+                ),
             ));
         }
         Ok(c)
@@ -325,21 +353,38 @@ mod raw {
             let listen: SocketAddr = listen
                 .parse()
                 .map_err(|_| invalid("proxy.listen", format!("\"{listen}\" is not ip:port")))?;
-            let max_packet_size = size("proxy.max_packet_size", p.max_packet_size.as_deref().unwrap_or("64MiB"))?;
+            let max_packet_size = size(
+                "proxy.max_packet_size",
+                p.max_packet_size.as_deref().unwrap_or("64MiB"),
+            )?;
             if max_packet_size > 1 << 30 || max_packet_size < 1024 {
-                return Err(invalid("proxy.max_packet_size", "must be between 1KiB and 1GiB"));
+                return Err(invalid(
+                    "proxy.max_packet_size",
+                    "must be between 1KiB and 1GiB",
+                ));
             }
             let auth_plugin = match p.auth_plugin.as_deref().unwrap_or("mysql_native_password") {
                 "mysql_native_password" => AuthPluginName::MysqlNativePassword,
                 "caching_sha2_password" => AuthPluginName::CachingSha2Password,
-                o => return Err(invalid("proxy.auth_plugin", format!("\"{o}\" is not mysql_native_password or caching_sha2_password"))),
+                o => {
+                    return Err(invalid(
+                        "proxy.auth_plugin",
+                        format!("\"{o}\" is not mysql_native_password or caching_sha2_password"),
+                    ));
+                }
             };
             let proxy = ProxyConfig {
                 listen,
                 max_client_connections: p.max_client_connections.unwrap_or(10_000).max(1),
                 max_packet_size,
-                client_idle_timeout: nonzero("proxy.client_idle_timeout", dur("proxy.client_idle_timeout", &p.client_idle_timeout, "8h")?)?,
-                handshake_timeout: nonzero("proxy.handshake_timeout", dur("proxy.handshake_timeout", &p.handshake_timeout, "10s")?)?,
+                client_idle_timeout: nonzero(
+                    "proxy.client_idle_timeout",
+                    dur("proxy.client_idle_timeout", &p.client_idle_timeout, "8h")?,
+                )?,
+                handshake_timeout: nonzero(
+                    "proxy.handshake_timeout",
+                    dur("proxy.handshake_timeout", &p.handshake_timeout, "10s")?,
+                )?,
                 auth_plugin,
                 server_version: p.server_version.clone(),
             };
@@ -352,18 +397,30 @@ mod raw {
                 checkout_timeout: Duration::from_secs(5),
             };
             let pool_cfg = pool("pool", &self.pool, &defaults)?;
-            let when_no_replica = match self.routing.when_no_replica.as_deref().unwrap_or("primary") {
+            let when_no_replica = match self.routing.when_no_replica.as_deref().unwrap_or("primary")
+            {
                 "primary" => NoReplicaPolicy::Primary,
                 "error" => NoReplicaPolicy::Error,
-                o => return Err(invalid("routing.when_no_replica", format!("\"{o}\" is not \"primary\" or \"error\""))),
+                o => {
+                    return Err(invalid(
+                        "routing.when_no_replica",
+                        format!("\"{o}\" is not \"primary\" or \"error\""),
+                    ));
+                }
             };
             let routing = RoutingConfig {
                 when_no_replica,
-                read_only_transactions_on_replica: self.routing.read_only_transactions_on_replica.unwrap_or(false),
+                read_only_transactions_on_replica: self
+                    .routing
+                    .read_only_transactions_on_replica
+                    .unwrap_or(false),
             };
             let m = &self.monitor;
             let monitor = MonitorConfig {
-                interval: nonzero("monitor.interval", dur("monitor.interval", &m.interval, "1s")?)?,
+                interval: nonzero(
+                    "monitor.interval",
+                    dur("monitor.interval", &m.interval, "1s")?,
+                )?,
                 timeout: nonzero("monitor.timeout", dur("monitor.timeout", &m.timeout, "1s")?)?,
                 fall: m.fall.unwrap_or(3).max(1),
                 rise: m.rise.unwrap_or(2).max(1),
@@ -371,7 +428,12 @@ mod raw {
             let json = match self.logging.format.as_deref().unwrap_or("plain") {
                 "plain" => false,
                 "json" => true,
-                o => return Err(invalid("logging.format", format!("\"{o}\" is not \"plain\" or \"json\""))),
+                o => {
+                    return Err(invalid(
+                        "logging.format",
+                        format!("\"{o}\" is not \"plain\" or \"json\""),
+                    ));
+                }
             };
             let logging = LoggingConfig {
                 level: self.logging.level.clone().unwrap_or_else(|| "info".into()),
@@ -384,33 +446,56 @@ mod raw {
             for (i, u) in self.users.iter().enumerate() {
                 let key = format!("users[{i}]");
                 if users.iter().any(|x: &UserConfig| x.name == u.name) {
-                    return Err(invalid(format!("{key}.name"), format!("duplicate name \"{}\"", u.name)));
+                    return Err(invalid(
+                        format!("{key}.name"),
+                        format!("duplicate name \"{}\"", u.name),
+                    ));
                 }
                 let password = match (&u.password, &u.password_env) {
                     (Some(p), None) => p.clone(),
                     (None, Some(var)) => std::env::var(var).map_err(|_| {
-                        invalid(format!("{key}.password_env"), format!("environment variable {var} is not set"))
+                        invalid(
+                            format!("{key}.password_env"),
+                            format!("environment variable {var} is not set"),
+                        )
                     })?,
                     _ => return Err(invalid(key, "give exactly one of password or password_env")),
                 };
-                users.push(UserConfig { name: u.name.clone(), password });
+                users.push(UserConfig {
+                    name: u.name.clone(),
+                    password,
+                });
             }
             if self.backends.is_empty() {
-                return Err(invalid("backends", "at least one [[backends]] entry is required"));
+                return Err(invalid(
+                    "backends",
+                    "at least one [[backends]] entry is required",
+                ));
             }
             let mut backends: Vec<BackendConfig> = Vec::new();
             for (i, b) in self.backends.iter().enumerate() {
                 let key = format!("backends[{i}]");
                 if backends.iter().any(|x| x.name == b.name) {
-                    return Err(invalid(format!("{key}.name"), format!("duplicate name \"{}\"", b.name)));
+                    return Err(invalid(
+                        format!("{key}.name"),
+                        format!("duplicate name \"{}\"", b.name),
+                    ));
                 }
                 if !valid_address(&b.address) {
-                    return Err(invalid(format!("{key}.address"), format!("\"{}\" is not host:port", b.address)));
+                    return Err(invalid(
+                        format!("{key}.address"),
+                        format!("\"{}\" is not host:port", b.address),
+                    ));
                 }
                 let role = match b.role.as_str() {
                     "primary" => Role::Primary,
                     "replica" => Role::Replica,
-                    o => return Err(invalid(format!("{key}.role"), format!("\"{o}\" is not \"primary\" or \"replica\""))),
+                    o => {
+                        return Err(invalid(
+                            format!("{key}.role"),
+                            format!("\"{o}\" is not \"primary\" or \"replica\""),
+                        ));
+                    }
                 };
                 let pool = match &b.pool {
                     Some(p) => pool(&format!("{key}.pool"), p, &pool_cfg)?,
@@ -426,9 +511,20 @@ mod raw {
             }
             let primaries = backends.iter().filter(|b| b.role == Role::Primary).count();
             if primaries != 1 {
-                return Err(invalid("backends", format!("exactly one backend must have role = \"primary\" (found {primaries})")));
+                return Err(invalid(
+                    "backends",
+                    format!("exactly one backend must have role = \"primary\" (found {primaries})"),
+                ));
             }
-            Ok(Config { proxy, users, backends, pool: pool_cfg, routing, monitor, logging })
+            Ok(Config {
+                proxy,
+                users,
+                backends,
+                pool: pool_cfg,
+                routing,
+                monitor,
+                logging,
+            })
         }
     }
 }
@@ -453,10 +549,16 @@ role = "primary"
 
     #[test]
     fn the_example_and_test_configs_load() {
-        for text in [include_str!("../config/rwsplit.toml"), include_str!("../config/test.toml")] {
+        for text in [
+            include_str!("../config/rwsplit.toml"),
+            include_str!("../config/test.toml"),
+        ] {
             let c = Config::from_toml_str(text).unwrap();
             assert_eq!(c.backends.len(), 3);
-            assert_eq!(c.primary().map(|b| b.address.as_str()), Some("127.0.0.1:3306"));
+            assert_eq!(
+                c.primary().map(|b| b.address.as_str()),
+                Some("127.0.0.1:3306")
+            );
         }
     }
 
@@ -479,14 +581,38 @@ role = "primary"
     #[test]
     fn validation_errors_name_the_key() {
         let cases = [
-            (MINIMAL.replace("127.0.0.1:3306", "127.0.0.1"), "backends[0].address"),
-            (MINIMAL.replace("\"primary\"\n", "\"leader\"\n"), "backends[0].role"),
+            (
+                MINIMAL.replace("127.0.0.1:3306", "127.0.0.1"),
+                "backends[0].address",
+            ),
+            (
+                MINIMAL.replace("\"primary\"\n", "\"leader\"\n"),
+                "backends[0].role",
+            ),
             (MINIMAL.replace("password = \"app\"", ""), "users[0]"),
-            (MINIMAL.replace("password = \"app\"", "password_env = \"RWSPLIT_NO_SUCH_VAR_X\""), "users[0].password_env"),
-            (format!("[pool]\nconnect_timeout = \"5\"\n{MINIMAL}"), "pool.connect_timeout"),
-            (format!("[pool]\nmin_idle = 5\nmax_connections = 2\n{MINIMAL}"), "pool.min_idle"),
-            (MINIMAL.replace("role = \"primary\"", "role = \"replica\""), "backends"),
-            (format!("[proxy]\nlisten = \"nope\"\n{MINIMAL}"), "proxy.listen"),
+            (
+                MINIMAL.replace(
+                    "password = \"app\"",
+                    "password_env = \"RWSPLIT_NO_SUCH_VAR_X\"",
+                ),
+                "users[0].password_env",
+            ),
+            (
+                format!("[pool]\nconnect_timeout = \"5\"\n{MINIMAL}"),
+                "pool.connect_timeout",
+            ),
+            (
+                format!("[pool]\nmin_idle = 5\nmax_connections = 2\n{MINIMAL}"),
+                "pool.min_idle",
+            ),
+            (
+                MINIMAL.replace("role = \"primary\"", "role = \"replica\""),
+                "backends",
+            ),
+            (
+                format!("[proxy]\nlisten = \"nope\"\n{MINIMAL}"),
+                "proxy.listen",
+            ),
         ];
         for (text, key) in cases {
             let e = err(&text);
@@ -512,7 +638,11 @@ role = "primary"
     fn password_env_is_read_from_the_environment() {
         // SAFETY: this test's variable name is unique to it; no other thread reads it.
         unsafe { std::env::set_var("RWSPLIT_TEST_PW_ENV_1", "s3cret") };
-        let c = Config::from_toml_str(&MINIMAL.replace("password = \"app\"", "password_env = \"RWSPLIT_TEST_PW_ENV_1\"")).unwrap();
+        let c = Config::from_toml_str(&MINIMAL.replace(
+            "password = \"app\"",
+            "password_env = \"RWSPLIT_TEST_PW_ENV_1\"",
+        ))
+        .unwrap();
         assert_eq!(c.users[0].password, "s3cret");
     }
 }

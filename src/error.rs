@@ -38,7 +38,11 @@ impl ClientError {
 
     /// ER_NET_PACKET_TOO_LARGE.
     pub fn packet_too_large() -> Self {
-        Self::new(1153, "08S01", "Got a packet bigger than 'max_allowed_packet' bytes")
+        Self::new(
+            1153,
+            "08S01",
+            "Got a packet bigger than 'max_allowed_packet' bytes",
+        )
     }
 
     /// ER_CON_COUNT_ERROR.
@@ -57,7 +61,11 @@ impl ClientError {
 
     /// ER_NOT_SUPPORTED_YET, for features rwsplit does not carry through.
     pub fn not_supported(what: &str) -> Self {
-        Self::new(1235, "42000", format!("rwsplit does not support {what} yet"))
+        Self::new(
+            1235,
+            "42000",
+            format!("rwsplit does not support {what} yet"),
+        )
     }
 
     /// A backend failed under a statement; ER_UNKNOWN_ERROR with rwsplit's explanation.

@@ -19,7 +19,9 @@ pub mod session;
 pub fn init_logging(cfg: &config::LoggingConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if cfg.json {
         let _ = builder.json().try_init();
     } else {

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use rwsplit::config::Config;
 
 #[derive(Parser)]
-#[command(name = "rwsplit", version, about = "MySQL/MariaDB read/write-splitting proxy")]
+#[command(
+    name = "rwsplit",
+    version,
+    about = "MySQL/MariaDB read/write-splitting proxy"
+)]
 struct Cli {
     /// Path to the TOML config file.
     #[arg(long, short, default_value = "config/rwsplit.toml")]

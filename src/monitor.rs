@@ -153,7 +153,12 @@ async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
             }
         }
         // A session may have marked it down in between; resync before counting.
-        let published = health.snapshot.load().backends.get(id).is_some_and(|b| b.up);
+        let published = health
+            .snapshot
+            .load()
+            .backends
+            .get(id)
+            .is_some_and(|b| b.up);
         if published != state.up {
             state = RiseFall::new(published);
         }

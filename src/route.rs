@@ -84,7 +84,12 @@ pub fn route(
             .position(|b| b.role == Role::Primary && b.up)
             .ok_or(RouteError::NoPrimary)
     };
-    let to_primary = |why| primary().map(|p| Decision { target: Target::Primary(p), why });
+    let to_primary = |why| {
+        primary().map(|p| Decision {
+            target: Target::Primary(p),
+            why,
+        })
+    };
 
     // Never split a transaction: everything stays on the primary until it ends.
     if s.in_transaction || !s.autocommit {

@@ -54,7 +54,11 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServerError> {
 
 /// Accepts clients until `shutdown` resolves, then waits for sessions to end (up to a drain
 /// timeout).
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let limit = Arc::new(Semaphore::new(shared.config.proxy.max_client_connections));
     let max = shared.config.proxy.max_client_connections;
     tokio::pin!(shutdown);

@@ -50,10 +50,19 @@ async fn a_row_written_in_a_transaction_is_read_back_in_it() {
     let proxy = Proxy::start();
     let t = unique("trx");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(20))")).await.unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(20))"
+    ))
+    .await
+    .unwrap();
     c.query_drop("BEGIN").await.unwrap();
-    c.query_drop(format!("INSERT INTO {t} VALUES (1, 'x')")).await.unwrap();
-    let v: Option<String> = c.query_first(format!("SELECT v FROM {t} WHERE id = 1")).await.unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (1, 'x')"))
+        .await
+        .unwrap();
+    let v: Option<String> = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap();
     assert_eq!(v.as_deref(), Some("x"));
     c.query_drop("COMMIT").await.unwrap();
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
@@ -63,7 +72,9 @@ async fn a_row_written_in_a_transaction_is_read_back_in_it() {
 async fn a_temporary_table_keeps_the_sessions_reads_on_the_primary() {
     let proxy = Proxy::start();
     let mut c = proxy.conn().await;
-    c.query_drop("CREATE TEMPORARY TABLE tmp_rw (i INT)").await.unwrap();
+    c.query_drop("CREATE TEMPORARY TABLE tmp_rw (i INT)")
+        .await
+        .unwrap();
     c.query_drop("INSERT INTO tmp_rw VALUES (7)").await.unwrap();
     let v: Option<i32> = c.query_first("SELECT i FROM tmp_rw").await.unwrap();
     assert_eq!(v, Some(7));
@@ -75,10 +86,15 @@ async fn a_temporary_table_keeps_the_sessions_reads_on_the_primary() {
 async fn session_settings_follow_the_session_to_every_backend() {
     let proxy = Proxy::start();
     let mut c = proxy.conn().await;
-    c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'").await.unwrap();
+    c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        .await
+        .unwrap();
     c.query_drop("SET NAMES latin1").await.unwrap();
     // A read (replica) and a primary-hinted read must both see the session's settings.
-    for sql in ["SELECT @@sql_mode, @@character_set_client", "/* rwsplit:primary */ SELECT @@sql_mode, @@character_set_client"] {
+    for sql in [
+        "SELECT @@sql_mode, @@character_set_client",
+        "/* rwsplit:primary */ SELECT @@sql_mode, @@character_set_client",
+    ] {
         let (mode, cs): (String, String) = c.query_first(sql).await.unwrap().unwrap();
         assert_eq!(mode, "ANSI_QUOTES", "{sql}");
         assert_eq!(cs, "latin1", "{sql}");
@@ -97,16 +113,33 @@ async fn writes_never_reach_a_replica() {
             .unwrap();
         n.unwrap_or(0)
     };
-    let before = [updates(REPLICA_PORTS[0]).await, updates(REPLICA_PORTS[1]).await];
+    let before = [
+        updates(REPLICA_PORTS[0]).await,
+        updates(REPLICA_PORTS[1]).await,
+    ];
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")).await.unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY AUTO_INCREMENT, v INT)"
+    ))
+    .await
+    .unwrap();
     for i in 0..50 {
-        c.exec_drop(format!("INSERT INTO {t} (v) VALUES (?)"), (i,)).await.unwrap();
-        c.query_drop(format!("UPDATE {t} SET v = v + 1 WHERE id = {}", i + 1)).await.unwrap();
-        let _: Option<i64> = c.query_first(format!("SELECT v FROM {t} LIMIT 1")).await.unwrap();
+        c.exec_drop(format!("INSERT INTO {t} (v) VALUES (?)"), (i,))
+            .await
+            .unwrap();
+        c.query_drop(format!("UPDATE {t} SET v = v + 1 WHERE id = {}", i + 1))
+            .await
+            .unwrap();
+        let _: Option<i64> = c
+            .query_first(format!("SELECT v FROM {t} LIMIT 1"))
+            .await
+            .unwrap();
     }
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
-    let after = [updates(REPLICA_PORTS[0]).await, updates(REPLICA_PORTS[1]).await];
+    let after = [
+        updates(REPLICA_PORTS[0]).await,
+        updates(REPLICA_PORTS[1]).await,
+    ];
     assert_eq!(before, after, "the app user ran writes on a replica");
 }
 
@@ -118,7 +151,11 @@ async fn a_wrong_password_is_refused_with_1045() {
     match err {
         mysql_async::Error::Server(e) => {
             assert_eq!(e.code, 1045);
-            assert!(e.message.contains("Access denied for user 'app'"), "{}", e.message);
+            assert!(
+                e.message.contains("Access denied for user 'app'"),
+                "{}",
+                e.message
+            );
         }
         e => panic!("expected a server error, got {e}"),
     }
@@ -140,15 +177,27 @@ async fn prepared_statements_return_the_same_rows_as_direct() {
     let proxy = Proxy::start();
     let t = unique("ps");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, name VARCHAR(20), n DOUBLE)")).await.unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, name VARCHAR(20), n DOUBLE)"
+    ))
+    .await
+    .unwrap();
     for i in 0..20 {
-        c.exec_drop(format!("INSERT INTO {t} VALUES (?, ?, ?)"), (i, format!("n{i}"), i as f64 / 2.0)).await.unwrap();
+        c.exec_drop(
+            format!("INSERT INTO {t} VALUES (?, ?, ?)"),
+            (i, format!("n{i}"), i as f64 / 2.0),
+        )
+        .await
+        .unwrap();
     }
     wait_sync();
     let sql = format!("SELECT id, name, n FROM {t} WHERE id >= ? ORDER BY id");
     let through: Vec<(i32, String, f64)> = c.exec(&sql, (5,)).await.unwrap();
     let mut d = direct(PRIMARY_PORT).await;
-    let direct_rows: Vec<(i32, String, f64)> = d.exec(sql.replace("FROM ", "FROM app."), (5,)).await.unwrap();
+    let direct_rows: Vec<(i32, String, f64)> = d
+        .exec(sql.replace("FROM ", "FROM app."), (5,))
+        .await
+        .unwrap();
     assert_eq!(through, direct_rows);
     assert_eq!(through.len(), 15);
     // The same statement inside a transaction runs on the primary.
@@ -164,7 +213,11 @@ async fn a_stored_procedure_returns_all_its_result_sets() {
     let proxy = Proxy::start();
     let p = unique("proc");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE PROCEDURE {p}() BEGIN SELECT 1 AS a; SELECT 2 AS b, 3 AS c; END")).await.unwrap();
+    c.query_drop(format!(
+        "CREATE PROCEDURE {p}() BEGIN SELECT 1 AS a; SELECT 2 AS b, 3 AS c; END"
+    ))
+    .await
+    .unwrap();
     let mut result = c.query_iter(format!("CALL {p}()")).await.unwrap();
     let first: Vec<i32> = result.collect().await.unwrap();
     let second: Vec<(i32, i32)> = result.collect().await.unwrap();
@@ -179,12 +232,24 @@ async fn a_20_mib_blob_round_trips() {
     let proxy = Proxy::start();
     let t = unique("blob");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, b LONGBLOB)")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, b LONGBLOB)"))
+        .await
+        .unwrap();
     let blob: Vec<u8> = (0..20 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
-    c.exec_drop(format!("INSERT INTO {t} VALUES (1, ?)"), (blob.clone(),)).await.unwrap();
-    let back: Option<Vec<u8>> = c.query_first(format!("/* rwsplit:primary */ SELECT b FROM {t} WHERE id = 1")).await.unwrap();
+    c.exec_drop(format!("INSERT INTO {t} VALUES (1, ?)"), (blob.clone(),))
+        .await
+        .unwrap();
+    let back: Option<Vec<u8>> = c
+        .query_first(format!(
+            "/* rwsplit:primary */ SELECT b FROM {t} WHERE id = 1"
+        ))
+        .await
+        .unwrap();
     assert_eq!(back.map(|b| b.len()), Some(blob.len()));
-    let back: Option<Vec<u8>> = c.exec_first(format!("SELECT b FROM {t} WHERE id = ?"), (1,)).await.unwrap();
+    let back: Option<Vec<u8>> = c
+        .exec_first(format!("SELECT b FROM {t} WHERE id = ?"), (1,))
+        .await
+        .unwrap();
     if let Some(b) = back {
         assert_eq!(b, blob, "read from a replica (if it had caught up) differs");
     }
@@ -200,7 +265,11 @@ async fn many_sessions_in_parallel_all_work() {
         tasks.push(tokio::spawn(async move {
             let mut c = mysql_async::Conn::new(opts).await.unwrap();
             for i in 0..20 {
-                let v: i64 = c.query_first(format!("SELECT {i} + 1")).await.unwrap().unwrap();
+                let v: i64 = c
+                    .query_first(format!("SELECT {i} + 1"))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(v, i + 1);
             }
             c.disconnect().await.unwrap();

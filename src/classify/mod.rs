@@ -1,5 +1,13 @@
 //! Statement classification: what kind of statement is this, and what does it mean for routing.
-//! STUB: the public API below is fixed; the implementation is being written.
+//!
+//! A lexical classifier: it reads the first keywords and scans the rest for the few things that
+//! change routing. It errs toward the primary: whatever it does not recognise is a `Write`.
+//! (sqlparser is not used on the hot path: a full parse costs 30-450 us per statement, see
+//! DESIGN.md, and it rejects MySQL syntax routing must handle.)
+
+mod lexer;
+
+use lexer::{Lexer, Token, is};
 
 /// What a statement is, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,13 +104,27 @@ pub struct Classification {
     pub fast_path: bool,
 }
 
-/// Classify one statement (the payload of a COM_QUERY or COM_STMT_PREPARE, without the command
-/// byte). Never panics, whatever the bytes; invalid UTF-8 or unparseable SQL is `Write`/`Other`.
-pub fn classify(sql: &[u8]) -> Classification {
-    let _ = sql;
+/// Functions whose result depends on the connection or that change state: such a statement must
+/// run on the primary connection of the session.
+const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
+    "GET_LOCK",
+    "RELEASE_LOCK",
+    "RELEASE_ALL_LOCKS",
+    "IS_FREE_LOCK",
+    "IS_USED_LOCK",
+    "LAST_INSERT_ID",
+    "FOUND_ROWS",
+    "ROW_COUNT",
+    "NEXTVAL",
+    "LASTVAL",
+    "SETVAL",
+    "SQL_CALC_FOUND_ROWS",
+];
+
+fn write(reason: PrimaryReason) -> Classification {
     Classification {
         kind: StatementKind::Write,
-        reason: Some(PrimaryReason::Other),
+        reason: Some(reason),
         hint: None,
         effect: None,
         read_only_transaction: false,
@@ -111,7 +133,251 @@ pub fn classify(sql: &[u8]) -> Classification {
     }
 }
 
-/// The statement with literals replaced by `?` and whitespace/comments folded, for stats and rules.
-pub fn digest(sql: &[u8]) -> String {
-    String::from_utf8_lossy(sql).into_owned()
+fn of(kind: StatementKind) -> Classification {
+    Classification {
+        kind,
+        reason: None,
+        ..write(PrimaryReason::Other)
+    }
 }
+
+/// Classify one statement (the payload of a COM_QUERY or COM_STMT_PREPARE, without the command
+/// byte). Never panics, whatever the bytes; unrecognised SQL is `Write`/`Other`.
+pub fn classify(sql: &[u8]) -> Classification {
+    let mut lx = Lexer::new(sql);
+    let toks: Vec<Token<'_>> = lx.by_ref().take(4096).collect();
+    let mut c = classify_tokens(sql, &toks);
+    c.hint = lx.hint;
+    c
+}
+
+fn word(t: Option<&Token<'_>>, kw: &str) -> bool {
+    matches!(t, Some(Token::Word(w)) if is(w, kw))
+}
+
+/// Whether a top-level `;` is followed by another statement.
+fn is_multi(toks: &[Token<'_>]) -> bool {
+    toks.iter()
+        .position(|t| *t == Token::Punct(b';'))
+        .is_some_and(|p| toks[p + 1..].iter().any(|t| *t != Token::Punct(b';')))
+}
+
+fn classify_tokens(sql: &[u8], toks: &[Token<'_>]) -> Classification {
+    use PrimaryReason as R;
+    use StatementKind as K;
+    if is_multi(toks) {
+        return write(R::MultiStatement);
+    }
+    let first = match toks.iter().find(|t| **t != Token::Punct(b'(')) {
+        Some(Token::Word(w)) => w.to_ascii_uppercase(),
+        _ => return write(R::Other),
+    };
+    let second = toks.get(1);
+    match first.as_slice() {
+        b"SELECT" | b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"VALUES" | b"TABLE" => read_or_write(toks),
+        b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => write(R::Dml),
+        b"CREATE" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::CreatesTemporaryTable), ..write(R::Ddl) },
+        b"CREATE" | b"ALTER" | b"DROP" if word(second, "PREPARE") => write(R::SqlPrepare),
+        b"CREATE" | b"ALTER" | b"DROP" | b"TRUNCATE" | b"RENAME" | b"GRANT" | b"REVOKE" | b"ANALYZE" | b"OPTIMIZE" | b"REPAIR" => write(R::Ddl),
+        b"SET" => classify_set(toks),
+        b"USE" => {
+            let schema = match second {
+                Some(Token::Word(w)) => Some(String::from_utf8_lossy(w).into_owned()),
+                Some(Token::Quoted) => quoted_name(sql),
+                _ => None,
+            };
+            Classification { schema, ..of(K::Use) }
+        }
+        b"BEGIN" if !word(second, "NOT") => of(K::TransactionBegin),
+        b"START" if word(second, "TRANSACTION") => {
+            let ro = toks.windows(2).any(|w| word(w.first(), "READ") && word(w.get(1), "ONLY"));
+            Classification { read_only_transaction: ro, ..of(K::TransactionBegin) }
+        }
+        b"COMMIT" | b"ROLLBACK" => {
+            if toks.iter().any(|t| matches!(t, Token::Word(w) if is(w, "TO") || is(w, "CHAIN") && !word(toks.get(toks.len().saturating_sub(2)), "NO"))) {
+                write(R::TransactionControl)
+            } else {
+                of(K::TransactionEnd)
+            }
+        }
+        b"XA" if word(second, "START") || word(second, "BEGIN") => of(K::TransactionBegin),
+        b"XA" | b"SAVEPOINT" | b"RELEASE" => write(R::TransactionControl),
+        b"KILL" => of(K::Kill),
+        b"LOCK" => Classification { effect: Some(SessionEffect::LocksTables), ..write(R::TableLock) },
+        b"UNLOCK" => Classification { effect: Some(SessionEffect::UnlocksTables), ..write(R::TableLock) },
+        b"FLUSH" if toks.windows(2).any(|w| word(w.first(), "READ") && word(w.get(1), "LOCK")) => {
+            Classification { effect: Some(SessionEffect::LocksTables), ..write(R::TableLock) }
+        }
+        b"PREPARE" => Classification { effect: Some(SessionEffect::PreparesSqlStatement), ..write(R::SqlPrepare) },
+        b"EXECUTE" | b"DEALLOCATE" => write(R::SqlPrepare),
+        b"CALL" => write(R::Call),
+        _ => write(R::Other),
+    }
+}
+
+/// A SELECT-like statement: a read unless it locks, writes into something, uses a side-effect
+/// function or a user variable, or (for `WITH`) wraps a write.
+fn read_or_write(toks: &[Token<'_>]) -> Classification {
+    use PrimaryReason as R;
+    let mut reason = None;
+    let mut effect = None;
+    let rank = |r: R| match r {
+        R::LockingRead => 4,
+        R::SelectInto => 3,
+        R::SideEffectFunction => 2,
+        R::UserVariable => 1,
+        _ => 0,
+    };
+    let note = |r: R, reason: &mut Option<R>| {
+        if reason.is_none_or(|old| rank(r) > rank(old)) {
+            *reason = Some(r);
+        }
+    };
+    for (i, t) in toks.iter().enumerate() {
+        let next = toks.get(i + 1);
+        match t {
+            Token::Word(w) if is(w, "FOR") && (word(next, "UPDATE") || word(next, "SHARE")) => {
+                note(R::LockingRead, &mut reason)
+            }
+            Token::Word(w) if is(w, "LOCK") && word(next, "IN") => {
+                note(R::LockingRead, &mut reason)
+            }
+            Token::Word(w) if is(w, "INTO") => {
+                note(R::SelectInto, &mut reason);
+                if matches!(next, Some(Token::UserVar)) {
+                    effect = Some(SessionEffect::SetsUserVariable);
+                }
+            }
+            Token::Word(w) if is(w, "NEXT") || is(w, "PREVIOUS") => {
+                if word(next, "VALUE") {
+                    note(R::SideEffectFunction, &mut reason);
+                }
+            }
+            Token::Word(w)
+                if is(w, "UPDATE") || is(w, "DELETE") || is(w, "INSERT") || is(w, "REPLACE") =>
+            {
+                if i > 0
+                    && !matches!(toks.get(i.wrapping_sub(1)), Some(Token::Word(p)) if is(p, "FOR") || is(p, "ON"))
+                {
+                    return write(R::Dml);
+                }
+            }
+            Token::Word(w) if SIDE_EFFECT_FUNCTIONS.iter().any(|f| is(w, f)) => {
+                if is(w, "SQL_CALC_FOUND_ROWS") || next == Some(&Token::Punct(b'(')) {
+                    note(R::SideEffectFunction, &mut reason);
+                    if is(w, "GET_LOCK") {
+                        effect = Some(SessionEffect::TakesNamedLock);
+                    }
+                }
+            }
+            Token::UserVar => {
+                note(R::UserVariable, &mut reason);
+                if next == Some(&Token::Punct(b':')) {
+                    effect = Some(SessionEffect::SetsUserVariable);
+                }
+            }
+            _ => {}
+        }
+    }
+    match reason {
+        Some(r) => Classification { effect, ..write(r) },
+        None => Classification {
+            effect,
+            ..of(StatementKind::Read)
+        },
+    }
+}
+
+/// `SET ...`: session state to replay, user variables, or something only the primary may see.
+fn classify_set(toks: &[Token<'_>]) -> Classification {
+    use PrimaryReason as R;
+    let second = toks.get(1);
+    if word(second, "TRANSACTION") {
+        return write(R::TransactionControl);
+    }
+    if word(second, "GLOBAL")
+        || word(second, "PASSWORD")
+        || word(second, "ROLE")
+        || word(second, "DEFAULT")
+        || word(second, "STATEMENT")
+    {
+        return write(R::Other);
+    }
+    if word(second, "NAMES") || word(second, "CHARACTER") || word(second, "CHARSET") {
+        return of(StatementKind::SessionCommand);
+    }
+    // Split into assignments at top-level commas; look at each target.
+    let mut user_vars = 0;
+    let mut others = 0;
+    let mut depth = 0i32;
+    let mut at_target = true;
+    for t in &toks[1..] {
+        match t {
+            Token::Punct(b'(') => depth += 1,
+            Token::Punct(b')') => depth -= 1,
+            Token::Punct(b',') if depth == 0 => {
+                at_target = true;
+                continue;
+            }
+            Token::SysVar(w) if at_target && is(w, "GLOBAL") => return write(R::Other),
+            Token::Word(w) if at_target && is(w, "GLOBAL") => return write(R::Other),
+            Token::Word(w) if at_target && (is(w, "SESSION") || is(w, "LOCAL")) => continue,
+            _ => {}
+        }
+        if at_target {
+            match t {
+                Token::UserVar => user_vars += 1,
+                _ => others += 1,
+            }
+            at_target = false;
+        }
+    }
+    match (user_vars, others) {
+        (0, 0) => write(R::Other),
+        (_, 0) => Classification {
+            effect: Some(SessionEffect::SetsUserVariable),
+            ..write(R::UserVariable)
+        },
+        (0, _) => of(StatementKind::SessionCommand),
+        _ => Classification {
+            effect: Some(SessionEffect::SetsUserVariable),
+            ..of(StatementKind::SessionCommand)
+        },
+    }
+}
+
+/// The first quoted name in `USE `name``.
+fn quoted_name(sql: &[u8]) -> Option<String> {
+    let start = sql
+        .iter()
+        .position(|&b| b == b'`' || b == b'"' || b == b'\'')?;
+    let q = sql[start];
+    let len = sql[start + 1..].iter().position(|&b| b == q)?;
+    Some(String::from_utf8_lossy(&sql[start + 1..start + 1 + len]).into_owned())
+}
+
+/// The statement with literals replaced by `?` and whitespace and comments folded, for stats
+/// and rules.
+pub fn digest(sql: &[u8]) -> String {
+    let mut out = String::with_capacity(sql.len().min(1024));
+    for t in Lexer::new(sql) {
+        let piece: std::borrow::Cow<'_, str> = match t {
+            Token::Word(w) => String::from_utf8_lossy(w),
+            Token::Quoted | Token::Number => "?".into(),
+            Token::UserVar => "@?".into(),
+            Token::SysVar(w) => format!("@@{}", String::from_utf8_lossy(w)).into(),
+            Token::Punct(p) => char::from(p).to_string().into(),
+        };
+        if !out.is_empty()
+            && !matches!(piece.as_ref(), "," | ")" | ";" | "(")
+            && !out.ends_with('(')
+        {
+            out.push(' ');
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -84,12 +84,13 @@ impl BackendConn {
                         source,
                     })?;
             let _ = stream.set_nodelay(true);
-            let session = connect::login(&mut stream, creds)
-                .await
-                .map_err(|source| BackendError::Login {
-                    address: address.to_string(),
-                    source,
-                })?;
+            let session =
+                connect::login(&mut stream, creds)
+                    .await
+                    .map_err(|source| BackendError::Login {
+                        address: address.to_string(),
+                        source,
+                    })?;
             Ok::<_, BackendError>((stream, session))
         };
         let (stream, session) = tokio::time::timeout(timeout, fut).await.map_err(|_| {
@@ -104,9 +105,7 @@ impl BackendConn {
             writer: BufWriter::with_capacity(BUF_SIZE, w),
             identity: session.identity,
             connection_id: session.connection_id,
-            multi_statements: session
-                .capabilities
-                .contains(C::CLIENT_MULTI_STATEMENTS),
+            multi_statements: session.capabilities.contains(C::CLIENT_MULTI_STATEMENTS),
             capabilities: session.capabilities,
             created: Instant::now(),
             broken: false,
@@ -162,8 +161,7 @@ impl BackendConn {
                     Step::More => {}
                     // rwsplit never sends LOAD DATA itself; answer with an empty file.
                     Step::LocalInfile => {
-                        frame::write_packet(&mut self.writer, h.seq.wrapping_add(1), &[])
-                            .await?;
+                        frame::write_packet(&mut self.writer, h.seq.wrapping_add(1), &[]).await?;
                         self.writer.flush().await.map_err(FrameError::from)?;
                         tracker.local_infile_sent();
                     }
@@ -219,7 +217,10 @@ impl BackendConn {
     }
 
     /// COM_SET_OPTION to switch multi-statements on or off.
-    pub async fn set_multi_statements(&mut self, on: bool) -> Result<Result<(), ServerErr>, BackendError> {
+    pub async fn set_multi_statements(
+        &mut self,
+        on: bool,
+    ) -> Result<Result<(), ServerErr>, BackendError> {
         let opt: u16 = if on { 0 } else { 1 };
         let [a, b] = opt.to_le_bytes();
         let r = self

@@ -99,15 +99,16 @@ impl Pool {
     /// checkout timeout for room in the pool; a connect error comes back at once.
     pub async fn get(self: &Arc<Self>) -> Result<Pooled, PoolError> {
         let cfg = &self.target.config;
-        let permit = tokio::time::timeout(cfg.checkout_timeout, self.permits.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| PoolError::Exhausted {
-                backend: self.target.name.clone(),
-                max: cfg.max_connections,
-                after: cfg.checkout_timeout,
-            })?;
+        let permit =
+            tokio::time::timeout(cfg.checkout_timeout, self.permits.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| PoolError::Exhausted {
+                    backend: self.target.name.clone(),
+                    max: cfg.max_connections,
+                    after: cfg.checkout_timeout,
+                })?;
         if let Some(conn) = self.pop_fresh() {
             return Ok(Pooled::new(conn, self.clone(), permit));
         }
@@ -135,12 +136,16 @@ impl Pool {
             capabilities: caps,
             collation: self.key.collation,
         };
-        BackendConn::connect(&self.target.address, &creds, self.target.config.connect_timeout)
-            .await
-            .map_err(|source| PoolError::Backend {
-                backend: self.target.name.clone(),
-                source,
-            })
+        BackendConn::connect(
+            &self.target.address,
+            &creds,
+            self.target.config.connect_timeout,
+        )
+        .await
+        .map_err(|source| PoolError::Backend {
+            backend: self.target.name.clone(),
+            source,
+        })
     }
 
     fn put_back(&self, conn: BackendConn) {
@@ -212,13 +217,17 @@ impl std::ops::Deref for Pooled {
     type Target = BackendConn;
     fn deref(&self) -> &BackendConn {
         // Only `release` takes the connection, and it consumes `self`.
-        self.conn.as_ref().unwrap_or_else(|| unreachable!("connection taken"))
+        self.conn
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("connection taken"))
     }
 }
 
 impl std::ops::DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut BackendConn {
-        self.conn.as_mut().unwrap_or_else(|| unreachable!("connection taken"))
+        self.conn
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("connection taken"))
     }
 }
 
@@ -253,7 +262,12 @@ impl Pools {
     }
 
     pub fn pool(&self, key: &PoolKey) -> Option<Arc<Pool>> {
-        if let Some(p) = self.pools.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+        if let Some(p) = self
+            .pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
             return Some(p.clone());
         }
         let mut target = self.targets.get(key.backend)?.clone();

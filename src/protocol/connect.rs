@@ -156,8 +156,9 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                     let secret = auth::xor_password(creds.password, &nonce);
                     // mysql_common's RSA code asserts on bad keys; a bad key from a server must
                     // not take the task down.
-                    let enc = std::panic::catch_unwind(|| mysql_common::crypto::encrypt(&secret, &pem))
-                        .map_err(|_| ConnectError::Malformed("RSA public key"))?;
+                    let enc =
+                        std::panic::catch_unwind(|| mysql_common::crypto::encrypt(&secret, &pem))
+                            .map_err(|_| ConnectError::Malformed("RSA public key"))?;
                     send(stream, got.wrapping_add(1), &enc).await?;
                 }
                 _ => return Err(ConnectError::Malformed("caching_sha2_password exchange")),

@@ -126,7 +126,9 @@ mod tests {
         let next = encode_packet(&mut wire, 3, b"hello");
         assert_eq!(next, 4);
         let mut buf = Vec::new();
-        let seq = read_packet(&mut &wire[..], &mut buf, 1 << 20).await.unwrap();
+        let seq = read_packet(&mut &wire[..], &mut buf, 1 << 20)
+            .await
+            .unwrap();
         assert_eq!((seq, &buf[..]), (3, &b"hello"[..]));
     }
 
@@ -137,7 +139,9 @@ mod tests {
         let next = encode_packet(&mut wire, 0, &payload);
         assert_eq!(next, 3, "three frames");
         let mut buf = Vec::new();
-        let seq = read_packet(&mut &wire[..], &mut buf, 1 << 30).await.unwrap();
+        let seq = read_packet(&mut &wire[..], &mut buf, 1 << 30)
+            .await
+            .unwrap();
         assert_eq!(seq, 2);
         assert_eq!(buf.len(), payload.len());
     }
@@ -154,8 +158,16 @@ mod tests {
     async fn a_packet_over_the_limit_is_refused_before_reading_it() {
         let wire = FrameHeader { len: 1000, seq: 0 }.encode();
         let mut buf = Vec::new();
-        let err = read_packet(&mut &wire[..], &mut buf, 100).await.unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge { size: 1000, limit: 100 }));
+        let err = read_packet(&mut &wire[..], &mut buf, 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::TooLarge {
+                size: 1000,
+                limit: 100
+            }
+        ));
         assert!(buf.capacity() < 1000);
     }
 
@@ -164,7 +176,9 @@ mod tests {
         let mut wire = FrameHeader { len: 10, seq: 0 }.encode().to_vec();
         wire.extend_from_slice(b"abc");
         let mut buf = Vec::new();
-        let err = read_packet(&mut &wire[..], &mut buf, 100).await.unwrap_err();
+        let err = read_packet(&mut &wire[..], &mut buf, 100)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Closed));
     }
 }

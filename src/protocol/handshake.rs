@@ -79,7 +79,12 @@ impl Default for ServerIdentity {
 }
 
 /// The initial handshake payload sent to a client.
-pub fn greeting(id: &ServerIdentity, connection_id: u32, nonce: &[u8; 20], plugin: &str) -> Vec<u8> {
+pub fn greeting(
+    id: &ServerIdentity,
+    connection_id: u32,
+    nonce: &[u8; 20],
+    plugin: &str,
+) -> Vec<u8> {
     let caps = id.capabilities & PROXY_CAPABILITIES;
     let mut part1 = [0u8; 8];
     part1.copy_from_slice(&nonce[..8]);
@@ -173,7 +178,10 @@ mod tests {
         assert_eq!(p.connection_id(), 42);
         assert_eq!(&p.nonce()[..20], &nonce[..]);
         assert!(!p.capabilities().contains(C::CLIENT_SSL));
-        assert_eq!(p.auth_plugin_name_ref(), Some(&b"mysql_native_password"[..]));
+        assert_eq!(
+            p.auth_plugin_name_ref(),
+            Some(&b"mysql_native_password"[..])
+        );
     }
 
     #[test]

@@ -6,7 +6,11 @@ const R1: usize = 1;
 const R2: usize = 2;
 
 fn topology(primary_up: bool, r1_up: bool, r2_up: bool) -> Vec<BackendView> {
-    let b = |role, up| BackendView { role, up, weight: 1 };
+    let b = |role, up| BackendView {
+        role,
+        up,
+        weight: 1,
+    };
     vec![
         b(Role::Primary, primary_up),
         b(Role::Replica, r1_up),
@@ -103,7 +107,11 @@ const PRIMARY_ONLY: &[&str] = &[
 fn plain_reads_go_to_a_replica_when_idle() {
     let b = topology(true, true, true);
     for sql in READS {
-        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Primary), "R", "{sql}");
+        assert_eq!(
+            place(sql, &idle(), &b, NoReplicaPolicy::Primary),
+            "R",
+            "{sql}"
+        );
     }
 }
 
@@ -111,7 +119,11 @@ fn plain_reads_go_to_a_replica_when_idle() {
 fn writes_and_primary_only_reads_go_to_the_primary() {
     let b = topology(true, true, true);
     for sql in PRIMARY_ONLY {
-        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Primary), "P", "{sql:?}");
+        assert_eq!(
+            place(sql, &idle(), &b, NoReplicaPolicy::Primary),
+            "P",
+            "{sql:?}"
+        );
     }
 }
 
@@ -120,7 +132,11 @@ fn everything_inside_a_transaction_goes_to_the_primary() {
     let b = topology(true, true, true);
     for s in [in_trx(), no_autocommit()] {
         for sql in READS.iter().chain(PRIMARY_ONLY) {
-            assert_eq!(place(sql, &s, &b, NoReplicaPolicy::Primary), "P", "{sql:?} {s:?}");
+            assert_eq!(
+                place(sql, &s, &b, NoReplicaPolicy::Primary),
+                "P",
+                "{sql:?} {s:?}"
+            );
         }
     }
 }
@@ -130,12 +146,24 @@ fn a_replica_hint_never_moves_a_write_or_a_transaction() {
     let b = topology(true, true, true);
     for sql in PRIMARY_ONLY {
         let hinted = format!("/* rwsplit:replica */ {sql}");
-        assert_eq!(place(&hinted, &idle(), &b, NoReplicaPolicy::Primary), "P", "{hinted}");
+        assert_eq!(
+            place(&hinted, &idle(), &b, NoReplicaPolicy::Primary),
+            "P",
+            "{hinted}"
+        );
     }
     for sql in READS {
         let hinted = format!("/* rwsplit:replica */ {sql}");
-        assert_eq!(place(&hinted, &in_trx(), &b, NoReplicaPolicy::Primary), "P", "{hinted}");
-        assert_eq!(place(&hinted, &pinned(), &b, NoReplicaPolicy::Primary), "R", "{hinted}");
+        assert_eq!(
+            place(&hinted, &in_trx(), &b, NoReplicaPolicy::Primary),
+            "P",
+            "{hinted}"
+        );
+        assert_eq!(
+            place(&hinted, &pinned(), &b, NoReplicaPolicy::Primary),
+            "R",
+            "{hinted}"
+        );
     }
 }
 
@@ -144,7 +172,11 @@ fn a_primary_hint_sends_reads_to_the_primary() {
     let b = topology(true, true, true);
     for sql in READS {
         let hinted = format!("/* rwsplit:primary */ {sql}");
-        assert_eq!(place(&hinted, &idle(), &b, NoReplicaPolicy::Primary), "P", "{hinted}");
+        assert_eq!(
+            place(&hinted, &idle(), &b, NoReplicaPolicy::Primary),
+            "P",
+            "{hinted}"
+        );
     }
 }
 
@@ -152,7 +184,11 @@ fn a_primary_hint_sends_reads_to_the_primary() {
 fn pinned_sessions_read_from_the_primary() {
     let b = topology(true, true, true);
     for sql in READS {
-        assert_eq!(place(sql, &pinned(), &b, NoReplicaPolicy::Primary), "P", "{sql}");
+        assert_eq!(
+            place(sql, &pinned(), &b, NoReplicaPolicy::Primary),
+            "P",
+            "{sql}"
+        );
     }
 }
 
@@ -160,8 +196,16 @@ fn pinned_sessions_read_from_the_primary() {
 fn reads_fall_back_to_the_primary_or_fail_when_no_replica_is_up() {
     let b = topology(true, false, false);
     for sql in READS {
-        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Primary), "P", "{sql}");
-        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Error), "E", "{sql}");
+        assert_eq!(
+            place(sql, &idle(), &b, NoReplicaPolicy::Primary),
+            "P",
+            "{sql}"
+        );
+        assert_eq!(
+            place(sql, &idle(), &b, NoReplicaPolicy::Error),
+            "E",
+            "{sql}"
+        );
     }
 }
 
@@ -169,10 +213,18 @@ fn reads_fall_back_to_the_primary_or_fail_when_no_replica_is_up() {
 fn writes_fail_but_reads_work_when_the_primary_is_down() {
     let b = topology(false, true, true);
     for sql in PRIMARY_ONLY {
-        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Primary), "E", "{sql:?}");
+        assert_eq!(
+            place(sql, &idle(), &b, NoReplicaPolicy::Primary),
+            "E",
+            "{sql:?}"
+        );
     }
     for sql in READS {
-        assert_eq!(place(sql, &idle(), &b, NoReplicaPolicy::Primary), "R", "{sql}");
+        assert_eq!(
+            place(sql, &idle(), &b, NoReplicaPolicy::Primary),
+            "R",
+            "{sql}"
+        );
     }
 }
 
@@ -184,11 +236,25 @@ fn the_session_keeps_its_current_replica_while_it_is_up() {
         ..idle()
     };
     for pick in [0.0, 0.4, 0.9] {
-        let d = route(&classify(b"SELECT 1"), &s, &b, NoReplicaPolicy::Primary, pick).unwrap();
+        let d = route(
+            &classify(b"SELECT 1"),
+            &s,
+            &b,
+            NoReplicaPolicy::Primary,
+            pick,
+        )
+        .unwrap();
         assert_eq!(d.target, Target::Replica(R2));
     }
     let b = topology(true, true, false);
-    let d = route(&classify(b"SELECT 1"), &s, &b, NoReplicaPolicy::Primary, 0.9).unwrap();
+    let d = route(
+        &classify(b"SELECT 1"),
+        &s,
+        &b,
+        NoReplicaPolicy::Primary,
+        0.9,
+    )
+    .unwrap();
     assert_eq!(d.target, Target::Replica(R1));
 }
 
@@ -201,7 +267,14 @@ fn a_replica_that_just_failed_is_avoided() {
         ..idle()
     };
     for pick in [0.0, 0.5, 0.99] {
-        let d = route(&classify(b"SELECT 1"), &s, &b, NoReplicaPolicy::Primary, pick).unwrap();
+        let d = route(
+            &classify(b"SELECT 1"),
+            &s,
+            &b,
+            NoReplicaPolicy::Primary,
+            pick,
+        )
+        .unwrap();
         assert_eq!(d.target, Target::Replica(R2));
     }
 }
@@ -214,12 +287,26 @@ fn replicas_are_chosen_by_weight() {
     let mut hits = [0u32; 3];
     for i in 0..100 {
         let pick = i as f64 / 100.0;
-        let d = route(&classify(b"SELECT 1"), &idle(), &b, NoReplicaPolicy::Primary, pick).unwrap();
+        let d = route(
+            &classify(b"SELECT 1"),
+            &idle(),
+            &b,
+            NoReplicaPolicy::Primary,
+            pick,
+        )
+        .unwrap();
         hits[d.target.backend()] += 1;
     }
     assert_eq!(hits, [0, 75, 25]);
     b[R1].weight = 0;
-    let d = route(&classify(b"SELECT 1"), &idle(), &b, NoReplicaPolicy::Primary, 0.0).unwrap();
+    let d = route(
+        &classify(b"SELECT 1"),
+        &idle(),
+        &b,
+        NoReplicaPolicy::Primary,
+        0.0,
+    )
+    .unwrap();
     assert_eq!(d.target, Target::Replica(R2), "weight 0 never gets reads");
     let _ = P;
 }

@@ -22,7 +22,13 @@ impl Session {
         };
         if let Some(p) = o.prepared {
             let mut on = HashMap::new();
-            on.insert(slot, Prepared { backend_id: p.statement_id, types_sent: false });
+            on.insert(
+                slot,
+                Prepared {
+                    backend_id: p.statement_id,
+                    types_sent: false,
+                },
+            );
             self.stmts.statements.insert(
                 proxy_id,
                 Statement {
@@ -49,13 +55,22 @@ impl Session {
     pub(super) async fn stmt_execute(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
         let Some(stmt) = self.stmts.statements.get(&id) else {
-            return self.reply(&ClientError::unknown_statement(id, "mysqld_stmt_execute")).await;
+            return self
+                .reply(&ClientError::unknown_statement(id, "mysqld_stmt_execute"))
+                .await;
         };
         let class = stmt.class.clone();
         // Long data already sent lives on one connection: execute there.
-        let forced = stmt.last.filter(|_| self.long_data_pending(id)).and_then(|s| self.slot_target(s));
-        let kind = K::StmtExecute { cursor: prepared::wants_cursor(packet) };
-        let res = self.execute(&class, Cmd::Execute { packet, id }, kind, forced).await?;
+        let forced = stmt
+            .last
+            .filter(|_| self.long_data_pending(id))
+            .and_then(|s| self.slot_target(s));
+        let kind = K::StmtExecute {
+            cursor: prepared::wants_cursor(packet),
+        };
+        let res = self
+            .execute(&class, Cmd::Execute { packet, id }, kind, forced)
+            .await?;
         if let Some(s) = self.stmts.get_mut(id) {
             s.last = res.as_ref().map(|(slot, _)| *slot);
         }
@@ -90,12 +105,20 @@ impl Session {
         if !self.execute_sync_only_quiet(target).await {
             return Ok(());
         }
-        let slot = if target.is_primary() { Slot::Primary } else { Slot::Replica };
+        let slot = if target.is_primary() {
+            Slot::Primary
+        } else {
+            Slot::Replica
+        };
         if !self.ensure_prepared(id, slot).await {
             return Ok(());
         }
-        let Some(stmt) = self.stmts.get_mut(id) else { return Ok(()) };
-        let Some(p) = stmt.on.get(&slot).copied() else { return Ok(()) };
+        let Some(stmt) = self.stmts.get_mut(id) else {
+            return Ok(());
+        };
+        let Some(p) = stmt.on.get(&slot).copied() else {
+            return Ok(());
+        };
         stmt.last = Some(slot);
         let mut bytes = packet.to_vec();
         prepared::set_statement_id(&mut bytes, p.backend_id);
@@ -127,7 +150,9 @@ impl Session {
     pub(super) async fn stmt_reset(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
         let Some(stmt) = self.stmts.statements.get(&id) else {
-            return self.reply(&ClientError::unknown_statement(id, "mysqld_stmt_reset")).await;
+            return self
+                .reply(&ClientError::unknown_statement(id, "mysqld_stmt_reset"))
+                .await;
         };
         self.long_data.retain(|&x| x != id);
         let on = stmt.last.and_then(|s| stmt.on.get(&s).map(|p| (s, *p)));
@@ -154,7 +179,11 @@ impl Session {
             .get(&id)
             .and_then(|s| s.last.and_then(|slot| s.on.get(&slot).map(|p| (slot, *p))));
         let Some((slot, p)) = on else {
-            let e = ClientError::new(1421, "HY000", format!("The statement ({id}) has no open cursor."));
+            let e = ClientError::new(
+                1421,
+                "HY000",
+                format!("The statement ({id}) has no open cursor."),
+            );
             return self.reply(&e).await;
         };
         let mut bytes = packet.to_vec();
@@ -174,7 +203,10 @@ impl Session {
         };
         self.state.multi_statements = on;
         let status = self.status();
-        let payload = if self.caps.contains(mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF) {
+        let payload = if self
+            .caps
+            .contains(mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF)
+        {
             let mut p = packets::ok_payload(0, 0, status, 0);
             p[0] = 0xFE;
             p
@@ -207,16 +239,28 @@ impl Session {
     /// server does.
     pub(super) async fn change_user(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let Some(req) = login::parse_change_user(packet, self.caps) else {
-            self.reply(&ClientError::new(1043, "08S01", "Bad handshake")).await?;
-            return Err(SessionError::BackendMidResponse("malformed COM_CHANGE_USER".into()));
+            self.reply(&ClientError::new(1043, "08S01", "Bad handshake"))
+                .await?;
+            return Err(SessionError::BackendMidResponse(
+                "malformed COM_CHANGE_USER".into(),
+            ));
         };
-        let password = self.shared.config.user(&req.user).map(|u| u.password.clone());
+        let password = self
+            .shared
+            .config
+            .user(&req.user)
+            .map(|u| u.password.clone());
         let plugin = req.plugin.unwrap_or(Plugin::Native);
-        let ok = password.as_deref().is_some_and(|pw| plugin.verify(&self.nonce, pw, &req.auth_response));
+        let ok = password
+            .as_deref()
+            .is_some_and(|pw| plugin.verify(&self.nonce, pw, &req.auth_response));
         if !ok {
-            let e = ClientError::access_denied(&req.user, &self.host, !req.auth_response.is_empty());
+            let e =
+                ClientError::access_denied(&req.user, &self.host, !req.auth_response.is_empty());
             self.reply(&e).await?;
-            return Err(SessionError::Client(crate::protocol::frame::FrameError::Closed));
+            return Err(SessionError::Client(
+                crate::protocol::frame::FrameError::Closed,
+            ));
         }
         self.release_slot(Slot::Primary).await;
         self.release_slot(Slot::Replica).await;
@@ -234,7 +278,13 @@ impl Session {
             }
         }
         if plugin == Plugin::CachingSha2 {
-            self.seq = self.client.send(self.seq, &[0x01, crate::protocol::auth::SHA2_FAST_AUTH_SUCCESS]).await?;
+            self.seq = self
+                .client
+                .send(
+                    self.seq,
+                    &[0x01, crate::protocol::auth::SHA2_FAST_AUTH_SUCCESS],
+                )
+                .await?;
         }
         let status = self.status();
         self.client.send_ok(self.seq, status).await?;
@@ -247,16 +297,26 @@ impl Session {
 
     /// Prepares statement `id` on `slot`'s connection if it is not prepared there yet.
     async fn ensure_prepared(&mut self, id: u32, slot: Slot) -> bool {
-        let Some(stmt) = self.stmts.statements.get(&id) else { return false };
+        let Some(stmt) = self.stmts.statements.get(&id) else {
+            return false;
+        };
         if stmt.on.contains_key(&slot) {
             return true;
         }
         let prep = stmt.prepare_packet.clone();
-        let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) else { return false };
+        let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) else {
+            return false;
+        };
         match c.run_internal(&prep, K::StmtPrepare).await {
             Ok(Ok(o)) => match (o.prepared, self.stmts.get_mut(id)) {
                 (Some(p), Some(s)) => {
-                    s.on.insert(slot, Prepared { backend_id: p.statement_id, types_sent: false });
+                    s.on.insert(
+                        slot,
+                        Prepared {
+                            backend_id: p.statement_id,
+                            types_sent: false,
+                        },
+                    );
                     true
                 }
                 _ => false,

@@ -41,7 +41,11 @@ pub(super) fn slot_of<'a>(
 }
 
 fn slot_for(t: Target) -> Slot {
-    if t.is_primary() { Slot::Primary } else { Slot::Replica }
+    if t.is_primary() {
+        Slot::Primary
+    } else {
+        Slot::Replica
+    }
 }
 
 impl Session {
@@ -65,7 +69,11 @@ impl Session {
 
     /// Where a statement goes. Session commands run on a connection the session already holds
     /// (preferring the primary), so a read-only client never needs a primary connection for them.
-    pub(super) fn target_for(&self, c: &Classification, avoid: Option<usize>) -> Result<Target, RouteError> {
+    pub(super) fn target_for(
+        &self,
+        c: &Classification,
+        avoid: Option<usize>,
+    ) -> Result<Target, RouteError> {
         let snap = self.shared.health.snapshot.load();
         let view = self.view(avoid);
         let session_cmd = matches!(c.kind, StatementKind::SessionCommand | StatementKind::Use);
@@ -74,15 +82,34 @@ impl Session {
             if let Some(p) = self.primary.as_ref().filter(|p| up(p.backend())) {
                 return Ok(Target::Primary(p.backend()));
             }
-            if let Some(r) = self.replica.as_ref().filter(|r| up(r.backend()) && avoid != Some(r.backend())) {
+            if let Some(r) = self
+                .replica
+                .as_ref()
+                .filter(|r| up(r.backend()) && avoid != Some(r.backend()))
+            {
                 return Ok(Target::Replica(r.backend()));
             }
-            let read = Classification { kind: StatementKind::Read, ..c.clone() };
-            return route::route(&read, &view, &snap.backends, self.shared.config.routing.when_no_replica, rand::random())
-                .map(|d| d.target);
+            let read = Classification {
+                kind: StatementKind::Read,
+                ..c.clone()
+            };
+            return route::route(
+                &read,
+                &view,
+                &snap.backends,
+                self.shared.config.routing.when_no_replica,
+                rand::random(),
+            )
+            .map(|d| d.target);
         }
-        route::route(c, &view, &snap.backends, self.shared.config.routing.when_no_replica, rand::random())
-            .map(|d| d.target)
+        route::route(
+            c,
+            &view,
+            &snap.backends,
+            self.shared.config.routing.when_no_replica,
+            rand::random(),
+        )
+        .map(|d| d.target)
     }
 
     /// Checks out the connection for `t` (replacing the slot's connection if it is to another
@@ -109,7 +136,11 @@ impl Session {
                     return Err(Failure::Reply(ClientError::from(&e).payload()));
                 }
                 Err(e) => {
-                    if let PoolError::Backend { source: BackendError::Connect { .. } | BackendError::ConnectTimeout { .. }, .. } = &e {
+                    if let PoolError::Backend {
+                        source: BackendError::Connect { .. } | BackendError::ConnectTimeout { .. },
+                        ..
+                    } = &e
+                    {
                         self.shared.health.report_failure(b);
                     }
                     tracing::warn!(error = %e, "cannot open a backend connection");
@@ -160,7 +191,8 @@ impl Session {
             Cmd::Raw(p) | Cmd::Prepare { packet: p, .. } => return Ok(p.to_vec()),
             Cmd::Execute { packet, id } => (*packet, *id),
         };
-        let unknown = || Failure::Reply(ClientError::unknown_statement(id, "mysqld_stmt_execute").payload());
+        let unknown =
+            || Failure::Reply(ClientError::unknown_statement(id, "mysqld_stmt_execute").payload());
         let stmt = self.stmts.get_mut(id).ok_or_else(unknown)?;
         if !stmt.on.contains_key(&slot) {
             let prep = stmt.prepare_packet.clone();
@@ -168,9 +200,17 @@ impl Session {
                 return Err(Failure::Down("connection slot empty".into()));
             };
             match conn.run_internal(&prep, ResponseKind::StmtPrepare).await {
-                Ok(Ok(Outcome { prepared: Some(p), .. })) => {
+                Ok(Ok(Outcome {
+                    prepared: Some(p), ..
+                })) => {
                     let stmt = self.stmts.get_mut(id).ok_or_else(unknown)?;
-                    stmt.on.insert(slot, Prepared { backend_id: p.statement_id, types_sent: false });
+                    stmt.on.insert(
+                        slot,
+                        Prepared {
+                            backend_id: p.statement_id,
+                            types_sent: false,
+                        },
+                    );
                 }
                 Ok(Ok(_)) => return Err(Failure::Down("prepare returned no statement".into())),
                 Ok(Err(server)) => return Err(Failure::Reply(server.payload)),
@@ -182,7 +222,10 @@ impl Session {
         }
         let stmt = self.stmts.get_mut(id).ok_or_else(unknown)?;
         prepared::rewrite_execute(packet, stmt, slot).ok_or_else(|| {
-            Failure::Reply(ClientError::new(1210, "HY000", "Incorrect arguments to mysqld_stmt_execute").payload())
+            Failure::Reply(
+                ClientError::new(1210, "HY000", "Incorrect arguments to mysqld_stmt_execute")
+                    .payload(),
+            )
         })
     }
 
@@ -210,7 +253,10 @@ impl Session {
                     continue;
                 }
                 Err(Failure::Down(msg)) => {
-                    return self.reply(&ClientError::backend_failed(msg)).await.map(|_| None);
+                    return self
+                        .reply(&ClientError::backend_failed(msg))
+                        .await
+                        .map(|_| None);
                 }
             };
             let bytes = match self.bytes_for(&cmd, slot).await {
@@ -221,7 +267,10 @@ impl Session {
                     continue;
                 }
                 Err(Failure::Down(msg)) => {
-                    return self.reply(&ClientError::backend_failed(msg)).await.map(|_| None);
+                    return self
+                        .reply(&ClientError::backend_failed(msg))
+                        .await
+                        .map(|_| None);
                 }
             };
             let proxy_id = match cmd {
@@ -235,7 +284,10 @@ impl Session {
             let sent = conn.send_command(&bytes).await;
             let result = match sent {
                 Ok(()) => forward::response(conn, &mut self.client, kind, proxy_id).await,
-                Err(e) => Err(ForwardError::Backend { error: e.to_string(), started: false }),
+                Err(e) => Err(ForwardError::Backend {
+                    error: e.to_string(),
+                    started: false,
+                }),
             };
             match result {
                 Ok(o) => return Ok(Some((slot, o))),
@@ -254,7 +306,10 @@ impl Session {
                         continue;
                     }
                     let msg = format!("backend '{name}' failed: {error}");
-                    return self.reply(&ClientError::backend_failed(msg)).await.map(|_| None);
+                    return self
+                        .reply(&ClientError::backend_failed(msg))
+                        .await
+                        .map(|_| None);
                 }
             }
         }
@@ -267,7 +322,10 @@ impl Session {
         match self.checkout(t).await {
             Ok(_) => Ok(true),
             Err(Failure::Reply(p)) => self.reply_raw(&p).await.map(|_| false),
-            Err(Failure::Down(m)) => self.reply(&ClientError::backend_failed(m)).await.map(|_| false),
+            Err(Failure::Down(m)) => self
+                .reply(&ClientError::backend_failed(m))
+                .await
+                .map(|_| false),
         }
     }
 
@@ -285,12 +343,20 @@ impl Session {
         kind: ResponseKind,
     ) -> Result<Option<Outcome>, SessionError> {
         let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
-            return self.reply(&ClientError::backend_failed("the statement's connection is gone")).await.map(|_| None);
+            return self
+                .reply(&ClientError::backend_failed(
+                    "the statement's connection is gone",
+                ))
+                .await
+                .map(|_| None);
         };
         let sent = conn.send_command(bytes).await;
         let result = match sent {
             Ok(()) => forward::response(conn, &mut self.client, kind, None).await,
-            Err(e) => Err(ForwardError::Backend { error: e.to_string(), started: false }),
+            Err(e) => Err(ForwardError::Backend {
+                error: e.to_string(),
+                started: false,
+            }),
         };
         match result {
             Ok(o) => Ok(Some(o)),
@@ -303,7 +369,9 @@ impl Session {
                 if started {
                     return Err(SessionError::BackendMidResponse(error));
                 }
-                self.reply(&ClientError::backend_failed(error)).await.map(|_| None)
+                self.reply(&ClientError::backend_failed(error))
+                    .await
+                    .map(|_| None)
             }
         }
     }

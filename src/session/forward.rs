@@ -7,7 +7,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use super::client::ClientIo;
 use crate::pool::BackendConn;
 use crate::protocol::frame::{self, FrameError, FrameHeader};
-use crate::protocol::response::{MAX_FRAME, Outcome, PEEK_LEN, ResponseKind, ResponseTracker, Step};
+use crate::protocol::response::{
+    MAX_FRAME, Outcome, PEEK_LEN, ResponseKind, ResponseTracker, Step,
+};
 
 /// Which side failed while a response was being copied.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +68,9 @@ async fn copy(
             .read_exact(&mut peek[..n])
             .await
             .map_err(backend(started))?;
-        let step = tracker.on_frame(h.len, &peek[..n]).map_err(backend(started))?;
+        let step = tracker
+            .on_frame(h.len, &peek[..n])
+            .map_err(backend(started))?;
         if let Some(id) = stmt_id.take() {
             if n >= 5 && peek[0] == 0 {
                 peek[1..5].copy_from_slice(&id.to_le_bytes());
@@ -104,7 +108,11 @@ async fn flush_client(client: &mut ClientIo) -> Result<(), ForwardError> {
 }
 
 /// Copies `left` payload bytes from the backend to the client through the reader's buffer.
-async fn copy_rest(conn: &mut BackendConn, client: &mut ClientIo, mut left: usize) -> Result<(), ForwardError> {
+async fn copy_rest(
+    conn: &mut BackendConn,
+    client: &mut ClientIo,
+    mut left: usize,
+) -> Result<(), ForwardError> {
     while left > 0 {
         let chunk = conn.reader.fill_buf().await.map_err(backend(true))?;
         if chunk.is_empty() {
@@ -146,7 +154,10 @@ async fn relay_file(conn: &mut BackendConn, client: &mut ClientIo) -> Result<(),
                 .read_exact(&mut buf[..k])
                 .await
                 .map_err(|e| ForwardError::Client(e.into()))?;
-            conn.writer.write_all(&buf[..k]).await.map_err(backend(true))?;
+            conn.writer
+                .write_all(&buf[..k])
+                .await
+                .map_err(backend(true))?;
             left -= k;
         }
         // An empty packet ends the file; an empty frame right after a full one is only the

@@ -92,10 +92,7 @@ pub async fn accept(
             .await;
         return Err(LoginError::Denied(login.user));
     }
-    Ok(Accepted {
-        login,
-        seq,
-    })
+    Ok(Accepted { login, seq })
 }
 
 /// What a COM_CHANGE_USER asks for.

@@ -114,7 +114,10 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             user: login.user.clone(),
             caps: login.capabilities,
             collation: login.collation,
-            state: State::new(None, login.capabilities.contains(C::CLIENT_MULTI_STATEMENTS)),
+            state: State::new(
+                None,
+                login.capabilities.contains(C::CLIENT_MULTI_STATEMENTS),
+            ),
             primary: None,
             replica: None,
             stmts: Registry::default(),
@@ -183,12 +186,19 @@ impl Session {
         let cfg = self.shared.config.clone();
         let mut packet = Vec::with_capacity(1024);
         loop {
-            let read = frame::read_packet(&mut self.client.reader, &mut packet, cfg.proxy.max_packet_size);
+            let read = frame::read_packet(
+                &mut self.client.reader,
+                &mut packet,
+                cfg.proxy.max_packet_size,
+            );
             let seq = match tokio::time::timeout(cfg.proxy.client_idle_timeout, read).await {
                 Err(_) => return Err(SessionError::IdleTimeout),
                 Ok(Err(FrameError::Closed)) => return Ok(()),
                 Ok(Err(FrameError::TooLarge { .. })) => {
-                    let _ = self.client.send_error(1, &ClientError::packet_too_large()).await;
+                    let _ = self
+                        .client
+                        .send_error(1, &ClientError::packet_too_large())
+                        .await;
                     return Ok(());
                 }
                 Ok(Err(e)) => return Err(e.into()),
@@ -216,7 +226,10 @@ impl Session {
             Command::InitDb => {
                 let db = String::from_utf8_lossy(&packet[1..]).into_owned();
                 let class = use_class(&db);
-                if let Some((slot, o)) = self.execute(&class, Cmd::Raw(packet), K::Single, None).await? {
+                if let Some((slot, o)) = self
+                    .execute(&class, Cmd::Raw(packet), K::Single, None)
+                    .await?
+                {
                     self.after(&class, slot, &o, packet);
                 }
                 Ok(())
@@ -228,12 +241,14 @@ impl Session {
             }
             Command::FieldList => {
                 let class = read_class();
-                self.execute(&class, Cmd::Raw(packet), K::FieldList, None).await?;
+                self.execute(&class, Cmd::Raw(packet), K::FieldList, None)
+                    .await?;
                 Ok(())
             }
             Command::Statistics => {
                 let class = read_class();
-                self.execute(&class, Cmd::Raw(packet), K::Statistics, None).await?;
+                self.execute(&class, Cmd::Raw(packet), K::Statistics, None)
+                    .await?;
                 Ok(())
             }
             Command::StmtPrepare => self.stmt_prepare(packet).await,
@@ -245,7 +260,10 @@ impl Session {
             Command::SetOption => self.set_option(packet).await,
             Command::ResetConnection => self.reset_connection().await,
             Command::ChangeUser => self.change_user(packet).await,
-            Command::ProcessKill => self.reply(&ClientError::not_supported("COM_PROCESS_KILL")).await,
+            Command::ProcessKill => {
+                self.reply(&ClientError::not_supported("COM_PROCESS_KILL"))
+                    .await
+            }
             Command::Quit => Ok(()),
         }
     }
@@ -256,16 +274,27 @@ impl Session {
         if class.kind == StatementKind::Kill {
             // The id the client knows is rwsplit's; forwarding it would kill an unrelated
             // backend thread.
-            return self.reply(&ClientError::not_supported("KILL through the proxy")).await;
+            return self
+                .reply(&ClientError::not_supported("KILL through the proxy"))
+                .await;
         }
-        if let Some((slot, o)) = self.execute(&class, Cmd::Raw(packet), K::Query, None).await? {
+        if let Some((slot, o)) = self
+            .execute(&class, Cmd::Raw(packet), K::Query, None)
+            .await?
+        {
             self.after(&class, slot, &o, packet);
         }
         Ok(())
     }
 
     /// Updates the session after a statement ran on `slot`.
-    fn after(&mut self, class: &Classification, slot: Slot, o: &crate::protocol::response::Outcome, packet: &[u8]) {
+    fn after(
+        &mut self,
+        class: &Classification,
+        slot: Slot,
+        o: &crate::protocol::response::Outcome,
+        packet: &[u8],
+    ) {
         use crate::classify::SessionEffect as E;
         if o.error.is_none() {
             self.state.update_status(o.status);

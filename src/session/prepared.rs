@@ -156,7 +156,13 @@ mod tests {
     #[test]
     fn the_statement_id_is_replaced_by_the_backends() {
         let mut s = stmt(1);
-        s.on.insert(Slot::Replica, Prepared { backend_id: 99, types_sent: false });
+        s.on.insert(
+            Slot::Replica,
+            Prepared {
+                backend_id: 99,
+                types_sent: false,
+            },
+        );
         let out = rewrite_execute(&execute_with_types(), &mut s, Slot::Replica).unwrap();
         assert_eq!(statement_id(&out), Some(99));
         assert_eq!(&out[5..], &execute_with_types()[5..]);
@@ -166,10 +172,22 @@ mod tests {
     #[test]
     fn a_connection_that_never_saw_the_types_gets_them() {
         let mut s = stmt(1);
-        s.on.insert(Slot::Replica, Prepared { backend_id: 1, types_sent: false });
+        s.on.insert(
+            Slot::Replica,
+            Prepared {
+                backend_id: 1,
+                types_sent: false,
+            },
+        );
         rewrite_execute(&execute_with_types(), &mut s, Slot::Replica).unwrap();
         // The client's next execute omits the types; the primary has never seen them.
-        s.on.insert(Slot::Primary, Prepared { backend_id: 3, types_sent: false });
+        s.on.insert(
+            Slot::Primary,
+            Prepared {
+                backend_id: 3,
+                types_sent: false,
+            },
+        );
         let out = rewrite_execute(&execute_without_types(), &mut s, Slot::Primary).unwrap();
         assert_eq!(statement_id(&out), Some(3));
         assert_eq!(out[11], 1, "new-params-bound flag set");
@@ -183,7 +201,13 @@ mod tests {
     #[test]
     fn a_truncated_execute_is_refused_not_a_panic() {
         let mut s = stmt(3);
-        s.on.insert(Slot::Primary, Prepared { backend_id: 1, types_sent: false });
+        s.on.insert(
+            Slot::Primary,
+            Prepared {
+                backend_id: 1,
+                types_sent: false,
+            },
+        );
         for n in 0..12 {
             let _ = rewrite_execute(&execute_with_types()[..n], &mut s, Slot::Primary);
         }

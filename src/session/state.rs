@@ -44,7 +44,10 @@ impl State {
 /// Brings `conn` to the session's state with the fewest commands: nothing when it already
 /// matches (the common case), else the schema, the session commands it missed, and the
 /// multi-statement option. A server error (e.g. the schema was dropped) is returned as is.
-pub async fn sync(conn: &mut BackendConn, st: &State) -> Result<Result<(), ServerErr>, BackendError> {
+pub async fn sync(
+    conn: &mut BackendConn,
+    st: &State,
+) -> Result<Result<(), ServerErr>, BackendError> {
     if let Some(db) = &st.schema {
         if conn.schema.as_deref() != Some(db.as_str()) {
             if let Err(e) = conn.init_db(db).await? {

@@ -21,6 +21,10 @@ pub fn repo_root() -> &'static str {
 pub fn topology_up() {
     static UP: OnceLock<()> = OnceLock::new();
     UP.get_or_init(|| {
+        let up = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if up(PRIMARY_PORT) && REPLICA_PORTS.iter().all(|&p| up(p)) {
+            return;
+        }
         let st = Command::new(format!("{}/scripts/topology.sh", repo_root()))
             .arg("up")
             .status()
@@ -45,7 +49,8 @@ pub fn topology(args: &[&str]) -> String {
 
 /// The test config (`config/test.toml`) with `edit` applied to its text.
 pub fn test_config(edit: impl FnOnce(String) -> String) -> rwsplit::config::Config {
-    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root())).expect("read config/test.toml");
+    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root()))
+        .expect("read config/test.toml");
     rwsplit::config::Config::from_toml_str(&edit(text)).expect("valid test config")
 }
 
@@ -73,12 +78,15 @@ impl Proxy {
                 .expect("runtime");
             rt.block_on(async move {
                 let listener = rwsplit::server::bind(&config).await.expect("bind");
-                tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
                 let shared = rwsplit::server::build(config);
                 rwsplit::server::serve(listener, shared, std::future::pending()).await;
             });
         });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("proxy started");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("proxy started");
         Proxy { addr }
     }
 
@@ -97,7 +105,9 @@ impl Proxy {
     }
 
     pub async fn conn(&self) -> Conn {
-        Conn::new(self.opts()).await.expect("connect through rwsplit")
+        Conn::new(self.opts())
+            .await
+            .expect("connect through rwsplit")
     }
 }
 
@@ -109,12 +119,17 @@ pub async fn direct(port: u16) -> Conn {
         .user(Some("root"))
         .pass(Some("root"))
         .prefer_socket(false);
-    Conn::new(Opts::from(opts)).await.expect("direct connection")
+    Conn::new(Opts::from(opts))
+        .await
+        .expect("direct connection")
 }
 
 pub async fn server_id(port: u16) -> u64 {
     let mut c = direct(port).await;
-    c.query_first("SELECT @@server_id").await.expect("server_id").expect("row")
+    c.query_first("SELECT @@server_id")
+        .await
+        .expect("server_id")
+        .expect("row")
 }
 
 /// A name unique to this test run, for tables.

@@ -1,0 +1,185 @@
+//! A byte-level tokenizer that knows just enough SQL to never mistake a string, a quoted
+//! identifier or a comment for a keyword. It allocates nothing.
+
+/// One token. Words are returned as slices of the input; compare them case-insensitively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token<'a> {
+    Word(&'a [u8]),
+    /// A quoted identifier (backticks) or a string literal: never a keyword.
+    Quoted,
+    Number,
+    /// `@name`, `@'name'`, `` @`name` ``: a user variable.
+    UserVar,
+    /// `@@name`, `@@session.name`: a system variable (the word that follows is part of it).
+    SysVar(&'a [u8]),
+    Punct(u8),
+}
+
+pub struct Lexer<'a> {
+    s: &'a [u8],
+    i: usize,
+    /// Inside `/*! ... */` or `/*M! ... */`, whose content is SQL.
+    in_exec_comment: bool,
+    /// A routing hint seen in a comment so far.
+    pub hint: Option<super::Hint>,
+}
+
+impl<'a> Lexer<'a> {
+    pub fn new(s: &'a [u8]) -> Self {
+        Lexer {
+            s,
+            i: 0,
+            in_exec_comment: false,
+            hint: None,
+        }
+    }
+
+    fn at(&self, k: usize) -> u8 {
+        self.s.get(self.i + k).copied().unwrap_or(0)
+    }
+
+    fn skip_space_and_comments(&mut self) {
+        loop {
+            let c = self.at(0);
+            if c.is_ascii_whitespace() {
+                self.i += 1;
+            } else if c == b'#'
+                || (c == b'-'
+                    && self.at(1) == b'-'
+                    && (self.at(2).is_ascii_whitespace() || self.i + 2 >= self.s.len()))
+            {
+                let end = self.s[self.i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(self.s.len(), |p| self.i + p);
+                self.note_hint(self.i, end);
+                self.i = end;
+            } else if c == b'/' && self.at(1) == b'*' {
+                let body = self.i + 2;
+                let exec = self.at(2) == b'!' || (self.at(2) == b'M' && self.at(3) == b'!');
+                if exec {
+                    self.i = body + if self.at(2) == b'!' { 1 } else { 2 };
+                    while self.at(0).is_ascii_digit() {
+                        self.i += 1;
+                    }
+                    self.in_exec_comment = true;
+                    continue;
+                }
+                let end = find(&self.s[body.min(self.s.len())..], b"*/")
+                    .map_or(self.s.len(), |p| body + p);
+                self.note_hint(body.min(end), end);
+                self.i = (end + 2).min(self.s.len());
+            } else if self.in_exec_comment && c == b'*' && self.at(1) == b'/' {
+                self.in_exec_comment = false;
+                self.i += 2;
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn note_hint(&mut self, from: usize, to: usize) {
+        let body = &self.s[from.min(self.s.len())..to.min(self.s.len())];
+        let lower: Vec<u8> = body
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .map(u8::to_ascii_lowercase)
+            .collect();
+        if find(&lower, b"rwsplit:primary").is_some() {
+            self.hint = Some(super::Hint::Primary);
+        } else if find(&lower, b"rwsplit:replica").is_some() {
+            self.hint = Some(super::Hint::Replica);
+        }
+    }
+
+    fn skip_quoted(&mut self, q: u8) {
+        self.i += 1;
+        while self.i < self.s.len() {
+            let c = self.s[self.i];
+            if c == b'\\' && q != b'`' {
+                self.i += 2;
+            } else if c == q {
+                if self.at(1) == q {
+                    self.i += 2;
+                } else {
+                    self.i += 1;
+                    return;
+                }
+            } else {
+                self.i += 1;
+            }
+        }
+        self.i = self.s.len();
+    }
+
+    fn word(&mut self) -> &'a [u8] {
+        let start = self.i;
+        while self.i < self.s.len()
+            && (self.s[self.i].is_ascii_alphanumeric()
+                || self.s[self.i] == b'_'
+                || self.s[self.i] == b'$'
+                || self.s[self.i] >= 0x80)
+        {
+            self.i += 1;
+        }
+        &self.s[start..self.i]
+    }
+}
+
+impl<'a> Iterator for Lexer<'a> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        self.skip_space_and_comments();
+        let c = *self.s.get(self.i)?;
+        Some(match c {
+            b'\'' | b'"' | b'`' => {
+                self.skip_quoted(c);
+                Token::Quoted
+            }
+            b'@' if self.at(1) == b'@' => {
+                self.i += 2;
+                let w = self.word();
+                if self.at(0) == b'.' {
+                    self.i += 1;
+                    let _ = self.word();
+                }
+                Token::SysVar(w)
+            }
+            b'@' => {
+                self.i += 1;
+                match self.at(0) {
+                    q @ (b'\'' | b'"' | b'`') => self.skip_quoted(q),
+                    _ => {
+                        let _ = self.word();
+                    }
+                }
+                Token::UserVar
+            }
+            b'0'..=b'9' => {
+                let _ = self.word();
+                while self.at(0) == b'.' || self.at(0).is_ascii_alphanumeric() {
+                    self.i += 1;
+                }
+                Token::Number
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => Token::Word(self.word()),
+            c => {
+                self.i += 1;
+                Token::Punct(c)
+            }
+        })
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Case-insensitive keyword comparison.
+pub fn is(w: &[u8], kw: &str) -> bool {
+    w.eq_ignore_ascii_case(kw.as_bytes())
+}

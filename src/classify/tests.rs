@@ -1,0 +1,263 @@
+use super::*;
+use PrimaryReason as R;
+use StatementKind as K;
+
+fn kind_reason(sql: &str) -> (K, Option<R>) {
+    let c = classify(sql.as_bytes());
+    (c.kind, c.reason)
+}
+
+#[test]
+fn statements_are_classified_as_the_table_says() {
+    let table: &[(&str, K, Option<R>)] = &[
+        ("SELECT 1", K::Read, None),
+        ("  select * from t where id = 5", K::Read, None),
+        ("(SELECT 1) UNION (SELECT 2)", K::Read, None),
+        ("SHOW TABLES", K::Read, None),
+        ("DESCRIBE t", K::Read, None),
+        ("EXPLAIN SELECT * FROM t", K::Read, None),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", K::Read, None),
+        ("SELECT 'FOR UPDATE' FROM t", K::Read, None),
+        ("SELECT `update` FROM t", K::Read, None),
+        ("SELECT * FROM t WHERE c = 'a;b'", K::Read, None),
+        ("SELECT 1;", K::Read, None),
+        ("SELECT @@server_id", K::Read, None),
+        ("SELECT @@session.sql_mode", K::Read, None),
+        ("/* just a comment */ SELECT 1", K::Read, None),
+        ("-- line comment\nSELECT 1", K::Read, None),
+        ("# hash comment\nSELECT 1", K::Read, None),
+        ("SELECT \"it's\" FROM t", K::Read, None),
+        ("SELECT 'a\\'b' FROM t", K::Read, None),
+        ("SELECT SLEEP(1)", K::Read, None),
+        ("SELECT * FROM t FOR UPDATE", K::Write, Some(R::LockingRead)),
+        ("select * from t for share", K::Write, Some(R::LockingRead)),
+        (
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            K::Write,
+            Some(R::LockingRead),
+        ),
+        ("SELECT a INTO @x FROM t", K::Write, Some(R::SelectInto)),
+        (
+            "SELECT a FROM t INTO OUTFILE '/tmp/x'",
+            K::Write,
+            Some(R::SelectInto),
+        ),
+        (
+            "SELECT GET_LOCK('l', 1)",
+            K::Write,
+            Some(R::SideEffectFunction),
+        ),
+        (
+            "SELECT release_lock('l')",
+            K::Write,
+            Some(R::SideEffectFunction),
+        ),
+        (
+            "SELECT LAST_INSERT_ID()",
+            K::Write,
+            Some(R::SideEffectFunction),
+        ),
+        ("SELECT FOUND_ROWS()", K::Write, Some(R::SideEffectFunction)),
+        ("SELECT ROW_COUNT()", K::Write, Some(R::SideEffectFunction)),
+        (
+            "SELECT NEXT VALUE FOR s",
+            K::Write,
+            Some(R::SideEffectFunction),
+        ),
+        ("SELECT NEXTVAL(s)", K::Write, Some(R::SideEffectFunction)),
+        (
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1",
+            K::Write,
+            Some(R::SideEffectFunction),
+        ),
+        ("SELECT @a", K::Write, Some(R::UserVariable)),
+        ("SELECT @a := 1", K::Write, Some(R::UserVariable)),
+        (
+            "SELECT * FROM t WHERE id = @`x`",
+            K::Write,
+            Some(R::UserVariable),
+        ),
+        (
+            "WITH x AS (SELECT 1) UPDATE t SET a = 1",
+            K::Write,
+            Some(R::Dml),
+        ),
+        ("SELECT 1; SELECT 2", K::Write, Some(R::MultiStatement)),
+        (
+            "INSERT INTO t VALUES (1); SELECT 1",
+            K::Write,
+            Some(R::MultiStatement),
+        ),
+        ("INSERT INTO t VALUES (1)", K::Write, Some(R::Dml)),
+        ("update t set a = 1", K::Write, Some(R::Dml)),
+        ("DELETE FROM t", K::Write, Some(R::Dml)),
+        ("REPLACE INTO t VALUES (1)", K::Write, Some(R::Dml)),
+        (
+            "LOAD DATA LOCAL INFILE 'x' INTO TABLE t",
+            K::Write,
+            Some(R::Dml),
+        ),
+        ("CREATE TABLE t (i INT)", K::Write, Some(R::Ddl)),
+        ("CREATE TEMPORARY TABLE t (i INT)", K::Write, Some(R::Ddl)),
+        ("ALTER TABLE t ADD c INT", K::Write, Some(R::Ddl)),
+        ("DROP TABLE t", K::Write, Some(R::Ddl)),
+        ("TRUNCATE t", K::Write, Some(R::Ddl)),
+        ("GRANT SELECT ON *.* TO x", K::Write, Some(R::Ddl)),
+        ("CALL p(1)", K::Write, Some(R::Call)),
+        ("LOCK TABLES t WRITE", K::Write, Some(R::TableLock)),
+        ("UNLOCK TABLES", K::Write, Some(R::TableLock)),
+        ("FLUSH TABLES WITH READ LOCK", K::Write, Some(R::TableLock)),
+        ("PREPARE s FROM 'SELECT 1'", K::Write, Some(R::SqlPrepare)),
+        ("EXECUTE s", K::Write, Some(R::SqlPrepare)),
+        ("DEALLOCATE PREPARE s", K::Write, Some(R::SqlPrepare)),
+        ("DROP PREPARE s", K::Write, Some(R::SqlPrepare)),
+        ("SAVEPOINT a", K::Write, Some(R::TransactionControl)),
+        (
+            "ROLLBACK TO SAVEPOINT a",
+            K::Write,
+            Some(R::TransactionControl),
+        ),
+        ("RELEASE SAVEPOINT a", K::Write, Some(R::TransactionControl)),
+        ("COMMIT AND CHAIN", K::Write, Some(R::TransactionControl)),
+        ("XA END 'x'", K::Write, Some(R::TransactionControl)),
+        (
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            K::Write,
+            Some(R::TransactionControl),
+        ),
+        ("SET GLOBAL max_connections = 10", K::Write, Some(R::Other)),
+        (
+            "SET @@global.max_connections = 10",
+            K::Write,
+            Some(R::Other),
+        ),
+        ("SET PASSWORD = PASSWORD('x')", K::Write, Some(R::Other)),
+        ("SET @a = 1", K::Write, Some(R::UserVariable)),
+        ("SET @a = 1, @b = 2", K::Write, Some(R::UserVariable)),
+        ("SET NAMES utf8mb4", K::SessionCommand, None),
+        ("SET CHARACTER SET utf8", K::SessionCommand, None),
+        ("SET autocommit = 0", K::SessionCommand, None),
+        ("SET SESSION sql_mode = 'ANSI'", K::SessionCommand, None),
+        (
+            "SET @@session.time_zone = '+00:00'",
+            K::SessionCommand,
+            None,
+        ),
+        (
+            "SET sql_mode = CONCAT(@@sql_mode, ',ANSI')",
+            K::SessionCommand,
+            None,
+        ),
+        (
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            K::SessionCommand,
+            None,
+        ),
+        ("SET @a = 1, sql_mode = ''", K::SessionCommand, None),
+        ("USE app", K::Use, None),
+        ("use `my db`", K::Use, None),
+        ("BEGIN", K::TransactionBegin, None),
+        ("BEGIN WORK", K::TransactionBegin, None),
+        ("START TRANSACTION", K::TransactionBegin, None),
+        ("START TRANSACTION READ ONLY", K::TransactionBegin, None),
+        ("XA START 'x'", K::TransactionBegin, None),
+        ("COMMIT", K::TransactionEnd, None),
+        ("ROLLBACK", K::TransactionEnd, None),
+        ("COMMIT WORK", K::TransactionEnd, None),
+        ("KILL 5", K::Kill, None),
+        ("KILL QUERY 5", K::Kill, None),
+        ("", K::Write, Some(R::Other)),
+        ("   ", K::Write, Some(R::Other)),
+        ("garbage words", K::Write, Some(R::Other)),
+        ("DO SLEEP(1)", K::Write, Some(R::Other)),
+        ("HANDLER t OPEN", K::Write, Some(R::Other)),
+        ("/*!40101 SET NAMES utf8 */", K::SessionCommand, None),
+        ("/*M!100100 SELECT 1 */", K::Read, None),
+    ];
+    for (sql, kind, reason) in table {
+        assert_eq!(kind_reason(sql), (*kind, *reason), "{sql:?}");
+    }
+}
+
+#[test]
+fn effects_are_reported() {
+    use SessionEffect as E;
+    let table: &[(&str, Option<E>)] = &[
+        (
+            "CREATE TEMPORARY TABLE t (i INT)",
+            Some(E::CreatesTemporaryTable),
+        ),
+        ("LOCK TABLES t READ", Some(E::LocksTables)),
+        ("UNLOCK TABLES", Some(E::UnlocksTables)),
+        ("SET @a = 1", Some(E::SetsUserVariable)),
+        ("SELECT @a := 1", Some(E::SetsUserVariable)),
+        ("SELECT 1 INTO @a", Some(E::SetsUserVariable)),
+        ("SELECT GET_LOCK('x', 1)", Some(E::TakesNamedLock)),
+        ("PREPARE s FROM 'SELECT 1'", Some(E::PreparesSqlStatement)),
+        ("SELECT 1", None),
+        ("CREATE TABLE t (i INT)", None),
+    ];
+    for (sql, effect) in table {
+        assert_eq!(classify(sql.as_bytes()).effect, *effect, "{sql}");
+    }
+}
+
+#[test]
+fn hints_in_comments_are_found() {
+    let table: &[(&str, Option<Hint>)] = &[
+        ("/* rwsplit:primary */ SELECT 1", Some(Hint::Primary)),
+        ("/*rwsplit:replica*/ SELECT 1", Some(Hint::Replica)),
+        ("SELECT /* RWSPLIT:PRIMARY */ 1", Some(Hint::Primary)),
+        ("-- rwsplit:primary\nSELECT 1", Some(Hint::Primary)),
+        ("SELECT 'rwsplit:primary'", None),
+        ("SELECT 1", None),
+    ];
+    for (sql, hint) in table {
+        assert_eq!(classify(sql.as_bytes()).hint, *hint, "{sql}");
+    }
+}
+
+#[test]
+fn start_transaction_read_only_is_marked() {
+    assert!(classify(b"START TRANSACTION READ ONLY").read_only_transaction);
+    assert!(!classify(b"START TRANSACTION READ WRITE").read_only_transaction);
+}
+
+#[test]
+fn use_gives_the_unquoted_schema() {
+    assert_eq!(classify(b"USE app").schema.as_deref(), Some("app"));
+    assert_eq!(classify(b"USE `my db`").schema.as_deref(), Some("my db"));
+}
+
+#[test]
+fn digest_replaces_literals_and_folds_space() {
+    assert_eq!(
+        digest(b"SELECT  a, b FROM t WHERE id = 5 AND n = 'x' /* c */"),
+        "SELECT a, b FROM t WHERE id = ? AND n = ?"
+    );
+    assert_eq!(digest(b"select f(1, 2)"), "select f(?, ?)");
+}
+
+#[test]
+fn random_bytes_never_panic() {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let alphabet = b"SELECTFORUPDATEINTO@@'\\\"`;/*!-#\n ()0123456789,:=";
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 64) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| {
+                let r = x.rotate_left(i as u32 * 7);
+                if r % 5 == 0 {
+                    (r >> 8) as u8
+                } else {
+                    alphabet[(r % alphabet.len() as u64) as usize]
+                }
+            })
+            .collect();
+        let _ = classify(&bytes);
+        let _ = digest(&bytes);
+    }
+}
