@@ -357,7 +357,7 @@ mod raw {
                 "proxy.max_packet_size",
                 p.max_packet_size.as_deref().unwrap_or("64MiB"),
             )?;
-            if max_packet_size > 1 << 30 || max_packet_size < 1024 {
+            if !(1024..=1 << 30).contains(&max_packet_size) {
                 return Err(invalid(
                     "proxy.max_packet_size",
                     "must be between 1KiB and 1GiB",

@@ -248,26 +248,23 @@ fn read_or_write(toks: &[Token<'_>]) -> Classification {
                     effect = Some(SessionEffect::SetsUserVariable);
                 }
             }
-            Token::Word(w) if is(w, "NEXT") || is(w, "PREVIOUS") => {
-                if word(next, "VALUE") {
-                    note(R::SideEffectFunction, &mut reason);
-                }
+            Token::Word(w) if (is(w, "NEXT") || is(w, "PREVIOUS")) && word(next, "VALUE") => {
+                note(R::SideEffectFunction, &mut reason);
             }
             Token::Word(w)
-                if is(w, "UPDATE") || is(w, "DELETE") || is(w, "INSERT") || is(w, "REPLACE") =>
+                if (is(w, "UPDATE") || is(w, "DELETE") || is(w, "INSERT") || is(w, "REPLACE"))
+                    && i > 0
+                    && !matches!(toks.get(i - 1), Some(Token::Word(p)) if is(p, "FOR") || is(p, "ON")) =>
             {
-                if i > 0
-                    && !matches!(toks.get(i.wrapping_sub(1)), Some(Token::Word(p)) if is(p, "FOR") || is(p, "ON"))
-                {
-                    return write(R::Dml);
-                }
+                return write(R::Dml);
             }
-            Token::Word(w) if SIDE_EFFECT_FUNCTIONS.iter().any(|f| is(w, f)) => {
-                if is(w, "SQL_CALC_FOUND_ROWS") || next == Some(&Token::Punct(b'(')) {
-                    note(R::SideEffectFunction, &mut reason);
-                    if is(w, "GET_LOCK") {
-                        effect = Some(SessionEffect::TakesNamedLock);
-                    }
+            Token::Word(w)
+                if SIDE_EFFECT_FUNCTIONS.iter().any(|f| is(w, f))
+                    && (is(w, "SQL_CALC_FOUND_ROWS") || next == Some(&Token::Punct(b'('))) =>
+            {
+                note(R::SideEffectFunction, &mut reason);
+                if is(w, "GET_LOCK") {
+                    effect = Some(SessionEffect::TakesNamedLock);
                 }
             }
             Token::UserVar => {
