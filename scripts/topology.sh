@@ -20,7 +20,11 @@ die() { echo "topology: $*" >&2; exit 1; }
 port_of() { case $1 in primary) echo "$BASE";; replica1) echo $((BASE + 1));; replica2) echo $((BASE + 2));; *) die "unknown instance '$1' (primary, replica1, replica2)";; esac; }
 sid_of() { case $1 in primary) echo 1;; replica1) echo 2;; replica2) echo 3;; esac; }
 pid_of() { local f="$DIR/$1/mariadbd.pid"; [ -s "$f" ] && cat "$f" || true; }
-running() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+# Alive = the pid file's process exists, is not a zombie (a killed server whose parent
+# does not reap it) and is a mariadbd (not a reused pid).
+alive() { [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ] \
+  && tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q mariadbd; }
+running() { local p; p=$(pid_of "$1"); [ -n "$p" ] && alive "$p"; }
 sql() { mariadb --socket="$DIR/$1/mysqld.sock" -uroot -N -B -e "$2"; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -75,7 +79,8 @@ start_one() {
       --skip-test-db > "$DIR/$name/install.log" 2>&1 || { tail -20 "$DIR/$name/install.log"; die "mariadb-install-db failed for $name"; }
   fi
   chown -R mysql:mysql "$DIR/$name"
-  "$MARIADBD" --defaults-file="$DIR/$name/my.cnf" >/dev/null 2>&1 &
+  # 9>&-: the server must not inherit (and hold) the lock `up` takes.
+  "$MARIADBD" --defaults-file="$DIR/$name/my.cnf" >/dev/null 2>&1 9>&- &
   for _ in $(seq 1 300); do
     if [ -S "$DIR/$name/mysqld.sock" ] && sql "$name" "SELECT 1" >/dev/null 2>&1; then return 0; fi
     sleep 0.1
@@ -100,7 +105,7 @@ setup_primary() {
 setup_replica() {
   local name=$1
   if [ -z "$(sql "$name" "SHOW SLAVE STATUS")" ]; then
-    sql "$name" "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$BASE, MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE;"
+    sql "$name" "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$BASE, MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE;"
   fi
 }
 
@@ -121,9 +126,9 @@ wait_sync() {
 stop_one() {
   local name=$1 pid
   pid=$(pid_of "$name")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  [ -n "$pid" ] && alive "$pid" || return 0
   kill "$pid"
-  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for _ in $(seq 1 300); do alive "$pid" || return 0; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
 }
 
@@ -152,7 +157,7 @@ case $cmd in
         if [ "$n" = primary ]; then
           line+=" gtid_binlog_pos=$(sql "$n" "SELECT @@gtid_binlog_pos")"
         else
-          line+=" $(sql "$n" "SHOW SLAVE STATUS\G" | awk '/Slave_IO_Running:|Slave_SQL_Running:|Seconds_Behind_Master:|Gtid_Slave_Pos:/ {printf "%s%s ", $1, $2}')"
+          line+=" $(mariadb --socket="$DIR/$n/mysqld.sock" -uroot -E -e "SHOW SLAVE STATUS" | awk '/Slave_IO_Running:|Slave_SQL_Running:|Seconds_Behind_Master:|Gtid_Slave_Pos:/ {printf "%s%s ", $1, $2}')gtid_slave_pos=$(sql "$n" "SELECT @@gtid_slave_pos")"
         fi
         echo "$line"
       else
@@ -166,7 +171,13 @@ case $cmd in
   lag) sql "${1:?replica}" "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=${2:?seconds}; START SLAVE" ;;
   unlag) sql "${1:?replica}" "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE" ;;
   stop) port_of "${1:?name}" >/dev/null; stop_one "$1" ;;
-  kill) port_of "${1:?name}" >/dev/null; p=$(pid_of "$1"); [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true ;;
+  kill)
+    port_of "${1:?name}" >/dev/null; p=$(pid_of "$1")
+    if [ -n "$p" ] && alive "$p"; then
+      kill -9 "$p"
+      for _ in $(seq 1 100); do alive "$p" || break; sleep 0.05; done
+    fi
+    ;;
   start) port_of "${1:?name}" >/dev/null; rm -f "$DIR/$1/mysqld.sock"; start_one "$1" ;;
   sql) sql "${1:?name}" "${2:?statement}" ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;

@@ -68,6 +68,8 @@ impl Proxy {
     pub fn start_with(edit: impl FnOnce(String) -> String) -> Proxy {
         topology_up();
         let mut config = test_config(edit);
+        // Logs go to the test's output (shown when it fails); RUST_LOG=debug for more.
+        rwsplit::init_logging(&config.logging);
         config.proxy.listen = "127.0.0.1:0".parse().expect("addr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -146,4 +148,66 @@ pub fn unique(prefix: &str) -> String {
 /// Waits until every replica has applied what the primary has written.
 pub fn wait_sync() {
     topology(&["wait-sync"]);
+}
+
+/// A second topology for tests that inject faults (kill, stop, lag), so they never disturb
+/// the tests sharing the main one. `.config/nextest.toml` runs those tests one at a time.
+pub mod faults {
+    use super::*;
+
+    pub const BASE: u16 = 3316;
+    pub const DIR: &str = "/tmp/rwsplit-topology-faults";
+
+    /// Runs a topology command against the fault topology.
+    pub fn topology(args: &[&str]) -> String {
+        let out = Command::new(format!("{}/scripts/topology.sh", repo_root()))
+            .args(args)
+            .env("RWSPLIT_TOPO_DIR", DIR)
+            .env("RWSPLIT_TOPO_PORT", BASE.to_string())
+            .output()
+            .expect("run scripts/topology.sh");
+        assert!(
+            out.status.success(),
+            "topology.sh {args:?} (fault topology) failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Brings every instance of the fault topology up and in sync, whatever an earlier test
+    /// left behind.
+    pub fn healthy() {
+        topology(&["up"]);
+        for r in ["replica1", "replica2"] {
+            topology(&["unlag", r]);
+        }
+        topology(&["wait-sync"]);
+    }
+
+    /// rwsplit over the fault topology.
+    pub fn proxy() -> Proxy {
+        Proxy::start_with(|t| {
+            t.replace("127.0.0.1:3306", &format!("127.0.0.1:{BASE}"))
+                .replace("127.0.0.1:3307", &format!("127.0.0.1:{}", BASE + 1))
+                .replace("127.0.0.1:3308", &format!("127.0.0.1:{}", BASE + 2))
+        })
+    }
+
+    /// Starts an instance again when dropped, even when the test panics, so the next fault
+    /// test finds the topology whole.
+    pub struct Restart(pub &'static str);
+
+    impl Drop for Restart {
+        fn drop(&mut self) {
+            let st = Command::new(format!("{}/scripts/topology.sh", repo_root()))
+                .args(["start", self.0])
+                .env("RWSPLIT_TOPO_DIR", DIR)
+                .env("RWSPLIT_TOPO_PORT", BASE.to_string())
+                .status();
+            if !matches!(st, Ok(s) if s.success()) {
+                eprintln!("could not restart {} of the fault topology", self.0);
+            }
+        }
+    }
 }

@@ -1,0 +1,189 @@
+//! Fault injection on a topology of its own (`common::faults`): servers die and come back
+//! while clients use rwsplit. Run one at a time (see `.config/nextest.toml`).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::faults;
+use common::*;
+use mysql_async::prelude::*;
+
+const REPLICA1_SERVER_ID: u64 = 2;
+
+/// Reads from `sessions` clients in a loop until `stop`; counts reads, errors and reads
+/// answered by replica1 after `killed` was set.
+struct ReadLoad {
+    reads: AtomicU64,
+    errors: AtomicU64,
+    errors_late: AtomicU64,
+    from_dead_late: AtomicU64,
+    killed_at: std::sync::Mutex<Option<Instant>>,
+    stop: AtomicBool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_does_not_break_reads_and_rejoins_when_back() {
+    faults::healthy();
+    let proxy = faults::proxy();
+    const SESSIONS: usize = 8;
+    let load = Arc::new(ReadLoad {
+        reads: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        errors_late: AtomicU64::new(0),
+        from_dead_late: AtomicU64::new(0),
+        killed_at: std::sync::Mutex::new(None),
+        stop: AtomicBool::new(false),
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..SESSIONS {
+        let load = load.clone();
+        let opts = proxy.opts();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::new(opts.clone()).await.expect("connect");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !load.stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let r: Result<Option<u64>, _> = conn.query_first("SELECT @@server_id").await;
+                // "Late" means well after the kill: the monitor (500 ms x 2) has seen it.
+                let late = load
+                    .killed_at
+                    .lock()
+                    .expect("lock")
+                    .is_some_and(|t| t.elapsed() > Duration::from_millis(2500));
+                match r {
+                    Ok(id) => {
+                        load.reads.fetch_add(1, Ordering::Relaxed);
+                        if late && id == Some(REPLICA1_SERVER_ID) {
+                            load.from_dead_late.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        load.errors.fetch_add(1, Ordering::Relaxed);
+                        if late {
+                            load.errors_late.fetch_add(1, Ordering::Relaxed);
+                        }
+                        eprintln!("read failed: {e}");
+                        // The session may be gone; a client reconnects.
+                        if let Ok(c) = mysql_async::Conn::new(opts.clone()).await {
+                            conn = c;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before_kill = load.reads.load(Ordering::Relaxed);
+    faults::topology(&["kill", "replica1"]);
+    *load.killed_at.lock().expect("lock") = Some(Instant::now());
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    load.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("load task");
+    }
+    let reads = load.reads.load(Ordering::Relaxed);
+    let errors = load.errors.load(Ordering::Relaxed);
+    eprintln!(
+        "reads: {before_kill} before the kill, {reads} in all; client errors: {errors} \
+         (at most {SESSIONS} statements can be in flight on the dead replica)"
+    );
+    assert!(
+        before_kill > 100,
+        "the load did not run: {before_kill} reads"
+    );
+    assert!(reads > before_kill + 100, "reads stopped after the kill");
+    assert!(
+        errors <= SESSIONS as u64,
+        "{errors} errors: more than the statements in flight at the kill"
+    );
+    assert_eq!(
+        load.errors_late.load(Ordering::Relaxed),
+        0,
+        "errors long after the kill"
+    );
+    assert_eq!(
+        load.from_dead_late.load(Ordering::Relaxed),
+        0,
+        "reads answered by the killed replica"
+    );
+
+    // Back up: new sessions reach it again once the monitor sees it.
+    faults::topology(&["start", "replica1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut c = proxy.conn().await;
+        let id: Option<u64> = c.query_first("SELECT @@server_id").await.expect("read");
+        drop(c);
+        if id == Some(REPLICA1_SERVER_ID) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica1 did not rejoin within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_primary_down_writes_fail_clearly_and_reads_still_work() {
+    faults::healthy();
+    let proxy = faults::proxy();
+    let t = unique("pdown");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("insert");
+    faults::topology(&["wait-sync"]);
+
+    faults::topology(&["kill", "primary"]);
+    {
+        let _heal = faults::Restart("primary");
+        // Within a few monitor intervals: writes get a clear error, reads are served.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut fresh = proxy.conn().await;
+        let err = fresh
+            .query_drop(format!("INSERT INTO {t} VALUES (2)"))
+            .await
+            .expect_err("a write with the primary down must fail");
+        let text = err.to_string();
+        eprintln!("write with the primary down: {text}");
+        assert!(text.contains("primary"), "unclear error: {text}");
+        for _ in 0..20 {
+            let n: Option<u64> = fresh
+                .query_first(format!("SELECT COUNT(*) FROM {t}"))
+                .await
+                .expect("a read with the primary down");
+            assert_eq!(n, Some(1));
+        }
+        // The old session too: its next read works.
+        let n: Option<u64> = c
+            .query_first(format!("SELECT COUNT(*) FROM {t}"))
+            .await
+            .expect("read in the old session");
+        assert_eq!(n, Some(1));
+    }
+    // And once it is back, writes work again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut c = proxy.conn().await;
+        match c.query_drop(format!("INSERT INTO {t} VALUES (3)")).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "writes did not resume: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    proxy
+        .conn()
+        .await
+        .query_drop(format!("DROP TABLE {t}"))
+        .await
+        .expect("drop");
+}
