@@ -1,0 +1,382 @@
+//! Session-level behaviour through rwsplit: authentication plugins, COM_CHANGE_USER,
+//! COM_RESET_CONNECTION, the less common commands, bad input and pool limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::{ChangeUserOpts, Conn};
+use rwsplit::pool::BackendConn;
+use rwsplit::protocol::connect::Credentials;
+use rwsplit::protocol::response::ResponseKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn server_code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// rwsplit's own backend client, pointed at the proxy: it sends raw command packets.
+async fn raw_client(proxy: &Proxy, caps: mysql_common::constants::CapabilityFlags) -> BackendConn {
+    let creds = Credentials {
+        user: "app",
+        password: "app",
+        database: Some("app"),
+        capabilities: caps,
+        collation: 45,
+    };
+    BackendConn::connect(&proxy.addr.to_string(), &creds, Duration::from_secs(5))
+        .await
+        .expect("raw login through rwsplit")
+}
+
+/// The session state a reset must clear, seen from both the primary and a replica.
+async fn session_state(c: &mut Conn) -> (Option<i64>, String, Option<String>) {
+    let var: Option<Option<i64>> = c.query_first("SELECT @v").await.expect("@v");
+    let mode: Option<String> = c.query_first("SELECT @@sql_mode").await.expect("sql_mode");
+    let temp: Result<Option<String>, _> = c
+        .query_first("/* rwsplit:primary */ SELECT name FROM reset_probe")
+        .await;
+    (var.flatten(), mode.unwrap_or_default(), temp.ok().flatten())
+}
+
+async fn dirty_session(c: &mut Conn) {
+    c.query_drop("SET @v = 42").await.expect("set @v");
+    c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        .await
+        .expect("sql_mode");
+    c.query_drop("CREATE TEMPORARY TABLE reset_probe (name VARCHAR(10))")
+        .await
+        .expect("temp table");
+    c.query_drop("INSERT INTO reset_probe VALUES ('here')")
+        .await
+        .expect("insert");
+    let (v, mode, temp) = session_state(c).await;
+    assert_eq!(v, Some(42));
+    assert_eq!(mode, "ANSI_QUOTES");
+    assert_eq!(temp.as_deref(), Some("here"));
+}
+
+#[tokio::test]
+async fn caching_sha2_password_clients_log_in_through_the_fast_path() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "[proxy]\n",
+            "[proxy]\nauth_plugin = \"caching_sha2_password\"\n",
+        )
+    });
+    let mut c = proxy.conn().await;
+    let n: Option<u32> = c.query_first("SELECT 6 * 7").await.expect("query");
+    assert_eq!(n, Some(42));
+    drop(c);
+
+    let err = Conn::new(proxy.opts().pass(Some("nope")))
+        .await
+        .expect_err("a wrong password must be refused");
+    assert_eq!(server_code(&err), Some(1045), "{err}");
+
+    // rwsplit's own client speaks it too (as it does to MySQL 8 backends).
+    let mut raw = raw_client(&proxy, mysql_common::constants::CapabilityFlags::empty()).await;
+    assert!(raw.ping().await.expect("ping"));
+}
+
+#[tokio::test]
+async fn the_mariadb_command_line_client_works_with_both_auth_plugins() {
+    for plugin in ["mysql_native_password", "caching_sha2_password"] {
+        let proxy = Proxy::start_with(|t| {
+            t.replace(
+                "[proxy]\n",
+                &format!("[proxy]\nauth_plugin = \"{plugin}\"\n"),
+            )
+        });
+        let out = std::process::Command::new("mariadb")
+            .args([
+                "-h127.0.0.1",
+                &format!("-P{}", proxy.addr.port()),
+                "-uapp",
+                "-papp",
+                "app",
+                "-N",
+                "-B",
+                "-e",
+                "SELECT 'hello', @@read_only; SHOW TABLES LIKE 'no_such%'; SELECT 1 + 1",
+            ])
+            .output()
+            .expect("run the mariadb client");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{plugin}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout, "hello\t1\n2\n", "{plugin}");
+    }
+}
+
+#[tokio::test]
+async fn change_user_resets_the_session_everywhere() {
+    let proxy = Proxy::start();
+    let mut c = proxy.conn().await;
+    dirty_session(&mut c).await;
+    c.change_user(
+        ChangeUserOpts::default()
+            .with_user(Some("app".into()))
+            .with_pass(Some("app".into()))
+            .with_db_name(Some("app".into())),
+    )
+    .await
+    .expect("change user");
+    let (v, mode, temp) = session_state(&mut c).await;
+    assert_eq!(v, None, "user variable survived COM_CHANGE_USER");
+    assert_ne!(mode, "ANSI_QUOTES", "sql_mode survived COM_CHANGE_USER");
+    assert_eq!(temp, None, "temporary table survived COM_CHANGE_USER");
+    // Reads go back to replicas once the temporary table is gone.
+    let id: Option<u64> = c.query_first("SELECT @@server_id").await.expect("id");
+    assert_ne!(id, Some(1), "reads stayed on the primary after the reset");
+
+    let err = c
+        .change_user(
+            ChangeUserOpts::default()
+                .with_user(Some("app".into()))
+                .with_pass(Some("wrong".into())),
+        )
+        .await
+        .expect_err("a wrong password must be refused");
+    assert_eq!(server_code(&err), Some(1045), "{err}");
+}
+
+#[tokio::test]
+async fn reset_connection_clears_the_session_everywhere() {
+    let proxy = Proxy::start();
+    let mut c = proxy.conn().await;
+    dirty_session(&mut c).await;
+    c.reset().await.expect("COM_RESET_CONNECTION");
+    let (v, mode, temp) = session_state(&mut c).await;
+    assert_eq!(v, None, "user variable survived the reset");
+    assert_ne!(mode, "ANSI_QUOTES", "sql_mode survived the reset");
+    assert_eq!(temp, None, "temporary table survived the reset");
+    let n: Option<u32> = c.query_first("SELECT 1").await.expect("query");
+    assert_eq!(n, Some(1));
+}
+
+#[tokio::test]
+async fn less_common_commands_and_malformed_ones_get_proper_answers() {
+    use rwsplit::protocol::Command;
+    let proxy = Proxy::start();
+    let t = unique("fl");
+    let mut setup = proxy.conn().await;
+    setup
+        .query_drop(format!(
+            "CREATE TABLE {t} (id INT PRIMARY KEY, name VARCHAR(20))"
+        ))
+        .await
+        .expect("create");
+    wait_sync();
+
+    for caps in [
+        mysql_common::constants::CapabilityFlags::empty(),
+        mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
+    ] {
+        let mut raw = raw_client(&proxy, caps).await;
+        // COM_FIELD_LIST: two column definitions and a terminator.
+        let mut fl = vec![Command::FieldList as u8];
+        fl.extend_from_slice(t.as_bytes());
+        fl.push(0);
+        let o = raw
+            .run_internal(&fl, ResponseKind::FieldList)
+            .await
+            .expect("field list")
+            .expect("field list ok");
+        assert_eq!(o.error, None);
+        // COM_STATISTICS: one line of text.
+        let o = raw
+            .run_internal(&[Command::Statistics as u8], ResponseKind::Statistics)
+            .await
+            .expect("statistics");
+        assert!(o.is_ok());
+        assert!(raw.ping().await.expect("ping"));
+        assert!(raw.init_db("app").await.expect("init db").is_ok());
+        let bad_db = raw.init_db("no_such_db_xyz").await.expect("init db");
+        assert!(matches!(bad_db, Err(ref e) if e.code() == 1044 || e.code() == 1049));
+
+        // Malformed or unknown commands: an error each, and the session goes on.
+        let cases: [(&[u8], &str); 6] = [
+            (&[0x55], "unknown command byte"),
+            (&[], "empty packet"),
+            (
+                &[Command::StmtExecute as u8, 1, 0],
+                "truncated COM_STMT_EXECUTE",
+            ),
+            (
+                &[
+                    Command::StmtExecute as u8,
+                    0x78,
+                    0x56,
+                    0x34,
+                    0x12,
+                    0,
+                    1,
+                    0,
+                    0,
+                    0,
+                ],
+                "COM_STMT_EXECUTE of an unknown statement",
+            ),
+            (
+                &[Command::StmtFetch as u8, 9, 9, 9, 9, 1, 0, 0, 0],
+                "fetch of an unknown statement",
+            ),
+            (
+                &[Command::InitDb as u8, 0xFF, 0xFE],
+                "COM_INIT_DB with invalid UTF-8",
+            ),
+        ];
+        for (packet, what) in cases {
+            let r = raw
+                .run_internal(packet, ResponseKind::Single)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: the session died: {e}"));
+            assert!(r.is_err(), "{what}: expected an ERR packet");
+        }
+        let o = raw
+            .run_internal(b"\x03SELECT 1", ResponseKind::Query)
+            .await
+            .expect("query after bad input")
+            .expect("query ok");
+        assert_eq!(o.result_sets, 1);
+    }
+    setup
+        .query_drop(format!("DROP TABLE {t}"))
+        .await
+        .expect("drop");
+}
+
+#[tokio::test]
+async fn garbage_at_the_handshake_ends_only_that_connection() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace("handshake_timeout = \"5s\"", "handshake_timeout = \"1s\"")
+    });
+    let mut bystander = proxy.conn().await;
+    let cases: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0xFF, 0xFF, 0xFF, 0x01, 0, 0, 0], // a 16 MiB login packet that never comes
+        vec![0x05, 0, 0, 1, 0x8d, 0xa6, 0xff, 0x09, 0], // a login packet cut short
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect(),
+        vec![], // says nothing at all
+    ];
+    for garbage in cases {
+        let started = Instant::now();
+        let mut s = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        let mut greeting = [0u8; 4];
+        s.read_exact(&mut greeting).await.expect("greeting header");
+        let len = u32::from_le_bytes([greeting[0], greeting[1], greeting[2], 0]) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.expect("greeting");
+        let _ = s.write_all(&garbage).await;
+        // rwsplit answers with an error or hangs up, within the handshake timeout.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_ok(),
+            "rwsplit kept a garbage connection open for 5 s"
+        );
+        assert!(started.elapsed() < Duration::from_secs(4));
+        if rest.len() > 4 {
+            assert_eq!(rest[4], 0xFF, "anything sent back must be an ERR packet");
+        }
+        let n: Option<u32> = bystander.query_first("SELECT 1").await.expect("bystander");
+        assert_eq!(n, Some(1));
+    }
+    let mut fresh = proxy.conn().await;
+    fresh.ping().await.expect("new sessions still work");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_result_does_not_harm_other_sessions() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            "checkout_timeout = \"2s\"\nmax_connections = 4",
+        )
+    });
+    for _ in 0..6 {
+        let mut raw = raw_client(
+            &proxy,
+            mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
+        )
+        .await;
+        raw.send_command(b"\x03SELECT REPEAT('x', 1000) FROM seq_1_to_100000")
+            .await
+            .expect("send");
+        let mut buf = Vec::new();
+        for _ in 0..50 {
+            rwsplit::protocol::frame::read_packet(&mut raw.reader, &mut buf, 1 << 24)
+                .await
+                .expect("first rows");
+        }
+        drop(raw);
+    }
+    // The pool (4 per backend) would be used up if those connections had not been discarded
+    // or cleaned; each new session must get a working connection that has no stale result.
+    for _ in 0..10 {
+        let mut c = proxy.conn().await;
+        let n: Option<u64> = c
+            .query_first("SELECT 7")
+            .await
+            .expect("read after abandoned results");
+        assert_eq!(n, Some(7));
+    }
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_answers_1040_instead_of_hanging() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            "checkout_timeout = \"300ms\"\nmax_connections = 1",
+        )
+    });
+    let t = unique("pool");
+    let mut a = proxy.conn().await;
+    a.query_drop(format!("CREATE TABLE {t} (id INT)"))
+        .await
+        .expect("create");
+    a.query_drop("BEGIN").await.expect("begin");
+    a.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("insert");
+
+    let mut b = proxy.conn().await;
+    let started = Instant::now();
+    let err = b
+        .query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .expect_err("the only primary connection is taken");
+    assert_eq!(server_code(&err), Some(1040), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    a.query_drop("COMMIT").await.expect("commit");
+    a.disconnect().await.expect("disconnect");
+    // The connection is back in the pool: b can write now.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match b.query_drop(format!("INSERT INTO {t} VALUES (3)")).await {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "the pool never freed up: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
