@@ -82,7 +82,9 @@ impl From<&PoolError> for ClientError {
     fn from(e: &PoolError) -> Self {
         match e {
             PoolError::Exhausted { .. } => ClientError::too_many_connections(&e.to_string()),
-            PoolError::Backend { .. } => ClientError::backend_failed(e),
+            PoolError::Backend { .. } | PoolError::UnknownBackend(_) => {
+                ClientError::backend_failed(e)
+            }
         }
     }
 }

@@ -380,3 +380,78 @@ async fn an_exhausted_pool_answers_1040_instead_of_hanging() {
     }
     b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
+
+/// The primary's pool gauges.
+fn primary_pool(proxy: &Proxy) -> rwsplit::pool::BackendPoolStats {
+    proxy.shared.pools.stats().remove(0)
+}
+
+#[tokio::test]
+async fn the_backend_limit_counts_idle_connections_of_every_pool() {
+    use mysql_common::constants::CapabilityFlags as C;
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            "checkout_timeout = \"300ms\"\nmax_connections = 2",
+        )
+    });
+    // Clients with different capabilities get connections from different pools; the limit
+    // of 2 to the primary holds across them, and an idle connection of one pool makes room
+    // for another instead of a 1040.
+    for caps in [
+        C::empty(),
+        C::CLIENT_DEPRECATE_EOF,
+        C::CLIENT_MULTI_STATEMENTS,
+        C::CLIENT_MULTI_STATEMENTS | C::CLIENT_DEPRECATE_EOF,
+    ] {
+        let mut raw = raw_client(&proxy, caps).await;
+        let o = raw
+            .run_internal(b"\x03/* rwsplit:primary */ SELECT 1", ResponseKind::Query)
+            .await
+            .expect("query")
+            .expect("ok");
+        assert_eq!(o.result_sets, 1);
+        raw.send_command(&[rwsplit::protocol::Command::Quit as u8])
+            .await
+            .expect("quit");
+        drop(raw);
+        // The session returns its connection when it sees the quit.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = primary_pool(&proxy);
+        assert!(s.idle + s.in_use <= 2, "{s:?}");
+    }
+}
+
+#[tokio::test]
+async fn min_idle_connections_are_opened_and_kept() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            "checkout_timeout = \"2s\"\nmin_idle = 3",
+        )
+    });
+    let mut c = proxy.conn().await;
+    c.query_drop("/* rwsplit:primary */ SELECT 1")
+        .await
+        .expect("query");
+    c.disconnect().await.expect("disconnect");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = primary_pool(&proxy);
+        if s.idle >= 3 && s.in_use == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool was not topped up: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // They are real, working connections.
+    let mut c = proxy.conn().await;
+    let n: Option<u32> = c
+        .query_first("/* rwsplit:primary */ SELECT 5")
+        .await
+        .expect("query");
+    assert_eq!(n, Some(5));
+}

@@ -1,5 +1,7 @@
 //! Pools of authenticated backend connections, one per (backend, user, response-shaping
-//! capabilities, collation).
+//! capabilities, collation). All pools of one backend share its `max_connections` limit; an
+//! idle connection of one pool is closed to make room for another when the limit is reached.
+//! Pools that have been used are kept topped up to `min_idle` idle connections.
 //!
 //! Hand-written rather than bb8: bb8 0.9 opens connections in a background task and reports
 //! connect failures only to an error sink, so `get()` against a dead backend waits out the whole
@@ -31,6 +33,8 @@ pub enum PoolError {
         max: u32,
         after: Duration,
     },
+    #[error("no backend #{0} or no such user in the config")]
+    UnknownBackend(BackendId),
     #[error("backend '{backend}': {source}")]
     Backend {
         backend: String,
@@ -72,56 +76,39 @@ pub struct Target {
     pub config: PoolConfig,
 }
 
+/// An idle connection keeps its permit: permits count open connections, not busy ones.
 struct Idle {
     conn: BackendConn,
     since: Instant,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Idle {
+    fn fresh(&self, cfg: &PoolConfig) -> bool {
+        self.since.elapsed() < cfg.idle_timeout && self.conn.created.elapsed() < cfg.max_lifetime
+    }
 }
 
 pub struct Pool {
     key: PoolKey,
     target: Target,
     idle: Mutex<Vec<Idle>>,
+    /// Shared by every pool of the same backend: at most `max_connections` open to it.
     permits: Arc<Semaphore>,
+    in_use: std::sync::atomic::AtomicUsize,
 }
 
 impl Pool {
-    fn new(key: PoolKey, target: Target) -> Pool {
-        let permits = Arc::new(Semaphore::new(target.config.max_connections as usize));
-        Pool {
-            key,
-            target,
-            idle: Mutex::new(Vec::new()),
-            permits,
-        }
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection: an idle one if there is a fresh one, else a new one. Waits at most the
-    /// checkout timeout for room in the pool; a connect error comes back at once.
-    pub async fn get(self: &Arc<Self>) -> Result<Pooled, PoolError> {
+    fn pop_fresh(&self) -> Option<Idle> {
         let cfg = &self.target.config;
-        let permit =
-            tokio::time::timeout(cfg.checkout_timeout, self.permits.clone().acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .ok_or_else(|| PoolError::Exhausted {
-                    backend: self.target.name.clone(),
-                    max: cfg.max_connections,
-                    after: cfg.checkout_timeout,
-                })?;
-        if let Some(conn) = self.pop_fresh() {
-            return Ok(Pooled::new(conn, self.clone(), permit));
-        }
-        let conn = self.open().await?;
-        Ok(Pooled::new(conn, self.clone(), permit))
-    }
-
-    fn pop_fresh(&self) -> Option<BackendConn> {
-        let cfg = &self.target.config;
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.lock_idle();
         while let Some(i) = idle.pop() {
-            if i.since.elapsed() < cfg.idle_timeout && i.conn.created.elapsed() < cfg.max_lifetime {
-                return Some(i.conn);
+            if i.fresh(cfg) {
+                return Some(i);
             }
         }
         None
@@ -148,31 +135,67 @@ impl Pool {
         })
     }
 
-    fn put_back(&self, conn: BackendConn) {
+    fn put_back(&self, conn: BackendConn, permit: OwnedSemaphorePermit) {
         if conn.broken || conn.created.elapsed() >= self.target.config.max_lifetime {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.push(Idle {
+        self.lock_idle().push(Idle {
             conn,
             since: Instant::now(),
+            permit,
         });
     }
 
-    /// Idle and in-use connection counts.
-    pub fn counts(&self) -> (usize, usize) {
-        let idle = self.idle.lock().map(|i| i.len()).unwrap_or(0);
-        let max = self.target.config.max_connections as usize;
-        (idle, max - self.permits.available_permits())
+    /// Closes the oldest idle connection, freeing its permit for another pool of the backend.
+    fn evict_one(&self) -> bool {
+        let mut idle = self.lock_idle();
+        if idle.is_empty() {
+            return false;
+        }
+        idle.remove(0);
+        true
     }
 
-    /// Drops idle connections past their idle timeout or lifetime.
+    /// Idle and in-use connection counts of this pool.
+    pub fn counts(&self) -> (usize, usize) {
+        let idle = self.lock_idle().len();
+        (idle, self.in_use.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Drops idle connections past their idle timeout or lifetime, keeping `min_idle` of the
+    /// ones still within their lifetime.
     fn reap(&self) {
         let cfg = &self.target.config;
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|i| {
-            i.since.elapsed() < cfg.idle_timeout && i.conn.created.elapsed() < cfg.max_lifetime
-        });
+        let mut idle = self.lock_idle();
+        let mut keep = cfg.min_idle as usize;
+        // Newest last: walk from the newest so the kept ones are the most recently used.
+        let mut kept = Vec::with_capacity(idle.len());
+        while let Some(i) = idle.pop() {
+            let alive = i.conn.created.elapsed() < cfg.max_lifetime;
+            if alive && (i.fresh(cfg) || keep > 0) {
+                keep = keep.saturating_sub(1);
+                kept.push(i);
+            }
+        }
+        kept.reverse();
+        *idle = kept;
+    }
+
+    /// Opens connections until the pool has `min_idle` idle ones, while the backend has room.
+    async fn top_up(&self) {
+        let want = self.target.config.min_idle as usize;
+        while self.lock_idle().len() < want {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                return;
+            };
+            match self.open().await {
+                Ok(conn) => self.put_back(conn, permit),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot top up the idle pool");
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -181,15 +204,17 @@ impl Pool {
 pub struct Pooled {
     conn: Option<BackendConn>,
     pool: Arc<Pool>,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Pooled {
     fn new(conn: BackendConn, pool: Arc<Pool>, permit: OwnedSemaphorePermit) -> Pooled {
+        pool.in_use
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Pooled {
             conn: Some(conn),
             pool,
-            _permit: permit,
+            permit: Some(permit),
         }
     }
 
@@ -204,12 +229,20 @@ impl Pooled {
     /// Resets the connection (COM_RESET_CONNECTION) and returns it to the pool; a connection
     /// that fails the reset is closed instead.
     pub async fn release(mut self) {
-        if let Some(mut c) = self.conn.take() {
+        if let (Some(mut c), Some(permit)) = (self.conn.take(), self.permit.take()) {
             if !c.broken && matches!(c.reset().await, Ok(true)) {
                 c.status = crate::protocol::packets::SERVER_STATUS_AUTOCOMMIT;
-                self.pool.put_back(c);
+                self.pool.put_back(c, permit);
             }
         }
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool
+            .in_use
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -231,27 +264,43 @@ impl std::ops::DerefMut for Pooled {
     }
 }
 
-/// All pools, created on first use.
+/// Pool gauges of one backend, summed over its pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendPoolStats {
+    pub backend: String,
+    pub idle: usize,
+    pub in_use: usize,
+    pub max: usize,
+}
+
+/// All pools, created on first use. Connections to one backend share one limit
+/// (`max_connections`), whatever pool they are in.
 pub struct Pools {
     targets: Vec<Target>,
     config: Arc<Config>,
+    limits: Vec<Arc<Semaphore>>,
     pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
 }
 
 impl Pools {
     pub fn new(targets: Vec<Target>, config: Arc<Config>) -> Arc<Pools> {
+        let limits = targets
+            .iter()
+            .map(|t| Arc::new(Semaphore::new(t.config.max_connections as usize)))
+            .collect();
         let pools = Arc::new(Pools {
             targets,
             config,
+            limits,
             pools: RwLock::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&pools);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let Some(p) = weak.upgrade() else { return };
-                p.reap();
+                p.maintain().await;
             }
         });
         pools
@@ -261,7 +310,12 @@ impl Pools {
         self.targets.get(id)
     }
 
-    pub fn pool(&self, key: &PoolKey) -> Option<Arc<Pool>> {
+    fn all(&self) -> Vec<Arc<Pool>> {
+        let map = self.pools.read().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
+
+    fn pool(&self, key: &PoolKey) -> Option<Arc<Pool>> {
         if let Some(p) = self
             .pools
             .read()
@@ -272,29 +326,99 @@ impl Pools {
         }
         let mut target = self.targets.get(key.backend)?.clone();
         target.password = self.config.user(&key.user)?.password.clone();
+        let permits = self.limits.get(key.backend)?.clone();
         let mut map = self.pools.write().unwrap_or_else(|p| p.into_inner());
         Some(
             map.entry(key.clone())
-                .or_insert_with(|| Arc::new(Pool::new(key.clone(), target)))
+                .or_insert_with(|| {
+                    Arc::new(Pool {
+                        key: key.clone(),
+                        target,
+                        idle: Mutex::new(Vec::new()),
+                        permits,
+                        in_use: std::sync::atomic::AtomicUsize::new(0),
+                    })
+                })
                 .clone(),
         )
     }
 
-    /// (backend name, idle, in use) for every pool.
-    pub fn stats(&self) -> Vec<(String, usize, usize)> {
-        let map = self.pools.read().unwrap_or_else(|p| p.into_inner());
-        map.values()
-            .map(|p| {
-                let (i, u) = p.counts();
-                (p.target.name.clone(), i, u)
-            })
-            .collect()
+    /// A connection for `key`: a fresh idle one, else a new one. When the backend's limit is
+    /// reached, an idle connection of another pool of that backend is closed to make room;
+    /// failing that it waits at most the checkout timeout. A connect error comes back at once.
+    pub async fn get(&self, key: &PoolKey) -> Result<Pooled, PoolError> {
+        let pool = self
+            .pool(key)
+            .ok_or(PoolError::UnknownBackend(key.backend))?;
+        if let Some(i) = pool.pop_fresh() {
+            return Ok(Pooled::new(i.conn, pool, i.permit));
+        }
+        let permit = match pool.permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let siblings = self.all();
+                let evicted = siblings
+                    .iter()
+                    .filter(|p| p.key.backend == key.backend && p.key != *key)
+                    .any(|p| p.evict_one());
+                if evicted {
+                    pool.permits.clone().try_acquire_owned().ok()
+                } else {
+                    None
+                }
+            }
+        };
+        let cfg = &pool.target.config;
+        let permit = match permit {
+            Some(p) => p,
+            None => {
+                tokio::time::timeout(cfg.checkout_timeout, pool.permits.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .ok_or_else(|| PoolError::Exhausted {
+                        backend: pool.target.name.clone(),
+                        max: cfg.max_connections,
+                        after: cfg.checkout_timeout,
+                    })?
+            }
+        };
+        // A connection may have come back while we waited.
+        if let Some(i) = pool.pop_fresh() {
+            drop(permit);
+            return Ok(Pooled::new(i.conn, pool, i.permit));
+        }
+        let conn = pool.open().await?;
+        Ok(Pooled::new(conn, pool, permit))
     }
 
-    fn reap(&self) {
-        let map = self.pools.read().unwrap_or_else(|p| p.into_inner());
-        for p in map.values() {
+    /// Idle, in-use and maximum connections per backend, in config order.
+    pub fn stats(&self) -> Vec<BackendPoolStats> {
+        let mut out: Vec<BackendPoolStats> = self
+            .targets
+            .iter()
+            .map(|t| BackendPoolStats {
+                backend: t.name.clone(),
+                idle: 0,
+                in_use: 0,
+                max: t.config.max_connections as usize,
+            })
+            .collect();
+        for p in self.all() {
+            let (idle, in_use) = p.counts();
+            if let Some(s) = out.get_mut(p.key.backend) {
+                s.idle += idle;
+                s.in_use += in_use;
+            }
+        }
+        out
+    }
+
+    /// Closes stale idle connections and tops pools up to `min_idle`.
+    async fn maintain(&self) {
+        for p in self.all() {
             p.reap();
+            p.top_up().await;
         }
     }
 }

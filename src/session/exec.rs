@@ -121,12 +121,7 @@ impl Session {
         if held != Some(b) {
             self.release_slot(slot).await;
             let key = PoolKey::new(b, &self.user, self.caps, self.collation);
-            let pool = self
-                .shared
-                .pools
-                .pool(&key)
-                .ok_or_else(|| Failure::Down(format!("unknown backend {b}")))?;
-            match pool.get().await {
+            match self.shared.pools.get(&key).await {
                 Ok(c) => match slot {
                     Slot::Primary => self.primary = Some(c),
                     Slot::Replica => self.replica = Some(c),

@@ -57,6 +57,8 @@ pub fn test_config(edit: impl FnOnce(String) -> String) -> rwsplit::config::Conf
 /// A running rwsplit; it lives as long as the test process.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The proxy's state, for tests that look inside (pool gauges, health).
+    pub shared: std::sync::Arc<rwsplit::session::Shared>,
 }
 
 impl Proxy {
@@ -80,16 +82,16 @@ impl Proxy {
                 .expect("runtime");
             rt.block_on(async move {
                 let listener = rwsplit::server::bind(&config).await.expect("bind");
-                tx.send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
                 let shared = rwsplit::server::build(config);
+                tx.send((listener.local_addr().expect("addr"), shared.clone()))
+                    .expect("send addr");
                 rwsplit::server::serve(listener, shared, std::future::pending()).await;
             });
         });
-        let addr = rx
+        let (addr, shared) = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("proxy started");
-        Proxy { addr }
+        Proxy { addr, shared }
     }
 
     pub fn url(&self, user: &str, password: &str) -> String {
