@@ -2,9 +2,11 @@
 //!
 //! A lexical classifier: it reads the first keywords and scans the rest for the few things that
 //! change routing. It errs toward the primary: whatever it does not recognise is a `Write`.
-//! (sqlparser is not used on the hot path: a full parse costs 30-450 us per statement, see
-//! DESIGN.md, and it rejects MySQL syntax routing must handle.)
+//! sqlparser is not used on the hot path (a full parse costs 30-450 us per statement, see
+//! DESIGN.md, and it rejects MySQL syntax routing must handle); `fallback` uses it only where the
+//! lexical pass is unsure: a SELECT naming `REPLACE(`/`INSERT(`, which may be string functions.
 
+pub mod fallback;
 mod lexer;
 
 use lexer::{Lexer, Token, is};
@@ -62,6 +64,8 @@ pub enum PrimaryReason {
     TransactionControl,
     /// A statement not known to be a read (includes anything the classifier could not understand).
     Other,
+    /// Internal to `classify`: the lexical pass could not tell; the fallback decides.
+    Unsure,
 }
 
 /// A routing hint given in a comment: `/* rwsplit:primary */` or `/* rwsplit:replica */`.
@@ -147,6 +151,14 @@ pub fn classify(sql: &[u8]) -> Classification {
     let mut lx = Lexer::new(sql);
     let toks: Vec<Token<'_>> = lx.by_ref().take(4096).collect();
     let mut c = classify_tokens(sql, &toks);
+    if c.reason == Some(PrimaryReason::Unsure) {
+        c = if fallback::is_plain_query(sql, digest(sql)) {
+            of(StatementKind::Read)
+        } else {
+            write(PrimaryReason::Dml)
+        };
+        c.fast_path = false;
+    }
     c.hint = lx.hint;
     c
 }
@@ -221,6 +233,8 @@ fn read_or_write(toks: &[Token<'_>]) -> Classification {
     use PrimaryReason as R;
     let mut reason = None;
     let mut effect = None;
+    // `REPLACE(`/`INSERT(` inside a SELECT: string functions, or a write the full parse finds.
+    let mut unsure = false;
     let rank = |r: R| match r {
         R::LockingRead => 4,
         R::SelectInto => 3,
@@ -252,6 +266,11 @@ fn read_or_write(toks: &[Token<'_>]) -> Classification {
                 note(R::SideEffectFunction, &mut reason);
             }
             Token::Word(w)
+                if (is(w, "INSERT") || is(w, "REPLACE")) && next == Some(&Token::Punct(b'(')) =>
+            {
+                unsure = true;
+            }
+            Token::Word(w)
                 if (is(w, "UPDATE") || is(w, "DELETE") || is(w, "INSERT") || is(w, "REPLACE"))
                     && i > 0
                     && !matches!(toks.get(i - 1), Some(Token::Word(p)) if is(p, "FOR") || is(p, "ON")) =>
@@ -278,6 +297,7 @@ fn read_or_write(toks: &[Token<'_>]) -> Classification {
     }
     match reason {
         Some(r) => Classification { effect, ..write(r) },
+        None if unsure => write(R::Unsure),
         None => Classification {
             effect,
             ..of(StatementKind::Read)
