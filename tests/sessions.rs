@@ -455,3 +455,37 @@ async fn min_idle_connections_are_opened_and_kept() {
         .expect("query");
     assert_eq!(n, Some(5));
 }
+
+#[tokio::test]
+async fn the_greeting_mirrors_the_primary_version_unless_configured() {
+    let proxy = Proxy::start();
+    let primary: Option<String> = direct(PRIMARY_PORT)
+        .await
+        .query_first("SELECT VERSION()")
+        .await
+        .expect("version");
+    let primary = primary.expect("row");
+    // The monitor reads the primary's greeting within its first interval.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = proxy.conn().await;
+        let (a, b, p) = c.server_version();
+        if primary.starts_with(&format!("{a}.{b}.{p}")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "greeting says {a}.{b}.{p}, primary {primary}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "[proxy]\n",
+            "[proxy]\nserver_version = \"8.0.36-rwsplit\"\n",
+        )
+    });
+    let c = proxy.conn().await;
+    assert_eq!(c.server_version(), (8, 0, 36));
+}

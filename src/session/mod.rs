@@ -23,6 +23,7 @@ use crate::error::ClientError;
 use crate::monitor::Health;
 use crate::pool::{Pooled, Pools};
 use crate::protocol::frame::{self, FrameError};
+use crate::protocol::handshake::ServerIdentity;
 use crate::protocol::{Command, auth};
 use client::ClientIo;
 use exec::Cmd;
@@ -86,7 +87,13 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let host = peer.ip().to_string();
     let nonce = auth::new_nonce();
     let config = shared.config.clone();
-    let identity = shared.health.identity.load_full();
+    let mut identity = shared.health.identity.load_full();
+    if let Some(v) = &config.proxy.server_version {
+        identity = Arc::new(ServerIdentity {
+            version: v.clone(),
+            ..ServerIdentity::clone(&identity)
+        });
+    }
     let accepted = tokio::time::timeout(
         config.proxy.handshake_timeout,
         login::accept(&mut client, &config, &identity, id, &nonce, &host),
