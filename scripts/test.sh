@@ -10,14 +10,10 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(m
 command -v sysbench >/dev/null 2>&1 || need_apt+=(sysbench)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "== installing ${need_apt[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+if [ ${#need_apt[@]} -gt 0 ]; then scripts/apt-install.sh "${need_apt[@]}"; fi
 python3 -c 'import pymysql' 2>/dev/null || python3 -m pip install --quiet 'PyMySQL==1.1.1' \
   || python3 -m pip install --quiet --break-system-packages 'PyMySQL==1.1.1' \
-  || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pymysql >/dev/null
+  || scripts/apt-install.sh python3-pymysql
 (cd tests/clients/node && npm ci --no-audit --no-fund --silent)
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 
