@@ -19,9 +19,12 @@ pub mod session;
 pub fn init_logging(cfg: &config::LoggingConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        // Colour codes only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::stdout().is_terminal());
     if cfg.json {
         let _ = builder.json().try_init();
     } else {
