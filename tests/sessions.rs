@@ -489,3 +489,85 @@ async fn the_greeting_mirrors_the_primary_version_unless_configured() {
     let c = proxy.conn().await;
     assert_eq!(c.server_version(), (8, 0, 36));
 }
+
+/// Logs in by hand naming `plugin` in the handshake response; answers an auth switch with a
+/// mysql_native_password scramble of `password`. Returns the final packet (OK or ERR) and
+/// whether a switch to mysql_native_password was asked for.
+async fn login_with_plugin(proxy: &Proxy, plugin: &[u8], password: &str) -> (Vec<u8>, bool) {
+    use mysql_common::constants::CapabilityFlags as C;
+    use mysql_common::packets::{
+        AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse,
+    };
+    use mysql_common::proto::MySerialize;
+    use rwsplit::protocol::frame;
+
+    let mut s = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let mut buf = Vec::new();
+    let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+        .await
+        .expect("greeting");
+    let greeting = mysql_common::io::ParseBuf(&buf)
+        .parse::<HandshakePacket<'_>>(())
+        .expect("parse greeting");
+    let mut nonce = greeting.nonce();
+    nonce.truncate(20);
+    let caps = C::CLIENT_PROTOCOL_41
+        | C::CLIENT_SECURE_CONNECTION
+        | C::CLIENT_PLUGIN_AUTH
+        | C::CLIENT_LONG_PASSWORD
+        | C::CLIENT_TRANSACTIONS;
+    let resp = HandshakeResponse::new(
+        Some(&b"not a real scramble"[..]),
+        (0, 0, 0),
+        Some(&b"app"[..]),
+        None::<&[u8]>,
+        Some(AuthPlugin::Other(plugin.into())),
+        caps,
+        None,
+        1 << 24,
+    );
+    let mut out = Vec::new();
+    resp.serialize(&mut out);
+    frame::write_packet(&mut s, seq.wrapping_add(1), &out)
+        .await
+        .expect("send login");
+    let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+        .await
+        .expect("reply");
+    if buf.as_slice().first() != Some(&0xFE) {
+        return (buf, false);
+    }
+    let switch = mysql_common::io::ParseBuf(&buf)
+        .parse::<AuthSwitchRequest<'_>>(())
+        .expect("auth switch request");
+    assert_eq!(switch.auth_plugin().as_bytes(), b"mysql_native_password");
+    let data = mysql_common::scramble::scramble_native(switch.plugin_data(), password.as_bytes())
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    frame::write_packet(&mut s, seq.wrapping_add(1), &data)
+        .await
+        .expect("send switch response");
+    frame::read_packet(&mut s, &mut buf, 1 << 16)
+        .await
+        .expect("final reply");
+    (buf, true)
+}
+
+#[tokio::test]
+async fn a_client_with_an_unknown_auth_plugin_is_switched_to_native_password() {
+    let proxy = Proxy::start();
+    let (reply, switched) = login_with_plugin(&proxy, b"dialog", "app").await;
+    assert!(switched, "no auth switch request");
+    assert_eq!(
+        reply.as_slice().first(),
+        Some(&0x00),
+        "expected OK, got {reply:?}"
+    );
+
+    let (reply, switched) = login_with_plugin(&proxy, b"dialog", "wrong").await;
+    assert!(switched);
+    assert_eq!(reply.as_slice().first(), Some(&0xFF));
+    assert_eq!(u16::from_le_bytes([reply[1], reply[2]]), 1045);
+}
