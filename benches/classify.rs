@@ -83,16 +83,19 @@ fn bench_route(c: &mut Criterion) {
             role: Role::Primary,
             up: true,
             weight: 1,
+            lag_ok: true,
         },
         BackendView {
             role: Role::Replica,
             up: true,
             weight: 1,
+            lag_ok: true,
         },
         BackendView {
             role: Role::Replica,
             up: true,
             weight: 2,
+            lag_ok: true,
         },
     ];
     let read = classify::classify(b"SELECT c FROM sbtest1 WHERE id = 1");

@@ -1,5 +1,4 @@
 //! Configuration: one TOML file, validated at load with errors that name the key.
-//! STUB: the public API below is fixed; the implementation is being written.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -78,6 +77,8 @@ pub struct BackendConfig {
     pub address: String,
     pub role: Role,
     pub weight: u32,
+    /// The effective lag bound for reads here (`routing.max_replica_lag` unless overridden).
+    pub max_replica_lag: Duration,
     /// The effective pool settings (global `[pool]` with this backend's overrides applied).
     pub pool: PoolConfig,
 }
@@ -95,6 +96,8 @@ pub struct PoolConfig {
 #[derive(Debug, Clone)]
 pub struct RoutingConfig {
     pub when_no_replica: NoReplicaPolicy,
+    /// Replicas further behind than this take no reads (each backend may override it).
+    pub max_replica_lag: Duration,
     pub read_only_transactions_on_replica: bool,
 }
 
@@ -106,6 +109,10 @@ pub struct MonitorConfig {
     pub fall: u32,
     /// Consecutive good checks before a down backend is marked up.
     pub rise: u32,
+    /// Who the monitor logs in as; it needs REPLICATION CLIENT / SLAVE MONITOR (MariaDB) or
+    /// REPLICATION CLIENT (MySQL) to read replica status. Defaults to the first `[[users]]`.
+    pub user: String,
+    pub password: String,
 }
 
 #[derive(Debug, Clone)]
@@ -260,6 +267,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     struct Routing {
         when_no_replica: Option<String>,
+        max_replica_lag: Option<String>,
         read_only_transactions_on_replica: Option<bool>,
     }
 
@@ -270,6 +278,9 @@ mod raw {
         timeout: Option<String>,
         fall: Option<u32>,
         rise: Option<u32>,
+        user: Option<String>,
+        password: Option<String>,
+        password_env: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -294,6 +305,7 @@ mod raw {
         address: String,
         role: String,
         weight: Option<u32>,
+        max_replica_lag: Option<String>,
         pool: Option<Pool>,
     }
 
@@ -410,6 +422,11 @@ mod raw {
             };
             let routing = RoutingConfig {
                 when_no_replica,
+                max_replica_lag: dur(
+                    "routing.max_replica_lag",
+                    &self.routing.max_replica_lag,
+                    "10s",
+                )?,
                 read_only_transactions_on_replica: self
                     .routing
                     .read_only_transactions_on_replica
@@ -424,6 +441,8 @@ mod raw {
                 timeout: nonzero("monitor.timeout", dur("monitor.timeout", &m.timeout, "1s")?)?,
                 fall: m.fall.unwrap_or(3).max(1),
                 rise: m.rise.unwrap_or(2).max(1),
+                user: String::new(),
+                password: String::new(),
             };
             let json = match self.logging.format.as_deref().unwrap_or("plain") {
                 "plain" => false,
@@ -466,6 +485,38 @@ mod raw {
                     password,
                 });
             }
+            let mut monitor = monitor;
+            match (&m.user, &m.password, &m.password_env) {
+                (None, None, None) => {
+                    monitor.user = users[0].name.clone();
+                    monitor.password = users[0].password.clone();
+                }
+                (Some(u), Some(p), None) => {
+                    monitor.user = u.clone();
+                    monitor.password = p.clone();
+                }
+                (Some(u), None, Some(var)) => {
+                    monitor.user = u.clone();
+                    monitor.password = std::env::var(var).map_err(|_| {
+                        invalid(
+                            "monitor.password_env",
+                            format!("environment variable {var} is not set"),
+                        )
+                    })?;
+                }
+                (None, _, _) => {
+                    return Err(invalid(
+                        "monitor.user",
+                        "required when monitor.password or monitor.password_env is set",
+                    ));
+                }
+                (Some(_), _, _) => {
+                    return Err(invalid(
+                        "monitor",
+                        "give exactly one of password or password_env with user",
+                    ));
+                }
+            }
             if self.backends.is_empty() {
                 return Err(invalid(
                     "backends",
@@ -506,6 +557,10 @@ mod raw {
                     address: b.address.clone(),
                     role,
                     weight: b.weight.unwrap_or(1),
+                    max_replica_lag: match &b.max_replica_lag {
+                        Some(v) => duration(&format!("{key}.max_replica_lag"), v)?,
+                        None => routing.max_replica_lag,
+                    },
                     pool,
                 });
             }
@@ -644,5 +699,44 @@ role = "primary"
         ))
         .unwrap();
         assert_eq!(c.users[0].password, "s3cret");
+    }
+
+    #[test]
+    fn the_monitor_logs_in_as_the_first_user_unless_told() {
+        let c = Config::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(
+            (c.monitor.user.as_str(), c.monitor.password.as_str()),
+            ("app", "app")
+        );
+        let c = Config::from_toml_str(&format!(
+            "[monitor]\nuser = \"mon\"\npassword = \"pw\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.monitor.user.as_str(), c.monitor.password.as_str()),
+            ("mon", "pw")
+        );
+        let e = err(&format!("[monitor]\npassword = \"pw\"\n{MINIMAL}"));
+        assert!(e.starts_with("monitor.user:"), "{e}");
+    }
+
+    #[test]
+    fn max_replica_lag_has_a_default_and_per_backend_overrides() {
+        let text = format!(
+            "[routing]\nmax_replica_lag = \"3s\"\n{MINIMAL}\n[[backends]]\nname = \"r\"\n\
+             address = \"127.0.0.1:3307\"\nrole = \"replica\"\nmax_replica_lag = \"500ms\"\n"
+        );
+        let c = Config::from_toml_str(&text).unwrap();
+        assert_eq!(c.backends[0].max_replica_lag, Duration::from_secs(3));
+        assert_eq!(c.backends[1].max_replica_lag, Duration::from_millis(500));
+        assert_eq!(
+            Config::from_toml_str(MINIMAL)
+                .unwrap()
+                .routing
+                .max_replica_lag,
+            Duration::from_secs(10)
+        );
+        let e = err(&text.replace("500ms", "soon"));
+        assert!(e.starts_with("backends[1].max_replica_lag:"), "{e}");
     }
 }

@@ -36,6 +36,9 @@ pub struct BackendView {
     pub role: Role,
     pub up: bool,
     pub weight: u32,
+    /// For a replica: its replication is running and within `max_replica_lag` (always true
+    /// for the primary).
+    pub lag_ok: bool,
 }
 
 /// What routing needs to know about the session.
@@ -118,7 +121,7 @@ pub fn route(
 }
 
 fn eligible(b: &BackendView) -> bool {
-    b.role == Role::Replica && b.up && b.weight > 0
+    b.role == Role::Replica && b.up && b.lag_ok && b.weight > 0
 }
 
 fn pick_replica(s: &SessionView, backends: &[BackendView], pick: f64) -> Option<BackendId> {

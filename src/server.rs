@@ -59,6 +59,9 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    // Route the first clients on facts: wait (briefly) for one check of every backend.
+    let m = &shared.config.monitor;
+    shared.health.first_round(m.timeout * 2 + m.interval).await;
     let limit = Arc::new(Semaphore::new(shared.config.proxy.max_client_connections));
     let max = shared.config.proxy.max_client_connections;
     tokio::pin!(shutdown);

@@ -187,3 +187,115 @@ async fn with_the_primary_down_writes_fail_clearly_and_reads_still_work() {
         .await
         .expect("drop");
 }
+
+/// Server ids answering `n` reads, each from a new session.
+async fn read_sources(proxy: &Proxy, n: usize) -> Vec<u64> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = proxy.conn().await;
+        let id: Option<u64> = c.query_first("SELECT @@server_id").await.expect("read");
+        ids.push(id.unwrap_or(0));
+        drop(c);
+    }
+    ids
+}
+
+/// Waits until a new session's read lands on `server_id`.
+async fn wait_reads_reach(proxy: &Proxy, server_id: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !read_sources(proxy, 10).await.contains(&server_id) {
+        assert!(
+            Instant::now() < deadline,
+            "reads did not reach server {server_id} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_replication_stopped_takes_no_reads_until_it_runs_again() {
+    faults::healthy();
+    let proxy = faults::proxy();
+    wait_reads_reach(&proxy, REPLICA1_SERVER_ID, Duration::from_secs(5)).await;
+    // A session that already holds a connection to replica1 must leave it too.
+    let mut held = proxy.conn().await;
+    loop {
+        let id: Option<u64> = held.query_first("SELECT @@server_id").await.expect("read");
+        if id == Some(REPLICA1_SERVER_ID) {
+            break;
+        }
+        held = proxy.conn().await;
+    }
+
+    faults::topology(&["stop-sql", "replica1"]);
+    let _heal = faults::StartSql("replica1");
+    // interval 500 ms: two checks and some slack.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ids = read_sources(&proxy, 100).await;
+    assert!(
+        !ids.contains(&REPLICA1_SERVER_ID),
+        "reads went to a replica whose SQL thread is stopped: {ids:?}"
+    );
+    assert!(ids.contains(&3), "reads should still use replica2: {ids:?}");
+    for _ in 0..20 {
+        let id: Option<u64> = held.query_first("SELECT @@server_id").await.expect("read");
+        assert_ne!(
+            id,
+            Some(REPLICA1_SERVER_ID),
+            "the held session stayed on replica1"
+        );
+    }
+
+    faults::topology(&["start-sql", "replica1"]);
+    wait_reads_reach(&proxy, REPLICA1_SERVER_ID, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_max_replica_lag_takes_no_reads_until_it_catches_up() {
+    faults::healthy();
+    let proxy = faults::proxy();
+    let t = unique("lag");
+    let mut w = proxy.conn().await;
+    w.query_drop(format!(
+        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, at TIMESTAMP(6))"
+    ))
+    .await
+    .expect("create");
+    faults::topology(&["wait-sync"]);
+    wait_reads_reach(&proxy, REPLICA1_SERVER_ID, Duration::from_secs(5)).await;
+
+    // replica1 applies events 5 s late; test.toml's bound is 2 s.
+    faults::topology(&["lag", "replica1", "5"]);
+    let _heal = faults::Unlag("replica1");
+    let started = Instant::now();
+    let mut excluded_at = None;
+    while started.elapsed() < Duration::from_secs(12) {
+        w.query_drop(format!("INSERT INTO {t} (at) VALUES (NOW(6))"))
+            .await
+            .expect("write");
+        let ids = read_sources(&proxy, 5).await;
+        if started.elapsed() > Duration::from_secs(5) && !ids.contains(&REPLICA1_SERVER_ID) {
+            if excluded_at.is_none() {
+                excluded_at = Some(started.elapsed());
+            }
+        } else if let Some(at) = excluded_at {
+            if ids.contains(&REPLICA1_SERVER_ID) {
+                panic!(
+                    "replica1 took reads again at {:?} after exclusion at {at:?}",
+                    started.elapsed()
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        excluded_at.is_some(),
+        "a replica 5 s behind kept taking reads"
+    );
+    eprintln!("replica1 excluded {excluded_at:?} after the delay started");
+
+    faults::topology(&["unlag", "replica1"]);
+    faults::topology(&["wait-sync"]);
+    wait_reads_reach(&proxy, REPLICA1_SERVER_ID, Duration::from_secs(10)).await;
+    w.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}

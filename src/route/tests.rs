@@ -10,6 +10,7 @@ fn topology(primary_up: bool, r1_up: bool, r2_up: bool) -> Vec<BackendView> {
         role,
         up,
         weight: 1,
+        lag_ok: true,
     };
     vec![
         b(Role::Primary, primary_up),
@@ -309,4 +310,29 @@ fn replicas_are_chosen_by_weight() {
     .unwrap();
     assert_eq!(d.target, Target::Replica(R2), "weight 0 never gets reads");
     let _ = P;
+}
+
+#[test]
+fn a_replica_over_its_lag_bound_takes_no_reads() {
+    let read = classify(b"SELECT 1");
+    let mut backends = topology(true, true, true);
+    backends[R1].lag_ok = false;
+    for pick in [0.0, 0.3, 0.6, 0.99] {
+        let d = route(&read, &idle(), &backends, NoReplicaPolicy::Primary, pick).unwrap();
+        assert_eq!(d.target, Target::Replica(R2), "pick {pick}");
+    }
+    // The session's current replica is left when it falls behind.
+    let s = SessionView {
+        current_replica: Some(R1),
+        ..idle()
+    };
+    let d = route(&read, &s, &backends, NoReplicaPolicy::Primary, 0.0).unwrap();
+    assert_eq!(d.target, Target::Replica(R2));
+    backends[R2].lag_ok = false;
+    let d = route(&read, &idle(), &backends, NoReplicaPolicy::Primary, 0.5).unwrap();
+    assert_eq!(d.target, Target::Primary(P));
+    assert!(matches!(
+        route(&read, &idle(), &backends, NoReplicaPolicy::Error, 0.5),
+        Err(RouteError::NoReplica)
+    ));
 }

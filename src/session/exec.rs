@@ -27,6 +27,9 @@ enum Failure {
     Reply(Vec<u8>),
     /// The backend could not be used (connect or I/O failure before any byte reached the client).
     Down(String),
+    /// The backend's pool stayed full for the checkout timeout: a read may go elsewhere, else
+    /// the client gets this error packet (1040).
+    Busy(Vec<u8>),
 }
 
 pub(super) fn slot_of<'a>(
@@ -128,7 +131,7 @@ impl Session {
                 },
                 Err(e @ PoolError::Exhausted { .. }) => {
                     tracing::warn!(error = %e, "backend pool exhausted");
-                    return Err(Failure::Reply(ClientError::from(&e).payload()));
+                    return Err(Failure::Busy(ClientError::from(&e).payload()));
                 }
                 Err(e) => {
                     if let PoolError::Backend {
@@ -243,6 +246,11 @@ impl Session {
             let slot = match self.checkout(target).await {
                 Ok(s) => s,
                 Err(Failure::Reply(p)) => return self.reply_raw(&p).await.map(|_| None),
+                Err(Failure::Busy(_)) if retry => {
+                    avoid = Some(target.backend());
+                    continue;
+                }
+                Err(Failure::Busy(p)) => return self.reply_raw(&p).await.map(|_| None),
                 Err(Failure::Down(_)) if retry => {
                     avoid = Some(target.backend());
                     continue;
@@ -256,7 +264,9 @@ impl Session {
             };
             let bytes = match self.bytes_for(&cmd, slot).await {
                 Ok(b) => b,
-                Err(Failure::Reply(p)) => return self.reply_raw(&p).await.map(|_| None),
+                Err(Failure::Reply(p) | Failure::Busy(p)) => {
+                    return self.reply_raw(&p).await.map(|_| None);
+                }
                 Err(Failure::Down(_)) if retry => {
                     avoid = Some(target.backend());
                     continue;
@@ -311,12 +321,18 @@ impl Session {
         Ok(None)
     }
 
-    /// Checks out and syncs the connection for `t` without running anything else; a failure is
-    /// reported to the client. Returns whether it worked.
-    pub(super) async fn execute_sync_only(&mut self, t: Target) -> Result<bool, SessionError> {
+    /// Checks out and syncs the connection for `t` without running anything else. Returns
+    /// whether it worked; a failure is reported to the client unless `report` is false and the
+    /// failure is one another backend might not have (down, pool full).
+    pub(super) async fn execute_sync_only(
+        &mut self,
+        t: Target,
+        report: bool,
+    ) -> Result<bool, SessionError> {
         match self.checkout(t).await {
             Ok(_) => Ok(true),
-            Err(Failure::Reply(p)) => self.reply_raw(&p).await.map(|_| false),
+            Err(Failure::Busy(_) | Failure::Down(_)) if !report => Ok(false),
+            Err(Failure::Reply(p) | Failure::Busy(p)) => self.reply_raw(&p).await.map(|_| false),
             Err(Failure::Down(m)) => self
                 .reply(&ClientError::backend_failed(m))
                 .await

@@ -170,23 +170,31 @@ impl Session {
     /// Selects `class.schema` on the connection a read would use, without forwarding an OK;
     /// errors go to the client.
     async fn select_silently(&mut self, class: &Classification) -> Result<bool, SessionError> {
-        let target = match self.target_for(class, None) {
-            Ok(t) => t,
-            Err(e) => {
-                self.reply(&ClientError::from(e)).await?;
-                return Ok(false);
-            }
-        };
         let db = class.schema.clone().unwrap_or_default();
-        let old = self.state.schema.replace(db.clone());
-        // Checking out syncs the schema: an unknown one fails there with the server's error.
-        match self.execute_sync_only(target).await? {
-            true => Ok(true),
-            false => {
-                self.state.schema = old;
-                Ok(false)
+        let old = self.state.schema.replace(db);
+        // Checking out syncs the schema: an unknown one fails there with the server's error. A
+        // replica that is down or whose pool is full is tried once more elsewhere.
+        let mut avoid = None;
+        for attempt in 0..2 {
+            let target = match self.target_for(class, avoid) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.state.schema = old;
+                    self.reply(&ClientError::from(e)).await?;
+                    return Ok(false);
+                }
+            };
+            let last = attempt == 1 || target.is_primary();
+            if self.execute_sync_only(target, last).await? {
+                return Ok(true);
             }
+            if last {
+                break;
+            }
+            avoid = Some(target.backend());
         }
+        self.state.schema = old;
+        Ok(false)
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {

@@ -202,14 +202,37 @@ pub mod faults {
 
     impl Drop for Restart {
         fn drop(&mut self) {
-            let st = Command::new(format!("{}/scripts/topology.sh", repo_root()))
-                .args(["start", self.0])
-                .env("RWSPLIT_TOPO_DIR", DIR)
-                .env("RWSPLIT_TOPO_PORT", BASE.to_string())
-                .status();
-            if !matches!(st, Ok(s) if s.success()) {
-                eprintln!("could not restart {} of the fault topology", self.0);
-            }
+            quiet(&["start", self.0]);
+        }
+    }
+
+    /// Restarts a replica's SQL thread when dropped.
+    pub struct StartSql(pub &'static str);
+
+    impl Drop for StartSql {
+        fn drop(&mut self) {
+            quiet(&["start-sql", self.0]);
+        }
+    }
+
+    /// Removes a replica's MASTER_DELAY when dropped.
+    pub struct Unlag(pub &'static str);
+
+    impl Drop for Unlag {
+        fn drop(&mut self) {
+            quiet(&["unlag", self.0]);
+        }
+    }
+
+    /// Runs a topology command from a destructor: reports failure, never panics.
+    fn quiet(args: &[&str]) {
+        let st = Command::new(format!("{}/scripts/topology.sh", repo_root()))
+            .args(args)
+            .env("RWSPLIT_TOPO_DIR", DIR)
+            .env("RWSPLIT_TOPO_PORT", BASE.to_string())
+            .status();
+        if !matches!(st, Ok(s) if s.success()) {
+            eprintln!("topology.sh {args:?} on the fault topology failed");
         }
     }
 }

@@ -1,0 +1,362 @@
+//! Watches every backend and publishes an immutable snapshot that routing reads without locks.
+//!
+//! Each backend has one task with two connections, both logged in as `[monitor] user`:
+//! - liveness: rwsplit's own backend client answering COM_PING within the timeout (a check
+//!   that reads the greeting and hangs up would count as a connect error on the server, and
+//!   `max_connect_errors` would soon block the proxy's host). Its greeting also gives the server
+//!   version that rwsplit's own greeting mirrors. Health uses rise/fall counts so one slow check
+//!   does not flap routing.
+//! - replication: a `mysql_async` connection (rows are decoded here, never on the data path)
+//!   reading `@@read_only`, GTID positions and `SHOW SLAVE STATUS` / `SHOW REPLICA STATUS`.
+//!   A replica takes reads only while its lag is known and within `max_replica_lag`
+//!   (see [`replication::LagGate`]).
+
+pub mod probe;
+pub mod replication;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use mysql_common::constants::CapabilityFlags as C;
+
+use crate::config::{Config, MonitorConfig, Role};
+use crate::pool::BackendConn;
+use crate::protocol::connect::Credentials;
+use crate::protocol::handshake::ServerIdentity;
+use crate::route::BackendView;
+use replication::{Exclusion, Flavor, Lag, LagGate};
+
+/// What the monitor knows about one backend beyond what routing needs (for logs and, later,
+/// the admin API and metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendStatus {
+    pub read_only: Option<bool>,
+    /// Seconds behind the primary, when known.
+    pub lag_seconds: Option<u64>,
+    /// Transactions behind the primary by GTID, when known.
+    pub gtid_behind: Option<u64>,
+    /// Why a replica takes no reads (None: it does, or it is the primary).
+    pub excluded: Option<Exclusion>,
+    /// The GTID position this backend has applied (binlog position on the primary).
+    pub gtid: Option<String>,
+}
+
+/// The latest view of all backends, in config order.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub backends: Vec<BackendView>,
+    pub status: Vec<BackendStatus>,
+}
+
+/// Shared, lock-free-readable state the monitor writes.
+pub struct Health {
+    pub snapshot: ArcSwap<Snapshot>,
+    /// What rwsplit's greeting says about "the server", from the primary's greeting.
+    pub identity: ArcSwap<ServerIdentity>,
+    /// Backends whose first replication check is done.
+    probed: AtomicUsize,
+    first_round: tokio::sync::Notify,
+}
+
+impl Health {
+    /// Backends start up (routing tries them and the first checks correct it within `fall`
+    /// intervals); replicas start without reads until their replication has been read once.
+    pub fn new(config: &Config) -> Arc<Health> {
+        let backends: Vec<BackendView> = config
+            .backends
+            .iter()
+            .map(|b| BackendView {
+                role: b.role,
+                up: true,
+                weight: b.weight,
+                lag_ok: b.role == Role::Primary,
+            })
+            .collect();
+        let status = vec![BackendStatus::default(); backends.len()];
+        Arc::new(Health {
+            snapshot: ArcSwap::from_pointee(Snapshot { backends, status }),
+            identity: ArcSwap::from_pointee(ServerIdentity::default()),
+            probed: AtomicUsize::new(0),
+            first_round: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn update(&self, id: usize, f: impl Fn(&mut BackendView, &mut BackendStatus)) {
+        self.snapshot.rcu(|s| {
+            let mut s = Snapshot::clone(s);
+            if let (Some(b), Some(st)) = (s.backends.get_mut(id), s.status.get_mut(id)) {
+                f(b, st);
+            }
+            s
+        });
+    }
+
+    fn set_up(&self, id: usize, up: bool) {
+        self.update(id, |b, _| b.up = up);
+    }
+
+    /// Marks a backend down at once (a connect failure seen by a session); the monitor brings
+    /// it back after `rise` good checks.
+    pub fn report_failure(&self, id: usize) {
+        self.set_up(id, false);
+    }
+
+    /// Waits until every backend has been checked once (or `within` passes), so the first
+    /// clients are routed on facts rather than defaults.
+    pub async fn first_round(&self, within: Duration) {
+        let n = self.snapshot.load().backends.len();
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                let notified = self.first_round.notified();
+                if self.probed.load(Ordering::Acquire) >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+
+    fn probed_once(&self) {
+        self.probed.fetch_add(1, Ordering::AcqRel);
+        self.first_round.notify_waiters();
+    }
+}
+
+/// Counts consecutive results and says when the state flips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RiseFall {
+    pub up: bool,
+    streak: u32,
+}
+
+impl RiseFall {
+    pub fn new(up: bool) -> Self {
+        RiseFall { up, streak: 0 }
+    }
+
+    /// Records one check; returns true when `up` changed.
+    pub fn record(&mut self, ok: bool, rise: u32, fall: u32) -> bool {
+        if ok == self.up {
+            self.streak = 0;
+            return false;
+        }
+        self.streak += 1;
+        let need = if ok { rise } else { fall };
+        if self.streak >= need.max(1) {
+            self.up = ok;
+            self.streak = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// Starts one task per backend.
+pub fn spawn(config: &Config, health: Arc<Health>) {
+    for (id, b) in config.backends.iter().enumerate() {
+        let target = Watched {
+            id,
+            name: b.name.clone(),
+            address: b.address.clone(),
+            primary: b.role == Role::Primary,
+            max_lag: b.max_replica_lag,
+            user: config.monitor.user.clone(),
+            password: config.monitor.password.clone(),
+        };
+        let mc = config.monitor.clone();
+        let health = health.clone();
+        tokio::spawn(async move { watch(target, mc, health).await });
+    }
+}
+
+struct Watched {
+    id: usize,
+    name: String,
+    address: String,
+    primary: bool,
+    max_lag: Duration,
+    user: String,
+    password: String,
+}
+
+async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
+    let id = w.id;
+    let mut conn: Option<BackendConn> = None;
+    let mut prober = probe::Prober::new(&w.address, &w.user, &w.password);
+    let mut state = RiseFall::new(true);
+    let mut gate = LagGate::new();
+    let mut first = true;
+    let mut tick = tokio::time::interval(mc.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = check(&w, &mut conn, mc.timeout).await;
+        let ok = result.is_ok();
+        let mut flavor = Flavor::MariaDb;
+        if let Ok(identity) = result {
+            flavor = Flavor::of(&identity.version);
+            if w.primary && **health.identity.load() != identity {
+                health.identity.store(Arc::new(identity));
+            }
+        }
+        // A session may have marked it down in between; resync before counting.
+        let published = health
+            .snapshot
+            .load()
+            .backends
+            .get(id)
+            .is_some_and(|b| b.up);
+        if published != state.up {
+            state = RiseFall::new(published);
+        }
+        if state.record(ok, mc.rise, mc.fall) {
+            health.set_up(id, state.up);
+            if state.up {
+                tracing::info!(backend = %w.name, address = %w.address, "backend is up");
+            } else {
+                tracing::warn!(backend = %w.name, address = %w.address, "backend is down");
+            }
+        }
+        if ok {
+            replication_check(&w, &mut prober, flavor, &mut gate, mc.timeout, &health).await;
+        }
+        if first {
+            first = false;
+            health.probed_once();
+        }
+    }
+}
+
+/// Reads the backend's replication state and publishes it; for a replica, admits or excludes
+/// it from reads.
+async fn replication_check(
+    w: &Watched,
+    prober: &mut probe::Prober,
+    flavor: Flavor,
+    gate: &mut LagGate,
+    timeout: Duration,
+    health: &Health,
+) {
+    let reading = prober.read(flavor, timeout).await;
+    let (primary_gtid, primary_down) = {
+        let snap = health.snapshot.load();
+        let p = snap.backends.iter().position(|b| b.role == Role::Primary);
+        let gtid = p
+            .and_then(|p| snap.status.get(p))
+            .and_then(|s| s.gtid.clone());
+        let down = p.and_then(|p| snap.backends.get(p)).is_none_or(|b| !b.up);
+        (gtid, down)
+    };
+    let (lag, read_only, gtid, behind) = match &reading {
+        Ok(r) => {
+            let behind = primary_gtid
+                .as_deref()
+                .filter(|_| !w.primary)
+                .and_then(|p| replication::gtid_distance(flavor, p, &r.applied_gtid));
+            let lag = replication::lag(r.status, behind, primary_down);
+            let gtid = if w.primary {
+                r.binlog_gtid.clone()
+            } else {
+                r.applied_gtid.clone()
+            };
+            (lag, Some(r.read_only), Some(gtid), behind)
+        }
+        Err(e) => {
+            tracing::debug!(backend = %w.name, error = %e, "cannot read replication state");
+            (Lag::Unknown, None, None, None)
+        }
+    };
+    let was = gate.excluded;
+    let changed = !w.primary && gate.update(lag, w.max_lag);
+    if !w.primary && (changed || was != gate.excluded) {
+        match (gate.excluded, &reading) {
+            (None, _) => tracing::info!(backend = %w.name, ?lag, "replica takes reads"),
+            (Some(why), Err(e)) => {
+                tracing::warn!(backend = %w.name, reason = %why, error = %e, "replica takes no reads")
+            }
+            (Some(why), Ok(_)) => {
+                tracing::warn!(backend = %w.name, reason = %why, ?lag, max_replica_lag = ?w.max_lag, "replica takes no reads")
+            }
+        }
+    }
+    let admitted = w.primary || gate.admitted();
+    let excluded = if w.primary { None } else { gate.excluded };
+    let lag_seconds = match lag {
+        Lag::Seconds(s) => Some(s),
+        _ => None,
+    };
+    health.update(w.id, |b, st| {
+        b.lag_ok = admitted;
+        st.read_only = read_only;
+        st.lag_seconds = lag_seconds;
+        st.gtid_behind = behind;
+        st.excluded = excluded;
+        if gtid.is_some() {
+            st.gtid.clone_from(&gtid);
+        }
+    });
+}
+
+/// Pings over the kept connection, opening a new one when there is none or it failed.
+async fn check(
+    w: &Watched,
+    conn: &mut Option<BackendConn>,
+    timeout: Duration,
+) -> Result<ServerIdentity, ()> {
+    if conn.is_none() {
+        let creds = Credentials {
+            user: &w.user,
+            password: &w.password,
+            database: None,
+            capabilities: C::empty(),
+            collation: 45,
+        };
+        match BackendConn::connect(&w.address, &creds, timeout).await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                tracing::debug!(backend = %w.name, error = %e, "monitor cannot connect");
+                return Err(());
+            }
+        }
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err(());
+    };
+    match tokio::time::timeout(timeout, c.ping()).await {
+        Ok(Ok(true)) => Ok(c.identity.clone()),
+        _ => {
+            *conn = None;
+            Err(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_failed_check_does_not_mark_a_backend_down() {
+        let mut s = RiseFall::new(true);
+        assert!(!s.record(false, 2, 3));
+        assert!(!s.record(true, 2, 3));
+        assert!(!s.record(false, 2, 3));
+        assert!(!s.record(false, 2, 3));
+        assert!(s.up);
+        assert!(s.record(false, 2, 3));
+        assert!(!s.up);
+    }
+
+    #[test]
+    fn a_down_backend_comes_back_after_rise_good_checks() {
+        let mut s = RiseFall::new(false);
+        assert!(!s.record(true, 2, 3));
+        assert!(!s.record(false, 2, 3));
+        assert!(!s.record(true, 2, 3));
+        assert!(s.record(true, 2, 3));
+        assert!(s.up);
+    }
+}
