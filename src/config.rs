@@ -32,6 +32,28 @@ pub enum NoReplicaPolicy {
     Error,
 }
 
+/// What a session's reads are guaranteed to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Replicas within the lag bound; a read right after a write may not see it.
+    Eventual,
+    /// After the session commits a write, its reads go only where that write already is.
+    ReadYourWrites,
+    /// Reads go to the primary.
+    Strong,
+}
+
+impl Consistency {
+    pub fn parse(s: &str) -> Option<Consistency> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "eventual" => Some(Consistency::Eventual),
+            "read_your_writes" => Some(Consistency::ReadYourWrites),
+            "strong" => Some(Consistency::Strong),
+            _ => None,
+        }
+    }
+}
+
 /// The auth plugin the proxy announces to clients in its handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthPluginName {
@@ -68,6 +90,8 @@ pub struct UserConfig {
     pub name: String,
     /// Resolved at load: from `password`, or from the environment variable named by `password_env`.
     pub password: String,
+    /// This user's sessions start with this mode (`routing.consistency` unless set).
+    pub consistency: Consistency,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +122,11 @@ pub struct RoutingConfig {
     pub when_no_replica: NoReplicaPolicy,
     /// Replicas further behind than this take no reads (each backend may override it).
     pub max_replica_lag: Duration,
+    /// The default consistency mode of sessions.
+    pub consistency: Consistency,
+    /// How long a read-your-writes read waits on a replica for the session's last write
+    /// before it goes to the primary instead.
+    pub read_your_writes_wait: Duration,
     pub read_only_transactions_on_replica: bool,
 }
 
@@ -268,6 +297,8 @@ mod raw {
     struct Routing {
         when_no_replica: Option<String>,
         max_replica_lag: Option<String>,
+        consistency: Option<String>,
+        read_your_writes_wait: Option<String>,
         read_only_transactions_on_replica: Option<bool>,
     }
 
@@ -296,6 +327,7 @@ mod raw {
         name: String,
         password: Option<String>,
         password_env: Option<String>,
+        consistency: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -349,6 +381,22 @@ mod raw {
             ));
         }
         Ok(c)
+    }
+
+    fn consistency(
+        key: &str,
+        v: Option<&str>,
+        default: Consistency,
+    ) -> Result<Consistency, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => Consistency::parse(s).ok_or_else(|| {
+                invalid(
+                    key,
+                    format!("\"{s}\" is not \"eventual\", \"read_your_writes\" or \"strong\""),
+                )
+            }),
+        }
     }
 
     fn valid_address(a: &str) -> bool {
@@ -427,6 +475,16 @@ mod raw {
                     &self.routing.max_replica_lag,
                     "10s",
                 )?,
+                consistency: consistency(
+                    "routing.consistency",
+                    self.routing.consistency.as_deref(),
+                    Consistency::ReadYourWrites,
+                )?,
+                read_your_writes_wait: dur(
+                    "routing.read_your_writes_wait",
+                    &self.routing.read_your_writes_wait,
+                    "500ms",
+                )?,
                 read_only_transactions_on_replica: self
                     .routing
                     .read_only_transactions_on_replica
@@ -483,6 +541,11 @@ mod raw {
                 users.push(UserConfig {
                     name: u.name.clone(),
                     password,
+                    consistency: consistency(
+                        &format!("{key}.consistency"),
+                        u.consistency.as_deref(),
+                        routing.consistency,
+                    )?,
                 });
             }
             let mut monitor = monitor;

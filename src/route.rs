@@ -54,6 +54,9 @@ pub struct SessionView {
     pub current_replica: Option<BackendId>,
     /// Replicas that failed for this session and must not be chosen again for this statement.
     pub avoid: Option<BackendId>,
+    /// Replicas (bit per backend id) that do not have this session's last write yet
+    /// (read-your-writes).
+    pub blocked: u64,
 }
 
 /// Why a statement went where it went (for logs and metrics).
@@ -67,6 +70,7 @@ pub enum Why {
     NoReplicaFallback,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub target: Target,
     pub why: Why,
@@ -113,6 +117,8 @@ pub fn route(
             target: Target::Replica(r),
             why: if hinted { Why::Hint } else { Why::Read },
         }),
+        // Replicas held back only for read-your-writes: the primary has the write.
+        None if s.blocked != 0 => to_primary(Why::NoReplicaFallback),
         None => match when_no_replica {
             NoReplicaPolicy::Primary => to_primary(Why::NoReplicaFallback),
             NoReplicaPolicy::Error => Err(RouteError::NoReplica),
@@ -125,7 +131,8 @@ fn eligible(b: &BackendView) -> bool {
 }
 
 fn pick_replica(s: &SessionView, backends: &[BackendView], pick: f64) -> Option<BackendId> {
-    let ok = |i: usize| Some(i) != s.avoid && backends.get(i).is_some_and(eligible);
+    let blocked = |i: usize| i < 64 && s.blocked & (1u64 << i) != 0;
+    let ok = |i: usize| Some(i) != s.avoid && !blocked(i) && backends.get(i).is_some_and(eligible);
     if let Some(cur) = s.current_replica.filter(|&i| ok(i)) {
         return Some(cur);
     }

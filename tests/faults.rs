@@ -299,3 +299,138 @@ async fn a_replica_behind_max_replica_lag_takes_no_reads_until_it_catches_up() {
     wait_reads_reach(&proxy, REPLICA1_SERVER_ID, Duration::from_secs(10)).await;
     w.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
+
+/// Writes then reads its own row `n` times in one session; returns (reads that missed their
+/// row, reads answered by a replica).
+async fn write_then_read(c: &mut mysql_async::Conn, t: &str, from: u32, n: u32) -> (u32, u32) {
+    let (mut missed, mut on_replica) = (0, 0);
+    for i in from..from + n {
+        c.query_drop(format!("INSERT INTO {t} (id) VALUES ({i})"))
+            .await
+            .expect("write");
+        let row: Option<(u64, u64)> = c
+            .query_first(format!(
+                "SELECT @@server_id, COUNT(*) FROM {t} WHERE id = {i}"
+            ))
+            .await
+            .expect("read");
+        let (server, found) = row.expect("a row");
+        if found == 0 {
+            missed += 1;
+        }
+        if server != 1 {
+            on_replica += 1;
+        }
+    }
+    (missed, on_replica)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_sees_every_own_write_and_still_reads_from_replicas() {
+    faults::healthy();
+    // A lag bound that keeps the delayed replica eligible: only read-your-writes protects us.
+    let proxy =
+        faults::proxy_with(|t| t.replace("max_replica_lag = \"2s\"", "max_replica_lag = \"60s\""));
+    let t = unique("ryw");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+
+    faults::topology(&["lag", "replica1", "2"]);
+    let _heal = faults::Unlag("replica1");
+    let started = Instant::now();
+    let (missed, on_replica) = write_then_read(&mut c, &t, 0, 1000).await;
+    eprintln!(
+        "read-your-writes with replica1 2 s behind: 1000 write+read pairs in {:?}, {missed} \
+         missed, {on_replica} reads on replicas",
+        started.elapsed()
+    );
+    assert_eq!(missed, 0, "a read did not see the session's own write");
+
+    // A client without session tracking (the GTID is asked for after each write).
+    let mut raw = rwsplit::pool::BackendConn::connect(
+        &proxy.addr.to_string(),
+        &rwsplit::protocol::connect::Credentials {
+            user: "app",
+            password: "app",
+            database: Some("app"),
+            capabilities: mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
+            collation: 45,
+        },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("untracked client");
+    assert!(
+        !raw.capabilities
+            .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK)
+    );
+    let mut untracked_missed = 0;
+    for i in 5000..5300 {
+        let w = raw
+            .query_scalar(&format!("INSERT INTO {t} (id) VALUES ({i})"))
+            .await
+            .expect("write");
+        assert!(w.is_ok());
+        let n = raw
+            .query_scalar(&format!("SELECT COUNT(*) FROM {t} WHERE id = {i}"))
+            .await
+            .expect("read")
+            .expect("ok");
+        if n.as_deref() != Some("1") {
+            untracked_missed += 1;
+        }
+    }
+    eprintln!("untracked client: {untracked_missed} of 300 reads missed their write");
+    assert_eq!(untracked_missed, 0);
+    drop(raw);
+
+    faults::topology(&["unlag", "replica1"]);
+    faults::topology(&["wait-sync"]);
+    let (missed, on_replica) = write_then_read(&mut c, &t, 1000, 200).await;
+    eprintln!("caught up: 200 write+read pairs, {missed} missed, {on_replica} reads on replicas");
+    assert_eq!(missed, 0);
+    assert!(
+        on_replica >= 100,
+        "only {on_replica} of 200 reads went to replicas"
+    );
+
+    // The same session in eventual mode with both replicas delayed does read stale data: the
+    // check above can fail.
+    faults::topology(&["lag", "replica2", "2"]);
+    let _heal2 = faults::Unlag("replica2");
+    faults::topology(&["lag", "replica1", "2"]);
+    c.query_drop("SET rwsplit_consistency = 'eventual'")
+        .await
+        .expect("set mode");
+    let (missed, _) = write_then_read(&mut c, &t, 2000, 20).await;
+    eprintln!("eventual with both replicas 2 s behind: {missed} of 20 reads missed their write");
+    assert!(
+        missed > 0,
+        "eventual mode never read stale data from a delayed replica"
+    );
+    c.query_drop("SET rwsplit_consistency = 'strong'")
+        .await
+        .expect("set mode");
+    let (missed, on_replica) = write_then_read(&mut c, &t, 3000, 20).await;
+    assert_eq!(
+        (missed, on_replica),
+        (0, 0),
+        "strong reads from the primary"
+    );
+    let err = c
+        .query_drop("SET rwsplit_consistency = 'sometimes'")
+        .await
+        .expect_err("a bad mode is refused");
+    assert!(err.to_string().contains("1231"), "{err}");
+    drop(c);
+    faults::topology(&["unlag", "replica1"]);
+    faults::topology(&["unlag", "replica2"]);
+    proxy
+        .conn()
+        .await
+        .query_drop(format!("DROP TABLE {t}"))
+        .await
+        .expect("drop");
+}

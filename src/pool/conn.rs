@@ -187,6 +187,82 @@ impl BackendConn {
         }
     }
 
+    /// Runs a query rwsplit itself needs an answer from and returns the first column of its
+    /// first row (`None` for no row or NULL), or the server's ERR packet.
+    pub async fn query_scalar(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Option<String>, ServerErr>, BackendError> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(Command::Query as u8);
+        p.extend_from_slice(sql.as_bytes());
+        self.send_command(&p).await?;
+        let mut tracker = ResponseTracker::new(ResponseKind::Query, self.deprecate_eof());
+        // Frames of a one-result response: column count, that many definitions, an EOF unless
+        // CLIENT_DEPRECATE_EOF, then rows and the terminator.
+        let mut frame_no = 0u64;
+        let mut first_row_at = None;
+        let mut value = None;
+        let mut err = None;
+        let r = async {
+            loop {
+                let h = frame::read_header(&mut self.reader).await?;
+                self.scratch.resize(h.len, 0);
+                tokio::io::AsyncReadExt::read_exact(&mut self.reader, &mut self.scratch)
+                    .await
+                    .map_err(FrameError::from)?;
+                let payload = &self.scratch[..];
+                if frame_no == 0 {
+                    if payload.first() == Some(&0xFF) {
+                        err = Some(ServerErr {
+                            payload: payload.to_vec(),
+                        });
+                    } else if let Some((cols, _)) = packets::read_lenenc_int(payload) {
+                        let eof = u64::from(!self.capabilities.contains(C::CLIENT_DEPRECATE_EOF));
+                        first_row_at = Some(1 + cols + eof);
+                    }
+                } else if Some(frame_no) == first_row_at
+                    && payload.first() != Some(&0xFE)
+                    && payload.first() != Some(&0xFF)
+                {
+                    value = packets::read_lenenc_int(payload).and_then(|(len, n)| {
+                        let end = n.checked_add(usize::try_from(len).ok()?)?;
+                        payload
+                            .get(n..end)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    });
+                }
+                frame_no += 1;
+                let peek = &self.scratch[..h.len.min(PEEK_LEN)];
+                match tracker.on_frame(h.len, peek)? {
+                    Step::More => {}
+                    Step::LocalInfile => {
+                        frame::write_packet(&mut self.writer, h.seq.wrapping_add(1), &[]).await?;
+                        self.writer.flush().await.map_err(FrameError::from)?;
+                        tracker.local_infile_sent();
+                    }
+                    Step::Done(o) => return Ok::<_, BackendError>(o),
+                }
+            }
+        }
+        .await;
+        match r {
+            Ok(o) => {
+                if o.error.is_none() {
+                    self.status = o.status;
+                }
+                Ok(match err {
+                    Some(e) => Err(e),
+                    None => Ok(value),
+                })
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+
     /// COM_INIT_DB.
     pub async fn init_db(&mut self, db: &str) -> Result<Result<(), ServerErr>, BackendError> {
         let mut p = Vec::with_capacity(db.len() + 1);

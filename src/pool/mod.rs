@@ -123,7 +123,7 @@ impl Pool {
             capabilities: caps,
             collation: self.key.collation,
         };
-        BackendConn::connect(
+        let mut conn = BackendConn::connect(
             &self.target.address,
             &creds,
             self.target.config.connect_timeout,
@@ -132,7 +132,9 @@ impl Pool {
         .map_err(|source| PoolError::Backend {
             backend: self.target.name.clone(),
             source,
-        })
+        })?;
+        track_gtids(&mut conn).await;
+        Ok(conn)
     }
 
     fn put_back(&self, conn: BackendConn, permit: OwnedSemaphorePermit) {
@@ -199,6 +201,24 @@ impl Pool {
     }
 }
 
+/// Asks the server to report each commit's GTID in its OK packet, on connections whose client
+/// negotiated session tracking (read-your-writes takes it from there instead of asking). A
+/// server that refuses only costs the fallback query later.
+async fn track_gtids(conn: &mut BackendConn) {
+    if !conn.capabilities.contains(C::CLIENT_SESSION_TRACK) {
+        return;
+    }
+    let flavor = crate::monitor::replication::Flavor::of(&conn.identity.version);
+    let sql = crate::session::consistency::tracking_statement(flavor);
+    let mut p = Vec::with_capacity(sql.len() + 1);
+    p.push(crate::protocol::Command::Query as u8);
+    p.extend_from_slice(sql.as_bytes());
+    let kind = crate::protocol::response::ResponseKind::Query;
+    if let Ok(Err(e)) = conn.run_internal(&p, kind).await {
+        tracing::debug!(code = e.code(), "the server refused GTID session tracking");
+    }
+}
+
 /// A checked-out connection. It goes back to its pool only through [`Pooled::release`], after a
 /// reset; dropped any other way (a failure, a cancelled task) it is closed, never reused dirty.
 pub struct Pooled {
@@ -232,7 +252,11 @@ impl Pooled {
         if let (Some(mut c), Some(permit)) = (self.conn.take(), self.permit.take()) {
             if !c.broken && matches!(c.reset().await, Ok(true)) {
                 c.status = crate::protocol::packets::SERVER_STATUS_AUTOCOMMIT;
-                self.pool.put_back(c, permit);
+                // The reset also reset the session's tracking settings.
+                track_gtids(&mut c).await;
+                if !c.broken {
+                    self.pool.put_back(c, permit);
+                }
             }
         }
     }

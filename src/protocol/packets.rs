@@ -99,6 +99,59 @@ pub fn parse_ok(payload: &[u8]) -> Option<OkInfo> {
     })
 }
 
+/// Set in an OK packet's status when it carries session-state changes.
+pub const SERVER_SESSION_STATE_CHANGED: u16 = 0x4000;
+/// Session-state change types (protocol docs, "Session State Information").
+const SESSION_TRACK_SYSTEM_VARIABLES: u8 = 0;
+const SESSION_TRACK_GTIDS: u8 = 3;
+
+/// A length-encoded string at the start of `buf`: the bytes and how many bytes it took.
+fn read_lenenc_str(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let (len, n) = read_lenenc_int(buf)?;
+    let end = n.checked_add(usize::try_from(len).ok()?)?;
+    Some((buf.get(n..end)?, end))
+}
+
+/// The GTID a server reports for the statement an OK packet ends, through session tracking
+/// (the connection negotiated CLIENT_SESSION_TRACK): MariaDB's tracked system variable
+/// `last_gtid`, or MySQL's SESSION_TRACK_GTIDS entry (`session_track_gtids = OWN_GTID`).
+/// `None` when the packet carries neither (or is not an OK).
+pub fn tracked_gtid(payload: &[u8]) -> Option<String> {
+    let ok = parse_ok(payload)?;
+    if ok.status & SERVER_SESSION_STATE_CHANGED == 0 {
+        return None;
+    }
+    let (&_, rest) = payload.split_first()?;
+    let (_, a) = read_lenenc_int(rest)?;
+    let (_, b) = read_lenenc_int(rest.get(a..)?)?;
+    let rest = rest.get(a + b + 4..)?;
+    let (_, info) = read_lenenc_str(rest)?;
+    let (mut state, _) = read_lenenc_str(rest.get(info..)?)?;
+    let mut found = None;
+    while let Some((&kind, after)) = state.split_first() {
+        let (data, n) = read_lenenc_str(after)?;
+        match kind {
+            SESSION_TRACK_SYSTEM_VARIABLES => {
+                let (name, k) = read_lenenc_str(data)?;
+                let (value, _) = read_lenenc_str(data.get(k..)?)?;
+                if name.eq_ignore_ascii_case(b"last_gtid") && !value.is_empty() {
+                    found = Some(String::from_utf8_lossy(value).into_owned());
+                }
+            }
+            SESSION_TRACK_GTIDS => {
+                // One byte of encoding specification (0: the GTID set as text), then the set.
+                let (gtids, _) = read_lenenc_str(data.get(1..)?)?;
+                if !gtids.is_empty() {
+                    found = Some(String::from_utf8_lossy(gtids).into_owned());
+                }
+            }
+            _ => {}
+        }
+        state = after.get(n..)?;
+    }
+    found
+}
+
 /// Parses an EOF packet: returns `(warnings, status)`.
 pub fn parse_eof(payload: &[u8]) -> Option<(u16, u16)> {
     if payload.first() != Some(&EOF_HEADER) {
@@ -177,6 +230,72 @@ pub fn eof_payload(warnings: u16, status: u16) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An OK packet with session-state data, laid out as the protocol documentation describes:
+    /// header, affected rows, last insert id, status, warnings, info, then the state block.
+    fn ok_with_state(entries: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut state = Vec::new();
+        for (kind, data) in entries {
+            state.push(*kind);
+            write_lenenc_int(&mut state, data.len() as u64);
+            state.extend_from_slice(data);
+        }
+        let mut p = vec![0x00, 0x01, 0x00];
+        p.extend_from_slice(
+            &(SERVER_STATUS_AUTOCOMMIT | SERVER_SESSION_STATE_CHANGED).to_le_bytes(),
+        );
+        p.extend_from_slice(&0u16.to_le_bytes());
+        p.push(0); // empty info
+        write_lenenc_int(&mut p, state.len() as u64);
+        p.extend_from_slice(&state);
+        p
+    }
+
+    fn lenenc(s: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        write_lenenc_int(&mut v, s.len() as u64);
+        v.extend_from_slice(s);
+        v
+    }
+
+    #[test]
+    fn mariadb_last_gtid_is_read_from_a_tracked_ok() {
+        let var = [lenenc(b"autocommit"), lenenc(b"ON")].concat();
+        let gtid = [lenenc(b"last_gtid"), lenenc(b"0-1-4242")].concat();
+        let p = ok_with_state(&[(0, var), (0, gtid)]);
+        assert_eq!(tracked_gtid(&p).as_deref(), Some("0-1-4242"));
+    }
+
+    #[test]
+    fn mysql_own_gtid_is_read_from_a_tracked_ok() {
+        let set = b"3e11fa47-71ca-11e1-9e33-c80aa9429562:23";
+        let data = [vec![0u8], lenenc(set)].concat();
+        let schema = lenenc(b"shop");
+        let p = ok_with_state(&[(1, schema), (SESSION_TRACK_GTIDS, data)]);
+        assert_eq!(
+            tracked_gtid(&p).as_deref(),
+            Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:23")
+        );
+    }
+
+    #[test]
+    fn oks_without_tracked_gtids_or_cut_short_give_none() {
+        assert_eq!(
+            tracked_gtid(&ok_payload(1, 0, SERVER_STATUS_AUTOCOMMIT, 0)),
+            None
+        );
+        let p = ok_with_state(&[(0, [lenenc(b"last_gtid"), lenenc(b"")].concat())]);
+        assert_eq!(
+            tracked_gtid(&p),
+            None,
+            "an empty last_gtid (a read) is no GTID"
+        );
+        let full = ok_with_state(&[(0, [lenenc(b"last_gtid"), lenenc(b"0-1-5")].concat())]);
+        for n in 0..full.len() {
+            let _ = tracked_gtid(&full[..n]);
+        }
+        assert_eq!(tracked_gtid(&full[..full.len() - 1]), None);
+    }
 
     #[test]
     fn lenenc_ints_of_every_width_are_read() {

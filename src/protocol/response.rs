@@ -90,6 +90,8 @@ pub struct Outcome {
     pub prepared: Option<PreparedInfo>,
     /// Number of result sets that carried rows/columns.
     pub result_sets: u32,
+    /// The GTID the final OK reported through session tracking (filled in by the forwarder).
+    pub gtid: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -77,6 +77,7 @@ impl Session {
         self.long_data.retain(|&x| x != id);
         if let Some((slot, o)) = res {
             self.after(&class, slot, &o, packet);
+            self.after_for_consistency(&class, slot, &o).await;
         }
         Ok(())
     }

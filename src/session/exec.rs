@@ -7,9 +7,10 @@ use super::state;
 use super::{Session, SessionError};
 use crate::classify::{Classification, StatementKind};
 use crate::error::ClientError;
+use crate::monitor::replication::Flavor;
 use crate::pool::{BackendError, PoolError, PoolKey, Pooled};
 use crate::protocol::response::{Outcome, ResponseKind};
-use crate::route::{self, RouteError, SessionView, Target};
+use crate::route::{self, Decision, RouteError, SessionView, Target, Why};
 
 /// The command to send, which may differ per connection.
 pub enum Cmd<'a> {
@@ -60,50 +61,71 @@ impl Session {
         open(&self.primary) || open(&self.replica)
     }
 
-    fn view(&self, avoid: Option<usize>) -> SessionView {
+    fn view(&mut self, avoid: Option<usize>) -> SessionView {
+        use crate::config::Consistency;
+        let snap = self.shared.health.snapshot.load();
+        let flavor = Flavor::of(&self.shared.health.identity.load().version);
+        let blocked = match self.causal.mode {
+            Consistency::ReadYourWrites => self.causal.blocked_replicas(&snap, flavor),
+            _ => 0,
+        };
         SessionView {
             in_transaction: self.in_transaction(),
             autocommit: self.state.autocommit,
-            reads_pinned_to_primary: self.state.temporary_tables || self.state.table_locks,
+            reads_pinned_to_primary: self.state.temporary_tables
+                || self.state.table_locks
+                || self.causal.mode == Consistency::Strong,
             current_replica: self.replica.as_ref().map(|c| c.backend()),
             avoid,
+            blocked,
         }
     }
 
     /// Where a statement goes. Session commands run on a connection the session already holds
     /// (preferring the primary), so a read-only client never needs a primary connection for them.
     pub(super) fn target_for(
-        &self,
+        &mut self,
         c: &Classification,
         avoid: Option<usize>,
     ) -> Result<Target, RouteError> {
+        self.decide(c, avoid).map(|d| d.target)
+    }
+
+    fn decide(&mut self, c: &Classification, avoid: Option<usize>) -> Result<Decision, RouteError> {
         let snap = self.shared.health.snapshot.load();
         let view = self.view(avoid);
         let session_cmd = matches!(c.kind, StatementKind::SessionCommand | StatementKind::Use);
         if session_cmd && !view.in_transaction && view.autocommit && c.hint.is_none() {
             let up = |b: usize| snap.backends.get(b).is_some_and(|v| v.up);
             if let Some(p) = self.primary.as_ref().filter(|p| up(p.backend())) {
-                return Ok(Target::Primary(p.backend()));
+                return Ok(Decision {
+                    target: Target::Primary(p.backend()),
+                    why: Why::Read,
+                });
             }
             if let Some(r) = self
                 .replica
                 .as_ref()
                 .filter(|r| up(r.backend()) && avoid != Some(r.backend()))
             {
-                return Ok(Target::Replica(r.backend()));
+                return Ok(Decision {
+                    target: Target::Replica(r.backend()),
+                    why: Why::Read,
+                });
             }
             let read = Classification {
                 kind: StatementKind::Read,
                 ..c.clone()
             };
+            // A session command is not a read of data: any replica will do.
+            let view = SessionView { blocked: 0, ..view };
             return route::route(
                 &read,
                 &view,
                 &snap.backends,
                 self.shared.config.routing.when_no_replica,
                 rand::random(),
-            )
-            .map(|d| d.target);
+            );
         }
         route::route(
             c,
@@ -112,7 +134,61 @@ impl Session {
             self.shared.config.routing.when_no_replica,
             rand::random(),
         )
-        .map(|d| d.target)
+    }
+
+    /// Read-your-writes with no replica known to have the session's last write: waits on one
+    /// (up to `routing.read_your_writes_wait`) and returns it if the write arrived in time.
+    async fn wait_for_last_write(&mut self, avoid: Option<usize>) -> Option<usize> {
+        let required = self.causal.required.clone()?;
+        let snap = self.shared.health.snapshot.load();
+        let flavor = Flavor::of(&self.shared.health.identity.load().version);
+        // The eligible replica closest to the write, by the monitor's last positions.
+        let r = snap
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| {
+                b.role == crate::config::Role::Replica
+                    && b.up
+                    && b.lag_ok
+                    && b.weight > 0
+                    && Some(*i) != avoid
+            })
+            .min_by_key(|(i, _)| {
+                snap.status
+                    .get(*i)
+                    .and_then(|s| s.gtid.as_deref())
+                    .and_then(|g| crate::monitor::replication::gtid_distance(flavor, &required, g))
+                    .unwrap_or(u64::MAX)
+            })
+            .map(|(i, _)| i)?;
+        let d = Decision {
+            target: Target::Replica(r),
+            why: Why::Read,
+        };
+        let slot = self.checkout(d.target).await.ok()?;
+        let conn = slot_of(&mut self.primary, &mut self.replica, slot)?;
+        let flavor = Flavor::of(&conn.identity.version);
+        let secs = self
+            .shared
+            .config
+            .routing
+            .read_your_writes_wait
+            .as_secs_f64();
+        let sql = super::consistency::wait_query(flavor, &required, secs);
+        match conn.query_scalar(&sql).await {
+            Ok(Ok(Some(v))) if v.trim() == "0" => {
+                if r < 64 {
+                    self.causal.verified |= 1u64 << r;
+                }
+                Some(r)
+            }
+            Ok(_) => None,
+            Err(_) => {
+                self.drop_slot(slot);
+                None
+            }
+        }
     }
 
     /// Checks out the connection for `t` (replacing the slot's connection if it is to another
@@ -238,10 +314,29 @@ impl Session {
     ) -> Result<Option<(Slot, Outcome)>, SessionError> {
         let mut avoid = None;
         for attempt in 0..2 {
-            let target = match forced.map_or_else(|| self.target_for(class, avoid), Ok) {
-                Ok(t) => t,
+            let decision = match forced {
+                Some(t) => Ok(Decision {
+                    target: t,
+                    why: Why::Hint,
+                }),
+                None => self.decide(class, avoid),
+            };
+            let mut target = match decision {
+                Ok(d) => d.target,
                 Err(e) => return self.reply(&ClientError::from(e)).await.map(|_| None),
             };
+            if matches!(
+                decision,
+                Ok(Decision {
+                    why: Why::NoReplicaFallback,
+                    ..
+                })
+            ) && self.causal.required.is_some()
+            {
+                if let Some(r) = self.wait_for_last_write(avoid).await {
+                    target = Target::Replica(r);
+                }
+            }
             let retry = attempt == 0 && !target.is_primary() && forced.is_none();
             let slot = match self.checkout(target).await {
                 Ok(s) => s,

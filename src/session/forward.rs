@@ -7,9 +7,13 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use super::client::ClientIo;
 use crate::pool::BackendConn;
 use crate::protocol::frame::{self, FrameError, FrameHeader};
+use crate::protocol::packets::{self, SERVER_SESSION_STATE_CHANGED};
 use crate::protocol::response::{
     MAX_FRAME, Outcome, PEEK_LEN, ResponseKind, ResponseTracker, Step,
 };
+
+/// The largest final OK read whole for session-tracking data.
+const TRACKED_OK_MAX: usize = 512;
 
 /// Which side failed while a response was being copied.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +87,31 @@ async fn copy(
         };
         wr.await.map_err(|e| ForwardError::Client(e.into()))?;
         started = true;
-        copy_rest(conn, client, h.len - n).await?;
+        // The final OK of a write may carry the commit's GTID (session tracking): small, so
+        // it is read whole to find it.
+        let tracked = match &step {
+            Step::Done(o) => {
+                o.status & SERVER_SESSION_STATE_CHANGED != 0 && h.len <= TRACKED_OK_MAX
+            }
+            _ => false,
+        };
+        let gtid = if tracked {
+            let mut whole = [0u8; TRACKED_OK_MAX];
+            whole[..n].copy_from_slice(&peek[..n]);
+            conn.reader
+                .read_exact(&mut whole[n..h.len])
+                .await
+                .map_err(backend(true))?;
+            client
+                .writer
+                .write_all(&whole[n..h.len])
+                .await
+                .map_err(|e| ForwardError::Client(e.into()))?;
+            packets::tracked_gtid(&whole[..h.len])
+        } else {
+            copy_rest(conn, client, h.len - n).await?;
+            None
+        };
         match step {
             Step::More => {}
             Step::LocalInfile => {
@@ -91,8 +119,9 @@ async fn copy(
                 relay_file(conn, client).await?;
                 tracker.local_infile_sent();
             }
-            Step::Done(o) => {
+            Step::Done(mut o) => {
                 flush_client(client).await?;
+                o.gtid = gtid;
                 return Ok(o);
             }
         }

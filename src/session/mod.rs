@@ -3,6 +3,7 @@
 
 pub mod client;
 mod commands;
+pub mod consistency;
 mod exec;
 mod forward;
 mod login;
@@ -76,6 +77,8 @@ pub struct Session {
     long_data: Vec<u32>,
     /// Sequence id for rwsplit's reply to the current command.
     seq: u8,
+    /// Consistency mode and the session's last write (read-your-writes).
+    causal: consistency::Causal,
 }
 
 /// Serves one client connection until it quits or fails.
@@ -112,6 +115,9 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let login = accepted.login;
     let span = tracing::info_span!("session", id, user = %login.user, client = %peer);
+    let mode = config
+        .user(&login.user)
+        .map_or(config.routing.consistency, |u| u.consistency);
     async move {
         let mut s = Session {
             shared,
@@ -130,6 +136,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             stmts: Registry::default(),
             long_data: Vec::new(),
             seq: accepted.seq,
+            causal: consistency::Causal::new(mode),
         };
         tracing::info!("client connected");
         let result = match s.start(login.database).await {
@@ -285,6 +292,9 @@ impl Session {
 
     async fn query(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         use crate::protocol::response::ResponseKind as K;
+        if let Some(mode) = consistency::parse_set_consistency(&packet[1..]) {
+            return self.set_consistency(mode, &packet[1..]).await;
+        }
         let class = crate::classify::classify(&packet[1..]);
         if class.kind == StatementKind::Kill {
             // The id the client knows is rwsplit's; forwarding it would kill an unrelated
@@ -298,8 +308,67 @@ impl Session {
             .await?
         {
             self.after(&class, slot, &o, packet);
+            self.after_for_consistency(&class, slot, &o).await;
         }
         Ok(())
+    }
+
+    /// `SET rwsplit_consistency = ...`: rwsplit's own session variable, answered here.
+    async fn set_consistency(
+        &mut self,
+        mode: Option<crate::config::Consistency>,
+        sql: &[u8],
+    ) -> Result<(), SessionError> {
+        match mode {
+            Some(m) => {
+                self.causal.mode = m;
+                let ok = crate::protocol::packets::ok_payload(0, 0, self.status(), 0);
+                self.reply_raw(&ok).await
+            }
+            None => {
+                let value = String::from_utf8_lossy(sql);
+                let msg = format!(
+                    "Variable 'rwsplit_consistency' can't be set to the value in '{}' (use eventual, read_your_writes or strong)",
+                    value.trim()
+                );
+                self.reply(&ClientError::new(1231, "42000", &msg)).await
+            }
+        }
+    }
+
+    /// Read-your-writes bookkeeping after a statement on the primary: takes the GTID of a
+    /// committed write, from the OK packet or by asking.
+    pub(super) async fn after_for_consistency(
+        &mut self,
+        class: &Classification,
+        slot: Slot,
+        o: &crate::protocol::response::Outcome,
+    ) {
+        if slot != Slot::Primary {
+            return;
+        }
+        let in_trx = self.in_transaction() || !self.state.autocommit;
+        if !self.causal.after_primary_statement(class.kind, o, in_trx) {
+            return;
+        }
+        let Some(conn) = self.primary.as_mut() else {
+            return;
+        };
+        let flavor = crate::monitor::replication::Flavor::of(&conn.identity.version);
+        match conn
+            .query_scalar(consistency::last_gtid_query(flavor))
+            .await
+        {
+            Ok(Ok(Some(g))) if !g.is_empty() => self.causal.require(g),
+            Ok(_) => self.causal.pending = false,
+            Err(e) => {
+                // The connection broke after the commit: reads go to the primary until the
+                // next write gives a position again.
+                tracing::warn!(error = %e, "cannot read the last GTID from the primary");
+                self.causal.position_unknown();
+                self.drop_slot(Slot::Primary);
+            }
+        }
     }
 
     /// Updates the session after a statement ran on `slot`.

@@ -189,8 +189,14 @@ pub mod faults {
 
     /// rwsplit over the fault topology.
     pub fn proxy() -> Proxy {
+        proxy_with(|t| t)
+    }
+
+    /// rwsplit over the fault topology, with `edit` applied to the test config first.
+    pub fn proxy_with(edit: impl FnOnce(String) -> String) -> Proxy {
         Proxy::start_with(|t| {
-            t.replace("127.0.0.1:3306", &format!("127.0.0.1:{BASE}"))
+            edit(t)
+                .replace("127.0.0.1:3306", &format!("127.0.0.1:{BASE}"))
                 .replace("127.0.0.1:3307", &format!("127.0.0.1:{}", BASE + 1))
                 .replace("127.0.0.1:3308", &format!("127.0.0.1:{}", BASE + 2))
         })

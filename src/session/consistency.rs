@@ -1,0 +1,276 @@
+//! Read-your-writes: the GTID of the session's last committed write, and which replicas
+//! already have it.
+//!
+//! The GTID comes from the server: through session tracking on the commit's OK packet when the
+//! client negotiated CLIENT_SESSION_TRACK (MariaDB's tracked `last_gtid`, MySQL's
+//! `session_track_gtids = OWN_GTID`), else by asking the primary connection right after the
+//! commit (`SELECT @@last_gtid`, MySQL `@@global.gtid_executed`). A read then goes to a replica
+//! whose applied position (from the monitor) covers it; if none does yet, rwsplit waits on one
+//! (`MASTER_GTID_WAIT` / `WAIT_FOR_EXECUTED_GTID_SET`) up to `routing.read_your_writes_wait`,
+//! and otherwise reads from the primary. Once every replica has the write, the requirement is
+//! dropped and reads spread as usual.
+
+use crate::classify::StatementKind;
+use crate::config::{Consistency, Role};
+use crate::monitor::Snapshot;
+use crate::monitor::replication::{Flavor, gtid_distance};
+use crate::protocol::response::Outcome;
+
+/// A session's consistency state.
+#[derive(Debug, Clone)]
+pub struct Causal {
+    pub mode: Consistency,
+    /// The position the session's reads must see.
+    pub required: Option<String>,
+    /// Replicas (bit per backend id) known to have `required`.
+    pub verified: u64,
+    /// A write ran on the primary whose GTID has not been taken yet (inside a transaction it is
+    /// taken when the transaction ends).
+    pub pending: bool,
+    /// The last write's GTID could not be read: no replica is known to have it, so reads go
+    /// to the primary until the next write gives a position.
+    unknown: bool,
+}
+
+impl Causal {
+    pub fn new(mode: Consistency) -> Causal {
+        Causal {
+            mode,
+            required: None,
+            verified: 0,
+            pending: false,
+            unknown: false,
+        }
+    }
+
+    pub fn require(&mut self, gtid: String) {
+        self.required = Some(gtid);
+        self.verified = 0;
+        self.pending = false;
+        self.unknown = false;
+    }
+
+    /// The last write's position could not be read.
+    pub fn position_unknown(&mut self) {
+        self.required = None;
+        self.verified = 0;
+        self.pending = false;
+        self.unknown = true;
+    }
+
+    /// Notes a statement that ran on the primary. Returns true when the GTID must be asked
+    /// for (the write is committed and the OK did not carry it).
+    pub fn after_primary_statement(
+        &mut self,
+        kind: StatementKind,
+        o: &Outcome,
+        in_transaction: bool,
+    ) -> bool {
+        if self.mode != Consistency::ReadYourWrites {
+            return false;
+        }
+        if let Some(g) = &o.gtid {
+            if !in_transaction {
+                self.require(g.clone());
+                return false;
+            }
+        }
+        let writes = !matches!(
+            kind,
+            StatementKind::Read | StatementKind::SessionCommand | StatementKind::Use
+        );
+        if writes && o.error.is_none() {
+            self.pending = true;
+        }
+        self.pending && !in_transaction
+    }
+
+    /// Replicas that may not take this session's reads (bit per backend id): those not yet
+    /// known to have the required position. Updates `verified` from the monitor's positions
+    /// and drops the requirement once every replica has it.
+    pub fn blocked_replicas(&mut self, snap: &Snapshot, flavor: Flavor) -> u64 {
+        if self.unknown {
+            return u64::MAX;
+        }
+        let Some(req) = &self.required else {
+            return 0;
+        };
+        let mut all = 0u64;
+        for (i, b) in snap.backends.iter().enumerate().take(64) {
+            if b.role != Role::Replica {
+                continue;
+            }
+            let bit = 1u64 << i;
+            all |= bit;
+            if self.verified & bit == 0 {
+                let has = snap
+                    .status
+                    .get(i)
+                    .and_then(|s| s.gtid.as_deref())
+                    .and_then(|g| gtid_distance(flavor, req, g))
+                    == Some(0);
+                if has {
+                    self.verified |= bit;
+                }
+            }
+        }
+        if all != 0 && self.verified & all == all {
+            self.required = None;
+            self.verified = 0;
+            return 0;
+        }
+        all & !self.verified
+    }
+}
+
+/// The statement that asks the primary for the GTID of the session's last commit.
+pub fn last_gtid_query(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::MariaDb => "SELECT @@last_gtid",
+        Flavor::MySql => "SELECT @@global.gtid_executed",
+    }
+}
+
+/// The statement that waits on a replica until it has applied `gtid`, at most `secs`; it
+/// returns 0 when it has.
+pub fn wait_query(flavor: Flavor, gtid: &str, secs: f64) -> String {
+    let g = gtid.replace(['\'', '\\'], "");
+    match flavor {
+        Flavor::MariaDb => format!("SELECT MASTER_GTID_WAIT('{g}', {secs:.3})"),
+        Flavor::MySql => format!("SELECT WAIT_FOR_EXECUTED_GTID_SET('{g}', {secs:.3})"),
+    }
+}
+
+/// The statement that turns on GTID session tracking on a backend connection.
+pub fn tracking_statement(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::MariaDb => {
+            "SET SESSION session_track_system_variables = \
+             CONCAT(@@session.session_track_system_variables, ',last_gtid')"
+        }
+        Flavor::MySql => "SET SESSION session_track_gtids = OWN_GTID",
+    }
+}
+
+/// `SET rwsplit_consistency = 'mode'` (also `SET SESSION`, with `@@`): the mode, if the
+/// statement is that.
+pub fn parse_set_consistency(sql: &[u8]) -> Option<Option<Consistency>> {
+    let s = std::str::from_utf8(sql)
+        .ok()?
+        .trim()
+        .trim_end_matches(';')
+        .trim();
+    let lower = s.to_ascii_lowercase();
+    let rest = lower.strip_prefix("set")?.trim_start();
+    let rest = rest.strip_prefix("session").map_or(rest, str::trim_start);
+    let rest = rest
+        .strip_prefix("@@session.")
+        .or_else(|| rest.strip_prefix("@@"))
+        .unwrap_or(rest);
+    let rest = rest.strip_prefix("rwsplit_consistency")?.trim_start();
+    let value = rest
+        .strip_prefix('=')
+        .or_else(|| rest.strip_prefix(":="))?
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"');
+    Some(Consistency::parse(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::BackendStatus;
+    use crate::route::BackendView;
+
+    fn snap(gtids: [Option<&str>; 3]) -> Snapshot {
+        let roles = [Role::Primary, Role::Replica, Role::Replica];
+        Snapshot {
+            backends: roles
+                .iter()
+                .map(|&role| BackendView {
+                    role,
+                    up: true,
+                    weight: 1,
+                    lag_ok: true,
+                })
+                .collect(),
+            status: gtids
+                .iter()
+                .map(|g| BackendStatus {
+                    gtid: g.map(str::to_string),
+                    ..BackendStatus::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn ok(gtid: Option<&str>) -> Outcome {
+        Outcome {
+            gtid: gtid.map(str::to_string),
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn a_tracked_commit_sets_the_requirement_at_once() {
+        let mut c = Causal::new(Consistency::ReadYourWrites);
+        assert!(!c.after_primary_statement(StatementKind::Write, &ok(Some("0-1-9")), false));
+        assert_eq!(c.required.as_deref(), Some("0-1-9"));
+    }
+
+    #[test]
+    fn an_untracked_write_asks_after_the_transaction_ends() {
+        let mut c = Causal::new(Consistency::ReadYourWrites);
+        assert!(!c.after_primary_statement(StatementKind::Write, &ok(None), true));
+        assert!(!c.after_primary_statement(StatementKind::Read, &ok(None), true));
+        assert!(c.after_primary_statement(StatementKind::TransactionEnd, &ok(None), false));
+        // A read-only session never asks.
+        let mut c = Causal::new(Consistency::ReadYourWrites);
+        assert!(!c.after_primary_statement(StatementKind::Read, &ok(None), false));
+        // Nor does an eventual one.
+        let mut c = Causal::new(Consistency::Eventual);
+        assert!(!c.after_primary_statement(StatementKind::Write, &ok(None), false));
+    }
+
+    #[test]
+    fn only_replicas_that_have_the_write_take_reads_and_the_requirement_ends() {
+        let mut c = Causal::new(Consistency::ReadYourWrites);
+        c.require("0-1-10".into());
+        let s = snap([Some("0-1-10"), Some("0-1-10"), Some("0-1-9")]);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb), 0b100);
+        let s = snap([Some("0-1-12"), Some("0-1-9"), Some("0-1-11")]);
+        assert_eq!(
+            c.blocked_replicas(&s, Flavor::MariaDb),
+            0,
+            "replica1 was seen with it already; replica2 has it now"
+        );
+        assert_eq!(c.required, None);
+    }
+
+    #[test]
+    fn set_rwsplit_consistency_is_understood() {
+        let p = |s: &str| parse_set_consistency(s.as_bytes());
+        assert_eq!(
+            p("SET rwsplit_consistency = 'strong'"),
+            Some(Some(Consistency::Strong))
+        );
+        assert_eq!(
+            p("set session rwsplit_consistency='eventual';"),
+            Some(Some(Consistency::Eventual))
+        );
+        assert_eq!(
+            p("SET @@session.rwsplit_consistency = \"read_your_writes\""),
+            Some(Some(Consistency::ReadYourWrites))
+        );
+        assert_eq!(p("SET rwsplit_consistency = 'sometimes'"), Some(None));
+        assert_eq!(p("SET autocommit = 0"), None);
+    }
+
+    #[test]
+    fn the_wait_statement_cannot_be_broken_out_of() {
+        assert_eq!(
+            wait_query(Flavor::MariaDb, "0-1-5', SLEEP(9)", 0.5),
+            "SELECT MASTER_GTID_WAIT('0-1-5, SLEEP(9)', 0.500)"
+        );
+    }
+}
