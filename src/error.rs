@@ -99,6 +99,11 @@ impl From<RouteError> for ClientError {
                 "HY000",
                 "rwsplit: no primary backend is available, so this statement cannot run (the primary is down or unreachable)",
             ),
+            RouteError::SplitBrain => ClientError::new(
+                1290,
+                "HY000",
+                "rwsplit: more than one backend is writable (split brain), so writes are refused until exactly one is; reads still work",
+            ),
             RouteError::NoReplica => ClientError::backend_failed(e),
         }
     }

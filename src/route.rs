@@ -26,6 +26,8 @@ impl Target {
 pub enum RouteError {
     #[error("no primary backend is available for this statement")]
     NoPrimary,
+    #[error("more than one backend is writable (split brain)")]
+    SplitBrain,
     #[error("no replica is available and routing.when_no_replica = \"error\"")]
     NoReplica,
 }
@@ -85,11 +87,15 @@ pub fn route(
     when_no_replica: NoReplicaPolicy,
     pick: f64,
 ) -> Result<Decision, RouteError> {
+    // Two writable backends (the monitor marks both primary): refuse rather than guess.
     let primary = || {
-        backends
-            .iter()
-            .position(|b| b.role == Role::Primary && b.up)
-            .ok_or(RouteError::NoPrimary)
+        let mut up =
+            (0..backends.len()).filter(|&i| backends[i].role == Role::Primary && backends[i].up);
+        match (up.next(), up.next()) {
+            (Some(p), None) => Ok(p),
+            (Some(_), Some(_)) => Err(RouteError::SplitBrain),
+            (None, _) => Err(RouteError::NoPrimary),
+        }
     };
     let to_primary = |why| {
         primary().map(|p| Decision {

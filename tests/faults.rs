@@ -434,3 +434,92 @@ async fn read_your_writes_sees_every_own_write_and_still_reads_from_replicas() {
         .await
         .expect("drop");
 }
+
+/// The server a fresh session's locking read (routed to the primary) runs on, or the error.
+async fn primary_answer(proxy: &Proxy) -> Result<u64, String> {
+    let mut c = proxy.conn().await;
+    c.query_first::<u64, _>("SELECT @@server_id FOR UPDATE")
+        .await
+        .map(|v| v.unwrap_or(0))
+        .map_err(|e| e.to_string())
+}
+
+async fn wait_primary_answer(
+    proxy: &Proxy,
+    want: impl Fn(&Result<u64, String>) -> bool,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = primary_answer(proxy).await;
+        if want(&got) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {got:?} after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_promoted_replica_and_two_writers_refuse_writes() {
+    faults::healthy();
+    let proxy = faults::proxy();
+    assert_eq!(primary_answer(&proxy).await, Ok(1));
+    let _heal = faults::Heal(vec![
+        vec!["sql", "replica1", "SET GLOBAL read_only = 1"],
+        vec!["sql", "primary", "SET GLOBAL read_only = 0"],
+        vec!["sql", "replica1", "START SLAVE"],
+    ]);
+    // A session in a transaction on the old primary when it moves.
+    let mut in_trx = proxy.conn().await;
+    in_trx.query_drop("BEGIN").await.expect("begin");
+    in_trx
+        .query_drop("SELECT @@server_id FOR UPDATE")
+        .await
+        .expect("in transaction");
+
+    // Failover by hand: the primary turns read-only, replica1 stops replicating and is writable.
+    faults::topology(&["sql", "primary", "SET GLOBAL read_only = 1"]);
+    faults::topology(&["sql", "replica1", "STOP SLAVE; SET GLOBAL read_only = 0"]);
+    wait_primary_answer(
+        &proxy,
+        |r| *r == Ok(REPLICA1_SERVER_ID),
+        "writes to the new primary",
+    )
+    .await;
+    // The open transaction is not moved: its next statement fails, and is retryable.
+    let err = in_trx
+        .query_drop("SELECT @@server_id FOR UPDATE")
+        .await
+        .expect_err("a transaction must not move to the new primary");
+    eprintln!("transaction across the failover: {err}");
+    assert!(err.to_string().contains("1213"), "{err}");
+
+    // Two writable backends: writes are refused, reads go on.
+    faults::topology(&["sql", "primary", "SET GLOBAL read_only = 0"]);
+    wait_primary_answer(
+        &proxy,
+        |r| matches!(r, Err(e) if e.contains("split brain")),
+        "writes refused on split brain",
+    )
+    .await;
+    let mut c = proxy.conn().await;
+    let n: Option<u32> = c
+        .query_first("SELECT 1")
+        .await
+        .expect("reads during split brain");
+    assert_eq!(n, Some(1));
+
+    // Back to the original primary.
+    faults::topology(&["sql", "replica1", "SET GLOBAL read_only = 1"]);
+    faults::topology(&["sql", "replica1", "START SLAVE"]);
+    wait_primary_answer(
+        &proxy,
+        |r| *r == Ok(1),
+        "writes back on the original primary",
+    )
+    .await;
+}

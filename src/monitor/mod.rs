@@ -58,6 +58,8 @@ pub struct Health {
     /// Backends whose first replication check is done.
     probed: AtomicUsize,
     first_round: tokio::sync::Notify,
+    /// Backend names, for logs.
+    names: Vec<String>,
 }
 
 impl Health {
@@ -80,17 +82,21 @@ impl Health {
             identity: ArcSwap::from_pointee(ServerIdentity::default()),
             probed: AtomicUsize::new(0),
             first_round: tokio::sync::Notify::new(),
+            names: config.backends.iter().map(|b| b.name.clone()).collect(),
         })
     }
 
     fn update(&self, id: usize, f: impl Fn(&mut BackendView, &mut BackendStatus)) {
-        self.snapshot.rcu(|s| {
+        let old = self.snapshot.rcu(|s| {
             let mut s = Snapshot::clone(s);
             if let (Some(b), Some(st)) = (s.backends.get_mut(id), s.status.get_mut(id)) {
                 f(b, st);
             }
+            assign_roles(&mut s);
             s
         });
+        let new = self.snapshot.load();
+        log_role_changes(&old, &new, &self.names);
     }
 
     fn set_up(&self, id: usize, up: bool) {
@@ -122,6 +128,61 @@ impl Health {
     fn probed_once(&self) {
         self.probed.fetch_add(1, Ordering::AcqRel);
         self.first_round.notify_waiters();
+    }
+}
+
+/// Roles follow `@@read_only`: when exactly one backend that is up is writable, it is the
+/// primary and every other backend a replica (the configured primary turned read-only and a
+/// replica was promoted, or the primary died and a replica took over). Two or more writable
+/// backends are all marked primary, and routing refuses writes (split brain). With none
+/// writable (or not known yet), roles stay as they were.
+pub fn assign_roles(s: &mut Snapshot) {
+    let writers: Vec<usize> = (0..s.backends.len())
+        .filter(|&i| {
+            s.backends[i].up
+                && s.status
+                    .get(i)
+                    .is_some_and(|st| st.read_only == Some(false))
+        })
+        .collect();
+    if writers.is_empty() {
+        return;
+    }
+    for (i, b) in s.backends.iter_mut().enumerate() {
+        b.role = if writers.contains(&i) {
+            Role::Primary
+        } else {
+            Role::Replica
+        };
+        if b.role == Role::Primary {
+            b.lag_ok = true;
+        }
+    }
+}
+
+fn log_role_changes(old: &Snapshot, new: &Snapshot, names: &[String]) {
+    let primaries = |s: &Snapshot| -> Vec<usize> {
+        (0..s.backends.len())
+            .filter(|&i| s.backends[i].role == Role::Primary)
+            .collect()
+    };
+    let (before, after) = (primaries(old), primaries(new));
+    if before == after {
+        return;
+    }
+    let named = |ids: &[usize]| {
+        ids.iter()
+            .filter_map(|&i| names.get(i).cloned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if after.len() > 1 {
+        tracing::error!(
+            writable = %named(&after),
+            "SPLIT BRAIN: more than one backend is writable; writes are refused until exactly one is"
+        );
+    } else {
+        tracing::warn!(from = %named(&before), to = %named(&after), "the primary moved");
     }
 }
 
@@ -161,7 +222,6 @@ pub fn spawn(config: &Config, health: Arc<Health>) {
             id,
             name: b.name.clone(),
             address: b.address.clone(),
-            primary: b.role == Role::Primary,
             max_lag: b.max_replica_lag,
             user: config.monitor.user.clone(),
             password: config.monitor.password.clone(),
@@ -176,7 +236,6 @@ struct Watched {
     id: usize,
     name: String,
     address: String,
-    primary: bool,
     max_lag: Duration,
     user: String,
     password: String,
@@ -196,9 +255,15 @@ async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
         let result = check(&w, &mut conn, mc.timeout).await;
         let ok = result.is_ok();
         let mut flavor = Flavor::MariaDb;
+        let is_primary = health
+            .snapshot
+            .load()
+            .backends
+            .get(id)
+            .is_some_and(|b| b.role == Role::Primary);
         if let Ok(identity) = result {
             flavor = Flavor::of(&identity.version);
-            if w.primary && **health.identity.load() != identity {
+            if is_primary && **health.identity.load() != identity {
                 health.identity.store(Arc::new(identity));
             }
         }
@@ -221,7 +286,16 @@ async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
             }
         }
         if ok {
-            replication_check(&w, &mut prober, flavor, &mut gate, mc.timeout, &health).await;
+            replication_check(
+                &w,
+                is_primary,
+                &mut prober,
+                flavor,
+                &mut gate,
+                mc.timeout,
+                &health,
+            )
+            .await;
         }
         if first {
             first = false;
@@ -234,6 +308,7 @@ async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
 /// it from reads.
 async fn replication_check(
     w: &Watched,
+    is_primary: bool,
     prober: &mut probe::Prober,
     flavor: Flavor,
     gate: &mut LagGate,
@@ -254,10 +329,10 @@ async fn replication_check(
         Ok(r) => {
             let behind = primary_gtid
                 .as_deref()
-                .filter(|_| !w.primary)
+                .filter(|_| !is_primary)
                 .and_then(|p| replication::gtid_distance(flavor, p, &r.applied_gtid));
             let lag = replication::lag(r.status, behind, primary_down);
-            let gtid = if w.primary {
+            let gtid = if is_primary {
                 r.binlog_gtid.clone()
             } else {
                 r.applied_gtid.clone()
@@ -270,8 +345,8 @@ async fn replication_check(
         }
     };
     let was = gate.excluded;
-    let changed = !w.primary && gate.update(lag, w.max_lag);
-    if !w.primary && (changed || was != gate.excluded) {
+    let changed = !is_primary && gate.update(lag, w.max_lag);
+    if !is_primary && (changed || was != gate.excluded) {
         match (gate.excluded, &reading) {
             (None, _) => tracing::info!(backend = %w.name, ?lag, "replica takes reads"),
             (Some(why), Err(e)) => {
@@ -282,8 +357,8 @@ async fn replication_check(
             }
         }
     }
-    let admitted = w.primary || gate.admitted();
-    let excluded = if w.primary { None } else { gate.excluded };
+    let admitted = is_primary || gate.admitted();
+    let excluded = if is_primary { None } else { gate.excluded };
     let lag_seconds = match lag {
         Lag::Seconds(s) => Some(s),
         _ => None,
@@ -358,5 +433,61 @@ mod tests {
         assert!(!s.record(true, 2, 3));
         assert!(s.record(true, 2, 3));
         assert!(s.up);
+    }
+
+    fn snapshot(read_only: [Option<bool>; 3], up: [bool; 3]) -> Snapshot {
+        let roles = [Role::Primary, Role::Replica, Role::Replica];
+        Snapshot {
+            backends: (0..3)
+                .map(|i| BackendView {
+                    role: roles[i],
+                    up: up[i],
+                    weight: 1,
+                    lag_ok: i == 0,
+                })
+                .collect(),
+            status: read_only
+                .iter()
+                .map(|&ro| BackendStatus {
+                    read_only: ro,
+                    ..BackendStatus::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn roles(s: &Snapshot) -> Vec<Role> {
+        s.backends.iter().map(|b| b.role).collect()
+    }
+
+    #[test]
+    fn the_primary_role_follows_the_one_writable_backend() {
+        use Role::{Primary as P, Replica as R};
+        let mut s = snapshot([Some(false), Some(true), Some(true)], [true; 3]);
+        assign_roles(&mut s);
+        assert_eq!(roles(&s), [P, R, R]);
+        // The primary turned read-only and replica1 was made writable.
+        let mut s = snapshot([Some(true), Some(false), Some(true)], [true; 3]);
+        assign_roles(&mut s);
+        assert_eq!(roles(&s), [R, P, R]);
+        assert!(s.backends[1].lag_ok);
+        // The primary died and replica2 was promoted.
+        let mut s = snapshot([Some(false), Some(true), Some(false)], [false, true, true]);
+        assign_roles(&mut s);
+        assert_eq!(roles(&s), [R, R, P]);
+    }
+
+    #[test]
+    fn two_writable_backends_are_both_marked_and_none_writable_changes_nothing() {
+        use Role::{Primary as P, Replica as R};
+        let mut s = snapshot([Some(false), Some(false), Some(true)], [true; 3]);
+        assign_roles(&mut s);
+        assert_eq!(roles(&s), [P, P, R]);
+        let mut s = snapshot([Some(true), Some(true), None], [true; 3]);
+        assign_roles(&mut s);
+        assert_eq!(roles(&s), [P, R, R], "roles stay when nothing is writable");
+        let mut s = snapshot([None, None, None], [true; 3]);
+        assign_roles(&mut s);
+        assert_eq!(roles(&s), [P, R, R], "or not known yet");
     }
 }

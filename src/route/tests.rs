@@ -336,3 +336,17 @@ fn a_replica_over_its_lag_bound_takes_no_reads() {
         Err(RouteError::NoReplica)
     ));
 }
+
+#[test]
+fn two_writable_backends_refuse_writes_but_serve_reads() {
+    let mut backends = topology(true, true, true);
+    backends[R1].role = Role::Primary;
+    let write = classify(b"INSERT INTO t VALUES (1)");
+    assert!(matches!(
+        route(&write, &idle(), &backends, NoReplicaPolicy::Primary, 0.5),
+        Err(RouteError::SplitBrain)
+    ));
+    let read = classify(b"SELECT 1");
+    let d = route(&read, &idle(), &backends, NoReplicaPolicy::Primary, 0.5).unwrap();
+    assert_eq!(d.target, Target::Replica(R2));
+}

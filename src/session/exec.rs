@@ -337,6 +337,27 @@ impl Session {
                     target = Target::Replica(r);
                 }
             }
+            // A transaction never moves: if the primary changed under an open one, it is lost
+            // (dropping the connection makes the old primary roll it back) and the client is told.
+            // (1213/40001 is the error applications already retry a transaction on.)
+            let moved = self
+                .primary
+                .as_ref()
+                .filter(|p| target.is_primary() && p.backend() != target.backend())
+                .map(|p| p.backend_name().to_string());
+            if let Some(name) = moved {
+                if self.in_transaction() {
+                    self.drop_slot(Slot::Primary);
+                    let msg = format!(
+                        "rwsplit: the primary changed from '{name}' while your transaction was open; \
+                         the transaction was rolled back, retry it"
+                    );
+                    return self
+                        .reply(&ClientError::new(1213, "40001", &msg))
+                        .await
+                        .map(|_| None);
+                }
+            }
             let retry = attempt == 0 && !target.is_primary() && forced.is_none();
             let slot = match self.checkout(target).await {
                 Ok(s) => s,

@@ -230,6 +230,17 @@ pub mod faults {
         }
     }
 
+    /// Runs topology commands when dropped (in order), even when the test panics.
+    pub struct Heal(pub Vec<Vec<&'static str>>);
+
+    impl Drop for Heal {
+        fn drop(&mut self) {
+            for args in &self.0 {
+                quiet(args);
+            }
+        }
+    }
+
     /// Runs a topology command from a destructor: reports failure, never panics.
     fn quiet(args: &[&str]) {
         let st = Command::new(format!("{}/scripts/topology.sh", repo_root()))
