@@ -124,6 +124,9 @@ pub struct RoutingConfig {
     pub max_replica_lag: Duration,
     /// The default consistency mode of sessions.
     pub consistency: Consistency,
+    /// How a session's replica is chosen: least outstanding requests per unit of weight
+    /// (default), or by weight alone.
+    pub least_outstanding: bool,
     /// How long a read-your-writes read waits on a replica for the session's last write
     /// before it goes to the primary instead.
     pub read_your_writes_wait: Duration,
@@ -299,6 +302,7 @@ mod raw {
         max_replica_lag: Option<String>,
         consistency: Option<String>,
         read_your_writes_wait: Option<String>,
+        replica_selection: Option<String>,
         read_only_transactions_on_replica: Option<bool>,
     }
 
@@ -480,6 +484,21 @@ mod raw {
                     self.routing.consistency.as_deref(),
                     Consistency::ReadYourWrites,
                 )?,
+                least_outstanding: match self
+                    .routing
+                    .replica_selection
+                    .as_deref()
+                    .unwrap_or("least_outstanding")
+                {
+                    "least_outstanding" => true,
+                    "weighted" => false,
+                    o => {
+                        return Err(invalid(
+                            "routing.replica_selection",
+                            format!("\"{o}\" is not \"least_outstanding\" or \"weighted\""),
+                        ));
+                    }
+                },
                 read_your_writes_wait: dur(
                     "routing.read_your_writes_wait",
                     &self.routing.read_your_writes_wait,

@@ -59,7 +59,14 @@ pub struct SessionView {
     /// Replicas (bit per backend id) that do not have this session's last write yet
     /// (read-your-writes).
     pub blocked: u64,
+    /// Statements in flight on each backend (by id; ids past the array count as idle). When
+    /// set, a new replica is chosen by least outstanding requests per unit of weight, ties
+    /// broken by weighted chance; otherwise by weighted chance alone.
+    pub outstanding: Option<[u32; MAX_LOAD_TRACKED]>,
 }
+
+/// Backends whose outstanding requests routing compares.
+pub const MAX_LOAD_TRACKED: usize = 32;
 
 /// Why a statement went where it went (for logs and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,15 +149,34 @@ fn pick_replica(s: &SessionView, backends: &[BackendView], pick: f64) -> Option<
     if let Some(cur) = s.current_replica.filter(|&i| ok(i)) {
         return Some(cur);
     }
+    let load = |i: usize| {
+        s.outstanding
+            .as_ref()
+            .and_then(|l| l.get(i).copied())
+            .unwrap_or(0) as u64
+    };
+    // Least outstanding per unit of weight: compare load_i / w_i as cross products. Equal
+    // (idle replicas, or no load given) is a tie, which the weighted chance decides.
+    let better = |i: usize, j: usize| {
+        load(i) * u64::from(backends[j].weight) < load(j) * u64::from(backends[i].weight)
+    };
+    let best =
+        (0..backends.len())
+            .filter(|&i| ok(i))
+            .fold(None, |b: Option<usize>, i| match b {
+                Some(b) if !better(i, b) => Some(b),
+                _ => Some(i),
+            })?;
+    let tied = |i: usize| ok(i) && !better(best, i);
     let total: u64 = (0..backends.len())
-        .filter(|&i| ok(i))
+        .filter(|&i| tied(i))
         .map(|i| backends[i].weight as u64)
         .sum();
     if total == 0 {
         return None;
     }
     let mut at = (pick.clamp(0.0, 0.999_999) * total as f64) as u64;
-    for i in (0..backends.len()).filter(|&i| ok(i)) {
+    for i in (0..backends.len()).filter(|&i| tied(i)) {
         let w = backends[i].weight as u64;
         if at < w {
             return Some(i);

@@ -523,3 +523,39 @@ async fn writes_follow_a_promoted_replica_and_two_writers_refuse_writes() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_sessions_go_to_the_replica_with_fewer_statements_in_flight() {
+    faults::healthy();
+    let proxy = faults::proxy();
+    let mut tasks = Vec::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..6 {
+        let mut c = proxy.conn().await;
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let id: Option<(u64, u64)> = c
+                .query_first("SELECT @@server_id, SLEEP(2)")
+                .await
+                .expect("sleep");
+            let _ = tx.send(id.map_or(0, |(s, _)| s));
+        }));
+        // Let the statement reach its replica before the next session picks one.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    drop(tx);
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let mut ids = Vec::new();
+    while let Some(id) = rx.recv().await {
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    eprintln!("six concurrent long reads ran on servers {ids:?}");
+    assert_eq!(
+        ids,
+        [2, 2, 2, 3, 3, 3],
+        "least outstanding requests should balance them"
+    );
+}

@@ -350,3 +350,67 @@ fn two_writable_backends_refuse_writes_but_serve_reads() {
     let d = route(&read, &idle(), &backends, NoReplicaPolicy::Primary, 0.5).unwrap();
     assert_eq!(d.target, Target::Replica(R2));
 }
+
+fn loaded(loads: &[u32]) -> SessionView {
+    let mut out = [0u32; MAX_LOAD_TRACKED];
+    out[..loads.len()].copy_from_slice(loads);
+    SessionView {
+        outstanding: Some(out),
+        ..idle()
+    }
+}
+
+#[test]
+fn a_busier_replica_gets_fewer_new_sessions() {
+    let read = classify(b"SELECT 1");
+    let backends = topology(true, true, true);
+    for pick in [0.0, 0.5, 0.99] {
+        let d = route(
+            &read,
+            &loaded(&[0, 5, 1]),
+            &backends,
+            NoReplicaPolicy::Primary,
+            pick,
+        );
+        assert_eq!(d.unwrap().target, Target::Replica(R2), "pick {pick}");
+    }
+    // Equal loads: the weighted chance decides.
+    let picks: Vec<_> = [0.1, 0.9]
+        .iter()
+        .map(|&p| {
+            route(
+                &read,
+                &loaded(&[0, 2, 2]),
+                &backends,
+                NoReplicaPolicy::Primary,
+                p,
+            )
+            .unwrap()
+            .target
+        })
+        .collect();
+    assert_eq!(picks, [Target::Replica(R1), Target::Replica(R2)]);
+}
+
+#[test]
+fn load_is_weighed_against_weight() {
+    let read = classify(b"SELECT 1");
+    let mut backends = topology(true, true, true);
+    backends[R1].weight = 4;
+    // replica1 has 3 in flight on weight 4 (0.75 each), replica2 1 on weight 1.
+    let d = route(
+        &read,
+        &loaded(&[0, 3, 1]),
+        &backends,
+        NoReplicaPolicy::Primary,
+        0.99,
+    );
+    assert_eq!(d.unwrap().target, Target::Replica(R1));
+    // A session keeps its replica even when another is less busy.
+    let s = SessionView {
+        current_replica: Some(R2),
+        ..loaded(&[0, 0, 9])
+    };
+    let d = route(&read, &s, &backends, NoReplicaPolicy::Primary, 0.0);
+    assert_eq!(d.unwrap().target, Target::Replica(R2));
+}

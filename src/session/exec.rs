@@ -22,6 +22,27 @@ pub enum Cmd<'a> {
     Execute { packet: &'a [u8], id: u32 },
 }
 
+/// Counts a statement in flight on a backend for as long as it lives.
+struct InFlight<'a>(Option<&'a std::sync::atomic::AtomicU32>);
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a super::Shared, backend: usize) -> InFlight<'a> {
+        let c = shared.outstanding.get(backend);
+        if let Some(c) = c {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        InFlight(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// Why a command did not run.
 enum Failure {
     /// Tell the client this error packet; the session goes on.
@@ -78,6 +99,13 @@ impl Session {
             current_replica: self.replica.as_ref().map(|c| c.backend()),
             avoid,
             blocked,
+            outstanding: self.shared.config.routing.least_outstanding.then(|| {
+                let mut loads = [0u32; route::MAX_LOAD_TRACKED];
+                for (l, o) in loads.iter_mut().zip(&self.shared.outstanding) {
+                    *l = o.load(std::sync::atomic::Ordering::Relaxed);
+                }
+                loads
+            }),
         }
     }
 
@@ -402,13 +430,15 @@ impl Session {
                 continue;
             };
             let name = conn.backend_name().to_string();
-            let sent = conn.send_command(&bytes).await;
-            let result = match sent {
-                Ok(()) => forward::response(conn, &mut self.client, kind, proxy_id).await,
-                Err(e) => Err(ForwardError::Backend {
-                    error: e.to_string(),
-                    started: false,
-                }),
+            let result = {
+                let _in_flight = InFlight::new(&self.shared, target.backend());
+                match conn.send_command(&bytes).await {
+                    Ok(()) => forward::response(conn, &mut self.client, kind, proxy_id).await,
+                    Err(e) => Err(ForwardError::Backend {
+                        error: e.to_string(),
+                        started: false,
+                    }),
+                }
             };
             match result {
                 Ok(o) => return Ok(Some((slot, o))),

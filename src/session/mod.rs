@@ -37,15 +37,19 @@ pub struct Shared {
     pub pools: Arc<Pools>,
     pub health: Arc<Health>,
     next_id: AtomicU32,
+    /// Statements in flight per backend, for least-outstanding replica choice.
+    pub outstanding: Vec<AtomicU32>,
 }
 
 impl Shared {
     pub fn new(config: Arc<Config>, pools: Arc<Pools>, health: Arc<Health>) -> Arc<Shared> {
+        let outstanding = config.backends.iter().map(|_| AtomicU32::new(0)).collect();
         Arc::new(Shared {
             config,
             pools,
             health,
             next_id: AtomicU32::new(1),
+            outstanding,
         })
     }
 }
