@@ -279,3 +279,41 @@ async fn many_sessions_in_parallel_all_work() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn four_byte_utf8_round_trips_in_the_clients_character_set() {
+    let proxy = Proxy::start();
+    let t = unique("utf8");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, s VARCHAR(20)) CHARACTER SET utf8mb4"
+    ))
+    .await
+    .expect("create");
+    let text = "caf\u{e9} \u{1F600} \u{4E2D}";
+    c.exec_drop(format!("INSERT INTO {t} VALUES (1, ?)"), (text,))
+        .await
+        .expect("insert");
+    c.query_drop(format!("INSERT INTO {t} VALUES (2, '{text}')"))
+        .await
+        .expect("insert text");
+    let charset: Option<String> = c
+        .query_first("SELECT @@character_set_client")
+        .await
+        .expect("charset");
+    assert_eq!(charset.as_deref(), Some("utf8mb4"));
+    let on_primary: Vec<String> = c
+        .query(format!(
+            "/* rwsplit:primary */ SELECT s FROM {t} ORDER BY id"
+        ))
+        .await
+        .expect("select");
+    assert_eq!(on_primary, [text, text]);
+    wait_sync();
+    let on_replica: Vec<String> = c
+        .query(format!("SELECT s FROM {t} ORDER BY id"))
+        .await
+        .expect("select");
+    assert_eq!(on_replica, [text, text]);
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}

@@ -67,6 +67,9 @@ pub const BACKEND_BASE: C = C::CLIENT_LONG_PASSWORD
     .union(C::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA)
     .union(C::CLIENT_CONNECT_ATTRS);
 
+/// The largest RSA public key (PEM) accepted from a server.
+const MAX_PUBLIC_KEY: usize = 16 * 1024;
+
 /// Runs the whole login on an open stream. The caller bounds it with a timeout.
 pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
@@ -76,6 +79,10 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let seq = frame::read_packet(stream, &mut buf, 1 << 16).await?;
     if buf.first() == Some(&0xFF) {
         return Err(refused(&buf));
+    }
+    // Protocol version 10 is the only one with the 4.1 handshake (HandshakeV9 predates it).
+    if buf.first() != Some(&10) {
+        return Err(ConnectError::OldServer);
     }
     let greeting: HandshakePacket<'_> = ParseBuf(&buf)
         .parse(())
@@ -99,9 +106,13 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .unwrap_or(Plugin::Native);
 
     let scramble = plugin.scramble(&nonce, creds.password);
-    let attrs = [("_client_name".to_string(), "rwsplit".to_string())]
-        .into_iter()
-        .collect();
+    // Connection attributes only to a server that takes them: HandshakeResponse sets
+    // CLIENT_CONNECT_ATTRS whenever attributes are given.
+    let attrs = offered.contains(C::CLIENT_CONNECT_ATTRS).then(|| {
+        [("_client_name".to_string(), "rwsplit".to_string())]
+            .into_iter()
+            .collect()
+    });
     let resp = HandshakeResponse::new(
         Some(scramble),
         (0, 0, 0),
@@ -112,11 +123,21 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             Plugin::CachingSha2 => AuthPlugin::CachingSha2Password,
         }),
         caps,
-        Some(attrs),
+        attrs,
         1 << 30,
     );
     let mut out = Vec::with_capacity(256);
     resp.serialize(&mut out);
+    // HandshakeResponse41: capability flags (4), max packet size (4), then the character set.
+    // mysql_common derives that byte from a server version; the session's collation goes there.
+    if let Some(b) = out.get_mut(8) {
+        *b = creds.collation;
+    }
+    // What was really asked for (mysql_common adjusts CONNECT_WITH_DB and CONNECT_ATTRS).
+    let caps = out
+        .get(..4)
+        .map(|b| C::from_bits_truncate(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .unwrap_or(caps);
     drop(greeting);
     send(stream, seq.wrapping_add(1), &out).await?;
 
@@ -150,7 +171,9 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                     send(stream, seq, &[auth::SHA2_REQUEST_PUBLIC_KEY]).await?;
                     let got = frame::read_packet(stream, &mut buf, 1 << 16).await?;
                     let pem = match buf.split_first() {
-                        Some((0x01, pem)) => pem.to_vec(),
+                        // A 4096-bit key's PEM is under 1 KiB; a bigger one would only make the
+                        // encryption below run long on the runtime thread.
+                        Some((0x01, pem)) if pem.len() <= MAX_PUBLIC_KEY => pem.to_vec(),
                         _ => return Err(ConnectError::Malformed("public key response")),
                     };
                     let secret = auth::xor_password(creds.password, &nonce);
@@ -183,3 +206,6 @@ fn refused(payload: &[u8]) -> ConnectError {
         None => ConnectError::Malformed("error packet"),
     }
 }
+
+#[cfg(test)]
+mod tests;
