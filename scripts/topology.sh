@@ -98,6 +98,7 @@ setup_primary() {
     GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';
     CREATE USER IF NOT EXISTS 'rwsplit_monitor'@'%' IDENTIFIED BY 'monitor';
     GRANT REPLICATION CLIENT, SLAVE MONITOR, PROCESS ON *.* TO 'rwsplit_monitor'@'%';
+    GRANT ALL ON rwsplit.* TO 'rwsplit_monitor'@'%';
     CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY 'root';
     GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
 }
@@ -138,9 +139,9 @@ case $cmd in
     # Test processes call `up` concurrently: one at a time.
     mkdir -p "$DIR"; exec 9>"$DIR/.lock"; flock 9
     id mysql >/dev/null 2>&1 || die "no 'mysql' user: install mariadb-server first"
-    fresh=0; [ -d "$DIR/primary/data/mysql" ] || fresh=1
     for n in "${NAMES[@]}"; do start_one "$n"; done
-    if [ $fresh = 1 ] || [ -z "$(sql primary "SELECT 1 FROM mysql.user WHERE user='app' LIMIT 1")" ]; then setup_primary; fi
+    # Idempotent: also brings an older data dir up to the current users and grants.
+    setup_primary
     for n in replica1 replica2; do setup_replica "$n"; done
     wait_sync
     echo "topology up: primary :$BASE, replica1 :$((BASE + 1)), replica2 :$((BASE + 2)) (dir $DIR)"

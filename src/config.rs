@@ -145,6 +145,10 @@ pub struct MonitorConfig {
     /// REPLICATION CLIENT (MySQL) to read replica status. Defaults to the first `[[users]]`.
     pub user: String,
     pub password: String,
+    /// `db.table` the monitor writes a timestamp to on the primary and reads on replicas, for
+    /// sub-second lag. Off when unset.
+    pub heartbeat_table: Option<String>,
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -316,6 +320,8 @@ mod raw {
         user: Option<String>,
         password: Option<String>,
         password_env: Option<String>,
+        heartbeat_table: Option<String>,
+        heartbeat_interval: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -520,6 +526,31 @@ mod raw {
                 rise: m.rise.unwrap_or(2).max(1),
                 user: String::new(),
                 password: String::new(),
+                heartbeat_table: match &m.heartbeat_table {
+                    None => None,
+                    Some(t) => {
+                        let ident = |x: &str| {
+                            !x.is_empty()
+                                && x.chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+                        };
+                        match t.split_once('.') {
+                            Some((db, tb)) if ident(db) && ident(tb) => Some(t.clone()),
+                            _ => {
+                                return Err(invalid(
+                                    "monitor.heartbeat_table",
+                                    format!(
+                                        "\"{t}\" is not database.table (letters, digits, _ and $)"
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                },
+                heartbeat_interval: nonzero(
+                    "monitor.heartbeat_interval",
+                    dur("monitor.heartbeat_interval", &m.heartbeat_interval, "250ms")?,
+                )?,
             };
             let json = match self.logging.format.as_deref().unwrap_or("plain") {
                 "plain" => false,
@@ -820,5 +851,24 @@ role = "primary"
         );
         let e = err(&text.replace("500ms", "soon"));
         assert!(e.starts_with("backends[1].max_replica_lag:"), "{e}");
+    }
+
+    #[test]
+    fn the_heartbeat_table_must_be_a_plain_database_dot_table() {
+        let c = Config::from_toml_str(&format!(
+            "[monitor]\nheartbeat_table = \"rwsplit.heartbeat\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.monitor.heartbeat_table.as_deref(),
+            Some("rwsplit.heartbeat")
+        );
+        assert_eq!(c.monitor.heartbeat_interval, Duration::from_millis(250));
+        for bad in ["heartbeat", "a.b; DROP TABLE x", ".t", "db."] {
+            let e = err(&format!(
+                "[monitor]\nheartbeat_table = \"{bad}\"\n{MINIMAL}"
+            ));
+            assert!(e.starts_with("monitor.heartbeat_table:"), "{bad}: {e}");
+        }
     }
 }

@@ -559,3 +559,46 @@ async fn new_sessions_go_to_the_replica_with_fewer_statements_in_flight() {
         "least outstanding requests should balance them"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_table_measures_lag_below_a_second() {
+    faults::healthy();
+    let proxy = faults::proxy_with(|t| {
+        t.replace(
+            "[routing]\n",
+            "heartbeat_table = \"rwsplit.heartbeat\"\nheartbeat_interval = \"100ms\"\n\n[routing]\n",
+        )
+        .replace("max_replica_lag = \"2s\"", "max_replica_lag = \"500ms\"")
+    });
+    let replica1_lag = || proxy.shared.health.snapshot.load().status[1].lag_ms;
+    // Caught up: some readings fall strictly inside a second, which whole-second
+    // Seconds_Behind_Master cannot give.
+    let mut sub_second = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !sub_second {
+        sub_second = replica1_lag().is_some_and(|ms| ms > 0 && ms < 1000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sub_second,
+        "no sub-second lag reading: {:?}",
+        replica1_lag()
+    );
+
+    faults::topology(&["lag", "replica1", "1"]);
+    let _heal = faults::Unlag("replica1");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let snap = proxy.shared.health.snapshot.load();
+        let (ms, excluded) = (snap.status[1].lag_ms, snap.status[1].excluded);
+        if ms.is_some_and(|ms| (900..3000).contains(&ms)) && excluded.is_some() {
+            eprintln!("replica1 1 s delayed: heartbeat lag {ms:?} ms, excluded: {excluded:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag {ms:?} ms, excluded {excluded:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -33,8 +33,8 @@ use replication::{Exclusion, Flavor, Lag, LagGate};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackendStatus {
     pub read_only: Option<bool>,
-    /// Seconds behind the primary, when known.
-    pub lag_seconds: Option<u64>,
+    /// How far behind the primary, in milliseconds, when known.
+    pub lag_ms: Option<u64>,
     /// Transactions behind the primary by GTID, when known.
     pub gtid_behind: Option<u64>,
     /// Why a replica takes no reads (None: it does, or it is the primary).
@@ -226,6 +226,20 @@ pub fn spawn(config: &Config, health: Arc<Health>) {
             user: config.monitor.user.clone(),
             password: config.monitor.password.clone(),
         };
+        if config.monitor.heartbeat_table.is_some() {
+            let mc = config.monitor.clone();
+            let health = health.clone();
+            let (address, user, password) = (
+                b.address.clone(),
+                target.user.clone(),
+                target.password.clone(),
+            );
+            tokio::spawn(async move {
+                let mut prober =
+                    probe::Prober::new(&address, &user, &password, mc.heartbeat_table.as_deref());
+                heartbeat(id, &mut prober, &mc, &health).await;
+            });
+        }
         let mc = config.monitor.clone();
         let health = health.clone();
         tokio::spawn(async move { watch(target, mc, health).await });
@@ -244,7 +258,8 @@ struct Watched {
 async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
     let id = w.id;
     let mut conn: Option<BackendConn> = None;
-    let mut prober = probe::Prober::new(&w.address, &w.user, &w.password);
+    let heartbeat = mc.heartbeat_table.as_deref();
+    let mut prober = probe::Prober::new(&w.address, &w.user, &w.password, heartbeat);
     let mut state = RiseFall::new(true);
     let mut gate = LagGate::new();
     let mut first = true;
@@ -304,6 +319,33 @@ async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
     }
 }
 
+/// Writes the heartbeat row every `heartbeat_interval` while this backend is the primary.
+async fn heartbeat(id: usize, prober: &mut probe::Prober, mc: &MonitorConfig, health: &Health) {
+    let mut tick = tokio::time::interval(mc.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let primary = health
+            .snapshot
+            .load()
+            .backends
+            .get(id)
+            .is_some_and(|b| b.role == Role::Primary && b.up);
+        if !primary {
+            continue;
+        }
+        match prober.beat(mc.timeout).await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, table = ?mc.heartbeat_table, "cannot write the heartbeat; lag falls back to replica status");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Reads the backend's replication state and publishes it; for a replica, admits or excludes
 /// it from reads.
 async fn replication_check(
@@ -331,7 +373,7 @@ async fn replication_check(
                 .as_deref()
                 .filter(|_| !is_primary)
                 .and_then(|p| replication::gtid_distance(flavor, p, &r.applied_gtid));
-            let lag = replication::lag(r.status, behind, primary_down);
+            let lag = replication::lag(r.status, behind, r.heartbeat_age, primary_down);
             let gtid = if is_primary {
                 r.binlog_gtid.clone()
             } else {
@@ -359,14 +401,14 @@ async fn replication_check(
     }
     let admitted = is_primary || gate.admitted();
     let excluded = if is_primary { None } else { gate.excluded };
-    let lag_seconds = match lag {
-        Lag::Seconds(s) => Some(s),
+    let lag_ms = match lag {
+        Lag::Behind(d) => Some(d.as_millis() as u64),
         _ => None,
     };
     health.update(w.id, |b, st| {
         b.lag_ok = admitted;
         st.read_only = read_only;
-        st.lag_seconds = lag_seconds;
+        st.lag_ms = lag_ms;
         st.gtid_behind = behind;
         st.excluded = excluded;
         if gtid.is_some() {

@@ -30,6 +30,8 @@ pub struct Reading {
     pub applied_gtid: String,
     /// `None` when the server is not a replica (no replica status row).
     pub status: Option<ReplicaStatus>,
+    /// Age of the newest heartbeat row, when a heartbeat table is configured and readable.
+    pub heartbeat_age: Option<Duration>,
 }
 
 /// Keeps a connection and reads through it; reconnects after a failure.
@@ -37,31 +39,60 @@ pub struct Prober {
     address: String,
     user: String,
     password: String,
+    /// `db.table` of the heartbeat, when configured.
+    heartbeat: Option<String>,
     conn: Option<Conn>,
 }
 
 impl Prober {
-    pub fn new(address: &str, user: &str, password: &str) -> Prober {
+    pub fn new(address: &str, user: &str, password: &str, heartbeat: Option<&str>) -> Prober {
         Prober {
             address: address.to_string(),
             user: user.to_string(),
             password: password.to_string(),
+            heartbeat: heartbeat.map(str::to_string),
             conn: None,
         }
     }
 
-    pub async fn read(&mut self, flavor: Flavor, timeout: Duration) -> Result<Reading, ProbeError> {
-        let r = tokio::time::timeout(timeout, self.read_inner(flavor))
-            .await
-            .unwrap_or(Err(ProbeError::Timeout));
+    /// Writes the heartbeat row (on the primary), creating the table the first time.
+    pub async fn beat(&mut self, timeout: Duration) -> Result<(), ProbeError> {
+        let Some(table) = self.heartbeat.clone() else {
+            return Ok(());
+        };
+        let r = tokio::time::timeout(timeout, async {
+            let conn = self.connection().await?;
+            let sql = format!(
+                "INSERT INTO {table} (id, ts) VALUES (1, UTC_TIMESTAMP(6)) \
+                 ON DUPLICATE KEY UPDATE ts = VALUES(ts)"
+            );
+            match conn.query_drop(&sql).await {
+                // ER_NO_SUCH_TABLE / ER_BAD_DB_ERROR: create it, then write.
+                Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => {
+                    if let Some((db, _)) = table.split_once('.') {
+                        conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {db}"))
+                            .await?;
+                    }
+                    conn.query_drop(format!(
+                        "CREATE TABLE IF NOT EXISTS {table} \
+                         (id INT PRIMARY KEY, ts DATETIME(6) NOT NULL)"
+                    ))
+                    .await?;
+                    conn.query_drop(&sql).await?;
+                    Ok(())
+                }
+                r => r.map_err(ProbeError::from),
+            }
+        })
+        .await
+        .unwrap_or(Err(ProbeError::Timeout));
         if r.is_err() {
-            // A failed or cut-short read may leave the connection mid-response.
             self.conn = None;
         }
         r
     }
 
-    async fn read_inner(&mut self, flavor: Flavor) -> Result<Reading, ProbeError> {
+    async fn connection(&mut self) -> Result<&mut Conn, ProbeError> {
         if self.conn.is_none() {
             let (host, port) = self
                 .address
@@ -76,9 +107,23 @@ impl Prober {
                 .prefer_socket(false);
             self.conn = Some(Conn::new(opts).await?);
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(ProbeError::Unexpected("connect"));
-        };
+        self.conn.as_mut().ok_or(ProbeError::Unexpected("connect"))
+    }
+
+    pub async fn read(&mut self, flavor: Flavor, timeout: Duration) -> Result<Reading, ProbeError> {
+        let r = tokio::time::timeout(timeout, self.read_inner(flavor))
+            .await
+            .unwrap_or(Err(ProbeError::Timeout));
+        if r.is_err() {
+            // A failed or cut-short read may leave the connection mid-response.
+            self.conn = None;
+        }
+        r
+    }
+
+    async fn read_inner(&mut self, flavor: Flavor) -> Result<Reading, ProbeError> {
+        let heartbeat = self.heartbeat.clone();
+        let conn = self.connection().await?;
         let vars = match flavor {
             Flavor::MariaDb => {
                 "SELECT @@global.read_only, @@global.innodb_read_only, @@global.gtid_binlog_pos, \
@@ -121,7 +166,22 @@ impl Prober {
                 .collect();
             ReplicaStatus::from_row(&cols)
         });
+        // The heartbeat row's age; a missing table or row is no reading, not an error.
+        let heartbeat_age = match heartbeat {
+            Some(table) => {
+                let sql = format!(
+                    "SELECT TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) FROM {table} WHERE id = 1"
+                );
+                match conn.query_first::<i64, _>(sql).await {
+                    Ok(v) => v.map(|us| Duration::from_micros(us.max(0) as u64)),
+                    Err(mysql_async::Error::Server(_)) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => None,
+        };
         Ok(Reading {
+            heartbeat_age,
             read_only: ro != 0 || innodb_ro != 0,
             binlog_gtid: binlog.unwrap_or_default(),
             applied_gtid: applied.unwrap_or_default(),

@@ -143,29 +143,38 @@ fn parse_mysql(s: &str) -> Option<Vec<UuidSet>> {
 /// A replica's lag as far as the monitor can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lag {
-    /// Replicating, this many seconds behind (0 when its GTID position equals the primary's).
-    Seconds(u64),
+    /// Replicating, this far behind (0 when its GTID position equals the primary's).
+    Behind(Duration),
     /// Replication threads stopped, or not configured: its data may be any age.
     Stopped,
     /// Status could not be read (no privilege, a failed query).
     Unknown,
 }
 
-/// Combines what was read: stopped threads win, then an exact GTID match (0 behind, whatever
-/// `Seconds_Behind_Master` says), then the reported seconds.
+/// Combines what was read, best source first: stopped threads win, then an exact GTID match
+/// (0 behind, whatever else says), then the heartbeat table's age (sub-second), then
+/// `Seconds_Behind_Master`.
 ///
 /// With the primary down, a replica's I/O thread cannot run, and no newer data is reachable
 /// anywhere: a replica that has applied everything the primary last reported (`gtid_behind`
 /// against the primary's last known position) is as fresh as data can be, and keeps reads.
-pub fn lag(status: Option<ReplicaStatus>, gtid_behind: Option<u64>, primary_down: bool) -> Lag {
+pub fn lag(
+    status: Option<ReplicaStatus>,
+    gtid_behind: Option<u64>,
+    heartbeat: Option<Duration>,
+    primary_down: bool,
+) -> Lag {
     match status {
         None => Lag::Stopped,
         Some(s) if !s.sql_running => Lag::Stopped,
-        Some(_) if primary_down && gtid_behind == Some(0) => Lag::Seconds(0),
+        Some(_) if primary_down && gtid_behind == Some(0) => Lag::Behind(Duration::ZERO),
         Some(_) if primary_down => Lag::Unknown,
         Some(s) if !s.io_running => Lag::Stopped,
-        Some(_) if gtid_behind == Some(0) => Lag::Seconds(0),
-        Some(s) => s.seconds_behind.map_or(Lag::Unknown, Lag::Seconds),
+        Some(_) if gtid_behind == Some(0) => Lag::Behind(Duration::ZERO),
+        Some(_) if heartbeat.is_some() => heartbeat.map_or(Lag::Unknown, Lag::Behind),
+        Some(s) => s
+            .seconds_behind
+            .map_or(Lag::Unknown, |n| Lag::Behind(Duration::from_secs(n))),
     }
 }
 
@@ -214,13 +223,13 @@ impl LagGate {
         self.excluded = match lag {
             Lag::Stopped => Some(Exclusion::ReplicationStopped),
             Lag::Unknown => Some(Exclusion::StatusUnknown),
-            Lag::Seconds(s) => {
-                let ms = s.saturating_mul(1000);
+            Lag::Behind(d) => {
+                let ms = d.as_millis() as u64;
                 let bound_ms = bound.as_millis() as u64;
                 let over = ms > bound_ms;
                 // Excluded for lag: back only at or under 80 % of the bound.
                 let not_back_yet =
-                    self.excluded == Some(Exclusion::Lagging) && s > 0 && ms * 10 > bound_ms * 8;
+                    self.excluded == Some(Exclusion::Lagging) && ms > 0 && ms * 10 > bound_ms * 8;
                 if over || not_back_yet {
                     Some(Exclusion::Lagging)
                 } else {

@@ -1,5 +1,9 @@
 use super::*;
 
+fn secs(n: u64) -> Lag {
+    Lag::Behind(Duration::from_secs(n))
+}
+
 fn row(pairs: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
     pairs
         .iter()
@@ -95,16 +99,22 @@ fn stopped_threads_are_never_zero_lag() {
             seconds_behind: behind,
         })
     };
-    assert_eq!(lag(s(true, false, None), Some(0), false), Lag::Stopped);
-    assert_eq!(lag(s(false, true, Some(0)), Some(0), false), Lag::Stopped);
     assert_eq!(
-        lag(None, Some(0), false),
+        lag(s(true, false, None), Some(0), None, false),
+        Lag::Stopped
+    );
+    assert_eq!(
+        lag(s(false, true, Some(0)), Some(0), None, false),
+        Lag::Stopped
+    );
+    assert_eq!(
+        lag(None, Some(0), None, false),
         Lag::Stopped,
         "not a replica at all"
     );
-    assert_eq!(lag(s(true, true, Some(5)), Some(0), false), Lag::Seconds(0));
-    assert_eq!(lag(s(true, true, Some(5)), Some(3), false), Lag::Seconds(5));
-    assert_eq!(lag(s(true, true, None), None, false), Lag::Unknown);
+    assert_eq!(lag(s(true, true, Some(5)), Some(0), None, false), secs(0));
+    assert_eq!(lag(s(true, true, Some(5)), Some(3), None, false), secs(5));
+    assert_eq!(lag(s(true, true, None), None, None, false), Lag::Unknown);
 }
 
 #[test]
@@ -114,14 +124,45 @@ fn with_the_primary_down_a_caught_up_replica_keeps_reads() {
         sql_running: true,
         seconds_behind: None,
     });
-    assert_eq!(lag(io_down, Some(0), true), Lag::Seconds(0));
-    assert_eq!(lag(io_down, Some(4), true), Lag::Unknown, "still applying");
-    assert_eq!(lag(io_down, None, true), Lag::Unknown);
+    assert_eq!(lag(io_down, Some(0), None, true), secs(0));
+    assert_eq!(
+        lag(io_down, Some(4), None, true),
+        Lag::Unknown,
+        "still applying"
+    );
+    assert_eq!(lag(io_down, None, None, true), Lag::Unknown);
     let sql_down = io_down.map(|s| ReplicaStatus {
         sql_running: false,
         ..s
     });
-    assert_eq!(lag(sql_down, Some(0), true), Lag::Stopped);
+    assert_eq!(lag(sql_down, Some(0), None, true), Lag::Stopped);
+}
+
+#[test]
+fn the_heartbeat_beats_seconds_behind_master_but_not_an_exact_gtid_match() {
+    let running = Some(ReplicaStatus {
+        io_running: true,
+        sql_running: true,
+        seconds_behind: Some(0),
+    });
+    let hb = Some(Duration::from_millis(730));
+    assert_eq!(
+        lag(running, Some(3), hb, false),
+        Lag::Behind(Duration::from_millis(730))
+    );
+    assert_eq!(lag(running, Some(0), hb, false), secs(0));
+    assert_eq!(
+        lag(running, Some(3), None, false),
+        secs(0),
+        "seconds behind master"
+    );
+    let mut g = LagGate::new();
+    g.update(lag(running, Some(3), hb, false), Duration::from_millis(500));
+    assert_eq!(
+        g.excluded,
+        Some(Exclusion::Lagging),
+        "sub-second bound with sub-second lag"
+    );
 }
 
 #[test]
@@ -129,25 +170,22 @@ fn the_lag_gate_has_hysteresis() {
     let bound = Duration::from_secs(10);
     let mut g = LagGate::new();
     assert!(!g.admitted(), "excluded until the first reading");
-    assert!(g.update(Lag::Seconds(2), bound));
+    assert!(g.update(secs(2), bound));
     assert!(g.admitted());
-    assert!(
-        !g.update(Lag::Seconds(10), bound),
-        "at the bound is within it"
-    );
-    assert!(g.update(Lag::Seconds(11), bound));
+    assert!(!g.update(secs(10), bound), "at the bound is within it");
+    assert!(g.update(secs(11), bound));
     assert_eq!(g.excluded, Some(Exclusion::Lagging));
     assert!(
-        !g.update(Lag::Seconds(9), bound),
+        !g.update(secs(9), bound),
         "not back until 80 % of the bound"
     );
-    assert!(!g.update(Lag::Seconds(10), bound));
-    assert!(g.update(Lag::Seconds(8), bound));
+    assert!(!g.update(secs(10), bound));
+    assert!(g.update(secs(8), bound));
     assert!(g.admitted());
     assert!(g.update(Lag::Stopped, bound));
     assert_eq!(g.excluded, Some(Exclusion::ReplicationStopped));
     assert!(
-        g.update(Lag::Seconds(9), bound),
+        g.update(secs(9), bound),
         "stopped, then running near the bound: admitted"
     );
     assert!(g.update(Lag::Unknown, bound));
@@ -158,11 +196,11 @@ fn the_lag_gate_has_hysteresis() {
 fn sub_second_bounds_need_zero_lag() {
     let bound = Duration::from_millis(500);
     let mut g = LagGate::new();
-    g.update(Lag::Seconds(0), bound);
+    g.update(secs(0), bound);
     assert!(g.admitted());
-    g.update(Lag::Seconds(1), bound);
+    g.update(secs(1), bound);
     assert!(!g.admitted());
-    g.update(Lag::Seconds(0), bound);
+    g.update(secs(0), bound);
     assert!(g.admitted());
 }
 
