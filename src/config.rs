@@ -71,6 +71,16 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub monitor: MonitorConfig,
     pub logging: LoggingConfig,
+    pub admin: AdminConfig,
+}
+
+/// The HTTP admin API (health, readiness, metrics, backends, config).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Where it listens; `None` when `listen = "off"`.
+    pub listen: Option<SocketAddr>,
+    /// When set, every endpoint but `/health` and `/ready` wants `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -271,6 +281,8 @@ mod raw {
         #[serde(default)]
         logging: Logging,
         #[serde(default)]
+        admin: Admin,
+        #[serde(default)]
         users: Vec<User>,
         #[serde(default)]
         backends: Vec<Backend>,
@@ -322,6 +334,14 @@ mod raw {
         password_env: Option<String>,
         heartbeat_table: Option<String>,
         heartbeat_interval: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Admin {
+        listen: Option<String>,
+        token: Option<String>,
+        token_env: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -684,6 +704,27 @@ mod raw {
                     format!("exactly one backend must have role = \"primary\" (found {primaries})"),
                 ));
             }
+            let a = &self.admin;
+            let admin_listen = match a.listen.as_deref().unwrap_or("127.0.0.1:6080") {
+                "off" => None,
+                l => Some(l.parse().map_err(|_| {
+                    invalid("admin.listen", format!("\"{l}\" is not ip:port or \"off\""))
+                })?),
+            };
+            let token = match (&a.token, &a.token_env) {
+                (None, None) => None,
+                (Some(t), None) => Some(t.clone()),
+                (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                    invalid(
+                        "admin.token_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?),
+                _ => return Err(invalid("admin", "give at most one of token or token_env")),
+            };
+            if token.as_deref() == Some("") {
+                return Err(invalid("admin.token", "must not be empty"));
+            }
             Ok(Config {
                 proxy,
                 users,
@@ -692,6 +733,10 @@ mod raw {
                 routing,
                 monitor,
                 logging,
+                admin: AdminConfig {
+                    listen: admin_listen,
+                    token,
+                },
             })
         }
     }

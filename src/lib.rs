@@ -5,9 +5,11 @@
 //! `session::state` brings to the session's state, and the response is copied back frame by
 //! frame (`protocol::response` knows where it ends). See DESIGN.md.
 
+pub mod admin;
 pub mod classify;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod monitor;
 pub mod pool;
 pub mod protocol;

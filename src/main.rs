@@ -60,8 +60,12 @@ fn main() -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
         let listener = rwsplit::server::bind(&config).await?;
-        tracing::info!(listen = %config.proxy.listen, backends = config.backends.len(), "rwsplit listening");
+        let admin = rwsplit::admin::bind(&config).await?;
+        tracing::info!(listen = %config.proxy.listen, admin = ?config.admin.listen, backends = config.backends.len(), "rwsplit listening");
         let shared = rwsplit::server::build(config);
+        if let Some(admin) = admin {
+            tokio::spawn(rwsplit::admin::serve(admin, shared.clone()));
+        }
         rwsplit::server::serve(listener, shared, shutdown_signal()).await;
         tracing::info!("rwsplit stopped");
         Ok(())

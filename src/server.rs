@@ -27,6 +27,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// Builds the shared state and starts the monitor.
 pub fn build(config: Config) -> Arc<Shared> {
+    crate::metrics::handle();
     let config = Arc::new(config);
     let targets = config
         .backends
@@ -77,8 +78,11 @@ pub async fn serve(
                 }
             },
         };
+        metrics::counter!(crate::metrics::CLIENTS_TOTAL).increment(1);
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, max, "refusing client: proxy.max_client_connections reached");
+            metrics::counter!(crate::metrics::CLIENTS_REFUSED, "reason" => "max_client_connections")
+                .increment(1);
             tokio::spawn(async move {
                 let mut s = stream;
                 let e = ClientError::too_many_connections("proxy.max_client_connections reached");
@@ -89,7 +93,10 @@ pub async fn serve(
         };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let open = metrics::gauge!(crate::metrics::CLIENTS_OPEN);
+            open.increment(1.0);
             session::run(stream, peer, shared).await;
+            open.decrement(1.0);
             drop(permit);
         });
     }

@@ -512,6 +512,15 @@ async fn writes_follow_a_promoted_replica_and_two_writers_refuse_writes() {
         .await
         .expect("reads during split brain");
     assert_eq!(n, Some(1));
+    // Said loudly: readiness fails and the metric is up.
+    let (code, body) = proxy.admin_get("/ready", None).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("split brain"), "{body}");
+    let (_, metrics) = proxy.admin_get("/metrics", None).await;
+    assert!(
+        metrics.lines().any(|l| l == "rwsplit_split_brain 1"),
+        "no split-brain metric:\n{metrics}"
+    );
 
     // Back to the original primary.
     faults::topology(&["sql", "replica1", "SET GLOBAL read_only = 1"]);

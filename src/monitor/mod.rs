@@ -125,6 +125,11 @@ impl Health {
         .await;
     }
 
+    /// Whether every backend has been checked at least once.
+    pub fn checked_once(&self) -> bool {
+        self.probed.load(Ordering::Acquire) >= self.snapshot.load().backends.len()
+    }
+
     fn probed_once(&self) {
         self.probed.fetch_add(1, Ordering::AcqRel);
         self.first_round.notify_waiters();

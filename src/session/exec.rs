@@ -22,6 +22,50 @@ pub enum Cmd<'a> {
     Execute { packet: &'a [u8], id: u32 },
 }
 
+/// The outcome label of a forwarded response.
+fn o_outcome(r: &Result<Outcome, ForwardError>) -> &'static str {
+    match r {
+        Ok(o) if o.error.is_none() => "ok",
+        _ => "error",
+    }
+}
+
+/// Counts a statement and its latency.
+fn record(
+    shared: &super::Shared,
+    kind: ResponseKind,
+    target: Target,
+    outcome: &'static str,
+    started: std::time::Instant,
+) {
+    let command = match kind {
+        ResponseKind::Query => "query",
+        ResponseKind::StmtExecute { .. } => "execute",
+        ResponseKind::StmtPrepare => "prepare",
+        ResponseKind::StmtFetch => "fetch",
+        _ => "other",
+    };
+    let route = if target.is_primary() {
+        "primary"
+    } else {
+        "replica"
+    };
+    let backend = shared
+        .names
+        .get(target.backend())
+        .copied()
+        .unwrap_or("unknown");
+    metrics::counter!(crate::metrics::STATEMENTS, "command" => command, "route" => route, "backend" => backend, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(crate::metrics::STATEMENT_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Counts an error rwsplit answered or hit itself.
+pub(super) fn error(kind: &'static str) {
+    metrics::counter!(crate::metrics::ERRORS, "kind" => kind).increment(1);
+}
+
 /// Counts a statement in flight on a backend for as long as it lives.
 struct InFlight<'a>(Option<&'a std::sync::atomic::AtomicU32>);
 
@@ -340,6 +384,7 @@ impl Session {
         kind: ResponseKind,
         forced: Option<Target>,
     ) -> Result<Option<(Slot, Outcome)>, SessionError> {
+        let started = std::time::Instant::now();
         let mut avoid = None;
         for attempt in 0..2 {
             let decision = match forced {
@@ -394,7 +439,10 @@ impl Session {
                     avoid = Some(target.backend());
                     continue;
                 }
-                Err(Failure::Busy(p)) => return self.reply_raw(&p).await.map(|_| None),
+                Err(Failure::Busy(p)) => {
+                    error("pool_exhausted");
+                    return self.reply_raw(&p).await.map(|_| None);
+                }
                 Err(Failure::Down(_)) if retry => {
                     avoid = Some(target.backend());
                     continue;
@@ -440,14 +488,20 @@ impl Session {
                     }),
                 }
             };
+            record(&self.shared, kind, target, o_outcome(&result), started);
             match result {
                 Ok(o) => return Ok(Some((slot, o))),
                 Err(ForwardError::Client(e)) => {
                     self.drop_slot(slot);
                     return Err(SessionError::Client(e));
                 }
-                Err(ForwardError::Backend { error, started }) => {
+                Err(ForwardError::Backend {
+                    error: msg,
+                    started: sent_any,
+                }) => {
                     self.drop_slot(slot);
+                    error("backend_failed");
+                    let (error, started) = (msg, sent_any);
                     tracing::warn!(backend = %name, %error, started, "backend failed during a statement");
                     if started {
                         return Err(SessionError::BackendMidResponse(error));

@@ -62,6 +62,7 @@ async fn copy(
 ) -> Result<Outcome, ForwardError> {
     let mut tracker = ResponseTracker::new(kind, conn.deprecate_eof());
     let mut started = false;
+    let mut bytes = 0u64;
     let mut peek = [0u8; PEEK_LEN];
     loop {
         let h = frame::read_header(&mut conn.reader)
@@ -87,6 +88,7 @@ async fn copy(
         };
         wr.await.map_err(|e| ForwardError::Client(e.into()))?;
         started = true;
+        bytes += h.len as u64 + 4;
         // The final OK of a write may carry the commit's GTID (session tracking): small, so
         // it is read whole to find it.
         let tracked = match &step {
@@ -121,6 +123,7 @@ async fn copy(
             }
             Step::Done(mut o) => {
                 flush_client(client).await?;
+                metrics::counter!(crate::metrics::BYTES_TO_CLIENTS).increment(bytes);
                 o.gtid = gtid;
                 return Ok(o);
             }

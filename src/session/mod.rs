@@ -39,17 +39,26 @@ pub struct Shared {
     next_id: AtomicU32,
     /// Statements in flight per backend, for least-outstanding replica choice.
     pub outstanding: Vec<AtomicU32>,
+    /// Backend names as metric labels (leaked once: label values must be `'static` for
+    /// recording without allocation, and the set is small and fixed by the config).
+    pub names: Vec<&'static str>,
 }
 
 impl Shared {
     pub fn new(config: Arc<Config>, pools: Arc<Pools>, health: Arc<Health>) -> Arc<Shared> {
         let outstanding = config.backends.iter().map(|_| AtomicU32::new(0)).collect();
+        let names = config
+            .backends
+            .iter()
+            .map(|b| &*Box::leak(b.name.clone().into_boxed_str()))
+            .collect();
         Arc::new(Shared {
             config,
             pools,
             health,
             next_id: AtomicU32::new(1),
             outstanding,
+            names,
         })
     }
 }
@@ -110,10 +119,17 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             tracing::info!(id, client = %peer, error = %e, "login refused");
+            let reason = match e {
+                login::LoginError::Denied(_) => "auth",
+                _ => "handshake",
+            };
+            metrics::counter!(crate::metrics::CLIENTS_REFUSED, "reason" => reason).increment(1);
             return;
         }
         Err(_) => {
             tracing::info!(id, client = %peer, "login timed out");
+            metrics::counter!(crate::metrics::CLIENTS_REFUSED, "reason" => "handshake")
+                .increment(1);
             return;
         }
     };
@@ -230,6 +246,8 @@ impl Session {
                 Ok(Err(e)) => return Err(e.into()),
                 Ok(Ok(seq)) => seq,
             };
+            metrics::counter!(crate::metrics::BYTES_FROM_CLIENTS)
+                .increment(packet.len() as u64 + 4);
             self.seq = seq.wrapping_add(1);
             let Some(cmd) = packet.first().and_then(|&b| Command::from_byte(b)) else {
                 self.reply(&ClientError::unknown_command()).await?;
@@ -300,6 +318,8 @@ impl Session {
             return self.set_consistency(mode, &packet[1..]).await;
         }
         let class = crate::classify::classify(&packet[1..]);
+        let path = if class.fast_path { "fast" } else { "full" };
+        metrics::counter!(crate::metrics::CLASSIFIED, "path" => path).increment(1);
         if class.kind == StatementKind::Kill {
             // The id the client knows is rwsplit's; forwarding it would kill an unrelated
             // backend thread.

@@ -59,6 +59,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The proxy's state, for tests that look inside (pool gauges, health).
     pub shared: std::sync::Arc<rwsplit::session::Shared>,
+    /// The admin API's address.
+    pub admin: SocketAddr,
 }
 
 impl Proxy {
@@ -73,6 +75,9 @@ impl Proxy {
         // Logs go to the test's output (shown when it fails); RUST_LOG=debug for more.
         rwsplit::init_logging(&config.logging);
         config.proxy.listen = "127.0.0.1:0".parse().expect("addr");
+        if config.admin.listen.is_some() {
+            config.admin.listen = Some("127.0.0.1:0".parse().expect("addr"));
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -82,16 +87,33 @@ impl Proxy {
                 .expect("runtime");
             rt.block_on(async move {
                 let listener = rwsplit::server::bind(&config).await.expect("bind");
+                let admin = rwsplit::admin::bind(&config).await.expect("bind admin");
                 let shared = rwsplit::server::build(config);
-                tx.send((listener.local_addr().expect("addr"), shared.clone()))
-                    .expect("send addr");
+                let admin_addr = match admin {
+                    Some(a) => {
+                        let addr = a.local_addr().expect("admin addr");
+                        tokio::spawn(rwsplit::admin::serve(a, shared.clone()));
+                        addr
+                    }
+                    None => "0.0.0.0:0".parse().expect("addr"),
+                };
+                tx.send((
+                    listener.local_addr().expect("addr"),
+                    shared.clone(),
+                    admin_addr,
+                ))
+                .expect("send addr");
                 rwsplit::server::serve(listener, shared, std::future::pending()).await;
             });
         });
-        let (addr, shared) = rx
+        let (addr, shared, admin) = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("proxy started");
-        Proxy { addr, shared }
+        Proxy {
+            addr,
+            shared,
+            admin,
+        }
     }
 
     pub fn url(&self, user: &str, password: &str) -> String {
@@ -106,6 +128,29 @@ impl Proxy {
             .pass(Some("app"))
             .db_name(Some("app"))
             .prefer_socket(false)
+    }
+
+    /// GETs an admin API path: (status code, body). A plain HTTP/1.0 request, no client crate.
+    pub async fn admin_get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.admin)
+            .await
+            .expect("connect to the admin API");
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let req = format!("GET {path} HTTP/1.0\r\nHost: rwsplit\r\n{auth}\r\n");
+        s.write_all(req.as_bytes()).await.expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        (code, body)
     }
 
     pub async fn conn(&self) -> Conn {

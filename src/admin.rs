@@ -1,0 +1,208 @@
+//! The HTTP admin API: `/health`, `/ready`, `/metrics`, `/backends`, `/config`.
+//! Loopback by default (`[admin] listen`); with `[admin] token`, everything but the health and
+//! readiness probes wants `Authorization: Bearer <token>`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Role};
+use crate::session::Shared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot listen on {addr} (admin.listen): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds `[admin] listen`, if the admin API is on.
+pub async fn bind(config: &Config) -> Result<Option<TcpListener>, AdminError> {
+    let Some(addr) = config.admin.listen else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|source| AdminError::Bind { addr, source })
+}
+
+/// Serves the admin API until the process ends.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let app = router(shared);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the admin API stopped");
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/backends", get(backends))
+        .route("/config", get(config))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .merge(protected)
+        .with_state(shared)
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &shared.config.admin.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return (StatusCode::UNAUTHORIZED, "admin.token required\n").into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// 200 when rwsplit can serve writes: every backend checked once, exactly one primary, and it
+/// is up. For load balancers.
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if !shared.health.checked_once() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: backends not checked yet\n",
+        )
+            .into_response();
+    }
+    let snap = shared.health.snapshot.load();
+    let primaries = snap
+        .backends
+        .iter()
+        .filter(|b| b.role == Role::Primary && b.up)
+        .count();
+    match primaries {
+        1 => (StatusCode::OK, "ready\n").into_response(),
+        0 => (StatusCode::SERVICE_UNAVAILABLE, "no primary is up\n").into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "split brain: more than one backend is writable\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&shared),
+    )
+        .into_response()
+}
+
+async fn backends(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
+    axum::Json(backends_json(&shared))
+}
+
+/// Every backend's state as the monitor and the pools see it.
+pub fn backends_json(shared: &Shared) -> Value {
+    let snap = shared.health.snapshot.load();
+    let pools = shared.pools.stats();
+    let list: Vec<Value> = shared
+        .config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, cfg)| {
+            let b = snap.backends.get(i);
+            let st = snap.status.get(i);
+            let pool = pools.get(i);
+            json!({
+                "name": cfg.name,
+                "address": cfg.address,
+                "configured_role": role(cfg.role),
+                "role": b.map(|b| role(b.role)),
+                "up": b.map(|b| b.up),
+                "takes_reads": b.map(|b| b.role == Role::Replica && b.up && b.lag_ok && b.weight > 0),
+                "excluded": st.and_then(|s| s.excluded).map(|e| e.to_string()),
+                "read_only": st.and_then(|s| s.read_only),
+                "lag_seconds": st.and_then(|s| s.lag_ms).map(|ms| ms as f64 / 1000.0),
+                "gtid_behind": st.and_then(|s| s.gtid_behind),
+                "gtid": st.and_then(|s| s.gtid.clone()),
+                "weight": cfg.weight,
+                "max_replica_lag_seconds": cfg.max_replica_lag.as_secs_f64(),
+                "in_flight": shared.outstanding.get(i).map(|o| o.load(std::sync::atomic::Ordering::Relaxed)),
+                "pool": pool.map(|p| json!({"in_use": p.in_use, "idle": p.idle, "max": p.max})),
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+fn role(r: Role) -> &'static str {
+    match r {
+        Role::Primary => "primary",
+        Role::Replica => "replica",
+    }
+}
+
+/// The running config with secrets redacted.
+async fn config(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
+    let c = &shared.config;
+    axum::Json(json!({
+        "proxy": {
+            "listen": c.proxy.listen.to_string(),
+            "max_client_connections": c.proxy.max_client_connections,
+            "max_packet_size": c.proxy.max_packet_size,
+            "client_idle_timeout_seconds": c.proxy.client_idle_timeout.as_secs_f64(),
+            "handshake_timeout_seconds": c.proxy.handshake_timeout.as_secs_f64(),
+            "server_version": c.proxy.server_version,
+        },
+        "routing": {
+            "max_replica_lag_seconds": c.routing.max_replica_lag.as_secs_f64(),
+            "consistency": format!("{:?}", c.routing.consistency),
+            "read_your_writes_wait_seconds": c.routing.read_your_writes_wait.as_secs_f64(),
+            "least_outstanding": c.routing.least_outstanding,
+        },
+        "monitor": {
+            "interval_seconds": c.monitor.interval.as_secs_f64(),
+            "timeout_seconds": c.monitor.timeout.as_secs_f64(),
+            "fall": c.monitor.fall,
+            "rise": c.monitor.rise,
+            "user": c.monitor.user,
+            "password": "<redacted>",
+            "heartbeat_table": c.monitor.heartbeat_table,
+        },
+        "users": c.users.iter().map(|u| json!({
+            "name": u.name,
+            "password": "<redacted>",
+            "consistency": format!("{:?}", u.consistency),
+        })).collect::<Vec<_>>(),
+        "backends": c.backends.iter().map(|b| json!({
+            "name": b.name,
+            "address": b.address,
+            "role": role(b.role),
+            "weight": b.weight,
+            "max_replica_lag_seconds": b.max_replica_lag.as_secs_f64(),
+            "pool": {
+                "max_connections": b.pool.max_connections,
+                "min_idle": b.pool.min_idle,
+                "idle_timeout_seconds": b.pool.idle_timeout.as_secs_f64(),
+                "max_lifetime_seconds": b.pool.max_lifetime.as_secs_f64(),
+                "connect_timeout_seconds": b.pool.connect_timeout.as_secs_f64(),
+                "checkout_timeout_seconds": b.pool.checkout_timeout.as_secs_f64(),
+            },
+        })).collect::<Vec<_>>(),
+        "admin": {
+            "listen": c.admin.listen.map(|a| a.to_string()),
+            "token": c.admin.token.as_ref().map(|_| "<redacted>"),
+        },
+    }))
+}

@@ -1,0 +1,109 @@
+//! Prometheus metrics: the names (one place, so the dashboard, the alert rules and the tests
+//! agree), the recorder, and the gauges refreshed from the monitor and the pools at scrape
+//! time. Counters and histograms are recorded where things happen, through the `metrics`
+//! facade; label values are `&'static str` so recording does not allocate.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::Role;
+use crate::session::Shared;
+
+/// Statements run, by `command` (query, execute, prepare, other), `route` (primary, replica),
+/// `backend` and `outcome` (ok, error: the server's ERR included).
+pub const STATEMENTS: &str = "rwsplit_statements_total";
+/// Client-observed statement latency in seconds, by `route`.
+pub const STATEMENT_SECONDS: &str = "rwsplit_statement_duration_seconds";
+/// Bytes of responses sent to clients, and of commands received from them.
+pub const BYTES_TO_CLIENTS: &str = "rwsplit_client_bytes_sent_total";
+pub const BYTES_FROM_CLIENTS: &str = "rwsplit_client_bytes_received_total";
+/// Client connections open now, accepted in all, and refused by `reason`
+/// (max_client_connections, auth, handshake).
+pub const CLIENTS_OPEN: &str = "rwsplit_client_connections";
+pub const CLIENTS_TOTAL: &str = "rwsplit_client_connections_total";
+pub const CLIENTS_REFUSED: &str = "rwsplit_client_connections_refused_total";
+/// Backend pool gauges by `backend`.
+pub const POOL_IN_USE: &str = "rwsplit_pool_connections_in_use";
+pub const POOL_IDLE: &str = "rwsplit_pool_connections_idle";
+pub const POOL_MAX: &str = "rwsplit_pool_connections_max";
+/// Backend state by `backend`: up (1/0), role (1 for the current `role` label), taking reads,
+/// lag and GTID distance.
+pub const BACKEND_UP: &str = "rwsplit_backend_up";
+pub const BACKEND_ROLE: &str = "rwsplit_backend_role";
+pub const BACKEND_READS: &str = "rwsplit_backend_takes_reads";
+pub const BACKEND_LAG: &str = "rwsplit_backend_lag_seconds";
+pub const BACKEND_GTID_BEHIND: &str = "rwsplit_backend_gtid_behind";
+/// 1 while more than one backend is writable (writes are refused).
+pub const SPLIT_BRAIN: &str = "rwsplit_split_brain";
+/// Statements classified, by `path` (fast: lexical, full: sqlparser fallback).
+pub const CLASSIFIED: &str = "rwsplit_classified_total";
+/// Errors rwsplit itself answered or hit, by `kind`.
+pub const ERRORS: &str = "rwsplit_errors_total";
+
+/// Latency buckets: fine enough for p50/p95/p99 from 50 us to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_2, 0.000_35, 0.000_5, 0.000_75, 0.001, 0.002, 0.003_5, 0.005, 0.007_5,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide recorder once and returns its handle.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(STATEMENT_SECONDS.to_string()),
+                    LATENCY_BUCKETS,
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist when rwsplit is embedded; keep ours rendering anyway.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Sets the gauges that mirror state kept elsewhere (monitor snapshot, pools).
+pub fn refresh(shared: &Shared) {
+    let snap = shared.health.snapshot.load();
+    let names = &shared.names;
+    let mut writable = 0;
+    for (i, b) in snap.backends.iter().enumerate() {
+        let Some(&name) = names.get(i) else { continue };
+        let st = snap.status.get(i);
+        metrics::gauge!(BACKEND_UP, "backend" => name).set(f64::from(u8::from(b.up)));
+        for (role, label) in [(Role::Primary, "primary"), (Role::Replica, "replica")] {
+            metrics::gauge!(BACKEND_ROLE, "backend" => name, "role" => label)
+                .set(f64::from(u8::from(b.role == role)));
+        }
+        let reads = b.role == Role::Replica && b.up && b.lag_ok && b.weight > 0;
+        metrics::gauge!(BACKEND_READS, "backend" => name).set(f64::from(u8::from(reads)));
+        if let Some(ms) = st.and_then(|s| s.lag_ms) {
+            metrics::gauge!(BACKEND_LAG, "backend" => name).set(ms as f64 / 1000.0);
+        }
+        if let Some(n) = st.and_then(|s| s.gtid_behind) {
+            metrics::gauge!(BACKEND_GTID_BEHIND, "backend" => name).set(n as f64);
+        }
+        if b.role == Role::Primary && b.up {
+            writable += 1;
+        }
+    }
+    metrics::gauge!(SPLIT_BRAIN).set(f64::from(u8::from(writable > 1)));
+    for (i, p) in shared.pools.stats().iter().enumerate() {
+        let Some(&name) = names.get(i) else { continue };
+        metrics::gauge!(POOL_IN_USE, "backend" => name).set(p.in_use as f64);
+        metrics::gauge!(POOL_IDLE, "backend" => name).set(p.idle as f64);
+        metrics::gauge!(POOL_MAX, "backend" => name).set(p.max as f64);
+    }
+}
+
+/// Renders the exposition text, refreshing the mirrored gauges first.
+pub fn render(shared: &Shared) -> String {
+    let h = handle();
+    refresh(shared);
+    h.render()
+}

@@ -1,0 +1,160 @@
+//! The admin API and the metrics it exposes.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use mysql_async::prelude::*;
+
+/// Sums the samples of `metric` whose labels include every `label="value"` in `filter`.
+fn sum(text: &str, metric: &str, filter: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name_labels, value) = l.rsplit_once(' ')?;
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (name_labels, ""),
+            };
+            (name == metric && filter.iter().all(|f| labels.contains(f)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_mix_of_statements_per_route() {
+    let proxy = Proxy::start();
+    let t = unique("metrics");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    let (_, before) = proxy.admin_get("/metrics", None).await;
+    for i in 0..3 {
+        c.query_drop(format!("INSERT INTO {t} VALUES ({i})"))
+            .await
+            .expect("insert");
+    }
+    for _ in 0..5 {
+        c.query_drop("SELECT 1").await.expect("select");
+    }
+    let err = c.query_drop("SELECT * FROM no_such_table_xyz").await;
+    assert!(err.is_err());
+    let (code, after) = proxy.admin_get("/metrics", None).await;
+    assert_eq!(code, 200);
+    let delta =
+        |metric: &str, filter: &[&str]| sum(&after, metric, filter) - sum(&before, metric, filter);
+    let st = "rwsplit_statements_total";
+    assert_eq!(
+        delta(st, &["route=\"primary\"", "outcome=\"ok\""]),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(delta(st, &["route=\"replica\"", "outcome=\"ok\""]), 5.0);
+    assert_eq!(delta(st, &["route=\"replica\"", "outcome=\"error\""]), 1.0);
+    assert_eq!(delta(st, &["command=\"query\""]), 9.0);
+    assert_eq!(
+        delta(
+            "rwsplit_statement_duration_seconds_count",
+            &["route=\"replica\""]
+        ),
+        6.0
+    );
+    assert_eq!(delta("rwsplit_classified_total", &["path=\"fast\""]), 9.0);
+    assert!(delta("rwsplit_client_bytes_sent_total", &[]) > 0.0);
+    // Gauges mirrored from the monitor and the pools.
+    assert_eq!(sum(&after, "rwsplit_backend_up", &[]), 3.0);
+    assert_eq!(
+        sum(
+            &after,
+            "rwsplit_backend_role",
+            &["backend=\"primary\"", "role=\"primary\""]
+        ),
+        1.0
+    );
+    assert_eq!(sum(&after, "rwsplit_backend_takes_reads", &[]), 2.0);
+    assert_eq!(sum(&after, "rwsplit_split_brain", &[]), 0.0);
+    assert!(
+        sum(
+            &after,
+            "rwsplit_pool_connections_in_use",
+            &["backend=\"primary\""]
+        ) >= 1.0
+    );
+    assert_eq!(
+        sum(
+            &after,
+            "rwsplit_pool_connections_max",
+            &["backend=\"primary\""]
+        ),
+        200.0
+    );
+    assert!(sum(&after, "rwsplit_client_connections", &[]) >= 1.0);
+    // Latency buckets go down to 50 us.
+    assert!(
+        after.contains(
+            "rwsplit_statement_duration_seconds_bucket{route=\"replica\",le=\"0.00005\"}"
+        )
+    );
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
+#[tokio::test]
+async fn health_ready_and_backends_describe_the_topology() {
+    let proxy = Proxy::start();
+    // Serving MySQL clients starts after the first round of checks.
+    proxy.conn().await.ping().await.expect("ping");
+    assert_eq!(proxy.admin_get("/health", None).await.0, 200);
+    assert_eq!(proxy.admin_get("/ready", None).await.0, 200);
+    let (code, body) = proxy.admin_get("/backends", None).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let list = v.as_array().expect("a list");
+    assert_eq!(list.len(), 3);
+    let by_name: HashMap<&str, &serde_json::Value> = list
+        .iter()
+        .map(|b| (b["name"].as_str().unwrap_or(""), b))
+        .collect();
+    assert_eq!(by_name["primary"]["role"], "primary");
+    assert_eq!(by_name["primary"]["read_only"], false);
+    for r in ["replica1", "replica2"] {
+        assert_eq!(by_name[r]["role"], "replica");
+        assert_eq!(by_name[r]["takes_reads"], true, "{body}");
+        assert_eq!(by_name[r]["excluded"], serde_json::Value::Null);
+        assert!(by_name[r]["lag_seconds"].as_f64().is_some());
+        assert!(
+            by_name[r]["gtid"]
+                .as_str()
+                .is_some_and(|g| g.starts_with("0-1-"))
+        );
+    }
+    assert_eq!(proxy.admin_get("/nope", None).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_token_protects_everything_but_the_probes_and_config_hides_secrets() {
+    let proxy = Proxy::start_with(|t| format!("{t}\n[admin]\ntoken = \"s3cret-token\"\n"));
+    proxy.conn().await.ping().await.expect("ping");
+    assert_eq!(proxy.admin_get("/metrics", None).await.0, 401);
+    assert_eq!(proxy.admin_get("/metrics", Some("wrong")).await.0, 401);
+    assert_eq!(
+        proxy.admin_get("/metrics", Some("s3cret-token")).await.0,
+        200
+    );
+    assert_eq!(proxy.admin_get("/health", None).await.0, 200);
+    assert_eq!(proxy.admin_get("/ready", None).await.0, 200);
+    let (code, body) = proxy.admin_get("/config", Some("s3cret-token")).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["users"][0]["name"], "app");
+    assert_eq!(v["users"][0]["password"], "<redacted>");
+    assert_eq!(v["monitor"]["password"], "<redacted>");
+    assert!(!body.contains("s3cret-token"), "the token leaked: {body}");
+    assert!(
+        !body.contains(":\"monitor\""),
+        "the monitor password leaked: {body}"
+    );
+}
