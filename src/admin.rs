@@ -1,4 +1,5 @@
-//! The HTTP admin API: `/health`, `/ready`, `/metrics`, `/backends`, `/config`.
+//! The HTTP admin API: `/health`, `/ready`, `/metrics`, `/backends`, `/sessions`, `/queries`,
+//! `/config`.
 //! Loopback by default (`[admin] listen`); with `[admin] token`, everything but the health and
 //! readiness probes wants `Authorization: Bearer <token>`.
 
@@ -50,6 +51,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/backends", get(backends))
         .route("/config", get(config))
+        .route("/sessions", get(sessions))
+        .route("/queries", get(queries))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
@@ -144,6 +147,38 @@ pub fn backends_json(shared: &Shared) -> Value {
         })
         .collect();
     Value::Array(list)
+}
+
+/// Live sessions, like SHOW PROCESSLIST: user, client, schema, state, current or last
+/// statement digest, backend, seconds in the state.
+async fn sessions(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
+    let list: Vec<crate::session::SessionInfo> = {
+        let map = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .map(|i| {
+                let mut i = i.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                i.seconds = i.since.elapsed().as_secs_f64();
+                i
+            })
+            .collect()
+    };
+    let mut list = list;
+    list.sort_by_key(|i| i.id);
+    axum::Json(json!(list))
+}
+
+/// The top statement digests by total time (`?limit=N`, default 50).
+async fn queries(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> axum::Json<Value> {
+    let limit = uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50usize);
+    axum::Json(json!({
+        "digests_held": shared.insight.len(),
+        "max_digests": shared.config.insight.max_digests,
+        "top": shared.insight.top(limit),
+    }))
 }
 
 fn role(r: Role) -> &'static str {

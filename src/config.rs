@@ -72,6 +72,16 @@ pub struct Config {
     pub monitor: MonitorConfig,
     pub logging: LoggingConfig,
     pub admin: AdminConfig,
+    pub insight: InsightConfig,
+}
+
+/// Query insight: per-digest statistics and the slow query log.
+#[derive(Debug, Clone)]
+pub struct InsightConfig {
+    /// Distinct statement digests kept; more are counted under "(other)".
+    pub max_digests: usize,
+    /// Statements at least this slow are logged (target `rwsplit::slow`).
+    pub slow_query_threshold: Duration,
 }
 
 /// The HTTP admin API (health, readiness, metrics, backends, config).
@@ -93,6 +103,8 @@ pub struct ProxyConfig {
     pub auth_plugin: AuthPluginName,
     /// Overrides the version string mirrored from the primary.
     pub server_version: Option<String>,
+    /// A statement running longer is killed on its backend (`KILL QUERY`); `None`: no limit.
+    pub query_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +114,8 @@ pub struct UserConfig {
     pub password: String,
     /// This user's sessions start with this mode (`routing.consistency` unless set).
     pub consistency: Consistency,
+    /// This user's statement time limit (`proxy.query_timeout` unless set; `None`: no limit).
+    pub query_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -283,6 +297,8 @@ mod raw {
         #[serde(default)]
         admin: Admin,
         #[serde(default)]
+        insight: Insight,
+        #[serde(default)]
         users: Vec<User>,
         #[serde(default)]
         backends: Vec<Backend>,
@@ -298,6 +314,7 @@ mod raw {
         handshake_timeout: Option<String>,
         auth_plugin: Option<String>,
         server_version: Option<String>,
+        query_timeout: Option<String>,
     }
 
     #[derive(Deserialize, Default, Clone)]
@@ -338,6 +355,13 @@ mod raw {
 
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
+    struct Insight {
+        max_digests: Option<usize>,
+        slow_query_threshold: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
     struct Admin {
         listen: Option<String>,
         token: Option<String>,
@@ -358,6 +382,7 @@ mod raw {
         password: Option<String>,
         password_env: Option<String>,
         consistency: Option<String>,
+        query_timeout: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -411,6 +436,17 @@ mod raw {
             ));
         }
         Ok(c)
+    }
+
+    /// A time limit where "0s" (or absent) means none.
+    fn limit(key: &str, v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(v) => {
+                let d = duration(key, v)?;
+                Ok((!d.is_zero()).then_some(d))
+            }
+        }
     }
 
     fn consistency(
@@ -477,6 +513,7 @@ mod raw {
                 )?,
                 auth_plugin,
                 server_version: p.server_version.clone(),
+                query_timeout: limit("proxy.query_timeout", p.query_timeout.as_deref())?,
             };
             let defaults = PoolConfig {
                 max_connections: 200,
@@ -616,6 +653,10 @@ mod raw {
                         u.consistency.as_deref(),
                         routing.consistency,
                     )?,
+                    query_timeout: match u.query_timeout.as_deref() {
+                        Some(v) => limit(&format!("{key}.query_timeout"), Some(v))?,
+                        None => proxy.query_timeout,
+                    },
                 });
             }
             let mut monitor = monitor;
@@ -736,6 +777,14 @@ mod raw {
                 admin: AdminConfig {
                     listen: admin_listen,
                     token,
+                },
+                insight: InsightConfig {
+                    max_digests: self.insight.max_digests.unwrap_or(5000).max(1),
+                    slow_query_threshold: dur(
+                        "insight.slow_query_threshold",
+                        &self.insight.slow_query_threshold,
+                        "1s",
+                    )?,
                 },
             })
         }

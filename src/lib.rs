@@ -9,6 +9,7 @@ pub mod admin;
 pub mod classify;
 pub mod config;
 pub mod error;
+pub mod insight;
 pub mod metrics;
 pub mod monitor;
 pub mod pool;

@@ -158,3 +158,84 @@ async fn a_token_protects_everything_but_the_probes_and_config_hides_secrets() {
         "the monitor password leaked: {body}"
     );
 }
+
+#[tokio::test]
+async fn sessions_show_a_running_statement_and_queries_aggregate_digests() {
+    let proxy = Proxy::start();
+    let mut sleeper = proxy.conn().await;
+    let running = tokio::spawn(async move {
+        sleeper.query_drop("SELECT SLEEP(2)").await.expect("sleep");
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (code, body) = proxy.admin_get("/sessions", None).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let s = v
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["state"] == "executing"))
+        .unwrap_or_else(|| panic!("no executing session in {body}"));
+    assert_eq!(s["user"], "app");
+    assert_eq!(s["schema"], "app");
+    assert_eq!(s["digest"], "SELECT SLEEP(?)");
+    assert!(
+        s["backend"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("replica")),
+        "{body}"
+    );
+    assert!(s["seconds"].as_f64().is_some_and(|x| x >= 0.4), "{body}");
+    running.await.expect("sleep task");
+
+    let mut c = proxy.conn().await;
+    for i in 0..7 {
+        c.query_drop(format!("SELECT {i} AS n FROM seq_1_to_3"))
+            .await
+            .expect("select");
+    }
+    let (_, body) = proxy.admin_get("/queries?limit=100", None).await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let d = v["top"]
+        .as_array()
+        .and_then(|l| {
+            l.iter()
+                .find(|d| d["digest"] == "SELECT ? AS n FROM seq_1_to_3")
+        })
+        .unwrap_or_else(|| panic!("digest missing from {body}"));
+    assert_eq!(d["count"], 7);
+    assert_eq!(d["rows"], 21);
+    assert_eq!(d["on_replica"], 7);
+    assert_eq!(d["errors"], 0);
+    let sleep = v["top"]
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["digest"] == "SELECT SLEEP(?)"))
+        .expect("the sleep's digest");
+    assert!(sleep["total_us"].as_u64().is_some_and(|us| us >= 2_000_000));
+}
+
+#[tokio::test]
+async fn a_statement_past_its_query_timeout_is_killed_on_the_backend() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "password = \"app\"\n",
+            "password = \"app\"\nquery_timeout = \"500ms\"\n",
+        )
+    });
+    let mut c = proxy.conn().await;
+    let started = std::time::Instant::now();
+    let err = c
+        .query_drop("SELECT SUM(a.seq * b.seq) FROM seq_1_to_100000 a, seq_1_to_100000 b")
+        .await
+        .expect_err("the statement must be killed");
+    let took = started.elapsed();
+    eprintln!("killed after {took:?}: {err}");
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    assert!(err.to_string().contains("1317"), "{err}");
+    // The session goes on.
+    let n: Option<u32> = c.query_first("SELECT 1").await.expect("after the kill");
+    assert_eq!(n, Some(1));
+    let (_, metrics) = proxy.admin_get("/metrics", None).await;
+    assert!(
+        metrics.contains("rwsplit_errors_total{kind=\"query_timeout\"} 1"),
+        "{metrics}"
+    );
+}

@@ -151,9 +151,9 @@ pub enum Lag {
     Unknown,
 }
 
-/// Combines what was read, best source first: stopped threads win, then an exact GTID match
-/// (0 behind, whatever else says), then the heartbeat table's age (sub-second), then
-/// `Seconds_Behind_Master`.
+/// Combines what was read, best source first: stopped threads win, then the heartbeat table's
+/// age (a direct, sub-second measure), then an exact GTID match with the primary's last known
+/// position (0 behind, whatever else says), then `Seconds_Behind_Master`.
 ///
 /// With the primary down, a replica's I/O thread cannot run, and no newer data is reachable
 /// anywhere: a replica that has applied everything the primary last reported (`gtid_behind`
@@ -170,8 +170,8 @@ pub fn lag(
         Some(_) if primary_down && gtid_behind == Some(0) => Lag::Behind(Duration::ZERO),
         Some(_) if primary_down => Lag::Unknown,
         Some(s) if !s.io_running => Lag::Stopped,
-        Some(_) if gtid_behind == Some(0) => Lag::Behind(Duration::ZERO),
         Some(_) if heartbeat.is_some() => heartbeat.map_or(Lag::Unknown, Lag::Behind),
+        Some(_) if gtid_behind == Some(0) => Lag::Behind(Duration::ZERO),
         Some(s) => s
             .seconds_behind
             .map_or(Lag::Unknown, |n| Lag::Behind(Duration::from_secs(n))),

@@ -92,6 +92,8 @@ pub struct Outcome {
     pub result_sets: u32,
     /// The GTID the final OK reported through session tracking (filled in by the forwarder).
     pub gtid: Option<String>,
+    /// Rows sent, over all result sets.
+    pub rows: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,6 +374,7 @@ impl ResponseTracker {
 
     fn row_seen(&mut self) -> Result<Step, ResponseError> {
         self.rows_seen = true;
+        self.outcome.rows += 1;
         Ok(Step::More)
     }
 

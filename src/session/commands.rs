@@ -15,6 +15,8 @@ use crate::route::Target;
 impl Session {
     pub(super) async fn stmt_prepare(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let class = crate::classify::classify(&packet[1..]);
+        let digest: std::sync::Arc<str> = crate::classify::digest(&packet[1..]).into();
+        self.digest = Some(digest.clone());
         let proxy_id = self.stmts.next_id();
         let cmd = Cmd::Prepare { packet, proxy_id };
         let Some((slot, o)) = self.execute(&class, cmd, K::StmtPrepare, None).await? else {
@@ -34,6 +36,7 @@ impl Session {
                 Statement {
                     prepare_packet: packet.to_vec(),
                     class,
+                    digest,
                     num_params: p.num_params,
                     types: None,
                     on,
@@ -60,6 +63,7 @@ impl Session {
                 .await;
         };
         let class = stmt.class.clone();
+        self.digest = Some(stmt.digest.clone());
         // Long data already sent lives on one connection: execute there.
         let forced = stmt
             .last

@@ -8,7 +8,8 @@ use super::{Session, SessionError};
 use crate::classify::{Classification, StatementKind};
 use crate::error::ClientError;
 use crate::monitor::replication::Flavor;
-use crate::pool::{BackendError, PoolError, PoolKey, Pooled};
+use crate::pool::{BackendConn, BackendError, PoolError, PoolKey, Pooled};
+use crate::protocol::connect::Credentials;
 use crate::protocol::response::{Outcome, ResponseKind};
 use crate::route::{self, Decision, RouteError, SessionView, Target, Why};
 
@@ -59,6 +60,52 @@ fn record(
         .increment(1);
     metrics::histogram!(crate::metrics::STATEMENT_SECONDS, "route" => route)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// Where and as whom to open a connection that kills a statement running too long.
+pub(super) struct Killer {
+    address: String,
+    user: String,
+    password: String,
+    backend: &'static str,
+}
+
+/// Awaits a response; past `limit`, kills the statement on its backend (`KILL QUERY` over a
+/// separate connection) and goes on awaiting: the server then ends the response with its
+/// "query execution was interrupted" error, which the client gets.
+async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardError>>>(
+    fwd: F,
+    limit: std::time::Duration,
+    killer: Killer,
+    thread: u32,
+) -> Result<Outcome, ForwardError> {
+    tokio::pin!(fwd);
+    tokio::select! {
+        r = &mut fwd => r,
+        _ = tokio::time::sleep(limit) => {
+            error("query_timeout");
+            tracing::warn!(backend = killer.backend, thread, ?limit, "statement ran past its query_timeout; killing it");
+            tokio::spawn(async move {
+                let creds = Credentials {
+                    user: &killer.user,
+                    password: &killer.password,
+                    database: None,
+                    capabilities: mysql_common::constants::CapabilityFlags::empty(),
+                    collation: 45,
+                };
+                let kill = format!("KILL QUERY {thread}");
+                match BackendConn::connect(&killer.address, &creds, std::time::Duration::from_secs(5)).await {
+                    Ok(mut c) => {
+                        if let Err(e) = c.query_scalar(&kill).await {
+                            tracing::warn!(error = %e, "KILL QUERY failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot connect to kill a statement"),
+                }
+            });
+            fwd.await
+        }
+    }
 }
 
 /// Counts an error rwsplit answered or hit itself.
@@ -307,6 +354,83 @@ impl Session {
         }
     }
 
+    fn killer(&self, backend: usize) -> Killer {
+        Killer {
+            address: self
+                .shared
+                .pools
+                .target(backend)
+                .map(|t| t.address.clone())
+                .unwrap_or_default(),
+            user: self.user.clone(),
+            password: self
+                .shared
+                .config
+                .user(&self.user)
+                .map(|u| u.password.clone())
+                .unwrap_or_default(),
+            backend: self.shared.names.get(backend).copied().unwrap_or("unknown"),
+        }
+    }
+
+    /// Updates what `/sessions` shows.
+    pub(super) fn set_info(&self, state: &'static str, backend: Option<&'static str>) {
+        let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
+        i.state = state;
+        i.since = std::time::Instant::now();
+        i.schema.clone_from(&self.state.schema);
+        if state == "executing" {
+            i.digest = self.digest.as_deref().map(str::to_string);
+        }
+        if backend.is_some() {
+            i.backend = backend;
+        }
+    }
+
+    /// Query insight and the slow log for a finished statement.
+    fn observe(
+        &mut self,
+        target: Target,
+        result: &Result<Outcome, ForwardError>,
+        started: std::time::Instant,
+    ) {
+        let elapsed = started.elapsed();
+        let backend = self.shared.names.get(target.backend()).copied();
+        let idle = if self.in_transaction() {
+            "idle in transaction"
+        } else {
+            "idle"
+        };
+        self.set_info(idle, backend);
+        let Some(digest) = self.digest.clone() else {
+            return;
+        };
+        let (rows, error) = match result {
+            Ok(o) => (o.rows, o.error.is_some()),
+            Err(_) => (0, true),
+        };
+        self.shared.insight.record(&crate::insight::Sample {
+            digest: &digest,
+            elapsed,
+            rows,
+            error,
+            primary: target.is_primary(),
+        });
+        if elapsed >= self.shared.config.insight.slow_query_threshold {
+            tracing::warn!(
+                target: "rwsplit::slow",
+                digest = %digest,
+                duration_ms = elapsed.as_millis() as u64,
+                backend = backend.unwrap_or("unknown"),
+                user = %self.user,
+                schema = self.state.schema.as_deref().unwrap_or(""),
+                rows,
+                error,
+                "slow query"
+            );
+        }
+    }
+
     /// Returns a slot's connection to its pool (reset) and forgets what was prepared on it.
     pub(super) async fn release_slot(&mut self, slot: Slot) {
         let c = match slot {
@@ -385,6 +509,7 @@ impl Session {
         forced: Option<Target>,
     ) -> Result<Option<(Slot, Outcome)>, SessionError> {
         let started = std::time::Instant::now();
+        self.set_info("executing", None);
         let mut avoid = None;
         for attempt in 0..2 {
             let decision = match forced {
@@ -474,14 +599,24 @@ impl Session {
                 Cmd::Prepare { proxy_id, .. } => Some(proxy_id),
                 _ => None,
             };
+            let killer = self
+                .query_timeout
+                .map(|t| (t, self.killer(target.backend())));
             let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
                 continue;
             };
             let name = conn.backend_name().to_string();
+            let thread = conn.connection_id;
             let result = {
                 let _in_flight = InFlight::new(&self.shared, target.backend());
                 match conn.send_command(&bytes).await {
-                    Ok(()) => forward::response(conn, &mut self.client, kind, proxy_id).await,
+                    Ok(()) => {
+                        let fwd = forward::response(conn, &mut self.client, kind, proxy_id);
+                        match killer {
+                            None => fwd.await,
+                            Some((limit, killer)) => with_timeout(fwd, limit, killer, thread).await,
+                        }
+                    }
                     Err(e) => Err(ForwardError::Backend {
                         error: e.to_string(),
                         started: false,
@@ -489,6 +624,7 @@ impl Session {
                 }
             };
             record(&self.shared, kind, target, o_outcome(&result), started);
+            self.observe(target, &result, started);
             match result {
                 Ok(o) => return Ok(Some((slot, o))),
                 Err(ForwardError::Client(e)) => {

@@ -39,6 +39,15 @@ pub struct Shared {
     next_id: AtomicU32,
     /// Statements in flight per backend, for least-outstanding replica choice.
     pub outstanding: Vec<AtomicU32>,
+    /// Per-digest statement statistics.
+    pub insight: crate::insight::Insight,
+    /// Set to true when rwsplit shuts down: idle sessions end, busy ones after their
+    /// statement or transaction.
+    pub stop: tokio::sync::watch::Sender<bool>,
+    /// Live sessions for `/sessions`: touched on connect and disconnect only; each session
+    /// updates its own entry.
+    pub sessions:
+        std::sync::Mutex<std::collections::HashMap<u32, Arc<std::sync::Mutex<SessionInfo>>>>,
     /// Backend names as metric labels (leaked once: label values must be `'static` for
     /// recording without allocation, and the set is small and fixed by the config).
     pub names: Vec<&'static str>,
@@ -47,6 +56,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Arc<Config>, pools: Arc<Pools>, health: Arc<Health>) -> Arc<Shared> {
         let outstanding = config.backends.iter().map(|_| AtomicU32::new(0)).collect();
+        let insight = crate::insight::Insight::new(config.insight.max_digests);
         let names = config
             .backends
             .iter()
@@ -59,6 +69,9 @@ impl Shared {
             next_id: AtomicU32::new(1),
             outstanding,
             names,
+            insight,
+            stop: tokio::sync::watch::Sender::new(false),
+            sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 }
@@ -92,6 +105,29 @@ pub struct Session {
     seq: u8,
     /// Consistency mode and the session's last write (read-your-writes).
     causal: consistency::Causal,
+    /// Digest of the statement being run (query insight, slow log, /sessions).
+    digest: Option<Arc<str>>,
+    /// This user's statement time limit.
+    query_timeout: Option<std::time::Duration>,
+    /// What `/sessions` shows of this session.
+    info: Arc<std::sync::Mutex<SessionInfo>>,
+}
+
+/// A session as the admin API shows it (like a SHOW PROCESSLIST row).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub id: u32,
+    pub user: String,
+    pub client: String,
+    pub schema: Option<String>,
+    /// "idle", "idle in transaction" or "executing".
+    pub state: &'static str,
+    pub digest: Option<String>,
+    pub backend: Option<&'static str>,
+    #[serde(skip)]
+    pub since: std::time::Instant,
+    /// Seconds in the current state (filled in when listed).
+    pub seconds: f64,
 }
 
 /// Serves one client connection until it quits or fails.
@@ -138,6 +174,26 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mode = config
         .user(&login.user)
         .map_or(config.routing.consistency, |u| u.consistency);
+    let query_timeout = config
+        .user(&login.user)
+        .map_or(config.proxy.query_timeout, |u| u.query_timeout);
+    let info = Arc::new(std::sync::Mutex::new(SessionInfo {
+        id,
+        user: login.user.clone(),
+        client: peer.to_string(),
+        schema: login.database.clone(),
+        state: "idle",
+        digest: None,
+        backend: None,
+        since: std::time::Instant::now(),
+        seconds: 0.0,
+    }));
+    shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, info.clone());
+    let registry = shared.clone();
     async move {
         let mut s = Session {
             shared,
@@ -157,6 +213,9 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             long_data: Vec::new(),
             seq: accepted.seq,
             causal: consistency::Causal::new(mode),
+            digest: None,
+            query_timeout,
+            info,
         };
         tracing::info!("client connected");
         let result = match s.start(login.database).await {
@@ -171,7 +230,12 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
     }
     .instrument(span)
-    .await
+    .await;
+    registry
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
 }
 
 impl Session {
@@ -225,9 +289,24 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {
+        use tokio::io::AsyncBufReadExt;
         let cfg = self.shared.config.clone();
         let mut packet = Vec::with_capacity(1024);
+        let mut stop = self.shared.stop.subscribe();
         loop {
+            // Shutting down: a session ends between statements, once no transaction is open
+            // (one that is open gets until the drain timeout to finish).
+            if *stop.borrow() && !self.in_transaction() {
+                return Ok(());
+            }
+            if self.client.reader.buffer().is_empty() && !*stop.borrow() {
+                // Wait for the client's next command or a shutdown, whichever comes first;
+                // `fill_buf` consumes nothing, so leaving it for the shutdown loses nothing.
+                tokio::select! {
+                    _ = self.client.reader.fill_buf() => {}
+                    _ = stop.changed() => continue,
+                }
+            }
             let read = frame::read_packet(
                 &mut self.client.reader,
                 &mut packet,
@@ -318,6 +397,7 @@ impl Session {
             return self.set_consistency(mode, &packet[1..]).await;
         }
         let class = crate::classify::classify(&packet[1..]);
+        self.digest = Some(crate::classify::digest(&packet[1..]).into());
         let path = if class.fast_path { "fast" } else { "full" };
         metrics::counter!(crate::metrics::CLASSIFIED, "path" => path).increment(1);
         if class.kind == StatementKind::Kill {

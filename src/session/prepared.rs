@@ -29,6 +29,8 @@ pub struct Statement {
     /// The COM_STMT_PREPARE packet, to prepare again on another connection.
     pub prepare_packet: Vec<u8>,
     pub class: Classification,
+    /// The statement's digest, for query insight.
+    pub digest: std::sync::Arc<str>,
     pub num_params: u16,
     /// The parameter types from the client's last execute that carried them.
     pub types: Option<Vec<u8>>,
@@ -130,6 +132,7 @@ mod tests {
         Statement {
             prepare_packet: b"\x16SELECT ?".to_vec(),
             class: classify(b"SELECT ?"),
+            digest: "SELECT ?".into(),
             num_params,
             types: None,
             on: HashMap::new(),

@@ -139,7 +139,7 @@ fn with_the_primary_down_a_caught_up_replica_keeps_reads() {
 }
 
 #[test]
-fn the_heartbeat_beats_seconds_behind_master_but_not_an_exact_gtid_match() {
+fn the_heartbeat_beats_every_other_source_but_stopped_threads() {
     let running = Some(ReplicaStatus {
         io_running: true,
         sql_running: true,
@@ -150,7 +150,15 @@ fn the_heartbeat_beats_seconds_behind_master_but_not_an_exact_gtid_match() {
         lag(running, Some(3), hb, false),
         Lag::Behind(Duration::from_millis(730))
     );
-    assert_eq!(lag(running, Some(0), hb, false), secs(0));
+    assert_eq!(
+        lag(running, Some(0), hb, false),
+        Lag::Behind(Duration::from_millis(730))
+    );
+    let stopped = running.map(|s| ReplicaStatus {
+        sql_running: false,
+        ..s
+    });
+    assert_eq!(lag(stopped, Some(0), hb, false), Lag::Stopped);
     assert_eq!(
         lag(running, Some(3), None, false),
         secs(0),

@@ -1,0 +1,137 @@
+//! The `rwsplit` binary itself: config checking, the slow query log, graceful shutdown.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use mysql_async::prelude::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rwsplit");
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{}-{name}.toml", unique("cfg")));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_a_bad_key() {
+    let ok = Command::new(BIN)
+        .args([
+            "check-config",
+            &format!("{}/config/rwsplit.toml", repo_root()),
+        ])
+        .output()
+        .expect("run rwsplit");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("OK"));
+
+    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root()))
+        .expect("read")
+        .replace("[pool]\n", "[pool]\nmax_conections = 5\n");
+    let bad = write_config("bad", &text);
+    let out = Command::new(BIN)
+        .args(["check-config", &bad.display().to_string()])
+        .output()
+        .expect("run rwsplit");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_conections"), "{err}");
+}
+
+#[tokio::test]
+async fn the_binary_logs_slow_queries_and_stops_cleanly_on_sigterm() {
+    topology_up();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root()))
+        .expect("read")
+        .replace(
+            "listen = \"127.0.0.1:6034\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace("level = \"warn\"", "level = \"warn\"\nformat = \"json\"")
+        + "\n[admin]\nlisten = \"off\"\n\n[insight]\nslow_query_threshold = \"200ms\"\n";
+    let path = write_config("slow", &text);
+    let mut child = Command::new(BIN)
+        .args(["--config", &path.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rwsplit");
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("app"))
+        .pass(Some("app"))
+        .db_name(Some("app"))
+        .prefer_socket(false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut conn = loop {
+        match mysql_async::Conn::new(opts.clone()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "rwsplit did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    conn.query_drop("SELECT SLEEP(0.3)").await.expect("slow");
+    conn.query_drop("SELECT 1").await.expect("fast");
+    // A session left open and idle does not hold up the shutdown.
+    let mut idle = mysql_async::Conn::new(opts.clone())
+        .await
+        .expect("idle session");
+    idle.ping().await.expect("ping");
+    conn.disconnect().await.expect("disconnect");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let stopping = Instant::now();
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "rwsplit did not stop promptly on SIGTERM with an idle session open"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_string(&mut out).expect("stdout");
+    }
+    assert!(exit.success(), "exit {exit:?}\n{out}");
+    drop(idle);
+    let slow: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "slow query")
+        .collect();
+    assert_eq!(slow.len(), 1, "one slow query expected in:\n{out}");
+    let f = &slow[0]["fields"];
+    assert_eq!(f["digest"], "SELECT SLEEP(?)");
+    assert!(f["duration_ms"].as_u64().is_some_and(|ms| ms >= 300), "{f}");
+    assert!(
+        f["backend"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("replica")),
+        "{f}"
+    );
+    assert_eq!(f["user"], "app");
+    assert_eq!(f["schema"], "app");
+    let _ = std::fs::remove_file(path);
+}
