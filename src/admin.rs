@@ -181,6 +181,109 @@ async fn queries(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> axu
     }))
 }
 
+/// GETs `path` from an admin API with a plain HTTP/1.0 request (for `rwsplit status`; no
+/// HTTP client crate for one request). Returns the body of a 200 answer.
+pub fn fetch(addr: &str, path: &str, token: Option<&str>) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: rwsplit\r\n{auth}\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(std::io::Error::other(format!(
+            "HTTP {status}: {}",
+            body.trim()
+        )));
+    }
+    Ok(body.to_string())
+}
+
+/// `/backends` as a table for people.
+pub fn backends_table(v: &Value) -> String {
+    let rows: Vec<[String; 8]> = v
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|b| {
+                    let s = |k: &str| match &b[k] {
+                        Value::Null => "-".to_string(),
+                        Value::String(x) => x.clone(),
+                        x => x.to_string(),
+                    };
+                    let reads = match (&b["takes_reads"], &b["excluded"]) {
+                        (Value::Bool(true), _) => "yes".to_string(),
+                        (_, Value::String(why)) => format!("no: {why}"),
+                        _ => "no".to_string(),
+                    };
+                    let pool = format!(
+                        "{}/{} ({} idle)",
+                        s_of(&b["pool"]["in_use"]),
+                        s_of(&b["pool"]["max"]),
+                        s_of(&b["pool"]["idle"])
+                    );
+                    [
+                        s("name"),
+                        s("address"),
+                        s("role"),
+                        if b["up"] == Value::Bool(true) {
+                            "up"
+                        } else {
+                            "DOWN"
+                        }
+                        .to_string(),
+                        reads,
+                        s("lag_seconds"),
+                        s("gtid_behind"),
+                        pool,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let head = [
+        "BACKEND",
+        "ADDRESS",
+        "ROLE",
+        "STATE",
+        "READS",
+        "LAG_S",
+        "GTID_BEHIND",
+        "POOL",
+    ];
+    let mut width = head.map(str::len);
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = cells
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        l.truncate(l.trim_end().len());
+        l + "\n"
+    };
+    let mut out = line(head.to_vec());
+    for r in &rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn s_of(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_string(),
+        x => x.to_string(),
+    }
+}
+
 fn role(r: Role) -> &'static str {
     match r {
         Role::Primary => "primary",

@@ -24,10 +24,40 @@ struct Cli {
 enum Cmd {
     /// Validate a config file and exit (non-zero with a message naming the bad key).
     CheckConfig { path: PathBuf },
+    /// Print the backends and their pools as a table, from a running rwsplit's admin API.
+    Status {
+        /// The admin API address (default: `admin.listen` of the config file).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Bearer token (default: `admin.token` of the config file, or $RWSPLIT_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Cmd::Status { admin, token }) = &cli.command {
+        let (addr, token) = match admin {
+            Some(a) => (a.clone(), token.clone()),
+            None => {
+                let c = Config::load(&cli.config)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", cli.config.display()))?;
+                let addr = c
+                    .admin
+                    .listen
+                    .map(|a| a.to_string())
+                    .context("admin.listen is off in the config; give --admin ADDRESS")?;
+                (addr, token.clone().or(c.admin.token))
+            }
+        };
+        let token = token.or_else(|| std::env::var("RWSPLIT_ADMIN_TOKEN").ok());
+        let body = rwsplit::admin::fetch(&addr, "/backends", token.as_deref())
+            .with_context(|| format!("asking rwsplit's admin API at {addr}"))?;
+        let v: serde_json::Value = serde_json::from_str(&body).context("reading /backends")?;
+        print!("{}", rwsplit::admin::backends_table(&v));
+        return Ok(());
+    }
     if let Some(Cmd::CheckConfig { path }) = cli.command {
         return match Config::load(&path) {
             Ok(c) => {

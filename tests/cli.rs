@@ -135,3 +135,40 @@ async fn the_binary_logs_slow_queries_and_stops_cleanly_on_sigterm() {
     assert_eq!(f["schema"], "app");
     let _ = std::fs::remove_file(path);
 }
+
+#[tokio::test]
+async fn status_prints_the_backends_of_a_running_proxy_as_a_table() {
+    let proxy = Proxy::start();
+    proxy.conn().await.ping().await.expect("ping");
+    // The proxy runs on its own thread: blocking here is fine.
+    let out = Command::new(BIN)
+        .args(["status", "--admin", &proxy.admin.to_string()])
+        .output()
+        .expect("run rwsplit status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("BACKEND"), "{text}");
+    assert!(
+        lines[1].starts_with("primary") && lines[1].contains(" up "),
+        "{text}"
+    );
+    for l in &lines[2..] {
+        assert!(
+            l.starts_with("replica") && l.contains(" replica ") && l.contains(" yes "),
+            "{text}"
+        );
+    }
+    // A wrong address is a clear error, not a panic.
+    let out = Command::new(BIN)
+        .args(["status", "--admin", "127.0.0.1:1"])
+        .output()
+        .expect("run rwsplit status");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin API"));
+}
