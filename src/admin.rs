@@ -32,8 +32,7 @@ pub async fn bind(config: &Config) -> Result<Option<TcpListener>, AdminError> {
     let Some(addr) = config.admin.listen else {
         return Ok(None);
     };
-    TcpListener::bind(addr)
-        .await
+    crate::server::listen(addr, config.proxy.reuse_port)
         .map(Some)
         .map_err(|source| AdminError::Bind { addr, source })
 }

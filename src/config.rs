@@ -105,6 +105,9 @@ pub struct ProxyConfig {
     pub server_version: Option<String>,
     /// A statement running longer is killed on its backend (`KILL QUERY`); `None`: no limit.
     pub query_timeout: Option<Duration>,
+    /// SO_REUSEPORT on the listeners, so a new rwsplit can start on the same port while the
+    /// old one drains.
+    pub reuse_port: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -315,6 +318,7 @@ mod raw {
         auth_plugin: Option<String>,
         server_version: Option<String>,
         query_timeout: Option<String>,
+        reuse_port: Option<bool>,
     }
 
     #[derive(Deserialize, Default, Clone)]
@@ -514,6 +518,7 @@ mod raw {
                 auth_plugin,
                 server_version: p.server_version.clone(),
                 query_timeout: limit("proxy.query_timeout", p.query_timeout.as_deref())?,
+                reuse_port: p.reuse_port.unwrap_or(true),
             };
             let defaults = PoolConfig {
                 max_connections: 200,

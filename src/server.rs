@@ -48,9 +48,24 @@ pub fn build(config: Config) -> Arc<Shared> {
 /// Binds the configured address.
 pub async fn bind(config: &Config) -> Result<TcpListener, ServerError> {
     let addr = config.proxy.listen;
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+    listen(addr, config.proxy.reuse_port).map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// A listening socket; with `reuse_port`, SO_REUSEPORT lets a new rwsplit bind the same address
+/// while the old one drains (zero-downtime restarts).
+pub fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(reuse_port)?;
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Accepts clients until `shutdown` resolves, then waits for sessions to end (up to a drain
@@ -97,6 +112,24 @@ pub async fn serve(
             open.increment(1.0);
             session::run(stream, peer, shared).await;
             open.decrement(1.0);
+            drop(permit);
+        });
+    }
+    // Connections the kernel already queued for this listener would be reset when it closes:
+    // take them (and serve them) first.
+    loop {
+        let next = tokio::select! {
+            biased;
+            r = listener.accept() => r,
+            _ = std::future::ready(()) => break,
+        };
+        let Ok((stream, peer)) = next else { break };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            break;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            session::run(stream, peer, shared).await;
             drop(permit);
         });
     }

@@ -172,3 +172,139 @@ async fn status_prints_the_backends_of_a_running_proxy_as_a_table() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin API"));
 }
+
+/// Starts the binary on `port` and waits for its "listening" log line.
+fn start_binary(config: &std::path::Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(["--config", &config.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rwsplit");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("rwsplit listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("rwsplit logged that it listens");
+    child
+}
+
+fn stop_binary(child: &mut std::process::Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "rwsplit did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_instance_takes_over_the_port_while_the_old_one_drains_with_no_failed_statement() {
+    topology_up();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root()))
+        .expect("read")
+        .replace(
+            "listen = \"127.0.0.1:6034\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace("level = \"warn\"", "level = \"info\"")
+        + "\n[admin]\nlisten = \"off\"\n";
+    let path = write_config("restart", &text);
+    let mut old = start_binary(&path);
+
+    // A bounded load: connect, read, write, disconnect, as a web app's pool churns.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = unique("restart");
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("app"))
+        .pass(Some("app"))
+        .db_name(Some("app"))
+        .prefer_socket(false);
+    {
+        let mut c = mysql_async::Conn::new(opts.clone()).await.expect("connect");
+        c.query_drop(format!(
+            "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, w INT)"
+        ))
+        .await
+        .expect("create");
+        c.disconnect().await.expect("disconnect");
+    }
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (stop, opts, t) = (stop.clone(), opts.clone(), t.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let r = async {
+                    let mut c = mysql_async::Conn::new(opts.clone()).await?;
+                    c.query_drop("SELECT 1").await?;
+                    c.query_drop(format!("INSERT INTO {t} (w) VALUES ({w})"))
+                        .await?;
+                    c.disconnect().await
+                }
+                .await;
+                match r {
+                    Ok(()) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut new = tokio::task::spawn_blocking(move || start_binary(&path))
+        .await
+        .expect("start the new instance");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = tokio::task::spawn_blocking(move || stop_binary(&mut old))
+        .await
+        .expect("stop the old instance");
+    assert!(status.success(), "the old instance exited with {status:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (o, f) = w.await.expect("worker");
+        ok += o;
+        failed.extend(f);
+    }
+    eprintln!(
+        "across the restart: {ok} connect+read+write+disconnect cycles, {} failed",
+        failed.len()
+    );
+    assert!(ok > 50, "the load did not run: {ok}");
+    assert!(failed.is_empty(), "failed across the restart: {failed:?}");
+    // The new instance serves alone now.
+    let mut c = mysql_async::Conn::new(opts)
+        .await
+        .expect("connect to the new instance");
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+    c.disconnect().await.expect("disconnect");
+    let status = tokio::task::spawn_blocking(move || stop_binary(&mut new))
+        .await
+        .expect("stop the new instance");
+    assert!(status.success());
+}

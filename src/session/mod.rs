@@ -130,6 +130,9 @@ pub struct SessionInfo {
     pub seconds: f64,
 }
 
+/// How long an idle session is kept, once rwsplit shuts down, for a statement already on its way.
+const SHUTDOWN_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves one client connection until it quits or fails.
 pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
@@ -294,10 +297,15 @@ impl Session {
         let mut packet = Vec::with_capacity(1024);
         let mut stop = self.shared.stop.subscribe();
         loop {
-            // Shutting down: a session ends between statements, once no transaction is open
-            // (one that is open gets until the drain timeout to finish).
-            if *stop.borrow() && !self.in_transaction() {
-                return Ok(());
+            // Shutting down: a session ends once it has been idle for a moment with no
+            // transaction open (one that is open gets until the drain timeout to finish). Not
+            // at once: a client that just connected or just got a result may be sending its
+            // next statement already, and closing under it would fail that statement.
+            if *stop.borrow() && !self.in_transaction() && self.client.reader.buffer().is_empty() {
+                let next = tokio::time::timeout(SHUTDOWN_IDLE_GRACE, self.client.reader.fill_buf());
+                if next.await.is_err() {
+                    return Ok(());
+                }
             }
             if self.client.reader.buffer().is_empty() && !*stop.borrow() {
                 // Wait for the client's next command or a shutdown, whichever comes first;
