@@ -52,6 +52,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/config", get(config))
         .route("/sessions", get(sessions))
         .route("/queries", get(queries))
+        .route("/reload", axum::routing::post(reload))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
@@ -61,7 +62,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &shared.config.admin.token {
+    if let Some(token) = &shared.config().admin.token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -117,12 +118,13 @@ async fn backends(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
 pub fn backends_json(shared: &Shared) -> Value {
     let snap = shared.health.snapshot.load();
     let pools = shared.pools.stats();
-    let list: Vec<Value> = shared
-        .config
-        .backends
+    let slots = shared.backends.load();
+    let list: Vec<Value> = slots
         .iter()
         .enumerate()
-        .map(|(i, cfg)| {
+        .filter(|(_, s)| !s.removed)
+        .map(|(i, slot)| {
+            let cfg = &slot.config;
             let b = snap.backends.get(i);
             let st = snap.status.get(i);
             let pool = pools.get(i);
@@ -146,6 +148,17 @@ pub fn backends_json(shared: &Shared) -> Value {
         })
         .collect();
     Value::Array(list)
+}
+
+/// Reads the config file again and applies it, or says why not (the old config keeps serving).
+async fn reload(State(shared): State<Arc<Shared>>) -> Response {
+    match crate::reload::reload_file(&shared).await {
+        Ok(summary) => (StatusCode::OK, summary + "\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "config reload refused");
+            (StatusCode::BAD_REQUEST, format!("reload refused: {e}\n")).into_response()
+        }
+    }
 }
 
 /// Live sessions, like SHOW PROCESSLIST: user, client, schema, state, current or last
@@ -175,7 +188,7 @@ async fn queries(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> axu
         .unwrap_or(50usize);
     axum::Json(json!({
         "digests_held": shared.insight.len(),
-        "max_digests": shared.config.insight.max_digests,
+        "max_digests": shared.config().insight.max_digests,
         "top": shared.insight.top(limit),
     }))
 }
@@ -292,7 +305,7 @@ fn role(r: Role) -> &'static str {
 
 /// The running config with secrets redacted.
 async fn config(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
-    let c = &shared.config;
+    let c = shared.config();
     axum::Json(json!({
         "proxy": {
             "listen": c.proxy.listen.to_string(),

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod session;

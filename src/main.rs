@@ -91,35 +91,58 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = rwsplit::server::bind(&config).await?;
         let admin = rwsplit::admin::bind(&config).await?;
-        tracing::info!(listen = %config.proxy.listen, admin = ?config.admin.listen, backends = config.backends.len(), "rwsplit listening");
+        let (listen, admin_listen, n) = (
+            config.proxy.listen,
+            config.admin.listen,
+            config.backends.len(),
+        );
         let shared = rwsplit::server::build(config);
+        let _ = shared.config_path.set(cli.config.clone());
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let shared = shared.clone();
+            let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match rwsplit::reload::reload_file(&shared).await {
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "config reload (SIGHUP) refused"),
+                    }
+                }
+            });
+        }
         if let Some(admin) = admin {
             tokio::spawn(rwsplit::admin::serve(admin, shared.clone()));
         }
-        rwsplit::server::serve(listener, shared, shutdown_signal()).await;
+        let shutdown = shutdown_signal()?;
+        // Logged once signals are handled: scripts wait for this line before sending SIGHUP.
+        tracing::info!(%listen, admin = ?admin_listen, backends = n, "rwsplit listening");
+        rwsplit::server::serve(listener, shared, shutdown).await;
         tracing::info!("rwsplit stopped");
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (not when the
+/// future is first polled), so a signal that comes early is not the default "terminate".
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {},
-                    _ = term.recv() => {},
-                }
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

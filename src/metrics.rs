@@ -70,10 +70,12 @@ pub fn handle() -> PrometheusHandle {
 /// Sets the gauges that mirror state kept elsewhere (monitor snapshot, pools).
 pub fn refresh(shared: &Shared) {
     let snap = shared.health.snapshot.load();
-    let names = &shared.names;
+    let slots = shared.backends.load();
     let mut writable = 0;
     for (i, b) in snap.backends.iter().enumerate() {
-        let Some(&name) = names.get(i) else { continue };
+        let Some(name) = slots.get(i).filter(|s| !s.removed).map(|s| s.name) else {
+            continue;
+        };
         let st = snap.status.get(i);
         metrics::gauge!(BACKEND_UP, "backend" => name).set(f64::from(u8::from(b.up)));
         for (role, label) in [(Role::Primary, "primary"), (Role::Replica, "replica")] {
@@ -94,7 +96,9 @@ pub fn refresh(shared: &Shared) {
     }
     metrics::gauge!(SPLIT_BRAIN).set(f64::from(u8::from(writable > 1)));
     for (i, p) in shared.pools.stats().iter().enumerate() {
-        let Some(&name) = names.get(i) else { continue };
+        let Some(name) = slots.get(i).filter(|s| !s.removed).map(|s| s.name) else {
+            continue;
+        };
         metrics::gauge!(POOL_IN_USE, "backend" => name).set(p.in_use as f64);
         metrics::gauge!(POOL_IDLE, "backend" => name).set(p.idle as f64);
         metrics::gauge!(POOL_MAX, "backend" => name).set(p.max as f64);

@@ -40,9 +40,18 @@ pub fn build(config: Config) -> Arc<Shared> {
         })
         .collect();
     let pools = Pools::new(targets, config.clone());
-    let health = Health::new(&config);
-    monitor::spawn(&config, health.clone());
-    Shared::new(config, pools, health)
+    let slots: crate::session::Slots = Arc::new(arc_swap::ArcSwap::from_pointee(
+        config
+            .backends
+            .iter()
+            .cloned()
+            .map(crate::session::BackendSlot::new)
+            .collect(),
+    ));
+    let health = Health::new(&config, slots.clone());
+    let shared = Shared::new(config, slots, pools, health);
+    monitor::spawn(&shared);
+    shared
 }
 
 /// Binds the configured address.
@@ -76,10 +85,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     // Route the first clients on facts: wait (briefly) for one check of every backend.
-    let m = &shared.config.monitor;
+    let m = &shared.config().monitor;
     shared.health.first_round(m.timeout * 2 + m.interval).await;
-    let limit = Arc::new(Semaphore::new(shared.config.proxy.max_client_connections));
-    let max = shared.config.proxy.max_client_connections;
+    let limit = Arc::new(Semaphore::new(shared.config().proxy.max_client_connections));
+    let max = shared.config().proxy.max_client_connections;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

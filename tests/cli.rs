@@ -308,3 +308,67 @@ async fn a_new_instance_takes_over_the_port_while_the_old_one_drains_with_no_fai
         .expect("stop the new instance");
     assert!(status.success());
 }
+
+#[test]
+fn sighup_reloads_the_config_file() {
+    use std::io::BufRead;
+    topology_up();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root()))
+        .expect("read")
+        .replace(
+            "listen = \"127.0.0.1:6034\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace("level = \"warn\"", "level = \"info\"")
+        + "\n[admin]\nlisten = \"off\"\n";
+    let path = write_config("hup", &text);
+    let mut child = Command::new(BIN)
+        .args(["--config", &path.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rwsplit");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {what:?}"),
+            }
+        }
+    };
+    wait_for("rwsplit listening");
+    std::fs::write(
+        &path,
+        text.replace("weight", "weight").replace(
+            "[[backends]]\nname = \"replica2\"\naddress = \"127.0.0.1:3308\"\nrole = \"replica\"\n",
+            "",
+        ),
+    )
+    .expect("rewrite");
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    let line = wait_for("config reloaded");
+    assert!(line.contains("removed [\"replica2\"]"), "{line}");
+    let status = stop_binary(&mut child);
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_file(path);
+}

@@ -26,6 +26,7 @@ use crate::pool::BackendConn;
 use crate::protocol::connect::Credentials;
 use crate::protocol::handshake::ServerIdentity;
 use crate::route::BackendView;
+use crate::session::Slots;
 use replication::{Exclusion, Flavor, Lag, LagGate};
 
 /// What the monitor knows about one backend beyond what routing needs (for logs and, later,
@@ -58,14 +59,14 @@ pub struct Health {
     /// Backends whose first replication check is done.
     probed: AtomicUsize,
     first_round: tokio::sync::Notify,
-    /// Backend names, for logs.
-    names: Vec<String>,
+    /// The backends by id (names for logs, removed ones).
+    slots: Slots,
 }
 
 impl Health {
     /// Backends start up (routing tries them and the first checks correct it within `fall`
     /// intervals); replicas start without reads until their replication has been read once.
-    pub fn new(config: &Config) -> Arc<Health> {
+    pub fn new(config: &Config, slots: Slots) -> Arc<Health> {
         let backends: Vec<BackendView> = config
             .backends
             .iter()
@@ -82,21 +83,46 @@ impl Health {
             identity: ArcSwap::from_pointee(ServerIdentity::default()),
             probed: AtomicUsize::new(0),
             first_round: tokio::sync::Notify::new(),
-            names: config.backends.iter().map(|b| b.name.clone()).collect(),
+            slots,
         })
     }
 
     fn update(&self, id: usize, f: impl Fn(&mut BackendView, &mut BackendStatus)) {
+        let slots = self.slots.load();
         let old = self.snapshot.rcu(|s| {
             let mut s = Snapshot::clone(s);
             if let (Some(b), Some(st)) = (s.backends.get_mut(id), s.status.get_mut(id)) {
                 f(b, st);
             }
+            apply_slots(&mut s, &slots);
             assign_roles(&mut s);
             s
         });
         let new = self.snapshot.load();
-        log_role_changes(&old, &new, &self.names);
+        let names: Vec<&str> = slots.iter().map(|s| s.name).collect();
+        log_role_changes(&old, &new, &names);
+    }
+
+    /// Brings the snapshot in line with the backend slots after a reload: new backends start
+    /// as the config says, removed ones are down for good, weights follow the config.
+    pub fn reconfigure(&self) {
+        let slots = self.slots.load();
+        self.snapshot.rcu(|s| {
+            let mut s = Snapshot::clone(s);
+            for slot in slots.iter().skip(s.backends.len()) {
+                let role = slot.config.role;
+                s.backends.push(BackendView {
+                    role,
+                    up: true,
+                    weight: slot.config.weight,
+                    lag_ok: role == Role::Primary,
+                });
+                s.status.push(BackendStatus::default());
+            }
+            apply_slots(&mut s, &slots);
+            assign_roles(&mut s);
+            s
+        });
     }
 
     fn set_up(&self, id: usize, up: bool) {
@@ -136,6 +162,20 @@ impl Health {
     }
 }
 
+/// Removed backends are down and weightless; weights follow the config.
+fn apply_slots(s: &mut Snapshot, slots: &[crate::session::BackendSlot]) {
+    for (b, slot) in s.backends.iter_mut().zip(slots) {
+        if slot.removed {
+            b.up = false;
+            b.lag_ok = false;
+            b.weight = 0;
+            b.role = Role::Replica;
+        } else {
+            b.weight = slot.config.weight;
+        }
+    }
+}
+
 /// Roles follow `@@read_only`: when exactly one backend that is up is writable, it is the
 /// primary and every other backend a replica (the configured primary turned read-only and a
 /// replica was promoted, or the primary died and a replica took over). Two or more writable
@@ -165,7 +205,7 @@ pub fn assign_roles(s: &mut Snapshot) {
     }
 }
 
-fn log_role_changes(old: &Snapshot, new: &Snapshot, names: &[String]) {
+fn log_role_changes(old: &Snapshot, new: &Snapshot, names: &[&str]) {
     let primaries = |s: &Snapshot| -> Vec<usize> {
         (0..s.backends.len())
             .filter(|&i| s.backends[i].role == Role::Primary)
@@ -177,7 +217,7 @@ fn log_role_changes(old: &Snapshot, new: &Snapshot, names: &[String]) {
     }
     let named = |ids: &[usize]| {
         ids.iter()
-            .filter_map(|&i| names.get(i).cloned())
+            .filter_map(|&i| names.get(i).copied())
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -220,44 +260,70 @@ impl RiseFall {
     }
 }
 
-/// Starts one task per backend.
-pub fn spawn(config: &Config, health: Arc<Health>) {
-    for (id, b) in config.backends.iter().enumerate() {
-        let target = Watched {
-            id,
-            name: b.name.clone(),
-            address: b.address.clone(),
-            max_lag: b.max_replica_lag,
-            user: config.monitor.user.clone(),
-            password: config.monitor.password.clone(),
-        };
-        if config.monitor.heartbeat_table.is_some() {
-            let mc = config.monitor.clone();
-            let health = health.clone();
-            let (address, user, password) = (
-                b.address.clone(),
-                target.user.clone(),
-                target.password.clone(),
-            );
-            tokio::spawn(async move {
-                let mut prober =
-                    probe::Prober::new(&address, &user, &password, mc.heartbeat_table.as_deref());
-                heartbeat(id, &mut prober, &mc, &health).await;
-            });
-        }
-        let mc = config.monitor.clone();
-        let health = health.clone();
-        tokio::spawn(async move { watch(target, mc, health).await });
+/// Starts the tasks of every backend.
+pub fn spawn(shared: &crate::session::Shared) {
+    let mc = shared.config().monitor.clone();
+    for id in 0..shared.backends.load().len() {
+        spawn_one(id, &mc, &shared.backends, &shared.health);
     }
+}
+
+/// Starts the tasks of backend `id` (also for a backend a reload adds). They end when the
+/// backend is removed.
+pub fn spawn_one(id: usize, mc: &MonitorConfig, slots: &Slots, health: &Arc<Health>) {
+    let Some(b) = slots.load().get(id).map(|s| s.config.clone()) else {
+        return;
+    };
+    let target = Watched {
+        id,
+        name: b.name.clone(),
+        address: b.address.clone(),
+        user: mc.user.clone(),
+        password: mc.password.clone(),
+        slots: slots.clone(),
+    };
+    if mc.heartbeat_table.is_some() {
+        let mc = mc.clone();
+        let health = health.clone();
+        let slots = slots.clone();
+        let (address, user, password) = (
+            b.address.clone(),
+            target.user.clone(),
+            target.password.clone(),
+        );
+        tokio::spawn(async move {
+            let mut prober =
+                probe::Prober::new(&address, &user, &password, mc.heartbeat_table.as_deref());
+            heartbeat(id, &mut prober, &mc, &health, &slots).await;
+        });
+    }
+    let mc = mc.clone();
+    let health = health.clone();
+    tokio::spawn(async move { watch(target, mc, health).await });
 }
 
 struct Watched {
     id: usize,
     name: String,
     address: String,
-    max_lag: Duration,
     user: String,
     password: String,
+    slots: Slots,
+}
+
+impl Watched {
+    /// Removed from the config by a reload.
+    fn removed(&self) -> bool {
+        self.slots.load().get(self.id).is_none_or(|s| s.removed)
+    }
+
+    /// This backend's lag bound now (a reload may change it).
+    fn max_lag(&self) -> Duration {
+        self.slots
+            .load()
+            .get(self.id)
+            .map_or(Duration::ZERO, |s| s.config.max_replica_lag)
+    }
 }
 
 async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
@@ -272,6 +338,10 @@ async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if w.removed() {
+            tracing::info!(backend = %w.name, "backend removed from the config; no longer watched");
+            return;
+        }
         let result = check(&w, &mut conn, mc.timeout).await;
         let ok = result.is_ok();
         let mut flavor = Flavor::MariaDb;
@@ -325,12 +395,21 @@ async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
 }
 
 /// Writes the heartbeat row every `heartbeat_interval` while this backend is the primary.
-async fn heartbeat(id: usize, prober: &mut probe::Prober, mc: &MonitorConfig, health: &Health) {
+async fn heartbeat(
+    id: usize,
+    prober: &mut probe::Prober,
+    mc: &MonitorConfig,
+    health: &Health,
+    slots: &Slots,
+) {
     let mut tick = tokio::time::interval(mc.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
         tick.tick().await;
+        if slots.load().get(id).is_none_or(|s| s.removed) {
+            return;
+        }
         let primary = health
             .snapshot
             .load()
@@ -392,7 +471,7 @@ async fn replication_check(
         }
     };
     let was = gate.excluded;
-    let changed = !is_primary && gate.update(lag, w.max_lag);
+    let changed = !is_primary && gate.update(lag, w.max_lag());
     if !is_primary && (changed || was != gate.excluded) {
         match (gate.excluded, &reading) {
             (None, _) => tracing::info!(backend = %w.name, ?lag, "replica takes reads"),
@@ -400,7 +479,7 @@ async fn replication_check(
                 tracing::warn!(backend = %w.name, reason = %why, error = %e, "replica takes no reads")
             }
             (Some(why), Ok(_)) => {
-                tracing::warn!(backend = %w.name, reason = %why, ?lag, max_replica_lag = ?w.max_lag, "replica takes no reads")
+                tracing::warn!(backend = %w.name, reason = %why, ?lag, max_replica_lag = ?w.max_lag(), "replica takes no reads")
             }
         }
     }

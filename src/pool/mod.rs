@@ -297,12 +297,38 @@ pub struct BackendPoolStats {
     pub max: usize,
 }
 
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Grows or shrinks a backend's connection limit. Shrinking takes permits as connections are
+/// returned (in the background), so nothing in use is cut.
+fn resize(limit: &Arc<Semaphore>, from: u32, to: u32) {
+    if to > from {
+        limit.add_permits((to - from) as usize);
+    } else if to < from {
+        let limit = limit.clone();
+        tokio::spawn(async move {
+            if let Ok(p) = limit.acquire_many_owned(from - to).await {
+                p.forget();
+            }
+        });
+    }
+}
+
 /// All pools, created on first use. Connections to one backend share one limit
 /// (`max_connections`), whatever pool they are in.
 pub struct Pools {
-    targets: Vec<Target>,
-    config: Arc<Config>,
-    limits: Vec<Arc<Semaphore>>,
+    /// Where each backend id connects (a reload replaces it; ids are stable).
+    targets: RwLock<Vec<Target>>,
+    /// For users' passwords.
+    config: RwLock<Arc<Config>>,
+    /// Each backend's limit on open connections, shared by its pools.
+    limits: RwLock<Vec<Arc<Semaphore>>>,
     pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
 }
 
@@ -313,9 +339,9 @@ impl Pools {
             .map(|t| Arc::new(Semaphore::new(t.config.max_connections as usize)))
             .collect();
         let pools = Arc::new(Pools {
-            targets,
-            config,
-            limits,
+            targets: RwLock::new(targets),
+            config: RwLock::new(config),
+            limits: RwLock::new(limits),
             pools: RwLock::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&pools);
@@ -330,8 +356,44 @@ impl Pools {
         pools
     }
 
-    pub fn target(&self, id: BackendId) -> Option<&Target> {
-        self.targets.get(id)
+    pub fn target(&self, id: BackendId) -> Option<Target> {
+        read(&self.targets).get(id).cloned()
+    }
+
+    /// Applies a reloaded config: `targets` by backend id (existing ids first, new ones
+    /// appended). A backend whose address or pool settings changed, and a user whose password
+    /// changed, get new pools: connections checked out from the old ones finish and are closed
+    /// when returned. Limits are resized in place.
+    pub fn reconfigure(&self, targets: Vec<Target>, config: Arc<Config>) {
+        let old_config = read(&self.config).clone();
+        let mut changed = Vec::new();
+        {
+            let mut cur = write(&self.targets);
+            let mut limits = write(&self.limits);
+            for (id, t) in targets.into_iter().enumerate() {
+                match cur.get_mut(id) {
+                    Some(old) => {
+                        if old.address != t.address || old.config != t.config {
+                            changed.push(id);
+                        }
+                        if let Some(l) = limits.get(id) {
+                            resize(l, old.config.max_connections, t.config.max_connections);
+                        }
+                        *old = t;
+                    }
+                    None => {
+                        limits.push(Arc::new(Semaphore::new(t.config.max_connections as usize)));
+                        cur.push(t);
+                    }
+                }
+            }
+        }
+        let password_changed = |user: &str| {
+            old_config.user(user).map(|u| &u.password) != config.user(user).map(|u| &u.password)
+        };
+        write(&self.pools)
+            .retain(|k, _| !changed.contains(&k.backend) && !password_changed(&k.user));
+        *write(&self.config) = config;
     }
 
     fn all(&self) -> Vec<Arc<Pool>> {
@@ -348,9 +410,9 @@ impl Pools {
         {
             return Some(p.clone());
         }
-        let mut target = self.targets.get(key.backend)?.clone();
-        target.password = self.config.user(&key.user)?.password.clone();
-        let permits = self.limits.get(key.backend)?.clone();
+        let mut target = read(&self.targets).get(key.backend)?.clone();
+        target.password = read(&self.config).user(&key.user)?.password.clone();
+        let permits = read(&self.limits).get(key.backend)?.clone();
         let mut map = self.pools.write().unwrap_or_else(|p| p.into_inner());
         Some(
             map.entry(key.clone())
@@ -418,8 +480,7 @@ impl Pools {
 
     /// Idle, in-use and maximum connections per backend, in config order.
     pub fn stats(&self) -> Vec<BackendPoolStats> {
-        let mut out: Vec<BackendPoolStats> = self
-            .targets
+        let mut out: Vec<BackendPoolStats> = read(&self.targets)
             .iter()
             .map(|t| BackendPoolStats {
                 backend: t.name.clone(),

@@ -252,7 +252,7 @@ impl Session {
         };
         let password = self
             .shared
-            .config
+            .config()
             .user(&req.user)
             .map(|u| u.password.clone());
         let plugin = req.plugin.unwrap_or(Plugin::Native);

@@ -51,11 +51,7 @@ fn record(
     } else {
         "replica"
     };
-    let backend = shared
-        .names
-        .get(target.backend())
-        .copied()
-        .unwrap_or("unknown");
+    let backend = shared.name(target.backend());
     metrics::counter!(crate::metrics::STATEMENTS, "command" => command, "route" => route, "backend" => backend, "outcome" => outcome)
         .increment(1);
     metrics::histogram!(crate::metrics::STATEMENT_SECONDS, "route" => route)
@@ -190,7 +186,7 @@ impl Session {
             current_replica: self.replica.as_ref().map(|c| c.backend()),
             avoid,
             blocked,
-            outstanding: self.shared.config.routing.least_outstanding.then(|| {
+            outstanding: self.shared.config().routing.least_outstanding.then(|| {
                 let mut loads = [0u32; route::MAX_LOAD_TRACKED];
                 for (l, o) in loads.iter_mut().zip(&self.shared.outstanding) {
                     *l = o.load(std::sync::atomic::Ordering::Relaxed);
@@ -242,7 +238,7 @@ impl Session {
                 &read,
                 &view,
                 &snap.backends,
-                self.shared.config.routing.when_no_replica,
+                self.shared.config().routing.when_no_replica,
                 rand::random(),
             );
         }
@@ -250,7 +246,7 @@ impl Session {
             c,
             &view,
             &snap.backends,
-            self.shared.config.routing.when_no_replica,
+            self.shared.config().routing.when_no_replica,
             rand::random(),
         )
     }
@@ -290,7 +286,7 @@ impl Session {
         let flavor = Flavor::of(&conn.identity.version);
         let secs = self
             .shared
-            .config
+            .config()
             .routing
             .read_your_writes_wait
             .as_secs_f64();
@@ -365,11 +361,11 @@ impl Session {
             user: self.user.clone(),
             password: self
                 .shared
-                .config
+                .config()
                 .user(&self.user)
                 .map(|u| u.password.clone())
                 .unwrap_or_default(),
-            backend: self.shared.names.get(backend).copied().unwrap_or("unknown"),
+            backend: self.shared.name(backend),
         }
     }
 
@@ -395,13 +391,13 @@ impl Session {
         started: std::time::Instant,
     ) {
         let elapsed = started.elapsed();
-        let backend = self.shared.names.get(target.backend()).copied();
+        let backend = self.shared.name(target.backend());
         let idle = if self.in_transaction() {
             "idle in transaction"
         } else {
             "idle"
         };
-        self.set_info(idle, backend);
+        self.set_info(idle, Some(backend));
         let Some(digest) = self.digest.clone() else {
             return;
         };
@@ -416,12 +412,12 @@ impl Session {
             error,
             primary: target.is_primary(),
         });
-        if elapsed >= self.shared.config.insight.slow_query_threshold {
+        if elapsed >= self.shared.config().insight.slow_query_threshold {
             tracing::warn!(
                 target: "rwsplit::slow",
                 digest = %digest,
                 duration_ms = elapsed.as_millis() as u64,
-                backend = backend.unwrap_or("unknown"),
+                backend,
                 user = %self.user,
                 schema = self.state.schema.as_deref().unwrap_or(""),
                 rows,

@@ -31,13 +31,44 @@ use exec::Cmd;
 use prepared::{Registry, Slot};
 use state::State;
 
+/// Backends an rwsplit process can know over its life (reloads add ids, never reuse them).
+pub const MAX_BACKENDS: usize = 64;
+
+/// One backend as rwsplit knows it, by id (its index). Ids are stable across reloads: a
+/// backend removed from the config keeps its id, marked removed; a new one gets a new id.
+#[derive(Debug, Clone)]
+pub struct BackendSlot {
+    /// Leaked once per name: metric label values must be `'static` to record without
+    /// allocating, and the set is small.
+    pub name: &'static str,
+    pub config: crate::config::BackendConfig,
+    pub removed: bool,
+}
+
+impl BackendSlot {
+    pub fn new(config: crate::config::BackendConfig) -> BackendSlot {
+        BackendSlot {
+            name: Box::leak(config.name.clone().into_boxed_str()),
+            config,
+            removed: false,
+        }
+    }
+}
+
+/// The backend slots, shared with the monitor.
+pub type Slots = Arc<arc_swap::ArcSwap<Vec<BackendSlot>>>;
+
 /// What every session shares: read-mostly, swapped whole when it changes.
 pub struct Shared {
-    pub config: Arc<Config>,
+    config: arc_swap::ArcSwap<Config>,
+    /// Backends by id.
+    pub backends: Slots,
+    /// The config file reloads read (unset when built from a config in memory).
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     pub pools: Arc<Pools>,
     pub health: Arc<Health>,
     next_id: AtomicU32,
-    /// Statements in flight per backend, for least-outstanding replica choice.
+    /// Statements in flight per backend id, for least-outstanding replica choice.
     pub outstanding: Vec<AtomicU32>,
     /// Per-digest statement statistics.
     pub insight: crate::insight::Insight,
@@ -48,31 +79,49 @@ pub struct Shared {
     /// updates its own entry.
     pub sessions:
         std::sync::Mutex<std::collections::HashMap<u32, Arc<std::sync::Mutex<SessionInfo>>>>,
-    /// Backend names as metric labels (leaked once: label values must be `'static` for
-    /// recording without allocation, and the set is small and fixed by the config).
-    pub names: Vec<&'static str>,
+    /// Serializes reloads.
+    pub reloading: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>, pools: Arc<Pools>, health: Arc<Health>) -> Arc<Shared> {
-        let outstanding = config.backends.iter().map(|_| AtomicU32::new(0)).collect();
+    pub fn new(
+        config: Arc<Config>,
+        backends: Slots,
+        pools: Arc<Pools>,
+        health: Arc<Health>,
+    ) -> Arc<Shared> {
+        let outstanding = (0..MAX_BACKENDS).map(|_| AtomicU32::new(0)).collect();
         let insight = crate::insight::Insight::new(config.insight.max_digests);
-        let names = config
-            .backends
-            .iter()
-            .map(|b| &*Box::leak(b.name.clone().into_boxed_str()))
-            .collect();
         Arc::new(Shared {
-            config,
+            config: arc_swap::ArcSwap::new(config),
+            backends,
+            config_path: std::sync::OnceLock::new(),
             pools,
             health,
             next_id: AtomicU32::new(1),
             outstanding,
-            names,
+            reloading: tokio::sync::Mutex::new(()),
             insight,
             stop: tokio::sync::watch::Sender::new(false),
             sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+}
+
+impl Shared {
+    /// The config in force now.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Puts a new config in force (the reload has updated everything else first).
+    pub fn set_config(&self, c: Arc<Config>) {
+        self.config.store(c);
+    }
+
+    /// A backend's name (metric label).
+    pub fn name(&self, id: usize) -> &'static str {
+        self.backends.load().get(id).map_or("unknown", |b| b.name)
     }
 }
 
@@ -141,7 +190,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut client = ClientIo::new(r, w);
     let host = peer.ip().to_string();
     let nonce = auth::new_nonce();
-    let config = shared.config.clone();
+    let config = shared.config().clone();
     let mut identity = shared.health.identity.load_full();
     if let Some(v) = &config.proxy.server_version {
         identity = Arc::new(ServerIdentity {
@@ -293,7 +342,7 @@ impl Session {
 
     async fn serve(&mut self) -> Result<(), SessionError> {
         use tokio::io::AsyncBufReadExt;
-        let cfg = self.shared.config.clone();
+        let cfg = self.shared.config().clone();
         let mut packet = Vec::with_capacity(1024);
         let mut stop = self.shared.stop.subscribe();
         loop {

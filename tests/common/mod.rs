@@ -132,12 +132,23 @@ impl Proxy {
 
     /// GETs an admin API path: (status code, body). A plain HTTP/1.0 request, no client crate.
     pub async fn admin_get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        self.admin_request("GET", path, token).await
+    }
+
+    /// Any admin API request: (status code, body).
+    pub async fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.admin)
             .await
             .expect("connect to the admin API");
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        let req = format!("GET {path} HTTP/1.0\r\nHost: rwsplit\r\n{auth}\r\n");
+        let req =
+            format!("{method} {path} HTTP/1.0\r\nHost: rwsplit\r\nContent-Length: 0\r\n{auth}\r\n");
         s.write_all(req.as_bytes()).await.expect("send");
         let mut out = String::new();
         s.read_to_string(&mut out).await.expect("read");

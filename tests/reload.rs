@@ -1,0 +1,113 @@
+//! Changing the config of a running rwsplit without dropping sessions.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mysql_async::prelude::*;
+
+/// The test config with both listeners on ephemeral ports (as the harness runs them, so a
+/// reload sees no listener change), replica1 taking no reads, and replica2 only if `replica2`.
+fn config_text(replica2: bool) -> String {
+    let base = std::fs::read_to_string(format!("{}/config/test.toml", repo_root())).expect("read");
+    let (head, _) = base
+        .split_once("[[backends]]\nname = \"replica2\"")
+        .expect("replica2 in test.toml");
+    let mut t = head
+        .replace("listen = \"127.0.0.1:6034\"", "listen = \"127.0.0.1:0\"")
+        .replace(
+            "address = \"127.0.0.1:3307\"\nrole = \"replica\"\n",
+            "address = \"127.0.0.1:3307\"\nrole = \"replica\"\nweight = 0\n",
+        );
+    if replica2 {
+        t +=
+            "[[backends]]\nname = \"replica2\"\naddress = \"127.0.0.1:3308\"\nrole = \"replica\"\n";
+    }
+    t + "\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+}
+
+async fn read_from(c: &mut mysql_async::Conn) -> u64 {
+    c.query_first::<u64, _>("SELECT @@server_id")
+        .await
+        .expect("read")
+        .unwrap_or(0)
+}
+
+/// Waits until `c`'s reads come from `server`.
+async fn wait_reads_from(c: &mut mysql_async::Conn, server: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = read_from(c).await;
+        if got == server {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reads still from {got}, want {server}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_and_removes_a_replica_under_open_sessions_and_a_bad_one_changes_nothing() {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("reload")));
+    std::fs::write(&path, config_text(false)).expect("write");
+    let proxy = Proxy::start_with(|_| config_text(false));
+    proxy.shared.config_path.set(path.clone()).expect("path");
+
+    // Only the primary takes reads (replica1 has weight 0).
+    let mut c = proxy.conn().await;
+    assert_eq!(read_from(&mut c).await, 1);
+    c.query_drop("SET @@session.sql_mode = 'ANSI_QUOTES'")
+        .await
+        .expect("session state");
+
+    // Add replica2: the same session's reads reach it, without reconnecting.
+    std::fs::write(&path, config_text(true)).expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("added [\"replica2\"]"), "{body}");
+    wait_reads_from(&mut c, 3).await;
+    let mode: Option<String> = c.query_first("SELECT @@sql_mode").await.expect("mode");
+    assert_eq!(
+        mode.as_deref(),
+        Some("ANSI_QUOTES"),
+        "session state followed to replica2"
+    );
+
+    // A bad file is refused with the reason; the old config keeps serving.
+    std::fs::write(
+        &path,
+        config_text(true).replace("[pool]\n", "[pool]\nmax_conections = 1\n"),
+    )
+    .expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("max_conections"), "{body}");
+    assert_eq!(read_from(&mut c).await, 3);
+    let (_, cfg) = proxy.admin_get("/config", None).await;
+    assert!(cfg.contains("replica2"), "{cfg}");
+
+    // A listener change needs a restart: refused, nothing applied.
+    std::fs::write(
+        &path,
+        config_text(true).replacen("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"", 1),
+    )
+    .expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("proxy.listen"), "{body}");
+    assert_eq!(read_from(&mut c).await, 3);
+
+    // Remove replica2 again: the session moves off it on its next read.
+    std::fs::write(&path, config_text(false)).expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("removed [\"replica2\"]"), "{body}");
+    assert_eq!(read_from(&mut c).await, 1);
+    let (_, backends) = proxy.admin_get("/backends", None).await;
+    assert!(!backends.contains("replica2"), "{backends}");
+    let _ = std::fs::remove_file(path);
+}
