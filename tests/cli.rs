@@ -356,7 +356,7 @@ fn sighup_reloads_the_config_file() {
     wait_for("rwsplit listening");
     std::fs::write(
         &path,
-        text.replace("weight", "weight").replace(
+        text.replace(
             "[[backends]]\nname = \"replica2\"\naddress = \"127.0.0.1:3308\"\nrole = \"replica\"\n",
             "",
         ),
