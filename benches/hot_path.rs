@@ -1,0 +1,44 @@
+//! What rwsplit adds per statement besides forwarding: the metrics observation (counter and
+//! latency histogram, with the Prometheus recorder installed), the query-insight update and
+//! the digest it needs. `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use rwsplit::insight::{Insight, Sample};
+
+fn bench(c: &mut Criterion) {
+    let _handle = rwsplit::metrics::handle();
+    c.bench_function("metrics/statement_counter_and_histogram", |b| {
+        b.iter(|| {
+            metrics::counter!(rwsplit::metrics::STATEMENTS, "command" => "query", "route" => "replica", "backend" => "replica1", "outcome" => "ok")
+                .increment(1);
+            metrics::histogram!(rwsplit::metrics::STATEMENT_SECONDS, "route" => "replica")
+                .record(black_box(0.000_21));
+        })
+    });
+    let insight = Insight::new(5000);
+    let digests: Vec<String> = (0..200)
+        .map(|i| format!("SELECT c{i} FROM sbtest1 WHERE id = ?"))
+        .collect();
+    let mut n = 0usize;
+    c.bench_function("insight/record", |b| {
+        b.iter(|| {
+            n = (n + 1) % digests.len();
+            insight.record(&Sample {
+                digest: &digests[n],
+                elapsed: Duration::from_micros(210),
+                rows: 1,
+                error: false,
+                primary: false,
+            })
+        })
+    });
+    c.bench_function("digest/point_select", |b| {
+        b.iter(|| rwsplit::classify::digest(black_box(b"SELECT c FROM sbtest1 WHERE id = 4242")))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
