@@ -11,6 +11,24 @@ use mysql_async::prelude::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rwsplit");
 
+/// A free port and the test config for the binary on it: `level` replaces the logging level
+/// line, `extra` is appended.
+fn binary_config(level: &str, extra: &str) -> (u16, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root()))
+        .expect("read")
+        .replace(
+            "listen = \"127.0.0.1:6034\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace("level = \"warn\"", level)
+        + extra;
+    (port, text)
+}
+
 fn write_config(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("{}-{name}.toml", unique("cfg")));
     std::fs::write(&path, text).expect("write config");
@@ -49,18 +67,10 @@ fn check_config_accepts_the_example_and_names_a_bad_key() {
 #[tokio::test]
 async fn the_binary_logs_slow_queries_and_stops_cleanly_on_sigterm() {
     topology_up();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root()))
-        .expect("read")
-        .replace(
-            "listen = \"127.0.0.1:6034\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace("level = \"warn\"", "level = \"warn\"\nformat = \"json\"")
-        + "\n[admin]\nlisten = \"off\"\n\n[insight]\nslow_query_threshold = \"200ms\"\n";
+    let (port, text) = binary_config(
+        "level = \"warn\"\nformat = \"json\"",
+        "\n[admin]\nlisten = \"off\"\n\n[insight]\nslow_query_threshold = \"200ms\"\n",
+    );
     let path = write_config("slow", &text);
     let mut child = Command::new(BIN)
         .args(["--config", &path.display().to_string()])
@@ -217,18 +227,7 @@ fn stop_binary(child: &mut std::process::Child) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_instance_takes_over_the_port_while_the_old_one_drains_with_no_failed_statement() {
     topology_up();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root()))
-        .expect("read")
-        .replace(
-            "listen = \"127.0.0.1:6034\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace("level = \"warn\"", "level = \"info\"")
-        + "\n[admin]\nlisten = \"off\"\n";
+    let (port, text) = binary_config("level = \"info\"", "\n[admin]\nlisten = \"off\"\n");
     let path = write_config("restart", &text);
     let mut old = start_binary(&path);
 
@@ -313,18 +312,7 @@ async fn a_new_instance_takes_over_the_port_while_the_old_one_drains_with_no_fai
 fn sighup_reloads_the_config_file() {
     use std::io::BufRead;
     topology_up();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let text = std::fs::read_to_string(format!("{}/config/test.toml", repo_root()))
-        .expect("read")
-        .replace(
-            "listen = \"127.0.0.1:6034\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace("level = \"warn\"", "level = \"info\"")
-        + "\n[admin]\nlisten = \"off\"\n";
+    let (_, text) = binary_config("level = \"info\"", "\n[admin]\nlisten = \"off\"\n");
     let path = write_config("hup", &text);
     let mut child = Command::new(BIN)
         .args(["--config", &path.display().to_string()])

@@ -142,8 +142,72 @@ impl BackendConn {
         kind: ResponseKind,
     ) -> Result<Result<Outcome, ServerErr>, BackendError> {
         self.send_command(payload).await?;
-        let mut tracker = ResponseTracker::new(kind, self.deprecate_eof());
         let mut last_err = None;
+        let o = self
+            .read_response(kind, |_, frame| {
+                if frame.first() == Some(&0xFF) && frame.len() < 0xFF_FFFF {
+                    last_err = Some(ServerErr {
+                        payload: frame.to_vec(),
+                    });
+                }
+            })
+            .await?;
+        Ok(match (o.error, last_err) {
+            (Some(_), Some(e)) => Err(e),
+            _ => Ok(o),
+        })
+    }
+
+    /// Runs a query rwsplit itself needs an answer from and returns the first column of its
+    /// first row (`None` for no row or NULL), or the server's ERR packet.
+    pub async fn query_scalar(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Option<String>, ServerErr>, BackendError> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(Command::Query as u8);
+        p.extend_from_slice(sql.as_bytes());
+        self.send_command(&p).await?;
+        // Frames of a one-result response: column count, that many definitions, an EOF unless
+        // CLIENT_DEPRECATE_EOF, then rows and the terminator.
+        let eof = u64::from(!self.deprecate_eof());
+        let mut first_row_at = None;
+        let mut value = None;
+        let mut err = None;
+        self.read_response(ResponseKind::Query, |n, frame| {
+            if n == 0 {
+                if frame.first() == Some(&0xFF) {
+                    err = Some(ServerErr {
+                        payload: frame.to_vec(),
+                    });
+                } else if let Some((cols, _)) = packets::read_lenenc_int(frame) {
+                    first_row_at = Some(1 + cols + eof);
+                }
+            } else if Some(n) == first_row_at && !matches!(frame.first(), Some(0xFE | 0xFF)) {
+                value = packets::read_lenenc_int(frame).and_then(|(len, k)| {
+                    let end = k.checked_add(usize::try_from(len).ok()?)?;
+                    frame
+                        .get(k..end)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+            }
+        })
+        .await?;
+        Ok(match err {
+            Some(e) => Err(e),
+            None => Ok(value),
+        })
+    }
+
+    /// Reads a whole response rwsplit consumes itself, showing each frame (its number and
+    /// payload) to `seen`. Keeps the status; a failure marks the connection broken.
+    async fn read_response(
+        &mut self,
+        kind: ResponseKind,
+        mut seen: impl FnMut(u64, &[u8]),
+    ) -> Result<Outcome, BackendError> {
+        let mut tracker = ResponseTracker::new(kind, self.deprecate_eof());
+        let mut frame_no = 0u64;
         let r = async {
             loop {
                 let h = frame::read_header(&mut self.reader).await?;
@@ -151,11 +215,8 @@ impl BackendConn {
                 tokio::io::AsyncReadExt::read_exact(&mut self.reader, &mut self.scratch)
                     .await
                     .map_err(FrameError::from)?;
-                if self.scratch.first() == Some(&0xFF) && h.len < 0xFF_FFFF {
-                    last_err = Some(ServerErr {
-                        payload: self.scratch.clone(),
-                    });
-                }
+                seen(frame_no, &self.scratch);
+                frame_no += 1;
                 let peek = &self.scratch[..h.len.min(PEEK_LEN)];
                 match tracker.on_frame(h.len, peek)? {
                     Step::More => {}
@@ -175,86 +236,7 @@ impl BackendConn {
                 if o.error.is_none() && kind.reports_status() {
                     self.status = o.status;
                 }
-                Ok(match (o.error, last_err) {
-                    (Some(_), Some(e)) => Err(e),
-                    _ => Ok(o),
-                })
-            }
-            Err(e) => {
-                self.broken = true;
-                Err(e)
-            }
-        }
-    }
-
-    /// Runs a query rwsplit itself needs an answer from and returns the first column of its
-    /// first row (`None` for no row or NULL), or the server's ERR packet.
-    pub async fn query_scalar(
-        &mut self,
-        sql: &str,
-    ) -> Result<Result<Option<String>, ServerErr>, BackendError> {
-        let mut p = Vec::with_capacity(sql.len() + 1);
-        p.push(Command::Query as u8);
-        p.extend_from_slice(sql.as_bytes());
-        self.send_command(&p).await?;
-        let mut tracker = ResponseTracker::new(ResponseKind::Query, self.deprecate_eof());
-        // Frames of a one-result response: column count, that many definitions, an EOF unless
-        // CLIENT_DEPRECATE_EOF, then rows and the terminator.
-        let mut frame_no = 0u64;
-        let mut first_row_at = None;
-        let mut value = None;
-        let mut err = None;
-        let r = async {
-            loop {
-                let h = frame::read_header(&mut self.reader).await?;
-                self.scratch.resize(h.len, 0);
-                tokio::io::AsyncReadExt::read_exact(&mut self.reader, &mut self.scratch)
-                    .await
-                    .map_err(FrameError::from)?;
-                let payload = &self.scratch[..];
-                if frame_no == 0 {
-                    if payload.first() == Some(&0xFF) {
-                        err = Some(ServerErr {
-                            payload: payload.to_vec(),
-                        });
-                    } else if let Some((cols, _)) = packets::read_lenenc_int(payload) {
-                        let eof = u64::from(!self.capabilities.contains(C::CLIENT_DEPRECATE_EOF));
-                        first_row_at = Some(1 + cols + eof);
-                    }
-                } else if Some(frame_no) == first_row_at
-                    && payload.first() != Some(&0xFE)
-                    && payload.first() != Some(&0xFF)
-                {
-                    value = packets::read_lenenc_int(payload).and_then(|(len, n)| {
-                        let end = n.checked_add(usize::try_from(len).ok()?)?;
-                        payload
-                            .get(n..end)
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                    });
-                }
-                frame_no += 1;
-                let peek = &self.scratch[..h.len.min(PEEK_LEN)];
-                match tracker.on_frame(h.len, peek)? {
-                    Step::More => {}
-                    Step::LocalInfile => {
-                        frame::write_packet(&mut self.writer, h.seq.wrapping_add(1), &[]).await?;
-                        self.writer.flush().await.map_err(FrameError::from)?;
-                        tracker.local_infile_sent();
-                    }
-                    Step::Done(o) => return Ok::<_, BackendError>(o),
-                }
-            }
-        }
-        .await;
-        match r {
-            Ok(o) => {
-                if o.error.is_none() {
-                    self.status = o.status;
-                }
-                Ok(match err {
-                    Some(e) => Err(e),
-                    None => Ok(value),
-                })
+                Ok(o)
             }
             Err(e) => {
                 self.broken = true;
