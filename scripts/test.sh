@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs what the tests need (MariaDB, sysbench, PyMySQL, node mysql2),
+# Runs the whole test suite: installs what the tests need (MariaDB, sysbench, PyMySQL, node mysql2, promtool),
 # starts the project's replication topology, then lints and runs every test.
 #   scripts/test.sh
 set -euo pipefail
@@ -10,6 +10,7 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(m
 command -v sysbench >/dev/null 2>&1 || need_apt+=(sysbench)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)   # promtool checks deploy/ alert rules
 if [ ${#need_apt[@]} -gt 0 ]; then scripts/apt-install.sh "${need_apt[@]}"; fi
 python3 -c 'import pymysql' 2>/dev/null || python3 -m pip install --quiet 'PyMySQL==1.1.1' \
   || python3 -m pip install --quiet --break-system-packages 'PyMySQL==1.1.1' \

@@ -84,12 +84,15 @@ pub fn refresh(shared: &Shared) {
         }
         let reads = b.role == Role::Replica && b.up && b.lag_ok && b.weight > 0;
         metrics::gauge!(BACKEND_READS, "backend" => name).set(f64::from(u8::from(reads)));
-        if let Some(ms) = st.and_then(|s| s.lag_ms) {
-            metrics::gauge!(BACKEND_LAG, "backend" => name).set(ms as f64 / 1000.0);
-        }
-        if let Some(n) = st.and_then(|s| s.gtid_behind) {
-            metrics::gauge!(BACKEND_GTID_BEHIND, "backend" => name).set(n as f64);
-        }
+        // Unknown now (stopped, unreadable, not a replica) is NaN, not the last value seen.
+        let lag = st
+            .and_then(|s| s.lag_ms)
+            .map_or(f64::NAN, |ms| ms as f64 / 1000.0);
+        metrics::gauge!(BACKEND_LAG, "backend" => name).set(lag);
+        let behind = st
+            .and_then(|s| s.gtid_behind)
+            .map_or(f64::NAN, |n| n as f64);
+        metrics::gauge!(BACKEND_GTID_BEHIND, "backend" => name).set(behind);
         if b.role == Role::Primary && b.up {
             writable += 1;
         }
