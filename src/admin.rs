@@ -143,7 +143,7 @@ pub fn backends_json(shared: &Shared) -> Value {
                 "weight": cfg.weight,
                 "max_replica_lag_seconds": cfg.max_replica_lag.as_secs_f64(),
                 "in_flight": shared.outstanding.get(i).map(|o| o.load(std::sync::atomic::Ordering::Relaxed)),
-                "pool": pool.map(|p| json!({"in_use": p.in_use, "idle": p.idle, "max": p.max})),
+                "pool": pool.map(|p| json!({"in_use": p.in_use, "idle": p.idle, "max": p.max, "waiting": p.waiting})),
             })
         })
         .collect();

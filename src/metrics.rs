@@ -27,6 +27,7 @@ pub const CLIENTS_REFUSED: &str = "rwsplit_client_connections_refused_total";
 pub const POOL_IN_USE: &str = "rwsplit_pool_connections_in_use";
 pub const POOL_IDLE: &str = "rwsplit_pool_connections_idle";
 pub const POOL_MAX: &str = "rwsplit_pool_connections_max";
+pub const POOL_WAITING: &str = "rwsplit_pool_checkouts_waiting";
 /// Backend state by `backend`: up (1/0), role (1 for the current `role` label), taking reads,
 /// lag and GTID distance.
 pub const BACKEND_UP: &str = "rwsplit_backend_up";
@@ -105,6 +106,7 @@ pub fn refresh(shared: &Shared) {
         metrics::gauge!(POOL_IN_USE, "backend" => name).set(p.in_use as f64);
         metrics::gauge!(POOL_IDLE, "backend" => name).set(p.idle as f64);
         metrics::gauge!(POOL_MAX, "backend" => name).set(p.max as f64);
+        metrics::gauge!(POOL_WAITING, "backend" => name).set(p.waiting as f64);
     }
 }
 

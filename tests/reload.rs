@@ -111,3 +111,42 @@ async fn a_reload_adds_and_removes_a_replica_under_open_sessions_and_a_bad_one_c
     assert!(!backends.contains("replica2"), "{backends}");
     let _ = std::fs::remove_file(path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_on_a_removed_primary_finishes_there_and_the_session_moves_after() {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("reload-tx")));
+    std::fs::write(&path, config_text(true)).expect("write");
+    let proxy = Proxy::start_with(|_| config_text(true));
+    proxy.shared.config_path.set(path.clone()).expect("path");
+    let t = unique("rtx");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    c.query_drop("BEGIN").await.expect("begin");
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("insert");
+
+    // The primary's entry is replaced by one of another name (same server): the old one is
+    // removed while the transaction is open on it.
+    std::fs::write(
+        &path,
+        config_text(true).replace("name = \"primary\"", "name = \"primary-b\""),
+    )
+    .expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("removed [\"primary\"]"), "{body}");
+    c.query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .expect("the open transaction goes on where it started");
+    c.query_drop("COMMIT").await.expect("commit");
+    let n: Option<u64> = c
+        .query_first(format!("/* rwsplit:primary */ SELECT COUNT(*) FROM {t}"))
+        .await
+        .expect("count on the new entry");
+    assert_eq!(n, Some(2));
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+    let _ = std::fs::remove_file(path);
+}

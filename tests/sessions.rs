@@ -356,10 +356,20 @@ async fn an_exhausted_pool_answers_1040_instead_of_hanging() {
 
     let mut b = proxy.conn().await;
     let started = Instant::now();
+    let shared = proxy.shared.clone();
+    let watcher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        shared.pools.stats()[0].waiting
+    });
     let err = b
         .query_drop(format!("INSERT INTO {t} VALUES (2)"))
         .await
         .expect_err("the only primary connection is taken");
+    assert_eq!(
+        watcher.await.expect("watcher"),
+        1,
+        "the waiting checkout is counted"
+    );
     assert_eq!(server_code(&err), Some(1040), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(2),

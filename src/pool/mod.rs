@@ -295,6 +295,8 @@ pub struct BackendPoolStats {
     pub idle: usize,
     pub in_use: usize,
     pub max: usize,
+    /// Checkouts waiting for room.
+    pub waiting: usize,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -329,6 +331,8 @@ pub struct Pools {
     config: RwLock<Arc<Config>>,
     /// Each backend's limit on open connections, shared by its pools.
     limits: RwLock<Vec<Arc<Semaphore>>>,
+    /// Checkouts waiting for room, per backend id.
+    waiting: Vec<std::sync::atomic::AtomicUsize>,
     pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
 }
 
@@ -342,6 +346,9 @@ impl Pools {
             targets: RwLock::new(targets),
             config: RwLock::new(config),
             limits: RwLock::new(limits),
+            waiting: (0..crate::session::MAX_BACKENDS)
+                .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect(),
             pools: RwLock::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&pools);
@@ -458,9 +465,19 @@ impl Pools {
         let permit = match permit {
             Some(p) => p,
             None => {
-                tokio::time::timeout(cfg.checkout_timeout, pool.permits.clone().acquire_owned())
-                    .await
-                    .ok()
+                let waiting = self.waiting.get(key.backend);
+                if let Some(w) = waiting {
+                    w.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let got = tokio::time::timeout(
+                    cfg.checkout_timeout,
+                    pool.permits.clone().acquire_owned(),
+                )
+                .await;
+                if let Some(w) = waiting {
+                    w.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                got.ok()
                     .and_then(Result::ok)
                     .ok_or_else(|| PoolError::Exhausted {
                         backend: pool.target.name.clone(),
@@ -482,11 +499,16 @@ impl Pools {
     pub fn stats(&self) -> Vec<BackendPoolStats> {
         let mut out: Vec<BackendPoolStats> = read(&self.targets)
             .iter()
-            .map(|t| BackendPoolStats {
+            .enumerate()
+            .map(|(i, t)| BackendPoolStats {
                 backend: t.name.clone(),
                 idle: 0,
                 in_use: 0,
                 max: t.config.max_connections as usize,
+                waiting: self
+                    .waiting
+                    .get(i)
+                    .map_or(0, |w| w.load(std::sync::atomic::Ordering::Relaxed)),
             })
             .collect();
         for p in self.all() {

@@ -251,6 +251,19 @@ impl Session {
         )
     }
 
+    /// A transaction open on a primary that a reload removed finishes there: the session
+    /// moves only once it ends.
+    fn removed_primary_in_transaction(&self) -> Option<Target> {
+        let b = self.primary.as_ref()?.backend();
+        let removed = self
+            .shared
+            .backends
+            .load()
+            .get(b)
+            .is_some_and(|s| s.removed);
+        (removed && self.in_transaction()).then_some(Target::Primary(b))
+    }
+
     /// Read-your-writes with no replica known to have the session's last write: waits on one
     /// (up to `routing.read_your_writes_wait`) and returns it if the write arrived in time.
     async fn wait_for_last_write(&mut self, avoid: Option<usize>) -> Option<usize> {
@@ -508,7 +521,7 @@ impl Session {
         self.set_info("executing", None);
         let mut avoid = None;
         for attempt in 0..2 {
-            let decision = match forced {
+            let decision = match forced.or_else(|| self.removed_primary_in_transaction()) {
                 Some(t) => Ok(Decision {
                     target: t,
                     why: Why::Hint,
