@@ -1,0 +1,204 @@
+"""Runs the interleaved sysbench comparison (see scripts/bench.sh) and writes the report.
+
+Every process this starts (HAProxy, rwsplit) is tracked by PID and stopped by PID.
+"""
+import argparse
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HZ = os.sysconf("SC_CLK_TCK")
+PORTS = {"direct": 3306, "haproxy": 6040, "rwsplit": 6035}
+
+
+def free(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not free(port):
+            return
+        time.sleep(0.1)
+    sys.exit(f"nothing listens on {port} after {timeout} s")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def start_haproxy(tmp):
+    cfg = os.path.join(tmp, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(f"""global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+listen mysql
+    bind 127.0.0.1:{PORTS['haproxy']}
+    server primary 127.0.0.1:3306
+""")
+    p = subprocess.Popen(["haproxy", "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    wait_port(PORTS["haproxy"])
+    return p
+
+
+def start_rwsplit(tmp):
+    text = open(os.path.join(ROOT, "config", "rwsplit.toml")).read()
+    text = text.replace('listen = "127.0.0.1:6033"', f'listen = "127.0.0.1:{PORTS["rwsplit"]}"')
+    text = text.replace('listen = "127.0.0.1:6080"', 'listen = "off"')
+    text = text.replace('level = "info"', 'level = "warn"')
+    cfg = os.path.join(tmp, "rwsplit.toml")
+    with open(cfg, "w") as f:
+        f.write(text)
+    p = subprocess.Popen([os.path.join(ROOT, "target", "release", "rwsplit"), "--config", cfg],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(PORTS["rwsplit"])
+    return p
+
+
+def sysbench(target, workload, threads, seconds, ps_mode, extra=(), action="run"):
+    cmd = ["sysbench", workload, "--db-driver=mysql", "--mysql-host=127.0.0.1",
+           f"--mysql-port={PORTS[target]}", "--mysql-user=app", "--mysql-password=app",
+           "--mysql-db=app", "--tables=4", "--table-size=10000", f"--threads={threads}",
+           f"--time={seconds}", f"--db-ps-mode={ps_mode}", "--histogram=on",
+           "--mysql-ignore-errors=all", *extra, action]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    if r.returncode != 0:
+        sys.exit(f"sysbench failed: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+    return r.stdout
+
+
+def parse(out):
+    queries = int(re.search(r"queries:\s+(\d+)", out).group(1))
+    qps = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", out).group(1))
+    errors = int(re.search(r"ignored errors:\s+(\d+)", out).group(1))
+    hist = [(float(v), int(c)) for v, c in
+            re.findall(r"^\s+([\d.]+)\s+\|[\s*]*\s(\d+)\s*$", out, re.M)]
+    total = sum(c for _, c in hist)
+
+    def pct(p):
+        seen = 0
+        for v, c in hist:
+            seen += c
+            if seen >= total * p:
+                return v
+        return float("nan")
+    return {"queries": queries, "qps": qps, "errors": errors,
+            "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--time", type=int, default=10)
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    a = ap.parse_args()
+    workloads = [("oltp_point_select", ()), ("oltp_read_only", ("--skip-trx=on",)),
+                 ("oltp_read_write", ())]
+    threads = [32] if a.quick else [8, 32, 128]
+    modes = ["auto"] if a.quick else ["auto", "disable"]
+    for port in (PORTS["haproxy"], PORTS["rwsplit"]):
+        if not free(port):
+            sys.exit(f"port {port} is busy")
+    with tempfile.TemporaryDirectory() as tmp:
+        hap = start_haproxy(tmp)
+        rw = start_rwsplit(tmp)
+        try:
+            sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
+            sysbench("direct", "oltp_read_write", 4, 1, "auto", action="prepare")
+            subprocess.run([os.path.join(ROOT, "scripts", "topology.sh"), "wait-sync"],
+                           check=True)
+            rows = []
+            for wl, extra in workloads:
+                for t in threads:
+                    for mode in modes:
+                        case = {}
+                        for target in ("direct", "haproxy", "rwsplit"):
+                            pid = {"haproxy": hap.pid, "rwsplit": rw.pid}.get(target)
+                            before = cpu_seconds(pid) if pid else 0.0
+                            res = parse(sysbench(target, wl, t, a.time, mode, extra))
+                            if pid:
+                                res["cpu_per_10k"] = (cpu_seconds(pid) - before) / res["queries"] * 10000
+                            case[target] = res
+                            print(f"{wl} threads={t} ps={mode} {target}: {res['qps']:.0f} qps "
+                                  f"p50 {res['p50']} ms p99 {res['p99']} ms errors {res['errors']}",
+                                  flush=True)
+                        rows.append((wl + (" --skip-trx=on" if extra else ""), t, mode, case))
+            rss = {"rwsplit": peak_rss_kib(rw.pid), "haproxy": peak_rss_kib(hap.pid)}
+        finally:
+            for p in (rw, hap):
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
+    write_report(a, rows, rss)
+
+
+def write_report(a, rows, rss):
+    cpu = open("/proc/cpuinfo").read()
+    model = re.search(r"model name\s*:\s*(.*)", cpu)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {os.cpu_count()} cores ({model.group(1) if model else platform.machine()}), "
+        f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
+        f"{platform.system()} {platform.release()}. MariaDB primary and two replicas, sysbench, "
+        "HAProxy and rwsplit all share these cores. Each case runs direct, HAProxy and rwsplit "
+        f"back to back for {a.time} s each; compare only within a row.",
+        "",
+        "`scripts/bench.sh" + (" --quick" if a.quick else "") + "` wrote this. HAProxy forwards "
+        "everything to the primary; rwsplit sends reads to the replicas. Latencies in ms "
+        "(from sysbench's histogram); CPU is seconds of process time per 10,000 statements.",
+        "",
+        "| workload | threads | ps | target | QPS | p50 | p95 | p99 | errors | CPU s/10k | rwsplit/direct | rwsplit/HAProxy |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for wl, t, mode, case in rows:
+        for target in ("direct", "haproxy", "rwsplit"):
+            r = case[target]
+            ratio_d = ratio_h = ""
+            if target == "rwsplit":
+                ratio_d = f"{r['qps'] / case['direct']['qps']:.2f}"
+                ratio_h = f"{r['qps'] / case['haproxy']['qps']:.2f}"
+            cpu = f"{r['cpu_per_10k']:.3f}" if "cpu_per_10k" in r else ""
+            lines.append(f"| {wl} | {t} | {mode} | {target} | {r['qps']:.0f} | {r['p50']} | "
+                         f"{r['p95']} | {r['p99']} | {r['errors']} | {cpu} | {ratio_d} | {ratio_h} |")
+    lines += ["", f"Peak RSS over the run: rwsplit {rss['rwsplit'] / 1024:.1f} MiB, "
+              f"HAProxy {rss['haproxy'] / 1024:.1f} MiB.", ""]
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    existing = open(a.out).read() if os.path.exists(a.out) else ""
+    marker = "<!-- notes -->"
+    notes = existing[existing.index(marker):] if marker in existing else marker + "\n"
+    with open(a.out, "w") as f:
+        f.write("\n".join(lines) + "\n" + notes)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

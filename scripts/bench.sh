@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The load benchmark: sysbench against the primary directly, through HAProxy in TCP mode (the
+# floor any proxy is compared to) and through rwsplit, interleaved in one run, bounded in time.
+# Writes a Markdown report (default docs/benchmarks.md).
+#
+#   scripts/bench.sh [--quick] [--time SECONDS] [--out FILE]
+#
+# --quick runs oltp_point_select / oltp_read_only / oltp_read_write at 32 threads only;
+# the full run adds 8 and 128 threads and both prepared-statement and text modes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client)
+if [ ${#need[@]} -gt 0 ]; then scripts/apt-install.sh "${need[@]}"; fi
+scripts/topology.sh up
+cargo build --release --quiet
+exec python3 scripts/bench.py "$@"
