@@ -108,6 +108,8 @@ pub struct ProxyConfig {
     /// SO_REUSEPORT on the listeners, so a new rwsplit can start on the same port while the
     /// old one drains.
     pub reuse_port: bool,
+    /// Runtime worker threads; `None`: one per CPU.
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -319,6 +321,7 @@ mod raw {
         server_version: Option<String>,
         query_timeout: Option<String>,
         reuse_port: Option<bool>,
+        worker_threads: Option<usize>,
     }
 
     #[derive(Deserialize, Default, Clone)]
@@ -519,6 +522,10 @@ mod raw {
                 server_version: p.server_version.clone(),
                 query_timeout: limit("proxy.query_timeout", p.query_timeout.as_deref())?,
                 reuse_port: p.reuse_port.unwrap_or(true),
+                worker_threads: match p.worker_threads {
+                    Some(0) => return Err(invalid("proxy.worker_threads", "must be at least 1")),
+                    n => n,
+                },
             };
             let defaults = PoolConfig {
                 max_connections: 200,

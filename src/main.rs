@@ -84,10 +84,11 @@ fn main() -> anyhow::Result<()> {
         }
     };
     rwsplit::init_logging(&config.logging);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.proxy.worker_threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().build().context("starting the tokio runtime")?;
     rt.block_on(async move {
         let listener = rwsplit::server::bind(&config).await?;
         let admin = rwsplit::admin::bind(&config).await?;
