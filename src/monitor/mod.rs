@@ -120,6 +120,14 @@ impl Health {
                 s.status.push(BackendStatus::default());
             }
             apply_slots(&mut s, &slots);
+            // A configured role applies where the server's own read_only is not known; where
+            // it is, the observed role stands (assign_roles).
+            for (i, slot) in slots.iter().enumerate() {
+                let unknown = s.status.get(i).is_some_and(|st| st.read_only.is_none());
+                if let Some(b) = s.backends.get_mut(i).filter(|_| unknown && !slot.removed) {
+                    b.role = slot.config.role;
+                }
+            }
             assign_roles(&mut s);
             s
         });
