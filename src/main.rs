@@ -88,7 +88,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = config.proxy.worker_threads {
         rt.worker_threads(n);
     }
-    let rt = rt.enable_all().build().context("starting the tokio runtime")?;
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     rt.block_on(async move {
         let listener = rwsplit::server::bind(&config).await?;
         let admin = rwsplit::admin::bind(&config).await?;
