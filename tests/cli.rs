@@ -11,6 +11,33 @@ use mysql_async::prelude::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rwsplit");
 
+/// A running rwsplit this test started: killed when dropped if it is still running (a failed
+/// assertion must not leave it behind). It is never reaped before that check, so its pid
+/// cannot belong to another process.
+struct Binary(std::process::Child);
+
+impl std::ops::Deref for Binary {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Binary {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A free port and the test config for the binary on it: `level` replaces the logging level
 /// line, `extra` is appended.
 fn binary_config(level: &str, extra: &str) -> (u16, String) {
@@ -72,12 +99,14 @@ async fn the_binary_logs_slow_queries_and_stops_cleanly_on_sigterm() {
         "\n[admin]\nlisten = \"off\"\n\n[insight]\nslow_query_threshold = \"200ms\"\n",
     );
     let path = write_config("slow", &text);
-    let mut child = Command::new(BIN)
-        .args(["--config", &path.display().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start rwsplit");
+    let mut child = Binary(
+        Command::new(BIN)
+            .args(["--config", &path.display().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rwsplit"),
+    );
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
         .tcp_port(port)
@@ -184,14 +213,16 @@ async fn status_prints_the_backends_of_a_running_proxy_as_a_table() {
 }
 
 /// Starts the binary on `port` and waits for its "listening" log line.
-fn start_binary(config: &std::path::Path) -> std::process::Child {
+fn start_binary(config: &std::path::Path) -> Binary {
     use std::io::BufRead;
-    let mut child = Command::new(BIN)
-        .args(["--config", &config.display().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rwsplit");
+    let mut child = Binary(
+        Command::new(BIN)
+            .args(["--config", &config.display().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rwsplit"),
+    );
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -314,12 +345,14 @@ fn sighup_reloads_the_config_file() {
     topology_up();
     let (_, text) = binary_config("level = \"info\"", "\n[admin]\nlisten = \"off\"\n");
     let path = write_config("hup", &text);
-    let mut child = Command::new(BIN)
-        .args(["--config", &path.display().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rwsplit");
+    let mut child = Binary(
+        Command::new(BIN)
+            .args(["--config", &path.display().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rwsplit"),
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().expect("stdout");
     std::thread::spawn(move || {
