@@ -91,15 +91,7 @@ pub async fn apply(shared: &Arc<Shared>, new: Config) -> Result<String, ReloadEr
     if slots.len() > MAX_BACKENDS {
         return Err(ReloadError::TooManyBackends);
     }
-    let targets = slots
-        .iter()
-        .map(|s| Target {
-            name: s.config.name.clone(),
-            address: s.config.address.clone(),
-            password: String::new(),
-            config: s.config.pool.clone(),
-        })
-        .collect();
+    let targets = slots.iter().map(|s| Target::from(&s.config)).collect();
     let new = Arc::new(new);
     // Order: pools and slots first (so a new backend is connectable before routing sees it),
     // then the snapshot routing reads, then the config itself.

@@ -29,16 +29,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub fn build(config: Config) -> Arc<Shared> {
     crate::metrics::handle();
     let config = Arc::new(config);
-    let targets = config
-        .backends
-        .iter()
-        .map(|b| Target {
-            name: b.name.clone(),
-            address: b.address.clone(),
-            password: String::new(),
-            config: b.pool.clone(),
-        })
-        .collect();
+    let targets = config.backends.iter().map(Target::from).collect();
     let pools = Pools::new(targets, config.clone());
     let slots: crate::session::Slots = Arc::new(arc_swap::ArcSwap::from_pointee(
         config

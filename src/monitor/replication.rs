@@ -11,8 +11,13 @@ pub enum Flavor {
 }
 
 impl Flavor {
+    /// Called per statement by read-your-writes routing: no allocation.
     pub fn of(version: &str) -> Flavor {
-        if version.to_ascii_lowercase().contains("mariadb") {
+        let mariadb = version
+            .as_bytes()
+            .windows(7)
+            .any(|w| w.eq_ignore_ascii_case(b"mariadb"));
+        if mariadb {
             Flavor::MariaDb
         } else {
             Flavor::MySql

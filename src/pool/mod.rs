@@ -76,6 +76,18 @@ pub struct Target {
     pub config: PoolConfig,
 }
 
+impl From<&crate::config::BackendConfig> for Target {
+    /// The password is filled in per pool, from its user.
+    fn from(b: &crate::config::BackendConfig) -> Target {
+        Target {
+            name: b.name.clone(),
+            address: b.address.clone(),
+            password: String::new(),
+            config: b.pool.clone(),
+        }
+    }
+}
+
 /// An idle connection keeps its permit: permits count open connections, not busy ones.
 struct Idle {
     conn: BackendConn,

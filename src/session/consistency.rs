@@ -264,6 +264,15 @@ mod tests {
         );
         assert_eq!(p("SET rwsplit_consistency = 'sometimes'"), Some(None));
         assert_eq!(p("SET autocommit = 0"), None);
+        // The session only looks at statements the classifier calls session commands.
+        for sql in [
+            "SET rwsplit_consistency = 'strong'",
+            "set session rwsplit_consistency='eventual';",
+            "SET @@session.rwsplit_consistency = \"read_your_writes\"",
+        ] {
+            let kind = crate::classify::classify(sql.as_bytes()).kind;
+            assert_eq!(kind, StatementKind::SessionCommand, "{sql}");
+        }
     }
 
     #[test]

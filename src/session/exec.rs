@@ -58,12 +58,32 @@ fn record(
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Where and as whom to open a connection that kills a statement running too long.
-pub(super) struct Killer {
+/// Where and as whom to open a connection that kills a statement running too long; built
+/// only when a statement does.
+struct Killer {
     address: String,
     user: String,
     password: String,
     backend: &'static str,
+}
+
+impl Killer {
+    fn new(shared: &super::Shared, user: &str, backend: usize) -> Killer {
+        Killer {
+            address: shared
+                .pools
+                .target(backend)
+                .map(|t| t.address)
+                .unwrap_or_default(),
+            user: user.to_string(),
+            password: shared
+                .config()
+                .user(user)
+                .map(|u| u.password.clone())
+                .unwrap_or_default(),
+            backend: shared.name(backend),
+        }
+    }
 }
 
 /// Awaits a response; past `limit`, kills the statement on its backend (`KILL QUERY` over a
@@ -72,7 +92,7 @@ pub(super) struct Killer {
 async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardError>>>(
     fwd: F,
     limit: std::time::Duration,
-    killer: Killer,
+    (shared, user, backend): (&super::Shared, &str, usize),
     thread: u32,
 ) -> Result<Outcome, ForwardError> {
     tokio::pin!(fwd);
@@ -80,6 +100,7 @@ async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardErr
         r = &mut fwd => r,
         _ = tokio::time::sleep(limit) => {
             error("query_timeout");
+            let killer = Killer::new(shared, user, backend);
             tracing::warn!(backend = killer.backend, thread, ?limit, "statement ran past its query_timeout; killing it");
             tokio::spawn(async move {
                 let creds = Credentials {
@@ -363,33 +384,16 @@ impl Session {
         }
     }
 
-    fn killer(&self, backend: usize) -> Killer {
-        Killer {
-            address: self
-                .shared
-                .pools
-                .target(backend)
-                .map(|t| t.address.clone())
-                .unwrap_or_default(),
-            user: self.user.clone(),
-            password: self
-                .shared
-                .config()
-                .user(&self.user)
-                .map(|u| u.password.clone())
-                .unwrap_or_default(),
-            backend: self.shared.name(backend),
-        }
-    }
-
     /// Updates what `/sessions` shows.
     pub(super) fn set_info(&self, state: &'static str, backend: Option<&'static str>) {
         let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
         i.state = state;
         i.since = std::time::Instant::now();
-        i.schema.clone_from(&self.state.schema);
+        if i.schema != self.state.schema {
+            i.schema.clone_from(&self.state.schema);
+        }
         if state == "executing" {
-            i.digest = self.digest.as_deref().map(str::to_string);
+            i.digest.clone_from(&self.digest);
         }
         if backend.is_some() {
             i.backend = backend;
@@ -465,9 +469,16 @@ impl Session {
     }
 
     /// The bytes to send on `slot` for `cmd`, preparing a statement there first if needed.
-    async fn bytes_for(&mut self, cmd: &Cmd<'_>, slot: Slot) -> Result<Vec<u8>, Failure> {
+    /// Only an execute is rewritten; any other command is sent as the client sent it.
+    async fn bytes_for<'p>(
+        &mut self,
+        cmd: &Cmd<'p>,
+        slot: Slot,
+    ) -> Result<std::borrow::Cow<'p, [u8]>, Failure> {
         let (packet, id) = match cmd {
-            Cmd::Raw(p) | Cmd::Prepare { packet: p, .. } => return Ok(p.to_vec()),
+            Cmd::Raw(p) | Cmd::Prepare { packet: p, .. } => {
+                return Ok(std::borrow::Cow::Borrowed(p));
+            }
             Cmd::Execute { packet, id } => (*packet, *id),
         };
         let unknown =
@@ -500,12 +511,14 @@ impl Session {
             }
         }
         let stmt = self.stmts.get_mut(id).ok_or_else(unknown)?;
-        prepared::rewrite_execute(packet, stmt, slot).ok_or_else(|| {
-            Failure::Reply(
-                ClientError::new(1210, "HY000", "Incorrect arguments to mysqld_stmt_execute")
-                    .payload(),
-            )
-        })
+        prepared::rewrite_execute(packet, stmt, slot)
+            .map(std::borrow::Cow::Owned)
+            .ok_or_else(|| {
+                Failure::Reply(
+                    ClientError::new(1210, "HY000", "Incorrect arguments to mysqld_stmt_execute")
+                        .payload(),
+                )
+            })
     }
 
     /// Runs `cmd` where routing sends `class` (or on `forced`), streaming the response back.
@@ -608,22 +621,22 @@ impl Session {
                 Cmd::Prepare { proxy_id, .. } => Some(proxy_id),
                 _ => None,
             };
-            let killer = self
-                .query_timeout
-                .map(|t| (t, self.killer(target.backend())));
+            let name = self.shared.name(target.backend());
             let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
                 continue;
             };
-            let name = conn.backend_name().to_string();
             let thread = conn.connection_id;
             let result = {
                 let _in_flight = InFlight::new(&self.shared, target.backend());
                 match conn.send_command(&bytes).await {
                     Ok(()) => {
                         let fwd = forward::response(conn, &mut self.client, kind, proxy_id);
-                        match killer {
+                        match self.query_timeout {
                             None => fwd.await,
-                            Some((limit, killer)) => with_timeout(fwd, limit, killer, thread).await,
+                            Some(limit) => {
+                                let on = (&*self.shared, self.user.as_str(), target.backend());
+                                with_timeout(fwd, limit, on, thread).await
+                            }
                         }
                     }
                     Err(e) => Err(ForwardError::Backend {

@@ -171,12 +171,21 @@ pub struct SessionInfo {
     pub schema: Option<String>,
     /// "idle", "idle in transaction" or "executing".
     pub state: &'static str,
-    pub digest: Option<String>,
+    /// Shared with the session (no copy per statement).
+    #[serde(serialize_with = "serialize_digest")]
+    pub digest: Option<Arc<str>>,
     pub backend: Option<&'static str>,
     #[serde(skip)]
     pub since: std::time::Instant,
     /// Seconds in the current state (filled in when listed).
     pub seconds: f64,
+}
+
+fn serialize_digest<S: serde::Serializer>(d: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(d),
+        None => s.serialize_none(),
+    }
 }
 
 /// How long an idle session is kept, once rwsplit shuts down, for a statement already on its way.
@@ -450,10 +459,13 @@ impl Session {
 
     async fn query(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         use crate::protocol::response::ResponseKind as K;
-        if let Some(mode) = consistency::parse_set_consistency(&packet[1..]) {
-            return self.set_consistency(mode, &packet[1..]).await;
-        }
         let class = crate::classify::classify(&packet[1..]);
+        // rwsplit's own session variable: only a SET can be one, so other statements skip the look.
+        if class.kind == StatementKind::SessionCommand {
+            if let Some(mode) = consistency::parse_set_consistency(&packet[1..]) {
+                return self.set_consistency(mode, &packet[1..]).await;
+            }
+        }
         self.digest = Some(crate::classify::digest(&packet[1..]).into());
         let path = if class.fast_path { "fast" } else { "full" };
         metrics::counter!(crate::metrics::CLASSIFIED, "path" => path).increment(1);
