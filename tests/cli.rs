@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,29 +10,57 @@ use mysql_async::prelude::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rwsplit");
 
-/// A running rwsplit this test started: killed when dropped if it is still running (a failed
-/// assertion must not leave it behind). It is never reaped before that check, so its pid
-/// cannot belong to another process.
-struct Binary(std::process::Child);
+/// A running rwsplit this test started, with its log lines: killed when dropped if it is
+/// still running (a failed assertion must not leave it behind). It is never reaped before that
+/// check, so its pid cannot belong to another process.
+struct Binary {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Binary {
+    /// Waits (up to 20 s) for a log line containing `what` and returns it.
+    fn wait_for(&self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {what:?}"),
+            }
+        }
+    }
+
+    /// The log lines not read yet, up to the end of the output (call after it exited).
+    fn rest(&self) -> String {
+        let mut out = String::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            out += &l;
+            out.push('\n');
+        }
+        out
+    }
+}
 
 impl std::ops::Deref for Binary {
     type Target = std::process::Child;
     fn deref(&self) -> &std::process::Child {
-        &self.0
+        &self.child
     }
 }
 
 impl std::ops::DerefMut for Binary {
     fn deref_mut(&mut self) -> &mut std::process::Child {
-        &mut self.0
+        &mut self.child
     }
 }
 
 impl Drop for Binary {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -95,18 +122,11 @@ fn check_config_accepts_the_example_and_names_a_bad_key() {
 async fn the_binary_logs_slow_queries_and_stops_cleanly_on_sigterm() {
     topology_up();
     let (port, text) = binary_config(
-        "level = \"warn\"\nformat = \"json\"",
+        "level = \"info\"\nformat = \"json\"",
         "\n[admin]\nlisten = \"off\"\n\n[insight]\nslow_query_threshold = \"200ms\"\n",
     );
     let path = write_config("slow", &text);
-    let mut child = Binary(
-        Command::new(BIN)
-            .args(["--config", &path.display().to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rwsplit"),
-    );
+    let mut child = start_binary(&path);
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
         .tcp_port(port)
@@ -133,26 +153,13 @@ async fn the_binary_logs_slow_queries_and_stops_cleanly_on_sigterm() {
     idle.ping().await.expect("ping");
     conn.disconnect().await.expect("disconnect");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
     let stopping = Instant::now();
-    let exit = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(5),
-            "rwsplit did not stop promptly on SIGTERM with an idle session open"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut out = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        o.read_to_string(&mut out).expect("stdout");
-    }
+    let exit = stop_binary(&mut child);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "rwsplit did not stop promptly on SIGTERM with an idle session open"
+    );
+    let out = child.rest();
     assert!(exit.success(), "exit {exit:?}\n{out}");
     drop(idle);
     let slow: Vec<serde_json::Value> = out
@@ -212,32 +219,29 @@ async fn status_prints_the_backends_of_a_running_proxy_as_a_table() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin API"));
 }
 
-/// Starts the binary on `port` and waits for its "listening" log line.
+/// Starts the binary with `config` and waits for its "listening" log line (the config must log
+/// at info level).
 fn start_binary(config: &std::path::Path) -> Binary {
     use std::io::BufRead;
-    let mut child = Binary(
-        Command::new(BIN)
-            .args(["--config", &config.display().to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rwsplit"),
-    );
+    let mut child = Command::new(BIN)
+        .args(["--config", &config.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rwsplit");
     let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
         {
-            if line.contains("rwsplit listening") {
-                let _ = tx.send(());
-            }
+            let _ = tx.send(line);
         }
     });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("rwsplit logged that it listens");
-    child
+    let b = Binary { child, lines };
+    b.wait_for("rwsplit listening");
+    b
 }
 
 fn stop_binary(child: &mut std::process::Child) -> std::process::ExitStatus {
@@ -341,40 +345,10 @@ async fn a_new_instance_takes_over_the_port_while_the_old_one_drains_with_no_fai
 
 #[test]
 fn sighup_reloads_the_config_file() {
-    use std::io::BufRead;
     topology_up();
     let (_, text) = binary_config("level = \"info\"", "\n[admin]\nlisten = \"off\"\n");
     let path = write_config("hup", &text);
-    let mut child = Binary(
-        Command::new(BIN)
-            .args(["--config", &path.display().to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rwsplit"),
-    );
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l.contains(what) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {what:?}"),
-            }
-        }
-    };
-    wait_for("rwsplit listening");
+    let mut child = start_binary(&path);
     std::fs::write(
         &path,
         text.replace(
@@ -387,7 +361,7 @@ fn sighup_reloads_the_config_file() {
         .args(["-HUP", &child.id().to_string()])
         .status()
         .expect("kill -HUP");
-    let line = wait_for("config reloaded");
+    let line = child.wait_for("config reloaded");
     assert!(line.contains("removed [\"replica2\"]"), "{line}");
     let status = stop_binary(&mut child);
     assert!(status.success(), "{status:?}");
