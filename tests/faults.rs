@@ -111,20 +111,7 @@ async fn a_killed_replica_does_not_break_reads_and_rejoins_when_back() {
 
     // Back up: new sessions reach it again once the monitor sees it.
     faults::topology(&["start", "replica1"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut c = proxy.conn().await;
-        let id: Option<u64> = c.query_first("SELECT @@server_id").await.expect("read");
-        drop(c);
-        if id == Some(REPLICA1_SERVER_ID) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica1 did not rejoin within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_reads_reach(&proxy, REPLICA1_SERVER_ID, Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
