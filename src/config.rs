@@ -121,6 +121,8 @@ pub struct UserConfig {
     pub consistency: Consistency,
     /// This user's statement time limit (`proxy.query_timeout` unless set; `None`: no limit).
     pub query_timeout: Option<Duration>,
+    /// Whether this user's sessions share backend connections (`routing.multiplexing` unless set).
+    pub multiplexing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +158,10 @@ pub struct RoutingConfig {
     /// How a session's replica is chosen: least outstanding requests per unit of weight
     /// (default), or by weight alone.
     pub least_outstanding: bool,
+    /// Sessions return their backend connections to the pool between statements when nothing
+    /// pins them (transaction, temporary table, lock, user variable, ...). Off: a session keeps
+    /// the connections it used until it ends (per user: `[[users]] multiplexing`).
+    pub multiplexing: bool,
     /// How long a read-your-writes read waits on a replica for the session's last write
     /// before it goes to the primary instead.
     pub read_your_writes_wait: Duration,
@@ -344,6 +350,7 @@ mod raw {
         read_your_writes_wait: Option<String>,
         replica_selection: Option<String>,
         read_only_transactions_on_replica: Option<bool>,
+        multiplexing: Option<bool>,
     }
 
     #[derive(Deserialize, Default)]
@@ -390,6 +397,7 @@ mod raw {
         password_env: Option<String>,
         consistency: Option<String>,
         query_timeout: Option<String>,
+        multiplexing: Option<bool>,
     }
 
     #[derive(Deserialize)]
@@ -583,6 +591,7 @@ mod raw {
                     .routing
                     .read_only_transactions_on_replica
                     .unwrap_or(false),
+                multiplexing: self.routing.multiplexing.unwrap_or(true),
             };
             let m = &self.monitor;
             let monitor = MonitorConfig {
@@ -669,6 +678,7 @@ mod raw {
                         Some(v) => limit(&format!("{key}.query_timeout"), Some(v))?,
                         None => proxy.query_timeout,
                     },
+                    multiplexing: u.multiplexing.unwrap_or(routing.multiplexing),
                 });
             }
             let mut monitor = monitor;

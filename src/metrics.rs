@@ -39,6 +39,12 @@ pub const BACKEND_GTID_BEHIND: &str = "rwsplit_backend_gtid_behind";
 pub const SPLIT_BRAIN: &str = "rwsplit_split_brain";
 /// Statements classified, by `path` (fast: lexical, full: sqlparser fallback).
 pub const CLASSIFIED: &str = "rwsplit_classified_total";
+/// Sessions pinned to their backend connection (multiplexing paused), by `reason`, counted
+/// as each pin starts.
+pub const PINS: &str = "rwsplit_session_pins_total";
+/// Backend connections brought to a session's state at checkout, by `kind`: none (it
+/// already carried it), replay (some commands), reset (it carried another session's state).
+pub const STATE_SYNCS: &str = "rwsplit_state_syncs_total";
 /// Errors rwsplit itself answered or hit, by `kind`.
 pub const ERRORS: &str = "rwsplit_errors_total";
 

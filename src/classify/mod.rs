@@ -88,6 +88,14 @@ pub enum SessionEffect {
     SetsUserVariable,
     /// Takes a named lock (`GET_LOCK`).
     TakesNamedLock,
+    /// `RELEASE_LOCK`.
+    ReleasesNamedLock,
+    /// `RELEASE_ALL_LOCKS`.
+    ReleasesAllNamedLocks,
+    /// `LAST_INSERT_ID(expr)`: sets the value the next `LAST_INSERT_ID()` returns.
+    SetsLastInsertId,
+    /// `SQL_CALC_FOUND_ROWS`: the next `FOUND_ROWS()` must run on the same connection.
+    CalcFoundRows,
     /// SQL-level `PREPARE`.
     PreparesSqlStatement,
 }
@@ -282,8 +290,17 @@ fn read_or_write(toks: &[Token<'_>]) -> Classification {
                     && (is(w, "SQL_CALC_FOUND_ROWS") || next == Some(&Token::Punct(b'('))) =>
             {
                 note(R::SideEffectFunction, &mut reason);
+                let with_argument = toks.get(i + 2).is_some_and(|t| *t != Token::Punct(b')'));
                 if is(w, "GET_LOCK") {
                     effect = Some(SessionEffect::TakesNamedLock);
+                } else if is(w, "RELEASE_LOCK") {
+                    effect = Some(SessionEffect::ReleasesNamedLock);
+                } else if is(w, "RELEASE_ALL_LOCKS") {
+                    effect = Some(SessionEffect::ReleasesAllNamedLocks);
+                } else if is(w, "SQL_CALC_FOUND_ROWS") {
+                    effect = Some(SessionEffect::CalcFoundRows);
+                } else if is(w, "LAST_INSERT_ID") && with_argument {
+                    effect = Some(SessionEffect::SetsLastInsertId);
                 }
             }
             Token::UserVar => {

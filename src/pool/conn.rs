@@ -62,8 +62,17 @@ pub struct BackendConn {
     pub schema: Option<String>,
     /// Whether multi-statements are currently enabled on this connection.
     pub multi_statements: bool,
-    /// How many entries of its session's replayed-statement log this connection has run.
+    /// How many entries of a session's replayed-statement log this connection has run, and
+    /// the chained hash of those entries (0 for none: a connection fresh or just reset). A
+    /// session whose log has the same hash at that length can use the connection by replaying
+    /// only the rest (see `session::state::sync`).
     pub applied: usize,
+    pub chain: u64,
+    /// What `LAST_INSERT_ID()` returns on this connection (from the OK packets it sent).
+    pub last_insert_id: u64,
+    /// Statements prepared on this connection, by their COM_STMT_PREPARE packet: any session
+    /// that runs the same statement here reuses the server's statement id. Cleared by a reset.
+    pub statements: std::collections::HashMap<Box<[u8]>, u32>,
     /// Server status flags from the last OK/EOF this connection sent.
     pub status: u16,
     scratch: Vec<u8>,
@@ -111,6 +120,9 @@ impl BackendConn {
             broken: false,
             schema: creds.database.map(str::to_string),
             applied: 0,
+            chain: 0,
+            last_insert_id: 0,
+            statements: std::collections::HashMap::new(),
             status: packets::SERVER_STATUS_AUTOCOMMIT,
             scratch: Vec::new(),
         })
@@ -258,13 +270,55 @@ impl BackendConn {
     }
 
     /// COM_RESET_CONNECTION: rolls back, drops temporary tables, user variables, prepared
-    /// statements and session variables, so the next session starts clean.
+    /// statements and session variables, so the next session starts clean. The session
+    /// tracking rwsplit asks for is set up again.
     pub async fn reset(&mut self) -> Result<bool, BackendError> {
         let r = self
             .run_internal(&[Command::ResetConnection as u8], ResponseKind::Single)
             .await?;
         self.applied = 0;
+        self.chain = 0;
+        self.last_insert_id = 0;
+        self.statements.clear();
+        self.status = packets::SERVER_STATUS_AUTOCOMMIT;
+        if r.is_ok() {
+            self.track_gtids().await?;
+        }
         Ok(r.is_ok())
+    }
+
+    /// Asks the server to report each commit's GTID in its OK packet, on connections whose
+    /// client negotiated session tracking (read-your-writes takes it from there instead of
+    /// asking). A server that refuses only costs the fallback query later.
+    pub async fn track_gtids(&mut self) -> Result<(), BackendError> {
+        if !self.capabilities.contains(C::CLIENT_SESSION_TRACK) {
+            return Ok(());
+        }
+        let flavor = crate::monitor::replication::Flavor::of(&self.identity.version);
+        let sql = crate::session::consistency::tracking_statement(flavor);
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(Command::Query as u8);
+        p.extend_from_slice(sql.as_bytes());
+        if let Err(e) = self.run_internal(&p, ResponseKind::Query).await? {
+            tracing::debug!(code = e.code(), "the server refused GTID session tracking");
+        }
+        Ok(())
+    }
+
+    /// Makes `LAST_INSERT_ID()` return `id` here (the session that uses the connection now
+    /// may have inserted on another one).
+    pub async fn set_last_insert_id(
+        &mut self,
+        id: u64,
+    ) -> Result<Result<(), ServerErr>, BackendError> {
+        let mut p = Vec::with_capacity(40);
+        p.push(Command::Query as u8);
+        p.extend_from_slice(format!("SET last_insert_id = {id}").as_bytes());
+        let r = self.run_internal(&p, ResponseKind::Query).await?;
+        if r.is_ok() {
+            self.last_insert_id = id;
+        }
+        Ok(r.map(|_| ()))
     }
 
     pub async fn ping(&mut self) -> Result<bool, BackendError> {

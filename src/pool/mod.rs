@@ -56,8 +56,13 @@ pub struct PoolKey {
 }
 
 impl PoolKey {
+    /// Backend connections always ask for session tracking, whatever the client did: the
+    /// commit's GTID then comes in the OK packet (read-your-writes needs no extra query), and
+    /// every client shares the same pools. OK packets are converted back for clients that did
+    /// not ask for it (`session::forward`).
     pub fn new(backend: BackendId, user: &str, client_caps: C, collation: u8) -> PoolKey {
-        let caps = client_caps & (RESPONSE_SHAPING | C::CLIENT_MULTI_STATEMENTS);
+        let caps = (client_caps | C::CLIENT_SESSION_TRACK)
+            & (RESPONSE_SHAPING | C::CLIENT_MULTI_STATEMENTS);
         PoolKey {
             backend,
             user: user.to_string(),
@@ -107,6 +112,8 @@ pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     /// Shared by every pool of the same backend: at most `max_connections` open to it.
     permits: Arc<Semaphore>,
+    /// Signalled when a connection comes back idle, for checkouts waiting on this pool.
+    returned: tokio::sync::Notify,
     in_use: std::sync::atomic::AtomicUsize,
 }
 
@@ -115,15 +122,18 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pop_fresh(&self) -> Option<Idle> {
+    /// The idle connection to hand out: the most recently returned one that already carries
+    /// the session state `chain` (nothing to replay), else the most recent one. Stale ones met
+    /// on the way are closed.
+    fn pop_fresh(&self, chain: u64) -> Option<Idle> {
         let cfg = &self.target.config;
         let mut idle = self.lock_idle();
-        while let Some(i) = idle.pop() {
-            if i.fresh(cfg) {
-                return Some(i);
-            }
-        }
-        None
+        idle.retain(|i| i.fresh(cfg));
+        let at = idle
+            .iter()
+            .rposition(|i| i.conn.chain == chain)
+            .or_else(|| idle.len().checked_sub(1))?;
+        Some(idle.remove(at))
     }
 
     async fn open(&self) -> Result<BackendConn, PoolError> {
@@ -145,12 +155,18 @@ impl Pool {
             backend: self.target.name.clone(),
             source,
         })?;
-        track_gtids(&mut conn).await;
+        conn.track_gtids()
+            .await
+            .map_err(|source| PoolError::Backend {
+                backend: self.target.name.clone(),
+                source,
+            })?;
         Ok(conn)
     }
 
     fn put_back(&self, conn: BackendConn, permit: OwnedSemaphorePermit) {
         if conn.broken || conn.created.elapsed() >= self.target.config.max_lifetime {
+            // The permit is freed: a waiter may open a new connection.
             return;
         }
         self.lock_idle().push(Idle {
@@ -158,6 +174,7 @@ impl Pool {
             since: Instant::now(),
             permit,
         });
+        self.returned.notify_one();
     }
 
     /// Closes the oldest idle connection, freeing its permit for another pool of the backend.
@@ -213,30 +230,14 @@ impl Pool {
     }
 }
 
-/// Asks the server to report each commit's GTID in its OK packet, on connections whose client
-/// negotiated session tracking (read-your-writes takes it from there instead of asking). A
-/// server that refuses only costs the fallback query later.
-async fn track_gtids(conn: &mut BackendConn) {
-    if !conn.capabilities.contains(C::CLIENT_SESSION_TRACK) {
-        return;
-    }
-    let flavor = crate::monitor::replication::Flavor::of(&conn.identity.version);
-    let sql = crate::session::consistency::tracking_statement(flavor);
-    let mut p = Vec::with_capacity(sql.len() + 1);
-    p.push(crate::protocol::Command::Query as u8);
-    p.extend_from_slice(sql.as_bytes());
-    let kind = crate::protocol::response::ResponseKind::Query;
-    if let Ok(Err(e)) = conn.run_internal(&p, kind).await {
-        tracing::debug!(code = e.code(), "the server refused GTID session tracking");
-    }
-}
-
 /// A checked-out connection. It goes back to its pool only through [`Pooled::release`], after a
 /// reset; dropped any other way (a failure, a cancelled task) it is closed, never reused dirty.
 pub struct Pooled {
     conn: Option<BackendConn>,
     pool: Arc<Pool>,
     permit: Option<OwnedSemaphorePermit>,
+    /// Counted in the pool's in-use gauge.
+    counted: bool,
 }
 
 impl Pooled {
@@ -247,6 +248,7 @@ impl Pooled {
             conn: Some(conn),
             pool,
             permit: Some(permit),
+            counted: true,
         }
     }
 
@@ -262,23 +264,43 @@ impl Pooled {
     /// that fails the reset is closed instead.
     pub async fn release(mut self) {
         if let (Some(mut c), Some(permit)) = (self.conn.take(), self.permit.take()) {
-            if !c.broken && matches!(c.reset().await, Ok(true)) {
-                c.status = crate::protocol::packets::SERVER_STATUS_AUTOCOMMIT;
-                // The reset also reset the session's tracking settings.
-                track_gtids(&mut c).await;
-                if !c.broken {
-                    self.pool.put_back(c, permit);
-                }
+            self.uncount();
+            if c.broken {
+                return;
             }
+            let reset = matches!(c.reset().await, Ok(true));
+            if reset && !c.broken {
+                self.pool.put_back(c, permit);
+            }
+        }
+    }
+
+    /// Returns the connection to the pool as it is, carrying its session state (tagged by
+    /// `chain`): multiplexing, where the next session to use it brings it to its own state.
+    /// Only for a connection with nothing that cannot be replayed (no transaction, temporary
+    /// table, lock, user variable).
+    pub fn give_back(mut self) {
+        if let (Some(c), Some(permit)) = (self.conn.take(), self.permit.take()) {
+            self.uncount();
+            self.pool.put_back(c, permit);
+        }
+    }
+}
+
+impl Pooled {
+    /// No longer in use (before it shows as idle, so the gauges never count it twice).
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.pool
+                .in_use
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        self.pool
-            .in_use
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.uncount();
     }
 }
 
@@ -297,6 +319,22 @@ impl std::ops::DerefMut for Pooled {
         self.conn
             .as_mut()
             .unwrap_or_else(|| unreachable!("connection taken"))
+    }
+}
+
+/// Counts a checkout waiting for room for as long as it waits.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(w: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        w.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(w)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -441,6 +479,7 @@ impl Pools {
                         target,
                         idle: Mutex::new(Vec::new()),
                         permits,
+                        returned: tokio::sync::Notify::new(),
                         in_use: std::sync::atomic::AtomicUsize::new(0),
                     })
                 })
@@ -448,61 +487,55 @@ impl Pools {
         )
     }
 
-    /// A connection for `key`: a fresh idle one, else a new one. When the backend's limit is
-    /// reached, an idle connection of another pool of that backend is closed to make room;
-    /// failing that it waits at most the checkout timeout. A connect error comes back at once.
-    pub async fn get(&self, key: &PoolKey) -> Result<Pooled, PoolError> {
+    /// A connection for `key`: a fresh idle one (preferring one that carries the session state
+    /// `chain`), else a new one. When the backend's limit is reached, an idle connection of
+    /// another pool of that backend is closed to make room; failing that it waits, at most the
+    /// checkout timeout, for a connection to come back or room to open one. A connect error
+    /// comes back at once.
+    pub async fn get(&self, key: &PoolKey, chain: u64) -> Result<Pooled, PoolError> {
         let pool = self
             .pool(key)
             .ok_or(PoolError::UnknownBackend(key.backend))?;
-        if let Some(i) = pool.pop_fresh() {
-            return Ok(Pooled::new(i.conn, pool, i.permit));
-        }
-        let permit = match pool.permits.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                let siblings = self.all();
-                let evicted = siblings
-                    .iter()
-                    .filter(|p| p.key.backend == key.backend && p.key != *key)
-                    .any(|p| p.evict_one());
-                if evicted {
-                    pool.permits.clone().try_acquire_owned().ok()
-                } else {
-                    None
+        let cfg = pool.target.config.clone();
+        let mut deadline = None;
+        let mut waiting = None;
+        let permit = loop {
+            if let Some(i) = pool.pop_fresh(chain) {
+                return Ok(Pooled::new(i.conn, pool, i.permit));
+            }
+            if let Ok(p) = pool.permits.clone().try_acquire_owned() {
+                break p;
+            }
+            let evicted = self
+                .all()
+                .iter()
+                .filter(|p| p.key.backend == key.backend && p.key != *key)
+                .any(|p| p.evict_one());
+            if evicted {
+                if let Ok(p) = pool.permits.clone().try_acquire_owned() {
+                    break p;
                 }
             }
-        };
-        let cfg = &pool.target.config;
-        let permit = match permit {
-            Some(p) => p,
-            None => {
-                let waiting = self.waiting.get(key.backend);
-                if let Some(w) = waiting {
-                    w.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                let got = tokio::time::timeout(
-                    cfg.checkout_timeout,
-                    pool.permits.clone().acquire_owned(),
-                )
-                .await;
-                if let Some(w) = waiting {
-                    w.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                got.ok()
-                    .and_then(Result::ok)
-                    .ok_or_else(|| PoolError::Exhausted {
+            if waiting.is_none() {
+                waiting = self.waiting.get(key.backend).map(Waiting::new);
+            }
+            let until = *deadline.get_or_insert_with(|| Instant::now() + cfg.checkout_timeout);
+            tokio::select! {
+                p = pool.permits.clone().acquire_owned() => match p {
+                    Ok(p) => break p,
+                    Err(_) => return Err(PoolError::UnknownBackend(key.backend)),
+                },
+                _ = pool.returned.notified() => {}
+                _ = tokio::time::sleep_until(until.into()) => {
+                    return Err(PoolError::Exhausted {
                         backend: pool.target.name.clone(),
                         max: cfg.max_connections,
                         after: cfg.checkout_timeout,
-                    })?
+                    });
+                }
             }
         };
-        // A connection may have come back while we waited.
-        if let Some(i) = pool.pop_fresh() {
-            drop(permit);
-            return Ok(Pooled::new(i.conn, pool, i.permit));
-        }
+        drop(waiting);
         let conn = pool.open().await?;
         Ok(Pooled::new(conn, pool, permit))
     }

@@ -152,6 +152,31 @@ pub fn tracked_gtid(payload: &[u8]) -> Option<String> {
     found
 }
 
+/// An OK packet as a connection without CLIENT_SESSION_TRACK gets it: the info as the rest of
+/// the packet (not length-encoded), no session-state data, SERVER_SESSION_STATE_CHANGED
+/// cleared. rwsplit's backend connections always negotiate session tracking (it carries the
+/// commits' GTIDs); clients that did not ask for it get their OK packets in their own format.
+/// `None` when the payload is not a well-formed OK.
+pub fn strip_session_track(payload: &[u8]) -> Option<Vec<u8>> {
+    let ok = parse_ok(payload)?;
+    let (_, rest) = payload.split_first()?;
+    let (_, a) = read_lenenc_int(rest)?;
+    let (_, b) = read_lenenc_int(rest.get(a..)?)?;
+    let fixed = 1 + a + b;
+    let tail = rest.get(a + b + 4..)?;
+    let info = if tail.is_empty() {
+        &[][..]
+    } else {
+        read_lenenc_str(tail)?.0
+    };
+    let mut out = Vec::with_capacity(fixed + 4 + info.len());
+    out.extend_from_slice(payload.get(..fixed)?);
+    out.extend_from_slice(&(ok.status & !SERVER_SESSION_STATE_CHANGED).to_le_bytes());
+    out.extend_from_slice(&ok.warnings.to_le_bytes());
+    out.extend_from_slice(info);
+    Some(out)
+}
+
 /// Parses an EOF packet: returns `(warnings, status)`.
 pub fn parse_eof(payload: &[u8]) -> Option<(u16, u16)> {
     if payload.first() != Some(&EOF_HEADER) {
@@ -295,6 +320,37 @@ mod tests {
             let _ = tracked_gtid(&full[..n]);
         }
         assert_eq!(tracked_gtid(&full[..full.len() - 1]), None);
+    }
+
+    #[test]
+    fn a_tracked_ok_is_turned_into_the_untracked_format() {
+        let gtid = [lenenc(b"last_gtid"), lenenc(b"0-1-7")].concat();
+        let p = ok_with_state(&[(0, gtid)]);
+        let out = strip_session_track(&p).unwrap();
+        // header, affected 1, insert id 0, status without STATE_CHANGED, warnings, no info.
+        let mut want = vec![0x00, 0x01, 0x00];
+        want.extend_from_slice(&SERVER_STATUS_AUTOCOMMIT.to_le_bytes());
+        want.extend_from_slice(&0u16.to_le_bytes());
+        assert_eq!(out, want);
+        // Info ("Rows matched: ...") becomes the rest of the packet.
+        let mut with_info = vec![0x00, 0x02, 0x05];
+        with_info.extend_from_slice(&SERVER_STATUS_AUTOCOMMIT.to_le_bytes());
+        with_info.extend_from_slice(&1u16.to_le_bytes());
+        with_info.extend_from_slice(&lenenc(b"Rows matched: 2  Changed: 2  Warnings: 1"));
+        let out = strip_session_track(&with_info).unwrap();
+        assert_eq!(&out[..7], &with_info[..7]);
+        assert_eq!(&out[7..], b"Rows matched: 2  Changed: 2  Warnings: 1");
+        assert_eq!(parse_ok(&out).unwrap().warnings, 1);
+        // A bare OK (nothing after warnings) stays as it is; the 0xFE-headed one too.
+        let bare = ok_payload(3, 9, SERVER_STATUS_AUTOCOMMIT, 0);
+        assert_eq!(strip_session_track(&bare).unwrap(), bare);
+        let mut fe = bare.clone();
+        fe[0] = 0xFE;
+        assert_eq!(strip_session_track(&fe).unwrap(), fe);
+        for n in 0..p.len() {
+            let _ = strip_session_track(&p[..n]);
+        }
+        assert_eq!(strip_session_track(&[0xFF, 1, 2]), None);
     }
 
     #[test]

@@ -173,6 +173,8 @@ pub struct ResponseTracker {
     pending: Step,
     /// Whether the current result set has sent a row (a cursor result never does).
     rows_seen: bool,
+    /// The last frame was an OK packet (0x00, or the 0xFE-headed OK under DEPRECATE_EOF).
+    ok_packet: bool,
     outcome: Outcome,
 }
 
@@ -199,6 +201,7 @@ impl ResponseTracker {
             continuing: false,
             pending: Step::More,
             rows_seen: false,
+            ok_packet: false,
             outcome: Outcome::default(),
         }
     }
@@ -206,6 +209,7 @@ impl ResponseTracker {
     /// Feed one frame: its payload length (from the 4-byte header) and its first
     /// `min(len, PEEK_LEN)` payload bytes.
     pub fn on_frame(&mut self, payload_len: usize, peek: &[u8]) -> Result<Step, ResponseError> {
+        self.ok_packet = false;
         // Continuation frames carry no header: only the first frame of a packet is read, and
         // what that packet means is reported when its last frame has passed.
         if self.continuing {
@@ -230,6 +234,12 @@ impl ResponseTracker {
             return Ok(Step::More);
         }
         Ok(step)
+    }
+
+    /// Whether the frame just fed was an OK packet: the only packets that carry session-state
+    /// data, which the forwarder removes for clients that did not ask for it.
+    pub fn ok_packet(&self) -> bool {
+        self.ok_packet
     }
 
     /// The client's file (for a LOCAL INFILE request) has been forwarded in full.
@@ -395,6 +405,7 @@ impl ResponseTracker {
     fn terminator(&mut self, len: usize, peek: &[u8]) -> Result<u16, ResponseError> {
         let (warnings, status) = if self.deprecate_eof {
             let ok = packets::parse_ok(peek).ok_or(malformed("OK (0xFE)"))?;
+            self.ok_packet = true;
             (ok.warnings, ok.status)
         } else if len < EOF_MAX_LEN {
             packets::parse_eof(peek).ok_or(malformed("EOF"))?
@@ -479,6 +490,7 @@ impl ResponseTracker {
 
     fn on_ok(&mut self, peek: &[u8]) -> Result<Step, ResponseError> {
         let ok = packets::parse_ok(peek).ok_or(malformed("OK"))?;
+        self.ok_packet = true;
         self.outcome.status = ok.status;
         self.outcome.warnings = ok.warnings;
         self.outcome.affected_rows = ok.affected_rows;

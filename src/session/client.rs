@@ -12,6 +12,9 @@ const BUF_SIZE: usize = 16 * 1024;
 pub struct ClientIo {
     pub reader: BufReader<OwnedReadHalf>,
     pub writer: BufWriter<OwnedWriteHalf>,
+    /// The client negotiated CLIENT_SESSION_TRACK (else session-state data is removed from
+    /// the OK packets it gets).
+    pub session_track: bool,
 }
 
 impl ClientIo {
@@ -19,6 +22,7 @@ impl ClientIo {
         ClientIo {
             reader: BufReader::with_capacity(BUF_SIZE, r),
             writer: BufWriter::with_capacity(BUF_SIZE * 4, w),
+            session_track: false,
         }
     }
 

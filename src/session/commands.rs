@@ -1,10 +1,8 @@
 //! Commands other than COM_QUERY: prepared statements, options, reset and change user.
 
-use std::collections::HashMap;
-
 use super::exec::{Cmd, slot_of};
 use super::login;
-use super::prepared::{self, Prepared, Slot, Statement};
+use super::prepared::{self, Slot, Statement};
 use super::{Session, SessionError, State};
 use crate::error::ClientError;
 use crate::protocol::auth::Plugin;
@@ -14,6 +12,13 @@ use crate::route::Target;
 
 impl Session {
     pub(super) async fn stmt_prepare(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        if self.stmts.statements.len() >= prepared::MAX_PER_SESSION {
+            let msg = format!(
+                "Can't create more than max_prepared_stmt_count statements (current value: {})",
+                prepared::MAX_PER_SESSION
+            );
+            return self.reply(&ClientError::new(1461, "42000", &msg)).await;
+        }
         let class = crate::classify::classify(&packet[1..]);
         let digest: std::sync::Arc<str> = crate::classify::digest(&packet[1..]).into();
         self.digest = Some(digest.clone());
@@ -23,14 +28,9 @@ impl Session {
             return Ok(());
         };
         if let Some(p) = o.prepared {
-            let mut on = HashMap::new();
-            on.insert(
-                slot,
-                Prepared {
-                    backend_id: p.statement_id,
-                    types_sent: false,
-                },
-            );
+            if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
+                super::exec::remember_prepared(c, packet, p.statement_id).await;
+            }
             self.stmts.statements.insert(
                 proxy_id,
                 Statement {
@@ -39,7 +39,6 @@ impl Session {
                     digest,
                     num_params: p.num_params,
                     types: None,
-                    on,
                     last: None,
                 },
             );
@@ -48,7 +47,7 @@ impl Session {
     }
 
     /// The target of the slot a statement last ran on, if that connection is still there.
-    fn slot_target(&self, slot: Slot) -> Option<Target> {
+    pub(super) fn slot_target(&self, slot: Slot) -> Option<Target> {
         match slot {
             Slot::Primary => self.primary.as_ref().map(|c| Target::Primary(c.backend())),
             Slot::Replica => self.replica.as_ref().map(|c| Target::Replica(c.backend())),
@@ -69,9 +68,8 @@ impl Session {
             .last
             .filter(|_| self.long_data_pending(id))
             .and_then(|s| self.slot_target(s));
-        let kind = K::StmtExecute {
-            cursor: prepared::wants_cursor(packet),
-        };
+        let cursor = prepared::wants_cursor(packet);
+        let kind = K::StmtExecute { cursor };
         let res = self
             .execute(&class, Cmd::Execute { packet, id }, kind, forced)
             .await?;
@@ -79,6 +77,16 @@ impl Session {
             s.last = res.as_ref().map(|(slot, _)| *slot);
         }
         self.long_data.retain(|&x| x != id);
+        if let Some((slot, o)) = &res {
+            let open = o.status & packets::SERVER_STATUS_CURSOR_EXISTS != 0;
+            if cursor && open {
+                self.cursor = Some(*slot);
+                self.cursor_stmt = Some(id);
+            } else if self.cursor_stmt == Some(id) {
+                self.cursor = None;
+                self.cursor_stmt = None;
+            }
+        }
         if let Some((slot, o)) = res {
             self.after(&class, slot, &o, packet);
             self.after_for_consistency(&class, slot, &o).await;
@@ -115,18 +123,15 @@ impl Session {
         } else {
             Slot::Replica
         };
-        if !self.ensure_prepared(id, slot).await {
-            return Ok(());
-        }
-        let Some(stmt) = self.stmts.get_mut(id) else {
+        let Ok(backend_id) = self.prepared_on(id, slot).await else {
             return Ok(());
         };
-        let Some(p) = stmt.on.get(&slot).copied() else {
+        let Some(stmt) = self.stmts.get_mut(id) else {
             return Ok(());
         };
         stmt.last = Some(slot);
         let mut bytes = packet.to_vec();
-        prepared::set_statement_id(&mut bytes, p.backend_id);
+        prepared::set_statement_id(&mut bytes, backend_id);
         if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
             let _ = c.send_command(&bytes).await;
         }
@@ -136,18 +141,17 @@ impl Session {
         Ok(())
     }
 
+    /// COM_STMT_CLOSE (no response). The server statements stay prepared on their
+    /// connections for the next session that runs the same statement (bounded per connection).
     pub(super) async fn stmt_close(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
-        let Some(stmt) = self.stmts.statements.remove(&id) else {
+        if self.stmts.statements.remove(&id).is_none() {
             return Ok(());
-        };
+        }
         self.long_data.retain(|&x| x != id);
-        for (slot, p) in stmt.on {
-            let mut bytes = packet.to_vec();
-            prepared::set_statement_id(&mut bytes, p.backend_id);
-            if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
-                let _ = c.send_command(&bytes).await;
-            }
+        if self.cursor_stmt == Some(id) {
+            self.cursor = None;
+            self.cursor_stmt = None;
         }
         Ok(())
     }
@@ -159,12 +163,28 @@ impl Session {
                 .reply(&ClientError::unknown_statement(id, "mysqld_stmt_reset"))
                 .await;
         };
+        let last = stmt.last;
+        let holds_state = self.long_data.contains(&id) || self.cursor_stmt == Some(id);
         self.long_data.retain(|&x| x != id);
-        let on = stmt.last.and_then(|s| stmt.on.get(&s).map(|p| (s, *p)));
+        if self.cursor_stmt == Some(id) {
+            self.cursor = None;
+            self.cursor_stmt = None;
+        }
+        // Only long data or a cursor live on the server statement; with neither, there is
+        // nothing to reset there.
+        let on = last.filter(|s| holds_state && self.slot_target(*s).is_some());
         match on {
-            Some((slot, p)) if self.slot_target(slot).is_some() => {
+            Some(slot) => {
+                let backend_id = match self.prepared_on(id, slot).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        let status = self.status();
+                        self.client.send_ok(self.seq, status).await?;
+                        return Ok(());
+                    }
+                };
                 let mut bytes = packet.to_vec();
-                prepared::set_statement_id(&mut bytes, p.backend_id);
+                prepared::set_statement_id(&mut bytes, backend_id);
                 self.forward_on(slot, &bytes, K::Single).await?;
                 Ok(())
             }
@@ -178,12 +198,11 @@ impl Session {
 
     pub(super) async fn stmt_fetch(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
-        let on = self
-            .stmts
-            .statements
-            .get(&id)
-            .and_then(|s| s.last.and_then(|slot| s.on.get(&slot).map(|p| (slot, *p))));
-        let Some((slot, p)) = on else {
+        let on = match self.cursor.filter(|_| self.cursor_stmt == Some(id)) {
+            Some(slot) => self.prepared_on(id, slot).await.ok().map(|b| (slot, b)),
+            None => None,
+        };
+        let Some((slot, backend_id)) = on else {
             let e = ClientError::new(
                 1421,
                 "HY000",
@@ -192,8 +211,14 @@ impl Session {
             return self.reply(&e).await;
         };
         let mut bytes = packet.to_vec();
-        prepared::set_statement_id(&mut bytes, p.backend_id);
-        self.forward_on(slot, &bytes, K::StmtFetch).await?;
+        prepared::set_statement_id(&mut bytes, backend_id);
+        if let Some(o) = self.forward_on(slot, &bytes, K::StmtFetch).await? {
+            let done = o.status & packets::SERVER_STATUS_LAST_ROW_SENT != 0;
+            if done || o.status & packets::SERVER_STATUS_CURSOR_EXISTS == 0 {
+                self.cursor = None;
+                self.cursor_stmt = None;
+            }
+        }
         Ok(())
     }
 
@@ -234,6 +259,7 @@ impl Session {
         self.state.reset();
         self.stmts.clear();
         self.long_data.clear();
+        self.forget_pins();
         let status = self.status();
         self.client.send_ok(self.seq, status).await?;
         Ok(())
@@ -267,10 +293,18 @@ impl Session {
                 crate::protocol::frame::FrameError::Closed,
             ));
         }
+        // The old user's state goes with its connections (reset on return).
+        self.multiplex = false;
         self.release_slot(Slot::Primary).await;
         self.release_slot(Slot::Replica).await;
         self.stmts.clear();
         self.long_data.clear();
+        self.forget_pins();
+        let cfg = self.shared.config();
+        self.multiplex = cfg
+            .user(&req.user)
+            .map_or(cfg.routing.multiplexing, |u| u.multiplexing);
+        drop(cfg);
         self.user = req.user;
         if let Some(c) = req.collation {
             self.collation = c;
@@ -300,33 +334,59 @@ impl Session {
         self.checkout_quiet(t).await
     }
 
-    /// Prepares statement `id` on `slot`'s connection if it is not prepared there yet.
-    async fn ensure_prepared(&mut self, id: u32, slot: Slot) -> bool {
-        let Some(stmt) = self.stmts.statements.get(&id) else {
-            return false;
+    /// `KILL [QUERY] id` or COM_PROCESS_KILL: `id` is the session id rwsplit gave its client
+    /// at handshake. The session's running statement is killed on the backend thread running
+    /// it (that connection is then never reused by another session); `KILL CONNECTION` also
+    /// ends the session. Only the session's own user may kill it.
+    pub(super) async fn kill_session(
+        &mut self,
+        id: u32,
+        query_only: bool,
+    ) -> Result<(), SessionError> {
+        let found = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        let Some(info) = found else {
+            let msg = format!("Unknown thread id: {id}");
+            return self.reply(&ClientError::new(1094, "HY000", &msg)).await;
         };
-        if stmt.on.contains_key(&slot) {
-            return true;
-        }
-        let prep = stmt.prepare_packet.clone();
-        let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) else {
-            return false;
-        };
-        match c.run_internal(&prep, K::StmtPrepare).await {
-            Ok(Ok(o)) => match (o.prepared, self.stmts.get_mut(id)) {
-                (Some(p), Some(s)) => {
-                    s.on.insert(
-                        slot,
-                        Prepared {
-                            backend_id: p.statement_id,
-                            types_sent: false,
-                        },
-                    );
-                    true
+        let owned = {
+            let mut i = info.lock().unwrap_or_else(|p| p.into_inner());
+            (i.user == self.user).then(|| {
+                let running = i.running_on.zip(i.backend_thread);
+                if running.is_some() {
+                    i.kill_sent = true;
                 }
-                _ => false,
-            },
-            _ => false,
+                (running, i.kill.clone())
+            })
+        };
+        let Some((running, kill)) = owned else {
+            let msg = format!("You are not owner of thread {id}");
+            return self.reply(&ClientError::new(1095, "HY000", &msg)).await;
+        };
+        if let Some((backend, thread)) = running {
+            tracing::info!(session = id, thread, query_only, "KILL from a client");
+            super::exec::Killer::new(&self.shared, &self.user, backend)
+                .kill_query(thread)
+                .await;
         }
+        if !query_only {
+            kill.notify_one();
+        }
+        let status = self.status();
+        self.client.send_ok(self.seq, status).await?;
+        Ok(())
+    }
+
+    /// Forgets what pinned the session to its connections (after a reset or change of user).
+    fn forget_pins(&mut self) {
+        self.until_next = None;
+        self.cursor = None;
+        self.cursor_stmt = None;
+        self.last_slot = None;
     }
 }

@@ -2,7 +2,7 @@
 //! connection, send, stream the response back; retry a failed replica read once elsewhere.
 
 use super::forward::{self, ForwardError};
-use super::prepared::{self, Prepared, Slot};
+use super::prepared::{self, Slot};
 use super::state;
 use super::{Session, SessionError};
 use crate::classify::{Classification, StatementKind};
@@ -60,7 +60,7 @@ fn record(
 
 /// Where and as whom to open a connection that kills a statement running too long; built
 /// only when a statement does.
-struct Killer {
+pub(super) struct Killer {
     address: String,
     user: String,
     password: String,
@@ -68,7 +68,7 @@ struct Killer {
 }
 
 impl Killer {
-    fn new(shared: &super::Shared, user: &str, backend: usize) -> Killer {
+    pub(super) fn new(shared: &super::Shared, user: &str, backend: usize) -> Killer {
         Killer {
             address: shared
                 .pools
@@ -86,6 +86,30 @@ impl Killer {
     }
 }
 
+impl Killer {
+    /// `KILL QUERY thread` over a connection of its own (at most a few seconds).
+    pub(super) async fn kill_query(self, thread: u32) {
+        let creds = Credentials {
+            user: &self.user,
+            password: &self.password,
+            database: None,
+            capabilities: mysql_common::constants::CapabilityFlags::empty(),
+            collation: 45,
+        };
+        let kill = format!("KILL QUERY {thread}");
+        let timeout = std::time::Duration::from_secs(5);
+        match BackendConn::connect(&self.address, &creds, timeout).await {
+            Ok(mut c) => match tokio::time::timeout(timeout, c.query_scalar(&kill)).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(code = e.code(), thread, "KILL QUERY refused"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "KILL QUERY failed"),
+                Err(_) => tracing::warn!(thread, "KILL QUERY timed out"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot connect to kill a statement"),
+        }
+    }
+}
+
 /// Awaits a response; past `limit`, kills the statement on its backend (`KILL QUERY` over a
 /// separate connection) and goes on awaiting: the server then ends the response with its
 /// "query execution was interrupted" error, which the client gets.
@@ -94,34 +118,41 @@ async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardErr
     limit: std::time::Duration,
     (shared, user, backend): (&super::Shared, &str, usize),
     thread: u32,
+    info: &std::sync::Mutex<super::SessionInfo>,
 ) -> Result<Outcome, ForwardError> {
     tokio::pin!(fwd);
     tokio::select! {
         r = &mut fwd => r,
         _ = tokio::time::sleep(limit) => {
             error("query_timeout");
+            info.lock().unwrap_or_else(|p| p.into_inner()).kill_sent = true;
             let killer = Killer::new(shared, user, backend);
             tracing::warn!(backend = killer.backend, thread, ?limit, "statement ran past its query_timeout; killing it");
-            tokio::spawn(async move {
-                let creds = Credentials {
-                    user: &killer.user,
-                    password: &killer.password,
-                    database: None,
-                    capabilities: mysql_common::constants::CapabilityFlags::empty(),
-                    collation: 45,
-                };
-                let kill = format!("KILL QUERY {thread}");
-                match BackendConn::connect(&killer.address, &creds, std::time::Duration::from_secs(5)).await {
-                    Ok(mut c) => {
-                        if let Err(e) = c.query_scalar(&kill).await {
-                            tracing::warn!(error = %e, "KILL QUERY failed");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot connect to kill a statement"),
-                }
-            });
+            tokio::spawn(killer.kill_query(thread));
             fwd.await
         }
+    }
+}
+
+/// Records that `conn` has `packet` prepared as server statement `id`. A statement prepared
+/// there before under the same text is closed (the new id replaces it), and past
+/// `MAX_PER_CONNECTION` one other is closed, so a connection holds a bounded number.
+pub(super) async fn remember_prepared(conn: &mut BackendConn, packet: &[u8], id: u32) {
+    let mut close = conn.statements.insert(packet.into(), id);
+    if close.is_none() && conn.statements.len() > prepared::MAX_PER_CONNECTION {
+        let victim = conn
+            .statements
+            .iter()
+            .find(|(k, _)| &***k != packet)
+            .map(|(k, _)| k.clone());
+        close = victim.and_then(|k| conn.statements.remove(&k));
+    }
+    if let Some(old) = close.filter(|&old| old != id) {
+        let mut p = [0u8; 5];
+        p[0] = crate::protocol::Command::StmtClose as u8;
+        p[1..].copy_from_slice(&old.to_le_bytes());
+        // No response to COM_STMT_CLOSE; a failure shows on the next command.
+        let _ = conn.send_command(&p).await;
     }
 }
 
@@ -152,7 +183,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// Why a command did not run.
-enum Failure {
+pub(super) enum Failure {
     /// Tell the client this error packet; the session goes on.
     Reply(Vec<u8>),
     /// The backend could not be used (connect or I/O failure before any byte reached the client).
@@ -204,7 +235,11 @@ impl Session {
             reads_pinned_to_primary: self.state.temporary_tables
                 || self.state.table_locks
                 || self.causal.mode == Consistency::Strong,
-            current_replica: self.replica.as_ref().map(|c| c.backend()),
+            current_replica: self
+                .replica
+                .as_ref()
+                .map(|c| c.backend())
+                .or(self.last_replica),
             avoid,
             blocked,
             outstanding: self.shared.config().routing.least_outstanding.then(|| {
@@ -349,7 +384,7 @@ impl Session {
         if held != Some(b) {
             self.release_slot(slot).await;
             let key = PoolKey::new(b, &self.user, self.caps, self.collation);
-            match self.shared.pools.get(&key).await {
+            match self.shared.pools.get(&key, self.state.chain()).await {
                 Ok(c) => match slot {
                     Slot::Primary => self.primary = Some(c),
                     Slot::Replica => self.replica = Some(c),
@@ -374,8 +409,17 @@ impl Session {
         let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
             return Err(Failure::Down("connection slot empty".into()));
         };
-        match state::sync(conn, &self.state).await {
-            Ok(Ok(())) => Ok(slot),
+        if slot == Slot::Replica {
+            self.last_replica = Some(b);
+        }
+        match state::sync(conn, &self.state, slot == Slot::Primary).await {
+            Ok(Ok(done)) => {
+                if done != state::Sync::None || held != Some(b) {
+                    metrics::counter!(crate::metrics::STATE_SYNCS, "kind" => done.label())
+                        .increment(1);
+                }
+                Ok(slot)
+            }
             Ok(Err(server)) => Err(Failure::Reply(server.payload)),
             Err(e) => {
                 self.drop_slot(slot);
@@ -414,7 +458,17 @@ impl Session {
         } else {
             "idle"
         };
-        self.set_info(idle, Some(backend));
+        {
+            let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
+            i.state = idle;
+            i.since = std::time::Instant::now();
+            i.backend = Some(backend);
+            i.running_on = None;
+            i.backend_thread = None;
+            if std::mem::take(&mut i.kill_sent) {
+                self.kill_sent = Some(slot_for(target));
+            }
+        }
         let Some(digest) = self.digest.clone() else {
             return;
         };
@@ -444,7 +498,8 @@ impl Session {
         }
     }
 
-    /// Returns a slot's connection to its pool (reset) and forgets what was prepared on it.
+    /// Returns a slot's connection to its pool: as it is when multiplexing and nothing on it
+    /// must stay with this session (the next user brings it to its own state), else reset.
     pub(super) async fn release_slot(&mut self, slot: Slot) {
         let c = match slot {
             Slot::Primary => self.primary.take(),
@@ -452,7 +507,76 @@ impl Session {
         };
         if let Some(c) = c {
             self.stmts.forget_slot(slot);
-            c.release().await;
+            if self.kill_sent == Some(slot) {
+                // A KILL may still reach this connection's thread: never hand it to anyone.
+                self.kill_sent = None;
+                return;
+            }
+            let open_trx = c.status & crate::protocol::packets::SERVER_STATUS_IN_TRANS != 0;
+            let clean = slot == Slot::Replica || state::pin_reason(&self.state).is_none();
+            if self.multiplex && clean && !open_trx {
+                c.give_back();
+            } else {
+                c.release().await;
+            }
+        }
+    }
+
+    /// What keeps the session on its connections after the statement that just ran, and on
+    /// which slot (transaction, temporary table, lock, user variable, cursor, ...).
+    fn pin_now(&self) -> Option<(&'static str, Slot)> {
+        let open = |c: &Option<Pooled>| {
+            c.as_ref()
+                .is_some_and(|c| c.status & crate::protocol::packets::SERVER_STATUS_IN_TRANS != 0)
+        };
+        if open(&self.primary) {
+            return Some(("transaction", Slot::Primary));
+        }
+        if open(&self.replica) {
+            return Some(("transaction", Slot::Replica));
+        }
+        if let Some(r) = state::pin_reason(&self.state) {
+            return Some((r, Slot::Primary));
+        }
+        if let Some(p) = self.until_next {
+            return Some(p);
+        }
+        if let Some(s) = self.cursor {
+            return Some(("cursor", s));
+        }
+        let long_data = self
+            .long_data
+            .iter()
+            .find_map(|id| self.stmts.statements.get(id).and_then(|s| s.last));
+        long_data.map(|s| ("long_data", s))
+    }
+
+    /// After a command: with multiplexing, every connection nothing pins goes back to its
+    /// pool. Counts each pin as it starts.
+    pub(super) async fn settle(&mut self) {
+        if !self.multiplex {
+            return;
+        }
+        let pin = self.pin_now();
+        let reason = pin.map(|(r, _)| r);
+        if reason != self.pinned {
+            if let Some(r) = reason {
+                metrics::counter!(crate::metrics::PINS, "reason" => r).increment(1);
+            }
+            self.pinned = reason;
+            self.info.lock().unwrap_or_else(|p| p.into_inner()).pinned = reason;
+        }
+        for slot in [Slot::Primary, Slot::Replica] {
+            if pin.is_some_and(|(_, s)| s == slot) {
+                continue;
+            }
+            if slot_of(&mut self.primary, &mut self.replica, slot).is_some() {
+                if slot == Slot::Primary {
+                    // The last commit's GTID is only known on this connection.
+                    self.fetch_due_gtid().await;
+                }
+                self.release_slot(slot).await;
+            }
         }
     }
 
@@ -481,37 +605,11 @@ impl Session {
             }
             Cmd::Execute { packet, id } => (*packet, *id),
         };
+        let backend_id = self.prepared_on(id, slot).await?;
         let unknown =
             || Failure::Reply(ClientError::unknown_statement(id, "mysqld_stmt_execute").payload());
         let stmt = self.stmts.get_mut(id).ok_or_else(unknown)?;
-        if !stmt.on.contains_key(&slot) {
-            let prep = stmt.prepare_packet.clone();
-            let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
-                return Err(Failure::Down("connection slot empty".into()));
-            };
-            match conn.run_internal(&prep, ResponseKind::StmtPrepare).await {
-                Ok(Ok(Outcome {
-                    prepared: Some(p), ..
-                })) => {
-                    let stmt = self.stmts.get_mut(id).ok_or_else(unknown)?;
-                    stmt.on.insert(
-                        slot,
-                        Prepared {
-                            backend_id: p.statement_id,
-                            types_sent: false,
-                        },
-                    );
-                }
-                Ok(Ok(_)) => return Err(Failure::Down("prepare returned no statement".into())),
-                Ok(Err(server)) => return Err(Failure::Reply(server.payload)),
-                Err(e) => {
-                    self.drop_slot(slot);
-                    return Err(Failure::Down(e.to_string()));
-                }
-            }
-        }
-        let stmt = self.stmts.get_mut(id).ok_or_else(unknown)?;
-        prepared::rewrite_execute(packet, stmt, slot)
+        prepared::rewrite_execute(packet, stmt, backend_id)
             .map(std::borrow::Cow::Owned)
             .ok_or_else(|| {
                 Failure::Reply(
@@ -519,6 +617,37 @@ impl Session {
                         .payload(),
                 )
             })
+    }
+
+    /// The server's id for statement `id` on `slot`'s connection, preparing it there first if
+    /// that connection has not prepared it yet.
+    pub(super) async fn prepared_on(&mut self, id: u32, slot: Slot) -> Result<u32, Failure> {
+        let unknown =
+            || Failure::Reply(ClientError::unknown_statement(id, "mysqld_stmt_execute").payload());
+        let stmt = self.stmts.statements.get(&id).ok_or_else(unknown)?;
+        let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
+            return Err(Failure::Down("connection slot empty".into()));
+        };
+        if let Some(&b) = conn.statements.get(stmt.prepare_packet.as_slice()) {
+            return Ok(b);
+        }
+        match conn
+            .run_internal(&stmt.prepare_packet, ResponseKind::StmtPrepare)
+            .await
+        {
+            Ok(Ok(Outcome {
+                prepared: Some(p), ..
+            })) => {
+                remember_prepared(conn, &stmt.prepare_packet, p.statement_id).await;
+                Ok(p.statement_id)
+            }
+            Ok(Ok(_)) => Err(Failure::Down("prepare returned no statement".into())),
+            Ok(Err(server)) => Err(Failure::Reply(server.payload)),
+            Err(e) => {
+                self.drop_slot(slot);
+                Err(Failure::Down(e.to_string()))
+            }
+        }
     }
 
     /// Runs `cmd` where routing sends `class` (or on `forced`), streaming the response back.
@@ -532,6 +661,9 @@ impl Session {
     ) -> Result<Option<(Slot, Outcome)>, SessionError> {
         let started = std::time::Instant::now();
         self.set_info("executing", None);
+        if self.gtid_due && forced.is_none() && class.kind == StatementKind::Read {
+            self.fetch_due_gtid().await;
+        }
         let mut avoid = None;
         for attempt in 0..2 {
             let decision = match forced.or_else(|| self.removed_primary_in_transaction()) {
@@ -626,6 +758,11 @@ impl Session {
                 continue;
             };
             let thread = conn.connection_id;
+            {
+                let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
+                i.running_on = Some(target.backend());
+                i.backend_thread = Some(thread);
+            }
             let result = {
                 let _in_flight = InFlight::new(&self.shared, target.backend());
                 match conn.send_command(&bytes).await {
@@ -635,7 +772,7 @@ impl Session {
                             None => fwd.await,
                             Some(limit) => {
                                 let on = (&*self.shared, self.user.as_str(), target.backend());
-                                with_timeout(fwd, limit, on, thread).await
+                                with_timeout(fwd, limit, on, thread, &self.info).await
                             }
                         }
                     }

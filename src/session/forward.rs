@@ -12,9 +12,6 @@ use crate::protocol::response::{
     MAX_FRAME, Outcome, PEEK_LEN, ResponseKind, ResponseTracker, Step,
 };
 
-/// The largest final OK read whole for session-tracking data.
-const TRACKED_OK_MAX: usize = 512;
-
 /// Which side failed while a response was being copied.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -61,6 +58,10 @@ async fn copy(
     mut stmt_id: Option<u32>,
 ) -> Result<Outcome, ForwardError> {
     let mut tracker = ResponseTracker::new(kind, conn.deprecate_eof());
+    let strip = !client.session_track
+        && conn
+            .capabilities
+            .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK);
     let mut started = false;
     let mut bytes = 0u64;
     let mut peek = [0u8; PEEK_LEN];
@@ -81,39 +82,52 @@ async fn copy(
                 peek[1..5].copy_from_slice(&id.to_le_bytes());
             }
         }
-        let w = &mut client.writer;
-        let wr = async {
-            w.write_all(&h.encode()).await?;
-            w.write_all(&peek[..n]).await
-        };
-        wr.await.map_err(|e| ForwardError::Client(e.into()))?;
-        started = true;
-        bytes += h.len as u64 + 4;
-        // The final OK of a write may carry the commit's GTID (session tracking): small, so
-        // it is read whole to find it.
-        let tracked = match &step {
-            Step::Done(o) => {
-                o.status & SERVER_SESSION_STATE_CHANGED != 0 && h.len <= TRACKED_OK_MAX
-            }
-            _ => false,
-        };
-        let gtid = if tracked {
-            let mut whole = [0u8; TRACKED_OK_MAX];
+        // An OK packet may carry session-state data (the commit's GTID, changed variables):
+        // read whole when it says so, or when the client did not negotiate session tracking
+        // and must get it in its own format. OK packets are small.
+        let whole_ok = tracker.ok_packet()
+            && h.len < MAX_FRAME
+            && (strip || (peek_status(&peek[..n]) & SERVER_SESSION_STATE_CHANGED != 0));
+        let gtid = if whole_ok {
+            let mut whole = vec![0u8; h.len];
             whole[..n].copy_from_slice(&peek[..n]);
             conn.reader
-                .read_exact(&mut whole[n..h.len])
+                .read_exact(&mut whole[n..])
                 .await
-                .map_err(backend(true))?;
-            client
-                .writer
-                .write_all(&whole[n..h.len])
-                .await
-                .map_err(|e| ForwardError::Client(e.into()))?;
-            packets::tracked_gtid(&whole[..h.len])
+                .map_err(backend(started))?;
+            let gtid = match &step {
+                Step::Done(_) => packets::tracked_gtid(&whole),
+                _ => None,
+            };
+            if strip {
+                if let Some(w) = packets::strip_session_track(&whole) {
+                    whole = w;
+                }
+            }
+            let header = FrameHeader {
+                len: whole.len(),
+                seq: h.seq,
+            };
+            let w = &mut client.writer;
+            let wr = async {
+                w.write_all(&header.encode()).await?;
+                w.write_all(&whole).await
+            };
+            wr.await.map_err(|e| ForwardError::Client(e.into()))?;
+            bytes += whole.len() as u64 + 4;
+            gtid
         } else {
+            let w = &mut client.writer;
+            let wr = async {
+                w.write_all(&h.encode()).await?;
+                w.write_all(&peek[..n]).await
+            };
+            wr.await.map_err(|e| ForwardError::Client(e.into()))?;
             copy_rest(conn, client, h.len - n).await?;
+            bytes += h.len as u64 + 4;
             None
         };
+        started = true;
         match step {
             Step::More => {}
             Step::LocalInfile => {
@@ -129,6 +143,11 @@ async fn copy(
             }
         }
     }
+}
+
+/// The status flags of an OK packet, from its first bytes (0 if they do not parse).
+fn peek_status(peek: &[u8]) -> u16 {
+    packets::parse_ok(peek).map_or(0, |ok| ok.status)
 }
 
 async fn flush_client(client: &mut ClientIo) -> Result<(), ForwardError> {

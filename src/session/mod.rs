@@ -134,6 +134,8 @@ pub enum SessionError {
     BackendMidResponse(String),
     #[error("client was idle for longer than proxy.client_idle_timeout")]
     IdleTimeout,
+    #[error("killed by KILL CONNECTION")]
+    Killed,
 }
 
 pub struct Session {
@@ -160,6 +162,27 @@ pub struct Session {
     query_timeout: Option<std::time::Duration>,
     /// What `/sessions` shows of this session.
     info: Arc<std::sync::Mutex<SessionInfo>>,
+    /// Backend connections go back to the pool between statements when nothing pins them.
+    multiplex: bool,
+    /// The replica the session last read from (reads stay there while it qualifies).
+    last_replica: Option<usize>,
+    /// A connection kept for the next statement only, and why: `ROW_COUNT()` after a write,
+    /// `FOUND_ROWS()` after `SQL_CALC_FOUND_ROWS`, `SHOW WARNINGS` after warnings or an error.
+    until_next: Option<(&'static str, Slot)>,
+    /// Where the last statement ran (`SHOW WARNINGS` and `SHOW ERRORS` go there).
+    last_slot: Option<Slot>,
+    /// The slot and statement of an open cursor (COM_STMT_FETCH reads from it).
+    cursor: Option<Slot>,
+    cursor_stmt: Option<u32>,
+    /// What pins the session now (counted when a pin starts).
+    pinned: Option<&'static str>,
+    /// A KILL may be on its way to the backend thread of the last statement: that connection
+    /// is closed rather than given to another session.
+    kill_sent: Option<Slot>,
+    /// Signalled by `KILL CONNECTION` from another session.
+    kill: Arc<tokio::sync::Notify>,
+    /// The primary connection must be asked for the GTID of the session's last commit.
+    gtid_due: bool,
 }
 
 /// A session as the admin API shows it (like a SHOW PROCESSLIST row).
@@ -175,6 +198,19 @@ pub struct SessionInfo {
     #[serde(serialize_with = "serialize_digest")]
     pub digest: Option<Arc<str>>,
     pub backend: Option<&'static str>,
+    /// The backend connection id running the session's statement now.
+    pub backend_thread: Option<u32>,
+    /// What keeps the session on its backend connection between statements, if anything.
+    pub pinned: Option<&'static str>,
+    /// The backend (id) of `backend_thread`.
+    #[serde(skip)]
+    pub running_on: Option<usize>,
+    /// Set by a KILL aimed at `backend_thread`; the session then does not reuse that connection.
+    #[serde(skip)]
+    pub kill_sent: bool,
+    /// Ends the session (`KILL CONNECTION`).
+    #[serde(skip)]
+    pub kill: Arc<tokio::sync::Notify>,
     #[serde(skip)]
     pub since: std::time::Instant,
     /// Seconds in the current state (filled in when listed).
@@ -231,6 +267,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
     };
     let login = accepted.login;
+    client.session_track = login.capabilities.contains(C::CLIENT_SESSION_TRACK);
     let span = tracing::info_span!("session", id, user = %login.user, client = %peer);
     let mode = config
         .user(&login.user)
@@ -238,6 +275,10 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let query_timeout = config
         .user(&login.user)
         .map_or(config.proxy.query_timeout, |u| u.query_timeout);
+    let multiplex = config
+        .user(&login.user)
+        .map_or(config.routing.multiplexing, |u| u.multiplexing);
+    let kill = Arc::new(tokio::sync::Notify::new());
     let info = Arc::new(std::sync::Mutex::new(SessionInfo {
         id,
         user: login.user.clone(),
@@ -246,6 +287,11 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         state: "idle",
         digest: None,
         backend: None,
+        backend_thread: None,
+        pinned: None,
+        running_on: None,
+        kill_sent: false,
+        kill: kill.clone(),
         since: std::time::Instant::now(),
         seconds: 0.0,
     }));
@@ -277,6 +323,16 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             digest: None,
             query_timeout,
             info,
+            multiplex,
+            last_replica: None,
+            until_next: None,
+            last_slot: None,
+            cursor: None,
+            cursor_stmt: None,
+            pinned: None,
+            kill_sent: None,
+            kill,
+            gtid_due: false,
         };
         tracing::info!("client connected");
         let result = match s.start(login.database).await {
@@ -354,7 +410,9 @@ impl Session {
         let cfg = self.shared.config().clone();
         let mut packet = Vec::with_capacity(1024);
         let mut stop = self.shared.stop.subscribe();
+        let kill = self.kill.clone();
         loop {
+            self.settle().await;
             // Shutting down: a session ends once it has been idle for a moment with no
             // transaction open (one that is open gets until the drain timeout to finish). Not
             // at once: a client that just connected or just got a result may be sending its
@@ -371,6 +429,7 @@ impl Session {
                 tokio::select! {
                     _ = self.client.reader.fill_buf() => {}
                     _ = stop.changed() => continue,
+                    _ = kill.notified() => return Err(SessionError::Killed),
                 }
             }
             let read = frame::read_packet(
@@ -449,10 +508,10 @@ impl Session {
             Command::SetOption => self.set_option(packet).await,
             Command::ResetConnection => self.reset_connection().await,
             Command::ChangeUser => self.change_user(packet).await,
-            Command::ProcessKill => {
-                self.reply(&ClientError::not_supported("COM_PROCESS_KILL"))
-                    .await
-            }
+            Command::ProcessKill => match prepared::statement_id(packet) {
+                Some(id) => self.kill_session(id, false).await,
+                None => self.reply(&ClientError::unknown_command()).await,
+            },
             Command::Quit => Ok(()),
         }
     }
@@ -470,14 +529,26 @@ impl Session {
         let path = if class.fast_path { "fast" } else { "full" };
         metrics::counter!(crate::metrics::CLASSIFIED, "path" => path).increment(1);
         if class.kind == StatementKind::Kill {
-            // The id the client knows is rwsplit's; forwarding it would kill an unrelated
-            // backend thread.
-            return self
-                .reply(&ClientError::not_supported("KILL through the proxy"))
-                .await;
+            // The id the client knows is rwsplit's session id; forwarding it would kill an
+            // unrelated backend thread.
+            return match parse_kill(&packet[1..]) {
+                Some((id, query_only)) => self.kill_session(id, query_only).await,
+                None => {
+                    self.reply(&ClientError::not_supported(
+                        "this form of KILL through the proxy",
+                    ))
+                    .await
+                }
+            };
         }
+        // The diagnostics of the last statement live on its connection.
+        let forced = if class.kind == StatementKind::Read && is_show_diagnostics(&packet[1..]) {
+            self.last_slot.and_then(|s| self.slot_target(s))
+        } else {
+            None
+        };
         if let Some((slot, o)) = self
-            .execute(&class, Cmd::Raw(packet), K::Query, None)
+            .execute(&class, Cmd::Raw(packet), K::Query, forced)
             .await?
         {
             self.after(&class, slot, &o, packet);
@@ -510,7 +581,9 @@ impl Session {
     }
 
     /// Read-your-writes bookkeeping after a statement on the primary: takes the GTID of a
-    /// committed write, from the OK packet or by asking.
+    /// committed write from the OK packet, or notes that the primary connection must be asked
+    /// for it. Asking is put off until a read needs it or the connection is released, so that
+    /// `ROW_COUNT()`, `FOUND_ROWS()` and `SHOW WARNINGS` right after the write still see it.
     pub(super) async fn after_for_consistency(
         &mut self,
         class: &Classification,
@@ -521,10 +594,18 @@ impl Session {
             return;
         }
         let in_trx = self.in_transaction() || !self.state.autocommit;
-        if !self.causal.after_primary_statement(class.kind, o, in_trx) {
+        if self.causal.after_primary_statement(class.kind, o, in_trx) {
+            self.gtid_due = true;
+        }
+    }
+
+    /// Asks the primary connection for the GTID of the session's last commit, if that is due.
+    pub(super) async fn fetch_due_gtid(&mut self) {
+        if !std::mem::take(&mut self.gtid_due) {
             return;
         }
         let Some(conn) = self.primary.as_mut() else {
+            self.causal.position_unknown();
             return;
         };
         let flavor = crate::monitor::replication::Flavor::of(&conn.identity.version);
@@ -553,15 +634,25 @@ impl Session {
         packet: &[u8],
     ) {
         use crate::classify::SessionEffect as E;
-        if o.error.is_none() {
+        let ok = o.error.is_none();
+        if ok {
             self.state.update_status(o.status);
         }
-        let ok = o.error.is_none();
+        if o.last_insert_id != 0 {
+            self.state.last_insert_id = o.last_insert_id;
+            if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
+                c.last_insert_id = o.last_insert_id;
+            }
+        }
         match class.kind {
             StatementKind::SessionCommand if ok => {
-                self.state.replay.push(packet.to_vec());
+                let key = self
+                    .digest
+                    .clone()
+                    .unwrap_or_else(|| crate::classify::digest(&packet[1..]).into());
+                self.state.record(key, packet);
                 if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
-                    c.applied = self.state.replay.len();
+                    self.state.mark_synced(c);
                 }
             }
             StatementKind::Use if ok => {
@@ -576,8 +667,27 @@ impl Session {
             Some(E::CreatesTemporaryTable) if ok => self.state.temporary_tables = true,
             Some(E::LocksTables) if ok => self.state.table_locks = true,
             Some(E::UnlocksTables) => self.state.table_locks = false,
+            Some(E::SetsUserVariable) => self.state.user_variables = true,
+            Some(E::TakesNamedLock) if ok => self.state.named_locks += 1,
+            Some(E::ReleasesNamedLock) if ok => {
+                self.state.named_locks = self.state.named_locks.saturating_sub(1)
+            }
+            Some(E::ReleasesAllNamedLocks) if ok => self.state.named_locks = 0,
+            Some(E::PreparesSqlStatement) if ok => self.state.sql_prepared = true,
+            Some(E::SetsLastInsertId) if ok => self.state.last_insert_id_set = true,
             _ => {}
         }
+        // Values only the connection that ran this statement can give the next one.
+        self.last_slot = Some(slot);
+        self.until_next = if class.effect == Some(E::CalcFoundRows) {
+            Some(("found_rows", slot))
+        } else if !ok || o.warnings > 0 {
+            Some(("warnings", slot))
+        } else if ok && class.reason == Some(crate::classify::PrimaryReason::Dml) {
+            Some(("row_count", slot))
+        } else {
+            None
+        };
     }
 
     fn status(&self) -> u16 {
@@ -604,11 +714,57 @@ impl Session {
         Ok(())
     }
 
-    /// Returns the session's connections to their pools.
+    /// Returns the session's connections to their pools: as they are when nothing pins them
+    /// (multiplexing), else reset.
     async fn close(&mut self) {
+        self.until_next = None;
+        self.cursor = None;
+        self.cursor_stmt = None;
+        self.long_data.clear();
+        self.settle().await;
         self.release_slot(Slot::Primary).await;
         self.release_slot(Slot::Replica).await;
     }
+}
+
+/// `SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) WARNINGS`: about the last statement.
+fn is_show_diagnostics(sql: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(sql.get(..sql.len().min(64)).unwrap_or_default());
+    let mut words = text.split_ascii_whitespace();
+    words.next().is_some_and(|w| w.eq_ignore_ascii_case("SHOW"))
+        && words.any(|w| {
+            let w = w.trim_end_matches(';');
+            w.eq_ignore_ascii_case("WARNINGS") || w.eq_ignore_ascii_case("ERRORS")
+        })
+}
+
+/// `KILL [CONNECTION | QUERY] n`: the id and whether only the query is killed. `KILL QUERY ID`
+/// (a query id, MariaDB) and user-wide forms are not supported.
+fn parse_kill(sql: &[u8]) -> Option<(u32, bool)> {
+    let text = std::str::from_utf8(sql).ok()?;
+    let mut words = text
+        .trim()
+        .trim_end_matches(';')
+        .split_ascii_whitespace()
+        .skip_while(|w| w.starts_with("/*"));
+    if !words.next()?.eq_ignore_ascii_case("KILL") {
+        return None;
+    }
+    let mut w = words.next()?;
+    let mut query_only = false;
+    for modifier in ["HARD", "SOFT"] {
+        if w.eq_ignore_ascii_case(modifier) {
+            w = words.next()?;
+        }
+    }
+    if w.eq_ignore_ascii_case("QUERY") {
+        query_only = true;
+        w = words.next()?;
+    } else if w.eq_ignore_ascii_case("CONNECTION") {
+        w = words.next()?;
+    }
+    let id = w.parse().ok()?;
+    words.next().is_none().then_some((id, query_only))
 }
 
 /// A synthetic classification for commands that are not SQL text.

@@ -2,7 +2,9 @@
 //!
 //! The client sees one statement id per COM_STMT_PREPARE, chosen by rwsplit. Behind it, the
 //! statement is prepared on whichever connection runs it (a read on a replica, the same statement
-//! inside a transaction on the primary), lazily, each with that server's own id.
+//! inside a transaction on the primary, another pooled connection after multiplexing), lazily,
+//! each with that server's own id. Connections keep what was prepared on them
+//! (`BackendConn::statements`), so sessions running the same statement share it.
 
 use std::collections::HashMap;
 
@@ -15,14 +17,12 @@ pub enum Slot {
     Replica,
 }
 
-/// The statement as prepared on one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prepared {
-    pub backend_id: u32,
-    /// Whether that connection has been sent the parameter types (the first execute there must
-    /// carry them, whatever the client's own first execute did).
-    pub types_sent: bool,
-}
+/// Statements one session may have prepared at once (the server's own default
+/// `max_prepared_stmt_count`).
+pub const MAX_PER_SESSION: usize = 16_382;
+
+/// Statements a connection keeps prepared for reuse; past this, one is closed.
+pub const MAX_PER_CONNECTION: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Statement {
@@ -34,7 +34,6 @@ pub struct Statement {
     pub num_params: u16,
     /// The parameter types from the client's last execute that carried them.
     pub types: Option<Vec<u8>>,
-    pub on: HashMap<Slot, Prepared>,
     /// Where it last ran (cursors, COM_STMT_RESET and long data live there).
     pub last: Option<Slot>,
 }
@@ -56,10 +55,9 @@ impl Registry {
         self.statements.get_mut(&id)
     }
 
-    /// A slot's connection was replaced: its statements are gone with it.
+    /// A slot's connection was released or replaced: statements no longer live there.
     pub fn forget_slot(&mut self, slot: Slot) {
         for s in self.statements.values_mut() {
-            s.on.remove(&slot);
             if s.last == Some(slot) {
                 s.last = None;
             }
@@ -90,11 +88,11 @@ pub fn wants_cursor(packet: &[u8]) -> bool {
 }
 
 /// Prepares a COM_STMT_EXECUTE for one connection: sets the backend's statement id, remembers
-/// parameter types the client sent, and inserts the remembered types when this connection has
-/// not seen them yet (layout: id u32, flags u8, iterations u32, null bitmap, new-params-bound
-/// flag, then 2 bytes of type per parameter when the flag is 1, then values).
-pub fn rewrite_execute(packet: &[u8], stmt: &mut Statement, slot: Slot) -> Option<Vec<u8>> {
-    let on = stmt.on.get_mut(&slot)?;
+/// parameter types the client sent, and inserts the remembered types when the client left them
+/// out (the server statement may be shared, and another session may have bound other types
+/// since). Layout: id u32, flags u8, iterations u32, null bitmap, new-params-bound flag, then
+/// 2 bytes of type per parameter when the flag is 1, then values.
+pub fn rewrite_execute(packet: &[u8], stmt: &mut Statement, backend_id: u32) -> Option<Vec<u8>> {
     let n = stmt.num_params as usize;
     let mut out;
     if n == 0 {
@@ -104,10 +102,11 @@ pub fn rewrite_execute(packet: &[u8], stmt: &mut Statement, slot: Slot) -> Optio
         let flag = *packet.get(flag_at)?;
         if flag == 1 {
             let types = packet.get(flag_at + 1..flag_at + 1 + 2 * n)?;
-            stmt.types = Some(types.to_vec());
-            on.types_sent = true;
+            if stmt.types.as_deref() != Some(types) {
+                stmt.types = Some(types.to_vec());
+            }
             out = packet.to_vec();
-        } else if on.types_sent || stmt.types.is_none() {
+        } else if stmt.types.is_none() {
             out = packet.to_vec();
         } else {
             let types = stmt.types.as_deref()?;
@@ -116,10 +115,9 @@ pub fn rewrite_execute(packet: &[u8], stmt: &mut Statement, slot: Slot) -> Optio
             out.push(1);
             out.extend_from_slice(types);
             out.extend_from_slice(packet.get(flag_at + 1..)?);
-            on.types_sent = true;
         }
     }
-    set_statement_id(&mut out, on.backend_id);
+    set_statement_id(&mut out, backend_id);
     Some(out)
 }
 
@@ -135,7 +133,6 @@ mod tests {
             digest: "SELECT ?".into(),
             num_params,
             types: None,
-            on: HashMap::new(),
             last: None,
         }
     }
@@ -159,62 +156,34 @@ mod tests {
     #[test]
     fn the_statement_id_is_replaced_by_the_backends() {
         let mut s = stmt(1);
-        s.on.insert(
-            Slot::Replica,
-            Prepared {
-                backend_id: 99,
-                types_sent: false,
-            },
-        );
-        let out = rewrite_execute(&execute_with_types(), &mut s, Slot::Replica).unwrap();
+        let out = rewrite_execute(&execute_with_types(), &mut s, 99).unwrap();
         assert_eq!(statement_id(&out), Some(99));
         assert_eq!(&out[5..], &execute_with_types()[5..]);
         assert_eq!(s.types.as_deref(), Some(&[8u8, 0][..]));
     }
 
     #[test]
-    fn a_connection_that_never_saw_the_types_gets_them() {
+    fn types_the_client_left_out_are_always_sent() {
         let mut s = stmt(1);
-        s.on.insert(
-            Slot::Replica,
-            Prepared {
-                backend_id: 1,
-                types_sent: false,
-            },
-        );
-        rewrite_execute(&execute_with_types(), &mut s, Slot::Replica).unwrap();
-        // The client's next execute omits the types; the primary has never seen them.
-        s.on.insert(
-            Slot::Primary,
-            Prepared {
-                backend_id: 3,
-                types_sent: false,
-            },
-        );
-        let out = rewrite_execute(&execute_without_types(), &mut s, Slot::Primary).unwrap();
-        assert_eq!(statement_id(&out), Some(3));
-        assert_eq!(out[11], 1, "new-params-bound flag set");
-        assert_eq!(&out[12..14], &[8, 0]);
-        assert_eq!(&out[14..], &6u64.to_le_bytes());
-        // The replica already has them: passed through as the client sent it.
-        let out = rewrite_execute(&execute_without_types(), &mut s, Slot::Replica).unwrap();
-        assert_eq!(out.len(), execute_without_types().len());
+        rewrite_execute(&execute_with_types(), &mut s, 1).unwrap();
+        // The client's next execute omits the types; the server statement (maybe shared with
+        // another session, or on another connection) gets them anyway.
+        for backend_id in [3, 1] {
+            let out = rewrite_execute(&execute_without_types(), &mut s, backend_id).unwrap();
+            assert_eq!(statement_id(&out), Some(backend_id));
+            assert_eq!(out[11], 1, "new-params-bound flag set");
+            assert_eq!(&out[12..14], &[8, 0]);
+            assert_eq!(&out[14..], &6u64.to_le_bytes());
+        }
     }
 
     #[test]
     fn a_truncated_execute_is_refused_not_a_panic() {
         let mut s = stmt(3);
-        s.on.insert(
-            Slot::Primary,
-            Prepared {
-                backend_id: 1,
-                types_sent: false,
-            },
-        );
         for n in 0..12 {
-            let _ = rewrite_execute(&execute_with_types()[..n], &mut s, Slot::Primary);
+            let _ = rewrite_execute(&execute_with_types()[..n], &mut s, 1);
         }
-        assert!(rewrite_execute(&[0x17, 1], &mut s, Slot::Primary).is_none());
+        assert!(rewrite_execute(&[0x17, 1], &mut s, 1).is_none());
     }
 
     #[test]

@@ -1,22 +1,78 @@
 //! What a session has changed on the server side, so every backend connection it uses carries
-//! the same state before running its next statement.
+//! the same state before running its next statement, and what keeps it on one connection.
+//!
+//! The replayable state is the schema, the multi-statement option, `LAST_INSERT_ID()` and a
+//! log of the session's `SET` statements. The log is compacted: a `SET` with the same digest
+//! as an earlier one (`SET autocommit = ?`, `SET sql_mode = ?`) replaces it, so a client that
+//! toggles autocommit per transaction keeps a short log. Each prefix of the log has a chained
+//! hash; a connection remembers the hash of what it ran, so the pool can hand a session a
+//! connection that already carries its state (most checkouts replay nothing), and a connection
+//! that ran another session's log is reset and brought up with one replay.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::pool::{BackendConn, BackendError, ServerErr};
 use crate::protocol::packets::SERVER_STATUS_AUTOCOMMIT;
 use crate::protocol::response::ResponseKind;
 
+/// One replayed session command: its digest (the compaction key) and its COM_QUERY packet.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub key: Arc<str>,
+    pub packet: Vec<u8>,
+}
+
 #[derive(Debug, Clone)]
 pub struct State {
     pub schema: Option<String>,
     pub multi_statements: bool,
-    /// Session commands (`SET ...`, as COM_QUERY packets) in the order they succeeded; each
-    /// connection replays the ones it has not run (`BackendConn::applied`).
-    pub replay: Vec<Vec<u8>>,
+    /// Session commands in the order they succeeded (compacted).
+    replay: Vec<Replayed>,
+    /// `chains[i]`: the hash of the first `i` entries of `replay` (`chains[0] == 0`).
+    chains: Vec<u64>,
     pub autocommit: bool,
+    /// What `LAST_INSERT_ID()` returns in this session.
+    pub last_insert_id: u64,
     /// `CREATE TEMPORARY TABLE` ran: the table exists only on the primary connection.
     pub temporary_tables: bool,
     /// `LOCK TABLES` is in force on the primary connection.
     pub table_locks: bool,
+    /// A user variable was assigned (it lives on the primary connection).
+    pub user_variables: bool,
+    /// `GET_LOCK` calls not yet matched by a `RELEASE_LOCK`.
+    pub named_locks: u32,
+    /// A SQL-level `PREPARE` ran.
+    pub sql_prepared: bool,
+    /// `LAST_INSERT_ID(expr)` set the value on the server, where rwsplit cannot see it.
+    pub last_insert_id_set: bool,
+}
+
+/// Why a session keeps its primary connection between statements, for metrics and logs.
+pub fn pin_reason(st: &State) -> Option<&'static str> {
+    if st.temporary_tables {
+        Some("temporary_table")
+    } else if st.table_locks {
+        Some("lock_tables")
+    } else if st.named_locks > 0 {
+        Some("get_lock")
+    } else if st.user_variables {
+        Some("user_variable")
+    } else if st.sql_prepared {
+        Some("sql_prepare")
+    } else if st.last_insert_id_set {
+        Some("last_insert_id_expr")
+    } else {
+        None
+    }
+}
+
+fn chain(prev: u64, packet: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    prev.hash(&mut h);
+    packet.hash(&mut h);
+    // 0 is "nothing applied"; a real chain never takes that value.
+    h.finish().max(1)
 }
 
 impl State {
@@ -25,9 +81,15 @@ impl State {
             schema,
             multi_statements,
             replay: Vec::new(),
+            chains: vec![0],
             autocommit: true,
+            last_insert_id: 0,
             temporary_tables: false,
             table_locks: false,
+            user_variables: false,
+            named_locks: 0,
+            sql_prepared: false,
+            last_insert_id_set: false,
         }
     }
 
@@ -39,32 +101,163 @@ impl State {
     pub fn update_status(&mut self, status: u16) {
         self.autocommit = status & SERVER_STATUS_AUTOCOMMIT != 0;
     }
+
+    /// The hash of the whole log: what a connection carrying this session's state has.
+    pub fn chain(&self) -> u64 {
+        self.chains.last().copied().unwrap_or(0)
+    }
+
+    /// Records a session command that succeeded; an earlier one with the same digest is
+    /// dropped (this one overrides it).
+    pub fn record(&mut self, key: Arc<str>, packet: &[u8]) {
+        let before = self.replay.len();
+        self.replay.retain(|r| r.key != key);
+        let from = if self.replay.len() == before {
+            self.replay.len()
+        } else {
+            self.chains.truncate(1);
+            0
+        };
+        self.replay.push(Replayed {
+            key,
+            packet: packet.to_vec(),
+        });
+        for r in &self.replay[from..] {
+            let prev = self.chains.last().copied().unwrap_or(0);
+            self.chains.push(chain(prev, &r.packet));
+        }
+    }
+
+    /// A connection that just ran the session's latest command carries the whole log.
+    pub fn mark_synced(&self, conn: &mut BackendConn) {
+        conn.applied = self.replay.len();
+        conn.chain = self.chain();
+    }
+
+    /// Whether `conn` ran a prefix of this session's log (then only the rest is replayed).
+    fn prefix_of(&self, conn: &BackendConn) -> bool {
+        self.chains.get(conn.applied) == Some(&conn.chain)
+    }
+}
+
+/// What bringing a connection to a session's state took (`rwsplit_state_syncs_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// Nothing: the connection already carried the state.
+    None,
+    /// Some commands (schema, missed `SET`s, options).
+    Replay,
+    /// A reset first: the connection carried another session's state.
+    Reset,
+}
+
+impl Sync {
+    pub fn label(self) -> &'static str {
+        match self {
+            Sync::None => "none",
+            Sync::Replay => "replay",
+            Sync::Reset => "reset",
+        }
+    }
 }
 
 /// Brings `conn` to the session's state with the fewest commands: nothing when it already
-/// matches (the common case), else the schema, the session commands it missed, and the
-/// multi-statement option. A server error (e.g. the schema was dropped) is returned as is.
+/// matches (the common case), else a reset if it carries another log, then the schema, the
+/// session commands it missed, the multi-statement option and, on a primary connection (where
+/// `LAST_INSERT_ID()` is routed), `LAST_INSERT_ID()`. A server error (e.g. the schema was
+/// dropped) is returned as is.
 pub async fn sync(
     conn: &mut BackendConn,
     st: &State,
-) -> Result<Result<(), ServerErr>, BackendError> {
+    primary: bool,
+) -> Result<Result<Sync, ServerErr>, BackendError> {
+    let mut did = Sync::None;
+    if !st.prefix_of(conn) {
+        if !conn.reset().await? {
+            return Err(BackendError::Io(crate::protocol::frame::FrameError::Closed));
+        }
+        did = Sync::Reset;
+    }
     if let Some(db) = &st.schema {
         if conn.schema.as_deref() != Some(db.as_str()) {
             if let Err(e) = conn.init_db(db).await? {
                 return Ok(Err(e));
             }
+            at_least_replay(&mut did);
         }
     }
-    while let Some(stmt) = st.replay.get(conn.applied) {
-        if let Err(e) = conn.run_internal(stmt, ResponseKind::Query).await? {
+    while let Some(r) = st.replay.get(conn.applied) {
+        if let Err(e) = conn.run_internal(&r.packet, ResponseKind::Query).await? {
             return Ok(Err(e));
         }
         conn.applied += 1;
+        conn.chain = st.chains.get(conn.applied).copied().unwrap_or(0);
+        at_least_replay(&mut did);
     }
     if conn.multi_statements != st.multi_statements {
         if let Err(e) = conn.set_multi_statements(st.multi_statements).await? {
             return Ok(Err(e));
         }
+        at_least_replay(&mut did);
     }
-    Ok(Ok(()))
+    if primary && conn.last_insert_id != st.last_insert_id {
+        if let Err(e) = conn.set_last_insert_id(st.last_insert_id).await? {
+            return Ok(Err(e));
+        }
+        at_least_replay(&mut did);
+    }
+    Ok(Ok(did))
+}
+
+fn at_least_replay(d: &mut Sync) {
+    if *d == Sync::None {
+        *d = Sync::Replay;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_with_the_same_digest_replaces_the_earlier_one() {
+        let mut st = State::new(None, false);
+        st.record("SET autocommit = ?".into(), b"\x03SET autocommit=0");
+        st.record("SET sql_mode = ?".into(), b"\x03SET sql_mode=''");
+        let two = st.chain();
+        st.record("SET autocommit = ?".into(), b"\x03SET autocommit=1");
+        st.record("SET autocommit = ?".into(), b"\x03SET autocommit=0");
+        assert_eq!(st.replay.len(), 2);
+        assert_eq!(st.replay[1].packet, b"\x03SET autocommit=0");
+        // Same statements, other order: another state, another hash.
+        assert_ne!(st.chain(), two);
+        assert_eq!(st.chains.len(), 3);
+    }
+
+    #[test]
+    fn two_sessions_with_the_same_log_have_the_same_hash() {
+        let mut a = State::new(None, false);
+        let mut b = State::new(None, false);
+        for st in [&mut a, &mut b] {
+            st.record("SET NAMES utf8mb4".into(), b"\x03SET NAMES utf8mb4");
+            st.record("SET time_zone = ?".into(), b"\x03SET time_zone='+00:00'");
+        }
+        assert_eq!(a.chain(), b.chain());
+        b.record("SET time_zone = ?".into(), b"\x03SET time_zone='+01:00'");
+        assert_ne!(a.chain(), b.chain());
+        assert_ne!(State::new(None, false).chain(), a.chain());
+        assert_eq!(State::new(None, false).chain(), 0);
+    }
+
+    #[test]
+    fn pins_are_named() {
+        let mut st = State::new(None, false);
+        assert_eq!(pin_reason(&st), None);
+        st.named_locks = 1;
+        assert_eq!(pin_reason(&st), Some("get_lock"));
+        st.temporary_tables = true;
+        assert_eq!(pin_reason(&st), Some("temporary_table"));
+        st.reset();
+        assert_eq!(pin_reason(&st), None);
+    }
 }

@@ -1,0 +1,497 @@
+//! Connection multiplexing: sessions share backend connections between statements, each
+//! keeping its own state, and stay on one connection only while something pins them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Proxy, direct, unique, wait_sync};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Row};
+
+/// One connection to each backend: sessions can only take turns.
+fn one_connection_per_server() -> Proxy {
+    Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            "checkout_timeout = \"5s\"\nmax_connections = 1",
+        )
+    })
+}
+
+/// What the session's `/sessions` entry says pins it, once it settles (the proxy releases or
+/// keeps its connection just after sending the response).
+async fn wait_pinned(proxy: &Proxy, c: &Conn, want: Option<&str>) {
+    let id = c.id();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = {
+            let sessions = proxy.shared.sessions.lock().expect("sessions");
+            sessions
+                .get(&id)
+                .and_then(|i| i.lock().expect("info").pinned)
+        };
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session {id}: pinned {now:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+type Settings = (String, String, String, Option<String>, String);
+
+async fn settings(c: &mut Conn) -> Settings {
+    let row: Row = c
+        .query_first(
+            "SELECT @@session.sql_mode, @@session.time_zone, CAST(@@session.autocommit AS CHAR), \
+             DATABASE(), @@session.character_set_client",
+        )
+        .await
+        .expect("settings")
+        .expect("row");
+    let (a, b, c2, d, e): Settings = mysql_async::from_row(row);
+    (a, b, c2, d, e)
+}
+
+async fn primary_thread(c: &mut Conn) -> u64 {
+    c.query_first("/* rwsplit:primary */ SELECT CONNECTION_ID()")
+        .await
+        .expect("connection id")
+        .expect("row")
+}
+
+#[tokio::test]
+async fn two_sessions_taking_turns_on_one_connection_per_server_keep_their_own_state() {
+    let proxy = one_connection_per_server();
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    a.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES', time_zone = '+01:00'")
+        .await
+        .expect("set a");
+    a.query_drop("SET autocommit = 0")
+        .await
+        .expect("autocommit a");
+    a.query_drop("COMMIT").await.expect("commit a");
+    b.query_drop("SET SESSION sql_mode = 'NO_ZERO_DATE'")
+        .await
+        .expect("set b");
+    b.query_drop("SET time_zone = '-03:00'")
+        .await
+        .expect("tz b");
+    b.query_drop("SET NAMES latin1").await.expect("names b");
+    b.query_drop("USE information_schema").await.expect("use b");
+    let want_a: Settings = (
+        "ANSI_QUOTES".into(),
+        "+01:00".into(),
+        "OFF".into(),
+        Some("app".into()),
+        "utf8mb4".into(),
+    );
+    let want_b: Settings = (
+        "NO_ZERO_DATE".into(),
+        "-03:00".into(),
+        "ON".into(),
+        Some("information_schema".into()),
+        "latin1".into(),
+    );
+    let sa = a.prep("SELECT ? + 1").await.expect("prepare a");
+    let sb = b.prep("SELECT CONCAT(?, 'b')").await.expect("prepare b");
+    let mut threads = std::collections::HashSet::new();
+    for round in 0..10i64 {
+        assert_eq!(settings(&mut a).await, want_a, "round {round}");
+        a.query_drop("COMMIT").await.expect("commit");
+        assert_eq!(settings(&mut b).await, want_b, "round {round}");
+        let x: Option<i64> = a.exec_first(&sa, (round,)).await.expect("exec a");
+        assert_eq!(x, Some(round + 1));
+        a.query_drop("COMMIT").await.expect("commit");
+        let y: Option<String> = b.exec_first(&sb, (round,)).await.expect("exec b");
+        assert_eq!(y, Some(format!("{round}b")));
+        threads.insert(primary_thread(&mut a).await);
+        a.query_drop("COMMIT").await.expect("commit");
+        threads.insert(primary_thread(&mut b).await);
+    }
+    // Both sessions ran on the one primary connection the pool may open.
+    assert_eq!(threads.len(), 1, "{threads:?}");
+    let stats = proxy.shared.pools.stats();
+    assert!(stats.iter().all(|s| s.idle + s.in_use <= 1), "{stats:?}");
+}
+
+#[tokio::test]
+async fn last_insert_id_follows_the_session_across_shared_connections() {
+    let proxy = one_connection_per_server();
+    let t = unique("mux_lid");
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    a.query_drop(format!(
+        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"
+    ))
+    .await
+    .expect("create");
+    a.query_drop(format!("INSERT INTO {t} (v) VALUES (1)"))
+        .await
+        .expect("insert a");
+    let a_id = a.last_insert_id().expect("id");
+    a.query_drop("SELECT 1").await.expect("select");
+    let mut b_id = 0;
+    for _ in 0..3 {
+        b.query_drop(format!("INSERT INTO {t} (v) VALUES (2)"))
+            .await
+            .expect("insert b");
+        b_id = b.last_insert_id().expect("id");
+        b.query_drop("SELECT 1").await.expect("select");
+    }
+    assert_ne!(a_id, b_id);
+    let got: Option<u64> = a
+        .query_first("SELECT LAST_INSERT_ID()")
+        .await
+        .expect("lid a");
+    assert_eq!(got, Some(a_id));
+    let got: Option<u64> = b
+        .query_first("SELECT LAST_INSERT_ID()")
+        .await
+        .expect("lid b");
+    assert_eq!(got, Some(b_id));
+}
+
+#[tokio::test]
+async fn each_pin_holds_while_its_state_lives_and_ends_with_it() {
+    let proxy = Proxy::start();
+    let t = unique("mux_pin");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"
+    ))
+    .await
+    .expect("create");
+    wait_pinned(&proxy, &c, None).await;
+
+    c.query_drop("BEGIN").await.expect("begin");
+    wait_pinned(&proxy, &c, Some("transaction")).await;
+    c.query_drop(format!("INSERT INTO {t} (v) VALUES (1)"))
+        .await
+        .expect("insert");
+    c.query_drop("COMMIT").await.expect("commit");
+    wait_pinned(&proxy, &c, None).await;
+
+    // ROW_COUNT() and FOUND_ROWS() need the connection that ran the statement before.
+    c.query_drop(format!("INSERT INTO {t} (v) VALUES (2), (3)"))
+        .await
+        .expect("insert");
+    wait_pinned(&proxy, &c, Some("row_count")).await;
+    let n: Option<i64> = c
+        .query_first("SELECT ROW_COUNT()")
+        .await
+        .expect("row_count");
+    assert_eq!(n, Some(2));
+    wait_pinned(&proxy, &c, None).await;
+    wait_sync();
+    c.query_drop(format!("SELECT SQL_CALC_FOUND_ROWS * FROM {t} LIMIT 1"))
+        .await
+        .expect("calc");
+    wait_pinned(&proxy, &c, Some("found_rows")).await;
+    let n: Option<i64> = c.query_first("SELECT FOUND_ROWS()").await.expect("found");
+    assert_eq!(n, Some(3));
+    wait_pinned(&proxy, &c, None).await;
+
+    // SHOW WARNINGS is about the last statement, on its connection.
+    c.query_drop("SELECT CAST('12abc' AS SIGNED)")
+        .await
+        .expect("warning");
+    wait_pinned(&proxy, &c, Some("warnings")).await;
+    let w: Vec<Row> = c.query("SHOW WARNINGS").await.expect("show warnings");
+    assert_eq!(w.len(), 1);
+    wait_pinned(&proxy, &c, None).await;
+
+    c.query_drop(format!("LOCK TABLES {t} READ"))
+        .await
+        .expect("lock");
+    wait_pinned(&proxy, &c, Some("lock_tables")).await;
+    c.query_drop("UNLOCK TABLES").await.expect("unlock");
+    wait_pinned(&proxy, &c, None).await;
+
+    let got: Option<i64> = c
+        .query_first("SELECT GET_LOCK('mux_pin_lock', 1)")
+        .await
+        .expect("get_lock");
+    assert_eq!(got, Some(1));
+    wait_pinned(&proxy, &c, Some("get_lock")).await;
+    c.query_drop("SELECT RELEASE_LOCK('mux_pin_lock')")
+        .await
+        .expect("release");
+    wait_pinned(&proxy, &c, None).await;
+
+    // State rwsplit cannot replay lives until the client resets the session.
+    for (sql, reason, check) in [
+        (
+            format!("CREATE TEMPORARY TABLE {t}_tmp (x INT)"),
+            "temporary_table",
+            format!("SELECT COUNT(*) FROM {t}_tmp"),
+        ),
+        (
+            "SET @mux_var = 41".to_string(),
+            "user_variable",
+            "SELECT @mux_var + 1".to_string(),
+        ),
+        (
+            "PREPARE mux_stmt FROM 'SELECT 42'".to_string(),
+            "sql_prepare",
+            "EXECUTE mux_stmt".to_string(),
+        ),
+        (
+            "SELECT LAST_INSERT_ID(77)".to_string(),
+            "last_insert_id_expr",
+            "SELECT LAST_INSERT_ID()".to_string(),
+        ),
+    ] {
+        c.query_drop(&sql).await.expect("pinning statement");
+        wait_pinned(&proxy, &c, Some(reason)).await;
+        for _ in 0..3 {
+            c.query_drop(&check).await.expect("state still there");
+        }
+        wait_pinned(&proxy, &c, Some(reason)).await;
+        c.reset().await.expect("reset");
+        wait_pinned(&proxy, &c, None).await;
+    }
+    let (_, metrics) = proxy.admin_get("/metrics", None).await;
+    for reason in ["transaction", "row_count", "user_variable", "get_lock"] {
+        let line = format!("rwsplit_session_pins_total{{reason=\"{reason}\"}}");
+        assert!(metrics.contains(&line), "{line} missing");
+    }
+}
+
+#[tokio::test]
+async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() {
+    let proxy = Proxy::start();
+    let mut victim = proxy.conn().await;
+    let mut bystander = proxy.conn().await;
+    let mut killer = proxy.conn().await;
+    let victim_id = victim.id();
+    let started = Instant::now();
+    let sleeping = tokio::spawn(async move {
+        let r: Result<Option<i64>, _> = victim.query_first("SELECT SLEEP(30)").await;
+        (r.map_err(|e| e.to_string()), started.elapsed(), victim)
+    });
+    let other = tokio::spawn(async move {
+        let r: Result<Option<i64>, _> = bystander.query_first("SELECT SLEEP(2)").await;
+        r.expect("the bystander's statement is not killed")
+    });
+    // Wait until the statement runs on a backend.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let running = {
+            let sessions = proxy.shared.sessions.lock().expect("sessions");
+            sessions
+                .get(&victim_id)
+                .and_then(|i| i.lock().expect("info").backend_thread)
+        };
+        if running.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the SLEEP never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kill_at = Instant::now();
+    killer
+        .query_drop(format!("KILL QUERY {victim_id}"))
+        .await
+        .expect("kill query");
+    let (result, _, mut victim) = sleeping.await.expect("join");
+    assert!(
+        kill_at.elapsed() < Duration::from_secs(1),
+        "the statement ran {:?} after KILL QUERY",
+        kill_at.elapsed()
+    );
+    // MariaDB ends an interrupted SLEEP() early with 1 (MySQL too); some versions send 1317.
+    match result {
+        Ok(v) => assert_eq!(v, Some(1)),
+        Err(e) => assert!(e.contains("1317") || e.contains("interrupted"), "{e}"),
+    }
+    assert_eq!(other.await.expect("join"), Some(0));
+    // The session goes on.
+    let one: Option<i64> = victim.query_first("SELECT 1").await.expect("after kill");
+    assert_eq!(one, Some(1));
+
+    // Unknown ids are refused as the server refuses them.
+    let e = killer
+        .query_drop("KILL QUERY 999999999")
+        .await
+        .expect_err("unknown id");
+    assert!(e.to_string().contains("1094"), "{e}");
+
+    // KILL CONNECTION ends the session.
+    killer
+        .query_drop(format!("KILL {victim_id}"))
+        .await
+        .expect("kill connection");
+    let gone = victim.query_drop("SELECT 1").await;
+    assert!(gone.is_err(), "the killed session still answers");
+    let mut d = direct(common::PRIMARY_PORT).await;
+    d.query_drop("SELECT 1").await.expect("primary fine");
+}
+
+/// Runs `clients` sessions, each a short mixed workload (point reads, a prepared read, writes,
+/// a transaction), `at_once` of them at a time (all connected before any starts when that is
+/// all of them), and returns (statements, errors, elapsed, peak backend connections).
+async fn mixed_load(
+    proxy: &Proxy,
+    table: &str,
+    clients: usize,
+    at_once: usize,
+) -> (usize, usize, Duration, usize) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let peak = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done, shared) = (peak.clone(), done.clone(), proxy.shared.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let open: usize = shared.pools.stats().iter().map(|s| s.idle + s.in_use).sum();
+                peak.fetch_max(open, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let statements = Arc::new(AtomicUsize::new(0));
+    let connect_gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let turns = Arc::new(tokio::sync::Semaphore::new(at_once));
+    let all_open = Arc::new(tokio::sync::Barrier::new(if at_once >= clients {
+        clients
+    } else {
+        1
+    }));
+    let started = Instant::now();
+    let mut running = Vec::new();
+    for n in 0..clients {
+        let (table, statements, opts) = (table.to_string(), statements.clone(), proxy.opts());
+        let (connect_gate, turns, all_open) =
+            (connect_gate.clone(), turns.clone(), all_open.clone());
+        running.push(tokio::spawn(async move {
+            let _turn = turns.acquire().await.expect("turn");
+            let connected = {
+                let _p = connect_gate.acquire().await.expect("gate");
+                Conn::new(opts).await
+            };
+            all_open.wait().await;
+            let mut c = match connected {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("client {n}: connect: {e}");
+                    return 1;
+                }
+            };
+            let mut errors = 0;
+            let mut ok = |r: Result<(), mysql_async::Error>| match r {
+                Ok(()) => {
+                    statements.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    errors += 1;
+                    eprintln!("client {n}: {e}");
+                }
+            };
+            for i in 0..3 {
+                let id = (n * 7 + i) % 100 + 1;
+                ok(
+                    c.query_drop(format!("SELECT v FROM {table} WHERE id = {id}"))
+                        .await,
+                );
+                ok(
+                    c.exec_drop(format!("SELECT v FROM {table} WHERE id = ?"), (id,))
+                        .await,
+                );
+            }
+            ok(
+                c.query_drop(format!("INSERT INTO {table} (v) VALUES ({n})"))
+                    .await,
+            );
+            ok(c.query_drop("BEGIN").await);
+            ok(c.query_drop(format!(
+                "UPDATE {table} SET v = v + 1 WHERE id = {}",
+                n % 100 + 1
+            ))
+            .await);
+            ok(c.query_drop("COMMIT").await);
+            ok(c.disconnect().await);
+            errors
+        }));
+    }
+    let mut errors = 0;
+    for r in running {
+        errors += r.await.expect("join");
+    }
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    sampler.await.expect("sampler");
+    (
+        statements.load(Ordering::Relaxed),
+        errors,
+        elapsed,
+        peak.load(Ordering::Relaxed),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_clients_share_forty_backend_connections_without_errors() {
+    const CLIENTS: usize = 2_000;
+    const LIMIT: &str = "max_connections = 13"; // x 3 backends = 39
+    let mux = Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            &format!("checkout_timeout = \"20s\"\n{LIMIT}"),
+        )
+    });
+    let t = unique("mux_scale");
+    let mut setup = mux.conn().await;
+    setup
+        .query_drop(format!(
+            "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"
+        ))
+        .await
+        .expect("create");
+    setup
+        .query_drop(format!("INSERT INTO {t} (v) SELECT seq FROM seq_1_to_100"))
+        .await
+        .expect("fill");
+    setup.disconnect().await.expect("disconnect");
+    wait_sync();
+    let run = mixed_load(&mux, &t, CLIENTS, CLIENTS);
+    let (n, errors, elapsed, peak) = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the load finished in time");
+    // Session pooling, the same limit and the same work: a session holds its connections for
+    // life, so only about as many clients as connections can be open at once.
+    let pooled = Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            &format!("checkout_timeout = \"20s\"\n{LIMIT}"),
+        )
+        .replace("[routing]", "[routing]\nmultiplexing = false")
+    });
+    let (pn, perrors, pelapsed, ppeak) = tokio::time::timeout(
+        Duration::from_secs(240),
+        mixed_load(&pooled, &t, CLIENTS, 13),
+    )
+    .await
+    .expect("the pooled load finished in time");
+    println!(
+        "multiplexing: {CLIENTS} clients on at most {peak} backend connections ({:.0}:1), \
+         {n} statements in {elapsed:.2?} ({:.0}/s), {errors} errors",
+        CLIENTS as f64 / peak.max(1) as f64,
+        n as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "session pooling: {CLIENTS} clients, 13 at a time, on at most {ppeak} backend \
+         connections, {pn} statements in {pelapsed:.2?} ({:.0}/s), {perrors} errors",
+        pn as f64 / pelapsed.as_secs_f64()
+    );
+    assert_eq!(errors, 0);
+    assert_eq!(perrors, 0);
+    assert!(peak <= 40, "{peak} backend connections");
+    assert_eq!(n, CLIENTS * 11);
+    assert_eq!(pn, CLIENTS * 11);
+}
