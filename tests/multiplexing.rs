@@ -263,6 +263,103 @@ async fn each_pin_holds_while_its_state_lives_and_ends_with_it() {
     }
 }
 
+/// The session's time zone, read on the primary or (as a plain read) a replica.
+async fn tz(c: &mut Conn, primary: bool) -> String {
+    let sql = if primary {
+        "/* rwsplit:primary */ SELECT @@session.time_zone"
+    } else {
+        "SELECT @@session.time_zone"
+    };
+    c.query_first(sql).await.expect("time_zone").expect("row")
+}
+
+#[tokio::test]
+async fn state_changed_out_of_sight_is_carried_by_session_tracking_or_pins() {
+    let proxy = one_connection_per_server();
+    let t = unique("mux_track");
+    let mut root = direct(3306).await;
+    for sql in [
+        format!("CREATE TABLE app.{t} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"),
+        // A stored function that changes a session variable: invisible in the statement.
+        format!(
+            "CREATE FUNCTION app.{t}_tz() RETURNS INT NOT DETERMINISTIC NO SQL \
+             BEGIN SET SESSION time_zone = '+05:00'; RETURN 1; END"
+        ),
+        format!("CREATE PROCEDURE app.{t}_dml() INSERT INTO app.{t} (v) VALUES (1)"),
+        format!("CREATE PROCEDURE app.{t}_var() SET @mux_proc = 7"),
+    ] {
+        root.query_drop(sql).await.expect("setup");
+    }
+    wait_sync();
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    let one: Option<i64> = a
+        .query_first(format!("SELECT app.{t}_tz()"))
+        .await
+        .expect("function");
+    assert_eq!(one, Some(1));
+    // The server named the variable: carried like a SET, nothing pinned.
+    wait_pinned(&proxy, &a, None).await;
+    for round in 0..3 {
+        assert_eq!(tz(&mut b, true).await, "SYSTEM", "round {round}");
+        assert_eq!(tz(&mut a, true).await, "+05:00", "round {round}");
+        assert_eq!(tz(&mut b, false).await, "SYSTEM", "round {round}");
+        assert_eq!(tz(&mut a, false).await, "+05:00", "round {round}");
+    }
+
+    // A procedure that changes nothing in the session does not pin it.
+    a.query_drop(format!("CALL app.{t}_dml()"))
+        .await
+        .expect("call dml");
+    wait_pinned(&proxy, &a, None).await;
+    // One that leaves state the server does not name (here a user variable) does.
+    a.query_drop(format!("CALL app.{t}_var()"))
+        .await
+        .expect("call var");
+    wait_pinned(&proxy, &a, Some("untracked_state")).await;
+    for _ in 0..3 {
+        let v: Option<i64> = a.query_first("SELECT @mux_proc").await.expect("var");
+        assert_eq!(v, Some(7));
+        assert_eq!(tz(&mut a, false).await, "+05:00");
+    }
+    a.reset().await.expect("reset");
+    wait_pinned(&proxy, &a, None).await;
+
+    // SET TRANSACTION (no scope) is for the next transaction, on the connection it ran on.
+    a.query_drop("SET TRANSACTION READ ONLY")
+        .await
+        .expect("set transaction");
+    wait_pinned(&proxy, &a, Some("next_transaction")).await;
+    // b's write needs the one primary connection: it waits for a's transaction.
+    let write = format!("INSERT INTO app.{t} (v) VALUES (2)");
+    let bw = tokio::spawn(async move { b.query_drop(write).await.map(|_| b) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.query_drop("START TRANSACTION").await.expect("begin");
+    let e = a
+        .query_drop(format!("INSERT INTO app.{t} (v) VALUES (3)"))
+        .await
+        .expect_err("a read-only transaction refuses writes");
+    assert!(e.to_string().contains("1792"), "{e}");
+    a.query_drop("ROLLBACK").await.expect("rollback");
+    wait_pinned(&proxy, &a, None).await;
+    let mut b = bw
+        .await
+        .expect("join")
+        .expect("b's write, outside a's transaction");
+    let n: Option<i64> = b
+        .query_first(format!(
+            "/* rwsplit:primary */ SELECT COUNT(*) FROM app.{t} WHERE v = 2"
+        ))
+        .await
+        .expect("count");
+    assert_eq!(n, Some(1));
+    let (_, metrics) = proxy.admin_get("/metrics", None).await;
+    for reason in ["untracked_state", "next_transaction"] {
+        let line = format!("rwsplit_session_pins_total{{reason=\"{reason}\"}}");
+        assert!(metrics.contains(&line), "{line} missing");
+    }
+}
+
 #[tokio::test]
 async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() {
     let proxy = Proxy::start();

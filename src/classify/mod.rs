@@ -98,6 +98,8 @@ pub enum SessionEffect {
     CalcFoundRows,
     /// SQL-level `PREPARE`.
     PreparesSqlStatement,
+    /// `SET TRANSACTION ...` without a scope: sets the next transaction's characteristics.
+    SetsNextTransaction,
 }
 
 /// The result of classifying one statement.
@@ -327,7 +329,10 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
     use PrimaryReason as R;
     let second = toks.get(1);
     if word(second, "TRANSACTION") {
-        return write(R::TransactionControl);
+        return Classification {
+            effect: Some(SessionEffect::SetsNextTransaction),
+            ..write(R::TransactionControl)
+        };
     }
     if word(second, "GLOBAL")
         || word(second, "PASSWORD")

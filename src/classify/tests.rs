@@ -270,6 +270,8 @@ fn effects_are_reported() {
         ("SELECT 1 INTO @a", Some(E::SetsUserVariable)),
         ("SELECT GET_LOCK('x', 1)", Some(E::TakesNamedLock)),
         ("PREPARE s FROM 'SELECT 1'", Some(E::PreparesSqlStatement)),
+        ("SET TRANSACTION READ ONLY", Some(E::SetsNextTransaction)),
+        ("SET SESSION TRANSACTION READ ONLY", None),
         ("SELECT 1", None),
         ("CREATE TABLE t (i INT)", None),
     ];

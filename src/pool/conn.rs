@@ -282,25 +282,30 @@ impl BackendConn {
         self.statements.clear();
         self.status = packets::SERVER_STATUS_AUTOCOMMIT;
         if r.is_ok() {
-            self.track_gtids().await?;
+            self.track_session().await?;
         }
         Ok(r.is_ok())
     }
 
-    /// Asks the server to report each commit's GTID in its OK packet, on connections whose
-    /// client negotiated session tracking (read-your-writes takes it from there instead of
-    /// asking). A server that refuses only costs the fallback query later.
-    pub async fn track_gtids(&mut self) -> Result<(), BackendError> {
+    /// Asks the server to report, in its OK packets, changed system variables, other session
+    /// state changes and each commit's GTID (see `consistency::tracking_statements`). A server
+    /// that refuses all of it only costs the GTID fallback query later, and tracked variables
+    /// are then carried only when set by `SET`.
+    pub async fn track_session(&mut self) -> Result<(), BackendError> {
         if !self.capabilities.contains(C::CLIENT_SESSION_TRACK) {
             return Ok(());
         }
         let flavor = crate::monitor::replication::Flavor::of(&self.identity.version);
-        let sql = crate::session::consistency::tracking_statement(flavor);
-        let mut p = Vec::with_capacity(sql.len() + 1);
-        p.push(Command::Query as u8);
-        p.extend_from_slice(sql.as_bytes());
-        if let Err(e) = self.run_internal(&p, ResponseKind::Query).await? {
-            tracing::debug!(code = e.code(), "the server refused GTID session tracking");
+        for sql in crate::session::consistency::tracking_statements(flavor) {
+            let mut p = Vec::with_capacity(sql.len() + 1);
+            p.push(Command::Query as u8);
+            p.extend_from_slice(sql.as_bytes());
+            match self.run_internal(&p, ResponseKind::Query).await? {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(code = e.code(), sql, "the server refused session tracking")
+                }
+            }
         }
         Ok(())
     }

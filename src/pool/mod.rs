@@ -155,7 +155,7 @@ impl Pool {
             backend: self.target.name.clone(),
             source,
         })?;
-        conn.track_gtids()
+        conn.track_session()
             .await
             .map_err(|source| PoolError::Backend {
                 backend: self.target.name.clone(),

@@ -103,6 +103,7 @@ pub fn parse_ok(payload: &[u8]) -> Option<OkInfo> {
 pub const SERVER_SESSION_STATE_CHANGED: u16 = 0x4000;
 /// Session-state change types (protocol docs, "Session State Information").
 const SESSION_TRACK_SYSTEM_VARIABLES: u8 = 0;
+const SESSION_TRACK_STATE_CHANGE: u8 = 2;
 const SESSION_TRACK_GTIDS: u8 = 3;
 
 /// A length-encoded string at the start of `buf`: the bytes and how many bytes it took.
@@ -112,11 +113,23 @@ fn read_lenenc_str(buf: &[u8]) -> Option<(&[u8], usize)> {
     Some((buf.get(n..end)?, end))
 }
 
-/// The GTID a server reports for the statement an OK packet ends, through session tracking
-/// (the connection negotiated CLIENT_SESSION_TRACK): MariaDB's tracked system variable
-/// `last_gtid`, or MySQL's SESSION_TRACK_GTIDS entry (`session_track_gtids = OWN_GTID`).
-/// `None` when the packet carries neither (or is not an OK).
-pub fn tracked_gtid(payload: &[u8]) -> Option<String> {
+/// What an OK packet's session-state data says changed (the connection negotiated
+/// CLIENT_SESSION_TRACK). Layout: protocol docs, "Session State Information".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionChanges {
+    /// The statement's GTID: MariaDB's tracked system variable `last_gtid`, or MySQL's
+    /// SESSION_TRACK_GTIDS entry (`session_track_gtids = OWN_GTID`).
+    pub gtid: Option<String>,
+    /// Other tracked system variables, with their new values, in the order reported.
+    pub sysvars: Vec<(String, String)>,
+    /// SESSION_TRACK_STATE_CHANGE said the session state changed (a variable, a user
+    /// variable, a temporary table, a prepared statement, ...).
+    pub state_changed: bool,
+}
+
+/// The session-state changes an OK packet carries; `None` when it carries none (or is not a
+/// well-formed OK).
+pub fn session_changes(payload: &[u8]) -> Option<SessionChanges> {
     let ok = parse_ok(payload)?;
     if ok.status & SERVER_SESSION_STATE_CHANGED == 0 {
         return None;
@@ -127,29 +140,40 @@ pub fn tracked_gtid(payload: &[u8]) -> Option<String> {
     let rest = rest.get(a + b + 4..)?;
     let (_, info) = read_lenenc_str(rest)?;
     let (mut state, _) = read_lenenc_str(rest.get(info..)?)?;
-    let mut found = None;
+    let mut out = SessionChanges::default();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     while let Some((&kind, after)) = state.split_first() {
         let (data, n) = read_lenenc_str(after)?;
         match kind {
             SESSION_TRACK_SYSTEM_VARIABLES => {
                 let (name, k) = read_lenenc_str(data)?;
                 let (value, _) = read_lenenc_str(data.get(k..)?)?;
-                if name.eq_ignore_ascii_case(b"last_gtid") && !value.is_empty() {
-                    found = Some(String::from_utf8_lossy(value).into_owned());
+                if name.eq_ignore_ascii_case(b"last_gtid") {
+                    if !value.is_empty() {
+                        out.gtid = Some(text(value));
+                    }
+                } else {
+                    out.sysvars.push((text(name), text(value)));
                 }
             }
+            SESSION_TRACK_STATE_CHANGE => out.state_changed = true,
             SESSION_TRACK_GTIDS => {
                 // One byte of encoding specification (0: the GTID set as text), then the set.
                 let (gtids, _) = read_lenenc_str(data.get(1..)?)?;
                 if !gtids.is_empty() {
-                    found = Some(String::from_utf8_lossy(gtids).into_owned());
+                    out.gtid = Some(text(gtids));
                 }
             }
             _ => {}
         }
         state = after.get(n..)?;
     }
-    found
+    Some(out)
+}
+
+/// The GTID a server reports for the statement an OK packet ends (see [`SessionChanges`]).
+pub fn tracked_gtid(payload: &[u8]) -> Option<String> {
+    session_changes(payload)?.gtid
 }
 
 /// An OK packet as a connection without CLIENT_SESSION_TRACK gets it: the info as the rest of
@@ -301,6 +325,32 @@ mod tests {
             tracked_gtid(&p).as_deref(),
             Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:23")
         );
+    }
+
+    #[test]
+    fn variables_and_state_changes_are_read_from_a_tracked_ok() {
+        // What MariaDB 10.11 sent for `CALL p()` where p sets wait_timeout (sql_mode is
+        // restored on return), with session_track_system_variables = '*' and
+        // session_track_state_change = ON.
+        let p = b"\x00\x00\x00\x00\xc0\x00\x00\x00}\x00\x10\x0cwait_timeout\x0277\x00c\x08sql_modeYSTRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION\x01\x01\x00\x02\x011";
+        let c = session_changes(p).unwrap();
+        assert_eq!(c.gtid, None);
+        assert!(c.state_changed);
+        assert_eq!(c.sysvars.len(), 2);
+        assert_eq!(c.sysvars[0], ("wait_timeout".into(), "77".into()));
+        assert_eq!(c.sysvars[1].0, "sql_mode");
+        // A user variable set in a procedure: the state changed, no variable is named.
+        let p = b"\x00\x00\x00\x00\xc0\x00\x00\x00\x06\x01\x01\x00\x02\x011";
+        let c = session_changes(p).unwrap();
+        assert!(c.state_changed && c.sysvars.is_empty());
+        // MySQL 8: a GTID and a changed time_zone in one OK.
+        let data = [vec![0u8], lenenc(b"3e11fa47-71ca-11e1-9e33-c80aa9429562:9")].concat();
+        let tz = [lenenc(b"time_zone"), lenenc(b"+02:00")].concat();
+        let p = ok_with_state(&[(0, tz), (SESSION_TRACK_GTIDS, data), (2, lenenc(b"1"))]);
+        let c = session_changes(&p).unwrap();
+        assert_eq!(c.sysvars, vec![("time_zone".into(), "+02:00".into())]);
+        assert!(c.gtid.is_some() && c.state_changed);
+        assert_eq!(session_changes(&ok_payload(0, 0, 2, 0)), None);
     }
 
     #[test]

@@ -92,6 +92,11 @@ pub struct Outcome {
     pub result_sets: u32,
     /// The GTID the final OK reported through session tracking (filled in by the forwarder).
     pub gtid: Option<String>,
+    /// System variables the response's OK packets reported changed, through session tracking
+    /// (filled in by the forwarder).
+    pub sysvars: Vec<(String, String)>,
+    /// An OK packet of the response reported a session-state change.
+    pub state_changed: bool,
     /// Rows sent, over all result sets.
     pub rows: u64,
 }

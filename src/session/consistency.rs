@@ -1,10 +1,10 @@
 //! Read-your-writes: the GTID of the session's last committed write, and which replicas
 //! already have it.
 //!
-//! The GTID comes from the server: through session tracking on the commit's OK packet when the
-//! client negotiated CLIENT_SESSION_TRACK (MariaDB's tracked `last_gtid`, MySQL's
-//! `session_track_gtids = OWN_GTID`), else by asking the primary connection right after the
-//! commit (`SELECT @@last_gtid`, MySQL `@@global.gtid_executed`). A read then goes to a replica
+//! The GTID comes from the server: through session tracking on the commit's OK packet (backend
+//! connections always negotiate it: MariaDB's tracked `last_gtid`, MySQL's
+//! `session_track_gtids = OWN_GTID`), else, from a server that does not track, by asking the
+//! primary connection after the commit (`SELECT @@last_gtid`, MySQL `@@global.gtid_executed`). A read then goes to a replica
 //! whose applied position (from the monitor) covers it; if none does yet, rwsplit waits on one
 //! (`MASTER_GTID_WAIT` / `WAIT_FOR_EXECUTED_GTID_SET`) up to `routing.read_your_writes_wait`,
 //! and otherwise reads from the primary. Once every replica has the write, the requirement is
@@ -141,14 +141,23 @@ pub fn wait_query(flavor: Flavor, gtid: &str, secs: f64) -> String {
     }
 }
 
-/// The statement that turns on GTID session tracking on a backend connection.
-pub fn tracking_statement(flavor: Flavor) -> &'static str {
+/// The statements that turn on session tracking on a backend connection, best first: every
+/// system variable (so changes made inside procedures are carried to the session's other
+/// connections), state changes (so what cannot be carried pins the session) and the commit's
+/// GTID (read-your-writes); else, on a server that refuses that, the GTID alone.
+pub fn tracking_statements(flavor: Flavor) -> [&'static str; 2] {
     match flavor {
-        Flavor::MariaDb => {
+        Flavor::MariaDb => [
+            "SET SESSION session_track_system_variables = '*', \
+             session_track_state_change = ON",
             "SET SESSION session_track_system_variables = \
-             CONCAT(@@session.session_track_system_variables, ',last_gtid')"
-        }
-        Flavor::MySql => "SET SESSION session_track_gtids = OWN_GTID",
+             CONCAT(@@session.session_track_system_variables, ',last_gtid')",
+        ],
+        Flavor::MySql => [
+            "SET SESSION session_track_gtids = OWN_GTID, \
+             session_track_system_variables = '*', session_track_state_change = ON",
+            "SET SESSION session_track_gtids = OWN_GTID",
+        ],
     }
 }
 

@@ -234,6 +234,7 @@ impl Session {
             autocommit: self.state.autocommit,
             reads_pinned_to_primary: self.state.temporary_tables
                 || self.state.table_locks
+                || self.state.untracked_state
                 || self.causal.mode == Consistency::Strong,
             current_replica: self
                 .replica

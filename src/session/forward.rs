@@ -65,6 +65,7 @@ async fn copy(
     let mut started = false;
     let mut bytes = 0u64;
     let mut peek = [0u8; PEEK_LEN];
+    let (mut gtid, mut sysvars, mut state_changed) = (None, Vec::new(), false);
     loop {
         let h = frame::read_header(&mut conn.reader)
             .await
@@ -88,17 +89,20 @@ async fn copy(
         let whole_ok = tracker.ok_packet()
             && h.len < MAX_FRAME
             && (strip || (peek_status(&peek[..n]) & SERVER_SESSION_STATE_CHANGED != 0));
-        let gtid = if whole_ok {
+        if whole_ok {
             let mut whole = vec![0u8; h.len];
             whole[..n].copy_from_slice(&peek[..n]);
             conn.reader
                 .read_exact(&mut whole[n..])
                 .await
                 .map_err(backend(started))?;
-            let gtid = match &step {
-                Step::Done(_) => packets::tracked_gtid(&whole),
-                _ => None,
-            };
+            if let Some(c) = packets::session_changes(&whole) {
+                if matches!(step, Step::Done(_)) {
+                    gtid = c.gtid;
+                }
+                sysvars.extend(c.sysvars);
+                state_changed |= c.state_changed;
+            }
             if strip {
                 if let Some(w) = packets::strip_session_track(&whole) {
                     whole = w;
@@ -115,7 +119,6 @@ async fn copy(
             };
             wr.await.map_err(|e| ForwardError::Client(e.into()))?;
             bytes += whole.len() as u64 + 4;
-            gtid
         } else {
             let w = &mut client.writer;
             let wr = async {
@@ -125,8 +128,7 @@ async fn copy(
             wr.await.map_err(|e| ForwardError::Client(e.into()))?;
             copy_rest(conn, client, h.len - n).await?;
             bytes += h.len as u64 + 4;
-            None
-        };
+        }
         started = true;
         match step {
             Step::More => {}
@@ -139,6 +141,8 @@ async fn copy(
                 flush_client(client).await?;
                 metrics::counter!(crate::metrics::BYTES_TO_CLIENTS).increment(bytes);
                 o.gtid = gtid;
+                o.sysvars = sysvars;
+                o.state_changed = state_changed;
                 return Ok(o);
             }
         }

@@ -675,8 +675,11 @@ impl Session {
             Some(E::ReleasesAllNamedLocks) if ok => self.state.named_locks = 0,
             Some(E::PreparesSqlStatement) if ok => self.state.sql_prepared = true,
             Some(E::SetsLastInsertId) if ok => self.state.last_insert_id_set = true,
+            Some(E::SetsNextTransaction) if ok => self.state.next_transaction = true,
+            _ if slot == Slot::Primary => self.state.next_transaction = false,
             _ => {}
         }
+        self.after_tracked(class, slot, o);
         // Values only the connection that ran this statement can give the next one.
         self.last_slot = Some(slot);
         self.until_next = if class.effect == Some(E::CalcFoundRows) {
@@ -688,6 +691,36 @@ impl Session {
         } else {
             None
         };
+    }
+
+    /// What the server reported changed in the session, through session tracking, where
+    /// rwsplit could not see it in the statement (a procedure, a trigger, a stored function,
+    /// a multi-statement): changed system variables are carried like the session's own `SET`s;
+    /// other state (user variables, temporary tables, ...) pins the session to the primary.
+    fn after_tracked(
+        &mut self,
+        class: &Classification,
+        slot: Slot,
+        o: &crate::protocol::response::Outcome,
+    ) {
+        use crate::classify::PrimaryReason as R;
+        let understood = matches!(
+            class.kind,
+            StatementKind::SessionCommand | StatementKind::Use
+        ) || class.effect.is_some();
+        if understood {
+            return;
+        }
+        if !o.sysvars.is_empty() && self.state.record_tracked(&o.sysvars) {
+            if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
+                self.state.mark_synced(c);
+            }
+        }
+        // A procedure or several statements may have changed more than the variables named.
+        let opaque = matches!(class.reason, Some(R::Call | R::MultiStatement));
+        if o.state_changed && (opaque || o.sysvars.is_empty()) {
+            self.state.untracked_state = true;
+        }
     }
 
     fn status(&self) -> u16 {

@@ -46,6 +46,81 @@ pub struct State {
     pub sql_prepared: bool,
     /// `LAST_INSERT_ID(expr)` set the value on the server, where rwsplit cannot see it.
     pub last_insert_id_set: bool,
+    /// A statement rwsplit cannot see into (a procedure, a trigger, a stored function)
+    /// changed session state the server does not name (a user variable, a temporary table,
+    /// a prepared statement).
+    pub untracked_state: bool,
+    /// `SET TRANSACTION ...` (no scope) applies to the next transaction on the primary
+    /// connection, and only there.
+    pub next_transaction: bool,
+}
+
+/// Tracked system variables that are not carried from one connection to another: rwsplit's
+/// own tracking settings, one-shot and per-connection values (the GTID of the last commit,
+/// the next insert id, the next GTID's sequence number).
+const NOT_CARRIED: &[&str] = &[
+    "last_gtid",
+    "session_track_system_variables",
+    "session_track_state_change",
+    "session_track_gtids",
+    "session_track_schema",
+    "session_track_transaction_info",
+    "last_insert_id",
+    "insert_id",
+    "identity",
+    "gtid_seq_no",
+    "gtid_next",
+    "pseudo_thread_id",
+];
+
+/// `SET @@SESSION.name = value` for a value the server reported through session tracking,
+/// or `None` for a variable that is not carried (or a name that is not a plain identifier).
+/// Numbers go bare (integer variables refuse strings); an empty character set or collation
+/// is `NULL`; other values are quoted, or given as a hex string when they hold a quote, a
+/// backslash or anything unprintable (safe whatever `sql_mode` says about backslashes).
+pub fn tracked_set(name: &str, value: &str) -> Option<Vec<u8>> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if name.is_empty() || !name.chars().all(plain) {
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    if NOT_CARRIED.contains(&lower.as_str()) {
+        return None;
+    }
+    let numeric = {
+        let digits = value.strip_prefix('-').unwrap_or(value);
+        !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && digits.chars().filter(|&c| c == '.').count() <= 1
+            && !digits.starts_with('.')
+            && !digits.ends_with('.')
+    };
+    let mut p = Vec::with_capacity(24 + name.len() + 2 * value.len());
+    p.push(crate::protocol::Command::Query as u8);
+    p.extend_from_slice(b"SET @@SESSION.");
+    p.extend_from_slice(lower.as_bytes());
+    p.extend_from_slice(b" = ");
+    if numeric {
+        p.extend_from_slice(value.as_bytes());
+    } else if value.is_empty()
+        && (lower.starts_with("character_set_") || lower.starts_with("collation_"))
+    {
+        p.extend_from_slice(b"NULL");
+    } else if value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'\'' && b != b'\\')
+    {
+        p.push(b'\'');
+        p.extend_from_slice(value.as_bytes());
+        p.push(b'\'');
+    } else {
+        p.extend_from_slice(b"X'");
+        for b in value.bytes() {
+            p.extend_from_slice(format!("{b:02x}").as_bytes());
+        }
+        p.push(b'\'');
+    }
+    Some(p)
 }
 
 /// Why a session keeps its primary connection between statements, for metrics and logs.
@@ -62,6 +137,10 @@ pub fn pin_reason(st: &State) -> Option<&'static str> {
         Some("sql_prepare")
     } else if st.last_insert_id_set {
         Some("last_insert_id_expr")
+    } else if st.untracked_state {
+        Some("untracked_state")
+    } else if st.next_transaction {
+        Some("next_transaction")
     } else {
         None
     }
@@ -90,6 +169,8 @@ impl State {
             named_locks: 0,
             sql_prepared: false,
             last_insert_id_set: false,
+            untracked_state: false,
+            next_transaction: false,
         }
     }
 
@@ -126,6 +207,22 @@ impl State {
             let prev = self.chains.last().copied().unwrap_or(0);
             self.chains.push(chain(prev, &r.packet));
         }
+    }
+
+    /// Records the system variables a statement changed where rwsplit cannot see (inside a
+    /// procedure, a trigger, a function), as the server reported them, so they are carried
+    /// like the session's own `SET`s. Returns whether anything was recorded.
+    pub fn record_tracked(&mut self, sysvars: &[(String, String)]) -> bool {
+        let mut any = false;
+        for (name, value) in sysvars {
+            if let Some(packet) = tracked_set(name, value) {
+                let key: Arc<str> =
+                    format!("SET @@SESSION.{} = ?", name.to_ascii_lowercase()).into();
+                self.record(key, &packet);
+                any = true;
+            }
+        }
+        any
     }
 
     /// A connection that just ran the session's latest command carries the whole log.
@@ -247,6 +344,65 @@ mod tests {
         assert_ne!(a.chain(), b.chain());
         assert_ne!(State::new(None, false).chain(), a.chain());
         assert_eq!(State::new(None, false).chain(), 0);
+    }
+
+    #[test]
+    fn tracked_variables_become_set_statements_that_survive_any_sql_mode() {
+        let sql = |n: &str, v: &str| {
+            tracked_set(n, v).map(|p| String::from_utf8(p[1..].to_vec()).unwrap())
+        };
+        assert_eq!(
+            sql("wait_timeout", "77").as_deref(),
+            Some("SET @@SESSION.wait_timeout = 77")
+        );
+        assert_eq!(
+            sql("long_query_time", "10.000000").as_deref(),
+            Some("SET @@SESSION.long_query_time = 10.000000")
+        );
+        assert_eq!(
+            sql("Time_Zone", "+01:00").as_deref(),
+            Some("SET @@SESSION.time_zone = '+01:00'")
+        );
+        assert_eq!(
+            sql("sql_mode", "").as_deref(),
+            Some("SET @@SESSION.sql_mode = ''")
+        );
+        assert_eq!(
+            sql("character_set_results", "").as_deref(),
+            Some("SET @@SESSION.character_set_results = NULL")
+        );
+        assert_eq!(
+            sql("lc_messages_dir", "a'b\\").as_deref(),
+            Some("SET @@SESSION.lc_messages_dir = X'6127625c'")
+        );
+        assert_eq!(sql("last_insert_id", "5"), None);
+        assert_eq!(sql("session_track_system_variables", "*"), None);
+        assert_eq!(sql("x; DROP TABLE t", "1"), None);
+        assert_eq!(sql("", "1"), None);
+        // Not numbers: these go quoted.
+        for v in ["1.2.3", "-", ".5", "5.", "1e5"] {
+            assert!(sql("v", v).unwrap().ends_with(&format!("'{v}'")), "{v}");
+        }
+    }
+
+    #[test]
+    fn tracked_variables_replace_each_other_and_keep_the_log_order() {
+        let mut st = State::new(None, false);
+        st.record("SET sql_mode = ?".into(), b"\x03SET sql_mode=''");
+        assert!(st.record_tracked(&[
+            ("sql_mode".into(), "ANSI".into()),
+            ("last_gtid".into(), "0-1-1".into())
+        ]));
+        assert!(!st.record_tracked(&[("insert_id".into(), "9".into())]));
+        st.record_tracked(&[("sql_mode".into(), "TRADITIONAL".into())]);
+        let log: Vec<&[u8]> = st.replay.iter().map(|r| &r.packet[1..]).collect();
+        assert_eq!(
+            log,
+            [
+                &b"SET sql_mode=''"[..],
+                b"SET @@SESSION.sql_mode = 'TRADITIONAL'"
+            ]
+        );
     }
 
     #[test]
