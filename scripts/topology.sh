@@ -110,17 +110,15 @@ setup_replica() {
   fi
 }
 
+# Waits until each running replica has applied everything the primary had logged when called
+# (or more: other writers may go on meanwhile, so "equal" could never come).
 wait_sync() {
-  local want got
+  local want r
   want=$(sql primary "SELECT @@gtid_binlog_pos")
   for name in replica1 replica2; do
     running "$name" || continue
-    for i in $(seq 1 600); do
-      got=$(sql "$name" "SELECT @@gtid_slave_pos")
-      [ "$got" = "$want" ] && break
-      [ "$i" = 600 ] && die "$name did not catch up within 60 s (has '$got', primary '$want')"
-      sleep 0.1
-    done
+    r=$(sql "$name" "SELECT MASTER_GTID_WAIT('$want', 60)")
+    [ "$r" = 0 ] || die "$name did not catch up within 60 s (has '$(sql "$name" "SELECT @@gtid_slave_pos")', primary had '$want')"
   done
 }
 

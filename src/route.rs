@@ -63,6 +63,10 @@ pub struct SessionView {
     /// set, a new replica is chosen by least outstanding requests per unit of weight, ties
     /// broken by weighted chance; otherwise by weighted chance alone.
     pub outstanding: Option<[u32; MAX_LOAD_TRACKED]>,
+    /// Replicas (bit per backend id) whose every allowed connection is checked out by other
+    /// sessions: a new read there would wait for one to come back, so another eligible
+    /// replica is preferred.
+    pub saturated: u64,
 }
 
 /// Backends whose outstanding requests routing compares.
@@ -145,7 +149,12 @@ fn eligible(b: &BackendView) -> bool {
 
 fn pick_replica(s: &SessionView, backends: &[BackendView], pick: f64) -> Option<BackendId> {
     let blocked = |i: usize| i < 64 && s.blocked & (1u64 << i) != 0;
-    let ok = |i: usize| Some(i) != s.avoid && !blocked(i) && backends.get(i).is_some_and(eligible);
+    let eligible_here =
+        |i: usize| Some(i) != s.avoid && !blocked(i) && backends.get(i).is_some_and(eligible);
+    let free = |i: usize| i >= 64 || s.saturated & (1u64 << i) == 0;
+    // Waiting for a connection only when every eligible replica is saturated.
+    let any_free = (0..backends.len()).any(|i| eligible_here(i) && free(i));
+    let ok = |i: usize| eligible_here(i) && (free(i) || !any_free);
     if let Some(cur) = s.current_replica.filter(|&i| ok(i)) {
         return Some(cur);
     }

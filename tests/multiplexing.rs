@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Proxy, direct, unique, wait_sync};
+use common::{Proxy, direct, raw_client, unique, wait_sync};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 
@@ -21,8 +21,7 @@ fn one_connection_per_server() -> Proxy {
 
 /// What the session's `/sessions` entry says pins it, once it settles (the proxy releases or
 /// keeps its connection just after sending the response).
-async fn wait_pinned(proxy: &Proxy, c: &Conn, want: Option<&str>) {
-    let id = c.id();
+async fn wait_pinned(proxy: &Proxy, id: u32, want: Option<&str>) {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let now = {
@@ -167,62 +166,62 @@ async fn each_pin_holds_while_its_state_lives_and_ends_with_it() {
     ))
     .await
     .expect("create");
-    wait_pinned(&proxy, &c, None).await;
+    wait_pinned(&proxy, c.id(), None).await;
 
     c.query_drop("BEGIN").await.expect("begin");
-    wait_pinned(&proxy, &c, Some("transaction")).await;
+    wait_pinned(&proxy, c.id(), Some("transaction")).await;
     c.query_drop(format!("INSERT INTO {t} (v) VALUES (1)"))
         .await
         .expect("insert");
     c.query_drop("COMMIT").await.expect("commit");
-    wait_pinned(&proxy, &c, None).await;
+    wait_pinned(&proxy, c.id(), None).await;
 
     // ROW_COUNT() and FOUND_ROWS() need the connection that ran the statement before.
     c.query_drop(format!("INSERT INTO {t} (v) VALUES (2), (3)"))
         .await
         .expect("insert");
-    wait_pinned(&proxy, &c, Some("row_count")).await;
+    wait_pinned(&proxy, c.id(), Some("row_count")).await;
     let n: Option<i64> = c
         .query_first("SELECT ROW_COUNT()")
         .await
         .expect("row_count");
     assert_eq!(n, Some(2));
-    wait_pinned(&proxy, &c, None).await;
+    wait_pinned(&proxy, c.id(), None).await;
     wait_sync();
     c.query_drop(format!("SELECT SQL_CALC_FOUND_ROWS * FROM {t} LIMIT 1"))
         .await
         .expect("calc");
-    wait_pinned(&proxy, &c, Some("found_rows")).await;
+    wait_pinned(&proxy, c.id(), Some("found_rows")).await;
     let n: Option<i64> = c.query_first("SELECT FOUND_ROWS()").await.expect("found");
     assert_eq!(n, Some(3));
-    wait_pinned(&proxy, &c, None).await;
+    wait_pinned(&proxy, c.id(), None).await;
 
     // SHOW WARNINGS is about the last statement, on its connection.
     c.query_drop("SELECT CAST('12abc' AS SIGNED)")
         .await
         .expect("warning");
-    wait_pinned(&proxy, &c, Some("warnings")).await;
+    wait_pinned(&proxy, c.id(), Some("warnings")).await;
     let w: Vec<Row> = c.query("SHOW WARNINGS").await.expect("show warnings");
     assert_eq!(w.len(), 1);
-    wait_pinned(&proxy, &c, None).await;
+    wait_pinned(&proxy, c.id(), None).await;
 
     c.query_drop(format!("LOCK TABLES {t} READ"))
         .await
         .expect("lock");
-    wait_pinned(&proxy, &c, Some("lock_tables")).await;
+    wait_pinned(&proxy, c.id(), Some("lock_tables")).await;
     c.query_drop("UNLOCK TABLES").await.expect("unlock");
-    wait_pinned(&proxy, &c, None).await;
+    wait_pinned(&proxy, c.id(), None).await;
 
     let got: Option<i64> = c
         .query_first("SELECT GET_LOCK('mux_pin_lock', 1)")
         .await
         .expect("get_lock");
     assert_eq!(got, Some(1));
-    wait_pinned(&proxy, &c, Some("get_lock")).await;
+    wait_pinned(&proxy, c.id(), Some("get_lock")).await;
     c.query_drop("SELECT RELEASE_LOCK('mux_pin_lock')")
         .await
         .expect("release");
-    wait_pinned(&proxy, &c, None).await;
+    wait_pinned(&proxy, c.id(), None).await;
 
     // State rwsplit cannot replay lives until the client resets the session.
     for (sql, reason, check) in [
@@ -248,13 +247,13 @@ async fn each_pin_holds_while_its_state_lives_and_ends_with_it() {
         ),
     ] {
         c.query_drop(&sql).await.expect("pinning statement");
-        wait_pinned(&proxy, &c, Some(reason)).await;
+        wait_pinned(&proxy, c.id(), Some(reason)).await;
         for _ in 0..3 {
             c.query_drop(&check).await.expect("state still there");
         }
-        wait_pinned(&proxy, &c, Some(reason)).await;
+        wait_pinned(&proxy, c.id(), Some(reason)).await;
         c.reset().await.expect("reset");
-        wait_pinned(&proxy, &c, None).await;
+        wait_pinned(&proxy, c.id(), None).await;
     }
     let (_, metrics) = proxy.admin_get("/metrics", None).await;
     for reason in ["transaction", "row_count", "user_variable", "get_lock"] {
@@ -299,7 +298,7 @@ async fn state_changed_out_of_sight_is_carried_by_session_tracking_or_pins() {
         .expect("function");
     assert_eq!(one, Some(1));
     // The server named the variable: carried like a SET, nothing pinned.
-    wait_pinned(&proxy, &a, None).await;
+    wait_pinned(&proxy, a.id(), None).await;
     for round in 0..3 {
         assert_eq!(tz(&mut b, true).await, "SYSTEM", "round {round}");
         assert_eq!(tz(&mut a, true).await, "+05:00", "round {round}");
@@ -311,25 +310,25 @@ async fn state_changed_out_of_sight_is_carried_by_session_tracking_or_pins() {
     a.query_drop(format!("CALL app.{t}_dml()"))
         .await
         .expect("call dml");
-    wait_pinned(&proxy, &a, None).await;
+    wait_pinned(&proxy, a.id(), None).await;
     // One that leaves state the server does not name (here a user variable) does.
     a.query_drop(format!("CALL app.{t}_var()"))
         .await
         .expect("call var");
-    wait_pinned(&proxy, &a, Some("untracked_state")).await;
+    wait_pinned(&proxy, a.id(), Some("untracked_state")).await;
     for _ in 0..3 {
         let v: Option<i64> = a.query_first("SELECT @mux_proc").await.expect("var");
         assert_eq!(v, Some(7));
         assert_eq!(tz(&mut a, false).await, "+05:00");
     }
     a.reset().await.expect("reset");
-    wait_pinned(&proxy, &a, None).await;
+    wait_pinned(&proxy, a.id(), None).await;
 
     // SET TRANSACTION (no scope) is for the next transaction, on the connection it ran on.
     a.query_drop("SET TRANSACTION READ ONLY")
         .await
         .expect("set transaction");
-    wait_pinned(&proxy, &a, Some("next_transaction")).await;
+    wait_pinned(&proxy, a.id(), Some("next_transaction")).await;
     // b's write needs the one primary connection: it waits for a's transaction.
     let write = format!("INSERT INTO app.{t} (v) VALUES (2)");
     let bw = tokio::spawn(async move { b.query_drop(write).await.map(|_| b) });
@@ -341,7 +340,7 @@ async fn state_changed_out_of_sight_is_carried_by_session_tracking_or_pins() {
         .expect_err("a read-only transaction refuses writes");
     assert!(e.to_string().contains("1792"), "{e}");
     a.query_drop("ROLLBACK").await.expect("rollback");
-    wait_pinned(&proxy, &a, None).await;
+    wait_pinned(&proxy, a.id(), None).await;
     let mut b = bw
         .await
         .expect("join")
@@ -357,6 +356,104 @@ async fn state_changed_out_of_sight_is_carried_by_session_tracking_or_pins() {
     for reason in ["untracked_state", "next_transaction"] {
         let line = format!("rwsplit_session_pins_total{{reason=\"{reason}\"}}");
         assert!(metrics.contains(&line), "{line} missing");
+    }
+}
+
+async fn open_cursor(
+    raw: &mut rwsplit::pool::BackendConn,
+    execute: &[u8],
+) -> rwsplit::protocol::response::Outcome {
+    use rwsplit::protocol::response::ResponseKind as K;
+    raw.run_internal(execute, K::StmtExecute { cursor: true })
+        .await
+        .expect("execute")
+        .expect("execute ok")
+}
+
+#[tokio::test]
+async fn an_open_cursor_pins_until_its_last_row_or_a_reset() {
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    let t = unique("mux_cursor");
+    let mut setup = proxy.conn().await;
+    setup
+        .query_drop(format!(
+            "CREATE TABLE {t} (id INT PRIMARY KEY); INSERT INTO {t} VALUES (1), (2), (3), (4), (5)"
+        ))
+        .await
+        .expect("setup");
+    wait_sync();
+    for caps in [
+        mysql_common::constants::CapabilityFlags::empty(),
+        mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
+    ] {
+        let mut raw = raw_client(&proxy, caps).await;
+        let id = raw.connection_id;
+        let mut prep = vec![Command::StmtPrepare as u8];
+        prep.extend_from_slice(format!("SELECT id FROM {t} ORDER BY id").as_bytes());
+        let o = raw
+            .run_internal(&prep, K::StmtPrepare)
+            .await
+            .expect("prepare")
+            .expect("prepare ok");
+        let stmt = o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes();
+        // COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY, one iteration, no parameters.
+        let execute = [&[Command::StmtExecute as u8][..], &stmt, &[1, 1, 0, 0, 0]].concat();
+        let fetch = |n: u32| [&[Command::StmtFetch as u8][..], &stmt, &n.to_le_bytes()].concat();
+        let o = open_cursor(&mut raw, &execute).await;
+        assert_eq!(o.rows, 0, "rows come by fetch");
+        wait_pinned(&proxy, id, Some("cursor")).await;
+        // Other sessions go on reading meanwhile, on the other servers: not waiting for the
+        // cursor's connection (that would take the 5 s checkout timeout).
+        for _ in 0..5 {
+            let read = setup.query_first(format!("SELECT COUNT(*) FROM {t}"));
+            let n: Option<i64> = tokio::time::timeout(Duration::from_secs(2), read)
+                .await
+                .expect("a bystander read waited for the cursor's connection")
+                .expect("bystander read");
+            assert_eq!(n, Some(5));
+        }
+        let o = raw
+            .run_internal(&fetch(2), K::StmtFetch)
+            .await
+            .expect("fetch")
+            .expect("fetch ok");
+        assert_eq!(o.rows, 2);
+        wait_pinned(&proxy, id, Some("cursor")).await;
+        let o = raw
+            .run_internal(&fetch(10), K::StmtFetch)
+            .await
+            .expect("fetch")
+            .expect("fetch ok");
+        assert_eq!(o.rows, 3, "the rest, from the same cursor");
+        wait_pinned(&proxy, id, None).await;
+
+        // COM_STMT_RESET closes the cursor: the pin ends, a fetch is an error.
+        open_cursor(&mut raw, &execute).await;
+        wait_pinned(&proxy, id, Some("cursor")).await;
+        let reset = [&[Command::StmtReset as u8][..], &stmt].concat();
+        raw.run_internal(&reset, K::Single)
+            .await
+            .expect("reset")
+            .expect("reset ok");
+        wait_pinned(&proxy, id, None).await;
+        let r = raw
+            .run_internal(&fetch(1), K::StmtFetch)
+            .await
+            .expect("fetch after reset");
+        assert!(r.is_err(), "no cursor after COM_STMT_RESET");
+        // The statement itself still works, without a cursor too.
+        let o = raw
+            .run_internal(
+                &[&[Command::StmtExecute as u8][..], &stmt, &[0, 1, 0, 0, 0]].concat(),
+                K::StmtExecute { cursor: false },
+            )
+            .await
+            .expect("execute")
+            .expect("execute ok");
+        assert_eq!(o.rows, 5);
+        wait_pinned(&proxy, id, None).await;
     }
 }
 

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::{ChangeUserOpts, Conn};
-use rwsplit::pool::BackendConn;
-use rwsplit::protocol::connect::Credentials;
 use rwsplit::protocol::response::ResponseKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,20 +16,6 @@ fn server_code(e: &mysql_async::Error) -> Option<u16> {
         mysql_async::Error::Server(s) => Some(s.code),
         _ => None,
     }
-}
-
-/// rwsplit's own backend client, pointed at the proxy: it sends raw command packets.
-async fn raw_client(proxy: &Proxy, caps: mysql_common::constants::CapabilityFlags) -> BackendConn {
-    let creds = Credentials {
-        user: "app",
-        password: "app",
-        database: Some("app"),
-        capabilities: caps,
-        collation: 45,
-    };
-    BackendConn::connect(&proxy.addr.to_string(), &creds, Duration::from_secs(5))
-        .await
-        .expect("raw login through rwsplit")
 }
 
 /// The session state a reset must clear, seen from both the primary and a replica.
@@ -59,6 +43,55 @@ async fn dirty_session(c: &mut Conn) {
     assert_eq!(v, Some(42));
     assert_eq!(mode, "ANSI_QUOTES");
     assert_eq!(temp.as_deref(), Some("here"));
+}
+
+/// rwsplit's backend connections negotiate session tracking; a client that did not gets OK
+/// packets in its own format, with the info ("Records: ...") where its library looks for it
+/// (mysql_async does not ask for session tracking and stalls on a misplaced info).
+#[tokio::test]
+async fn ok_packet_info_reaches_a_client_without_session_tracking_as_from_the_server() {
+    let proxy = Proxy::start();
+    let t = unique("okinfo");
+    let mut c = proxy.conn().await;
+    let mut d = direct(3306).await;
+    d.query_drop("USE app").await.expect("use");
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)"))
+        .await
+        .expect("create");
+    let mut infos = Vec::new();
+    for (conn, base) in [(&mut c, 0), (&mut d, 10)] {
+        conn.query_drop(format!(
+            "INSERT INTO {t} VALUES ({}, 1), ({}, 1)",
+            base + 1,
+            base + 2
+        ))
+        .await
+        .expect("multi-row insert");
+        let insert = (conn.affected_rows(), conn.info().into_owned());
+        conn.query_drop(format!("UPDATE {t} SET v = 2 WHERE id > {base}"))
+            .await
+            .expect("update");
+        let update = (conn.affected_rows(), conn.info().into_owned());
+        // Several results in one go, each OK with its info.
+        conn.query_drop(format!(
+            "INSERT INTO {t} VALUES ({}, 3), ({}, 3); UPDATE {t} SET v = 4 WHERE v = 3",
+            base + 3,
+            base + 4
+        ))
+        .await
+        .expect("multi-statement");
+        infos.push((insert, update));
+    }
+    assert_eq!(infos[0], infos[1], "through rwsplit vs direct");
+    assert_eq!(
+        infos[0].0,
+        (2, "Records: 2  Duplicates: 0  Warnings: 0".to_string())
+    );
+    assert!(
+        infos[0].1.1.starts_with("Rows matched: 2"),
+        "{:?}",
+        infos[0].1
+    );
 }
 
 #[tokio::test]

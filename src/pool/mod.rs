@@ -115,6 +115,8 @@ pub struct Pool {
     /// Signalled when a connection comes back idle, for checkouts waiting on this pool.
     returned: tokio::sync::Notify,
     in_use: std::sync::atomic::AtomicUsize,
+    /// Checked-out connections of every pool of the same backend.
+    backend_in_use: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Pool {
@@ -244,6 +246,8 @@ impl Pooled {
     fn new(conn: BackendConn, pool: Arc<Pool>, permit: OwnedSemaphorePermit) -> Pooled {
         pool.in_use
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        pool.backend_in_use
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Pooled {
             conn: Some(conn),
             pool,
@@ -293,6 +297,9 @@ impl Pooled {
         if std::mem::take(&mut self.counted) {
             self.pool
                 .in_use
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.pool
+                .backend_in_use
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -383,11 +390,19 @@ pub struct Pools {
     limits: RwLock<Vec<Arc<Semaphore>>>,
     /// Checkouts waiting for room, per backend id.
     waiting: Vec<std::sync::atomic::AtomicUsize>,
+    /// Checked-out connections per backend id, and each backend's `max_connections`, so
+    /// routing can tell a replica with no connection to spare without taking a lock.
+    in_use: Vec<Arc<std::sync::atomic::AtomicUsize>>,
+    max: Vec<std::sync::atomic::AtomicUsize>,
     pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
 }
 
 impl Pools {
     pub fn new(targets: Vec<Target>, config: Arc<Config>) -> Arc<Pools> {
+        let targets_max: Vec<usize> = targets
+            .iter()
+            .map(|t| t.config.max_connections as usize)
+            .collect();
         let limits = targets
             .iter()
             .map(|t| Arc::new(Semaphore::new(t.config.max_connections as usize)))
@@ -398,6 +413,15 @@ impl Pools {
             limits: RwLock::new(limits),
             waiting: (0..crate::session::MAX_BACKENDS)
                 .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect(),
+            in_use: (0..crate::session::MAX_BACKENDS)
+                .map(|_| Arc::new(std::sync::atomic::AtomicUsize::new(0)))
+                .collect(),
+            max: (0..crate::session::MAX_BACKENDS)
+                .map(|i| {
+                    let m = targets_max.get(i).copied().unwrap_or(0);
+                    std::sync::atomic::AtomicUsize::new(m)
+                })
                 .collect(),
             pools: RwLock::new(HashMap::new()),
         });
@@ -428,6 +452,12 @@ impl Pools {
             let mut cur = write(&self.targets);
             let mut limits = write(&self.limits);
             for (id, t) in targets.into_iter().enumerate() {
+                if let Some(m) = self.max.get(id) {
+                    m.store(
+                        t.config.max_connections as usize,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
                 match cur.get_mut(id) {
                     Some(old) => {
                         if old.address != t.address || old.config != t.config {
@@ -470,6 +500,7 @@ impl Pools {
         let mut target = read(&self.targets).get(key.backend)?.clone();
         target.password = read(&self.config).user(&key.user)?.password.clone();
         let permits = read(&self.limits).get(key.backend)?.clone();
+        let backend_in_use = self.in_use.get(key.backend)?.clone();
         let mut map = self.pools.write().unwrap_or_else(|p| p.into_inner());
         Some(
             map.entry(key.clone())
@@ -481,6 +512,7 @@ impl Pools {
                         permits,
                         returned: tokio::sync::Notify::new(),
                         in_use: std::sync::atomic::AtomicUsize::new(0),
+                        backend_in_use,
                     })
                 })
                 .clone(),
@@ -538,6 +570,21 @@ impl Pools {
         drop(waiting);
         let conn = pool.open().await?;
         Ok(Pooled::new(conn, pool, permit))
+    }
+
+    /// Backends (bit per id) whose every allowed connection is checked out.
+    pub fn saturated(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.in_use
+            .iter()
+            .zip(&self.max)
+            .take(64)
+            .enumerate()
+            .filter(|(_, (u, m))| {
+                let m = m.load(Relaxed);
+                m > 0 && u.load(Relaxed) >= m
+            })
+            .fold(0u64, |acc, (i, _)| acc | (1u64 << i))
     }
 
     /// Idle, in-use and maximum connections per backend, in config order.

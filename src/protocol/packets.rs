@@ -176,9 +176,11 @@ pub fn tracked_gtid(payload: &[u8]) -> Option<String> {
     session_changes(payload)?.gtid
 }
 
-/// An OK packet as a connection without CLIENT_SESSION_TRACK gets it: the info as the rest of
-/// the packet (not length-encoded), no session-state data, SERVER_SESSION_STATE_CHANGED
-/// cleared. rwsplit's backend connections always negotiate session tracking (it carries the
+/// An OK packet as a connection without CLIENT_SESSION_TRACK gets it from the server: no
+/// session-state data, SERVER_SESSION_STATE_CHANGED cleared, and the info, when there is any,
+/// still length-encoded. (The protocol documentation says `string<EOF>`, but MariaDB and MySQL
+/// both write it with `net_store_data`, a length-encoded string, and clients such as
+/// `mysql_common` parse it that way: a bare info stalls them.) rwsplit's backend connections always negotiate session tracking (it carries the
 /// commits' GTIDs); clients that did not ask for it get their OK packets in their own format.
 /// `None` when the payload is not a well-formed OK.
 pub fn strip_session_track(payload: &[u8]) -> Option<Vec<u8>> {
@@ -193,11 +195,14 @@ pub fn strip_session_track(payload: &[u8]) -> Option<Vec<u8>> {
     } else {
         read_lenenc_str(tail)?.0
     };
-    let mut out = Vec::with_capacity(fixed + 4 + info.len());
+    let mut out = Vec::with_capacity(fixed + 4 + 9 + info.len());
     out.extend_from_slice(payload.get(..fixed)?);
     out.extend_from_slice(&(ok.status & !SERVER_SESSION_STATE_CHANGED).to_le_bytes());
     out.extend_from_slice(&ok.warnings.to_le_bytes());
-    out.extend_from_slice(info);
+    if !info.is_empty() {
+        write_lenenc_int(&mut out, info.len() as u64);
+        out.extend_from_slice(info);
+    }
     Some(out)
 }
 
@@ -382,14 +387,17 @@ mod tests {
         want.extend_from_slice(&SERVER_STATUS_AUTOCOMMIT.to_le_bytes());
         want.extend_from_slice(&0u16.to_le_bytes());
         assert_eq!(out, want);
-        // Info ("Rows matched: ...") becomes the rest of the packet.
+        // The info ("Records: ...") stays length-encoded, byte for byte what MariaDB 10.11
+        // sends a client without session tracking for a two-row INSERT.
+        let tracked = b"\x00\x02\x00\x02\x40\x00\x00&Records: 2  Duplicates: 0  Warnings: 0\x17\x00\x15\tlast_gtid\n0-1-402305";
+        let untracked = b"\x00\x02\x00\x02\x00\x00\x00&Records: 2  Duplicates: 0  Warnings: 0";
+        assert_eq!(strip_session_track(tracked).unwrap(), untracked);
         let mut with_info = vec![0x00, 0x02, 0x05];
         with_info.extend_from_slice(&SERVER_STATUS_AUTOCOMMIT.to_le_bytes());
         with_info.extend_from_slice(&1u16.to_le_bytes());
         with_info.extend_from_slice(&lenenc(b"Rows matched: 2  Changed: 2  Warnings: 1"));
         let out = strip_session_track(&with_info).unwrap();
-        assert_eq!(&out[..7], &with_info[..7]);
-        assert_eq!(&out[7..], b"Rows matched: 2  Changed: 2  Warnings: 1");
+        assert_eq!(out, with_info);
         assert_eq!(parse_ok(&out).unwrap().warnings, 1);
         // A bare OK (nothing after warnings) stays as it is; the 0xFE-headed one too.
         let bare = ok_payload(3, 9, SERVER_STATUS_AUTOCOMMIT, 0);

@@ -230,6 +230,36 @@ fn writes_fail_but_reads_work_when_the_primary_is_down() {
 }
 
 #[test]
+fn a_replica_with_no_connection_to_spare_is_passed_over_while_another_has_one() {
+    let b = topology(true, true, true);
+    let read = classify(b"SELECT 1");
+    let full = |ids: &[usize]| ids.iter().fold(0u64, |m, &i| m | (1 << i));
+    for pick in [0.0, 0.4, 0.9] {
+        let s = SessionView {
+            saturated: full(&[R1]),
+            ..idle()
+        };
+        let d = route(&read, &s, &b, NoReplicaPolicy::Primary, pick).unwrap();
+        assert_eq!(d.target, Target::Replica(R2), "pick {pick}");
+        // Even the replica the session read from last.
+        let s = SessionView {
+            saturated: full(&[R2]),
+            current_replica: Some(R2),
+            ..idle()
+        };
+        let d = route(&read, &s, &b, NoReplicaPolicy::Primary, pick).unwrap();
+        assert_eq!(d.target, Target::Replica(R1), "pick {pick}");
+        // All saturated: the read still goes to a replica (and waits there), not the primary.
+        let s = SessionView {
+            saturated: full(&[R1, R2]),
+            ..idle()
+        };
+        let d = route(&read, &s, &b, NoReplicaPolicy::Primary, pick).unwrap();
+        assert!(matches!(d.target, Target::Replica(_)), "pick {pick}");
+    }
+}
+
+#[test]
 fn the_session_keeps_its_current_replica_while_it_is_up() {
     let b = topology(true, true, true);
     let s = SessionView {

@@ -243,6 +243,12 @@ impl Session {
                 .or(self.last_replica),
             avoid,
             blocked,
+            // A replica connection this session holds is no reason to look elsewhere.
+            saturated: self.shared.pools.saturated()
+                & !self
+                    .replica
+                    .as_ref()
+                    .map_or(0, |c| 1u64.checked_shl(c.backend() as u32).unwrap_or(0)),
             outstanding: self.shared.config().routing.least_outstanding.then(|| {
                 let mut loads = [0u32; route::MAX_LOAD_TRACKED];
                 for (l, o) in loads.iter_mut().zip(&self.shared.outstanding) {
@@ -327,7 +333,11 @@ impl Session {
         let required = self.causal.required.clone()?;
         let snap = self.shared.health.snapshot.load();
         let flavor = Flavor::of(&self.shared.health.identity.load().version);
-        // The eligible replica closest to the write, by the monitor's last positions.
+        // The eligible replica closest to the write, by the monitor's last positions; not one
+        // with no connection to spare (waiting for one could outlast the wait itself: the
+        // primary has the write anyway).
+        let held = self.replica.as_ref().map(|c| c.backend());
+        let saturated = self.shared.pools.saturated();
         let r = snap
             .backends
             .iter()
@@ -338,6 +348,7 @@ impl Session {
                     && b.lag_ok
                     && b.weight > 0
                     && Some(*i) != avoid
+                    && (Some(*i) == held || *i >= 64 || saturated & (1u64 << *i) == 0)
             })
             .min_by_key(|(i, _)| {
                 snap.status

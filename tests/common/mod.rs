@@ -309,3 +309,20 @@ pub mod faults {
         }
     }
 }
+
+/// rwsplit's own backend client, pointed at the proxy: it sends raw command packets.
+pub async fn raw_client(
+    proxy: &Proxy,
+    caps: mysql_common::constants::CapabilityFlags,
+) -> rwsplit::pool::BackendConn {
+    let creds = rwsplit::protocol::connect::Credentials {
+        user: "app",
+        password: "app",
+        database: Some("app"),
+        capabilities: caps,
+        collation: 45,
+    };
+    rwsplit::pool::BackendConn::connect(&proxy.addr.to_string(), &creds, Duration::from_secs(5))
+        .await
+        .expect("raw login through rwsplit")
+}
