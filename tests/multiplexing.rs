@@ -527,6 +527,56 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
     d.query_drop("SELECT 1").await.expect("primary fine");
 }
 
+#[tokio::test]
+async fn kill_of_another_users_session_is_refused_like_the_server_does() {
+    let mut root = direct(common::PRIMARY_PORT).await;
+    for sql in [
+        "CREATE USER IF NOT EXISTS 'mux_other'@'%' IDENTIFIED BY 'other'",
+        "GRANT SELECT ON app.* TO 'mux_other'@'%'",
+    ] {
+        root.query_drop(sql).await.expect("setup");
+    }
+    wait_sync();
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "[[users]]",
+            "[[users]]\nname = \"mux_other\"\npassword = \"other\"\n\n[[users]]",
+        )
+    });
+    let mut victim = proxy.conn().await;
+    let mut other = Conn::new(proxy.opts().user(Some("mux_other")).pass(Some("other")))
+        .await
+        .expect("login as another user");
+    for kill in ["KILL QUERY", "KILL", "KILL CONNECTION"] {
+        let e = other
+            .query_drop(format!("{kill} {}", victim.id()))
+            .await
+            .expect_err("another user's session");
+        assert!(e.to_string().contains("1095"), "{kill}: {e}");
+    }
+    let one: Option<i64> = victim.query_first("SELECT 1").await.expect("victim lives");
+    assert_eq!(one, Some(1));
+    // Its own session a user may kill, with the server's answers: the KILL itself is what
+    // gets interrupted.
+    let own = other.id();
+    let e = other
+        .query_drop(format!("KILL QUERY {own}"))
+        .await
+        .expect_err("KILL QUERY of the session itself");
+    assert!(e.to_string().contains("1317"), "{e}");
+    let one: Option<i64> = other.query_first("SELECT 1").await.expect("still there");
+    assert_eq!(one, Some(1));
+    let e = other
+        .query_drop(format!("KILL {own}"))
+        .await
+        .expect_err("KILL of the session itself");
+    assert!(e.to_string().contains("1927"), "{e}");
+    assert!(
+        other.query_drop("SELECT 1").await.is_err(),
+        "the session ended"
+    );
+}
+
 /// Runs `clients` sessions, each a short mixed workload (point reads, a prepared read, writes,
 /// a transaction), `at_once` of them at a time (all connected before any starts when that is
 /// all of them), and returns (statements, errors, elapsed, peak backend connections).

@@ -368,6 +368,25 @@ impl Session {
             let msg = format!("You are not owner of thread {id}");
             return self.reply(&ClientError::new(1095, "HY000", &msg)).await;
         };
+        if std::sync::Arc::ptr_eq(&info, &self.info) {
+            // The session kills itself: the KILL is the statement interrupted, as on the
+            // server (MariaDB says 1927 when the connection goes, MySQL 1317 either way).
+            let flavor = crate::monitor::replication::Flavor::of(
+                &self.shared.health.identity.load().version,
+            );
+            let mariadb = flavor == crate::monitor::replication::Flavor::MariaDb;
+            let e = if query_only || !mariadb {
+                ClientError::new(1317, "70100", "Query execution was interrupted")
+            } else {
+                ClientError::new(1927, "70100", "Connection was killed")
+            };
+            self.reply(&e).await?;
+            return if query_only {
+                Ok(())
+            } else {
+                Err(SessionError::Killed)
+            };
+        }
         if let Some((backend, thread)) = running {
             tracing::info!(session = id, thread, query_only, "KILL from a client");
             super::exec::Killer::new(&self.shared, &self.user, backend)
