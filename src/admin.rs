@@ -310,6 +310,7 @@ async fn config(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
         "proxy": {
             "listen": c.proxy.listen.to_string(),
             "max_client_connections": c.proxy.max_client_connections,
+            "max_prepared_statements": c.proxy.max_prepared_statements,
             "max_packet_size": c.proxy.max_packet_size,
             "client_idle_timeout_seconds": c.proxy.client_idle_timeout.as_secs_f64(),
             "handshake_timeout_seconds": c.proxy.handshake_timeout.as_secs_f64(),

@@ -110,6 +110,9 @@ pub struct ProxyConfig {
     pub reuse_port: bool,
     /// Runtime worker threads; `None`: one per CPU.
     pub worker_threads: Option<usize>,
+    /// Binary-protocol prepared statements all sessions together may hold (rwsplit keeps each
+    /// one's SQL to prepare it on any connection); past it COM_STMT_PREPARE gets error 1461.
+    pub max_prepared_statements: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -328,6 +331,7 @@ mod raw {
         query_timeout: Option<String>,
         reuse_port: Option<bool>,
         worker_threads: Option<usize>,
+        max_prepared_statements: Option<usize>,
     }
 
     #[derive(Deserialize, Default, Clone)]
@@ -517,6 +521,7 @@ mod raw {
             let proxy = ProxyConfig {
                 listen,
                 max_client_connections: p.max_client_connections.unwrap_or(10_000).max(1),
+                max_prepared_statements: p.max_prepared_statements.unwrap_or(500_000),
                 max_packet_size,
                 client_idle_timeout: nonzero(
                     "proxy.client_idle_timeout",

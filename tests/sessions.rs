@@ -49,6 +49,48 @@ async fn dirty_session(c: &mut Conn) {
 /// packets in its own format, with the info ("Records: ...") where its library looks for it
 /// (mysql_async does not ask for session tracking and stalls on a misplaced info).
 #[tokio::test]
+async fn prepared_statements_are_bounded_over_all_sessions() {
+    let proxy = Proxy::start_with(|t| t.replace("[proxy]", "[proxy]\nmax_prepared_statements = 3"));
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    let a1 = a.prep("SELECT 1").await.expect("a1");
+    let _a2 = a.prep("SELECT 2").await.expect("a2");
+    let _b1 = b.prep("SELECT 3").await.expect("b1");
+    let e = b
+        .prep("SELECT 4")
+        .await
+        .expect_err("the fourth over all sessions");
+    assert_eq!(server_code(&e), Some(1461), "{e}");
+    // Closing one, or a session ending, makes room.
+    a.close(a1).await.expect("close");
+    a.ping().await.expect("a round trip after the close, which has no answer");
+    let _b2 = b.prep("SELECT 5").await.expect("after a close");
+    assert_eq!(
+        server_code(&b.prep("SELECT 6").await.expect_err("full")),
+        Some(1461)
+    );
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match b.prep("SELECT 7").await {
+            Ok(s) => {
+                let v: Option<i64> = b.exec_first(&s, ()).await.expect("exec");
+                assert_eq!(v, Some(7));
+                break;
+            }
+            Err(e) => {
+                assert_eq!(server_code(&e), Some(1461), "{e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "a closed session's statements still count"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn ok_packet_info_reaches_a_client_without_session_tracking_as_from_the_server() {
     let proxy = Proxy::start();
     let t = unique("okinfo");

@@ -12,10 +12,21 @@ use crate::route::Target;
 
 impl Session {
     pub(super) async fn stmt_prepare(&mut self, packet: &[u8]) -> Result<(), SessionError> {
-        if self.stmts.statements.len() >= prepared::MAX_PER_SESSION {
+        // The server's own limit per connection, and rwsplit's over all sessions (each
+        // statement keeps its SQL in memory).
+        let total = self.shared.config().proxy.max_prepared_statements;
+        let limit = if self.stmts.statements.len() >= prepared::MAX_PER_SESSION {
+            Some(prepared::MAX_PER_SESSION)
+        } else if self.stmts.total() >= total {
+            metrics::counter!(crate::metrics::ERRORS, "kind" => "max_prepared_statements")
+                .increment(1);
+            Some(total)
+        } else {
+            None
+        };
+        if let Some(n) = limit {
             let msg = format!(
-                "Can't create more than max_prepared_stmt_count statements (current value: {})",
-                prepared::MAX_PER_SESSION
+                "Can't create more than max_prepared_stmt_count statements (current value: {n})"
             );
             return self.reply(&ClientError::new(1461, "42000", &msg)).await;
         }
@@ -31,7 +42,7 @@ impl Session {
             if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
                 super::exec::remember_prepared(c, packet, p.statement_id).await;
             }
-            self.stmts.statements.insert(
+            self.stmts.insert(
                 proxy_id,
                 Statement {
                     prepare_packet: packet.to_vec(),
@@ -145,7 +156,7 @@ impl Session {
     /// connections for the next session that runs the same statement (bounded per connection).
     pub(super) async fn stmt_close(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
-        if self.stmts.statements.remove(&id).is_none() {
+        if self.stmts.remove(id).is_none() {
             return Ok(());
         }
         self.long_data.retain(|&x| x != id);

@@ -81,6 +81,8 @@ pub struct Shared {
         std::sync::Mutex<std::collections::HashMap<u32, Arc<std::sync::Mutex<SessionInfo>>>>,
     /// Serializes reloads.
     pub reloading: tokio::sync::Mutex<()>,
+    /// Prepared statements registered over all sessions (`proxy.max_prepared_statements`).
+    pub prepared_total: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ impl Shared {
             insight,
             stop: tokio::sync::watch::Sender::new(false),
             sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
+            prepared_total: Arc::default(),
         })
     }
 }
@@ -301,6 +304,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         .unwrap_or_else(|p| p.into_inner())
         .insert(id, info.clone());
     let registry = shared.clone();
+    let stmts = Registry::new(shared.prepared_total.clone());
     async move {
         let mut s = Session {
             shared,
@@ -316,7 +320,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             ),
             primary: None,
             replica: None,
-            stmts: Registry::default(),
+            stmts,
             long_data: Vec::new(),
             seq: accepted.seq,
             causal: consistency::Causal::new(mode),

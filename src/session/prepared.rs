@@ -38,14 +38,45 @@ pub struct Statement {
     pub last: Option<Slot>,
 }
 
-/// The session's statements by client-facing id.
+/// The session's statements by client-facing id. Each statement also counts in a total over
+/// all sessions (`proxy.max_prepared_statements`).
 #[derive(Debug, Default)]
 pub struct Registry {
     pub statements: HashMap<u32, Statement>,
     next_id: u32,
+    total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Registry {
+    pub fn new(total: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Registry {
+        Registry {
+            statements: HashMap::new(),
+            next_id: 0,
+            total,
+        }
+    }
+
+    /// Statements registered over all sessions.
+    pub fn total(&self) -> usize {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn insert(&mut self, id: u32, s: Statement) {
+        if self.statements.insert(id, s).is_none() {
+            self.total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn remove(&mut self, id: u32) -> Option<Statement> {
+        let s = self.statements.remove(&id);
+        if s.is_some() {
+            self.total
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        s
+    }
+
     pub fn next_id(&mut self) -> u32 {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.next_id
@@ -65,7 +96,15 @@ impl Registry {
     }
 
     pub fn clear(&mut self) {
+        self.total
+            .fetch_sub(self.statements.len(), std::sync::atomic::Ordering::Relaxed);
         self.statements.clear();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
