@@ -149,12 +149,13 @@ fn eligible(b: &BackendView) -> bool {
 
 fn pick_replica(s: &SessionView, backends: &[BackendView], pick: f64) -> Option<BackendId> {
     let blocked = |i: usize| i < 64 && s.blocked & (1u64 << i) != 0;
-    let eligible_here =
-        |i: usize| Some(i) != s.avoid && !blocked(i) && backends.get(i).is_some_and(eligible);
+    let candidate = |i: usize| Some(i) != s.avoid && backends.get(i).is_some_and(eligible);
     let free = |i: usize| i >= 64 || s.saturated & (1u64 << i) == 0;
-    // Waiting for a connection only when every eligible replica is saturated.
-    let any_free = (0..backends.len()).any(|i| eligible_here(i) && free(i));
-    let ok = |i: usize| eligible_here(i) && (free(i) || !any_free);
+    // Waiting for a connection only when every eligible replica is saturated. A free replica
+    // held back only for read-your-writes counts: waiting on it for the write (bounded by
+    // `read_your_writes_wait`) beats waiting for a connection (up to the checkout timeout).
+    let any_free = (0..backends.len()).any(|i| candidate(i) && free(i));
+    let ok = |i: usize| candidate(i) && !blocked(i) && (free(i) || !any_free);
     if let Some(cur) = s.current_replica.filter(|&i| ok(i)) {
         return Some(cur);
     }

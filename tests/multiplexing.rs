@@ -408,10 +408,14 @@ async fn an_open_cursor_pins_until_its_last_row_or_a_reset() {
         // cursor's connection (that would take the 5 s checkout timeout).
         for _ in 0..5 {
             let read = setup.query_first(format!("SELECT COUNT(*) FROM {t}"));
-            let n: Option<i64> = tokio::time::timeout(Duration::from_secs(2), read)
-                .await
-                .expect("a bystander read waited for the cursor's connection")
-                .expect("bystander read");
+            let n: Option<i64> = match tokio::time::timeout(Duration::from_secs(2), read).await {
+                Ok(r) => r.expect("bystander read"),
+                Err(_) => panic!(
+                    "a bystander read waited for the cursor's connection: {:?} {:?}",
+                    proxy.shared.health.snapshot.load().backends,
+                    proxy.shared.pools.stats()
+                ),
+            };
             assert_eq!(n, Some(5));
         }
         let o = raw

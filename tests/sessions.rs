@@ -63,7 +63,9 @@ async fn prepared_statements_are_bounded_over_all_sessions() {
     assert_eq!(server_code(&e), Some(1461), "{e}");
     // Closing one, or a session ending, makes room.
     a.close(a1).await.expect("close");
-    a.ping().await.expect("a round trip after the close, which has no answer");
+    a.ping()
+        .await
+        .expect("a round trip after the close, which has no answer");
     let _b2 = b.prep("SELECT 5").await.expect("after a close");
     assert_eq!(
         server_code(&b.prep("SELECT 6").await.expect_err("full")),

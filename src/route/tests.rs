@@ -249,6 +249,15 @@ fn a_replica_with_no_connection_to_spare_is_passed_over_while_another_has_one() 
         };
         let d = route(&read, &s, &b, NoReplicaPolicy::Primary, pick).unwrap();
         assert_eq!(d.target, Target::Replica(R1), "pick {pick}");
+        // The free replica lacks the session's last write: not the saturated one either,
+        // the session waits for the write instead (the caller's read-your-writes path).
+        let s = SessionView {
+            saturated: full(&[R1]),
+            blocked: full(&[R2]),
+            ..idle()
+        };
+        let d = route(&read, &s, &b, NoReplicaPolicy::Primary, pick).unwrap();
+        assert_eq!(d.target, Target::Primary(P), "pick {pick}");
         // All saturated: the read still goes to a replica (and waits there), not the primary.
         let s = SessionView {
             saturated: full(&[R1, R2]),
