@@ -116,10 +116,16 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--time", type=int, default=10)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--workload", action="append",
+                    help="only this sysbench workload (repeatable), e.g. oltp_point_select")
+    ap.add_argument("--threads", type=int, action="append", help="only these thread counts")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave --out alone")
     a = ap.parse_args()
     workloads = [("oltp_point_select", ()), ("oltp_read_only", ("--skip-trx=on",)),
                  ("oltp_read_write", ())]
-    threads = [32] if a.quick else [8, 32, 128]
+    if a.workload:
+        workloads = [w for w in workloads if w[0] in a.workload]
+    threads = a.threads or ([32] if a.quick else [8, 32, 128])
     modes = ["auto"] if a.quick else ["auto", "disable"]
     for port in (PORTS["haproxy"], PORTS["rwsplit"]):
         if not free(port):
@@ -157,7 +163,10 @@ def main():
                 except subprocess.TimeoutExpired:
                     p.kill()
             sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
-    write_report(a, rows, rss)
+    if a.no_write:
+        print(f"peak RSS: {rss}")
+    else:
+        write_report(a, rows, rss)
 
 
 def write_report(a, rows, rss):

@@ -3,10 +3,12 @@
 # floor any proxy is compared to) and through rwsplit, interleaved in one run, bounded in time.
 # Writes a Markdown report (default docs/benchmarks.md).
 #
-#   scripts/bench.sh [--quick] [--time SECONDS] [--out FILE]
+#   scripts/bench.sh [--quick] [--time SECONDS] [--out FILE | --no-write]
+#                    [--workload oltp_point_select ...] [--threads 32 ...]
 #
 # --quick runs oltp_point_select / oltp_read_only / oltp_read_write at 32 threads only;
 # the full run adds 8 and 128 threads and both prepared-statement and text modes.
+# --workload / --threads narrow the run (repeatable); --no-write prints without a report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

@@ -74,6 +74,39 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Handles of the counters every statement touches, registered once. A `counter!` call with
+/// labels looks its key up in the registry (hashing and comparing name and labels) each time,
+/// which the data path need not pay per statement.
+pub struct Hot {
+    pub bytes_to_clients: metrics::Counter,
+    pub bytes_from_clients: metrics::Counter,
+    pub classified_fast: metrics::Counter,
+    pub classified_full: metrics::Counter,
+    /// By `state::Sync` label: none, replay, reset.
+    pub state_syncs: [metrics::Counter; 3],
+    /// Statement latency on the primary and on a replica.
+    pub seconds_primary: metrics::Histogram,
+    pub seconds_replica: metrics::Histogram,
+}
+
+/// The hot counters (installing the recorder first, so the handles are live ones).
+pub fn hot() -> &'static Hot {
+    static HOT: OnceLock<Hot> = OnceLock::new();
+    HOT.get_or_init(|| {
+        handle();
+        Hot {
+            bytes_to_clients: metrics::counter!(BYTES_TO_CLIENTS),
+            bytes_from_clients: metrics::counter!(BYTES_FROM_CLIENTS),
+            classified_fast: metrics::counter!(CLASSIFIED, "path" => "fast"),
+            classified_full: metrics::counter!(CLASSIFIED, "path" => "full"),
+            state_syncs: ["none", "replay", "reset"]
+                .map(|kind| metrics::counter!(STATE_SYNCS, "kind" => kind)),
+            seconds_primary: metrics::histogram!(STATEMENT_SECONDS, "route" => "primary"),
+            seconds_replica: metrics::histogram!(STATEMENT_SECONDS, "route" => "replica"),
+        }
+    })
+}
+
 /// Sets the gauges that mirror state kept elsewhere (monitor snapshot, pools).
 pub fn refresh(shared: &Shared) {
     let snap = shared.health.snapshot.load();

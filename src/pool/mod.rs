@@ -101,8 +101,10 @@ struct Idle {
 }
 
 impl Idle {
-    fn fresh(&self, cfg: &PoolConfig) -> bool {
-        self.since.elapsed() < cfg.idle_timeout && self.conn.created.elapsed() < cfg.max_lifetime
+    /// Within its idle timeout and lifetime at `now` (one clock read for a whole idle list).
+    fn fresh(&self, cfg: &PoolConfig, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) < cfg.idle_timeout
+            && now.saturating_duration_since(self.conn.created) < cfg.max_lifetime
     }
 }
 
@@ -130,7 +132,8 @@ impl Pool {
     fn pop_fresh(&self, chain: u64) -> Option<Idle> {
         let cfg = &self.target.config;
         let mut idle = self.lock_idle();
-        idle.retain(|i| i.fresh(cfg));
+        let now = Instant::now();
+        idle.retain(|i| i.fresh(cfg, now));
         let at = idle
             .iter()
             .rposition(|i| i.conn.chain == chain)
@@ -205,7 +208,7 @@ impl Pool {
         let mut kept = Vec::with_capacity(idle.len());
         while let Some(i) = idle.pop() {
             let alive = i.conn.created.elapsed() < cfg.max_lifetime;
-            if alive && (i.fresh(cfg) || keep > 0) {
+            if alive && (i.fresh(cfg, Instant::now()) || keep > 0) {
                 keep = keep.saturating_sub(1);
                 kept.push(i);
             }

@@ -54,8 +54,13 @@ fn record(
     let backend = shared.name(target.backend());
     metrics::counter!(crate::metrics::STATEMENTS, "command" => command, "route" => route, "backend" => backend, "outcome" => outcome)
         .increment(1);
-    metrics::histogram!(crate::metrics::STATEMENT_SECONDS, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let hot = crate::metrics::hot();
+    let seconds = if target.is_primary() {
+        &hot.seconds_primary
+    } else {
+        &hot.seconds_replica
+    };
+    seconds.record(started.elapsed().as_secs_f64());
 }
 
 /// Where and as whom to open a connection that kills a statement running too long; built
@@ -427,8 +432,7 @@ impl Session {
         match state::sync(conn, &self.state, slot == Slot::Primary).await {
             Ok(Ok(done)) => {
                 if done != state::Sync::None || held != Some(b) {
-                    metrics::counter!(crate::metrics::STATE_SYNCS, "kind" => done.label())
-                        .increment(1);
+                    crate::metrics::hot().state_syncs[done as usize].increment(1);
                 }
                 Ok(slot)
             }

@@ -139,7 +139,7 @@ async fn copy(
             }
             Step::Done(mut o) => {
                 flush_client(client).await?;
-                metrics::counter!(crate::metrics::BYTES_TO_CLIENTS).increment(bytes);
+                crate::metrics::hot().bytes_to_clients.increment(bytes);
                 o.gtid = gtid;
                 o.sysvars = sysvars;
                 o.state_changed = state_changed;

@@ -454,7 +454,8 @@ impl Session {
                 Ok(Err(e)) => return Err(e.into()),
                 Ok(Ok(seq)) => seq,
             };
-            metrics::counter!(crate::metrics::BYTES_FROM_CLIENTS)
+            crate::metrics::hot()
+                .bytes_from_clients
                 .increment(packet.len() as u64 + 4);
             self.seq = seq.wrapping_add(1);
             let Some(cmd) = packet.first().and_then(|&b| Command::from_byte(b)) else {
@@ -530,8 +531,13 @@ impl Session {
             }
         }
         self.digest = Some(crate::classify::digest(&packet[1..]).into());
-        let path = if class.fast_path { "fast" } else { "full" };
-        metrics::counter!(crate::metrics::CLASSIFIED, "path" => path).increment(1);
+        let hot = crate::metrics::hot();
+        let path = if class.fast_path {
+            &hot.classified_fast
+        } else {
+            &hot.classified_full
+        };
+        path.increment(1);
         if class.kind == StatementKind::Kill {
             // The id the client knows is rwsplit's session id; forwarding it would kill an
             // unrelated backend thread.

@@ -237,25 +237,16 @@ impl State {
     }
 }
 
-/// What bringing a connection to a session's state took (`rwsplit_state_syncs_total`).
+/// What bringing a connection to a session's state took (`rwsplit_state_syncs_total`; the
+/// discriminant indexes `metrics::Hot::state_syncs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sync {
     /// Nothing: the connection already carried the state.
-    None,
+    None = 0,
     /// Some commands (schema, missed `SET`s, options).
-    Replay,
+    Replay = 1,
     /// A reset first: the connection carried another session's state.
-    Reset,
-}
-
-impl Sync {
-    pub fn label(self) -> &'static str {
-        match self {
-            Sync::None => "none",
-            Sync::Replay => "replay",
-            Sync::Reset => "reset",
-        }
-    }
+    Reset = 2,
 }
 
 /// Brings `conn` to the session's state with the fewest commands: nothing when it already
