@@ -1,17 +1,18 @@
 //! The client's side of a session: buffered socket halves and the packets rwsplit itself sends.
 
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::buffers::{Reader, Writer};
 
 use crate::error::ClientError;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::packets;
 
-const BUF_SIZE: usize = 16 * 1024;
-
 pub struct ClientIo {
-    pub reader: BufReader<OwnedReadHalf>,
-    pub writer: BufWriter<OwnedWriteHalf>,
+    /// Buffered only while bytes move (see `buffers`): idle clients hold no buffers.
+    pub reader: Reader<OwnedReadHalf>,
+    pub writer: Writer<OwnedWriteHalf>,
     /// The client negotiated CLIENT_SESSION_TRACK (else session-state data is removed from
     /// the OK packets it gets).
     pub session_track: bool,
@@ -20,8 +21,8 @@ pub struct ClientIo {
 impl ClientIo {
     pub fn new(r: OwnedReadHalf, w: OwnedWriteHalf) -> ClientIo {
         ClientIo {
-            reader: BufReader::with_capacity(BUF_SIZE, r),
-            writer: BufWriter::with_capacity(BUF_SIZE * 4, w),
+            reader: Reader::new(r),
+            writer: Writer::new(w),
             session_track: false,
         }
     }

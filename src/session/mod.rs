@@ -1,6 +1,7 @@
 //! One task per client: login, then the command loop. Decisions live in pure functions
 //! (`classify`, `route`); this module only sequences I/O and tracks the session's state.
 
+mod buffers;
 pub mod client;
 mod commands;
 pub mod consistency;
