@@ -340,12 +340,14 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             gtid_due: false,
         };
         tracing::info!("client connected");
-        let result = match s.start(login.database).await {
+        // Rare, deep paths are boxed: the task keeps only what a waiting session needs
+        // (the future's size is resident for every idle client).
+        let result = match Box::pin(s.start(login.database)).await {
             Ok(true) => s.serve().await,
             Ok(false) => Ok(()),
             Err(e) => Err(e),
         };
-        s.close().await;
+        Box::pin(s.close()).await;
         match result {
             Ok(()) => tracing::info!("client disconnected"),
             Err(e) => tracing::info!(reason = %e, "client disconnected"),
@@ -413,7 +415,8 @@ impl Session {
     async fn serve(&mut self) -> Result<(), SessionError> {
         use tokio::io::AsyncBufReadExt;
         let cfg = self.shared.config().clone();
-        let mut packet = Vec::with_capacity(1024);
+        // Grows to the session's commands; a huge one is not kept.
+        let mut packet = Vec::new();
         let mut stop = self.shared.stop.subscribe();
         let kill = self.kill.clone();
         loop {
@@ -468,7 +471,7 @@ impl Session {
             }
             self.command(cmd, &packet).await?;
             if packet.capacity() > 1 << 20 {
-                packet = Vec::with_capacity(1024);
+                packet = Vec::new();
             }
         }
     }
