@@ -7,7 +7,8 @@
 #                    [--workload oltp_point_select ...] [--threads 32 ...]
 #
 # --quick runs oltp_point_select / oltp_read_only / oltp_read_write at 32 threads only;
-# the full run adds 8 and 128 threads and both prepared-statement and text modes.
+# the full run adds 8 and 128 threads (and 1 for point selects) and both prepared-statement
+# and text modes.
 # --workload / --threads narrow the run (repeatable); --no-write prints without a report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
