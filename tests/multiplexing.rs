@@ -462,6 +462,58 @@ async fn an_open_cursor_pins_until_its_last_row_or_a_reset() {
 }
 
 #[tokio::test]
+async fn a_failed_sync_reports_the_servers_error_and_leaves_both_sessions_sound() {
+    let proxy = one_connection_per_server();
+    let db = unique("mux_gone");
+    let mut root = direct(common::PRIMARY_PORT).await;
+    for sql in [
+        format!("CREATE DATABASE {db}"),
+        format!("GRANT ALL ON {db}.* TO 'app'@'%'"),
+    ] {
+        root.query_drop(sql).await.expect("setup");
+    }
+    wait_sync();
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    // Each of a's statements needs its schema and its SETs brought to the one connection b
+    // also uses: a reset and several commands, pipelined.
+    a.query_drop(format!("USE {db}")).await.expect("use");
+    a.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES', time_zone = '+02:00'")
+        .await
+        .expect("set a");
+    b.query_drop("SET time_zone = '-05:00'")
+        .await
+        .expect("set b");
+    for _ in 0..3 {
+        assert_eq!(tz(&mut a, true).await, "+02:00");
+        assert_eq!(tz(&mut b, true).await, "-05:00");
+    }
+    root.query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .expect("drop");
+    wait_sync();
+    let e = a
+        .query_drop("/* rwsplit:primary */ SELECT 1")
+        .await
+        .expect_err("the session's schema is gone");
+    assert!(
+        e.to_string().contains("1049") || e.to_string().contains("1044"),
+        "{e}"
+    );
+    // b's state was not disturbed by a's failed sync on the same connection.
+    assert_eq!(tz(&mut b, true).await, "-05:00");
+    // a moves on with its variables intact.
+    a.query_drop("USE app").await.expect("use app");
+    let (mode, zone): (String, String) = a
+        .query_first("/* rwsplit:primary */ SELECT @@session.sql_mode, @@session.time_zone")
+        .await
+        .expect("settings")
+        .expect("row");
+    assert_eq!((mode.as_str(), zone.as_str()), ("ANSI_QUOTES", "+02:00"));
+    assert_eq!(tz(&mut b, true).await, "-05:00");
+}
+
+#[tokio::test]
 async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() {
     let proxy = Proxy::start();
     let mut victim = proxy.conn().await;

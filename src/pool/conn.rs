@@ -146,6 +146,25 @@ impl BackendConn {
         Ok(r?)
     }
 
+    /// Writes one command packet without flushing: commands queued together go out in one
+    /// write, and their responses are read in order with `read_internal` (pipelining).
+    pub async fn queue_command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        let r = frame::write_packet(&mut self.writer, 0, payload).await;
+        if r.is_err() {
+            self.broken = true;
+        }
+        r.map(|_| ()).map_err(BackendError::from)
+    }
+
+    /// Sends the queued commands.
+    pub async fn flush_commands(&mut self) -> Result<(), BackendError> {
+        let r = self.writer.flush().await;
+        if r.is_err() {
+            self.broken = true;
+        }
+        r.map_err(|e| BackendError::from(FrameError::from(e)))
+    }
+
     /// Runs a command whose response rwsplit consumes itself (state sync, resets, pings).
     /// Returns the outcome, or the server's ERR packet.
     pub async fn run_internal(
@@ -154,6 +173,14 @@ impl BackendConn {
         kind: ResponseKind,
     ) -> Result<Result<Outcome, ServerErr>, BackendError> {
         self.send_command(payload).await?;
+        self.read_internal(kind).await
+    }
+
+    /// Reads the response to a command rwsplit sent for itself.
+    pub async fn read_internal(
+        &mut self,
+        kind: ResponseKind,
+    ) -> Result<Result<Outcome, ServerErr>, BackendError> {
         let mut last_err = None;
         let o = self
             .read_response(kind, |_, frame| {
@@ -276,15 +303,30 @@ impl BackendConn {
         let r = self
             .run_internal(&[Command::ResetConnection as u8], ResponseKind::Single)
             .await?;
+        self.after_reset();
+        if r.is_ok() {
+            self.track_session().await?;
+        }
+        Ok(r.is_ok())
+    }
+
+    /// The statements that turn session tracking on here, best first; `None` when the
+    /// connection did not negotiate it.
+    pub fn tracking_statements(&self) -> Option<[&'static str; 2]> {
+        if !self.capabilities.contains(C::CLIENT_SESSION_TRACK) {
+            return None;
+        }
+        let flavor = crate::monitor::replication::Flavor::of(&self.identity.version);
+        Some(crate::session::consistency::tracking_statements(flavor))
+    }
+
+    /// What a COM_RESET_CONNECTION cleared (the schema stays).
+    pub fn after_reset(&mut self) {
         self.applied = 0;
         self.chain = 0;
         self.last_insert_id = 0;
         self.statements.clear();
         self.status = packets::SERVER_STATUS_AUTOCOMMIT;
-        if r.is_ok() {
-            self.track_session().await?;
-        }
-        Ok(r.is_ok())
     }
 
     /// Asks the server to report, in its OK packets, changed system variables, other session
@@ -292,11 +334,10 @@ impl BackendConn {
     /// that refuses all of it only costs the GTID fallback query later, and tracked variables
     /// are then carried only when set by `SET`.
     pub async fn track_session(&mut self) -> Result<(), BackendError> {
-        if !self.capabilities.contains(C::CLIENT_SESSION_TRACK) {
+        let Some(statements) = self.tracking_statements() else {
             return Ok(());
-        }
-        let flavor = crate::monitor::replication::Flavor::of(&self.identity.version);
-        for sql in crate::session::consistency::tracking_statements(flavor) {
+        };
+        for sql in statements {
             let mut p = Vec::with_capacity(sql.len() + 1);
             p.push(Command::Query as u8);
             p.extend_from_slice(sql.as_bytes());

@@ -675,6 +675,28 @@ impl Session {
         kind: ResponseKind,
         forced: Option<Target>,
     ) -> Result<Option<(Slot, Outcome)>, SessionError> {
+        // `USE db` / COM_INIT_DB: the connection is brought to the new schema rather than the
+        // session's old one, which may have been dropped (a session could never leave it).
+        let old = match (class.kind, &class.schema) {
+            (StatementKind::Use, Some(db)) => Some(self.state.schema.replace(db.clone())),
+            _ => None,
+        };
+        let r = self.execute_routed(class, cmd, kind, forced).await;
+        if let Some(old) = old {
+            if !matches!(&r, Ok(Some((_, o))) if o.error.is_none()) {
+                self.state.schema = old;
+            }
+        }
+        r
+    }
+
+    async fn execute_routed(
+        &mut self,
+        class: &Classification,
+        cmd: Cmd<'_>,
+        kind: ResponseKind,
+        forced: Option<Target>,
+    ) -> Result<Option<(Slot, Outcome)>, SessionError> {
         let started = std::time::Instant::now();
         self.set_info("executing", None);
         if self.gtid_due && forced.is_none() && class.kind == StatementKind::Read {

@@ -13,6 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::pool::{BackendConn, BackendError, ServerErr};
+use crate::protocol::Command;
 use crate::protocol::packets::SERVER_STATUS_AUTOCOMMIT;
 use crate::protocol::response::ResponseKind;
 
@@ -249,58 +250,124 @@ pub enum Sync {
     Reset = 2,
 }
 
+/// One command of a state sync.
+enum Step {
+    Reset,
+    Track(&'static str),
+    InitDb,
+    Replay(usize),
+    MultiStatements(bool),
+    LastInsertId(u64),
+}
+
 /// Brings `conn` to the session's state with the fewest commands: nothing when it already
-/// matches (the common case), else a reset if it carries another log, then the schema, the
-/// session commands it missed, the multi-statement option and, on a primary connection (where
-/// `LAST_INSERT_ID()` is routed), `LAST_INSERT_ID()`. A server error (e.g. the schema was
-/// dropped) is returned as is.
+/// matches (the common case), else a reset if it carries another log (with session tracking
+/// turned on again), then the schema, the session commands it missed, the multi-statement
+/// option and, on a primary connection (where `LAST_INSERT_ID()` is routed),
+/// `LAST_INSERT_ID()`. The commands are pipelined: written at once and their responses read
+/// in order, so a sync costs one round trip however many commands it takes. A server error
+/// (e.g. the schema was dropped) is returned as is, after every response has been read.
 pub async fn sync(
     conn: &mut BackendConn,
     st: &State,
     primary: bool,
 ) -> Result<Result<Sync, ServerErr>, BackendError> {
-    let mut did = Sync::None;
-    if !st.prefix_of(conn) {
-        if !conn.reset().await? {
-            return Err(BackendError::Io(crate::protocol::frame::FrameError::Closed));
-        }
-        did = Sync::Reset;
-    }
-    if let Some(db) = &st.schema {
-        if conn.schema.as_deref() != Some(db.as_str()) {
-            if let Err(e) = conn.init_db(db).await? {
-                return Ok(Err(e));
-            }
-            at_least_replay(&mut did);
+    let reset = !st.prefix_of(conn);
+    let mut plan = Vec::new();
+    if reset {
+        plan.push(Step::Reset);
+        if let Some(t) = conn.tracking_statements().map(|t| t[0]) {
+            plan.push(Step::Track(t));
         }
     }
-    while let Some(r) = st.replay.get(conn.applied) {
-        if let Err(e) = conn.run_internal(&r.packet, ResponseKind::Query).await? {
-            return Ok(Err(e));
-        }
-        conn.applied += 1;
-        conn.chain = st.chains.get(conn.applied).copied().unwrap_or(0);
-        at_least_replay(&mut did);
+    if st.schema.is_some() && conn.schema != st.schema {
+        plan.push(Step::InitDb);
     }
+    let from = if reset { 0 } else { conn.applied };
+    plan.extend((from..st.replay.len()).map(Step::Replay));
     if conn.multi_statements != st.multi_statements {
-        if let Err(e) = conn.set_multi_statements(st.multi_statements).await? {
-            return Ok(Err(e));
-        }
-        at_least_replay(&mut did);
+        plan.push(Step::MultiStatements(st.multi_statements));
     }
-    if primary && conn.last_insert_id != st.last_insert_id {
-        if let Err(e) = conn.set_last_insert_id(st.last_insert_id).await? {
-            return Ok(Err(e));
-        }
-        at_least_replay(&mut did);
+    let last_insert_id = if reset { 0 } else { conn.last_insert_id };
+    if primary && last_insert_id != st.last_insert_id {
+        plan.push(Step::LastInsertId(st.last_insert_id));
     }
-    Ok(Ok(did))
+    if plan.is_empty() {
+        return Ok(Ok(Sync::None));
+    }
+    for step in &plan {
+        let bytes: std::borrow::Cow<'_, [u8]> = match step {
+            Step::Reset => (&[Command::ResetConnection as u8][..]).into(),
+            Step::Track(sql) => command(Command::Query, sql.as_bytes()).into(),
+            Step::InitDb => {
+                let db = st.schema.as_deref().unwrap_or_default();
+                command(Command::InitDb, db.as_bytes()).into()
+            }
+            Step::Replay(i) => st.replay.get(*i).map_or(&[][..], |r| &r.packet[..]).into(),
+            Step::MultiStatements(on) => {
+                let [a, b] = u16::from(!*on).to_le_bytes();
+                vec![Command::SetOption as u8, a, b].into()
+            }
+            Step::LastInsertId(id) => command(
+                Command::Query,
+                format!("SET last_insert_id = {id}").as_bytes(),
+            )
+            .into(),
+        };
+        conn.queue_command(&bytes).await?;
+    }
+    conn.flush_commands().await?;
+    let mut first_err = None;
+    let mut track_refused = false;
+    for step in plan {
+        let kind = match step {
+            Step::Track(_) | Step::Replay(_) | Step::LastInsertId(_) => ResponseKind::Query,
+            _ => ResponseKind::Single,
+        };
+        let r = conn.read_internal(kind).await?;
+        match (step, r) {
+            (Step::Reset, Ok(_)) => conn.after_reset(),
+            (Step::Reset, Err(_)) => {
+                // The rest was meant for a clean connection: this one is not reused.
+                conn.broken = true;
+                return Err(BackendError::Io(crate::protocol::frame::FrameError::Closed));
+            }
+            (Step::Track(_), r) => track_refused = r.is_err(),
+            (Step::InitDb, Ok(_)) => conn.schema = st.schema.clone(),
+            (Step::Replay(i), Ok(_)) if first_err.is_none() => {
+                conn.applied = i + 1;
+                conn.chain = st.chains.get(i + 1).copied().unwrap_or(0);
+            }
+            (Step::Replay(_), Ok(_)) => {}
+            (Step::MultiStatements(on), Ok(_)) => conn.multi_statements = on,
+            (Step::LastInsertId(id), Ok(_)) => conn.last_insert_id = id,
+            (step, Err(e)) => {
+                if let Step::Replay(_) = step {
+                    // Later entries ran without this one: the connection carries no prefix
+                    // of the log any more, so the next sync resets it.
+                    conn.applied = usize::MAX;
+                    conn.chain = 0;
+                }
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if track_refused {
+        // An older server: the fallback statements, one at a time (rare).
+        conn.track_session().await?;
+    }
+    if let Some(e) = first_err {
+        return Ok(Err(e));
+    }
+    Ok(Ok(if reset { Sync::Reset } else { Sync::Replay }))
 }
 
-fn at_least_replay(d: &mut Sync) {
-    if *d == Sync::None {
-        *d = Sync::Replay;
-    }
+/// A command packet: the command byte, then its argument.
+fn command(c: Command, arg: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(arg.len() + 1);
+    p.push(c as u8);
+    p.extend_from_slice(arg);
+    p
 }
 
 #[cfg(test)]
