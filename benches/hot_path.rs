@@ -1,5 +1,6 @@
-//! What rwsplit adds per statement besides forwarding: the metrics observation (counter and
-//! latency histogram, with the Prometheus recorder installed), the query-insight update and
+//! What rwsplit adds per statement besides forwarding: the metrics observation (the labelled
+//! statement counter looked up, the latency histogram and the byte and classifier counters
+//! through registered handles, with the Prometheus recorder installed), the query-insight update and
 //! the digest it needs. `cargo bench --bench hot_path`.
 
 use std::hint::black_box;
@@ -14,8 +15,17 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             metrics::counter!(rwsplit::metrics::STATEMENTS, "command" => "query", "route" => "replica", "backend" => "replica1", "outcome" => "ok")
                 .increment(1);
-            metrics::histogram!(rwsplit::metrics::STATEMENT_SECONDS, "route" => "replica")
+            rwsplit::metrics::hot()
+                .seconds_replica
                 .record(black_box(0.000_21));
+        })
+    });
+    c.bench_function("metrics/hot_counters", |b| {
+        b.iter(|| {
+            let hot = rwsplit::metrics::hot();
+            hot.bytes_from_clients.increment(black_box(40));
+            hot.classified_fast.increment(1);
+            hot.bytes_to_clients.increment(black_box(120));
         })
     });
     let insight = Insight::new(5000);

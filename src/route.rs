@@ -143,14 +143,24 @@ pub fn route(
     }
 }
 
-fn eligible(b: &BackendView) -> bool {
+/// A backend's bit in the per-backend masks (`blocked`, `saturated`); backends past the
+/// 64th have none.
+pub fn bit(id: BackendId) -> u64 {
+    u32::try_from(id)
+        .ok()
+        .and_then(|i| 1u64.checked_shl(i))
+        .unwrap_or(0)
+}
+
+/// A replica that may take reads: up, caught up, weighted.
+pub fn eligible(b: &BackendView) -> bool {
     b.role == Role::Replica && b.up && b.lag_ok && b.weight > 0
 }
 
 fn pick_replica(s: &SessionView, backends: &[BackendView], pick: f64) -> Option<BackendId> {
-    let blocked = |i: usize| i < 64 && s.blocked & (1u64 << i) != 0;
+    let blocked = |i: usize| s.blocked & bit(i) != 0;
     let candidate = |i: usize| Some(i) != s.avoid && backends.get(i).is_some_and(eligible);
-    let free = |i: usize| i >= 64 || s.saturated & (1u64 << i) == 0;
+    let free = |i: usize| s.saturated & bit(i) == 0;
     // Waiting for a connection only when every eligible replica is saturated. A free replica
     // held back only for read-your-writes counts: waiting on it for the write (bounded by
     // `read_your_writes_wait`) beats waiting for a connection (up to the checkout timeout).

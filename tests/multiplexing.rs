@@ -384,10 +384,7 @@ async fn an_open_cursor_pins_until_its_last_row_or_a_reset() {
         .await
         .expect("setup");
     wait_sync();
-    for caps in [
-        mysql_common::constants::CapabilityFlags::empty(),
-        mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
-    ] {
+    for caps in common::EOF_STYLES {
         let mut raw = raw_client(&proxy, caps).await;
         let id = raw.connection_id;
         let mut prep = vec![Command::StmtPrepare as u8];

@@ -254,10 +254,7 @@ async fn less_common_commands_and_malformed_ones_get_proper_answers() {
         .expect("create");
     wait_sync();
 
-    for caps in [
-        mysql_common::constants::CapabilityFlags::empty(),
-        mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
-    ] {
+    for caps in common::EOF_STYLES {
         let mut raw = raw_client(&proxy, caps).await;
         // COM_FIELD_LIST: two column definitions and a terminator.
         let mut fl = vec![Command::FieldList as u8];

@@ -75,7 +75,8 @@ pub struct BackendConn {
     pub statements: std::collections::HashMap<Box<[u8]>, u32>,
     /// Server status flags from the last OK/EOF this connection sent.
     pub status: u16,
-    scratch: Vec<u8>,
+    /// A reusable buffer for whole packets (internal responses, OK packets being rewritten).
+    pub scratch: Vec<u8>,
 }
 
 impl BackendConn {

@@ -116,8 +116,7 @@ pub struct Pool {
     permits: Arc<Semaphore>,
     /// Signalled when a connection comes back idle, for checkouts waiting on this pool.
     returned: tokio::sync::Notify,
-    in_use: std::sync::atomic::AtomicUsize,
-    /// Checked-out connections of every pool of the same backend.
+    /// Checked-out connections of every pool of the same backend (`Pools::in_use`).
     backend_in_use: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -192,10 +191,9 @@ impl Pool {
         true
     }
 
-    /// Idle and in-use connection counts of this pool.
-    pub fn counts(&self) -> (usize, usize) {
-        let idle = self.lock_idle().len();
-        (idle, self.in_use.load(std::sync::atomic::Ordering::Relaxed))
+    /// Idle connections of this pool.
+    pub fn idle_count(&self) -> usize {
+        self.lock_idle().len()
     }
 
     /// Drops idle connections past their idle timeout or lifetime, keeping `min_idle` of the
@@ -247,8 +245,6 @@ pub struct Pooled {
 
 impl Pooled {
     fn new(conn: BackendConn, pool: Arc<Pool>, permit: OwnedSemaphorePermit) -> Pooled {
-        pool.in_use
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         pool.backend_in_use
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Pooled {
@@ -298,9 +294,6 @@ impl Pooled {
     /// No longer in use (before it shows as idle, so the gauges never count it twice).
     fn uncount(&mut self) {
         if std::mem::take(&mut self.counted) {
-            self.pool
-                .in_use
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.pool
                 .backend_in_use
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -514,7 +507,6 @@ impl Pools {
                         idle: Mutex::new(Vec::new()),
                         permits,
                         returned: tokio::sync::Notify::new(),
-                        in_use: std::sync::atomic::AtomicUsize::new(0),
                         backend_in_use,
                     })
                 })
@@ -575,13 +567,14 @@ impl Pools {
         Ok(Pooled::new(conn, pool, permit))
     }
 
-    /// Backends (bit per id) whose every allowed connection is checked out.
-    pub fn saturated(&self) -> u64 {
+    /// Of the first `backends` backends, those (bit per id) whose every allowed connection is
+    /// checked out.
+    pub fn saturated(&self, backends: usize) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
         self.in_use
             .iter()
             .zip(&self.max)
-            .take(64)
+            .take(backends.min(64))
             .enumerate()
             .filter(|(_, (u, m))| {
                 let m = m.load(Relaxed);
@@ -598,7 +591,10 @@ impl Pools {
             .map(|(i, t)| BackendPoolStats {
                 backend: t.name.clone(),
                 idle: 0,
-                in_use: 0,
+                in_use: self
+                    .in_use
+                    .get(i)
+                    .map_or(0, |u| u.load(std::sync::atomic::Ordering::Relaxed)),
                 max: t.config.max_connections as usize,
                 waiting: self
                     .waiting
@@ -607,10 +603,8 @@ impl Pools {
             })
             .collect();
         for p in self.all() {
-            let (idle, in_use) = p.counts();
             if let Some(s) = out.get_mut(p.key.backend) {
-                s.idle += idle;
-                s.in_use += in_use;
+                s.idle += p.idle_count();
             }
         }
         out

@@ -176,34 +176,40 @@ pub fn tracked_gtid(payload: &[u8]) -> Option<String> {
     session_changes(payload)?.gtid
 }
 
-/// An OK packet as a connection without CLIENT_SESSION_TRACK gets it from the server: no
-/// session-state data, SERVER_SESSION_STATE_CHANGED cleared, and the info, when there is any,
-/// still length-encoded. (The protocol documentation says `string<EOF>`, but MariaDB and MySQL
-/// both write it with `net_store_data`, a length-encoded string, and clients such as
-/// `mysql_common` parse it that way: a bare info stalls them.) rwsplit's backend connections always negotiate session tracking (it carries the
-/// commits' GTIDs); clients that did not ask for it get their OK packets in their own format.
-/// `None` when the payload is not a well-formed OK.
-pub fn strip_session_track(payload: &[u8]) -> Option<Vec<u8>> {
+/// Turns an OK packet into what a connection without CLIENT_SESSION_TRACK gets from the
+/// server: no session-state data, SERVER_SESSION_STATE_CHANGED cleared, and the info, when
+/// there is any, still length-encoded. (The protocol documentation says `string<EOF>`, but
+/// MariaDB and MySQL both write it with `net_store_data`, a length-encoded string, and clients
+/// such as `mysql_common` parse it that way: a bare info stalls them.) rwsplit's backend
+/// connections always negotiate session tracking (it carries the commits' GTIDs); clients that
+/// did not ask for it get their OK packets in their own format. Rewrites `payload` in place;
+/// false, and `payload` untouched, when it is not a well-formed OK.
+pub fn strip_session_track(payload: &mut Vec<u8>) -> bool {
+    strip_in_place(payload).is_some()
+}
+
+/// The untracked format is a prefix of the tracked one (the info sits at the same place, also
+/// length-encoded), so stripping is a status bit and a truncation: no copy.
+fn strip_in_place(payload: &mut Vec<u8>) -> Option<()> {
     let ok = parse_ok(payload)?;
-    let (_, rest) = payload.split_first()?;
+    let rest = payload.get(1..)?;
     let (_, a) = read_lenenc_int(rest)?;
     let (_, b) = read_lenenc_int(rest.get(a..)?)?;
-    let fixed = 1 + a + b;
-    let tail = rest.get(a + b + 4..)?;
-    let info = if tail.is_empty() {
-        &[][..]
-    } else {
-        read_lenenc_str(tail)?.0
+    let status_at = 1 + a + b;
+    let tail_at = status_at + 4;
+    let keep = match payload.get(tail_at..) {
+        Some(tail) if !tail.is_empty() => match read_lenenc_str(tail)? {
+            (info, n) if !info.is_empty() => tail_at + n,
+            _ => tail_at,
+        },
+        _ => tail_at,
     };
-    let mut out = Vec::with_capacity(fixed + 4 + 9 + info.len());
-    out.extend_from_slice(payload.get(..fixed)?);
-    out.extend_from_slice(&(ok.status & !SERVER_SESSION_STATE_CHANGED).to_le_bytes());
-    out.extend_from_slice(&ok.warnings.to_le_bytes());
-    if !info.is_empty() {
-        write_lenenc_int(&mut out, info.len() as u64);
-        out.extend_from_slice(info);
-    }
-    Some(out)
+    let status = (ok.status & !SERVER_SESSION_STATE_CHANGED).to_le_bytes();
+    payload
+        .get_mut(status_at..status_at + 2)?
+        .copy_from_slice(&status);
+    payload.truncate(keep);
+    Some(())
 }
 
 /// Parses an EOF packet: returns `(warnings, status)`.
@@ -379,6 +385,10 @@ mod tests {
 
     #[test]
     fn a_tracked_ok_is_turned_into_the_untracked_format() {
+        let strip_session_track = |p: &[u8]| {
+            let mut v = p.to_vec();
+            super::strip_session_track(&mut v).then_some(v)
+        };
         let gtid = [lenenc(b"last_gtid"), lenenc(b"0-1-7")].concat();
         let p = ok_with_state(&[(0, gtid)]);
         let out = strip_session_track(&p).unwrap();

@@ -91,11 +91,9 @@ impl Session {
         if let Some((slot, o)) = &res {
             let open = o.status & packets::SERVER_STATUS_CURSOR_EXISTS != 0;
             if cursor && open {
-                self.cursor = Some(*slot);
-                self.cursor_stmt = Some(id);
-            } else if self.cursor_stmt == Some(id) {
-                self.cursor = None;
-                self.cursor_stmt = None;
+                self.cursor = Some((id, *slot));
+            } else {
+                self.close_cursor(id);
             }
         }
         if let Some((slot, o)) = res {
@@ -160,10 +158,7 @@ impl Session {
             return Ok(());
         }
         self.long_data.retain(|&x| x != id);
-        if self.cursor_stmt == Some(id) {
-            self.cursor = None;
-            self.cursor_stmt = None;
-        }
+        self.close_cursor(id);
         Ok(())
     }
 
@@ -175,12 +170,8 @@ impl Session {
                 .await;
         };
         let last = stmt.last;
-        let holds_state = self.long_data.contains(&id) || self.cursor_stmt == Some(id);
+        let holds_state = self.long_data.contains(&id) || self.close_cursor(id);
         self.long_data.retain(|&x| x != id);
-        if self.cursor_stmt == Some(id) {
-            self.cursor = None;
-            self.cursor_stmt = None;
-        }
         // Only long data or a cursor live on the server statement; with neither, there is
         // nothing to reset there.
         let on = last.filter(|s| holds_state && self.slot_target(*s).is_some());
@@ -209,8 +200,8 @@ impl Session {
 
     pub(super) async fn stmt_fetch(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
-        let on = match self.cursor.filter(|_| self.cursor_stmt == Some(id)) {
-            Some(slot) => self.prepared_on(id, slot).await.ok().map(|b| (slot, b)),
+        let on = match self.cursor.filter(|&(c, _)| c == id) {
+            Some((_, slot)) => self.prepared_on(id, slot).await.ok().map(|b| (slot, b)),
             None => None,
         };
         let Some((slot, backend_id)) = on else {
@@ -226,8 +217,7 @@ impl Session {
         if let Some(o) = self.forward_on(slot, &bytes, K::StmtFetch).await? {
             let done = o.status & packets::SERVER_STATUS_LAST_ROW_SENT != 0;
             if done || o.status & packets::SERVER_STATUS_CURSOR_EXISTS == 0 {
-                self.cursor = None;
-                self.cursor_stmt = None;
+                self.close_cursor(id);
             }
         }
         Ok(())
@@ -416,7 +406,15 @@ impl Session {
     fn forget_pins(&mut self) {
         self.until_next = None;
         self.cursor = None;
-        self.cursor_stmt = None;
         self.last_slot = None;
+    }
+
+    /// Forgets statement `id`'s cursor, if it has the open one; returns whether it had.
+    fn close_cursor(&mut self, id: u32) -> bool {
+        let had = self.cursor.is_some_and(|(c, _)| c == id);
+        if had {
+            self.cursor = None;
+        }
+        had
     }
 }

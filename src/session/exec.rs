@@ -249,11 +249,8 @@ impl Session {
             avoid,
             blocked,
             // A replica connection this session holds is no reason to look elsewhere.
-            saturated: self.shared.pools.saturated()
-                & !self
-                    .replica
-                    .as_ref()
-                    .map_or(0, |c| 1u64.checked_shl(c.backend() as u32).unwrap_or(0)),
+            saturated: self.shared.pools.saturated(snap.backends.len())
+                & !self.replica.as_ref().map_or(0, |c| route::bit(c.backend())),
             outstanding: self.shared.config().routing.least_outstanding.then(|| {
                 let mut loads = [0u32; route::MAX_LOAD_TRACKED];
                 for (l, o) in loads.iter_mut().zip(&self.shared.outstanding) {
@@ -342,18 +339,15 @@ impl Session {
         // with no connection to spare (waiting for one could outlast the wait itself: the
         // primary has the write anyway).
         let held = self.replica.as_ref().map(|c| c.backend());
-        let saturated = self.shared.pools.saturated();
+        let saturated = self.shared.pools.saturated(snap.backends.len());
         let r = snap
             .backends
             .iter()
             .enumerate()
             .filter(|(i, b)| {
-                b.role == crate::config::Role::Replica
-                    && b.up
-                    && b.lag_ok
-                    && b.weight > 0
+                route::eligible(b)
                     && Some(*i) != avoid
-                    && (Some(*i) == held || *i >= 64 || saturated & (1u64 << *i) == 0)
+                    && (Some(*i) == held || saturated & route::bit(*i) == 0)
             })
             .min_by_key(|(i, _)| {
                 snap.status
@@ -379,9 +373,7 @@ impl Session {
         let sql = super::consistency::wait_query(flavor, &required, secs);
         match conn.query_scalar(&sql).await {
             Ok(Ok(Some(v))) if v.trim() == "0" => {
-                if r < 64 {
-                    self.causal.verified |= 1u64 << r;
-                }
+                self.causal.verified |= route::bit(r);
                 Some(r)
             }
             Ok(_) => None,
@@ -446,6 +438,15 @@ impl Session {
 
     /// Updates what `/sessions` shows.
     pub(super) fn set_info(&self, state: &'static str, backend: Option<&'static str>) {
+        drop(self.info_now(state, backend));
+    }
+
+    /// Updates what `/sessions` shows and keeps the entry locked for the caller's own fields.
+    fn info_now(
+        &self,
+        state: &'static str,
+        backend: Option<&'static str>,
+    ) -> std::sync::MutexGuard<'_, super::SessionInfo> {
         let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
         i.state = state;
         i.since = std::time::Instant::now();
@@ -458,6 +459,7 @@ impl Session {
         if backend.is_some() {
             i.backend = backend;
         }
+        i
     }
 
     /// Query insight and the slow log for a finished statement.
@@ -474,16 +476,14 @@ impl Session {
         } else {
             "idle"
         };
-        {
-            let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
-            i.state = idle;
-            i.since = std::time::Instant::now();
-            i.backend = Some(backend);
+        let killed = {
+            let mut i = self.info_now(idle, Some(backend));
             i.running_on = None;
             i.backend_thread = None;
-            if std::mem::take(&mut i.kill_sent) {
-                self.kill_sent = Some(slot_for(target));
-            }
+            std::mem::take(&mut i.kill_sent)
+        };
+        if killed {
+            self.kill_sent = Some(slot_for(target));
         }
         let Some(digest) = self.digest.clone() else {
             return;
@@ -557,7 +557,7 @@ impl Session {
         if let Some(p) = self.until_next {
             return Some(p);
         }
-        if let Some(s) = self.cursor {
+        if let Some((_, s)) = self.cursor {
             return Some(("cursor", s));
         }
         let long_data = self
@@ -675,10 +675,11 @@ impl Session {
         kind: ResponseKind,
         forced: Option<Target>,
     ) -> Result<Option<(Slot, Outcome)>, SessionError> {
-        // `USE db` / COM_INIT_DB: the connection is brought to the new schema rather than the
-        // session's old one, which may have been dropped (a session could never leave it).
+        // `USE db` / COM_INIT_DB: the connection is not brought to the session's old schema
+        // first (it may have been dropped, and the statement sets the schema anyway); `after`
+        // records the new one, a failure restores the old.
         let old = match (class.kind, &class.schema) {
-            (StatementKind::Use, Some(db)) => Some(self.state.schema.replace(db.clone())),
+            (StatementKind::Use, Some(_)) => Some(self.state.schema.take()),
             _ => None,
         };
         let r = self.execute_routed(class, cmd, kind, forced).await;

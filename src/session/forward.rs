@@ -90,13 +90,16 @@ async fn copy(
             && h.len < MAX_FRAME
             && (strip || (peek_status(&peek[..n]) & SERVER_SESSION_STATE_CHANGED != 0));
         if whole_ok {
-            let mut whole = vec![0u8; h.len];
-            whole[..n].copy_from_slice(&peek[..n]);
+            // Into the connection's reused buffer: no allocation per OK packet.
+            let whole = &mut conn.scratch;
+            whole.clear();
+            whole.extend_from_slice(&peek[..n]);
+            whole.resize(h.len, 0);
             conn.reader
                 .read_exact(&mut whole[n..])
                 .await
                 .map_err(backend(started))?;
-            if let Some(c) = packets::session_changes(&whole) {
+            if let Some(c) = packets::session_changes(whole) {
                 if matches!(step, Step::Done(_)) {
                     gtid = c.gtid;
                 }
@@ -104,9 +107,7 @@ async fn copy(
                 state_changed |= c.state_changed;
             }
             if strip {
-                if let Some(w) = packets::strip_session_track(&whole) {
-                    whole = w;
-                }
+                packets::strip_session_track(whole);
             }
             let header = FrameHeader {
                 len: whole.len(),
@@ -115,7 +116,7 @@ async fn copy(
             let w = &mut client.writer;
             let wr = async {
                 w.write_all(&header.encode()).await?;
-                w.write_all(&whole).await
+                w.write_all(whole).await
             };
             wr.await.map_err(|e| ForwardError::Client(e.into()))?;
             bytes += whole.len() as u64 + 4;

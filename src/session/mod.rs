@@ -175,9 +175,8 @@ pub struct Session {
     until_next: Option<(&'static str, Slot)>,
     /// Where the last statement ran (`SHOW WARNINGS` and `SHOW ERRORS` go there).
     last_slot: Option<Slot>,
-    /// The slot and statement of an open cursor (COM_STMT_FETCH reads from it).
-    cursor: Option<Slot>,
-    cursor_stmt: Option<u32>,
+    /// The statement with an open cursor and its slot (COM_STMT_FETCH reads from it).
+    cursor: Option<(u32, Slot)>,
     /// What pins the session now (counted when a pin starts).
     pinned: Option<&'static str>,
     /// A KILL may be on its way to the backend thread of the last statement: that connection
@@ -333,7 +332,6 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             until_next: None,
             last_slot: None,
             cursor: None,
-            cursor_stmt: None,
             pinned: None,
             kill_sent: None,
             kill,
@@ -766,7 +764,6 @@ impl Session {
     async fn close(&mut self) {
         self.until_next = None;
         self.cursor = None;
-        self.cursor_stmt = None;
         self.long_data.clear();
         self.settle().await;
         self.release_slot(Slot::Primary).await;
@@ -775,13 +772,19 @@ impl Session {
 }
 
 /// `SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) WARNINGS`: about the last statement.
+/// Looks at bytes only, and past the first word only for a `SHOW`: it runs for every read.
 fn is_show_diagnostics(sql: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(sql.get(..sql.len().min(64)).unwrap_or_default());
-    let mut words = text.split_ascii_whitespace();
-    words.next().is_some_and(|w| w.eq_ignore_ascii_case("SHOW"))
+    let head = sql.trim_ascii_start();
+    let head = &head[..head.len().min(64)];
+    let mut words = head
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty());
+    words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"SHOW"))
         && words.any(|w| {
-            let w = w.trim_end_matches(';');
-            w.eq_ignore_ascii_case("WARNINGS") || w.eq_ignore_ascii_case("ERRORS")
+            let w = w.strip_suffix(b";").unwrap_or(w);
+            w.eq_ignore_ascii_case(b"WARNINGS") || w.eq_ignore_ascii_case(b"ERRORS")
         })
 }
 

@@ -409,30 +409,28 @@ mod tests {
         let sql = |n: &str, v: &str| {
             tracked_set(n, v).map(|p| String::from_utf8(p[1..].to_vec()).unwrap())
         };
-        assert_eq!(
-            sql("wait_timeout", "77").as_deref(),
-            Some("SET @@SESSION.wait_timeout = 77")
-        );
-        assert_eq!(
-            sql("long_query_time", "10.000000").as_deref(),
-            Some("SET @@SESSION.long_query_time = 10.000000")
-        );
-        assert_eq!(
-            sql("Time_Zone", "+01:00").as_deref(),
-            Some("SET @@SESSION.time_zone = '+01:00'")
-        );
-        assert_eq!(
-            sql("sql_mode", "").as_deref(),
-            Some("SET @@SESSION.sql_mode = ''")
-        );
-        assert_eq!(
-            sql("character_set_results", "").as_deref(),
-            Some("SET @@SESSION.character_set_results = NULL")
-        );
-        assert_eq!(
-            sql("lc_messages_dir", "a'b\\").as_deref(),
-            Some("SET @@SESSION.lc_messages_dir = X'6127625c'")
-        );
+        for (name, value, want) in [
+            ("wait_timeout", "77", "SET @@SESSION.wait_timeout = 77"),
+            (
+                "long_query_time",
+                "10.000000",
+                "SET @@SESSION.long_query_time = 10.000000",
+            ),
+            ("Time_Zone", "+01:00", "SET @@SESSION.time_zone = '+01:00'"),
+            ("sql_mode", "", "SET @@SESSION.sql_mode = ''"),
+            (
+                "character_set_results",
+                "",
+                "SET @@SESSION.character_set_results = NULL",
+            ),
+            (
+                "lc_messages_dir",
+                "a'b\\",
+                "SET @@SESSION.lc_messages_dir = X'6127625c'",
+            ),
+        ] {
+            assert_eq!(sql(name, value).as_deref(), Some(want), "{name}");
+        }
         assert_eq!(sql("last_insert_id", "5"), None);
         assert_eq!(sql("session_track_system_variables", "*"), None);
         assert_eq!(sql("x; DROP TABLE t", "1"), None);

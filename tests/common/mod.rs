@@ -310,6 +310,13 @@ pub mod faults {
     }
 }
 
+/// Both ways a result set can end for a raw client: EOF packets, or OK packets
+/// (CLIENT_DEPRECATE_EOF).
+pub const EOF_STYLES: [mysql_common::constants::CapabilityFlags; 2] = [
+    mysql_common::constants::CapabilityFlags::empty(),
+    mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
+];
+
 /// rwsplit's own backend client, pointed at the proxy: it sends raw command packets.
 pub async fn raw_client(
     proxy: &Proxy,
