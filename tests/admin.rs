@@ -184,6 +184,17 @@ async fn sessions_show_a_running_statement_and_queries_aggregate_digests() {
     assert!(s["seconds"].as_f64().is_some_and(|x| x >= 0.4), "{body}");
     running.await.expect("sleep task");
 
+    // Right after a USE, the session's entry shows the new schema.
+    let mut u = proxy.conn().await;
+    u.query_drop("USE information_schema").await.expect("use");
+    let (_, body) = proxy.admin_get("/sessions", None).await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let s = v
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["id"] == u.id()))
+        .unwrap_or_else(|| panic!("no session {} in {body}", u.id()));
+    assert_eq!(s["schema"], "information_schema", "{body}");
+
     let mut c = proxy.conn().await;
     for i in 0..7 {
         c.query_drop(format!("SELECT {i} AS n FROM seq_1_to_3"))

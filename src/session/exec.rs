@@ -684,7 +684,11 @@ impl Session {
         };
         let r = self.execute_routed(class, cmd, kind, forced).await;
         if let Some(old) = old {
-            if !matches!(&r, Ok(Some((_, o))) if o.error.is_none()) {
+            if matches!(&r, Ok(Some((_, o))) if o.error.is_none()) {
+                self.state.schema.clone_from(&class.schema);
+                let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
+                i.schema.clone_from(&class.schema);
+            } else {
                 self.state.schema = old;
             }
         }
