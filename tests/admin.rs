@@ -7,23 +7,6 @@ use std::collections::HashMap;
 use common::*;
 use mysql_async::prelude::*;
 
-/// Sums the samples of `metric` whose labels include every `label="value"` in `filter`.
-fn sum(text: &str, metric: &str, filter: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name_labels, value) = l.rsplit_once(' ')?;
-            let (name, labels) = match name_labels.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (name_labels, ""),
-            };
-            (name == metric && filter.iter().all(|f| labels.contains(f)))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
-}
-
 #[tokio::test]
 async fn metrics_count_a_known_mix_of_statements_per_route() {
     let proxy = Proxy::start();
@@ -45,8 +28,9 @@ async fn metrics_count_a_known_mix_of_statements_per_route() {
     assert!(err.is_err());
     let (code, after) = proxy.admin_get("/metrics", None).await;
     assert_eq!(code, 200);
-    let delta =
-        |metric: &str, filter: &[&str]| sum(&after, metric, filter) - sum(&before, metric, filter);
+    let delta = |metric: &str, filter: &[&str]| {
+        metric_sum(&after, metric, filter) - metric_sum(&before, metric, filter)
+    };
     let st = "rwsplit_statements_total";
     assert_eq!(
         delta(st, &["route=\"primary\"", "outcome=\"ok\""]),
@@ -66,31 +50,31 @@ async fn metrics_count_a_known_mix_of_statements_per_route() {
     assert_eq!(delta("rwsplit_classified_total", &["path=\"fast\""]), 9.0);
     assert!(delta("rwsplit_client_bytes_sent_total", &[]) > 0.0);
     // Gauges mirrored from the monitor and the pools.
-    assert_eq!(sum(&after, "rwsplit_backend_up", &[]), 3.0);
+    assert_eq!(metric_sum(&after, "rwsplit_backend_up", &[]), 3.0);
     assert_eq!(
-        sum(
+        metric_sum(
             &after,
             "rwsplit_backend_role",
             &["backend=\"primary\"", "role=\"primary\""]
         ),
         1.0
     );
-    assert_eq!(sum(&after, "rwsplit_backend_takes_reads", &[]), 2.0);
-    assert_eq!(sum(&after, "rwsplit_split_brain", &[]), 0.0);
+    assert_eq!(metric_sum(&after, "rwsplit_backend_takes_reads", &[]), 2.0);
+    assert_eq!(metric_sum(&after, "rwsplit_split_brain", &[]), 0.0);
     // With multiplexing the session's primary connection went back to the pool, idle.
     let primary = ["backend=\"primary\""];
-    let open = sum(&after, "rwsplit_pool_connections_in_use", &primary)
-        + sum(&after, "rwsplit_pool_connections_idle", &primary);
+    let open = metric_sum(&after, "rwsplit_pool_connections_in_use", &primary)
+        + metric_sum(&after, "rwsplit_pool_connections_idle", &primary);
     assert!(open >= 1.0, "{after}");
     assert_eq!(
-        sum(
+        metric_sum(
             &after,
             "rwsplit_pool_connections_max",
             &["backend=\"primary\""]
         ),
         200.0
     );
-    assert!(sum(&after, "rwsplit_client_connections", &[]) >= 1.0);
+    assert!(metric_sum(&after, "rwsplit_client_connections", &[]) >= 1.0);
     // Latency buckets go down to 50 us.
     assert!(
         after.contains(

@@ -792,3 +792,134 @@ async fn two_thousand_clients_share_forty_backend_connections_without_errors() {
     assert_eq!(n, CLIENTS * 11);
     assert_eq!(pn, CLIENTS * 11);
 }
+
+/// One connection to each server, and reads (session commands too) on replica1 only: every
+/// session of a test takes its turn on the same replica connection.
+fn one_replica_connection() -> Proxy {
+    Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            "checkout_timeout = \"5s\"\nmax_connections = 1",
+        )
+        .replace(
+            "max_replica_lag = \"2s\"",
+            "max_replica_lag = \"2s\"\nreplica_selection = \"weighted\"",
+        )
+        .replace(
+            "address = \"127.0.0.1:3308\"",
+            "address = \"127.0.0.1:3308\"\nweight = 0",
+        )
+    })
+}
+
+async fn resets(proxy: &Proxy) -> f64 {
+    let (_, text) = proxy.admin_get("/metrics", None).await;
+    common::metric_sum(&text, "rwsplit_state_syncs_total", &["kind=\"reset\""])
+}
+
+/// Runs `sql` on a raw client (CLIENT_DEPRECATE_EOF) and returns its one row: a client that
+/// sends nothing but what the test says (drivers read settings at connect).
+async fn raw_row(raw: &mut rwsplit::pool::BackendConn, sql: &str) -> Vec<String> {
+    use rwsplit::protocol::frame::read_packet;
+    let mut packet = vec![rwsplit::protocol::Command::Query as u8];
+    packet.extend_from_slice(sql.as_bytes());
+    raw.send_command(&packet).await.expect("send");
+    let mut buf = Vec::new();
+    read_packet(&mut raw.reader, &mut buf, 1 << 24)
+        .await
+        .expect("column count");
+    assert!(buf[0] != 0xFF, "{sql}: {}", String::from_utf8_lossy(&buf));
+    let columns = usize::from(buf[0]);
+    if buf[0] == 0 {
+        return Vec::new();
+    }
+    for _ in 0..columns {
+        read_packet(&mut raw.reader, &mut buf, 1 << 24)
+            .await
+            .expect("column");
+    }
+    read_packet(&mut raw.reader, &mut buf, 1 << 24)
+        .await
+        .expect("row");
+    let mut row = Vec::new();
+    let mut at = 0;
+    for _ in 0..columns {
+        let len = usize::from(buf[at]);
+        row.push(String::from_utf8_lossy(&buf[at + 1..at + 1 + len]).into_owned());
+        at += 1 + len;
+    }
+    read_packet(&mut raw.reader, &mut buf, 1 << 24)
+        .await
+        .expect("end of rows");
+    row
+}
+
+async fn raw_run(raw: &mut rwsplit::pool::BackendConn, sql: &str) {
+    let mut packet = vec![rwsplit::protocol::Command::Query as u8];
+    packet.extend_from_slice(sql.as_bytes());
+    raw.run_internal(&packet, rwsplit::protocol::response::ResponseKind::Query)
+        .await
+        .expect("send")
+        .unwrap_or_else(|e| panic!("{sql}: error {}", e.code()));
+}
+
+#[tokio::test]
+async fn a_session_repeating_the_sets_of_the_last_one_takes_its_connection_without_a_reset() {
+    use mysql_common::constants::CapabilityFlags as C;
+    let proxy = one_replica_connection();
+    let raw = || raw_client(&proxy, C::CLIENT_DEPRECATE_EOF);
+    // What every client of an application sends after connecting (login with schema `app`).
+    let sets = ["SET NAMES latin1", "SET time_zone = '+05:00'"];
+    let settings = "SELECT @@time_zone, @@character_set_client, DATABASE(), CONNECTION_ID()";
+    let mut a = raw().await;
+    for s in sets {
+        raw_run(&mut a, s).await;
+    }
+    let a_row = raw_row(&mut a, settings).await;
+    assert_eq!(a_row[..3], ["+05:00", "latin1", "app"]);
+    drop(a);
+
+    // The same login and SETs: the connection already carries them, so no reset and no replay
+    // (the login's schema check takes it as it is too).
+    let before = resets(&proxy).await;
+    let mut b = raw().await;
+    for s in sets {
+        raw_run(&mut b, s).await;
+    }
+    let b_row = raw_row(&mut b, settings).await;
+    assert_eq!(b_row, a_row, "same state on the same connection");
+    assert_eq!(resets(&proxy).await - before, 0.0);
+    drop(b);
+
+    // Only the first SET: it runs on the connection as it is (it carries that SET and more),
+    // but the next statement gets a reset connection, without the time zone.
+    let mut e = raw().await;
+    raw_run(&mut e, sets[0]).await;
+    assert_eq!(resets(&proxy).await - before, 0.0);
+    let e_row = raw_row(&mut e, settings).await;
+    assert_eq!(e_row[..3], ["SYSTEM", "latin1", "app"]);
+    assert_eq!(e_row[3], a_row[3], "same connection");
+    assert_eq!(resets(&proxy).await - before, 1.0);
+    drop(e);
+    let before = resets(&proxy).await;
+
+    // Only the second SET: another state. The connection is reset first, so this session
+    // does not get the others' SET NAMES.
+    let mut c = raw().await;
+    raw_run(&mut c, "SET time_zone = '+05:00'").await;
+    let c_row = raw_row(&mut c, settings).await;
+    assert_eq!(c_row[..3], ["+05:00", "utf8mb4", "app"]);
+    assert_eq!(c_row[3], a_row[3], "same connection");
+    assert_eq!(resets(&proxy).await - before, 1.0);
+    drop(c);
+
+    // A SET that reads a variable is never taken as already run: each session gets +1 once.
+    let bump = "SET SESSION div_precision_increment = @@div_precision_increment + 1";
+    for round in 0..2 {
+        let mut d = raw().await;
+        raw_run(&mut d, "SET time_zone = '+05:00'").await;
+        raw_run(&mut d, bump).await;
+        let row = raw_row(&mut d, "SELECT @@div_precision_increment").await;
+        assert_eq!(row, ["5"], "round {round}");
+    }
+}

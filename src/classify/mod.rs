@@ -116,6 +116,10 @@ pub struct Classification {
     pub schema: Option<String>,
     /// True when the fast lexical path decided; false when the sqlparser fallback was needed.
     pub fast_path: bool,
+    /// A session command that changes nothing when run again on a connection that already
+    /// ran it: `SET NAMES`, or `SET`s of system variables to values that read no variable and
+    /// call no function (`SET sql_mode = CONCAT(@@sql_mode, ...)` is not).
+    pub idempotent: bool,
 }
 
 /// Functions whose result depends on the connection or that change state: such a statement must
@@ -144,6 +148,7 @@ fn write(reason: PrimaryReason) -> Classification {
         read_only_transaction: false,
         schema: None,
         fast_path: true,
+        idempotent: false,
     }
 }
 
@@ -343,11 +348,15 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
         return write(R::Other);
     }
     if word(second, "NAMES") || word(second, "CHARACTER") || word(second, "CHARSET") {
-        return of(StatementKind::SessionCommand);
+        return Classification {
+            idempotent: true,
+            ..of(StatementKind::SessionCommand)
+        };
     }
     // Split into assignments at top-level commas; look at each target.
     let mut user_vars = 0;
     let mut others = 0;
+    let mut reads_state = false;
     let mut depth = 0i32;
     let mut at_target = true;
     for t in &toks[1..] {
@@ -369,6 +378,8 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
                 _ => others += 1,
             }
             at_target = false;
+        } else if matches!(t, Token::UserVar | Token::SysVar(_) | Token::Punct(b'(')) {
+            reads_state = true;
         }
     }
     match (user_vars, others) {
@@ -377,7 +388,10 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
             effect: Some(SessionEffect::SetsUserVariable),
             ..write(R::UserVariable)
         },
-        (0, _) => of(StatementKind::SessionCommand),
+        (0, _) => Classification {
+            idempotent: !reads_state,
+            ..of(StatementKind::SessionCommand)
+        },
         _ => Classification {
             effect: Some(SessionEffect::SetsUserVariable),
             ..of(StatementKind::SessionCommand)

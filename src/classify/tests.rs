@@ -339,3 +339,35 @@ fn random_bytes_never_panic() {
         let _ = digest(&bytes);
     }
 }
+
+#[test]
+fn sets_that_can_run_twice_are_marked_idempotent() {
+    for (sql, want) in [
+        ("SET NAMES utf8mb4", true),
+        ("SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci", true),
+        ("SET CHARACTER SET latin1", true),
+        ("SET autocommit = 1", true),
+        (
+            "SET SESSION sql_mode = 'STRICT_ALL_TABLES', time_zone = '+00:00'",
+            true,
+        ),
+        ("SET @@SESSION.time_zone = '+00:00'", true),
+        ("set session wait_timeout=28800", true),
+        ("SET time_zone = SYSTEM", true),
+        // Reads state or calls a function: running it again may change the result.
+        (
+            "SET sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
+            false,
+        ),
+        ("SET @@SESSION.sql_mode = @@GLOBAL.sql_mode", false),
+        ("SET max_join_size = @limit", false),
+        ("SET timestamp = UNIX_TIMESTAMP()", false),
+        // Not a plain session command at all.
+        ("SET @a = 1", false),
+        ("SET @a = 1, sql_mode = ''", false),
+        ("SELECT 1", false),
+        ("SET NAMES utf8mb4; DELETE FROM t", false),
+    ] {
+        assert_eq!(classify(sql.as_bytes()).idempotent, want, "{sql}");
+    }
+}

@@ -62,12 +62,11 @@ pub struct BackendConn {
     pub schema: Option<String>,
     /// Whether multi-statements are currently enabled on this connection.
     pub multi_statements: bool,
-    /// How many entries of a session's replayed-statement log this connection has run, and
-    /// the chained hash of those entries (0 for none: a connection fresh or just reset). A
-    /// session whose log has the same hash at that length can use the connection by replaying
-    /// only the rest (see `session::state::sync`).
-    pub applied: usize,
-    pub chain: u64,
+    /// The session-state log (replayed `SET`s) this connection carries, as the chained hash
+    /// after each entry: `[0]` for none (fresh or just reset), empty for a log it no longer
+    /// carries whole (the next sync resets it). A session whose log hashes the same at that
+    /// length uses the connection by replaying only the rest (see `session::state::sync`).
+    pub log: Vec<u64>,
     /// What `LAST_INSERT_ID()` returns on this connection (from the OK packets it sent).
     pub last_insert_id: u64,
     /// Statements prepared on this connection, by their COM_STMT_PREPARE packet: any session
@@ -120,8 +119,7 @@ impl BackendConn {
             created: Instant::now(),
             broken: false,
             schema: creds.database.map(str::to_string),
-            applied: 0,
-            chain: 0,
+            log: vec![0],
             last_insert_id: 0,
             statements: std::collections::HashMap::new(),
             status: packets::SERVER_STATUS_AUTOCOMMIT,
@@ -323,8 +321,8 @@ impl BackendConn {
 
     /// What a COM_RESET_CONNECTION cleared (the schema stays).
     pub fn after_reset(&mut self) {
-        self.applied = 0;
-        self.chain = 0;
+        self.log.clear();
+        self.log.push(0);
         self.last_insert_id = 0;
         self.statements.clear();
         self.status = packets::SERVER_STATUS_AUTOCOMMIT;

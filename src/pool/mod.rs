@@ -125,17 +125,17 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The idle connection to hand out: the most recently returned one that already carries
-    /// the session state `chain` (nothing to replay), else the most recent one. Stale ones met
-    /// on the way are closed.
-    fn pop_fresh(&self, chain: u64) -> Option<Idle> {
+    /// The idle connection to hand out: the most recently returned one the caller `prefer`s
+    /// (one that already carries its session's state: nothing to replay), else the most
+    /// recent one. Stale ones met on the way are closed.
+    fn pop_fresh(&self, prefer: &dyn Fn(&BackendConn) -> bool) -> Option<Idle> {
         let cfg = &self.target.config;
         let mut idle = self.lock_idle();
         let now = Instant::now();
         idle.retain(|i| i.fresh(cfg, now));
         let at = idle
             .iter()
-            .rposition(|i| i.conn.chain == chain)
+            .rposition(|i| prefer(&i.conn))
             .or_else(|| idle.len().checked_sub(1))?;
         Some(idle.remove(at))
     }
@@ -514,12 +514,16 @@ impl Pools {
         )
     }
 
-    /// A connection for `key`: a fresh idle one (preferring one that carries the session state
-    /// `chain`), else a new one. When the backend's limit is reached, an idle connection of
+    /// A connection for `key`: a fresh idle one (preferring one the caller `prefer`s: that
+    /// carries its session's state), else a new one. When the backend's limit is reached, an idle connection of
     /// another pool of that backend is closed to make room; failing that it waits, at most the
     /// checkout timeout, for a connection to come back or room to open one. A connect error
     /// comes back at once.
-    pub async fn get(&self, key: &PoolKey, chain: u64) -> Result<Pooled, PoolError> {
+    pub async fn get(
+        &self,
+        key: &PoolKey,
+        prefer: &(dyn Fn(&BackendConn) -> bool + Sync),
+    ) -> Result<Pooled, PoolError> {
         let pool = self
             .pool(key)
             .ok_or(PoolError::UnknownBackend(key.backend))?;
@@ -527,7 +531,7 @@ impl Pools {
         let mut deadline = None;
         let mut waiting = None;
         let permit = loop {
-            if let Some(i) = pool.pop_fresh(chain) {
+            if let Some(i) = pool.pop_fresh(prefer) {
                 return Ok(Pooled::new(i.conn, pool, i.permit));
             }
             if let Ok(p) = pool.permits.clone().try_acquire_owned() {

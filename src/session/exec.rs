@@ -387,13 +387,23 @@ impl Session {
     /// Checks out the connection for `t` (replacing the slot's connection if it is to another
     /// backend) and brings it to the session's state.
     async fn checkout(&mut self, t: Target) -> Result<Slot, Failure> {
+        let scope = state::Scope::Session {
+            primary: t.is_primary(),
+        };
+        self.checkout_as(t, scope).await
+    }
+
+    /// `checkout`, bringing the connection to the given part of the session's state.
+    async fn checkout_as(&mut self, t: Target, scope: state::Scope) -> Result<Slot, Failure> {
         let slot = slot_for(t);
         let b = t.backend();
         let held = slot_of(&mut self.primary, &mut self.replica, slot).map(|c| c.backend());
         if held != Some(b) {
             self.release_slot(slot).await;
             let key = PoolKey::new(b, &self.user, self.caps, self.collation);
-            match self.shared.pools.get(&key, self.state.chain()).await {
+            let st = &self.state;
+            let ready = move |c: &crate::pool::BackendConn| scope.ready(c, st);
+            match self.shared.pools.get(&key, &ready).await {
                 Ok(c) => match slot {
                     Slot::Primary => self.primary = Some(c),
                     Slot::Replica => self.replica = Some(c),
@@ -421,7 +431,7 @@ impl Session {
         if slot == Slot::Replica {
             self.last_replica = Some(b);
         }
-        match state::sync(conn, &self.state, slot == Slot::Primary).await {
+        match state::sync(conn, &self.state, scope).await {
             Ok(Ok(done)) => {
                 if done != state::Sync::None || held != Some(b) {
                     crate::metrics::hot().state_syncs[done as usize].increment(1);
@@ -754,7 +764,19 @@ impl Session {
                 }
             }
             let retry = attempt == 0 && !target.is_primary() && forced.is_none();
-            let slot = match self.checkout(target).await {
+            let primary = target.is_primary();
+            let scope = match (&cmd, &self.digest) {
+                (Cmd::Raw(packet), Some(key)) if class.idempotent => {
+                    let (applied, chain) = self.state.after(key, packet);
+                    state::Scope::Then {
+                        primary,
+                        applied,
+                        chain,
+                    }
+                }
+                _ => state::Scope::Session { primary },
+            };
+            let slot = match self.checkout_as(target, scope).await {
                 Ok(s) => s,
                 Err(Failure::Reply(p)) => return self.reply_raw(&p).await.map(|_| None),
                 Err(Failure::Busy(_)) if retry => {
@@ -859,15 +881,17 @@ impl Session {
         Ok(None)
     }
 
-    /// Checks out and syncs the connection for `t` without running anything else. Returns
-    /// whether it worked; a failure is reported to the client unless `report` is false and the
-    /// failure is one another backend might not have (down, pool full).
+    /// Checks out the connection for `t` and brings it to `scope` of the session's state,
+    /// without running anything else. Returns whether it worked; a failure is reported to the
+    /// client unless `report` is false and the failure is one another backend might not have
+    /// (down, pool full).
     pub(super) async fn execute_sync_only(
         &mut self,
         t: Target,
+        scope: state::Scope,
         report: bool,
     ) -> Result<bool, SessionError> {
-        match self.checkout(t).await {
+        match self.checkout_as(t, scope).await {
             Ok(_) => Ok(true),
             Err(Failure::Busy(_) | Failure::Down(_)) if !report => Ok(false),
             Err(Failure::Reply(p) | Failure::Busy(p)) => self.reply_raw(&p).await.map(|_| false),

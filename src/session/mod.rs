@@ -398,7 +398,9 @@ impl Session {
                 }
             };
             let last = attempt == 1 || target.is_primary();
-            if self.execute_sync_only(target, last).await? {
+            let name = self.state.schema.as_deref().unwrap_or_default();
+            let scope = state::Scope::schema_check(name, target.is_primary());
+            if self.execute_sync_only(target, scope, last).await? {
                 return Ok(true);
             }
             if last {
@@ -827,6 +829,7 @@ fn read_class() -> Classification {
         read_only_transaction: false,
         schema: None,
         fast_path: true,
+        idempotent: false,
     }
 }
 

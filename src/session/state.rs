@@ -210,6 +210,20 @@ impl State {
         }
     }
 
+    /// How long the log and what its hash would be once `packet` is recorded under `key`
+    /// (as `record` would): what a connection that already ran it carries.
+    pub fn after(&self, key: &str, packet: &[u8]) -> (usize, u64) {
+        if !self.replay.iter().any(|r| &*r.key == key) {
+            return (self.replay.len() + 1, chain(self.chain(), packet));
+        }
+        let (n, prev) = self
+            .replay
+            .iter()
+            .filter(|r| &*r.key != key)
+            .fold((0, 0), |(n, prev), r| (n + 1, chain(prev, &r.packet)));
+        (n + 1, chain(prev, packet))
+    }
+
     /// Records the system variables a statement changed where rwsplit cannot see (inside a
     /// procedure, a trigger, a function), as the server reported them, so they are carried
     /// like the session's own `SET`s. Returns whether anything was recorded.
@@ -226,15 +240,25 @@ impl State {
         any
     }
 
-    /// A connection that just ran the session's latest command carries the whole log.
+    /// A connection that just ran the session's latest command carries the whole log; one
+    /// that already carried it and more (an idempotent `SET`, `Scope::Then`) keeps its own.
     pub fn mark_synced(&self, conn: &mut BackendConn) {
-        conn.applied = self.replay.len();
-        conn.chain = self.chain();
+        if conn.log.get(self.replay.len()) != Some(&self.chain()) {
+            conn.log.clone_from(&self.chains);
+        }
     }
 
-    /// Whether `conn` ran a prefix of this session's log (then only the rest is replayed).
+    /// Whether `conn` carries a prefix of this session's log (then only the rest is replayed).
     fn prefix_of(&self, conn: &BackendConn) -> bool {
-        self.chains.get(conn.applied) == Some(&conn.chain)
+        conn.log
+            .len()
+            .checked_sub(1)
+            .is_some_and(|n| self.chains.get(n) == conn.log.last())
+    }
+
+    /// Whether `conn` carries exactly this session's log.
+    fn carried_by(&self, conn: &BackendConn) -> bool {
+        conn.log.len() == self.chains.len() && conn.log.last() == self.chains.last()
     }
 }
 
@@ -260,8 +284,53 @@ enum Step {
     LastInsertId(u64),
 }
 
-/// Brings `conn` to the session's state with the fewest commands: nothing when it already
-/// matches (the common case), else a reset if it carries another log (with session tracking
+/// How much of a session's state a connection must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// All of it, to run the session's statements (`sync`).
+    Session { primary: bool },
+    /// All of it, to run an idempotent session command (`Classification::idempotent`) whose
+    /// resulting log would be `applied` entries long with hash `chain`: a connection that
+    /// already carries that log needs nothing, as running the command again changes nothing.
+    /// Clients send the same `SET NAMES` or `SET`s at every connect; the pooled connections
+    /// carry them from the last session, and the new session's first `SET` then costs no reset.
+    Then {
+        primary: bool,
+        applied: usize,
+        chain: u64,
+    },
+    /// Only the schema, to check that the session may use it (`USE`, login, COM_CHANGE_USER):
+    /// the connection keeps the state it carries, saving the reset and replay a connection of
+    /// another session would need. Sound because no state rwsplit replays decides access to
+    /// a schema: `SET ROLE` pins the session and its connection is reset before reuse. Only for
+    /// an ASCII name, which reads the same whatever `SET NAMES` the connection carries.
+    Schema,
+}
+
+impl Scope {
+    /// Whether `conn` needs no reset and no replay for this scope of `st` (a pool checkout
+    /// prefers such a connection).
+    pub fn ready(self, conn: &BackendConn, st: &State) -> bool {
+        match self {
+            Scope::Schema => true,
+            Scope::Session { .. } => st.carried_by(conn),
+            Scope::Then { applied, chain, .. } => conn.log.get(applied) == Some(&chain),
+        }
+    }
+
+    /// The narrowest scope that checks `schema` soundly on a connection to the primary or
+    /// not.
+    pub fn schema_check(schema: &str, primary: bool) -> Scope {
+        if schema.is_ascii() {
+            Scope::Schema
+        } else {
+            Scope::Session { primary }
+        }
+    }
+}
+
+/// Brings `conn` to `scope` of the session's state with the fewest commands: nothing when it
+/// already matches (the common case), else a reset if it carries another log (with session tracking
 /// turned on again), then the schema, the session commands it missed, the multi-statement
 /// option and, on a primary connection (where `LAST_INSERT_ID()` is routed),
 /// `LAST_INSERT_ID()`. The commands are pipelined: written at once and their responses read
@@ -270,9 +339,19 @@ enum Step {
 pub async fn sync(
     conn: &mut BackendConn,
     st: &State,
-    primary: bool,
+    scope: Scope,
 ) -> Result<Result<Sync, ServerErr>, BackendError> {
-    let reset = !st.prefix_of(conn);
+    let (primary, then) = match scope {
+        Scope::Schema => {
+            if st.schema.is_none() || conn.schema == st.schema {
+                return Ok(Ok(Sync::None));
+            }
+            return run(conn, st, vec![Step::InitDb], false).await;
+        }
+        Scope::Session { primary } => (primary, false),
+        Scope::Then { primary, .. } => (primary, scope.ready(conn, st)),
+    };
+    let reset = !then && !st.prefix_of(conn);
     let mut plan = Vec::new();
     if reset {
         plan.push(Step::Reset);
@@ -283,8 +362,14 @@ pub async fn sync(
     if st.schema.is_some() && conn.schema != st.schema {
         plan.push(Step::InitDb);
     }
-    let from = if reset { 0 } else { conn.applied };
-    plan.extend((from..st.replay.len()).map(Step::Replay));
+    if !then {
+        let from = if reset {
+            0
+        } else {
+            conn.log.len().saturating_sub(1)
+        };
+        plan.extend((from..st.replay.len()).map(Step::Replay));
+    }
     if conn.multi_statements != st.multi_statements {
         plan.push(Step::MultiStatements(st.multi_statements));
     }
@@ -295,6 +380,16 @@ pub async fn sync(
     if plan.is_empty() {
         return Ok(Ok(Sync::None));
     }
+    run(conn, st, plan, reset).await
+}
+
+/// Runs a sync's commands, pipelined.
+async fn run(
+    conn: &mut BackendConn,
+    st: &State,
+    plan: Vec<Step>,
+    reset: bool,
+) -> Result<Result<Sync, ServerErr>, BackendError> {
     for step in &plan {
         let bytes: std::borrow::Cow<'_, [u8]> = match step {
             Step::Reset => (&[Command::ResetConnection as u8][..]).into(),
@@ -335,8 +430,8 @@ pub async fn sync(
             (Step::Track(_), r) => track_refused = r.is_err(),
             (Step::InitDb, Ok(_)) => conn.schema = st.schema.clone(),
             (Step::Replay(i), Ok(_)) if first_err.is_none() => {
-                conn.applied = i + 1;
-                conn.chain = st.chains.get(i + 1).copied().unwrap_or(0);
+                conn.log.truncate(i + 1);
+                conn.log.push(st.chains.get(i + 1).copied().unwrap_or(0));
             }
             (Step::Replay(_), Ok(_)) => {}
             (Step::MultiStatements(on), Ok(_)) => conn.multi_statements = on,
@@ -345,8 +440,7 @@ pub async fn sync(
                 if let Step::Replay(_) = step {
                     // Later entries ran without this one: the connection carries no prefix
                     // of the log any more, so the next sync resets it.
-                    conn.applied = usize::MAX;
-                    conn.chain = 0;
+                    conn.log.clear();
                 }
                 first_err.get_or_insert(e);
             }
@@ -387,6 +481,22 @@ mod tests {
         // Same statements, other order: another state, another hash.
         assert_ne!(st.chain(), two);
         assert_eq!(st.chains.len(), 3);
+    }
+
+    #[test]
+    fn after_predicts_what_record_makes_of_the_log() {
+        let mut st = State::new(None, false);
+        for (key, packet) in [
+            ("SET NAMES ?", &b"\x03SET NAMES latin1"[..]),
+            ("SET time_zone = ?", b"\x03SET time_zone='+05:00'"),
+            ("SET NAMES ?", b"\x03SET NAMES utf8mb4"),
+            ("SET sql_mode = ?", b"\x03SET sql_mode=''"),
+            ("SET sql_mode = ?", b"\x03SET sql_mode=''"),
+        ] {
+            let predicted = st.after(key, packet);
+            st.record(key.into(), packet);
+            assert_eq!(predicted, (st.replay.len(), st.chain()), "{key}");
+        }
     }
 
     #[test]

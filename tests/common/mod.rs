@@ -333,3 +333,20 @@ pub async fn raw_client(
         .await
         .expect("raw login through rwsplit")
 }
+
+/// Sums the samples of `metric` whose labels include every `label="value"` in `filter`.
+pub fn metric_sum(text: &str, metric: &str, filter: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name_labels, value) = l.rsplit_once(' ')?;
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (name_labels, ""),
+            };
+            (name == metric && filter.iter().all(|f| labels.contains(f)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
