@@ -255,8 +255,41 @@ async fn each_pin_holds_while_its_state_lives_and_ends_with_it() {
         c.reset().await.expect("reset");
         wait_pinned(&proxy, c.id(), None).await;
     }
+    // A role's privileges live on the connection that ran SET ROLE; reads stay there too.
+    let role = unique("mux_role");
+    let mut root = direct(3306).await;
+    root.query_drop(format!("CREATE ROLE {role}"))
+        .await
+        .expect("create role");
+    root.query_drop(format!("GRANT {role} TO 'app'@'%'"))
+        .await
+        .expect("grant role");
+    wait_sync();
+    c.query_drop(format!("SET ROLE {role}"))
+        .await
+        .expect("set role");
+    wait_pinned(&proxy, c.id(), Some("role")).await;
+    for _ in 0..3 {
+        let r: Option<String> = c
+            .query_first("SELECT CURRENT_ROLE()")
+            .await
+            .expect("current role");
+        assert_eq!(r.as_deref(), Some(role.as_str()));
+    }
+    c.reset().await.expect("reset");
+    wait_pinned(&proxy, c.id(), None).await;
+    root.query_drop(format!("DROP ROLE {role}"))
+        .await
+        .expect("drop role");
+
     let (_, metrics) = proxy.admin_get("/metrics", None).await;
-    for reason in ["transaction", "row_count", "user_variable", "get_lock"] {
+    for reason in [
+        "transaction",
+        "row_count",
+        "user_variable",
+        "get_lock",
+        "role",
+    ] {
         let line = format!("rwsplit_session_pins_total{{reason=\"{reason}\"}}");
         assert!(metrics.contains(&line), "{line} missing");
     }
@@ -854,70 +887,64 @@ async fn raw_row(raw: &mut rwsplit::pool::BackendConn, sql: &str) -> Vec<String>
     row
 }
 
-async fn raw_run(raw: &mut rwsplit::pool::BackendConn, sql: &str) {
+/// Runs `sql` on a raw client; returns the OK packet's status flags.
+async fn raw_run(raw: &mut rwsplit::pool::BackendConn, sql: &str) -> u16 {
     let mut packet = vec![rwsplit::protocol::Command::Query as u8];
     packet.extend_from_slice(sql.as_bytes());
     raw.run_internal(&packet, rwsplit::protocol::response::ResponseKind::Query)
         .await
         .expect("send")
-        .unwrap_or_else(|e| panic!("{sql}: error {}", e.code()));
+        .unwrap_or_else(|e| panic!("{sql}: error {}", e.code()))
+        .status
 }
 
 #[tokio::test]
-async fn a_session_repeating_the_sets_of_the_last_one_takes_its_connection_without_a_reset() {
+async fn a_session_repeating_the_set_of_the_last_one_takes_its_connection_without_a_reset() {
     use mysql_common::constants::CapabilityFlags as C;
+    const AUTOCOMMIT: u16 = 0x0002;
     let proxy = one_replica_connection();
     let raw = || raw_client(&proxy, C::CLIENT_DEPRECATE_EOF);
+    let names = "SET NAMES latin1";
+    let settings =
+        "SELECT @@time_zone, @@character_set_client, DATABASE(), @@autocommit, CONNECTION_ID()";
     // What every client of an application sends after connecting (login with schema `app`).
-    let sets = ["SET NAMES latin1", "SET time_zone = '+05:00'"];
-    let settings = "SELECT @@time_zone, @@character_set_client, DATABASE(), CONNECTION_ID()";
     let mut a = raw().await;
-    for s in sets {
-        raw_run(&mut a, s).await;
-    }
+    raw_run(&mut a, names).await;
     let a_row = raw_row(&mut a, settings).await;
-    assert_eq!(a_row[..3], ["+05:00", "latin1", "app"]);
+    assert_eq!(a_row[..4], ["SYSTEM", "latin1", "app", "1"]);
     drop(a);
 
-    // The same login and SETs: the connection already carries them, so no reset and no replay
-    // (the login's schema check takes it as it is too).
+    // The same login and SET: the connection already carries it, so no reset and no replay
+    // (the login's schema check takes the connection as it is too).
     let before = resets(&proxy).await;
     let mut b = raw().await;
-    for s in sets {
-        raw_run(&mut b, s).await;
-    }
-    let b_row = raw_row(&mut b, settings).await;
-    assert_eq!(b_row, a_row, "same state on the same connection");
+    assert_ne!(raw_run(&mut b, names).await & AUTOCOMMIT, 0);
+    assert_eq!(
+        raw_row(&mut b, settings).await,
+        a_row,
+        "same state, same connection"
+    );
     assert_eq!(resets(&proxy).await - before, 0.0);
+    // More state: autocommit off, then a time zone.
+    assert_eq!(raw_run(&mut b, "SET autocommit = 0").await & AUTOCOMMIT, 0);
+    raw_run(&mut b, "SET time_zone = '+05:00'").await;
     drop(b);
 
-    // Only the first SET: it runs on the connection as it is (it carries that SET and more),
-    // but the next statement gets a reset connection, without the time zone.
-    let mut e = raw().await;
-    raw_run(&mut e, sets[0]).await;
-    assert_eq!(resets(&proxy).await - before, 0.0);
-    let e_row = raw_row(&mut e, settings).await;
-    assert_eq!(e_row[..3], ["SYSTEM", "latin1", "app"]);
-    assert_eq!(e_row[3], a_row[3], "same connection");
-    assert_eq!(resets(&proxy).await - before, 1.0);
-    drop(e);
+    // The connection now carries more than a session that sends only SET NAMES will have:
+    // it is reset first, so the OK says autocommit is on (drivers believe it) and the
+    // session does not get the others' settings.
     let before = resets(&proxy).await;
-
-    // Only the second SET: another state. The connection is reset first, so this session
-    // does not get the others' SET NAMES.
     let mut c = raw().await;
-    raw_run(&mut c, "SET time_zone = '+05:00'").await;
-    let c_row = raw_row(&mut c, settings).await;
-    assert_eq!(c_row[..3], ["+05:00", "utf8mb4", "app"]);
-    assert_eq!(c_row[3], a_row[3], "same connection");
+    assert_ne!(raw_run(&mut c, names).await & AUTOCOMMIT, 0);
     assert_eq!(resets(&proxy).await - before, 1.0);
+    let c_row = raw_row(&mut c, settings).await;
+    assert_eq!(c_row, a_row, "defaults again, same connection");
     drop(c);
 
     // A SET that reads a variable is never taken as already run: each session gets +1 once.
     let bump = "SET SESSION div_precision_increment = @@div_precision_increment + 1";
     for round in 0..2 {
         let mut d = raw().await;
-        raw_run(&mut d, "SET time_zone = '+05:00'").await;
         raw_run(&mut d, bump).await;
         let row = raw_row(&mut d, "SELECT @@div_precision_increment").await;
         assert_eq!(row, ["5"], "round {round}");

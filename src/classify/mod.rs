@@ -100,6 +100,9 @@ pub enum SessionEffect {
     PreparesSqlStatement,
     /// `SET TRANSACTION ...` without a scope: sets the next transaction's characteristics.
     SetsNextTransaction,
+    /// `SET ROLE`: the session's privileges change on its connection, where no replay of
+    /// `SET`s can carry them (and the schema check relies on that).
+    SetsRole,
 }
 
 /// The result of classifying one statement.
@@ -339,19 +342,20 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
             ..write(R::TransactionControl)
         };
     }
+    if word(second, "ROLE") {
+        return Classification {
+            effect: Some(SessionEffect::SetsRole),
+            ..write(R::Other)
+        };
+    }
     if word(second, "GLOBAL")
+        || word(second, "PERSIST")
+        || word(second, "PERSIST_ONLY")
         || word(second, "PASSWORD")
-        || word(second, "ROLE")
         || word(second, "DEFAULT")
         || word(second, "STATEMENT")
     {
         return write(R::Other);
-    }
-    if word(second, "NAMES") || word(second, "CHARACTER") || word(second, "CHARSET") {
-        return Classification {
-            idempotent: true,
-            ..of(StatementKind::SessionCommand)
-        };
     }
     // Split into assignments at top-level commas; look at each target.
     let mut user_vars = 0;
@@ -367,8 +371,11 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
                 at_target = true;
                 continue;
             }
-            Token::SysVar(w) if at_target && is(w, "GLOBAL") => return write(R::Other),
-            Token::Word(w) if at_target && is(w, "GLOBAL") => return write(R::Other),
+            Token::SysVar(w) | Token::Word(w)
+                if at_target && (is(w, "GLOBAL") || is(w, "PERSIST") || is(w, "PERSIST_ONLY")) =>
+            {
+                return write(R::Other);
+            }
             Token::Word(w) if at_target && (is(w, "SESSION") || is(w, "LOCAL")) => continue,
             _ => {}
         }
@@ -378,7 +385,7 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
                 _ => others += 1,
             }
             at_target = false;
-        } else if matches!(t, Token::UserVar | Token::SysVar(_) | Token::Punct(b'(')) {
+        } else if reads_at_run_time(t) {
             reads_state = true;
         }
     }
@@ -396,6 +403,20 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
             effect: Some(SessionEffect::SetsUserVariable),
             ..of(StatementKind::SessionCommand)
         },
+    }
+}
+
+/// A token in a `SET` value whose value is computed when the statement runs: a variable, a
+/// call, or a function SQL lets one call without parentheses (`CURRENT_TIMESTAMP`).
+fn reads_at_run_time(t: &Token<'_>) -> bool {
+    match t {
+        Token::UserVar | Token::SysVar(_) | Token::Punct(b'(') => true,
+        Token::Word(w) => {
+            let starts =
+                |p: &str| w.len() >= p.len() && w[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+            starts("CURRENT_") || starts("LOCALTIME") || starts("UTC_") || is(w, "NOW")
+        }
+        _ => false,
     }
 }
 

@@ -354,6 +354,7 @@ fn sets_that_can_run_twice_are_marked_idempotent() {
         ("SET @@SESSION.time_zone = '+00:00'", true),
         ("set session wait_timeout=28800", true),
         ("SET time_zone = SYSTEM", true),
+        ("SET NAMES utf8mb4, time_zone = '+00:00'", true),
         // Reads state or calls a function: running it again may change the result.
         (
             "SET sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
@@ -362,6 +363,11 @@ fn sets_that_can_run_twice_are_marked_idempotent() {
         ("SET @@SESSION.sql_mode = @@GLOBAL.sql_mode", false),
         ("SET max_join_size = @limit", false),
         ("SET timestamp = UNIX_TIMESTAMP()", false),
+        ("SET timestamp = CURRENT_TIMESTAMP", false),
+        (
+            "SET NAMES utf8mb4, div_precision_increment = @@div_precision_increment + 1",
+            false,
+        ),
         // Not a plain session command at all.
         ("SET @a = 1", false),
         ("SET @a = 1, sql_mode = ''", false),
@@ -370,4 +376,27 @@ fn sets_that_can_run_twice_are_marked_idempotent() {
     ] {
         assert_eq!(classify(sql.as_bytes()).idempotent, want, "{sql}");
     }
+}
+
+#[test]
+fn set_role_pins_and_set_persist_goes_to_the_primary() {
+    use crate::classify::SessionEffect;
+    assert_eq!(
+        classify(b"SET ROLE app_reader").effect,
+        Some(SessionEffect::SetsRole)
+    );
+    assert_eq!(kind_reason("SET ROLE NONE"), (K::Write, Some(R::Other)));
+    for sql in [
+        "SET PERSIST max_connections = 500",
+        "SET PERSIST_ONLY max_connections = 500",
+        "SET @@PERSIST.max_connections = 500",
+        "SET @@GLOBAL.max_connections = 500",
+    ] {
+        assert_eq!(kind_reason(sql), (K::Write, Some(R::Other)), "{sql}");
+    }
+    // A user variable after SET NAMES still pins.
+    assert_eq!(
+        classify(b"SET NAMES latin1, @a = 1").effect,
+        Some(SessionEffect::SetsUserVariable)
+    );
 }

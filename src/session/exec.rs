@@ -240,6 +240,7 @@ impl Session {
             reads_pinned_to_primary: self.state.temporary_tables
                 || self.state.table_locks
                 || self.state.untracked_state
+                || self.state.role
                 || self.causal.mode == Consistency::Strong,
             current_replica: self
                 .replica
@@ -431,7 +432,16 @@ impl Session {
         if slot == Slot::Replica {
             self.last_replica = Some(b);
         }
-        match state::sync(conn, &self.state, scope).await {
+        let mut synced = state::sync(conn, &self.state, scope).await;
+        if scope == state::Scope::Schema && matches!(synced, Ok(Err(_))) {
+            // The error as the server words it in the session's own state (`lc_messages`),
+            // not in the state the connection carried.
+            let full = state::Scope::Session {
+                primary: slot == Slot::Primary,
+            };
+            synced = state::sync(conn, &self.state, full).await;
+        }
+        match synced {
             Ok(Ok(done)) => {
                 if done != state::Sync::None || held != Some(b) {
                     crate::metrics::hot().state_syncs[done as usize].increment(1);

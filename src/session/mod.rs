@@ -690,6 +690,7 @@ impl Session {
             Some(E::PreparesSqlStatement) if ok => self.state.sql_prepared = true,
             Some(E::SetsLastInsertId) if ok => self.state.last_insert_id_set = true,
             Some(E::SetsNextTransaction) if ok => self.state.next_transaction = true,
+            Some(E::SetsRole) if ok => self.state.role = true,
             _ if slot == Slot::Primary => self.state.next_transaction = false,
             _ => {}
         }

@@ -54,6 +54,8 @@ pub struct State {
     /// `SET TRANSACTION ...` (no scope) applies to the next transaction on the primary
     /// connection, and only there.
     pub next_transaction: bool,
+    /// `SET ROLE`: the role's privileges live on the primary connection (reads too).
+    pub role: bool,
 }
 
 /// Tracked system variables that are not carried from one connection to another: rwsplit's
@@ -138,6 +140,8 @@ pub fn pin_reason(st: &State) -> Option<&'static str> {
         Some("sql_prepare")
     } else if st.last_insert_id_set {
         Some("last_insert_id_expr")
+    } else if st.role {
+        Some("role")
     } else if st.untracked_state {
         Some("untracked_state")
     } else if st.next_transaction {
@@ -172,6 +176,7 @@ impl State {
             last_insert_id_set: false,
             untracked_state: false,
             next_transaction: false,
+            role: false,
         }
     }
 
@@ -240,12 +245,9 @@ impl State {
         any
     }
 
-    /// A connection that just ran the session's latest command carries the whole log; one
-    /// that already carried it and more (an idempotent `SET`, `Scope::Then`) keeps its own.
+    /// A connection that just ran the session's latest command carries the whole log.
     pub fn mark_synced(&self, conn: &mut BackendConn) {
-        if conn.log.get(self.replay.len()) != Some(&self.chain()) {
-            conn.log.clone_from(&self.chains);
-        }
+        conn.log.clone_from(&self.chains);
     }
 
     /// Whether `conn` carries a prefix of this session's log (then only the rest is replayed).
@@ -291,9 +293,12 @@ pub enum Scope {
     Session { primary: bool },
     /// All of it, to run an idempotent session command (`Classification::idempotent`) whose
     /// resulting log would be `applied` entries long with hash `chain`: a connection that
-    /// already carries that log needs nothing, as running the command again changes nothing.
-    /// Clients send the same `SET NAMES` or `SET`s at every connect; the pooled connections
-    /// carry them from the last session, and the new session's first `SET` then costs no reset.
+    /// carries exactly that log already ran the command, and running it again changes nothing
+    /// (the OK's status flags and warnings are the ones the session would get). Clients send
+    /// the same `SET NAMES` or `SET`s at every connect; the pooled connections carry them from
+    /// the last session, so the new session's `SET` costs no reset. A connection carrying
+    /// more than that log is not taken: the extra state would show in the OK packet's status
+    /// (`autocommit`, `NO_BACKSLASH_ESCAPES`) and could overlap the command's variables.
     Then {
         primary: bool,
         applied: usize,
@@ -314,7 +319,9 @@ impl Scope {
         match self {
             Scope::Schema => true,
             Scope::Session { .. } => st.carried_by(conn),
-            Scope::Then { applied, chain, .. } => conn.log.get(applied) == Some(&chain),
+            Scope::Then { applied, chain, .. } => {
+                conn.log.len() == applied + 1 && conn.log.last() == Some(&chain)
+            }
         }
     }
 
