@@ -431,26 +431,34 @@ fn quoted_name(sql: &[u8]) -> Option<String> {
 }
 
 /// The statement with literals replaced by `?` and whitespace and comments folded, for stats
-/// and rules.
+/// and rules. Written straight into one buffer (no allocation per token).
 pub fn digest(sql: &[u8]) -> String {
     let mut out = String::with_capacity(sql.len().min(1024));
     for t in Lexer::new(sql) {
-        let piece: std::borrow::Cow<'_, str> = match t {
-            Token::Word(w) => String::from_utf8_lossy(w),
-            Token::Quoted | Token::Number => "?".into(),
-            Token::UserVar => "@?".into(),
-            Token::SysVar(w) => format!("@@{}", String::from_utf8_lossy(w)).into(),
-            Token::Punct(p) => char::from(p).to_string().into(),
-        };
-        if !out.is_empty()
-            && !matches!(piece.as_ref(), "," | ")" | ";" | "(")
-            && !out.ends_with('(')
-        {
+        // No space before `,` `)` `;` `(` or after `(`.
+        let tight = matches!(t, Token::Punct(b',' | b')' | b';' | b'('));
+        if !out.is_empty() && !tight && !out.ends_with('(') {
             out.push(' ');
         }
-        out.push_str(&piece);
+        match t {
+            Token::Word(w) => push_lossy(&mut out, w),
+            Token::Quoted | Token::Number => out.push('?'),
+            Token::UserVar => out.push_str("@?"),
+            Token::SysVar(w) => {
+                out.push_str("@@");
+                push_lossy(&mut out, w);
+            }
+            Token::Punct(p) => out.push(char::from(p)),
+        }
     }
     out
+}
+
+fn push_lossy(out: &mut String, w: &[u8]) {
+    match std::str::from_utf8(w) {
+        Ok(s) => out.push_str(s),
+        Err(_) => out.push_str(&String::from_utf8_lossy(w)),
+    }
 }
 
 #[cfg(test)]
