@@ -155,7 +155,8 @@ fn write(reason: PrimaryReason) -> Classification {
     }
 }
 
-fn of(kind: StatementKind) -> Classification {
+/// A classification of `kind` with nothing else to it (also for commands that are not SQL).
+pub(crate) fn of(kind: StatementKind) -> Classification {
     Classification {
         kind,
         reason: None,

@@ -822,16 +822,7 @@ fn parse_kill(sql: &[u8]) -> Option<(u32, bool)> {
 
 /// A synthetic classification for commands that are not SQL text.
 fn read_class() -> Classification {
-    Classification {
-        kind: StatementKind::Read,
-        reason: None,
-        hint: None,
-        effect: None,
-        read_only_transaction: false,
-        schema: None,
-        fast_path: true,
-        idempotent: false,
-    }
+    crate::classify::of(StatementKind::Read)
 }
 
 fn use_class(db: &str) -> Classification {
