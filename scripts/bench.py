@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -111,6 +112,18 @@ def parse(out):
             "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99)}
 
 
+def median_case(rounds):
+    """One case from its rounds: each figure's median per target, plus the lowest and highest
+    rwsplit/HAProxy QPS ratio of a round (rounds of one case ran close together)."""
+    case = {}
+    for target in rounds[0]:
+        case[target] = {k: round(statistics.median(r[target][k] for r in rounds), 3)
+                        for k in rounds[0][target]}
+    ratios = [r["rwsplit"]["qps"] / r["haproxy"]["qps"] for r in rounds]
+    case["rwsplit"]["spread"] = (min(ratios), max(ratios), len(ratios))
+    return case
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -120,6 +133,9 @@ def main():
                     help="only this sysbench workload (repeatable), e.g. oltp_point_select")
     ap.add_argument("--threads", type=int, action="append", help="only these thread counts")
     ap.add_argument("--no-write", action="store_true", help="print only; leave --out alone")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds per case, the three targets in turn each round; the report "
+                         "gives each figure's median and the spread of rwsplit/HAProxy")
     a = ap.parse_args()
     workloads = [("oltp_point_select", ()), ("oltp_read_only", ("--skip-trx=on",)),
                  ("oltp_read_write", ())]
@@ -144,18 +160,28 @@ def main():
                 one = wl == "oltp_point_select" and not a.quick and not a.threads
                 for t in ([1] if one else []) + threads:
                     for mode in modes:
-                        case = {}
-                        for target in ("direct", "haproxy", "rwsplit"):
-                            pid = {"haproxy": hap.pid, "rwsplit": rw.pid}.get(target)
-                            before = cpu_seconds(pid) if pid else 0.0
-                            res = parse(sysbench(target, wl, t, a.time, mode, extra))
-                            if pid:
-                                res["cpu_per_10k"] = (cpu_seconds(pid) - before) / res["queries"] * 10000
-                            case[target] = res
-                            print(f"{wl} threads={t} ps={mode} {target}: {res['qps']:.0f} qps "
-                                  f"p50 {res['p50']} ms p99 {res['p99']} ms errors {res['errors']}",
-                                  flush=True)
-                        rows.append((wl + (" --skip-trx=on" if extra else ""), t, mode, case))
+                        rounds = []
+                        for n in range(max(a.repeat, 1)):
+                            case = {}
+                            # Each round starts one target later: the run after another one
+                            # inherits its wake (caches, the scheduler), so no target always
+                            # comes first or last.
+                            order = ("direct", "haproxy", "rwsplit")
+                            order = order[n % 3:] + order[:n % 3]
+                            for target in order:
+                                pid = {"haproxy": hap.pid, "rwsplit": rw.pid}.get(target)
+                                before = cpu_seconds(pid) if pid else 0.0
+                                res = parse(sysbench(target, wl, t, a.time, mode, extra))
+                                if pid:
+                                    res["cpu_per_10k"] = ((cpu_seconds(pid) - before)
+                                                          / res["queries"] * 10000)
+                                case[target] = res
+                                print(f"{wl} threads={t} ps={mode} round={n + 1} {target}: "
+                                      f"{res['qps']:.0f} qps p50 {res['p50']} ms "
+                                      f"p99 {res['p99']} ms errors {res['errors']}", flush=True)
+                            rounds.append(case)
+                        rows.append((wl + (" --skip-trx=on" if extra else ""), t, mode,
+                                     median_case(rounds)))
             rss = {"rwsplit": peak_rss_kib(rw.pid), "haproxy": peak_rss_kib(hap.pid)}
         finally:
             for p in (rw, hap):
@@ -181,7 +207,10 @@ def write_report(a, rows, rss):
         f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
         f"{platform.system()} {platform.release()}. MariaDB primary and two replicas, sysbench, "
         "HAProxy and rwsplit all share these cores. Each case runs direct, HAProxy and rwsplit "
-        f"back to back for {a.time} s each; compare only within a row.",
+        f"back to back for {a.time} s each"
+        + (f", {a.repeat} rounds in turn; each figure is the median of its rounds"
+           if a.repeat > 1 else "")
+        + "; compare only within a row.",
         "",
         "`scripts/bench.sh" + (" --quick" if a.quick else "") + "` wrote this. HAProxy forwards "
         "everything to the primary; rwsplit sends reads to the replicas. Latencies in ms "
@@ -190,6 +219,9 @@ def write_report(a, rows, rss):
         "| workload | threads | ps | target | QPS | p50 | p95 | p99 | errors | CPU s/10k | rwsplit/direct | rwsplit/HAProxy |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    if a.repeat > 1:
+        lines[-2] = lines[-2] + " rwsplit/HAProxy by round |"
+        lines[-1] = lines[-1] + " --- |"
     for wl, t, mode, case in rows:
         for target in ("direct", "haproxy", "rwsplit"):
             r = case[target]
@@ -198,8 +230,12 @@ def write_report(a, rows, rss):
                 ratio_d = f"{r['qps'] / case['direct']['qps']:.2f}"
                 ratio_h = f"{r['qps'] / case['haproxy']['qps']:.2f}"
             cpu = f"{r['cpu_per_10k']:.3f}" if "cpu_per_10k" in r else ""
-            lines.append(f"| {wl} | {t} | {mode} | {target} | {r['qps']:.0f} | {r['p50']} | "
-                         f"{r['p95']} | {r['p99']} | {r['errors']} | {cpu} | {ratio_d} | {ratio_h} |")
+            line = (f"| {wl} | {t} | {mode} | {target} | {r['qps']:.0f} | {r['p50']} | "
+                    f"{r['p95']} | {r['p99']} | {r['errors']:.0f} | {cpu} | {ratio_d} | {ratio_h} |")
+            if a.repeat > 1:
+                lo, hi, n = r["spread"] if target == "rwsplit" else (0, 0, 0)
+                line += f" {lo:.2f} to {hi:.2f} ({n} rounds) |" if n else " |"
+            lines.append(line)
     lines += ["", f"Peak RSS over the run: rwsplit {rss['rwsplit'] / 1024:.1f} MiB, "
               f"HAProxy {rss['haproxy'] / 1024:.1f} MiB.", ""]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)

@@ -4,12 +4,15 @@
 # Writes a Markdown report (default docs/benchmarks.md).
 #
 #   scripts/bench.sh [--quick] [--time SECONDS] [--out FILE | --no-write]
-#                    [--workload oltp_point_select ...] [--threads 32 ...]
+#                    [--workload oltp_point_select ...] [--threads 32 ...] [--repeat N]
 #
 # --quick runs oltp_point_select / oltp_read_only / oltp_read_write at 32 threads only;
 # the full run adds 8 and 128 threads (and 1 for point selects) and both prepared-statement
 # and text modes.
 # --workload / --threads narrow the run (repeatable); --no-write prints without a report.
+# --repeat N runs each case N rounds (the three targets in turn, each round starting one
+# later) and reports medians with the spread of rwsplit/HAProxy: on a noisy machine one round
+# says little.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
