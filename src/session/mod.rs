@@ -660,11 +660,17 @@ impl Session {
         }
         match class.kind {
             StatementKind::SessionCommand if ok => {
-                let key = self
-                    .digest
-                    .clone()
-                    .unwrap_or_else(|| crate::classify::digest(&packet[1..]).into());
-                self.state.record(key, packet);
+                // A SET whose value reads state (`@@x + 1`, a function) is carried as the
+                // values it produced, which session tracking reports: run again on another
+                // connection it would compute again (and twice, `x + 2`, not `x + 1 + 1`).
+                // Without tracking, the statement itself is carried.
+                if class.idempotent || !self.state.record_tracked(&o.sysvars) {
+                    let key = self
+                        .digest
+                        .clone()
+                        .unwrap_or_else(|| crate::classify::digest(&packet[1..]).into());
+                    self.state.record(key, packet);
+                }
                 if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
                     self.state.mark_synced(c);
                 }
