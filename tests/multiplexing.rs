@@ -116,7 +116,7 @@ async fn two_sessions_taking_turns_on_one_connection_per_server_keep_their_own_s
     // Both sessions ran on the one primary connection the pool may open.
     assert_eq!(threads.len(), 1, "{threads:?}");
     let stats = proxy.shared.pools.stats();
-    assert!(stats.iter().all(|s| s.idle + s.in_use <= 1), "{stats:?}");
+    assert!(stats.iter().all(|s| s.open <= 1), "{stats:?}");
 }
 
 #[tokio::test]
@@ -680,7 +680,7 @@ async fn mixed_load(
         let (peak, done, shared) = (peak.clone(), done.clone(), proxy.shared.clone());
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                let open: usize = shared.pools.stats().iter().map(|s| s.idle + s.in_use).sum();
+                let open: usize = shared.pools.stats().iter().map(|s| s.open).sum();
                 peak.fetch_max(open, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -1053,4 +1053,51 @@ async fn many_sessions_with_overlapping_sets_on_three_connections_each_see_their
     // The shortcut was taken: some SETs found a connection already carrying their state.
     let none = common::metric_sum(&text, "rwsplit_state_syncs_total", &["kind=\"none\""]);
     assert!(none > 0.0, "{text}");
+}
+
+#[tokio::test]
+async fn prepared_scoped_and_mixed_sets_follow_the_session_to_every_connection() {
+    let proxy = one_connection_per_server();
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    // Two scoped SETs of different variables: both stay in the log (they once shared a key).
+    a.query_drop("SET @@SESSION.sql_mode = 'ANSI_QUOTES'")
+        .await
+        .expect("sql_mode");
+    a.query_drop("SET @@SESSION.time_zone = '+02:00'")
+        .await
+        .expect("time_zone");
+    // A prepared SET: carried as the value it set, not as its execute packet.
+    a.exec_drop("SET SESSION div_precision_increment = ?", (7,))
+        .await
+        .expect("prepared set");
+    // A SET that also assigns a user variable runs on the primary, where the variable is read.
+    a.query_drop("SET NAMES latin1, @mux_mixed = 5")
+        .await
+        .expect("mixed set");
+    for round in 0..4 {
+        // The other session takes the connections in between: each read syncs again.
+        b.query_drop("SET time_zone = '-01:00'").await.expect("b");
+        let _: Option<String> = b.query_first("SELECT @@time_zone").await.expect("b read");
+        let row: Row = a
+            .query_first(
+                "SELECT @@sql_mode, @@time_zone, @@div_precision_increment, \
+                 @@character_set_client, @mux_mixed",
+            )
+            .await
+            .expect("read")
+            .expect("row");
+        let got: (String, String, u32, String, Option<i64>) = mysql_async::from_row(row);
+        assert_eq!(
+            got,
+            (
+                "ANSI_QUOTES".into(),
+                "+02:00".into(),
+                7,
+                "latin1".into(),
+                Some(5)
+            ),
+            "round {round}"
+        );
+    }
 }

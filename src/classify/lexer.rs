@@ -10,7 +10,8 @@ pub enum Token<'a> {
     Number,
     /// `@name`, `@'name'`, `` @`name` ``: a user variable.
     UserVar,
-    /// `@@name`, `@@session.name`: a system variable (the word that follows is part of it).
+    /// `@@name`, `@@session.name`: a system variable, with its scope if it has one
+    /// (`session.name`; see `sysvar_scope`).
     SysVar(&'a [u8]),
     Punct(u8),
 }
@@ -139,12 +140,13 @@ impl<'a> Iterator for Lexer<'a> {
             }
             b'@' if self.at(1) == b'@' => {
                 self.i += 2;
-                let w = self.word();
+                let start = self.i;
+                let _ = self.word();
                 if self.at(0) == b'.' {
                     self.i += 1;
                     let _ = self.word();
                 }
-                Token::SysVar(w)
+                Token::SysVar(&self.s[start..self.i])
             }
             b'@' => {
                 self.i += 1;

@@ -373,7 +373,10 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
                 continue;
             }
             Token::SysVar(w) | Token::Word(w)
-                if at_target && (is(w, "GLOBAL") || is(w, "PERSIST") || is(w, "PERSIST_ONLY")) =>
+                if at_target && {
+                    let scope = sysvar_scope(w);
+                    is(scope, "GLOBAL") || is(scope, "PERSIST") || is(scope, "PERSIST_ONLY")
+                } =>
             {
                 return write(R::Other);
             }
@@ -405,6 +408,48 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
             ..of(StatementKind::SessionCommand)
         },
     }
+}
+
+/// `global` of `@@global.x`; the whole word when there is no dot.
+fn sysvar_scope(w: &[u8]) -> &[u8] {
+    w.split(|&b| b == b'.').next().unwrap_or(w)
+}
+
+/// The one session variable a `SET` assigns, lowercased: `SET [SESSION] name = ...` or
+/// `SET @@[SESSION.]name = ...`. None for several assignments, `SET NAMES`, `SET CHARACTER
+/// SET`, user variables, or anything else.
+pub fn set_target(sql: &[u8]) -> Option<String> {
+    let toks: Vec<Token<'_>> = Lexer::new(sql).take(4096).collect();
+    let mut it = toks.iter();
+    if !matches!(it.next(), Some(Token::Word(w)) if is(w, "SET")) {
+        return None;
+    }
+    let mut t = it.next()?;
+    if matches!(t, Token::Word(w) if is(w, "SESSION") || is(w, "LOCAL")) {
+        t = it.next()?;
+    }
+    let name = match t {
+        Token::Word(w) if !is(w, "NAMES") && !is(w, "CHARACTER") && !is(w, "CHARSET") => *w,
+        Token::SysVar(w) => match w.iter().position(|&b| b == b'.') {
+            Some(dot) if is(&w[..dot], "SESSION") || is(&w[..dot], "LOCAL") => &w[dot + 1..],
+            Some(_) => return None,
+            None => *w,
+        },
+        _ => return None,
+    };
+    if !matches!(it.next(), Some(Token::Punct(b'=' | b':'))) {
+        return None;
+    }
+    let mut depth = 0i32;
+    for t in it {
+        match t {
+            Token::Punct(b'(') => depth += 1,
+            Token::Punct(b')') => depth -= 1,
+            Token::Punct(b',' | b';') if depth == 0 => return None,
+            _ => {}
+        }
+    }
+    Some(String::from_utf8_lossy(name).to_ascii_lowercase())
 }
 
 /// A token in a `SET` value whose value is computed when the statement runs: a variable, a

@@ -400,3 +400,45 @@ fn set_role_pins_and_set_persist_goes_to_the_primary() {
         Some(SessionEffect::SetsUserVariable)
     );
 }
+
+#[test]
+fn the_one_variable_a_set_assigns_is_found() {
+    for (sql, want) in [
+        (
+            "SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
+            Some("sql_mode"),
+        ),
+        (
+            "SET SESSION div_precision_increment = @@div_precision_increment + 1",
+            Some("div_precision_increment"),
+        ),
+        (
+            "SET @@SESSION.Time_Zone = @@GLOBAL.time_zone",
+            Some("time_zone"),
+        ),
+        ("set @@local.wait_timeout := 5", Some("wait_timeout")),
+        ("SET @@sql_mode = ''", Some("sql_mode")),
+        ("SET a = 1, b = 2", None),
+        ("SET NAMES latin1", None),
+        ("SET CHARACTER SET latin1", None),
+        ("SET @a = 1", None),
+        ("SET @@GLOBAL.sql_mode = ''", None),
+        ("SET x.key_buffer_size = 1", None),
+        ("SELECT 1", None),
+    ] {
+        assert_eq!(
+            crate::classify::set_target(sql.as_bytes()).as_deref(),
+            want,
+            "{sql}"
+        );
+    }
+    // Each variable has its own digest, so the log keeps one entry per variable.
+    assert_ne!(
+        digest(b"SET @@SESSION.sql_mode = 'ANSI'"),
+        digest(b"SET @@SESSION.time_zone = '+00:00'")
+    );
+    assert_eq!(
+        kind_reason("SET @@GLOBAL.sql_mode = ''"),
+        (K::Write, Some(R::Other))
+    );
+}

@@ -350,6 +350,10 @@ pub struct BackendPoolStats {
     pub max: usize,
     /// Checkouts waiting for room.
     pub waiting: usize,
+    /// Connections open (idle or in use), read in one step from the limit's permits: `idle`
+    /// and `in_use` are read one after the other, so their sum can count a connection that
+    /// moved between them twice.
+    pub open: usize,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -589,10 +593,14 @@ impl Pools {
 
     /// Idle, in-use and maximum connections per backend, in config order.
     pub fn stats(&self) -> Vec<BackendPoolStats> {
+        let limits = read(&self.limits).clone();
         let mut out: Vec<BackendPoolStats> = read(&self.targets)
             .iter()
             .enumerate()
             .map(|(i, t)| BackendPoolStats {
+                open: limits.get(i).map_or(0, |l| {
+                    (t.config.max_connections as usize).saturating_sub(l.available_permits())
+                }),
                 backend: t.name.clone(),
                 idle: 0,
                 in_use: self

@@ -275,7 +275,9 @@ impl Session {
     fn decide(&mut self, c: &Classification, avoid: Option<usize>) -> Result<Decision, RouteError> {
         let snap = self.shared.health.snapshot.load();
         let view = self.view(avoid);
-        let session_cmd = matches!(c.kind, StatementKind::SessionCommand | StatementKind::Use);
+        // A SET that also assigns a user variable runs where user variables live (primary).
+        let session_cmd = matches!(c.kind, StatementKind::SessionCommand | StatementKind::Use)
+            && c.effect != Some(crate::classify::SessionEffect::SetsUserVariable);
         if session_cmd && !view.in_transaction && view.autocommit && c.hint.is_none() {
             let up = |b: usize| snap.backends.get(b).is_some_and(|v| v.up);
             if let Some(p) = self.primary.as_ref().filter(|p| up(p.backend())) {

@@ -660,17 +660,7 @@ impl Session {
         }
         match class.kind {
             StatementKind::SessionCommand if ok => {
-                // A SET whose value reads state (`@@x + 1`, a function) is carried as the
-                // values it produced, which session tracking reports: run again on another
-                // connection it would compute again (and twice, `x + 2`, not `x + 1 + 1`).
-                // Without tracking, the statement itself is carried.
-                if class.idempotent || !self.state.record_tracked(&o.sysvars) {
-                    let key = self
-                        .digest
-                        .clone()
-                        .unwrap_or_else(|| crate::classify::digest(&packet[1..]).into());
-                    self.state.record(key, packet);
-                }
+                self.record_set(class, o, packet);
                 if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
                     self.state.mark_synced(c);
                 }
@@ -712,6 +702,51 @@ impl Session {
         } else {
             None
         };
+    }
+
+    /// Adds a `SET` that succeeded to the session's log. A query whose value is fixed is
+    /// logged as it is. One whose value is computed when it runs (`@@x + 1`, a function) is
+    /// logged as the value the server reported it produced: replayed elsewhere it would
+    /// compute again. That is only done for a single variable the server reported (a report
+    /// narrowed by the client's own `session_track_system_variables` could leave some out);
+    /// otherwise the statement is logged. A prepared `SET` (COM_STMT_EXECUTE) cannot be
+    /// replayed from its packet: it is logged as the values reported, or pins the session.
+    fn record_set(
+        &mut self,
+        class: &Classification,
+        o: &crate::protocol::response::Outcome,
+        packet: &[u8],
+    ) {
+        if packet.first() != Some(&(Command::Query as u8)) {
+            if !self.state.record_tracked(&o.sysvars) {
+                self.state.untracked_state = true;
+            }
+            return;
+        }
+        let sql = &packet[1..];
+        if !class.idempotent {
+            if let Some(name) = crate::classify::set_target(sql) {
+                let reported: Vec<(String, String)> = o
+                    .sysvars
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
+                    .cloned()
+                    .collect();
+                if self.state.record_tracked(&reported) {
+                    return;
+                }
+            }
+        }
+        // The digest folds literals, so a later SET of the same variable replaces this one;
+        // a backquoted name is folded too, so such a SET is kept under its own text.
+        let key: Arc<str> = if sql.contains(&b'`') {
+            String::from_utf8_lossy(sql).into()
+        } else {
+            self.digest
+                .clone()
+                .unwrap_or_else(|| crate::classify::digest(sql).into())
+        };
+        self.state.record(key, packet);
     }
 
     /// What the server reported changed in the session, through session tracking, where
