@@ -156,17 +156,18 @@ async fn with_the_primary_down_writes_fail_clearly_and_reads_still_work() {
         assert_eq!(n, Some(1));
     }
     // And once it is back, writes work again.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let write = async || {
         let mut c = proxy.conn().await;
-        match c.query_drop(format!("INSERT INTO {t} VALUES (3)")).await {
-            Ok(()) => break,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "writes did not resume: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+        c.query_drop(format!("INSERT INTO {t} VALUES (3)")).await
+    };
+    let what = "writes did not resume";
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        what,
+        write,
+    )
+    .await;
     proxy
         .conn()
         .await
@@ -436,18 +437,17 @@ async fn wait_primary_answer(
     want: impl Fn(&Result<u64, String>) -> bool,
     what: &str,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = primary_answer(proxy).await;
-        if want(&got) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: still {got:?} after 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let answer = async || match primary_answer(proxy).await {
+        got if want(&got) => Ok(()),
+        got => Err(format!("still {got:?} after 10 s")),
+    };
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        what,
+        answer,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

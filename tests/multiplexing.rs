@@ -22,23 +22,25 @@ fn one_connection_per_server() -> Proxy {
 /// What the session's `/sessions` entry says pins it, once it settles (the proxy releases or
 /// keeps its connection just after sending the response).
 async fn wait_pinned(proxy: &Proxy, id: u32, want: Option<&str>) {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let now = {
-            let sessions = proxy.shared.sessions.lock().expect("sessions");
-            sessions
-                .get(&id)
-                .and_then(|i| i.lock().expect("info").pinned)
-        };
+    let what = format!("session {id}");
+    let pinned = async || {
+        let sessions = proxy.shared.sessions.lock().expect("sessions");
+        let now = sessions
+            .get(&id)
+            .and_then(|i| i.lock().expect("info").pinned);
         if now == want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("pinned {now:?}, want {want:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "session {id}: pinned {now:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
+    common::eventually(
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        &what,
+        pinned,
+    )
+    .await;
 }
 
 type Settings = (String, String, String, Option<String>, String);
@@ -560,20 +562,20 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
         r.expect("the bystander's statement is not killed")
     });
     // Wait until the statement runs on a backend.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let running = {
-            let sessions = proxy.shared.sessions.lock().expect("sessions");
-            sessions
-                .get(&victim_id)
-                .and_then(|i| i.lock().expect("info").backend_thread)
-        };
-        if running.is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the SLEEP never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let running = async || {
+        let sessions = proxy.shared.sessions.lock().expect("sessions");
+        sessions
+            .get(&victim_id)
+            .and_then(|i| i.lock().expect("info").backend_thread)
+            .ok_or("not yet")
+    };
+    common::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        "the SLEEP never started",
+        running,
+    )
+    .await;
     let kill_at = Instant::now();
     killer
         .query_drop(format!("KILL QUERY {victim_id}"))

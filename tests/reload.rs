@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use mysql_async::prelude::*;
@@ -36,18 +36,17 @@ async fn read_from(c: &mut mysql_async::Conn) -> u64 {
 
 /// Waits until `c`'s reads come from `server`.
 async fn wait_reads_from(c: &mut mysql_async::Conn, server: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = read_from(c).await;
-        if got == server {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reads still from {got}, want {server}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let from = async || match read_from(c).await {
+        got if got == server => Ok(()),
+        got => Err(format!("reads still from {got}, want {server}")),
+    };
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "reload",
+        from,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

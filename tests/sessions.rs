@@ -454,14 +454,15 @@ async fn an_exhausted_pool_answers_1040_instead_of_hanging() {
     a.query_drop("COMMIT").await.expect("commit");
     a.disconnect().await.expect("disconnect");
     // The connection is back in the pool: b can write now.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match b.query_drop(format!("INSERT INTO {t} VALUES (3)")).await {
-            Ok(()) => break,
-            Err(e) => assert!(Instant::now() < deadline, "the pool never freed up: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let insert = async || b.query_drop(format!("INSERT INTO {t} VALUES (3)")).await;
+    let what = "the pool never freed up";
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        what,
+        insert,
+    )
+    .await;
     b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
@@ -519,18 +520,18 @@ async fn min_idle_connections_are_opened_and_kept() {
         .await
         .expect("query");
     c.disconnect().await.expect("disconnect");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = primary_pool(&proxy);
-        if s.idle >= 3 && s.in_use == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pool was not topped up: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let topped_up = async || match primary_pool(&proxy) {
+        s if s.idle >= 3 && s.in_use == 0 => Ok(()),
+        s => Err(format!("{s:?}")),
+    };
+    let what = "the pool was not topped up";
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        what,
+        topped_up,
+    )
+    .await;
     // They are real, working connections.
     let mut c = proxy.conn().await;
     let n: Option<u32> = c
@@ -550,19 +551,20 @@ async fn the_greeting_mirrors_the_primary_version_unless_configured() {
         .expect("version");
     let primary = primary.expect("row");
     // The monitor reads the primary's greeting within its first interval.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let c = proxy.conn().await;
-        let (a, b, p) = c.server_version();
-        if primary.starts_with(&format!("{a}.{b}.{p}")) {
-            break;
+    let mirrored = async || {
+        let (a, b, p) = proxy.conn().await.server_version();
+        match format!("{a}.{b}.{p}") {
+            v if primary.starts_with(&v) => Ok(()),
+            v => Err(format!("greeting says {v}, primary {primary}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "greeting says {a}.{b}.{p}, primary {primary}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        "version",
+        mirrored,
+    )
+    .await;
 
     let proxy = Proxy::start_with(|t| {
         t.replace(

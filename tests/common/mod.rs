@@ -350,3 +350,21 @@ pub fn metric_sum(text: &str, metric: &str, filter: &[&str]) -> f64 {
         })
         .sum()
 }
+
+/// Runs `probe` every `every` until it gives `Ok`, for at most `within`; past that, panics with
+/// `what` and the last `Err`.
+pub async fn eventually<T, E: std::fmt::Display>(
+    within: Duration,
+    every: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{what}: {e}"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
