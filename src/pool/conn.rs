@@ -202,10 +202,8 @@ impl BackendConn {
         &mut self,
         sql: &str,
     ) -> Result<Result<Option<String>, ServerErr>, BackendError> {
-        let mut p = Vec::with_capacity(sql.len() + 1);
-        p.push(Command::Query as u8);
-        p.extend_from_slice(sql.as_bytes());
-        self.send_command(&p).await?;
+        self.send_command(&Command::Query.packet(sql.as_bytes()))
+            .await?;
         // Frames of a one-result response: column count, that many definitions, an EOF unless
         // CLIENT_DEPRECATE_EOF, then rows and the terminator.
         let eof = u64::from(!self.deprecate_eof());
@@ -285,9 +283,7 @@ impl BackendConn {
 
     /// COM_INIT_DB.
     pub async fn init_db(&mut self, db: &str) -> Result<Result<(), ServerErr>, BackendError> {
-        let mut p = Vec::with_capacity(db.len() + 1);
-        p.push(Command::InitDb as u8);
-        p.extend_from_slice(db.as_bytes());
+        let p = Command::InitDb.packet(db.as_bytes());
         let r = self.run_internal(&p, ResponseKind::Single).await?;
         if r.is_ok() {
             self.schema = Some(db.to_string());
@@ -337,9 +333,7 @@ impl BackendConn {
             return Ok(());
         };
         for sql in statements {
-            let mut p = Vec::with_capacity(sql.len() + 1);
-            p.push(Command::Query as u8);
-            p.extend_from_slice(sql.as_bytes());
+            let p = Command::Query.packet(sql.as_bytes());
             match self.run_internal(&p, ResponseKind::Query).await? {
                 Ok(_) => return Ok(()),
                 Err(e) => {
@@ -350,43 +344,11 @@ impl BackendConn {
         Ok(())
     }
 
-    /// Makes `LAST_INSERT_ID()` return `id` here (the session that uses the connection now
-    /// may have inserted on another one).
-    pub async fn set_last_insert_id(
-        &mut self,
-        id: u64,
-    ) -> Result<Result<(), ServerErr>, BackendError> {
-        let mut p = Vec::with_capacity(40);
-        p.push(Command::Query as u8);
-        p.extend_from_slice(format!("SET last_insert_id = {id}").as_bytes());
-        let r = self.run_internal(&p, ResponseKind::Query).await?;
-        if r.is_ok() {
-            self.last_insert_id = id;
-        }
-        Ok(r.map(|_| ()))
-    }
-
     pub async fn ping(&mut self) -> Result<bool, BackendError> {
         let r = self
             .run_internal(&[Command::Ping as u8], ResponseKind::Single)
             .await?;
         Ok(r.is_ok())
-    }
-
-    /// COM_SET_OPTION to switch multi-statements on or off.
-    pub async fn set_multi_statements(
-        &mut self,
-        on: bool,
-    ) -> Result<Result<(), ServerErr>, BackendError> {
-        let opt: u16 = if on { 0 } else { 1 };
-        let [a, b] = opt.to_le_bytes();
-        let r = self
-            .run_internal(&[Command::SetOption as u8, a, b], ResponseKind::Single)
-            .await?;
-        if r.is_ok() {
-            self.multi_statements = on;
-        }
-        Ok(r.map(|_| ()))
     }
 
     /// Writes a frame header; used by the forwarding code.

@@ -519,9 +519,9 @@ impl Pools {
     }
 
     /// A connection for `key`: a fresh idle one (preferring one the caller `prefer`s: that
-    /// carries its session's state), else a new one. When the backend's limit is reached, an idle connection of
-    /// another pool of that backend is closed to make room; failing that it waits, at most the
-    /// checkout timeout, for a connection to come back or room to open one. A connect error
+    /// carries its session's state), else a new one. When the backend's limit is reached, an
+    /// idle connection of another pool of that backend is closed to make room; failing that it
+    /// waits, at most the checkout timeout, for a connection to come back or room to open one. A connect error
     /// comes back at once.
     pub async fn get(
         &self,

@@ -32,6 +32,14 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command packet: this command's byte, then its argument.
+    pub fn packet(self, arg: &[u8]) -> Vec<u8> {
+        let mut p = Vec::with_capacity(arg.len() + 1);
+        p.push(self as u8);
+        p.extend_from_slice(arg);
+        p
+    }
+
     pub fn from_byte(b: u8) -> Option<Command> {
         use Command::*;
         Some(match b {

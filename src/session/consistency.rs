@@ -4,11 +4,11 @@
 //! The GTID comes from the server: through session tracking on the commit's OK packet (backend
 //! connections always negotiate it: MariaDB's tracked `last_gtid`, MySQL's
 //! `session_track_gtids = OWN_GTID`), else, from a server that does not track, by asking the
-//! primary connection after the commit (`SELECT @@last_gtid`, MySQL `@@global.gtid_executed`). A read then goes to a replica
-//! whose applied position (from the monitor) covers it; if none does yet, rwsplit waits on one
-//! (`MASTER_GTID_WAIT` / `WAIT_FOR_EXECUTED_GTID_SET`) up to `routing.read_your_writes_wait`,
-//! and otherwise reads from the primary. Once every replica has the write, the requirement is
-//! dropped and reads spread as usual.
+//! primary connection after the commit (`SELECT @@last_gtid`, MySQL `@@global.gtid_executed`).
+//! A read then goes to a replica whose applied position (from the monitor) covers it; if none
+//! does yet, rwsplit waits on one (`MASTER_GTID_WAIT` / `WAIT_FOR_EXECUTED_GTID_SET`) up to
+//! `routing.read_your_writes_wait`, and otherwise reads from the primary. Once every replica
+//! has the write, the requirement is dropped and reads spread as usual.
 
 use crate::classify::StatementKind;
 use crate::config::{Consistency, Role};

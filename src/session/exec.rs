@@ -729,6 +729,16 @@ impl Session {
         if self.gtid_due && forced.is_none() && class.kind == StatementKind::Read {
             self.fetch_due_gtid().await;
         }
+        // An idempotent SET may run on a connection that already carries the log it makes.
+        let then = match cmd {
+            Cmd::Raw(packet) if class.idempotent => {
+                let sql = &packet[1..];
+                let variable = crate::classify::set_target(sql);
+                let key = state::log_key(variable.as_deref(), sql, self.digest.as_ref());
+                Some(self.state.after(&key, packet))
+            }
+            _ => None,
+        };
         let mut avoid = None;
         for attempt in 0..2 {
             let decision = match forced.or_else(|| self.removed_primary_in_transaction()) {
@@ -777,16 +787,13 @@ impl Session {
             }
             let retry = attempt == 0 && !target.is_primary() && forced.is_none();
             let primary = target.is_primary();
-            let scope = match (&cmd, &self.digest) {
-                (Cmd::Raw(packet), Some(key)) if class.idempotent => {
-                    let (applied, chain) = self.state.after(key, packet);
-                    state::Scope::Then {
-                        primary,
-                        applied,
-                        chain,
-                    }
-                }
-                _ => state::Scope::Session { primary },
+            let scope = match then {
+                Some((applied, chain)) => state::Scope::Then {
+                    primary,
+                    applied,
+                    chain,
+                },
+                None => state::Scope::Session { primary },
             };
             let slot = match self.checkout_as(target, scope).await {
                 Ok(s) => s,

@@ -724,28 +724,19 @@ impl Session {
             return;
         }
         let sql = &packet[1..];
-        if !class.idempotent {
-            if let Some(name) = crate::classify::set_target(sql) {
-                let reported: Vec<(String, String)> = o
-                    .sysvars
-                    .iter()
-                    .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
-                    .cloned()
-                    .collect();
-                if self.state.record_tracked(&reported) {
-                    return;
-                }
+        let variable = crate::classify::set_target(sql);
+        if let Some(name) = variable.as_deref().filter(|_| !class.idempotent) {
+            let reported: Vec<(String, String)> = o
+                .sysvars
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .cloned()
+                .collect();
+            if self.state.record_tracked(&reported) {
+                return;
             }
         }
-        // The digest folds literals, so a later SET of the same variable replaces this one;
-        // a backquoted name is folded too, so such a SET is kept under its own text.
-        let key: Arc<str> = if sql.contains(&b'`') {
-            String::from_utf8_lossy(sql).into()
-        } else {
-            self.digest
-                .clone()
-                .unwrap_or_else(|| crate::classify::digest(sql).into())
-        };
+        let key = state::log_key(variable.as_deref(), sql, self.digest.as_ref());
         self.state.record(key, packet);
     }
 

@@ -236,9 +236,7 @@ impl State {
         let mut any = false;
         for (name, value) in sysvars {
             if let Some(packet) = tracked_set(name, value) {
-                let key: Arc<str> =
-                    format!("SET @@SESSION.{} = ?", name.to_ascii_lowercase()).into();
-                self.record(key, &packet);
+                self.record(var_key(&name.to_ascii_lowercase()), &packet);
                 any = true;
             }
         }
@@ -260,8 +258,32 @@ impl State {
 
     /// Whether `conn` carries exactly this session's log.
     fn carried_by(&self, conn: &BackendConn) -> bool {
-        conn.log.len() == self.chains.len() && conn.log.last() == self.chains.last()
+        carries(conn, self.replay.len(), self.chain())
     }
+}
+
+/// Whether `conn` carries a log of `len` entries whose hash is `chain`, and nothing more.
+fn carries(conn: &BackendConn, len: usize, chain: u64) -> bool {
+    conn.log.len() == len + 1 && conn.log.last() == Some(&chain)
+}
+
+/// The key a `SET` is logged under; a later entry under the same key replaces it. A `SET` of
+/// one `variable` (`classify::set_target`) keys by that variable, so `SET x = ...`,
+/// `SET @@SESSION.x = ...` and a value the server reported for `x` replace each other. Any
+/// other keys by its digest, or by its text when it has a backquoted name (which the digest
+/// folds to `?`).
+pub fn log_key(variable: Option<&str>, sql: &[u8], digest: Option<&Arc<str>>) -> Arc<str> {
+    match (variable, digest) {
+        (Some(v), _) => var_key(v),
+        (None, Some(d)) if !sql.contains(&b'`') => d.clone(),
+        (None, _) if !sql.contains(&b'`') => crate::classify::digest(sql).into(),
+        (None, _) => String::from_utf8_lossy(sql).into(),
+    }
+}
+
+/// The log key of variable `name` (lowercase).
+fn var_key(name: &str) -> Arc<str> {
+    format!("SET @@SESSION.{name} = ?").into()
 }
 
 /// What bringing a connection to a session's state took (`rwsplit_state_syncs_total`; the
@@ -319,9 +341,7 @@ impl Scope {
         match self {
             Scope::Schema => true,
             Scope::Session { .. } => st.carried_by(conn),
-            Scope::Then { applied, chain, .. } => {
-                conn.log.len() == applied + 1 && conn.log.last() == Some(&chain)
-            }
+            Scope::Then { applied, chain, .. } => carries(conn, applied, chain),
         }
     }
 
@@ -337,10 +357,11 @@ impl Scope {
 }
 
 /// Brings `conn` to `scope` of the session's state with the fewest commands: nothing when it
-/// already matches (the common case), else a reset if it carries another log (with session tracking
-/// turned on again), then the schema, the session commands it missed, the multi-statement
-/// option and, on a primary connection (where `LAST_INSERT_ID()` is routed),
-/// `LAST_INSERT_ID()`. The commands are pipelined: written at once and their responses read
+/// already matches (the common case), else a reset if it carries another log (with session
+/// tracking turned on again), then the schema, the session commands it missed, the
+/// multi-statement option and, on a primary connection (where `LAST_INSERT_ID()` is routed),
+/// `LAST_INSERT_ID()`. `Scope::Schema` needs the schema alone; `Scope::Then` needs no reset or
+/// replay on a connection that already carries the log its command makes. The commands are pipelined: written at once and their responses read
 /// in order, so a sync costs one round trip however many commands it takes. A server error
 /// (e.g. the schema was dropped) is returned as is, after every response has been read.
 pub async fn sync(
@@ -400,21 +421,18 @@ async fn run(
     for step in &plan {
         let bytes: std::borrow::Cow<'_, [u8]> = match step {
             Step::Reset => (&[Command::ResetConnection as u8][..]).into(),
-            Step::Track(sql) => command(Command::Query, sql.as_bytes()).into(),
+            Step::Track(sql) => Command::Query.packet(sql.as_bytes()).into(),
             Step::InitDb => {
                 let db = st.schema.as_deref().unwrap_or_default();
-                command(Command::InitDb, db.as_bytes()).into()
+                Command::InitDb.packet(db.as_bytes()).into()
             }
             Step::Replay(i) => st.replay.get(*i).map_or(&[][..], |r| &r.packet[..]).into(),
-            Step::MultiStatements(on) => {
-                let [a, b] = u16::from(!*on).to_le_bytes();
-                vec![Command::SetOption as u8, a, b].into()
-            }
-            Step::LastInsertId(id) => command(
-                Command::Query,
-                format!("SET last_insert_id = {id}").as_bytes(),
-            )
-            .into(),
+            Step::MultiStatements(on) => Command::SetOption
+                .packet(&u16::from(!*on).to_le_bytes())
+                .into(),
+            Step::LastInsertId(id) => Command::Query
+                .packet(format!("SET last_insert_id = {id}").as_bytes())
+                .into(),
         };
         conn.queue_command(&bytes).await?;
     }
@@ -461,14 +479,6 @@ async fn run(
         return Ok(Err(e));
     }
     Ok(Ok(if reset { Sync::Reset } else { Sync::Replay }))
-}
-
-/// A command packet: the command byte, then its argument.
-fn command(c: Command, arg: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(arg.len() + 1);
-    p.push(c as u8);
-    p.extend_from_slice(arg);
-    p
 }
 
 #[cfg(test)]
@@ -574,6 +584,32 @@ mod tests {
             [
                 &b"SET sql_mode=''"[..],
                 b"SET @@SESSION.sql_mode = 'TRADITIONAL'"
+            ]
+        );
+    }
+
+    #[test]
+    fn sets_of_one_variable_replace_each_other_whatever_their_form() {
+        let mut st = State::new(None, false);
+        for sql in [
+            &b"SET sql_mode = 'ANSI'"[..],
+            b"SET @@SESSION.sql_mode = 'TRADITIONAL'",
+            b"SET NAMES latin1",
+            b"SET `sql_mode` = ''",
+        ] {
+            let variable = crate::classify::set_target(sql);
+            let mut packet = vec![Command::Query as u8];
+            packet.extend_from_slice(sql);
+            st.record(log_key(variable.as_deref(), sql, None), &packet);
+        }
+        st.record_tracked(&[("SQL_MODE".into(), "STRICT_ALL_TABLES".into())]);
+        let log: Vec<&[u8]> = st.replay.iter().map(|r| &r.packet[1..]).collect();
+        assert_eq!(
+            log,
+            [
+                &b"SET NAMES latin1"[..],
+                b"SET `sql_mode` = ''",
+                b"SET @@SESSION.sql_mode = 'STRICT_ALL_TABLES'"
             ]
         );
     }
