@@ -176,9 +176,12 @@ def main():
                                     res["cpu_per_10k"] = ((cpu_seconds(pid) - before)
                                                           / res["queries"] * 10000)
                                 case[target] = res
+                                cpu = (f" cpu {res['cpu_per_10k']:.3f} s/10k"
+                                       if "cpu_per_10k" in res else "")
                                 print(f"{wl} threads={t} ps={mode} round={n + 1} {target}: "
                                       f"{res['qps']:.0f} qps p50 {res['p50']} ms "
-                                      f"p99 {res['p99']} ms errors {res['errors']}", flush=True)
+                                      f"p99 {res['p99']} ms errors {res['errors']}{cpu}",
+                                      flush=True)
                             rounds.append(case)
                         rows.append((wl + (" --skip-trx=on" if extra else ""), t, mode,
                                      median_case(rounds)))

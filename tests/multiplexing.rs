@@ -66,6 +66,27 @@ async fn primary_thread(c: &mut Conn) -> u64 {
 }
 
 #[tokio::test]
+async fn an_idle_connection_past_its_idle_timeout_is_not_lent_again() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            "checkout_timeout = \"2s\"\nidle_timeout = \"300ms\"",
+        )
+    });
+    let mut c = proxy.conn().await;
+    let first = primary_thread(&mut c).await;
+    // Back to back: the connection just returned is lent again.
+    assert_eq!(primary_thread(&mut c).await, first);
+    // Idle past its timeout: closed, by the checkout or by the reaper, whichever comes first.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let later = primary_thread(&mut c).await;
+    assert_ne!(
+        later, first,
+        "a connection idle past idle_timeout was reused"
+    );
+}
+
+#[tokio::test]
 async fn two_sessions_taking_turns_on_one_connection_per_server_keep_their_own_state() {
     let proxy = one_connection_per_server();
     let mut a = proxy.conn().await;
