@@ -131,10 +131,12 @@ impl Pool {
     fn pop_fresh(&self, prefer: &dyn Fn(&BackendConn) -> bool) -> Option<Idle> {
         let cfg = &self.target.config;
         let now = Instant::now();
-        // Only the candidate is checked for age, not the whole idle list: the checkout holds
-        // the lock for the same time with 5 or 200 idle connections (it used to walk them all,
-        // a cache miss each). Stale ones further down are closed by `reap`, every second; a
-        // stale candidate is closed here, after the lock is released, and the next one tried.
+        // Only the candidate is checked for age, not every idle connection (that was a walk of
+        // the whole list, a cache miss each, on every checkout). The preference scan still walks
+        // the list when no connection near the top carries the session's state: cheaper than
+        // the reset and replay it saves. Stale connections further down are closed by `reap`,
+        // every second; a stale candidate is closed here, after the lock is released, and the
+        // next one tried.
         let mut stale = Vec::new();
         let found = {
             let mut idle = self.lock_idle();
@@ -538,8 +540,8 @@ impl Pools {
     /// A connection for `key`: a fresh idle one (preferring one the caller `prefer`s: that
     /// carries its session's state), else a new one. When the backend's limit is reached, an
     /// idle connection of another pool of that backend is closed to make room; failing that it
-    /// waits, at most the checkout timeout, for a connection to come back or room to open one. A connect error
-    /// comes back at once.
+    /// waits, at most the checkout timeout, for a connection to come back or room to open one.
+    /// A connect error comes back at once.
     pub async fn get(
         &self,
         key: &PoolKey,

@@ -361,9 +361,10 @@ impl Scope {
 /// tracking turned on again), then the schema, the session commands it missed, the
 /// multi-statement option and, on a primary connection (where `LAST_INSERT_ID()` is routed),
 /// `LAST_INSERT_ID()`. `Scope::Schema` needs the schema alone; `Scope::Then` needs no reset or
-/// replay on a connection that already carries the log its command makes. The commands are pipelined: written at once and their responses read
-/// in order, so a sync costs one round trip however many commands it takes. A server error
-/// (e.g. the schema was dropped) is returned as is, after every response has been read.
+/// replay on a connection that already carries the log its command makes. The commands are
+/// pipelined: written at once and their responses read in order, so a sync costs one round
+/// trip however many commands it takes. A server error (e.g. the schema was dropped) is
+/// returned as is, after every response has been read.
 pub async fn sync(
     conn: &mut BackendConn,
     st: &State,
