@@ -373,6 +373,40 @@ async fn garbage_at_the_handshake_ends_only_that_connection() {
     fresh.ping().await.expect("new sessions still work");
 }
 
+/// Results larger than the backend read buffer, with rows of every length, so frames straddle
+/// the buffer's end at every offset: the batched copy of whole buffered frames and the
+/// frame-by-frame copy of the straddling ones must hand the client every row intact.
+#[tokio::test]
+async fn results_larger_than_a_read_buffer_arrive_row_for_row() {
+    let proxy = Proxy::start();
+    let sql = "SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 701) FROM app.seq_1_to_3000";
+    let want: Vec<(u64, String)> = direct(3306).await.query(sql).await.expect("direct");
+    assert_eq!(want.len(), 3000);
+    let mut c = proxy.conn().await;
+    for _ in 0..2 {
+        let text: Vec<(u64, String)> = c.query(sql).await.expect("text");
+        assert!(text == want, "text protocol result differs");
+        let binary: Vec<(u64, String)> = c.exec(sql, ()).await.expect("prepared");
+        assert!(binary == want, "binary protocol result differs");
+    }
+    // Several results in one response, each ending in an OK (or EOF) packet.
+    let mut multi = c
+        .query_iter(format!("{sql}; SELECT 1, 'x'; {sql}"))
+        .await
+        .expect("multi");
+    let mut sets = Vec::new();
+    while !multi.is_empty() {
+        let rows: Vec<(u64, String)> = multi.collect().await.expect("set");
+        sets.push(rows);
+    }
+    assert_eq!(sets.len(), 3);
+    assert!(
+        sets[0] == want && sets[2] == want,
+        "multi-result sets differ"
+    );
+    assert_eq!(sets[1], vec![(1, "x".to_string())]);
+}
+
 #[tokio::test]
 async fn a_client_that_leaves_mid_result_does_not_harm_other_sessions() {
     let proxy = Proxy::start_with(|t| {

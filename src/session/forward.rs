@@ -1,6 +1,8 @@
-//! Copying one response from a backend to the client, frame by frame, as it arrives.
-//! Only each frame's first bytes are looked at (by the response tracker); the rest is copied
-//! through a fixed buffer, so a result of any size passes in bounded memory.
+//! Copying one response from a backend to the client as it arrives.
+//! Only each frame's first bytes are looked at (by the response tracker), and OK packets that
+//! carry session state. Frames already whole in the backend read buffer are checked and copied
+//! in one batch; a frame that straddles the buffer's end is copied frame by frame through the
+//! buffer, so a result of any size passes in bounded memory.
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -51,103 +53,212 @@ pub async fn response(
     r
 }
 
+/// What one response's copy has seen so far.
+struct Progress {
+    tracker: ResponseTracker,
+    /// The client did not negotiate session tracking but the backend sends it: OK packets are
+    /// rewritten without it.
+    strip: bool,
+    /// Some byte of the response is already in the client's write buffer.
+    started: bool,
+    bytes: u64,
+    gtid: Option<String>,
+    sysvars: Vec<(String, String)>,
+    state_changed: bool,
+}
+
+impl Progress {
+    /// Whether the frame just fed to the tracker is an OK packet to read whole: when it carries
+    /// session-state data (the commit's GTID, changed variables), or when the client did not
+    /// negotiate session tracking and must get it in its own format. OK packets are small.
+    fn whole_ok(&self, len: usize, peek: &[u8]) -> bool {
+        self.tracker.ok_packet()
+            && len < MAX_FRAME
+            && (self.strip || (peek_status(peek) & SERVER_SESSION_STATE_CHANGED != 0))
+    }
+
+    /// Takes the session changes out of a whole OK packet and strips them if the client did
+    /// not ask for them.
+    fn absorb_ok(&mut self, whole: &mut Vec<u8>, ends_response: bool) {
+        if let Some(c) = packets::session_changes(whole) {
+            if ends_response {
+                self.gtid = c.gtid;
+            }
+            self.sysvars.extend(c.sysvars);
+            self.state_changed |= c.state_changed;
+        }
+        if self.strip {
+            packets::strip_session_track(whole);
+        }
+    }
+}
+
 async fn copy(
     conn: &mut BackendConn,
     client: &mut ClientIo,
     kind: ResponseKind,
     mut stmt_id: Option<u32>,
 ) -> Result<Outcome, ForwardError> {
-    let mut tracker = ResponseTracker::new(kind, conn.deprecate_eof());
-    let strip = !client.session_track
-        && conn
-            .capabilities
-            .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK);
-    let mut started = false;
-    let mut bytes = 0u64;
-    let mut peek = [0u8; PEEK_LEN];
-    let (mut gtid, mut sysvars, mut state_changed) = (None, Vec::new(), false);
+    let mut p = Progress {
+        tracker: ResponseTracker::new(kind, conn.deprecate_eof()),
+        strip: !client.session_track
+            && conn
+                .capabilities
+                .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK),
+        started: false,
+        bytes: 0,
+        gtid: None,
+        sysvars: Vec::new(),
+        state_changed: false,
+    };
     loop {
-        let h = frame::read_header(&mut conn.reader)
-            .await
-            .map_err(backend(started))?;
-        let n = h.len.min(PEEK_LEN);
-        conn.reader
-            .read_exact(&mut peek[..n])
-            .await
-            .map_err(backend(started))?;
-        let step = tracker
-            .on_frame(h.len, &peek[..n])
-            .map_err(backend(started))?;
-        if let Some(id) = stmt_id.take() {
-            if n >= 5 && peek[0] == 0 {
-                peek[1..5].copy_from_slice(&id.to_le_bytes());
+        let mut batched = None;
+        if stmt_id.is_none() {
+            if conn.reader.buffer().is_empty() {
+                // An end of stream is reported by the frame-by-frame path below.
+                conn.reader.fill_buf().await.map_err(backend(p.started))?;
             }
+            batched = copy_buffered(conn, client, &mut p).await?;
         }
-        // An OK packet may carry session-state data (the commit's GTID, changed variables):
-        // read whole when it says so, or when the client did not negotiate session tracking
-        // and must get it in its own format. OK packets are small.
-        let whole_ok = tracker.ok_packet()
-            && h.len < MAX_FRAME
-            && (strip || (peek_status(&peek[..n]) & SERVER_SESSION_STATE_CHANGED != 0));
-        if whole_ok {
-            // Into the connection's reused buffer: no allocation per OK packet.
-            let whole = &mut conn.scratch;
-            whole.clear();
-            whole.extend_from_slice(&peek[..n]);
-            whole.resize(h.len, 0);
-            conn.reader
-                .read_exact(&mut whole[n..])
-                .await
-                .map_err(backend(started))?;
-            if let Some(c) = packets::session_changes(whole) {
-                if matches!(step, Step::Done(_)) {
-                    gtid = c.gtid;
-                }
-                sysvars.extend(c.sysvars);
-                state_changed |= c.state_changed;
-            }
-            if strip {
-                packets::strip_session_track(whole);
-            }
-            let header = FrameHeader {
-                len: whole.len(),
-                seq: h.seq,
-            };
-            let w = &mut client.writer;
-            let wr = async {
-                w.write_all(&header.encode()).await?;
-                w.write_all(whole).await
-            };
-            wr.await.map_err(|e| ForwardError::Client(e.into()))?;
-            bytes += whole.len() as u64 + 4;
-        } else {
-            let w = &mut client.writer;
-            let wr = async {
-                w.write_all(&h.encode()).await?;
-                w.write_all(&peek[..n]).await
-            };
-            wr.await.map_err(|e| ForwardError::Client(e.into()))?;
-            copy_rest(conn, client, h.len - n).await?;
-            bytes += h.len as u64 + 4;
-        }
-        started = true;
+        let step = match batched {
+            Some(step) => step,
+            None => copy_frame(conn, client, &mut p, stmt_id.take()).await?,
+        };
         match step {
             Step::More => {}
             Step::LocalInfile => {
                 flush_client(client).await?;
                 relay_file(conn, client).await?;
-                tracker.local_infile_sent();
+                p.tracker.local_infile_sent();
             }
             Step::Done(mut o) => {
                 flush_client(client).await?;
-                crate::metrics::hot().bytes_to_clients.increment(bytes);
-                o.gtid = gtid;
-                o.sysvars = sysvars;
-                o.state_changed = state_changed;
+                crate::metrics::hot().bytes_to_clients.increment(p.bytes);
+                o.gtid = p.gtid;
+                o.sysvars = p.sysvars;
+                o.state_changed = p.state_changed;
                 return Ok(o);
             }
         }
     }
+}
+
+/// Checks and copies the frames already whole in the backend connection's read buffer, as one
+/// write to the client's buffer: a result's rows usually arrive together, and this spares the
+/// per-frame reads and writes of [`copy_frame`]. Stops after a frame that ends the response or
+/// asks for a file, and before a frame that is not whole yet. `None`: no whole frame was
+/// buffered.
+async fn copy_buffered(
+    conn: &mut BackendConn,
+    client: &mut ClientIo,
+    p: &mut Progress,
+) -> Result<Option<Step>, ForwardError> {
+    let buf = conn.reader.buffer();
+    // `buf[sent..off]`: checked frames not yet written to the client.
+    let (mut sent, mut off) = (0, 0);
+    let mut step = None;
+    while let Some(&[a, b, c, seq]) = buf.get(off..off + 4) {
+        let h = FrameHeader::decode([a, b, c, seq]);
+        let Some(payload) = buf.get(off + 4..off + 4 + h.len) else {
+            break;
+        };
+        let s = p
+            .tracker
+            .on_frame(h.len, &payload[..h.len.min(PEEK_LEN)])
+            .map_err(backend(p.started))?;
+        if p.whole_ok(h.len, payload) {
+            write_client(client, &buf[sent..off]).await?;
+            let whole = &mut conn.scratch;
+            whole.clear();
+            whole.extend_from_slice(payload);
+            p.absorb_ok(whole, matches!(s, Step::Done(_)));
+            write_packet(client, h.seq, whole).await?;
+            p.bytes += (off - sent) as u64 + whole.len() as u64 + 4;
+            p.started = true;
+            sent = off + 4 + h.len;
+        }
+        off += 4 + h.len;
+        if !matches!(s, Step::More) {
+            step = Some(s);
+            break;
+        }
+        step = Some(Step::More);
+    }
+    if off > sent {
+        write_client(client, &buf[sent..off]).await?;
+        p.bytes += (off - sent) as u64;
+        p.started = true;
+    }
+    conn.reader.consume(off);
+    Ok(step)
+}
+
+/// Copies one frame that is not whole in the read buffer (or is the first of a prepare
+/// response, whose statement id is replaced): its first bytes are read for the tracker, and
+/// the rest is streamed through, so a frame of any size passes in bounded memory.
+async fn copy_frame(
+    conn: &mut BackendConn,
+    client: &mut ClientIo,
+    p: &mut Progress,
+    stmt_id: Option<u32>,
+) -> Result<Step, ForwardError> {
+    let mut peek = [0u8; PEEK_LEN];
+    let h = frame::read_header(&mut conn.reader)
+        .await
+        .map_err(backend(p.started))?;
+    let n = h.len.min(PEEK_LEN);
+    conn.reader
+        .read_exact(&mut peek[..n])
+        .await
+        .map_err(backend(p.started))?;
+    let step = p
+        .tracker
+        .on_frame(h.len, &peek[..n])
+        .map_err(backend(p.started))?;
+    if let Some(id) = stmt_id {
+        if n >= 5 && peek[0] == 0 {
+            peek[1..5].copy_from_slice(&id.to_le_bytes());
+        }
+    }
+    if p.whole_ok(h.len, &peek[..n]) {
+        // Into the connection's reused buffer: no allocation per OK packet.
+        let whole = &mut conn.scratch;
+        whole.clear();
+        whole.extend_from_slice(&peek[..n]);
+        whole.resize(h.len, 0);
+        conn.reader
+            .read_exact(&mut whole[n..])
+            .await
+            .map_err(backend(p.started))?;
+        p.absorb_ok(whole, matches!(step, Step::Done(_)));
+        write_packet(client, h.seq, whole).await?;
+        p.bytes += whole.len() as u64 + 4;
+    } else {
+        write_client(client, &h.encode()).await?;
+        write_client(client, &peek[..n]).await?;
+        copy_rest(conn, client, h.len - n).await?;
+        p.bytes += h.len as u64 + 4;
+    }
+    p.started = true;
+    Ok(step)
+}
+
+async fn write_client(client: &mut ClientIo, bytes: &[u8]) -> Result<(), ForwardError> {
+    client
+        .writer
+        .write_all(bytes)
+        .await
+        .map_err(|e| ForwardError::Client(e.into()))
+}
+
+/// Writes `payload` (under 16 MiB) as one frame with sequence id `seq`.
+async fn write_packet(client: &mut ClientIo, seq: u8, payload: &[u8]) -> Result<(), ForwardError> {
+    let header = FrameHeader {
+        len: payload.len(),
+        seq,
+    };
+    write_client(client, &header.encode()).await?;
+    write_client(client, payload).await
 }
 
 /// The status flags of an OK packet, from its first bytes (0 if they do not parse).
