@@ -92,6 +92,42 @@ async fn prepared_statements_are_bounded_over_all_sessions() {
     }
 }
 
+/// A client that negotiated session tracking gets the OK packet's session-state data as the
+/// server sent it (rwsplit reads it for itself and strips it only for clients without it).
+#[tokio::test]
+async fn a_client_with_session_tracking_gets_the_session_state_changes() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::packets;
+    let proxy = Proxy::start();
+    let mut raw = raw_client(&proxy, C::CLIENT_SESSION_TRACK | C::CLIENT_DEPRECATE_EOF).await;
+    assert!(raw.capabilities.contains(C::CLIENT_SESSION_TRACK));
+    let mut ok = Vec::new();
+    for (sql, zone) in [
+        ("SET SESSION time_zone = '+01:00'", "+01:00"),
+        ("SET SESSION time_zone = '+02:00'", "+02:00"),
+    ] {
+        raw.send_command(&[b"\x03".as_slice(), sql.as_bytes()].concat())
+            .await
+            .expect("send");
+        rwsplit::protocol::frame::read_packet(&mut raw.reader, &mut ok, 1 << 24)
+            .await
+            .expect("ok packet");
+        let status = packets::parse_ok(&ok).expect("an OK packet").status;
+        assert!(
+            status & packets::SERVER_SESSION_STATE_CHANGED != 0,
+            "{sql}: the state-changed flag was removed"
+        );
+        let changes = packets::session_changes(&ok).expect("session-state data");
+        assert!(
+            changes
+                .sysvars
+                .contains(&("time_zone".to_string(), zone.to_string())),
+            "{sql}: {:?}",
+            changes.sysvars
+        );
+    }
+}
+
 #[tokio::test]
 async fn ok_packet_info_reaches_a_client_without_session_tracking_as_from_the_server() {
     let proxy = Proxy::start();

@@ -68,27 +68,25 @@ struct Progress {
 }
 
 impl Progress {
-    /// Whether the frame just fed to the tracker is an OK packet to read whole: when it carries
-    /// session-state data (the commit's GTID, changed variables), or when the client did not
-    /// negotiate session tracking and must get it in its own format. OK packets are small.
+    /// For a frame not whole in the buffer, from its first bytes: whether the frame just fed to
+    /// the tracker is an OK packet to read whole: when it carries session-state data (the
+    /// commit's GTID, changed variables), or when the client did not negotiate session
+    /// tracking and must get it in its own format. OK packets are small.
     fn whole_ok(&self, len: usize, peek: &[u8]) -> bool {
         self.tracker.ok_packet()
             && len < MAX_FRAME
             && (self.strip || (peek_status(peek) & SERVER_SESSION_STATE_CHANGED != 0))
     }
 
-    /// Takes the session changes out of a whole OK packet and strips them if the client did
-    /// not ask for them.
-    fn absorb_ok(&mut self, whole: &mut Vec<u8>, ends_response: bool) {
-        if let Some(c) = packets::session_changes(whole) {
+    /// Takes the session changes (if its status flags say there are any) out of a whole OK
+    /// packet.
+    fn absorb(&mut self, ok: &[u8], ends_response: bool) {
+        if let Some(c) = packets::session_changes(ok) {
             if ends_response {
                 self.gtid = c.gtid;
             }
             self.sysvars.extend(c.sysvars);
             self.state_changed |= c.state_changed;
-        }
-        if self.strip {
-            packets::strip_session_track(whole);
         }
     }
 }
@@ -112,14 +110,15 @@ async fn copy(
         state_changed: false,
     };
     loop {
-        let mut batched = None;
-        if stmt_id.is_none() {
+        let batched = if stmt_id.is_none() {
             if conn.reader.buffer().is_empty() {
                 // An end of stream is reported by the frame-by-frame path below.
                 conn.reader.fill_buf().await.map_err(backend(p.started))?;
             }
-            batched = copy_buffered(conn, client, &mut p).await?;
-        }
+            copy_buffered(conn, client, &mut p).await?
+        } else {
+            None
+        };
         let step = match batched {
             Some(step) => step,
             None => copy_frame(conn, client, &mut p, stmt_id.take()).await?,
@@ -145,8 +144,9 @@ async fn copy(
 
 /// Checks and copies the frames already whole in the backend connection's read buffer, as one
 /// write to the client's buffer: a result's rows usually arrive together, and this spares the
-/// per-frame reads and writes of [`copy_frame`]. Stops after a frame that ends the response or
-/// asks for a file, and before a frame that is not whole yet. `None`: no whole frame was
+/// per-frame reads and writes of [`copy_frame`]. OK packets are read in place; only one to
+/// strip of session tracking is written on its own. Stops after a frame that ends the response
+/// or asks for a file, and before a frame that is not whole yet. `None`: no whole frame was
 /// buffered.
 async fn copy_buffered(
     conn: &mut BackendConn,
@@ -166,23 +166,26 @@ async fn copy_buffered(
             .tracker
             .on_frame(h.len, &payload[..h.len.min(PEEK_LEN)])
             .map_err(backend(p.started))?;
-        if p.whole_ok(h.len, payload) {
-            write_client(client, &buf[sent..off]).await?;
-            let whole = &mut conn.scratch;
-            whole.clear();
-            whole.extend_from_slice(payload);
-            p.absorb_ok(whole, matches!(s, Step::Done(_)));
-            write_packet(client, h.seq, whole).await?;
-            p.bytes += (off - sent) as u64 + whole.len() as u64 + 4;
-            p.started = true;
-            sent = off + 4 + h.len;
+        if p.tracker.ok_packet() {
+            p.absorb(payload, matches!(s, Step::Done(_)));
+            if p.strip {
+                write_client(client, &buf[sent..off]).await?;
+                let whole = &mut conn.scratch;
+                whole.clear();
+                whole.extend_from_slice(payload);
+                packets::strip_session_track(whole);
+                write_packet(client, h.seq, whole).await?;
+                p.bytes += (off - sent) as u64 + whole.len() as u64 + 4;
+                p.started = true;
+                sent = off + 4 + h.len;
+            }
         }
         off += 4 + h.len;
-        if !matches!(s, Step::More) {
-            step = Some(s);
+        let more = matches!(s, Step::More);
+        step = Some(s);
+        if !more {
             break;
         }
-        step = Some(Step::More);
     }
     if off > sent {
         write_client(client, &buf[sent..off]).await?;
@@ -230,7 +233,10 @@ async fn copy_frame(
             .read_exact(&mut whole[n..])
             .await
             .map_err(backend(p.started))?;
-        p.absorb_ok(whole, matches!(step, Step::Done(_)));
+        p.absorb(whole, matches!(step, Step::Done(_)));
+        if p.strip {
+            packets::strip_session_track(whole);
+        }
         write_packet(client, h.seq, whole).await?;
         p.bytes += whole.len() as u64 + 4;
     } else {
@@ -251,14 +257,12 @@ async fn write_client(client: &mut ClientIo, bytes: &[u8]) -> Result<(), Forward
         .map_err(|e| ForwardError::Client(e.into()))
 }
 
-/// Writes `payload` (under 16 MiB) as one frame with sequence id `seq`.
+/// Writes a rewritten OK packet (not flushed).
 async fn write_packet(client: &mut ClientIo, seq: u8, payload: &[u8]) -> Result<(), ForwardError> {
-    let header = FrameHeader {
-        len: payload.len(),
-        seq,
-    };
-    write_client(client, &header.encode()).await?;
-    write_client(client, payload).await
+    frame::write_packet(&mut client.writer, seq, payload)
+        .await
+        .map(drop)
+        .map_err(ForwardError::Client)
 }
 
 /// The status flags of an OK packet, from its first bytes (0 if they do not parse).
