@@ -88,6 +88,25 @@ def share_scheduler_group():
     subprocess.run([script, "up"], check=True, stdout=subprocess.DEVNULL)
 
 
+def set_userstat(value):
+    """Sets `userstat` on the three servers and returns what each had.
+
+    The test topology turns it on (the routing tests read the servers' USER_STATISTICS).
+    It costs every statement a server-wide mutex (handler::update_global_index_stats), which
+    contends as more server threads run at once; MariaDB's default is off, so the benchmark
+    runs with it off and puts it back afterwards.
+    """
+    script = os.path.join(ROOT, "scripts", "topology.sh")
+    before = {}
+    for name in ("primary", "replica1", "replica2"):
+        r = subprocess.run([script, "sql", name, "SELECT @@userstat"], capture_output=True,
+                           text=True, check=True)
+        before[name] = r.stdout.strip()
+        want = value if isinstance(value, str) else value[name]
+        subprocess.run([script, "sql", name, f"SET GLOBAL userstat = {want}"], check=True)
+    return before
+
+
 def start_haproxy(tmp):
     cfg = os.path.join(tmp, "haproxy.cfg")
     with open(cfg, "w") as f:
@@ -191,6 +210,7 @@ def main():
         if not free(port):
             sys.exit(f"port {port} is busy")
     share_scheduler_group()
+    userstat = set_userstat("0")
     with tempfile.TemporaryDirectory() as tmp:
         hap = start_haproxy(tmp)
         rw = start_rwsplit(tmp)
@@ -239,6 +259,7 @@ def main():
                 except subprocess.TimeoutExpired:
                     p.kill()
             sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
+            set_userstat(userstat)
     if a.no_write:
         print(f"peak RSS: {rss}")
     else:
@@ -254,7 +275,8 @@ def write_report(a, rows, rss):
         f"Machine: {os.cpu_count()} cores ({model.group(1) if model else platform.machine()}), "
         f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
         f"{platform.system()} {platform.release()}. MariaDB primary and two replicas, sysbench, "
-        "HAProxy and rwsplit all share these cores. Each case runs direct, HAProxy and rwsplit "
+        "HAProxy and rwsplit all share these cores, in one scheduler group (session), with "
+        "`userstat` off on the servers. Each case runs direct, HAProxy and rwsplit "
         f"back to back for {a.time} s each"
         + (f", {a.repeat} rounds in turn; each figure is the median of its rounds"
            if a.repeat > 1 else "")
@@ -264,8 +286,8 @@ def write_report(a, rows, rss):
         "everything to the primary; rwsplit sends reads to the replicas. Latencies in ms "
         "(from sysbench's histogram); CPU is seconds of process time per 10,000 statements.",
         "",
-        "| workload | threads | ps | target | QPS | p50 | p95 | p99 | errors | CPU s/10k | rwsplit/direct | rwsplit/HAProxy |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| workload | threads | ps | target | QPS | p50 | p95 | p99 | errors | CPU s/10k | rwsplit/direct | rwsplit/HAProxy | CPU rwsplit/HAProxy |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     if a.repeat > 1:
         lines[-2] = lines[-2] + " rwsplit/HAProxy by round |"
@@ -273,13 +295,15 @@ def write_report(a, rows, rss):
     for wl, t, mode, case in rows:
         for target in ("direct", "haproxy", "rwsplit"):
             r = case[target]
-            ratio_d = ratio_h = ""
+            ratio_d = ratio_h = ratio_c = ""
             if target == "rwsplit":
                 ratio_d = f"{r['qps'] / case['direct']['qps']:.2f}"
                 ratio_h = f"{r['qps'] / case['haproxy']['qps']:.2f}"
+                ratio_c = f"{r['cpu_per_10k'] / case['haproxy']['cpu_per_10k']:.2f}"
             cpu = f"{r['cpu_per_10k']:.3f}" if "cpu_per_10k" in r else ""
             line = (f"| {wl} | {t} | {mode} | {target} | {r['qps']:.0f} | {r['p50']} | "
-                    f"{r['p95']} | {r['p99']} | {r['errors']:.0f} | {cpu} | {ratio_d} | {ratio_h} |")
+                    f"{r['p95']} | {r['p99']} | {r['errors']:.0f} | {cpu} | {ratio_d} | {ratio_h} | "
+                    f"{ratio_c} |")
             if a.repeat > 1:
                 lo, hi, n = r["spread"] if target == "rwsplit" else (0, 0, 0)
                 line += f" {lo:.2f} to {hi:.2f} ({n} rounds) |" if n else " |"
