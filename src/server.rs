@@ -134,7 +134,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    shared.stop.send_replace(true);
+    shared.stop();
     tracing::info!("stopped accepting clients; waiting for sessions to finish");
     let all = max as u32;
     let _ = tokio::time::timeout(DRAIN, limit.acquire_many(all)).await;

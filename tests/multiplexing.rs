@@ -974,6 +974,46 @@ async fn a_session_repeating_the_set_of_the_last_one_takes_its_connection_withou
     }
 }
 
+/// A session keeps the server's id of its statement on the connection it last ran on, so an
+/// execute need not look the statement up by its text. The id must not outlive the server's
+/// statement: here another session prepares the same text on the one replica connection
+/// (which closes the older id there), and then the connection is reset for the first session.
+#[tokio::test]
+async fn a_statement_runs_again_after_its_connection_closed_or_reset_the_servers_copy() {
+    let proxy = one_replica_connection();
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    let sql = format!("SELECT ? + 10 AS {}", unique("v"));
+    let sa = a.prep(sql.as_str()).await.expect("prepare a");
+    let x: Option<i64> = a.exec_first(&sa, (1,)).await.expect("exec a");
+    assert_eq!(x, Some(11));
+
+    // The same text prepared by b on the same connection: the server's older id is closed.
+    let sb = b.prep(sql.as_str()).await.expect("prepare b");
+    let y: Option<i64> = b.exec_first(&sb, (2,)).await.expect("exec b");
+    assert_eq!(y, Some(12));
+    let x: Option<i64> = a
+        .exec_first(&sa, (3,))
+        .await
+        .expect("exec a after b prepared the same text");
+    assert_eq!(x, Some(13));
+
+    // b leaves state on the connection that a does not have: a's next statement resets it,
+    // which drops every statement prepared there.
+    b.query_drop("SET time_zone = '+04:00'")
+        .await
+        .expect("set b");
+    let _: Option<String> = b.query_first("SELECT @@time_zone").await.expect("read b");
+    let before = resets(&proxy).await;
+    let x: Option<i64> = a.exec_first(&sa, (4,)).await.expect("exec a after a reset");
+    assert_eq!(x, Some(14));
+    assert_eq!(
+        resets(&proxy).await - before,
+        1.0,
+        "the connection was reset"
+    );
+}
+
 /// Session settings as one string, read through the session.
 async fn state_of(c: &mut Conn) -> String {
     let row: Row = c

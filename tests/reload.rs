@@ -111,6 +111,32 @@ async fn a_reload_adds_and_removes_a_replica_under_open_sessions_and_a_bad_one_c
     let _ = std::fs::remove_file(path);
 }
 
+/// Sessions keep the pools they looked up; a reload that gives a backend a new address
+/// retires its old pools, and an open session's next read goes to the new address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_session_follows_a_backend_to_its_new_address() {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("reload-addr")));
+    std::fs::write(&path, config_text(true)).expect("write");
+    let proxy = Proxy::start_with(|_| config_text(true));
+    proxy.shared.config_path.set(path.clone()).expect("path");
+    let mut c = proxy.conn().await;
+    wait_reads_from(&mut c, 3).await;
+
+    // replica2's entry now points at replica1's server.
+    std::fs::write(
+        &path,
+        config_text(true).replace(
+            "address = \"127.0.0.1:3308\"",
+            "address = \"127.0.0.1:3307\"",
+        ),
+    )
+    .expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    wait_reads_from(&mut c, 2).await;
+    let _ = std::fs::remove_file(path);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_on_a_removed_primary_finishes_there_and_the_session_moves_after() {
     let path = std::env::temp_dir().join(format!("{}.toml", unique("reload-tx")));

@@ -72,10 +72,21 @@ pub struct BackendConn {
     /// Statements prepared on this connection, by their COM_STMT_PREPARE packet: any session
     /// that runs the same statement here reuses the server's statement id. Cleared by a reset.
     pub statements: std::collections::HashMap<Box<[u8]>, u32>,
+    /// Changes whenever a statement leaves `statements` (closed, replaced, reset): a session
+    /// that remembers a server statement id it found here (`Statement::on`) trusts it only
+    /// while the connection's `serial` and this are what they were.
+    pub statements_epoch: u32,
+    /// Unique to this connection in the process (connection ids are per server and reused).
+    pub serial: u64,
     /// Server status flags from the last OK/EOF this connection sent.
     pub status: u16,
     /// A reusable buffer for whole packets (internal responses, OK packets being rewritten).
     pub scratch: Vec<u8>,
+}
+
+fn next_serial() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl BackendConn {
@@ -122,6 +133,8 @@ impl BackendConn {
             log: vec![0],
             last_insert_id: 0,
             statements: std::collections::HashMap::new(),
+            statements_epoch: 0,
+            serial: next_serial(),
             status: packets::SERVER_STATUS_AUTOCOMMIT,
             scratch: Vec::new(),
         })
@@ -321,6 +334,7 @@ impl BackendConn {
         self.log.push(0);
         self.last_insert_id = 0;
         self.statements.clear();
+        self.statements_epoch = self.statements_epoch.wrapping_add(1);
         self.status = packets::SERVER_STATUS_AUTOCOMMIT;
     }
 

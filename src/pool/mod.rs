@@ -118,9 +118,16 @@ pub struct Pool {
     returned: tokio::sync::Notify,
     /// Checked-out connections of every pool of the same backend (`Pools::in_use`).
     backend_in_use: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set when a reload replaced this pool (its backend's address or pool settings, or its
+    /// user's password, changed): whoever kept it looks the pool up again.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
+    pub fn retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -497,8 +504,13 @@ impl Pools {
         let password_changed = |user: &str| {
             old_config.user(user).map(|u| &u.password) != config.user(user).map(|u| &u.password)
         };
-        write(&self.pools)
-            .retain(|k, _| !changed.contains(&k.backend) && !password_changed(&k.user));
+        write(&self.pools).retain(|k, p| {
+            let keep = !changed.contains(&k.backend) && !password_changed(&k.user);
+            if !keep {
+                p.retired.store(true, std::sync::atomic::Ordering::Release);
+            }
+            keep
+        });
         *write(&self.config) = config;
     }
 
@@ -507,7 +519,9 @@ impl Pools {
         map.values().cloned().collect()
     }
 
-    fn pool(&self, key: &PoolKey) -> Option<Arc<Pool>> {
+    /// The pool for `key`, created on first use. Sessions keep what this returns (until it
+    /// is `retired`), so the lookup (a lock, a hash of the key) is not paid per statement.
+    pub fn pool(&self, key: &PoolKey) -> Option<Arc<Pool>> {
         if let Some(p) = self
             .pools
             .read()
@@ -531,6 +545,7 @@ impl Pools {
                         permits,
                         returned: tokio::sync::Notify::new(),
                         backend_in_use,
+                        retired: std::sync::atomic::AtomicBool::new(false),
                     })
                 })
                 .clone(),
@@ -550,6 +565,16 @@ impl Pools {
         let pool = self
             .pool(key)
             .ok_or(PoolError::UnknownBackend(key.backend))?;
+        self.get_from(pool, prefer).await
+    }
+
+    /// `get` from a pool already looked up (`pool`).
+    pub async fn get_from(
+        &self,
+        pool: Arc<Pool>,
+        prefer: &(dyn Fn(&BackendConn) -> bool + Sync),
+    ) -> Result<Pooled, PoolError> {
+        let key = &pool.key;
         let cfg = pool.target.config.clone();
         let mut deadline = None;
         let mut waiting = None;

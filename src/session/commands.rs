@@ -39,8 +39,10 @@ impl Session {
             return Ok(());
         };
         if let Some(p) = o.prepared {
+            let mut on = None;
             if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
                 super::exec::remember_prepared(c, packet, p.statement_id).await;
+                on = Some(((c.serial, c.statements_epoch), p.statement_id));
             }
             self.stmts.insert(
                 proxy_id,
@@ -51,6 +53,7 @@ impl Session {
                     num_params: p.num_params,
                     types: None,
                     last: None,
+                    on,
                 },
             );
         }
@@ -310,6 +313,7 @@ impl Session {
         if let Some(c) = req.collation {
             self.collation = c;
         }
+        self.pools.clear();
         self.state = State::new(None, self.state.multi_statements);
         tracing::info!(user = %self.user, "client changed user");
         if let Some(db) = req.database {
@@ -362,10 +366,10 @@ impl Session {
                 if running.is_some() {
                     i.kill_sent = true;
                 }
-                (running, i.kill.clone())
+                (running, i.wake.clone())
             })
         };
-        let Some((running, kill)) = owned else {
+        let Some((running, wake)) = owned else {
             let msg = format!("You are not owner of thread {id}");
             return self.reply(&ClientError::new(1095, "HY000", &msg)).await;
         };
@@ -395,7 +399,8 @@ impl Session {
                 .await;
         }
         if !query_only {
-            kill.notify_one();
+            info.lock().unwrap_or_else(|p| p.into_inner()).killed = true;
+            wake.notify_one();
         }
         let status = self.status();
         self.client.send_ok(self.seq, status).await?;

@@ -8,7 +8,7 @@ use super::{Session, SessionError};
 use crate::classify::{Classification, StatementKind};
 use crate::error::ClientError;
 use crate::monitor::replication::Flavor;
-use crate::pool::{BackendConn, BackendError, PoolError, PoolKey, Pooled};
+use crate::pool::{BackendConn, BackendError, BackendId, PoolError, PoolKey, Pooled};
 use crate::protocol::connect::Credentials;
 use crate::protocol::response::{Outcome, ResponseKind};
 use crate::route::{self, Decision, RouteError, SessionView, Target, Why};
@@ -152,6 +152,9 @@ pub(super) async fn remember_prepared(conn: &mut BackendConn, packet: &[u8], id:
             .map(|(k, _)| k.clone());
         close = victim.and_then(|k| conn.statements.remove(&k));
     }
+    if close.is_some() {
+        conn.statements_epoch = conn.statements_epoch.wrapping_add(1);
+    }
     if let Some(old) = close.filter(|&old| old != id) {
         let mut p = [0u8; 5];
         p[0] = crate::protocol::Command::StmtClose as u8;
@@ -226,15 +229,13 @@ impl Session {
         open(&self.primary) || open(&self.replica)
     }
 
-    fn view(&mut self, avoid: Option<usize>) -> SessionView {
+    /// What routing needs to know of the session. The replica-choosing parts (read-your-writes
+    /// positions, loads, saturation) are filled in only when `replicas` says a replica may be
+    /// chosen: in a transaction, for instance, every statement goes to the primary, and
+    /// comparing GTID positions per statement there was measurable.
+    fn view(&mut self, avoid: Option<usize>, replicas: bool) -> SessionView {
         use crate::config::Consistency;
-        let snap = self.shared.health.snapshot.load();
-        let flavor = Flavor::of(&self.shared.health.identity.load().version);
-        let blocked = match self.causal.mode {
-            Consistency::ReadYourWrites => self.causal.blocked_replicas(&snap, flavor),
-            _ => 0,
-        };
-        SessionView {
+        let mut view = SessionView {
             in_transaction: self.in_transaction(),
             autocommit: self.state.autocommit,
             reads_pinned_to_primary: self.state.temporary_tables
@@ -248,18 +249,29 @@ impl Session {
                 .map(|c| c.backend())
                 .or(self.last_replica),
             avoid,
-            blocked,
-            // A replica connection this session holds is no reason to look elsewhere.
-            saturated: self.shared.pools.saturated(snap.backends.len())
-                & !self.replica.as_ref().map_or(0, |c| route::bit(c.backend())),
-            outstanding: self.shared.config().routing.least_outstanding.then(|| {
-                let mut loads = [0u32; route::MAX_LOAD_TRACKED];
-                for (l, o) in loads.iter_mut().zip(&self.shared.outstanding) {
-                    *l = o.load(std::sync::atomic::Ordering::Relaxed);
-                }
-                loads
-            }),
+            blocked: 0,
+            saturated: 0,
+            outstanding: None,
+        };
+        if !replicas || view.in_transaction || !view.autocommit {
+            return view;
         }
+        let snap = self.shared.health.snapshot.load();
+        let flavor = Flavor::of(&self.shared.health.identity.load().version);
+        if self.causal.mode == Consistency::ReadYourWrites {
+            view.blocked = self.causal.blocked_replicas(&snap, flavor);
+        }
+        // A replica connection this session holds is no reason to look elsewhere.
+        view.saturated = self.shared.pools.saturated(snap.backends.len())
+            & !self.replica.as_ref().map_or(0, |c| route::bit(c.backend()));
+        view.outstanding = self.shared.config().routing.least_outstanding.then(|| {
+            let mut loads = [0u32; route::MAX_LOAD_TRACKED];
+            for (l, o) in loads.iter_mut().zip(&self.shared.outstanding) {
+                *l = o.load(std::sync::atomic::Ordering::Relaxed);
+            }
+            loads
+        });
+        view
     }
 
     /// Where a statement goes. Session commands run on a connection the session already holds
@@ -274,10 +286,11 @@ impl Session {
 
     fn decide(&mut self, c: &Classification, avoid: Option<usize>) -> Result<Decision, RouteError> {
         let snap = self.shared.health.snapshot.load();
-        let view = self.view(avoid);
         // A SET that also assigns a user variable runs where user variables live (primary).
         let session_cmd = matches!(c.kind, StatementKind::SessionCommand | StatementKind::Use)
             && c.effect != Some(crate::classify::SessionEffect::SetsUserVariable);
+        // Only a read (or a session command, routed as one) can go to a replica.
+        let view = self.view(avoid, session_cmd || c.kind == StatementKind::Read);
         if session_cmd && !view.in_transaction && view.autocommit && c.hint.is_none() {
             let up = |b: usize| snap.backends.get(b).is_some_and(|v| v.up);
             if let Some(p) = self.primary.as_ref().filter(|p| up(p.backend())) {
@@ -396,6 +409,23 @@ impl Session {
         self.checkout_as(t, scope).await
     }
 
+    /// The session's pool on backend `b`: looked up by its key (user, capabilities,
+    /// collation) once, then kept until a reload retires it.
+    fn pool_for(&mut self, b: BackendId) -> Option<std::sync::Arc<crate::pool::Pool>> {
+        if let Some(Some(p)) = self.pools.get(b) {
+            if !p.retired() {
+                return Some(p.clone());
+            }
+        }
+        let key = PoolKey::new(b, &self.user, self.caps, self.collation);
+        let p = self.shared.pools.pool(&key)?;
+        if self.pools.len() <= b {
+            self.pools.resize(b + 1, None);
+        }
+        self.pools[b] = Some(p.clone());
+        Some(p)
+    }
+
     /// `checkout`, bringing the connection to the given part of the session's state.
     async fn checkout_as(&mut self, t: Target, scope: state::Scope) -> Result<Slot, Failure> {
         let slot = slot_for(t);
@@ -403,10 +433,14 @@ impl Session {
         let held = slot_of(&mut self.primary, &mut self.replica, slot).map(|c| c.backend());
         if held != Some(b) {
             self.release_slot(slot).await;
-            let key = PoolKey::new(b, &self.user, self.caps, self.collation);
+            let pool = self.pool_for(b);
             let st = &self.state;
             let ready = move |c: &crate::pool::BackendConn| scope.ready(c, st);
-            match self.shared.pools.get(&key, &ready).await {
+            let got = match pool {
+                Some(pool) => self.shared.pools.get_from(pool, &ready).await,
+                None => Err(PoolError::UnknownBackend(b)),
+            };
+            match got {
                 Ok(c) => match slot {
                     Slot::Primary => self.primary = Some(c),
                     Slot::Replica => self.replica = Some(c),
@@ -662,11 +696,20 @@ impl Session {
     pub(super) async fn prepared_on(&mut self, id: u32, slot: Slot) -> Result<u32, Failure> {
         let unknown =
             || Failure::Reply(ClientError::unknown_statement(id, "mysqld_stmt_execute").payload());
-        let stmt = self.stmts.statements.get(&id).ok_or_else(unknown)?;
+        let stmt = self.stmts.statements.get_mut(&id).ok_or_else(unknown)?;
         let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
             return Err(Failure::Down("connection slot empty".into()));
         };
+        // Where the statement ran last, unless that connection closed or replaced statements
+        // since: no hash and compare of its text per execute.
+        let here = (conn.serial, conn.statements_epoch);
+        if let Some((at, b)) = stmt.on {
+            if at == here {
+                return Ok(b);
+            }
+        }
         if let Some(&b) = conn.statements.get(stmt.prepare_packet.as_slice()) {
+            stmt.on = Some((here, b));
             return Ok(b);
         }
         match conn
@@ -677,6 +720,7 @@ impl Session {
                 prepared: Some(p), ..
             })) => {
                 remember_prepared(conn, &stmt.prepare_packet, p.statement_id).await;
+                stmt.on = Some(((conn.serial, conn.statements_epoch), p.statement_id));
                 Ok(p.statement_id)
             }
             Ok(Ok(_)) => Err(Failure::Down("prepare returned no statement".into())),

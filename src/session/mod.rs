@@ -73,9 +73,11 @@ pub struct Shared {
     pub outstanding: Vec<AtomicU32>,
     /// Per-digest statement statistics.
     pub insight: crate::insight::Insight,
-    /// Set to true when rwsplit shuts down: idle sessions end, busy ones after their
-    /// statement or transaction.
-    pub stop: tokio::sync::watch::Sender<bool>,
+    /// Set when rwsplit shuts down (`Shared::stop`): idle sessions end, busy ones after their
+    /// statement or transaction. A flag each session reads, and a wakeup through each
+    /// session's own `Notify`: waiting on a shared channel instead cost every statement a
+    /// registration on it, a lock shared by all sessions.
+    stopping: std::sync::atomic::AtomicBool,
     /// Live sessions for `/sessions`: touched on connect and disconnect only; each session
     /// updates its own entry.
     pub sessions:
@@ -105,7 +107,7 @@ impl Shared {
             outstanding,
             reloading: tokio::sync::Mutex::new(()),
             insight,
-            stop: tokio::sync::watch::Sender::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
             prepared_total: Arc::default(),
         })
@@ -113,6 +115,28 @@ impl Shared {
 }
 
 impl Shared {
+    /// Shutdown: every session is told (idle ones end after a grace, busy ones after their
+    /// statement or transaction). Sessions that log in later see the flag.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let sessions: Vec<_> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for info in sessions {
+            let wake = info.lock().unwrap_or_else(|p| p.into_inner()).wake.clone();
+            wake.notify_one();
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The config in force now.
     pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
@@ -182,10 +206,14 @@ pub struct Session {
     /// A KILL may be on its way to the backend thread of the last statement: that connection
     /// is closed rather than given to another session.
     kill_sent: Option<Slot>,
-    /// Signalled by `KILL CONNECTION` from another session.
-    kill: Arc<tokio::sync::Notify>,
+    /// Signalled by `KILL CONNECTION` from another session (`SessionInfo::killed` set) and by
+    /// shutdown.
+    wake: Arc<tokio::sync::Notify>,
     /// The primary connection must be asked for the GTID of the session's last commit.
     gtid_due: bool,
+    /// The session's pool on each backend (by id), looked up on first use and kept until a
+    /// reload retires it or the session changes user (`exec::pool_for`).
+    pools: Vec<Option<Arc<crate::pool::Pool>>>,
 }
 
 /// A session as the admin API shows it (like a SHOW PROCESSLIST row).
@@ -211,9 +239,12 @@ pub struct SessionInfo {
     /// Set by a KILL aimed at `backend_thread`; the session then does not reuse that connection.
     #[serde(skip)]
     pub kill_sent: bool,
-    /// Ends the session (`KILL CONNECTION`).
+    /// Wakes the session (`KILL CONNECTION`, which sets `killed` first, or shutdown).
     #[serde(skip)]
-    pub kill: Arc<tokio::sync::Notify>,
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Set by `KILL CONNECTION`: the session ends.
+    #[serde(skip)]
+    pub killed: bool,
     #[serde(skip)]
     pub since: std::time::Instant,
     /// Seconds in the current state (filled in when listed).
@@ -281,7 +312,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let multiplex = config
         .user(&login.user)
         .map_or(config.routing.multiplexing, |u| u.multiplexing);
-    let kill = Arc::new(tokio::sync::Notify::new());
+    let wake = Arc::new(tokio::sync::Notify::new());
     let info = Arc::new(std::sync::Mutex::new(SessionInfo {
         id,
         user: login.user.clone(),
@@ -294,7 +325,8 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         pinned: None,
         running_on: None,
         kill_sent: false,
-        kill: kill.clone(),
+        wake: wake.clone(),
+        killed: false,
         since: std::time::Instant::now(),
         seconds: 0.0,
     }));
@@ -334,8 +366,9 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             cursor: None,
             pinned: None,
             kill_sent: None,
-            kill,
+            wake,
             gtid_due: false,
+            pools: Vec::new(),
         };
         tracing::info!("client connected");
         // Rare, deep paths are boxed: the task keeps only what a waiting session needs
@@ -417,27 +450,33 @@ impl Session {
         let cfg = self.shared.config().clone();
         // Grows to the session's commands; a huge one is not kept.
         let mut packet = Vec::new();
-        let mut stop = self.shared.stop.subscribe();
-        let kill = self.kill.clone();
+        let wake = self.wake.clone();
         loop {
             self.settle().await;
             // Shutting down: a session ends once it has been idle for a moment with no
             // transaction open (one that is open gets until the drain timeout to finish). Not
             // at once: a client that just connected or just got a result may be sending its
             // next statement already, and closing under it would fail that statement.
-            if *stop.borrow() && !self.in_transaction() && self.client.reader.buffer().is_empty() {
+            let stopping = self.shared.stopping();
+            if stopping && !self.in_transaction() && self.client.reader.buffer().is_empty() {
                 let next = tokio::time::timeout(SHUTDOWN_IDLE_GRACE, self.client.reader.fill_buf());
                 if next.await.is_err() {
                     return Ok(());
                 }
             }
-            if self.client.reader.buffer().is_empty() && !*stop.borrow() {
-                // Wait for the client's next command or a shutdown, whichever comes first;
-                // `fill_buf` consumes nothing, so leaving it for the shutdown loses nothing.
-                tokio::select! {
-                    _ = self.client.reader.fill_buf() => {}
-                    _ = stop.changed() => continue,
-                    _ = kill.notified() => return Err(SessionError::Killed),
+            if self.client.reader.buffer().is_empty() && !stopping {
+                // Wait for the client's next command, a KILL or a shutdown, whichever comes
+                // first; `fill_buf` consumes nothing, so leaving it for the shutdown loses
+                // nothing.
+                let woken = tokio::select! {
+                    _ = self.client.reader.fill_buf() => false,
+                    _ = wake.notified() => true,
+                };
+                if woken {
+                    if self.info.lock().unwrap_or_else(|p| p.into_inner()).killed {
+                        return Err(SessionError::Killed);
+                    }
+                    continue;
                 }
             }
             let read = frame::read_packet(

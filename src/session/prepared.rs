@@ -36,6 +36,9 @@ pub struct Statement {
     pub types: Option<Vec<u8>>,
     /// Where it last ran (cursors, COM_STMT_RESET and long data live there).
     pub last: Option<Slot>,
+    /// The server's id for it on the connection it last ran on, with that connection's
+    /// `(serial, statements_epoch)` then (see `exec::prepared_on`).
+    pub on: Option<((u64, u32), u32)>,
 }
 
 /// The session's statements by client-facing id. Each statement also counts in a total over
@@ -173,6 +176,7 @@ mod tests {
             num_params,
             types: None,
             last: None,
+            on: None,
         }
     }
 
