@@ -200,6 +200,10 @@ def main():
                     help="rounds per case, the three targets in turn each round; the report "
                          "gives each figure's median and the spread of rwsplit/HAProxy")
     a = ap.parse_args()
+    # Stopped early (Ctrl-C, or SIGTERM; a background job ignores SIGINT unless told): unwind,
+    # so the `finally` below stops HAProxy and rwsplit, drops the tables and puts userstat back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench.py: stopped by SIGTERM"))
     workloads = [("oltp_point_select", ()), ("oltp_read_only", ("--skip-trx=on",)),
                  ("oltp_read_write", ())]
     if a.workload:

@@ -54,6 +54,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How often histogram samples are drained into their buckets when nobody reads /metrics.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process-wide recorder once and returns its handle.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -69,6 +72,22 @@ pub fn handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may exist when rwsplit is embedded; keep ours rendering anyway.
             let _ = metrics::set_global_recorder(recorder);
+            // Histogram samples wait in the recorder until drained into their buckets, which
+            // rendering /metrics does. Unscraped (the admin API off, or no Prometheus) they
+            // piled up, 8 bytes per statement and histogram: 50 MiB over a 20-minute benchmark.
+            // A thread of its own, so it runs whatever runtime the process has.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("rwsplit-metrics".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms are drained only when /metrics is read");
+            }
             handle
         })
         .clone()
