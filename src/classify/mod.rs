@@ -168,7 +168,7 @@ pub(crate) fn of(kind: StatementKind) -> Classification {
 /// byte). Never panics, whatever the bytes; unrecognised SQL is `Write`/`Other`.
 pub fn classify(sql: &[u8]) -> Classification {
     let mut lx = Lexer::new(sql);
-    let toks: Vec<Token<'_>> = lx.by_ref().take(4096).collect();
+    let toks: Tokens<'_> = lx.by_ref().take(4096).collect();
     let mut c = classify_tokens(sql, &toks);
     if c.reason == Some(PrimaryReason::Unsure) {
         c = if fallback::is_plain_query(sql, digest(sql)) {
@@ -181,6 +181,10 @@ pub fn classify(sql: &[u8]) -> Classification {
     c.hint = lx.hint;
     c
 }
+
+/// A statement's tokens: on the stack for the usual short statement, so classifying one
+/// allocates nothing; longer ones spill to the heap.
+type Tokens<'a> = smallvec::SmallVec<[Token<'a>; 32]>;
 
 fn word(t: Option<&Token<'_>>, kw: &str) -> bool {
     matches!(t, Some(Token::Word(w)) if is(w, kw))
@@ -199,12 +203,21 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>]) -> Classification {
     if is_multi(toks) {
         return write(R::MultiStatement);
     }
-    let first = match toks.iter().find(|t| **t != Token::Punct(b'(')) {
-        Some(Token::Word(w)) => w.to_ascii_uppercase(),
+    // Uppercased on the stack: no keyword below is longer than this, so a longer first word
+    // is no keyword either.
+    let mut upper = [0u8; 16];
+    let first: &[u8] = match toks.iter().find(|t| **t != Token::Punct(b'(')) {
+        Some(Token::Word(w)) if w.len() <= upper.len() => {
+            let u = &mut upper[..w.len()];
+            u.copy_from_slice(w);
+            u.make_ascii_uppercase();
+            u
+        }
+        Some(Token::Word(_)) => b"",
         _ => return write(R::Other),
     };
     let second = toks.get(1);
-    match first.as_slice() {
+    match first {
         b"SELECT" | b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"VALUES" | b"TABLE" => read_or_write(toks),
         b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => write(R::Dml),
         b"CREATE" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::CreatesTemporaryTable), ..write(R::Ddl) },
