@@ -24,11 +24,8 @@ pub enum Cmd<'a> {
 }
 
 /// The outcome label of a forwarded response.
-fn o_outcome(r: &Result<Outcome, ForwardError>) -> &'static str {
-    match r {
-        Ok(o) if o.error.is_none() => "ok",
-        _ => "error",
-    }
+fn o_ok(r: &Result<Outcome, ForwardError>) -> bool {
+    matches!(r, Ok(o) if o.error.is_none())
 }
 
 /// Counts a statement and its latency.
@@ -36,24 +33,35 @@ fn record(
     shared: &super::Shared,
     kind: ResponseKind,
     target: Target,
-    outcome: &'static str,
+    ok: bool,
     started: std::time::Instant,
 ) {
-    let command = match kind {
-        ResponseKind::Query => "query",
-        ResponseKind::StmtExecute { .. } => "execute",
-        ResponseKind::StmtPrepare => "prepare",
-        ResponseKind::StmtFetch => "fetch",
-        _ => "other",
+    let (command, c) = match kind {
+        ResponseKind::Query => ("query", 0),
+        ResponseKind::StmtExecute { .. } => ("execute", 1),
+        ResponseKind::StmtPrepare => ("prepare", 2),
+        ResponseKind::StmtFetch => ("fetch", 3),
+        _ => ("other", 4),
     };
-    let route = if target.is_primary() {
-        "primary"
+    let (route, r) = if target.is_primary() {
+        ("primary", 0)
     } else {
-        "replica"
+        ("replica", 1)
     };
-    let backend = shared.name(target.backend());
-    metrics::counter!(crate::metrics::STATEMENTS, "command" => command, "route" => route, "backend" => backend, "outcome" => outcome)
-        .increment(1);
+    let outcome = if ok { "ok" } else { "error" };
+    let b = target.backend();
+    let backend = shared.name(b);
+    let register = || metrics::counter!(crate::metrics::STATEMENTS, "command" => command, "route" => route, "backend" => backend, "outcome" => outcome);
+    // The handle for these labels, registered once per Shared: a `counter!` lookup hashes the
+    // labels and hands back a new `Arc` each time. A backend id keeps its name for good (a
+    // reload matches backends by name), so the handle stays right.
+    match super::statement_counter_slot(c, r, b, ok)
+        .filter(|_| backend != "unknown")
+        .and_then(|i| shared.statement_counters.get(i))
+    {
+        Some(h) => h.get_or_init(register).increment(1),
+        None => register().increment(1),
+    }
     let hot = crate::metrics::hot();
     let seconds = if target.is_primary() {
         &hot.seconds_primary
@@ -910,7 +918,7 @@ impl Session {
                     }),
                 }
             };
-            record(&self.shared, kind, target, o_outcome(&result), started);
+            record(&self.shared, kind, target, o_ok(&result), started);
             self.observe(target, &result, started);
             match result {
                 Ok(o) => return Ok(Some((slot, o))),
