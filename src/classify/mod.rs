@@ -493,6 +493,13 @@ fn quoted_name(sql: &[u8]) -> Option<String> {
 /// and rules. Written straight into one buffer (no allocation per token).
 pub fn digest(sql: &[u8]) -> String {
     let mut out = String::with_capacity(sql.len().min(1024));
+    digest_into(sql, &mut out);
+    out
+}
+
+/// `digest`, written into `out` (cleared first), so a caller can reuse one buffer.
+pub fn digest_into(sql: &[u8], out: &mut String) {
+    out.clear();
     for t in Lexer::new(sql) {
         // No space before `,` `)` `;` `(` or after `(`.
         let tight = matches!(t, Token::Punct(b',' | b')' | b';' | b'('));
@@ -500,17 +507,16 @@ pub fn digest(sql: &[u8]) -> String {
             out.push(' ');
         }
         match t {
-            Token::Word(w) => push_lossy(&mut out, w),
+            Token::Word(w) => push_lossy(out, w),
             Token::Quoted | Token::Number => out.push('?'),
             Token::UserVar => out.push_str("@?"),
             Token::SysVar(w) => {
                 out.push_str("@@");
-                push_lossy(&mut out, w);
+                push_lossy(out, w);
             }
             Token::Punct(p) => out.push(char::from(p)),
         }
     }
-    out
 }
 
 fn push_lossy(out: &mut String, w: &[u8]) {

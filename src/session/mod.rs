@@ -5,6 +5,7 @@ mod buffers;
 pub mod client;
 mod commands;
 pub mod consistency;
+mod digests;
 mod exec;
 mod forward;
 mod login;
@@ -234,6 +235,8 @@ pub struct Session {
     /// The session's pool on each backend (by id), looked up on first use and kept until a
     /// reload retires it or the session changes user (`exec::pool_for`).
     pools: Vec<Option<Arc<crate::pool::Pool>>>,
+    /// Text statements' digests, recent ones shared.
+    digests: digests::Digests,
 }
 
 /// A session as the admin API shows it (like a SHOW PROCESSLIST row).
@@ -389,6 +392,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             wake,
             gtid_due: false,
             pools: Vec::new(),
+            digests: digests::Digests::default(),
         };
         tracing::info!("client connected");
         // Rare, deep paths are boxed: the task keeps only what a waiting session needs
@@ -593,7 +597,7 @@ impl Session {
                 return self.set_consistency(mode, &packet[1..]).await;
             }
         }
-        self.digest = Some(crate::classify::digest(&packet[1..]).into());
+        self.digest = Some(self.digests.of(&packet[1..]));
         let hot = crate::metrics::hot();
         let path = if class.fast_path {
             &hot.classified_fast
