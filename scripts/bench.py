@@ -17,6 +17,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HZ = os.sysconf("SC_CLK_TCK")
 PORTS = {"direct": 3306, "haproxy": 6040, "rwsplit": 6035}
+TOPOLOGY = os.path.join(ROOT, "scripts", "topology.sh")
+SERVERS = ("primary", "replica1", "replica2")
 
 
 def free(port):
@@ -73,7 +75,7 @@ def share_scheduler_group():
     topo = os.environ.get("RWSPLIT_TOPO_DIR", "/tmp/rwsplit-topology")
     mine = autogroup("self")
     others = set()
-    for name in ("primary", "replica1", "replica2"):
+    for name in SERVERS:
         try:
             with open(os.path.join(topo, name, "mariadbd.pid")) as f:
                 others.add(autogroup(f.read().strip()))
@@ -83,27 +85,24 @@ def share_scheduler_group():
         return
     print("The servers run in another scheduler group (session); restarting them in this one.",
           flush=True)
-    script = os.path.join(ROOT, "scripts", "topology.sh")
-    subprocess.run([script, "down"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([script, "up"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([TOPOLOGY, "down"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([TOPOLOGY, "up"], check=True, stdout=subprocess.DEVNULL)
 
 
-def set_userstat(value):
-    """Sets `userstat` on the three servers and returns what each had.
+def set_userstat(values):
+    """Sets `userstat` on each server (a dict by name) and returns what each had.
 
     The test topology turns it on (the routing tests read the servers' USER_STATISTICS).
     It costs every statement a server-wide mutex (handler::update_global_index_stats), which
     contends as more server threads run at once; MariaDB's default is off, so the benchmark
     runs with it off and puts it back afterwards.
     """
-    script = os.path.join(ROOT, "scripts", "topology.sh")
     before = {}
-    for name in ("primary", "replica1", "replica2"):
-        r = subprocess.run([script, "sql", name, "SELECT @@userstat"], capture_output=True,
+    for name, want in values.items():
+        r = subprocess.run([TOPOLOGY, "sql", name, "SELECT @@userstat"], capture_output=True,
                            text=True, check=True)
         before[name] = r.stdout.strip()
-        want = value if isinstance(value, str) else value[name]
-        subprocess.run([script, "sql", name, f"SET GLOBAL userstat = {want}"], check=True)
+        subprocess.run([TOPOLOGY, "sql", name, f"SET GLOBAL userstat = {want}"], check=True)
     return before
 
 
@@ -214,15 +213,14 @@ def main():
         if not free(port):
             sys.exit(f"port {port} is busy")
     share_scheduler_group()
-    userstat = set_userstat("0")
+    userstat = set_userstat({name: "0" for name in SERVERS})
     with tempfile.TemporaryDirectory() as tmp:
         hap = start_haproxy(tmp)
         rw = start_rwsplit(tmp)
         try:
             sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
             sysbench("direct", "oltp_read_write", 4, 1, "auto", action="prepare")
-            subprocess.run([os.path.join(ROOT, "scripts", "topology.sh"), "wait-sync"],
-                           check=True)
+            subprocess.run([TOPOLOGY, "wait-sync"], check=True)
             rows = []
             for wl, extra in workloads:
                 # Point selects at 1 thread too: the latency the proxy hop adds, unloaded.

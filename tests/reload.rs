@@ -27,6 +27,16 @@ fn config_text(replica2: bool) -> String {
     t + "\n[admin]\nlisten = \"127.0.0.1:0\"\n"
 }
 
+/// A proxy started from `config_text(replica2)`, with that text also in a file of its own
+/// (named after `name`) that reloads read.
+fn reloadable(name: &str, replica2: bool) -> (Proxy, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique(name)));
+    std::fs::write(&path, config_text(replica2)).expect("write");
+    let proxy = Proxy::start_with(|_| config_text(replica2));
+    proxy.shared.config_path.set(path.clone()).expect("path");
+    (proxy, path)
+}
+
 async fn read_from(c: &mut mysql_async::Conn) -> u64 {
     c.query_first::<u64, _>("SELECT @@server_id")
         .await
@@ -51,10 +61,7 @@ async fn wait_reads_from(c: &mut mysql_async::Conn, server: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_adds_and_removes_a_replica_under_open_sessions_and_a_bad_one_changes_nothing() {
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("reload")));
-    std::fs::write(&path, config_text(false)).expect("write");
-    let proxy = Proxy::start_with(|_| config_text(false));
-    proxy.shared.config_path.set(path.clone()).expect("path");
+    let (proxy, path) = reloadable("reload", false);
 
     // Only the primary takes reads (replica1 has weight 0).
     let mut c = proxy.conn().await;
@@ -115,10 +122,7 @@ async fn a_reload_adds_and_removes_a_replica_under_open_sessions_and_a_bad_one_c
 /// retires its old pools, and an open session's next read goes to the new address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_session_follows_a_backend_to_its_new_address() {
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("reload-addr")));
-    std::fs::write(&path, config_text(true)).expect("write");
-    let proxy = Proxy::start_with(|_| config_text(true));
-    proxy.shared.config_path.set(path.clone()).expect("path");
+    let (proxy, path) = reloadable("reload-addr", true);
     let mut c = proxy.conn().await;
     wait_reads_from(&mut c, 3).await;
 
@@ -139,10 +143,7 @@ async fn an_open_session_follows_a_backend_to_its_new_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_on_a_removed_primary_finishes_there_and_the_session_moves_after() {
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("reload-tx")));
-    std::fs::write(&path, config_text(true)).expect("write");
-    let proxy = Proxy::start_with(|_| config_text(true));
-    proxy.shared.config_path.set(path.clone()).expect("path");
+    let (proxy, path) = reloadable("reload-tx", true);
     let t = unique("rtx");
     let mut c = proxy.conn().await;
     c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))

@@ -552,24 +552,12 @@ impl Pools {
         )
     }
 
-    /// A connection for `key`: a fresh idle one (preferring one the caller `prefer`s: that
-    /// carries its session's state), else a new one. When the backend's limit is reached, an
-    /// idle connection of another pool of that backend is closed to make room; failing that it
-    /// waits, at most the checkout timeout, for a connection to come back or room to open one.
-    /// A connect error comes back at once.
+    /// A connection from `pool` (see `Pools::pool`): a fresh idle one (preferring one the
+    /// caller `prefer`s: that carries its session's state), else a new one. When the backend's
+    /// limit is reached, an idle connection of another pool of that backend is closed to make
+    /// room; failing that it waits, at most the checkout timeout, for a connection to come
+    /// back or room to open one. A connect error comes back at once.
     pub async fn get(
-        &self,
-        key: &PoolKey,
-        prefer: &(dyn Fn(&BackendConn) -> bool + Sync),
-    ) -> Result<Pooled, PoolError> {
-        let pool = self
-            .pool(key)
-            .ok_or(PoolError::UnknownBackend(key.backend))?;
-        self.get_from(pool, prefer).await
-    }
-
-    /// `get` from a pool already looked up (`pool`).
-    pub async fn get_from(
         &self,
         pool: Arc<Pool>,
         prefer: &(dyn Fn(&BackendConn) -> bool + Sync),

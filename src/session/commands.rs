@@ -31,7 +31,7 @@ impl Session {
             return self.reply(&ClientError::new(1461, "42000", &msg)).await;
         }
         let class = crate::classify::classify(&packet[1..]);
-        let digest: std::sync::Arc<str> = crate::classify::digest(&packet[1..]).into();
+        let digest = self.digests.of(&packet[1..]);
         self.digest = Some(digest.clone());
         let proxy_id = self.stmts.next_id();
         let cmd = Cmd::Prepare { packet, proxy_id };

@@ -1,4 +1,5 @@
-//! The digests of a session's recent statements, shared rather than allocated per statement.
+//! The digests of a session's recent statements (text and prepared), shared rather than
+//! allocated per statement.
 
 use std::sync::Arc;
 

@@ -23,7 +23,7 @@ pub enum Cmd<'a> {
     Execute { packet: &'a [u8], id: u32 },
 }
 
-/// The outcome label of a forwarded response.
+/// Whether a forwarded response counts as a success (the `outcome` label).
 fn o_ok(r: &Result<Outcome, ForwardError>) -> bool {
     matches!(r, Ok(o) if o.error.is_none())
 }
@@ -36,31 +36,18 @@ fn record(
     ok: bool,
     started: std::time::Instant,
 ) {
-    let (command, c) = match kind {
-        ResponseKind::Query => ("query", 0),
-        ResponseKind::StmtExecute { .. } => ("execute", 1),
-        ResponseKind::StmtPrepare => ("prepare", 2),
-        ResponseKind::StmtFetch => ("fetch", 3),
-        _ => ("other", 4),
+    use crate::metrics::Command as C;
+    let command = match kind {
+        ResponseKind::Query => C::Query,
+        ResponseKind::StmtExecute { .. } => C::Execute,
+        ResponseKind::StmtPrepare => C::Prepare,
+        ResponseKind::StmtFetch => C::Fetch,
+        _ => C::Other,
     };
-    let (route, r) = if target.is_primary() {
-        ("primary", 0)
-    } else {
-        ("replica", 1)
-    };
-    let outcome = if ok { "ok" } else { "error" };
-    let b = target.backend();
-    let backend = shared.name(b);
-    let register = || metrics::counter!(crate::metrics::STATEMENTS, "command" => command, "route" => route, "backend" => backend, "outcome" => outcome);
-    // The handle for these labels, registered once per Shared: a `counter!` lookup hashes the
-    // labels and hands back a new `Arc` each time. A backend id keeps its name for good (a
-    // reload matches backends by name), so the handle stays right.
-    match super::statement_counter_slot(c, r, b, ok)
-        .filter(|_| backend != "unknown")
-        .and_then(|i| shared.statement_counters.get(i))
-    {
-        Some(h) => h.get_or_init(register).increment(1),
-        None => register().increment(1),
+    if let Some(b) = shared.backends.load().get(target.backend()) {
+        b.statements
+            .get(command, target.is_primary(), ok)
+            .increment(1);
     }
     let hot = crate::metrics::hot();
     let seconds = if target.is_primary() {
@@ -445,7 +432,7 @@ impl Session {
             let st = &self.state;
             let ready = move |c: &crate::pool::BackendConn| scope.ready(c, st);
             let got = match pool {
-                Some(pool) => self.shared.pools.get_from(pool, &ready).await,
+                Some(pool) => self.shared.pools.get(pool, &ready).await,
                 None => Err(PoolError::UnknownBackend(b)),
             };
             match got {

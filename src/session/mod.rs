@@ -45,14 +45,18 @@ pub struct BackendSlot {
     pub name: &'static str,
     pub config: crate::config::BackendConfig,
     pub removed: bool,
+    /// Its statement counters (shared by the slot's copies a reload makes).
+    pub statements: Arc<crate::metrics::StatementCounters>,
 }
 
 impl BackendSlot {
     pub fn new(config: crate::config::BackendConfig) -> BackendSlot {
+        let name: &'static str = Box::leak(config.name.clone().into_boxed_str());
         BackendSlot {
-            name: Box::leak(config.name.clone().into_boxed_str()),
+            name,
             config,
             removed: false,
+            statements: Arc::new(crate::metrics::StatementCounters::new(name)),
         }
     }
 }
@@ -87,23 +91,6 @@ pub struct Shared {
     pub reloading: tokio::sync::Mutex<()>,
     /// Prepared statements registered over all sessions (`proxy.max_prepared_statements`).
     pub prepared_total: Arc<std::sync::atomic::AtomicUsize>,
-    /// `rwsplit_statements_total` handles by command, route, backend id and outcome
-    /// (`statement_counter_slot`), registered on first use.
-    pub statement_counters: Vec<std::sync::OnceLock<metrics::Counter>>,
-}
-
-/// Commands `exec::record` tells apart (query, execute, prepare, fetch, other).
-const RECORDED_COMMANDS: usize = 5;
-
-/// Where the statement counter for these labels sits in `Shared::statement_counters`.
-pub(crate) fn statement_counter_slot(
-    command: usize,
-    route: usize,
-    backend: usize,
-    ok: bool,
-) -> Option<usize> {
-    (command < RECORDED_COMMANDS && route < 2 && backend < MAX_BACKENDS)
-        .then(|| ((command * 2 + route) * MAX_BACKENDS + backend) * 2 + usize::from(ok))
 }
 
 impl Shared {
@@ -128,9 +115,6 @@ impl Shared {
             stopping: std::sync::atomic::AtomicBool::new(false),
             sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
             prepared_total: Arc::default(),
-            statement_counters: (0..RECORDED_COMMANDS * 2 * MAX_BACKENDS * 2)
-                .map(|_| std::sync::OnceLock::new())
-                .collect(),
         })
     }
 }
@@ -925,28 +909,5 @@ fn use_class(db: &str) -> Classification {
         kind: StatementKind::Use,
         schema: Some(db.to_string()),
         ..read_class()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_statement_counter_label_set_has_its_own_slot() {
-        let mut seen = std::collections::HashSet::new();
-        for c in 0..RECORDED_COMMANDS {
-            for r in 0..2 {
-                for b in 0..MAX_BACKENDS {
-                    for ok in [false, true] {
-                        let i = statement_counter_slot(c, r, b, ok).expect("in range");
-                        assert!(i < RECORDED_COMMANDS * 2 * MAX_BACKENDS * 2);
-                        assert!(seen.insert(i), "slot {i} taken twice");
-                    }
-                }
-            }
-        }
-        assert_eq!(statement_counter_slot(0, 0, MAX_BACKENDS, true), None);
-        assert_eq!(statement_counter_slot(RECORDED_COMMANDS, 0, 0, true), None);
     }
 }
