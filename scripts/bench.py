@@ -19,6 +19,13 @@ HZ = os.sysconf("SC_CLK_TCK")
 PORTS = {"direct": 3306, "haproxy": 6040, "rwsplit": 6035}
 TOPOLOGY = os.path.join(ROOT, "scripts", "topology.sh")
 SERVERS = ("primary", "replica1", "replica2")
+TOPO_DIR = os.environ.get("RWSPLIT_TOPO_DIR", "/tmp/rwsplit-topology")
+TCP = {"primary": "127.0.0.1:3306", "replica1": "127.0.0.1:3307", "replica2": "127.0.0.1:3308"}
+
+
+def backend_address(name, sockets):
+    """Where the proxies reach a server: its TCP port, or with --backend-socket its Unix socket."""
+    return os.path.join(TOPO_DIR, name, "mysqld.sock") if sockets else TCP[name]
 
 
 def free(port):
@@ -106,7 +113,7 @@ def set_userstat(values):
     return before
 
 
-def start_haproxy(tmp):
+def start_haproxy(tmp, sockets):
     cfg = os.path.join(tmp, "haproxy.cfg")
     with open(cfg, "w") as f:
         f.write(f"""global
@@ -118,7 +125,7 @@ defaults
     timeout server 1h
 listen mysql
     bind 127.0.0.1:{PORTS['haproxy']}
-    server primary 127.0.0.1:3306
+    server primary {backend_address("primary", sockets)}
 """)
     # In the foreground, as this script's child: in the same session (and so the same
     # scheduler autogroup) as sysbench, the servers and rwsplit. Daemonized (-D) it would sit
@@ -129,8 +136,12 @@ listen mysql
     return p
 
 
-def start_rwsplit(tmp):
+def start_rwsplit(tmp, sockets):
     text = open(os.path.join(ROOT, "config", "rwsplit.toml")).read()
+    for name in SERVERS:
+        if f'address = "{TCP[name]}"' not in text:
+            sys.exit(f"config/rwsplit.toml no longer has {name} at {TCP[name]}")
+        text = text.replace(f'address = "{TCP[name]}"', f'address = "{backend_address(name, sockets)}"')
     text = text.replace('listen = "127.0.0.1:6033"', f'listen = "127.0.0.1:{PORTS["rwsplit"]}"')
     text = text.replace('listen = "127.0.0.1:6080"', 'listen = "off"')
     text = text.replace('level = "info"', 'level = "warn"')
@@ -190,7 +201,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--time", type=int, default=10)
-    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--out", help="the report (default docs/benchmarks.md, with "
+                    "--backend-socket docs/benchmarks-socket.md)")
+    ap.add_argument("--backend-socket", action="store_true",
+                    help="both proxies reach the servers by their Unix sockets (a proxy on the "
+                         "database host); clients still reach the proxies and direct by TCP")
     ap.add_argument("--workload", action="append",
                     help="only this sysbench workload (repeatable), e.g. oltp_point_select")
     ap.add_argument("--threads", type=int, action="append", help="only these thread counts")
@@ -199,6 +214,8 @@ def main():
                     help="rounds per case, the three targets in turn each round; the report "
                          "gives each figure's median and the spread of rwsplit/HAProxy")
     a = ap.parse_args()
+    a.out = a.out or os.path.join(ROOT, "docs", "benchmarks-socket.md" if a.backend_socket
+                                  else "benchmarks.md")
     # Stopped early (Ctrl-C, or SIGTERM; a background job ignores SIGINT unless told): unwind,
     # so the `finally` below stops HAProxy and rwsplit, drops the tables and puts userstat back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -215,8 +232,8 @@ def main():
     share_scheduler_group()
     userstat = set_userstat({name: "0" for name in SERVERS})
     with tempfile.TemporaryDirectory() as tmp:
-        hap = start_haproxy(tmp)
-        rw = start_rwsplit(tmp)
+        hap = start_haproxy(tmp, a.backend_socket)
+        rw = start_rwsplit(tmp, a.backend_socket)
         try:
             sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
             sysbench("direct", "oltp_read_write", 4, 1, "auto", action="prepare")
@@ -284,8 +301,12 @@ def write_report(a, rows, rss):
            if a.repeat > 1 else "")
         + "; compare only within a row.",
         "",
-        "`scripts/bench.sh" + (" --quick" if a.quick else "") + "` wrote this. HAProxy forwards "
-        "everything to the primary; rwsplit sends reads to the replicas. Latencies in ms "
+        "`scripts/bench.sh" + (" --quick" if a.quick else "")
+        + (" --backend-socket" if a.backend_socket else "") + "` wrote this. HAProxy forwards "
+        "everything to the primary; rwsplit sends reads to the replicas. "
+        + ("Both proxies reach the servers by their Unix sockets (clients reach the proxies, and "
+           "the server directly, by TCP). " if a.backend_socket else "")
+        + "Latencies in ms "
         "(from sysbench's histogram); CPU is seconds of process time per 10,000 statements.",
         "",
         "| workload | threads | ps | target | QPS | p50 | p95 | p99 | errors | CPU s/10k | rwsplit/direct | rwsplit/HAProxy | CPU rwsplit/HAProxy |",

@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh [--quick] [--time SECONDS] [--out FILE | --no-write]
 #                    [--workload oltp_point_select ...] [--threads 32 ...] [--repeat N]
+#                    [--backend-socket]
 #
 # --quick runs oltp_point_select / oltp_read_only / oltp_read_write at 32 threads only;
 # the full run adds 8 and 128 threads (and 1 for point selects) and both prepared-statement
@@ -13,6 +14,8 @@
 # --repeat N runs each case N rounds (the three targets in turn, each round starting one
 # later) and reports medians with the spread of rwsplit/HAProxy: on a noisy machine one round
 # says little.
+# --backend-socket: both proxies reach the servers by their Unix sockets, as when the proxy
+# runs on the database host (report: docs/benchmarks-socket.md unless --out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

@@ -131,7 +131,8 @@ pub struct UserConfig {
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
     pub name: String,
-    /// `host:port` as written; resolved when connecting.
+    /// `host:port` as written, resolved when connecting; or the absolute path of the server's
+    /// Unix socket (see `pool::transport`).
     pub address: String,
     pub role: Role,
     pub weight: u32,
@@ -484,13 +485,6 @@ mod raw {
         }
     }
 
-    fn valid_address(a: &str) -> bool {
-        let Some((host, port)) = a.rsplit_once(':') else {
-            return false;
-        };
-        !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-    }
-
     impl File {
         pub fn into_config(self) -> Result<Config, ConfigError> {
             let p = &self.proxy;
@@ -733,10 +727,13 @@ mod raw {
                         format!("duplicate name \"{}\"", b.name),
                     ));
                 }
-                if !valid_address(&b.address) {
+                if !crate::pool::transport::Endpoint::of(&b.address).is_valid() {
                     return Err(invalid(
                         format!("{key}.address"),
-                        format!("\"{}\" is not host:port", b.address),
+                        format!(
+                            "\"{}\" is neither host:port nor the absolute path of a Unix socket",
+                            b.address
+                        ),
                     ));
                 }
                 let role = match b.role.as_str() {

@@ -22,6 +22,59 @@ async fn plain_select_lands_on_a_replica() {
 }
 
 #[tokio::test]
+async fn backends_reached_by_their_unix_sockets_route_as_over_tcp() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace("127.0.0.1:3306", &socket_path("primary"))
+            .replace("127.0.0.1:3307", &socket_path("replica1"))
+            .replace("127.0.0.1:3308", &socket_path("replica2"))
+    });
+    let primary = primary_id().await;
+    let table = unique("over_socket");
+    let mut c = proxy.conn().await;
+    // The server names a socket client's host `localhost`, a TCP client's `127.0.0.1:port`.
+    let host = "SELECT host FROM information_schema.processlist WHERE id = CONNECTION_ID()";
+    // A replica takes reads only once the monitor's checks, over the sockets too, saw it up and
+    // caught up, and clients are served only after the first round of checks.
+    let (id, h): (u64, String) = c
+        .query_first(format!("SELECT @@server_id, ({host})"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(id, primary, "a plain read went to the primary");
+    assert_eq!(
+        h, "localhost",
+        "the replica was not reached over its socket"
+    );
+
+    c.query_drop(format!("CREATE TABLE {table} (id INT PRIMARY KEY, v TEXT)"))
+        .await
+        .unwrap();
+    c.exec_drop(
+        format!("INSERT INTO {table} VALUES (?, ?)"),
+        (1, "over a socket"),
+    )
+    .await
+    .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    let (id, h, v): (u64, String, String) = c
+        .exec_first(
+            format!("SELECT @@server_id, ({host}), v FROM {table} WHERE id = ?"),
+            (1,),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    assert_eq!(id, primary, "a read in a transaction left the primary");
+    assert_eq!(
+        h, "localhost",
+        "the primary was not reached over its socket"
+    );
+    assert_eq!(v, "over a socket");
+    c.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+}
+
+#[tokio::test]
 async fn primary_only_statements_land_on_the_primary() {
     let proxy = Proxy::start();
     let primary = primary_id().await;

@@ -6,6 +6,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, Row};
 
 use super::replication::{Flavor, ReplicaStatus};
+use crate::pool::transport::Endpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -94,17 +95,20 @@ impl Prober {
 
     async fn connection(&mut self) -> Result<&mut Conn, ProbeError> {
         if self.conn.is_none() {
-            let (host, port) = self
-                .address
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-                .ok_or_else(|| ProbeError::Address(self.address.clone()))?;
             let opts = OptsBuilder::default()
-                .ip_or_hostname(host)
-                .tcp_port(port)
                 .user(Some(self.user.clone()))
                 .pass(Some(self.password.clone()))
                 .prefer_socket(false);
+            let opts = match Endpoint::of(&self.address) {
+                Endpoint::Unix(path) => opts.socket(Some(path.to_string_lossy())),
+                Endpoint::Tcp(a) => {
+                    let (host, port) = a
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                        .ok_or_else(|| ProbeError::Address(self.address.clone()))?;
+                    opts.ip_or_hostname(host).tcp_port(port)
+                }
+            };
             self.conn = Some(Conn::new(opts).await?);
         }
         self.conn.as_mut().ok_or(ProbeError::Unexpected("connect"))

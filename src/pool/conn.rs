@@ -4,9 +4,8 @@ use std::time::{Duration, Instant};
 
 use mysql_common::constants::CapabilityFlags as C;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use super::transport::{Endpoint, ReadHalf, Stream, WriteHalf};
 use crate::protocol::connect::{self, ConnectError, Credentials};
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::handshake::ServerIdentity;
@@ -50,8 +49,8 @@ impl ServerErr {
 }
 
 pub struct BackendConn {
-    pub reader: BufReader<OwnedReadHalf>,
-    pub writer: BufWriter<OwnedWriteHalf>,
+    pub reader: BufReader<ReadHalf>,
+    pub writer: BufWriter<WriteHalf>,
     pub identity: ServerIdentity,
     pub connection_id: u32,
     pub capabilities: C,
@@ -96,21 +95,19 @@ impl BackendConn {
         timeout: Duration,
     ) -> Result<BackendConn, BackendError> {
         let fut = async {
-            let mut stream =
-                TcpStream::connect(address)
-                    .await
-                    .map_err(|source| BackendError::Connect {
-                        address: address.to_string(),
-                        source,
-                    })?;
-            let _ = stream.set_nodelay(true);
-            let session =
-                connect::login(&mut stream, creds)
-                    .await
-                    .map_err(|source| BackendError::Login {
-                        address: address.to_string(),
-                        source,
-                    })?;
+            let mut stream = Stream::connect(Endpoint::of(address))
+                .await
+                .map_err(|source| BackendError::Connect {
+                    address: address.to_string(),
+                    source,
+                })?;
+            let secure = stream.is_secure();
+            let session = connect::login(&mut stream, creds, secure)
+                .await
+                .map_err(|source| BackendError::Login {
+                    address: address.to_string(),
+                    source,
+                })?;
             Ok::<_, BackendError>((stream, session))
         };
         let (stream, session) = tokio::time::timeout(timeout, fut).await.map_err(|_| {

@@ -70,10 +70,13 @@ pub const BACKEND_BASE: C = C::CLIENT_LONG_PASSWORD
 /// The largest RSA public key (PEM) accepted from a server.
 const MAX_PUBLIC_KEY: usize = 16 * 1024;
 
-/// Runs the whole login on an open stream. The caller bounds it with a timeout.
+/// Runs the whole login on an open stream. The caller bounds it with a timeout. `secure`: the
+/// stream is one the server counts as secure (a Unix socket), where caching_sha2_password's
+/// full authentication takes the password in clear.
 pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     creds: &Credentials<'_>,
+    secure: bool,
 ) -> Result<Session, ConnectError> {
     let mut buf = Vec::with_capacity(256);
     let seq = frame::read_packet(stream, &mut buf, 1 << 16).await?;
@@ -167,6 +170,16 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Some(0x01) if plugin == Plugin::CachingSha2 => match buf.get(1) {
                 Some(&auth::SHA2_FAST_AUTH_SUCCESS) => {}
+                Some(&auth::SHA2_PERFORM_FULL_AUTH) if secure => {
+                    // On a secure transport the server reads the password, NUL-terminated, and
+                    // answers a public key request as a wrong password (MySQL 8
+                    // `caching_sha2_password_authenticate`; mysql_async and libmysqlclient
+                    // send it so over a socket or TLS).
+                    let mut clear = Vec::with_capacity(creds.password.len() + 1);
+                    clear.extend_from_slice(creds.password.as_bytes());
+                    clear.push(0);
+                    send(stream, seq, &clear).await?;
+                }
                 Some(&auth::SHA2_PERFORM_FULL_AUTH) => {
                     send(stream, seq, &[auth::SHA2_REQUEST_PUBLIC_KEY]).await?;
                     let got = frame::read_packet(stream, &mut buf, 1 << 16).await?;

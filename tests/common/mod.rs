@@ -192,6 +192,12 @@ pub async fn server_id(port: u16) -> u64 {
         .expect("row")
 }
 
+/// The Unix socket of one server of the main topology (`primary`, `replica1`, `replica2`).
+pub fn socket_path(server: &str) -> String {
+    let dir = std::env::var("RWSPLIT_TOPO_DIR").unwrap_or_else(|_| "/tmp/rwsplit-topology".into());
+    format!("{dir}/{server}/mysqld.sock")
+}
+
 /// A name unique to this test run, for tables.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

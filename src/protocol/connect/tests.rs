@@ -147,8 +147,20 @@ impl FakeServer {
     }
 }
 
-/// Runs `login` against `server`, then surfaces any assertion the server failed.
+/// Runs `login` over TCP against `server`, then surfaces any assertion the server failed.
 async fn login_against<Fut>(
+    creds: &Credentials<'_>,
+    server: impl FnOnce(FakeServer) -> Fut,
+) -> Result<Session, ConnectError>
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    login_over(false, creds, server).await
+}
+
+/// Runs `login` against `server` over a transport the server counts as secure or not.
+async fn login_over<Fut>(
+    secure: bool,
     creds: &Credentials<'_>,
     server: impl FnOnce(FakeServer) -> Fut,
 ) -> Result<Session, ConnectError>
@@ -161,7 +173,7 @@ where
         seq: 0,
     }));
     // Guards against a client that waits forever; not a timing assertion.
-    let result = tokio::time::timeout(Duration::from_secs(10), login(&mut client, creds))
+    let result = tokio::time::timeout(Duration::from_secs(10), login(&mut client, creds, secure))
         .await
         .expect("login hung");
     drop(client);
@@ -412,6 +424,37 @@ async fn mysql8_full_auth_sends_the_password_rsa_oaep_encrypted_with_the_servers
             decrypt_password(&encrypted),
             password_xor_nonce(PASSWORD, NONCE)
         );
+        server.send(OK).await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn mysql8_full_auth_over_a_unix_socket_sends_the_password_in_clear() {
+    // MySQL 8 reads the cleartext password on a secure transport (socket or TLS); a public key
+    // request there would be taken as the password and refused.
+    login_over(true, &creds(PASSWORD), |mut server| async move {
+        server.send(&mysql8_greeting(SHA2)).await;
+        let expected = sha2_scramble(PASSWORD, NONCE);
+        server.recv_login(MYSQL8_CAPS, SHA2, &expected).await;
+        server.send(PERFORM_FULL_AUTH).await;
+        let mut clear = PASSWORD.as_bytes().to_vec();
+        clear.push(0);
+        assert_eq!(server.recv().await, clear);
+        server.send(OK).await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn fast_auth_over_a_unix_socket_sends_no_password() {
+    login_over(true, &creds(PASSWORD), |mut server| async move {
+        server.send(&mysql8_greeting(SHA2)).await;
+        let expected = sha2_scramble(PASSWORD, NONCE);
+        server.recv_login(MYSQL8_CAPS, SHA2, &expected).await;
+        server.send(FAST_AUTH_SUCCESS).await;
         server.send(OK).await;
     })
     .await
