@@ -309,6 +309,7 @@ async fn config(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
     axum::Json(json!({
         "proxy": {
             "listen": c.proxy.listen.to_string(),
+            "socket": c.proxy.socket.as_ref().map(|p| p.display().to_string()),
             "max_client_connections": c.proxy.max_client_connections,
             "max_prepared_statements": c.proxy.max_prepared_statements,
             "max_packet_size": c.proxy.max_packet_size,

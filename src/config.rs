@@ -96,6 +96,8 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub listen: SocketAddr,
+    /// A Unix socket clients on this host may connect to as well (an absolute path).
+    pub socket: Option<std::path::PathBuf>,
     pub max_client_connections: usize,
     pub max_packet_size: u64,
     pub client_idle_timeout: Duration,
@@ -132,7 +134,7 @@ pub struct UserConfig {
 pub struct BackendConfig {
     pub name: String,
     /// `host:port` as written, resolved when connecting; or the absolute path of the server's
-    /// Unix socket (see `pool::transport`).
+    /// Unix socket (see `net`).
     pub address: String,
     pub role: Role,
     pub weight: u32,
@@ -323,6 +325,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     struct Proxy {
         listen: Option<String>,
+        socket: Option<String>,
         max_client_connections: Option<usize>,
         max_packet_size: Option<String>,
         client_idle_timeout: Option<String>,
@@ -512,8 +515,21 @@ mod raw {
                     ));
                 }
             };
+            let socket = match p.socket.as_deref() {
+                Some(s) if crate::net::Endpoint::of(s).is_valid() && s.starts_with('/') => {
+                    Some(std::path::PathBuf::from(s))
+                }
+                Some(s) => {
+                    return Err(invalid(
+                        "proxy.socket",
+                        format!("\"{s}\" is not the absolute path of a socket file"),
+                    ));
+                }
+                None => None,
+            };
             let proxy = ProxyConfig {
                 listen,
+                socket,
                 max_client_connections: p.max_client_connections.unwrap_or(10_000).max(1),
                 max_prepared_statements: p.max_prepared_statements.unwrap_or(500_000),
                 max_packet_size,
@@ -727,7 +743,7 @@ mod raw {
                         format!("duplicate name \"{}\"", b.name),
                     ));
                 }
-                if !crate::pool::transport::Endpoint::of(&b.address).is_valid() {
+                if !crate::net::Endpoint::of(&b.address).is_valid() {
                     return Err(invalid(
                         format!("{key}.address"),
                         format!(
@@ -898,6 +914,14 @@ role = "primary"
             (
                 format!("[proxy]\nlisten = \"nope\"\n{MINIMAL}"),
                 "proxy.listen",
+            ),
+            (
+                format!("[proxy]\nsocket = \"rwsplit.sock\"\n{MINIMAL}"),
+                "proxy.socket",
+            ),
+            (
+                MINIMAL.replace("127.0.0.1:3306", "mysqld.sock"),
+                "backends[0].address",
             ),
         ];
         for (text, key) in cases {

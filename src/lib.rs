@@ -12,6 +12,7 @@ pub mod error;
 pub mod insight;
 pub mod metrics;
 pub mod monitor;
+pub mod net;
 pub mod pool;
 pub mod protocol;
 pub mod reload;

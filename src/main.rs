@@ -61,8 +61,14 @@ fn main() -> anyhow::Result<()> {
     if let Some(Cmd::CheckConfig { path }) = cli.command {
         return match Config::load(&path) {
             Ok(c) => {
+                let socket = c
+                    .proxy
+                    .socket
+                    .as_ref()
+                    .map(|p| format!(" and {}", p.display()))
+                    .unwrap_or_default();
                 println!(
-                    "{}: OK ({} backends, {} users, listening on {})",
+                    "{}: OK ({} backends, {} users, listening on {}{socket})",
                     path.display(),
                     c.backends.len(),
                     c.users.len(),
@@ -95,8 +101,9 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = rwsplit::server::bind(&config).await?;
         let admin = rwsplit::admin::bind(&config).await?;
-        let (listen, admin_listen, n) = (
+        let (listen, socket, admin_listen, n) = (
             config.proxy.listen,
+            config.proxy.socket.clone(),
             config.admin.listen,
             config.backends.len(),
         );
@@ -121,7 +128,7 @@ fn main() -> anyhow::Result<()> {
         }
         let shutdown = shutdown_signal()?;
         // Logged once signals are handled: scripts wait for this line before sending SIGHUP.
-        tracing::info!(%listen, admin = ?admin_listen, backends = n, "rwsplit listening");
+        tracing::info!(%listen, ?socket, admin = ?admin_listen, backends = n, "rwsplit listening");
         rwsplit::server::serve(listener, shared, shutdown).await;
         tracing::info!("rwsplit stopped");
         Ok(())

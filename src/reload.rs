@@ -49,6 +49,9 @@ pub async fn apply(shared: &Arc<Shared>, new: Config) -> Result<String, ReloadEr
     if new.proxy.listen != old.proxy.listen {
         return Err(ReloadError::NeedsRestart("proxy.listen"));
     }
+    if new.proxy.socket != old.proxy.socket {
+        return Err(ReloadError::NeedsRestart("proxy.socket"));
+    }
     if new.admin.listen != old.admin.listen {
         return Err(ReloadError::NeedsRestart("admin.listen"));
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::net::{Listeners, UnixSocket};
+
 use crate::config::Config;
 use crate::error::ClientError;
 use crate::monitor::{self, Health};
@@ -18,6 +20,11 @@ pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on the Unix socket {path} (proxy.socket): {source}")]
+    BindSocket {
+        path: std::path::PathBuf,
         source: std::io::Error,
     },
 }
@@ -45,10 +52,23 @@ pub fn build(config: Config) -> Arc<Shared> {
     shared
 }
 
-/// Binds the configured address.
-pub async fn bind(config: &Config) -> Result<TcpListener, ServerError> {
+/// Binds the configured address, and the Unix socket if one is configured.
+pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
     let addr = config.proxy.listen;
-    listen(addr, config.proxy.reuse_port).map_err(|source| ServerError::Bind { addr, source })
+    let reuse = config.proxy.reuse_port;
+    let tcp = listen(addr, reuse).map_err(|source| ServerError::Bind { addr, source })?;
+    let unix = match &config.proxy.socket {
+        Some(path) => {
+            Some(
+                UnixSocket::bind(path, reuse).map_err(|source| ServerError::BindSocket {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    Ok(Listeners { tcp, unix })
 }
 
 /// A listening socket; with `reuse_port`, SO_REUSEPORT lets a new rwsplit bind the same address
@@ -71,7 +91,7 @@ pub fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<T
 /// Accepts clients until `shutdown` resolves, then waits for sessions to end (up to a drain
 /// timeout).
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listeners,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {

@@ -183,6 +183,81 @@ async fn the_binary_logs_slow_queries_and_stops_cleanly_on_sigterm() {
 }
 
 #[tokio::test]
+async fn clients_on_the_unix_socket_are_served_and_the_socket_goes_with_the_process() {
+    topology_up();
+    let socket = std::env::temp_dir().join(format!("{}.sock", unique("rwsplit")));
+    let (_, text) = binary_config("level = \"info\"", "");
+    let text = text.replace(
+        "[proxy]\n",
+        &format!("[proxy]\nsocket = \"{}\"\n", socket.display()),
+    );
+    let path = write_config("socket", &text);
+    let mut child = start_binary(&path);
+    let opts = mysql_async::OptsBuilder::default()
+        .socket(Some(socket.display().to_string()))
+        .user(Some("app"))
+        .pass(Some("app"))
+        .db_name(Some("app"));
+    let mut conn = mysql_async::Conn::new(opts.clone())
+        .await
+        .expect("a client on the socket");
+    let primary = server_id(PRIMARY_PORT).await;
+    let read: u64 = conn
+        .query_first("SELECT @@server_id")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        read, primary,
+        "a read from a socket client went to the primary"
+    );
+    conn.query_drop("BEGIN").await.unwrap();
+    let in_trx: u64 = conn
+        .query_first("SELECT @@server_id")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(in_trx, primary);
+    conn.query_drop("COMMIT").await.unwrap();
+    conn.disconnect().await.unwrap();
+    // The server names a socket client's host `localhost`; so does rwsplit.
+    let denied = mysql_async::Conn::new(opts.pass(Some("wrong")))
+        .await
+        .expect_err("a wrong password is refused");
+    match denied {
+        mysql_async::Error::Server(e) => {
+            assert_eq!(e.code, 1045);
+            assert!(e.message.contains("'app'@'localhost'"), "{}", e.message);
+        }
+        e => panic!("expected a server error, got {e}"),
+    }
+    // And the mariadb CLI (libmariadb), as a DBA would connect.
+    let cli = Command::new("mariadb")
+        .args([
+            &format!("--socket={}", socket.display()),
+            "-uapp",
+            "-papp",
+            "-N",
+            "-B",
+            "-e",
+            "SELECT 6 * 7",
+            "app",
+        ])
+        .output()
+        .expect("run the mariadb client");
+    assert_eq!(
+        String::from_utf8_lossy(&cli.stdout).trim(),
+        "42",
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let exit = stop_binary(&mut child);
+    assert!(exit.success(), "exit {exit:?}\n{}", child.rest());
+    assert!(!socket.exists(), "the socket file outlived rwsplit");
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
 async fn status_prints_the_backends_of_a_running_proxy_as_a_table() {
     let proxy = Proxy::start();
     proxy.conn().await.ping().await.expect("ping");

@@ -6,7 +6,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, Row};
 
 use super::replication::{Flavor, ReplicaStatus};
-use crate::pool::transport::Endpoint;
+use crate::net::Endpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {

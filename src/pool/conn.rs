@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use mysql_common::constants::CapabilityFlags as C;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 
-use super::transport::{Endpoint, ReadHalf, Stream, WriteHalf};
+use crate::net::{Endpoint, ReadHalf, Stream, WriteHalf};
 use crate::protocol::connect::{self, ConnectError, Credentials};
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::handshake::ServerIdentity;

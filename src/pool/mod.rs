@@ -11,7 +11,6 @@
 //! across an `.await`) and a semaphore that bounds open connections.
 
 pub mod conn;
-pub mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

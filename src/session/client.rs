@@ -1,25 +1,25 @@
 //! The client's side of a session: buffered socket halves and the packets rwsplit itself sends.
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::buffers::{Reader, Writer};
 
 use crate::error::ClientError;
+use crate::net::{ReadHalf, WriteHalf};
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::packets;
 
 pub struct ClientIo {
     /// Buffered only while bytes move (see `buffers`): idle clients hold no buffers.
-    pub reader: Reader<OwnedReadHalf>,
-    pub writer: Writer<OwnedWriteHalf>,
+    pub reader: Reader<ReadHalf>,
+    pub writer: Writer<WriteHalf>,
     /// The client negotiated CLIENT_SESSION_TRACK (else session-state data is removed from
     /// the OK packets it gets).
     pub session_track: bool,
 }
 
 impl ClientIo {
-    pub fn new(r: OwnedReadHalf, w: OwnedWriteHalf) -> ClientIo {
+    pub fn new(r: ReadHalf, w: WriteHalf) -> ClientIo {
         ClientIo {
             reader: Reader::new(r),
             writer: Writer::new(w),

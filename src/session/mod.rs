@@ -12,18 +12,17 @@ mod login;
 mod prepared;
 mod state;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use mysql_common::constants::CapabilityFlags as C;
-use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::classify::{Classification, StatementKind};
 use crate::config::Config;
 use crate::error::ClientError;
 use crate::monitor::Health;
+use crate::net::{Peer, Stream};
 use crate::pool::{Pooled, Pools};
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::handshake::ServerIdentity;
@@ -269,12 +268,11 @@ fn serialize_digest<S: serde::Serializer>(d: &Option<Arc<str>>, s: S) -> Result<
 const SHUTDOWN_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves one client connection until it quits or fails.
-pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
+pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (r, w) = stream.into_split();
     let mut client = ClientIo::new(r, w);
-    let host = peer.ip().to_string();
+    let host = peer.host();
     let nonce = auth::new_nonce();
     let config = shared.config().clone();
     let mut identity = shared.health.identity.load_full();
