@@ -4,7 +4,7 @@
 //! address and optionally a Unix socket of its own (`proxy.socket`).
 //!
 //! A Unix socket is the cheaper hop: on this project's benchmark machine, HAProxy forwarding
-//! point selects to the primary's socket instead of its TCP port used 12 % to 22 % less CPU per
+//! point selects to the primary's socket instead of its TCP port used 12 % to 23 % less CPU per
 //! statement and made 8 % to 21 % more QPS (`docs/benchmarks.md`), because a local stream
 //! socket skips the TCP/IP stack and its loopback softirq on every send.
 //!

@@ -220,6 +220,9 @@ pub struct Session {
     pools: Vec<Option<Arc<crate::pool::Pool>>>,
     /// Text statements' digests, recent ones shared.
     digests: digests::Digests,
+    /// The last COM_STMT_EXECUTE rewritten for a backend, kept for the next one's bytes (see
+    /// `exec::bytes_for`).
+    execute_buf: Vec<u8>,
 }
 
 /// A session as the admin API shows it (like a SHOW PROCESSLIST row).
@@ -375,6 +378,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             gtid_due: false,
             pools: Vec::new(),
             digests: digests::Digests::default(),
+            execute_buf: Vec::new(),
         };
         tracing::info!("client connected");
         // Rare, deep paths are boxed: the task keeps only what a waiting session needs

@@ -129,16 +129,22 @@ pub fn wants_cursor(packet: &[u8]) -> bool {
     packet.get(5).is_some_and(|f| f & 0x07 != 0)
 }
 
-/// Prepares a COM_STMT_EXECUTE for one connection: sets the backend's statement id, remembers
-/// parameter types the client sent, and inserts the remembered types when the client left them
-/// out (the server statement may be shared, and another session may have bound other types
-/// since). Layout: id u32, flags u8, iterations u32, null bitmap, new-params-bound flag, then
-/// 2 bytes of type per parameter when the flag is 1, then values.
-pub fn rewrite_execute(packet: &[u8], stmt: &mut Statement, backend_id: u32) -> Option<Vec<u8>> {
+/// Prepares a COM_STMT_EXECUTE for one connection into `out` (cleared first; the session reuses
+/// it, so an execute costs no allocation): sets the backend's statement id, remembers parameter
+/// types the client sent, and inserts the remembered types when the client left them out (the
+/// server statement may be shared, and another session may have bound other types since).
+/// Layout: id u32, flags u8, iterations u32, null bitmap, new-params-bound flag, then 2 bytes of
+/// type per parameter when the flag is 1, then values. `None`: the packet is too short.
+pub fn rewrite_execute(
+    packet: &[u8],
+    stmt: &mut Statement,
+    backend_id: u32,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    out.clear();
     let n = stmt.num_params as usize;
-    let mut out;
     if n == 0 {
-        out = packet.to_vec();
+        out.extend_from_slice(packet);
     } else {
         let flag_at = 10 + n.div_ceil(8);
         let flag = *packet.get(flag_at)?;
@@ -147,20 +153,24 @@ pub fn rewrite_execute(packet: &[u8], stmt: &mut Statement, backend_id: u32) -> 
             if stmt.types.as_deref() != Some(types) {
                 stmt.types = Some(types.to_vec());
             }
-            out = packet.to_vec();
+            out.extend_from_slice(packet);
         } else if stmt.types.is_none() {
-            out = packet.to_vec();
+            out.extend_from_slice(packet);
         } else {
             let types = stmt.types.as_deref()?;
-            out = Vec::with_capacity(packet.len() + types.len());
+            let rest = packet.get(flag_at + 1..)?;
+            out.reserve(packet.len() + types.len());
             out.extend_from_slice(&packet[..flag_at]);
             out.push(1);
             out.extend_from_slice(types);
-            out.extend_from_slice(packet.get(flag_at + 1..)?);
+            out.extend_from_slice(rest);
         }
     }
-    set_statement_id(&mut out, backend_id);
-    Some(out)
+    if out.len() < 5 {
+        return None;
+    }
+    set_statement_id(out, backend_id);
+    Some(())
 }
 
 #[cfg(test)]
@@ -199,7 +209,8 @@ mod tests {
     #[test]
     fn the_statement_id_is_replaced_by_the_backends() {
         let mut s = stmt(1);
-        let out = rewrite_execute(&execute_with_types(), &mut s, 99).unwrap();
+        let mut out = Vec::new();
+        rewrite_execute(&execute_with_types(), &mut s, 99, &mut out).unwrap();
         assert_eq!(statement_id(&out), Some(99));
         assert_eq!(&out[5..], &execute_with_types()[5..]);
         assert_eq!(s.types.as_deref(), Some(&[8u8, 0][..]));
@@ -208,11 +219,12 @@ mod tests {
     #[test]
     fn types_the_client_left_out_are_always_sent() {
         let mut s = stmt(1);
-        rewrite_execute(&execute_with_types(), &mut s, 1).unwrap();
+        let mut out = Vec::new();
+        rewrite_execute(&execute_with_types(), &mut s, 1, &mut out).unwrap();
         // The client's next execute omits the types; the server statement (maybe shared with
         // another session, or on another connection) gets them anyway.
         for backend_id in [3, 1] {
-            let out = rewrite_execute(&execute_without_types(), &mut s, backend_id).unwrap();
+            rewrite_execute(&execute_without_types(), &mut s, backend_id, &mut out).unwrap();
             assert_eq!(statement_id(&out), Some(backend_id));
             assert_eq!(out[11], 1, "new-params-bound flag set");
             assert_eq!(&out[12..14], &[8, 0]);
@@ -223,10 +235,26 @@ mod tests {
     #[test]
     fn a_truncated_execute_is_refused_not_a_panic() {
         let mut s = stmt(3);
+        let mut out = Vec::new();
         for n in 0..12 {
-            let _ = rewrite_execute(&execute_with_types()[..n], &mut s, 1);
+            let _ = rewrite_execute(&execute_with_types()[..n], &mut s, 1, &mut out);
         }
-        assert!(rewrite_execute(&[0x17, 1], &mut s, 1).is_none());
+        assert!(rewrite_execute(&[0x17, 1], &mut s, 1, &mut out).is_none());
+        let mut none = stmt(0);
+        assert!(rewrite_execute(&[0x17, 1], &mut none, 1, &mut out).is_none());
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_only_the_latest_execute() {
+        let mut long = stmt(1);
+        let mut out = Vec::new();
+        let mut big = execute_with_types();
+        big.extend_from_slice(&[0xAB; 300]);
+        rewrite_execute(&big, &mut long, 7, &mut out).unwrap();
+        let mut short = stmt(0);
+        let p = [0x17, 4, 0, 0, 0, 0, 1, 0, 0, 0];
+        rewrite_execute(&p, &mut short, 9, &mut out).unwrap();
+        assert_eq!(out, [0x17, 9, 0, 0, 0, 0, 1, 0, 0, 0]);
     }
 
     #[test]
