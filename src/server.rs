@@ -119,10 +119,10 @@ pub async fn serve(
             metrics::counter!(crate::metrics::CLIENTS_REFUSED, "reason" => "max_client_connections")
                 .increment(1);
             tokio::spawn(async move {
-                let mut s = stream;
+                let (_r, mut w) = stream.into_split();
                 let e = ClientError::too_many_connections("proxy.max_client_connections reached");
-                let _ = frame::write_packet(&mut s, 0, &e.payload()).await;
-                let _ = tokio::io::AsyncWriteExt::flush(&mut s).await;
+                let _ = frame::write_packet(&mut w, 0, &e.payload()).await;
+                let _ = tokio::io::AsyncWriteExt::flush(&mut w).await;
             });
             continue;
         };

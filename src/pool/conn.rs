@@ -95,28 +95,28 @@ impl BackendConn {
         timeout: Duration,
     ) -> Result<BackendConn, BackendError> {
         let fut = async {
-            let mut stream = Stream::connect(Endpoint::of(address))
+            let stream = Stream::connect(Endpoint::of(address))
                 .await
                 .map_err(|source| BackendError::Connect {
                     address: address.to_string(),
                     source,
                 })?;
             let secure = stream.is_secure();
-            let session = connect::login(&mut stream, creds, secure)
+            let (mut r, mut w) = stream.into_split();
+            let session = connect::login(&mut tokio::io::join(&mut r, &mut w), creds, secure)
                 .await
                 .map_err(|source| BackendError::Login {
                     address: address.to_string(),
                     source,
                 })?;
-            Ok::<_, BackendError>((stream, session))
+            Ok::<_, BackendError>((r, w, session))
         };
-        let (stream, session) = tokio::time::timeout(timeout, fut).await.map_err(|_| {
+        let (r, w, session) = tokio::time::timeout(timeout, fut).await.map_err(|_| {
             BackendError::ConnectTimeout {
                 address: address.to_string(),
                 after: timeout,
             }
         })??;
-        let (r, w) = stream.into_split();
         Ok(BackendConn {
             reader: BufReader::with_capacity(BUF_SIZE, r),
             writer: BufWriter::with_capacity(BUF_SIZE, w),
