@@ -727,3 +727,30 @@ async fn a_client_with_an_unknown_auth_plugin_is_switched_to_native_password() {
     assert_eq!(reply.as_slice().first(), Some(&0xFF));
     assert_eq!(u16::from_le_bytes([reply[1], reply[2]]), 1045);
 }
+
+#[tokio::test]
+async fn a_client_past_max_client_connections_gets_1040_and_the_next_one_gets_in() {
+    let proxy =
+        Proxy::start_with(|t| t.replace("[proxy]\n", "[proxy]\nmax_client_connections = 2\n"));
+    let mut a = proxy.conn().await;
+    let b = proxy.conn().await;
+    let e = Conn::new(proxy.opts())
+        .await
+        .expect_err("a third client is refused");
+    assert_eq!(server_code(&e), Some(1040), "{e}");
+    assert!(e.to_string().contains("max_client_connections"), "{e}");
+    // The sessions already in are untouched.
+    let one: u8 = a.query_first("SELECT 1").await.unwrap().unwrap();
+    assert_eq!(one, 1);
+    b.disconnect().await.unwrap();
+    // The slot frees when the session ends (after rwsplit has seen the close).
+    let mut c = eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        "a client once one left",
+        async || Conn::new(proxy.opts()).await,
+    )
+    .await;
+    let two: u8 = c.query_first("SELECT 2").await.unwrap().unwrap();
+    assert_eq!(two, 2);
+}
