@@ -516,13 +516,15 @@ mod raw {
                 }
             };
             let socket = match p.socket.as_deref() {
-                Some(s) if crate::net::Endpoint::of(s).is_valid() && s.starts_with('/') => {
+                Some(s) if s.starts_with('/') && crate::net::Endpoint::of(s).is_valid() => {
                     Some(std::path::PathBuf::from(s))
                 }
                 Some(s) => {
                     return Err(invalid(
                         "proxy.socket",
-                        format!("\"{s}\" is not the absolute path of a socket file"),
+                        format!(
+                            "\"{s}\" is not the absolute path of a socket file (under 108 bytes)"
+                        ),
                     ));
                 }
                 None => None,
@@ -747,7 +749,7 @@ mod raw {
                     return Err(invalid(
                         format!("{key}.address"),
                         format!(
-                            "\"{}\" is neither host:port nor the absolute path of a Unix socket",
+                            "\"{}\" is neither host:port nor the absolute path of a Unix socket (under 108 bytes)",
                             b.address
                         ),
                     ));

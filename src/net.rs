@@ -43,12 +43,19 @@ impl<'a> Endpoint<'a> {
     /// Whether the config's validation accepts this address.
     pub fn is_valid(&self) -> bool {
         match self {
-            Endpoint::Unix(p) => p.file_name().is_some(),
+            Endpoint::Unix(p) => p.file_name().is_some() && fits_sun_path(p),
             Endpoint::Tcp(a) => a
                 .rsplit_once(':')
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)),
         }
     }
+}
+
+/// Whether `path` fits `sockaddr_un.sun_path` (108 bytes on Linux, with the closing NUL): a
+/// longer one fails only at connect or bind time, so the config refuses it up front.
+pub fn fits_sun_path(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().len() < 108
 }
 
 /// An open stream of either kind; split it to read and write.
@@ -324,5 +331,10 @@ mod tests {
             assert_eq!(e, endpoint, "{address}");
             assert_eq!(e.is_valid(), valid, "{address}");
         }
+        let longest = format!("/{}", "s".repeat(106));
+        let too_long = format!("/{}", "s".repeat(107));
+        // 107 bytes and the NUL fill sun_path.
+        assert!(Endpoint::of(&longest).is_valid());
+        assert!(!Endpoint::of(&too_long).is_valid());
     }
 }
