@@ -266,13 +266,13 @@ async fn a_replica_behind_max_replica_lag_takes_no_reads_until_it_catches_up() {
             if excluded_at.is_none() {
                 excluded_at = Some(started.elapsed());
             }
-        } else if let Some(at) = excluded_at {
-            if ids.contains(&REPLICA1_SERVER_ID) {
-                panic!(
-                    "replica1 took reads again at {:?} after exclusion at {at:?}",
-                    started.elapsed()
-                );
-            }
+        } else if let Some(at) = excluded_at
+            && ids.contains(&REPLICA1_SERVER_ID)
+        {
+            panic!(
+                "replica1 took reads again at {:?} after exclusion at {at:?}",
+                started.elapsed()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

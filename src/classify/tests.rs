@@ -328,7 +328,7 @@ fn random_bytes_never_panic() {
         let bytes: Vec<u8> = (0..len)
             .map(|i| {
                 let r = x.rotate_left(i as u32 * 7);
-                if r % 5 == 0 {
+                if r.is_multiple_of(5) {
                     (r >> 8) as u8
                 } else {
                     alphabet[(r % alphabet.len() as u64) as usize]

@@ -578,10 +578,8 @@ impl Pools {
                 .iter()
                 .filter(|p| p.key.backend == key.backend && p.key != *key)
                 .any(|p| p.evict_one());
-            if evicted {
-                if let Ok(p) = pool.permits.clone().try_acquire_owned() {
-                    break p;
-                }
+            if evicted && let Ok(p) = pool.permits.clone().try_acquire_owned() {
+                break p;
             }
             if waiting.is_none() {
                 waiting = self.waiting.get(key.backend).map(Waiting::new);

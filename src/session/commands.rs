@@ -254,10 +254,10 @@ impl Session {
     /// as the server clears it (the schema stays).
     pub(super) async fn reset_connection(&mut self) -> Result<(), SessionError> {
         for slot in [Slot::Primary, Slot::Replica] {
-            if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
-                if !matches!(c.reset().await, Ok(true)) {
-                    self.drop_slot(slot);
-                }
+            if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot)
+                && !matches!(c.reset().await, Ok(true))
+            {
+                self.drop_slot(slot);
             }
         }
         self.state.reset();
@@ -316,10 +316,10 @@ impl Session {
         self.pools.clear();
         self.state = State::new(None, self.state.multi_statements);
         tracing::info!(user = %self.user, "client changed user");
-        if let Some(db) = req.database {
-            if !self.use_schema(db).await? {
-                return Ok(());
-            }
+        if let Some(db) = req.database
+            && !self.use_schema(db).await?
+        {
+            return Ok(());
         }
         if plugin == Plugin::CachingSha2 {
             self.seq = self

@@ -69,11 +69,11 @@ impl Causal {
         if self.mode != Consistency::ReadYourWrites {
             return false;
         }
-        if let Some(g) = &o.gtid {
-            if !in_transaction {
-                self.require(g.clone());
-                return false;
-            }
+        if let Some(g) = &o.gtid
+            && !in_transaction
+        {
+            self.require(g.clone());
+            return false;
         }
         let writes = !matches!(
             kind,

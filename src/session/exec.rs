@@ -407,10 +407,10 @@ impl Session {
     /// The session's pool on backend `b`: looked up by its key (user, capabilities,
     /// collation) once, then kept until a reload retires it.
     fn pool_for(&mut self, b: BackendId) -> Option<std::sync::Arc<crate::pool::Pool>> {
-        if let Some(Some(p)) = self.pools.get(b) {
-            if !p.retired() {
-                return Some(p.clone());
-            }
+        if let Some(Some(p)) = self.pools.get(b)
+            && !p.retired()
+        {
+            return Some(p.clone());
         }
         let key = PoolKey::new(b, &self.user, self.caps, self.collation);
         let p = self.shared.pools.pool(&key)?;
@@ -712,10 +712,10 @@ impl Session {
         // Where the statement ran last, unless that connection closed or replaced statements
         // since: no hash and compare of its text per execute.
         let here = (conn.serial, conn.statements_epoch);
-        if let Some((at, b)) = stmt.on {
-            if at == here {
-                return Ok(b);
-            }
+        if let Some((at, b)) = stmt.on
+            && at == here
+        {
+            return Ok(b);
         }
         if let Some(&b) = conn.statements.get(stmt.prepare_packet.as_slice()) {
             stmt.on = Some((here, b));
@@ -812,10 +812,9 @@ impl Session {
                     ..
                 })
             ) && self.causal.required.is_some()
+                && let Some(r) = self.wait_for_last_write(avoid).await
             {
-                if let Some(r) = self.wait_for_last_write(avoid).await {
-                    target = Target::Replica(r);
-                }
+                target = Target::Replica(r);
             }
             // A transaction never moves: if the primary changed under an open one, it is lost
             // (dropping the connection makes the old primary roll it back) and the client is told.
@@ -825,18 +824,18 @@ impl Session {
                 .as_ref()
                 .filter(|p| target.is_primary() && p.backend() != target.backend())
                 .map(|p| p.backend_name().to_string());
-            if let Some(name) = moved {
-                if self.in_transaction() {
-                    self.drop_slot(Slot::Primary);
-                    let msg = format!(
-                        "rwsplit: the primary changed from '{name}' while your transaction was open; \
+            if let Some(name) = moved
+                && self.in_transaction()
+            {
+                self.drop_slot(Slot::Primary);
+                let msg = format!(
+                    "rwsplit: the primary changed from '{name}' while your transaction was open; \
                          the transaction was rolled back, retry it"
-                    );
-                    return self
-                        .reply(&ClientError::new(1213, "40001", &msg))
-                        .await
-                        .map(|_| None);
-                }
+                );
+                return self
+                    .reply(&ClientError::new(1213, "40001", &msg))
+                    .await
+                    .map(|_| None);
             }
             let retry = attempt == 0 && !target.is_primary() && forced.is_none();
             let primary = target.is_primary();

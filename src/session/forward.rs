@@ -45,10 +45,11 @@ pub async fn response(
     let r = copy(conn, client, kind, stmt_id).await;
     if r.is_err() {
         conn.broken = true;
-    } else if let Ok(o) = &r {
-        if o.error.is_none() && kind.reports_status() {
-            conn.status = o.status;
-        }
+    } else if let Ok(o) = &r
+        && o.error.is_none()
+        && kind.reports_status()
+    {
+        conn.status = o.status;
     }
     r
 }
@@ -218,10 +219,11 @@ async fn copy_frame(
         .tracker
         .on_frame(h.len, &peek[..n])
         .map_err(backend(p.started))?;
-    if let Some(id) = stmt_id {
-        if n >= 5 && peek[0] == 0 {
-            peek[1..5].copy_from_slice(&id.to_le_bytes());
-        }
+    if let Some(id) = stmt_id
+        && n >= 5
+        && peek[0] == 0
+    {
+        peek[1..5].copy_from_slice(&id.to_le_bytes());
     }
     if p.whole_ok(h.len, &peek[..n]) {
         // Into the connection's reused buffer: no allocation per OK packet.

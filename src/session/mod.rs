@@ -406,10 +406,10 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
 impl Session {
     /// Finishes the login: checks the database the client asked for, then sends OK.
     async fn start(&mut self, database: Option<String>) -> Result<bool, SessionError> {
-        if let Some(db) = database {
-            if !self.use_schema(db).await? {
-                return Ok(false);
-            }
+        if let Some(db) = database
+            && !self.use_schema(db).await?
+        {
+            return Ok(false);
         }
         let seq = self.seq;
         self.client.send(seq, &login::ok_payload()).await?;
@@ -578,10 +578,10 @@ impl Session {
         use crate::protocol::response::ResponseKind as K;
         let class = crate::classify::classify(&packet[1..]);
         // rwsplit's own session variable: only a SET can be one, so other statements skip the look.
-        if class.kind == StatementKind::SessionCommand {
-            if let Some(mode) = consistency::parse_set_consistency(&packet[1..]) {
-                return self.set_consistency(mode, &packet[1..]).await;
-            }
+        if class.kind == StatementKind::SessionCommand
+            && let Some(mode) = consistency::parse_set_consistency(&packet[1..])
+        {
+            return self.set_consistency(mode, &packet[1..]).await;
         }
         self.digest = Some(self.digests.of(&packet[1..]));
         let hot = crate::metrics::hot();
@@ -807,10 +807,11 @@ impl Session {
         if understood {
             return;
         }
-        if !o.sysvars.is_empty() && self.state.record_tracked(&o.sysvars) {
-            if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
-                self.state.mark_synced(c);
-            }
+        if !o.sysvars.is_empty()
+            && self.state.record_tracked(&o.sysvars)
+            && let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot)
+        {
+            self.state.mark_synced(c);
         }
         // A procedure or several statements may have changed more than the variables named.
         let opaque = matches!(class.reason, Some(R::Call | R::MultiStatement));
