@@ -131,20 +131,45 @@ pub struct UnixSocket {
     path: PathBuf,
     /// (device, inode) of the file this bound.
     file: (u64, u64),
+    /// `<path>.rwsplit-lock`, locked shared for as long as this process serves the socket: it
+    /// tells a successor that the live socket at `path` is an rwsplit's, not some other
+    /// program's (a server's socket must never be taken over).
+    _lock: std::fs::File,
 }
 
 impl UnixSocket {
     /// Binds `path`. A socket file already there is replaced when nothing answers on it (left by
-    /// a process that died), or when `take_over` (a new rwsplit starting while the old one
-    /// drains: the old one keeps serving the clients it has). Anything else there is an error:
-    /// rwsplit never deletes a file that is not a socket.
+    /// a process that died), or, with `take_over`, when another rwsplit serves it (a new
+    /// rwsplit starting while the old one drains: the old one keeps the clients it has). A live
+    /// socket of any other program, and any file that is not a socket, are left alone and
+    /// make this an error.
     pub fn bind(path: &Path, take_over: bool) -> io::Result<UnixSocket> {
+        let mut lock_name = path.as_os_str().to_owned();
+        lock_name.push(".rwsplit-lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_name)?;
+        // Exclusive while deciding; it fails only while another rwsplit holds its shared lock.
+        let rwsplit_there = match lock.try_lock() {
+            Ok(()) => false,
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        };
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {
-                if !take_over && std::os::unix::net::UnixStream::connect(path).is_ok() {
+                let live = std::os::unix::net::UnixStream::connect(path).is_ok();
+                if live && !rwsplit_there {
                     return Err(io::Error::new(
                         io::ErrorKind::AddrInUse,
-                        "another process is listening on it (proxy.reuse_port = false)",
+                        "another program (not rwsplit) is listening on it",
+                    ));
+                }
+                if live && !take_over {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        "another rwsplit is listening on it (proxy.reuse_port = false)",
                     ));
                 }
                 std::fs::remove_file(path)?;
@@ -162,10 +187,13 @@ impl UnixSocket {
         // Like mysqld's socket: any local user may connect, and then has to log in.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
         let m = std::fs::metadata(path)?;
+        // From exclusive (or none) to shared: a successor may now take over.
+        lock.lock_shared()?;
         Ok(UnixSocket {
             listener,
             path: path.to_path_buf(),
             file: (m.dev(), m.ino()),
+            _lock: lock,
         })
     }
 }
@@ -278,7 +306,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_socket_replaces_a_dead_one_and_leaves_a_live_one_or_a_file_alone() {
+    async fn a_socket_replaces_a_dead_one_or_an_rwsplits_and_leaves_anything_else_alone() {
         let path = temp_path("bind.sock");
         let _ = std::fs::remove_file(&path);
         // Left by a process that died: the file stays, nothing listens.
@@ -287,7 +315,7 @@ mod tests {
         let live = UnixSocket::bind(&path, false).expect("a dead socket is replaced");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o777);
-        // A live one is kept unless taking over.
+        // A live rwsplit's is kept unless taking over.
         let e = UnixSocket::bind(&path, false)
             .err()
             .expect("a live socket is kept");
@@ -301,6 +329,15 @@ mod tests {
         );
         drop(new);
         assert!(!path.exists(), "the socket outlived its listener");
+        // Another program's live socket (a server's) is never taken over.
+        let server = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let e = UnixSocket::bind(&path, true)
+            .err()
+            .expect("another program's socket is kept");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        drop(server);
+        std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"data").unwrap();
         let e = UnixSocket::bind(&path, true)
             .err()
@@ -308,6 +345,9 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"data");
         std::fs::remove_file(&path).unwrap();
+        let mut lock = path.into_os_string();
+        lock.push(".rwsplit-lock");
+        let _ = std::fs::remove_file(lock);
     }
 
     #[test]
