@@ -157,6 +157,7 @@ async fn session_settings_follow_the_session_to_every_backend() {
 #[tokio::test]
 async fn writes_never_reach_a_replica() {
     let proxy = Proxy::start();
+    user_statistics_on().await;
     let t = unique("nowrite");
     let updates = |port| async move {
         let mut d = direct(port).await;

@@ -62,6 +62,7 @@ async fn replica_selects() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sysbench_runs_through_the_proxy_with_no_errors_and_reads_on_replicas() {
     let proxy = Proxy::start();
+    user_statistics_on().await;
     // The tables belong to this test alone (no other test uses sbtest*).
     let _ = std::process::Command::new("sysbench")
         .args([

@@ -184,6 +184,19 @@ pub async fn direct(port: u16) -> Conn {
         .expect("direct connection")
 }
 
+/// Turns the servers' per-user statement counts (`information_schema.USER_STATISTICS`) on. The
+/// topology starts with them on, but the benchmark turns them off while it runs: a test that
+/// reads them must not pass on counts that were never kept.
+pub async fn user_statistics_on() {
+    for port in std::iter::once(PRIMARY_PORT).chain(REPLICA_PORTS) {
+        direct(port)
+            .await
+            .query_drop("SET GLOBAL userstat = 1")
+            .await
+            .expect("turn userstat on");
+    }
+}
+
 pub async fn server_id(port: u16) -> u64 {
     let mut c = direct(port).await;
     c.query_first("SELECT @@server_id")
