@@ -516,14 +516,14 @@ mod raw {
                 }
             };
             let socket = match p.socket.as_deref() {
-                Some(s) if s.starts_with('/') && crate::net::Endpoint::of(s).is_valid() => {
+                Some(s) if crate::net::fits_own_socket(std::path::Path::new(s)) => {
                     Some(std::path::PathBuf::from(s))
                 }
                 Some(s) => {
                     return Err(invalid(
                         "proxy.socket",
                         format!(
-                            "\"{s}\" is not the absolute path of a socket file (under 108 bytes)"
+                            "\"{s}\" is not the absolute path of a socket file (under 100 bytes)"
                         ),
                     ));
                 }
@@ -754,6 +754,15 @@ mod raw {
                         ),
                     ));
                 }
+                if proxy.socket.as_deref() == Some(std::path::Path::new(&b.address)) {
+                    return Err(invalid(
+                        format!("{key}.address"),
+                        format!(
+                            "\"{}\" is proxy.socket: rwsplit would connect to itself",
+                            b.address
+                        ),
+                    ));
+                }
                 let role = match b.role.as_str() {
                     "primary" => Role::Primary,
                     "replica" => Role::Replica,
@@ -923,6 +932,11 @@ role = "primary"
             ),
             (
                 MINIMAL.replace("127.0.0.1:3306", "mysqld.sock"),
+                "backends[0].address",
+            ),
+            (
+                format!("[proxy]\nsocket = \"/run/x.sock\"\n{MINIMAL}")
+                    .replace("127.0.0.1:3306", "/run/x.sock"),
                 "backends[0].address",
             ),
         ];

@@ -103,7 +103,11 @@ fn main() -> anyhow::Result<()> {
         let admin = rwsplit::admin::bind(&config).await?;
         let (listen, socket, admin_listen, n) = (
             config.proxy.listen,
-            config.proxy.socket.clone(),
+            config
+                .proxy
+                .socket
+                .as_ref()
+                .map_or_else(String::new, |p| p.display().to_string()),
             config.admin.listen,
             config.backends.len(),
         );
@@ -128,7 +132,7 @@ fn main() -> anyhow::Result<()> {
         }
         let shutdown = shutdown_signal()?;
         // Logged once signals are handled: scripts wait for this line before sending SIGHUP.
-        tracing::info!(%listen, ?socket, admin = ?admin_listen, backends = n, "rwsplit listening");
+        tracing::info!(%listen, %socket, admin = ?admin_listen, backends = n, "rwsplit listening");
         rwsplit::server::serve(listener, shared, shutdown).await;
         tracing::info!("rwsplit stopped");
         Ok(())

@@ -58,6 +58,13 @@ pub fn fits_sun_path(path: &Path) -> bool {
     path.as_os_str().as_bytes().len() < 108
 }
 
+/// Whether rwsplit can bind its own socket at `path`: it binds `<path>.<pid>` first (a pid has
+/// up to 7 digits), so 8 bytes fewer than `fits_sun_path`.
+pub fn fits_own_socket(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    path.is_absolute() && path.file_name().is_some() && path.as_os_str().as_bytes().len() < 100
+}
+
 /// An open stream of either kind; split it to read and write.
 pub enum Stream {
     Tcp(TcpStream),
@@ -73,7 +80,20 @@ impl Stream {
                 let _ = s.set_nodelay(true);
                 Stream::Tcp(s)
             }
-            Endpoint::Unix(p) => Stream::Unix(UnixStream::connect(p).await?),
+            Endpoint::Unix(p) => {
+                // A full listen backlog fails a Unix connect at once with EAGAIN, where TCP
+                // would retry the SYN: retry too (the caller bounds it by connect_timeout).
+                let mut pause = std::time::Duration::from_millis(1);
+                loop {
+                    match UnixStream::connect(p).await {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                        }
+                        r => break Stream::Unix(r?),
+                    }
+                }
+            }
         })
     }
 
@@ -124,86 +144,178 @@ impl std::fmt::Display for Peer {
     }
 }
 
-/// rwsplit's own Unix socket. Its file is removed when this is dropped, unless another process
-/// has put its own socket there since (a new rwsplit taking over while this one drains).
+/// rwsplit's own Unix socket.
+///
+/// It is bound at `<path>.<pid>` and renamed over `path` by `publish` once rwsplit is ready to
+/// serve: a predecessor keeps the path until then, so a new rwsplit that fails to start leaves
+/// it alone, and the swap itself is atomic (no moment without a socket at `path`). Its file is
+/// removed when this is dropped, unless another process has put its own there since.
 pub struct UnixSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// Where the socket file is now: `<path>.<pid>` until published, then `path`.
+    at: PathBuf,
     /// (device, inode) of the file this bound.
     file: (u64, u64),
     /// `<path>.rwsplit-lock`, locked shared for as long as this process serves the socket: it
-    /// tells a successor that the live socket at `path` is an rwsplit's, not some other
-    /// program's (a server's socket must never be taken over).
+    /// tells a successor that a live socket at `path` is an rwsplit's, not another program's
+    /// (a server's socket must never be taken over).
     _lock: std::fs::File,
 }
 
+/// How long a start waits for another rwsplit deciding about the same socket.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// `e` with the file it is about, for a message a DBA can act on.
+fn about(file: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", file.display()))
+}
+
+/// Locks with `attempt`, retrying while another process holds the lock exclusively (another
+/// rwsplit deciding about the same socket, for a moment), up to `LOCK_WAIT`.
+async fn lock_within(
+    lock_path: &Path,
+    mut attempt: impl FnMut() -> Result<bool, std::fs::TryLockError>,
+) -> io::Result<bool> {
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match attempt() {
+            Ok(got) => return Ok(got),
+            Err(std::fs::TryLockError::Error(e)) => return Err(about(lock_path, e)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "{} stayed locked for {LOCK_WAIT:?} (another rwsplit starting on this socket?)",
+                    lock_path.display()
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 impl UnixSocket {
-    /// Binds `path`. A socket file already there is replaced when nothing answers on it (left by
-    /// a process that died), or, with `take_over`, when another rwsplit serves it (a new
-    /// rwsplit starting while the old one drains: the old one keeps the clients it has). A live
-    /// socket of any other program, and any file that is not a socket, are left alone and
-    /// make this an error.
-    pub fn bind(path: &Path, take_over: bool) -> io::Result<UnixSocket> {
-        let mut lock_name = path.as_os_str().to_owned();
-        lock_name.push(".rwsplit-lock");
+    /// Binds the socket for `path`. What is at `path` now may be replaced later (`publish`)
+    /// when it is a socket nothing answers on (left by a process that died), or, with
+    /// `take_over`, one an rwsplit serves (a new rwsplit starting while the old one drains: the
+    /// old one keeps the clients it has). A socket another program answers on, and any file that
+    /// is not a socket, make this an error and are left alone.
+    pub async fn bind(path: &Path, take_over: bool) -> io::Result<UnixSocket> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let lock_path = suffixed(path, ".rwsplit-lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&lock_name)?;
-        // Exclusive while deciding; it fails only while another rwsplit holds its shared lock.
-        let rwsplit_there = match lock.try_lock() {
-            Ok(()) => false,
-            Err(std::fs::TryLockError::WouldBlock) => true,
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-        };
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_socket() => {
-                let live = std::os::unix::net::UnixStream::connect(path).is_ok();
-                if live && !rwsplit_there {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        "another program (not rwsplit) is listening on it",
-                    ));
-                }
-                if live && !take_over {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        "another rwsplit is listening on it (proxy.reuse_port = false)",
-                    ));
-                }
-                std::fs::remove_file(path)?;
-            }
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "a file that is not a socket is in the way",
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let listener = UnixListener::bind(path)?;
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(|e| about(&lock_path, e))?;
+        // Exclusive: no rwsplit serves this socket. Shared: one or more do (each holds it shared
+        // while it serves). Neither: another rwsplit is deciding right now; wait for it.
+        let rwsplit_there = lock_within(&lock_path, || match lock.try_lock() {
+            Ok(()) => Ok(false),
+            Err(std::fs::TryLockError::WouldBlock) => lock.try_lock_shared().map(|()| true),
+            Err(e) => Err(e),
+        })
+        .await?;
+        check_replaceable(path, &lock_path, rwsplit_there, take_over).await?;
+        let at = suffixed(path, &format!(".{}", std::process::id()));
+        // Left by a process that had this pid and died: nobody else binds this name.
+        let _ = std::fs::remove_file(&at);
+        let listener = UnixListener::bind(&at).map_err(|e| about(&at, e))?;
         // Like mysqld's socket: any local user may connect, and then has to log in.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
-        let m = std::fs::metadata(path)?;
-        // From exclusive (or none) to shared: a successor may now take over.
-        lock.lock_shared()?;
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o777))?;
+        let m = std::fs::metadata(&at)?;
+        if !rwsplit_there {
+            // From exclusive to shared: a successor may now take over.
+            lock_within(&lock_path, || lock.try_lock_shared().map(|()| true)).await?;
+        }
         Ok(UnixSocket {
             listener,
             path: path.to_path_buf(),
+            at,
             file: (m.dev(), m.ino()),
             _lock: lock,
         })
+    }
+
+    /// Moves the socket to its path (an atomic rename over the socket there, if any).
+    pub fn publish(&mut self) -> io::Result<()> {
+        if let Ok(m) = std::fs::symlink_metadata(&self.path)
+            && !m.file_type().is_socket()
+        {
+            return Err(not_a_socket(&self.path));
+        }
+        std::fs::rename(&self.at, &self.path).map_err(|e| about(&self.path, e))?;
+        self.at = self.path.clone();
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn not_a_socket(path: &Path) -> io::Error {
+    let e = io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "a file that is not a socket is in the way",
+    );
+    about(path, e)
+}
+
+/// Whether the socket at `path` (if any) may be replaced: see `UnixSocket::bind`.
+async fn check_replaceable(
+    path: &Path,
+    lock_path: &Path,
+    rwsplit_there: bool,
+    take_over: bool,
+) -> io::Result<()> {
+    let in_use = |why: String| Err(about(path, io::Error::new(io::ErrorKind::AddrInUse, why)));
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if rwsplit_there {
+                if take_over {
+                    return Ok(());
+                }
+                return in_use("another rwsplit serves it (proxy.reuse_port = false)".into());
+            }
+            // No rwsplit holds the lock: a stale file, or another program's live socket. Only
+            // ECONNREFUSED means nothing listens; a full backlog (EAGAIN) or a slow accept is a
+            // live listener, and any other error stops the start rather than delete the file.
+            let probe = tokio::net::UnixStream::connect(path);
+            match tokio::time::timeout(std::time::Duration::from_secs(1), probe).await {
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Ok(Err(e)) if e.kind() != io::ErrorKind::WouldBlock => Err(about(path, e)),
+                _ => in_use(format!(
+                    "another program listens on it (no rwsplit holds {})",
+                    lock_path.display()
+                )),
+            }
+        }
+        Ok(_) => Err(not_a_socket(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(about(path, e)),
     }
 }
 
 impl Drop for UnixSocket {
     fn drop(&mut self) {
         let ours =
-            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file);
+            std::fs::symlink_metadata(&self.at).is_ok_and(|m| (m.dev(), m.ino()) == self.file);
         if ours {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(&self.at);
         }
     }
 }
@@ -305,49 +417,129 @@ mod tests {
         std::env::temp_dir().join(format!("rwsplit-net-{}-{name}", std::process::id()))
     }
 
+    async fn answers(path: &Path) -> bool {
+        tokio::net::UnixStream::connect(path).await.is_ok()
+    }
+
     #[tokio::test]
     async fn a_socket_replaces_a_dead_one_or_an_rwsplits_and_leaves_anything_else_alone() {
         let path = temp_path("bind.sock");
+        let lock = suffixed(&path, ".rwsplit-lock");
         let _ = std::fs::remove_file(&path);
         // Left by a process that died: the file stays, nothing listens.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        assert!(path.exists());
-        let live = UnixSocket::bind(&path, false).expect("a dead socket is replaced");
+        let mut old = UnixSocket::bind(&path, false)
+            .await
+            .expect("a dead socket is replaced");
+        // Not at the path until published: the dead file is still there.
+        assert!(!answers(&path).await);
+        old.publish().unwrap();
+        assert!(answers(&path).await);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o777);
+        let lock_mode = std::fs::metadata(&lock).unwrap().permissions().mode();
+        assert_eq!(lock_mode & 0o777, 0o600);
+
         // A live rwsplit's is kept unless taking over.
         let e = UnixSocket::bind(&path, false)
+            .await
             .err()
             .expect("a live socket is kept");
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
-        let new = UnixSocket::bind(&path, true).expect("taken over");
-        // The old listener going away leaves the new one's file.
-        drop(live);
+        // A successor that never publishes (it failed to start) leaves the path to the old one.
+        let failed = UnixSocket::bind(&path, true).await.expect("bound beside");
+        drop(failed);
         assert!(
-            path.exists(),
+            answers(&path).await,
+            "a failed successor took the socket away"
+        );
+        let mut new = UnixSocket::bind(&path, true).await.expect("taken over");
+        new.publish().unwrap();
+        // The old listener going away leaves the new one's file.
+        drop(old);
+        assert!(
+            answers(&path).await,
             "the drained process removed its successor's socket"
         );
         drop(new);
         assert!(!path.exists(), "the socket outlived its listener");
+
         // Another program's live socket (a server's) is never taken over.
         let server = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let e = UnixSocket::bind(&path, true)
+            .await
             .err()
-            .expect("another program's socket is kept");
+            .expect("another program's is kept");
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
-        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        assert!(e.to_string().contains(".rwsplit-lock"), "{e}");
+        assert!(answers(&path).await);
         drop(server);
         std::fs::remove_file(&path).unwrap();
+
         std::fs::write(&path, b"data").unwrap();
         let e = UnixSocket::bind(&path, true)
+            .await
             .err()
             .expect("a plain file is in the way");
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"data");
         std::fs::remove_file(&path).unwrap();
-        let mut lock = path.into_os_string();
-        lock.push(".rwsplit-lock");
         let _ = std::fs::remove_file(lock);
+    }
+
+    #[tokio::test]
+    async fn a_backend_socket_with_a_full_backlog_is_waited_for_not_failed() {
+        use std::os::fd::AsRawFd;
+        let path = temp_path("backlog.sock");
+        let _ = std::fs::remove_file(&path);
+        let server = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // SAFETY: listen(2) on a socket this test owns; a second listen sets the backlog.
+        assert_eq!(unsafe { libc::listen(server.as_raw_fd(), 0) }, 0);
+        // Fill the queue until a connect fails at once with EAGAIN.
+        let mut queued = Vec::new();
+        let full = loop {
+            match UnixStream::connect(&path).await {
+                Ok(s) => queued.push(s),
+                Err(e) => break e,
+            }
+            assert!(queued.len() < 64, "the backlog never filled");
+        };
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
+        let connect = tokio::spawn({
+            let path = path.clone();
+            async move { Stream::connect(Endpoint::Unix(&path)).await.map(|_| ()) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(
+            !connect.is_finished(),
+            "failed or got in while the queue was full"
+        );
+        // The server takes one: the waiting connect gets in.
+        let _taken = server.accept().unwrap();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), connect).await;
+        assert!(matches!(r, Ok(Ok(Ok(())))), "{r:?}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_start_waits_while_another_rwsplit_decides_and_then_gives_up() {
+        let path = temp_path("busy.sock");
+        let lock_path = suffixed(&path, ".rwsplit-lock");
+        let held = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .unwrap();
+        held.lock().unwrap();
+        let e = UnixSocket::bind(&path, true)
+            .await
+            .err()
+            .expect("no decision while locked");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(e.to_string().contains("stayed locked"), "{e}");
+        drop(held);
+        let _ = std::fs::remove_file(lock_path);
     }
 
     #[test]

@@ -57,17 +57,16 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
     let addr = config.proxy.listen;
     let reuse = config.proxy.reuse_port;
     let tcp = listen(addr, reuse).map_err(|source| ServerError::Bind { addr, source })?;
-    let unix = match &config.proxy.socket {
-        Some(path) => {
-            Some(
-                UnixSocket::bind(path, reuse).map_err(|source| ServerError::BindSocket {
+    let unix =
+        match &config.proxy.socket {
+            Some(path) => Some(UnixSocket::bind(path, reuse).await.map_err(|source| {
+                ServerError::BindSocket {
                     path: path.clone(),
                     source,
-                })?,
-            )
-        }
-        None => None,
-    };
+                }
+            })?),
+            None => None,
+        };
     Ok(Listeners { tcp, unix })
 }
 
@@ -91,13 +90,23 @@ pub fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<T
 /// Accepts clients until `shutdown` resolves, then waits for sessions to end (up to a drain
 /// timeout).
 pub async fn serve(
-    listener: Listeners,
+    mut listener: Listeners,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     // Route the first clients on facts: wait (briefly) for one check of every backend.
     let m = &shared.config().monitor;
     shared.health.first_round(m.timeout * 2 + m.interval).await;
+    // Ready: only now does the Unix socket take its path (from a predecessor, if one serves it).
+    if let Some(u) = listener.unix.as_mut() {
+        match u.publish() {
+            Ok(()) => tracing::info!(socket = %u.path().display(), "serving the Unix socket"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot put the Unix socket in place (proxy.socket); serving TCP only");
+                listener.unix = None;
+            }
+        }
+    }
     let limit = Arc::new(Semaphore::new(shared.config().proxy.max_client_connections));
     let max = shared.config().proxy.max_client_connections;
     tokio::pin!(shutdown);

@@ -198,9 +198,14 @@ async fn clients_on_the_unix_socket_are_served_and_the_socket_goes_with_the_proc
         .user(Some("app"))
         .pass(Some("app"))
         .db_name(Some("app"));
-    let mut conn = mysql_async::Conn::new(opts.clone())
-        .await
-        .expect("a client on the socket");
+    // The socket takes its path once the first round of backend checks is done.
+    let mut conn = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        "a client on the socket",
+        async || mysql_async::Conn::new(opts.clone()).await,
+    )
+    .await;
     let primary = server_id(PRIMARY_PORT).await;
     let read: u64 = conn
         .query_first("SELECT @@server_id")
@@ -254,6 +259,9 @@ async fn clients_on_the_unix_socket_are_served_and_the_socket_goes_with_the_proc
     let exit = stop_binary(&mut child);
     assert!(exit.success(), "exit {exit:?}\n{}", child.rest());
     assert!(!socket.exists(), "the socket file outlived rwsplit");
+    let mut lock = socket.clone().into_os_string();
+    lock.push(".rwsplit-lock");
+    let _ = std::fs::remove_file(lock);
     let _ = std::fs::remove_file(path);
 }
 
@@ -338,6 +346,12 @@ fn stop_binary(child: &mut std::process::Child) -> std::process::ExitStatus {
 async fn a_new_instance_takes_over_the_port_while_the_old_one_drains_with_no_failed_statement() {
     topology_up();
     let (port, text) = binary_config("level = \"info\"", "\n[admin]\nlisten = \"off\"\n");
+    // The Unix socket too: the new instance renames its own over the old one's.
+    let socket = std::env::temp_dir().join(format!("{}.sock", unique("restart")));
+    let text = text.replace(
+        "[proxy]\n",
+        &format!("[proxy]\nsocket = \"{}\"\n", socket.display()),
+    );
     let path = write_config("restart", &text);
     let mut old = start_binary(&path);
 
@@ -360,9 +374,19 @@ async fn a_new_instance_takes_over_the_port_while_the_old_one_drains_with_no_fai
         .expect("create");
         c.disconnect().await.expect("disconnect");
     }
+    let by_socket = mysql_async::OptsBuilder::default()
+        .socket(Some(socket.display().to_string()))
+        .user(Some("app"))
+        .pass(Some("app"))
+        .db_name(Some("app"));
     let mut workers = Vec::new();
-    for w in 0..4 {
-        let (stop, opts, t) = (stop.clone(), opts.clone(), t.clone());
+    for w in 0..6 {
+        let opts = if w < 4 {
+            opts.clone()
+        } else {
+            by_socket.clone()
+        };
+        let (stop, t) = (stop.clone(), t.clone());
         workers.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0u32, Vec::new());
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -416,6 +440,10 @@ async fn a_new_instance_takes_over_the_port_while_the_old_one_drains_with_no_fai
         .await
         .expect("stop the new instance");
     assert!(status.success());
+    assert!(!socket.exists(), "the socket outlived both instances");
+    let mut lock = socket.into_os_string();
+    lock.push(".rwsplit-lock");
+    let _ = std::fs::remove_file(lock);
 }
 
 #[test]

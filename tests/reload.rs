@@ -106,6 +106,20 @@ async fn a_reload_adds_and_removes_a_replica_under_open_sessions_and_a_bad_one_c
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("proxy.listen"), "{body}");
     assert_eq!(read_from(&mut c).await, 3);
+    // So does adding a Unix socket for clients.
+    std::fs::write(
+        &path,
+        config_text(true).replacen(
+            "[proxy]\n",
+            "[proxy]\nsocket = \"/tmp/rwsplit-reload.sock\"\n",
+            1,
+        ),
+    )
+    .expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("proxy.socket"), "{body}");
+    assert_eq!(read_from(&mut c).await, 3);
 
     // Remove replica2 again: the session moves off it on its next read.
     std::fs::write(&path, config_text(false)).expect("write");

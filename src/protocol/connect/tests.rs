@@ -456,6 +456,10 @@ async fn fast_auth_over_a_unix_socket_sends_no_password() {
         server.recv_login(MYSQL8_CAPS, SHA2, &expected).await;
         server.send(FAST_AUTH_SUCCESS).await;
         server.send(OK).await;
+        // Nothing more from the client (no password): the next read meets its end.
+        let mut rest = Vec::new();
+        server.io.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "the client sent more: {rest:?}");
     })
     .await
     .unwrap();
