@@ -598,3 +598,36 @@ async fn a_heartbeat_table_measures_lag_below_a_second() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_reload_that_moves_a_backend_moves_its_monitoring_too() {
+    faults::healthy();
+    let proxy = faults::proxy();
+    let (r1, r2) = (faults::BASE + 1, faults::BASE + 2);
+    let up = |id: usize| proxy.shared.health.snapshot.load().backends[id].up;
+    assert!(up(2), "replica2 up to begin with");
+    // replica2's entry now names replica1's server; then replica2's server dies. The monitor
+    // must check the entry where it points now, not where it pointed at startup (a monitor
+    // measuring the old server could route reads to a lagging new one).
+    let mut new = test_config(|t| {
+        t.replace("127.0.0.1:3306", &format!("127.0.0.1:{}", faults::BASE))
+            .replace("127.0.0.1:3307", &format!("127.0.0.1:{r1}"))
+            .replace("127.0.0.1:3308", &format!("127.0.0.1:{r1}"))
+    });
+    let running = proxy.shared.config().clone();
+    new.proxy.listen = running.proxy.listen;
+    new.admin.listen = running.admin.listen;
+    rwsplit::reload::apply(&proxy.shared, new)
+        .await
+        .expect("reload");
+    faults::topology(&["kill", "replica2"]);
+    // fall = 2 checks every 500 ms: the old address would be down within about 1.5 s.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(
+            up(2),
+            "replica2's entry went down with the server at its old address {r2}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -294,15 +294,9 @@ pub fn spawn_one(id: usize, mc: &MonitorConfig, slots: &Slots, health: &Arc<Heal
         let mc = mc.clone();
         let health = health.clone();
         let slots = slots.clone();
-        let (address, user, password) = (
-            b.address.clone(),
-            target.user.clone(),
-            target.password.clone(),
-        );
+        let (user, password) = (target.user.clone(), target.password.clone());
         tokio::spawn(async move {
-            let mut prober =
-                probe::Prober::new(&address, &user, &password, mc.heartbeat_table.as_deref());
-            heartbeat(id, &mut prober, &mc, &health, &slots).await;
+            heartbeat(id, (&user, &password), &mc, &health, &slots).await;
         });
     }
     let mc = mc.clone();
@@ -325,6 +319,14 @@ impl Watched {
         self.slots.load().get(self.id).is_none_or(|s| s.removed)
     }
 
+    /// This backend's address now (a reload may change it).
+    fn address_now(&self) -> Option<String> {
+        self.slots
+            .load()
+            .get(self.id)
+            .map(|s| s.config.address.clone())
+    }
+
     /// This backend's lag bound now (a reload may change it).
     fn max_lag(&self) -> Duration {
         self.slots
@@ -334,7 +336,7 @@ impl Watched {
     }
 }
 
-async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
+async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
     let id = w.id;
     let mut conn: Option<BackendConn> = None;
     let heartbeat = mc.heartbeat_table.as_deref();
@@ -349,6 +351,16 @@ async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
         if w.removed() {
             tracing::info!(backend = %w.name, "backend removed from the config; no longer watched");
             return;
+        }
+        // Re-addressed by a reload: what was measured belongs to the old server.
+        if let Some(now) = w.address_now()
+            && now != w.address
+        {
+            tracing::info!(backend = %w.name, from = %w.address, to = %now, "backend re-addressed; checking the new address");
+            w.address = now;
+            conn = None;
+            prober = probe::Prober::new(&w.address, &w.user, &w.password, heartbeat);
+            gate = LagGate::new();
         }
         let result = check(&w, &mut conn, mc.timeout).await;
         let ok = result.is_ok();
@@ -405,7 +417,7 @@ async fn watch(w: Watched, mc: MonitorConfig, health: Arc<Health>) {
 /// Writes the heartbeat row every `heartbeat_interval` while this backend is the primary.
 async fn heartbeat(
     id: usize,
-    prober: &mut probe::Prober,
+    (user, password): (&str, &str),
     mc: &MonitorConfig,
     health: &Health,
     slots: &Slots,
@@ -413,10 +425,23 @@ async fn heartbeat(
     let mut tick = tokio::time::interval(mc.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let table = mc.heartbeat_table.as_deref();
+    let mut address = String::new();
+    let mut prober = probe::Prober::new(&address, user, password, table);
     loop {
         tick.tick().await;
-        if slots.load().get(id).is_none_or(|s| s.removed) {
+        let Some(now) = slots
+            .load()
+            .get(id)
+            .filter(|s| !s.removed)
+            .map(|s| s.config.address.clone())
+        else {
             return;
+        };
+        // First round, or re-addressed by a reload.
+        if now != address {
+            address = now;
+            prober = probe::Prober::new(&address, user, password, table);
         }
         let primary = health
             .snapshot
