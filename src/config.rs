@@ -117,6 +117,16 @@ pub struct ProxyConfig {
     pub max_prepared_statements: usize,
 }
 
+impl ProxyConfig {
+    /// Where clients connect, for logs and `check-config`: the TCP address, and the socket.
+    pub fn listeners(&self) -> String {
+        match &self.socket {
+            Some(p) => format!("{} and {}", self.listen, p.display()),
+            None => self.listen.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct UserConfig {
     pub name: String,

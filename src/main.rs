@@ -61,18 +61,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(Cmd::CheckConfig { path }) = cli.command {
         return match Config::load(&path) {
             Ok(c) => {
-                let socket = c
-                    .proxy
-                    .socket
-                    .as_ref()
-                    .map(|p| format!(" and {}", p.display()))
-                    .unwrap_or_default();
                 println!(
-                    "{}: OK ({} backends, {} users, listening on {}{socket})",
+                    "{}: OK ({} backends, {} users, listening on {})",
                     path.display(),
                     c.backends.len(),
                     c.users.len(),
-                    c.proxy.listen
+                    c.proxy.listeners()
                 );
                 Ok(())
             }
@@ -101,13 +95,8 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = rwsplit::server::bind(&config).await?;
         let admin = rwsplit::admin::bind(&config).await?;
-        let (listen, socket, admin_listen, n) = (
-            config.proxy.listen,
-            config
-                .proxy
-                .socket
-                .as_ref()
-                .map_or_else(String::new, |p| p.display().to_string()),
+        let (listen, admin_listen, n) = (
+            config.proxy.listeners(),
             config.admin.listen,
             config.backends.len(),
         );
@@ -132,7 +121,7 @@ fn main() -> anyhow::Result<()> {
         }
         let shutdown = shutdown_signal()?;
         // Logged once signals are handled: scripts wait for this line before sending SIGHUP.
-        tracing::info!(%listen, %socket, admin = ?admin_listen, backends = n, "rwsplit listening");
+        tracing::info!(%listen, admin = ?admin_listen, backends = n, "rwsplit listening");
         rwsplit::server::serve(listener, shared, shutdown).await;
         tracing::info!("rwsplit stopped");
         Ok(())

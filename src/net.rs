@@ -44,11 +44,16 @@ impl<'a> Endpoint<'a> {
     pub fn is_valid(&self) -> bool {
         match self {
             Endpoint::Unix(p) => p.file_name().is_some() && fits_sun_path(p),
-            Endpoint::Tcp(a) => a
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)),
+            Endpoint::Tcp(a) => host_port(a).is_some_and(|(_, port)| port > 0),
         }
     }
+}
+
+/// `host:port` split at its last colon (an IPv6 host keeps its brackets).
+pub fn host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then_some((host, port))
 }
 
 /// Whether `path` fits `sockaddr_un.sun_path` (108 bytes on Linux, with the closing NUL): a
@@ -58,11 +63,13 @@ pub fn fits_sun_path(path: &Path) -> bool {
     path.as_os_str().as_bytes().len() < 108
 }
 
-/// Whether rwsplit can bind its own socket at `path`: it binds `<path>.<pid>` first (a pid has
-/// up to 7 digits), so 8 bytes fewer than `fits_sun_path`.
+/// Whether rwsplit can bind its own socket at `path`: the name it binds first
+/// (`UnixSocket::bind_name`, with the longest pid Linux gives) must fit too.
 pub fn fits_own_socket(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    path.is_absolute() && path.file_name().is_some() && path.as_os_str().as_bytes().len() < 100
+    const LONGEST_PID: u32 = 4_194_304;
+    path.is_absolute()
+        && path.file_name().is_some()
+        && fits_sun_path(&UnixSocket::bind_name(path, LONGEST_PID))
 }
 
 /// An open stream of either kind; split it to read and write.
@@ -179,10 +186,10 @@ fn about(file: &Path, e: io::Error) -> io::Error {
 
 /// Locks with `attempt`, retrying while another process holds the lock exclusively (another
 /// rwsplit deciding about the same socket, for a moment), up to `LOCK_WAIT`.
-async fn lock_within(
+async fn lock_within<T>(
     lock_path: &Path,
-    mut attempt: impl FnMut() -> Result<bool, std::fs::TryLockError>,
-) -> io::Result<bool> {
+    mut attempt: impl FnMut() -> Result<T, std::fs::TryLockError>,
+) -> io::Result<T> {
     let deadline = tokio::time::Instant::now() + LOCK_WAIT;
     loop {
         match attempt() {
@@ -204,6 +211,16 @@ async fn lock_within(
 }
 
 impl UnixSocket {
+    /// The lock file beside socket `path` (see `_lock`).
+    pub fn lock_path(path: &Path) -> PathBuf {
+        suffixed(path, ".rwsplit-lock")
+    }
+
+    /// Where the process `pid` binds its socket for `path` before `publish`.
+    fn bind_name(path: &Path, pid: u32) -> PathBuf {
+        suffixed(path, &format!(".{pid}"))
+    }
+
     /// Binds the socket for `path`. What is at `path` now may be replaced later (`publish`)
     /// when it is a socket nothing answers on (left by a process that died), or, with
     /// `take_over`, one an rwsplit serves (a new rwsplit starting while the old one drains: the
@@ -211,7 +228,7 @@ impl UnixSocket {
     /// is not a socket, make this an error and are left alone.
     pub async fn bind(path: &Path, take_over: bool) -> io::Result<UnixSocket> {
         use std::os::unix::fs::OpenOptionsExt;
-        let lock_path = suffixed(path, ".rwsplit-lock");
+        let lock_path = Self::lock_path(path);
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -229,7 +246,7 @@ impl UnixSocket {
         })
         .await?;
         check_replaceable(path, &lock_path, rwsplit_there, take_over).await?;
-        let at = suffixed(path, &format!(".{}", std::process::id()));
+        let at = Self::bind_name(path, std::process::id());
         // Left by a process that had this pid and died: nobody else binds this name.
         let _ = std::fs::remove_file(&at);
         let listener = UnixListener::bind(&at).map_err(|e| about(&at, e))?;
@@ -238,7 +255,7 @@ impl UnixSocket {
         let m = std::fs::metadata(&at)?;
         if !rwsplit_there {
             // From exclusive to shared: a successor may now take over.
-            lock_within(&lock_path, || lock.try_lock_shared().map(|()| true)).await?;
+            lock_within(&lock_path, || lock.try_lock_shared()).await?;
         }
         Ok(UnixSocket {
             listener,
@@ -424,7 +441,7 @@ mod tests {
     #[tokio::test]
     async fn a_socket_replaces_a_dead_one_or_an_rwsplits_and_leaves_anything_else_alone() {
         let path = temp_path("bind.sock");
-        let lock = suffixed(&path, ".rwsplit-lock");
+        let lock = UnixSocket::lock_path(&path);
         let _ = std::fs::remove_file(&path);
         // Left by a process that died: the file stays, nothing listens.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
@@ -524,7 +541,7 @@ mod tests {
     #[tokio::test]
     async fn a_start_waits_while_another_rwsplit_decides_and_then_gives_up() {
         let path = temp_path("busy.sock");
-        let lock_path = suffixed(&path, ".rwsplit-lock");
+        let lock_path = UnixSocket::lock_path(&path);
         let held = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -6,8 +6,9 @@
 //! so (no routing, no monitoring; sessions using it move on their next statement, and a
 //! transaction open there fails rather than moving); a new one gets a new id, a pool and a
 //! monitor; a re-addressed one is checked (and its heartbeat written) at the new address from
-//! the monitor's next round. Users, routing settings, weights, lag bounds and pool limits apply to the next
-//! statement; sessions keep the consistency mode and query timeout they started with.
+//! the monitor's next round. Users, routing settings, weights, lag bounds and pool limits
+//! apply to the next statement; sessions keep the consistency mode and query timeout they
+//! started with.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -6,11 +6,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::net::{Listeners, UnixSocket};
-
 use crate::config::Config;
 use crate::error::ClientError;
 use crate::monitor::{self, Health};
+use crate::net::{Listeners, UnixSocket};
 use crate::pool::{Pools, Target};
 use crate::protocol::frame;
 use crate::session::{self, Shared};

@@ -259,9 +259,7 @@ async fn clients_on_the_unix_socket_are_served_and_the_socket_goes_with_the_proc
     let exit = stop_binary(&mut child);
     assert!(exit.success(), "exit {exit:?}\n{}", child.rest());
     assert!(!socket.exists(), "the socket file outlived rwsplit");
-    let mut lock = socket.clone().into_os_string();
-    lock.push(".rwsplit-lock");
-    let _ = std::fs::remove_file(lock);
+    let _ = std::fs::remove_file(rwsplit::net::UnixSocket::lock_path(&socket));
     let _ = std::fs::remove_file(path);
 }
 
@@ -441,9 +439,7 @@ async fn a_new_instance_takes_over_the_port_while_the_old_one_drains_with_no_fai
         .expect("stop the new instance");
     assert!(status.success());
     assert!(!socket.exists(), "the socket outlived both instances");
-    let mut lock = socket.into_os_string();
-    lock.push(".rwsplit-lock");
-    let _ = std::fs::remove_file(lock);
+    let _ = std::fs::remove_file(rwsplit::net::UnixSocket::lock_path(&socket));
 }
 
 #[test]

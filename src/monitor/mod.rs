@@ -313,20 +313,17 @@ struct Watched {
     slots: Slots,
 }
 
+/// Where backend `id` is now (a reload may re-address it); `None` once a reload removed it.
+/// Both of a backend's monitor tasks follow it.
+fn address_now(slots: &Slots, id: usize) -> Option<String> {
+    slots
+        .load()
+        .get(id)
+        .filter(|s| !s.removed)
+        .map(|s| s.config.address.clone())
+}
+
 impl Watched {
-    /// Removed from the config by a reload.
-    fn removed(&self) -> bool {
-        self.slots.load().get(self.id).is_none_or(|s| s.removed)
-    }
-
-    /// This backend's address now (a reload may change it).
-    fn address_now(&self) -> Option<String> {
-        self.slots
-            .load()
-            .get(self.id)
-            .map(|s| s.config.address.clone())
-    }
-
     /// This backend's lag bound now (a reload may change it).
     fn max_lag(&self) -> Duration {
         self.slots
@@ -348,14 +345,12 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if w.removed() {
+        let Some(now) = address_now(&w.slots, w.id) else {
             tracing::info!(backend = %w.name, "backend removed from the config; no longer watched");
             return;
-        }
+        };
         // Re-addressed by a reload: what was measured belongs to the old server.
-        if let Some(now) = w.address_now()
-            && now != w.address
-        {
+        if now != w.address {
             tracing::info!(backend = %w.name, from = %w.address, to = %now, "backend re-addressed; checking the new address");
             w.address = now;
             conn = None;
@@ -430,12 +425,7 @@ async fn heartbeat(
     let mut prober = probe::Prober::new(&address, user, password, table);
     loop {
         tick.tick().await;
-        let Some(now) = slots
-            .load()
-            .get(id)
-            .filter(|s| !s.removed)
-            .map(|s| s.config.address.clone())
-        else {
+        let Some(now) = address_now(slots, id) else {
             return;
         };
         // First round, or re-addressed by a reload.

@@ -6,7 +6,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, Row};
 
 use super::replication::{Flavor, ReplicaStatus};
-use crate::net::Endpoint;
+use crate::net::{Endpoint, host_port};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -102,10 +102,8 @@ impl Prober {
             let opts = match Endpoint::of(&self.address) {
                 Endpoint::Unix(path) => opts.socket(Some(path.to_string_lossy())),
                 Endpoint::Tcp(a) => {
-                    let (host, port) = a
-                        .rsplit_once(':')
-                        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-                        .ok_or_else(|| ProbeError::Address(self.address.clone()))?;
+                    let (host, port) =
+                        host_port(a).ok_or_else(|| ProbeError::Address(self.address.clone()))?;
                     opts.ip_or_hostname(host).tcp_port(port)
                 }
             };

@@ -71,12 +71,12 @@ pub struct BackendConn {
     /// Statements prepared on this connection, by their COM_STMT_PREPARE packet: any session
     /// that runs the same statement here reuses the server's statement id. Cleared by a reset.
     pub statements: std::collections::HashMap<Box<[u8]>, u32>,
-    /// Changes whenever a statement leaves `statements` (closed, replaced, reset): a session
-    /// that remembers a server statement id it found here (`Statement::on`) trusts it only
-    /// while the connection's `serial` and this are what they were.
-    pub statements_epoch: u32,
+    /// Changes whenever a statement leaves `statements` (`statements_dropped`): a session that
+    /// remembers a server statement id it found here (`Statement::on`) trusts it only while
+    /// `statements_version` is what it was.
+    statements_epoch: u32,
     /// Unique to this connection in the process (connection ids are per server and reused).
-    pub serial: u64,
+    serial: u64,
     /// Server status flags from the last OK/EOF this connection sent.
     pub status: u16,
     /// A reusable buffer for whole packets (internal responses, OK packets being rewritten).
@@ -135,6 +135,18 @@ impl BackendConn {
             status: packets::SERVER_STATUS_AUTOCOMMIT,
             scratch: Vec::new(),
         })
+    }
+
+    /// Names this connection's set of prepared statements: a server statement id found here
+    /// stays valid while this is unchanged (`Statement::on`).
+    pub fn statements_version(&self) -> (u64, u32) {
+        (self.serial, self.statements_epoch)
+    }
+
+    /// A statement left `statements` (closed, replaced, or all of them by a reset): ids
+    /// remembered with the old version are no longer trusted.
+    pub fn statements_dropped(&mut self) {
+        self.statements_epoch = self.statements_epoch.wrapping_add(1);
     }
 
     pub fn deprecate_eof(&self) -> bool {
@@ -331,7 +343,7 @@ impl BackendConn {
         self.log.push(0);
         self.last_insert_id = 0;
         self.statements.clear();
-        self.statements_epoch = self.statements_epoch.wrapping_add(1);
+        self.statements_dropped();
         self.status = packets::SERVER_STATUS_AUTOCOMMIT;
     }
 

@@ -148,7 +148,7 @@ pub(super) async fn remember_prepared(conn: &mut BackendConn, packet: &[u8], id:
         close = victim.and_then(|k| conn.statements.remove(&k));
     }
     if close.is_some() {
-        conn.statements_epoch = conn.statements_epoch.wrapping_add(1);
+        conn.statements_dropped();
     }
     if let Some(old) = close.filter(|&old| old != id) {
         let mut p = [0u8; 5];
@@ -711,7 +711,7 @@ impl Session {
         };
         // Where the statement ran last, unless that connection closed or replaced statements
         // since: no hash and compare of its text per execute.
-        let here = (conn.serial, conn.statements_epoch);
+        let here = conn.statements_version();
         if let Some((at, b)) = stmt.on
             && at == here
         {
@@ -729,7 +729,7 @@ impl Session {
                 prepared: Some(p), ..
             })) => {
                 remember_prepared(conn, &stmt.prepare_packet, p.statement_id).await;
-                stmt.on = Some(((conn.serial, conn.statements_epoch), p.statement_id));
+                stmt.on = Some((conn.statements_version(), p.statement_id));
                 Ok(p.statement_id)
             }
             Ok(Ok(_)) => Err(Failure::Down("prepare returned no statement".into())),
@@ -830,7 +830,7 @@ impl Session {
                 self.drop_slot(Slot::Primary);
                 let msg = format!(
                     "rwsplit: the primary changed from '{name}' while your transaction was open; \
-                         the transaction was rolled back, retry it"
+                     the transaction was rolled back, retry it"
                 );
                 return self
                     .reply(&ClientError::new(1213, "40001", &msg))

@@ -37,7 +37,7 @@ pub struct Statement {
     /// Where it last ran (cursors, COM_STMT_RESET and long data live there).
     pub last: Option<Slot>,
     /// The server's id for it on the connection it last ran on, with that connection's
-    /// `(serial, statements_epoch)` then (see `exec::prepared_on`).
+    /// `statements_version()` then (see `exec::prepared_on`).
     pub on: Option<((u64, u32), u32)>,
 }
 
