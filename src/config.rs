@@ -181,6 +181,7 @@ pub struct RoutingConfig {
     /// How long a read-your-writes read waits on a replica for the session's last write
     /// before it goes to the primary instead.
     pub read_your_writes_wait: Duration,
+    /// `START TRANSACTION READ ONLY` goes where a read would and stays there to its end.
     pub read_only_transactions_on_replica: bool,
 }
 

@@ -68,6 +68,15 @@ impl ClientError {
         )
     }
 
+    /// ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION: a change in a READ ONLY transaction.
+    pub fn read_only_transaction() -> Self {
+        Self::new(
+            1792,
+            "25006",
+            "Cannot execute statement in a READ ONLY transaction",
+        )
+    }
+
     /// A backend failed under a statement; ER_UNKNOWN_ERROR with rwsplit's explanation.
     pub fn backend_failed(detail: impl std::fmt::Display) -> Self {
         Self::new(1105, "HY000", format!("rwsplit: {detail}"))

@@ -7,8 +7,8 @@
 //! transaction open there fails rather than moving); a new one gets a new id, a pool and a
 //! monitor; a re-addressed one is checked (and its heartbeat written) at the new address from
 //! the monitor's next round. Users, routing settings, weights, lag bounds and pool limits
-//! apply to the next statement; sessions keep the consistency mode and query timeout they
-//! started with.
+//! apply to the next statement; sessions keep the consistency mode, query timeout, idle timeout
+//! and packet limit they started with.
 
 use std::path::Path;
 use std::sync::Arc;

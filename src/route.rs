@@ -48,6 +48,11 @@ pub struct BackendView {
 pub struct SessionView {
     /// The server says a transaction is open (SERVER_STATUS_IN_TRANS).
     pub in_transaction: bool,
+    /// The replica holding this session's open transaction: a `START TRANSACTION READ ONLY`
+    /// that `read_only_on_replica` sent there.
+    pub replica_transaction: Option<BackendId>,
+    /// `routing.read_only_transactions_on_replica`.
+    pub read_only_on_replica: bool,
     /// autocommit is on (SERVER_STATUS_AUTOCOMMIT).
     pub autocommit: bool,
     /// Reads must see something that exists only on the primary (temporary tables, table locks).
@@ -115,18 +120,27 @@ pub fn route(
         })
     };
 
-    // Never split a transaction: everything stays on the primary until it ends.
+    // Never split a transaction: everything stays where it began until it ends. A read-only
+    // one on a replica takes only what `in_replica_transaction` lets through.
+    if let Some(r) = s.replica_transaction {
+        return Ok(Decision {
+            target: Target::Replica(r),
+            why: Why::Transaction,
+        });
+    }
     if s.in_transaction || !s.autocommit {
         return to_primary(Why::Transaction);
     }
     if c.hint == Some(Hint::Primary) {
         return to_primary(Why::Hint);
     }
-    if c.kind != StatementKind::Read {
+    if c.kind != StatementKind::Read && !begins_on_replica(c, s) {
         return to_primary(Why::Write);
     }
     let hinted = c.hint == Some(Hint::Replica);
-    if s.reads_pinned_to_primary && !hinted {
+    // A hint lets a read past the pins, never a transaction: the pinned state (table locks, a
+    // temporary table) is on the primary, and the transaction could not reach it.
+    if s.reads_pinned_to_primary && (!hinted || begins_on_replica(c, s)) {
         return to_primary(Why::Pinned);
     }
     match pick_replica(s, backends, pick) {
@@ -140,6 +154,69 @@ pub fn route(
             NoReplicaPolicy::Primary => to_primary(Why::NoReplicaFallback),
             NoReplicaPolicy::Error => Err(RouteError::NoReplica),
         },
+    }
+}
+
+/// `START TRANSACTION READ ONLY` with `routing.read_only_transactions_on_replica`: the
+/// transaction goes where a read would (a replica that has the session's last write, else the
+/// primary).
+pub fn begins_on_replica(c: &Classification, s: &SessionView) -> bool {
+    c.read_only_transaction && s.read_only_on_replica
+}
+
+/// What a statement does inside a READ ONLY transaction open on a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InReplicaTransaction {
+    /// Runs on the transaction's replica: reads, session commands, savepoints, the end.
+    Stay,
+    /// Would write: refused with the server's own error for it (1792), the transaction going
+    /// on, as the server does in a READ ONLY transaction.
+    ReadOnlyError,
+    /// Ends the transaction on the server before it runs (DDL, `LOCK TABLES`, a `BEGIN` that
+    /// is not read-only): rwsplit commits it on the replica, then routes the statement anew.
+    EndsTransaction,
+    /// Needs the primary's session (user variables, named locks, `LAST_INSERT_ID()`, a
+    /// temporary table, ...) or may write (`CALL`, several statements, a locking read):
+    /// refused, since the transaction cannot move; the text says what it was.
+    Refused(&'static str),
+}
+
+/// Decides what a statement does inside a READ ONLY transaction on a replica. Nothing that
+/// could write reaches the replica: the server would refuse a change in a READ ONLY
+/// transaction, but a temporary table, or a statement that ends the transaction first, would
+/// not be refused.
+pub fn in_replica_transaction(c: &Classification) -> InReplicaTransaction {
+    use crate::classify::{PrimaryReason as R, SessionEffect as E};
+    use InReplicaTransaction::*;
+    match (c.kind, c.reason) {
+        (StatementKind::Read | StatementKind::TransactionEnd | StatementKind::Use, _) => Stay,
+        _ if c.effect == Some(E::SetsRole) => Refused("SET ROLE"),
+        (StatementKind::SessionCommand, _) if c.effect != Some(E::SetsUserVariable) => Stay,
+        _ if c.read_only_transaction => Stay,
+        (StatementKind::TransactionBegin, _) => EndsTransaction,
+        (_, Some(R::Dml)) => ReadOnlyError,
+        (_, Some(R::Ddl))
+            if matches!(
+                c.effect,
+                Some(E::CreatesTemporaryTable | E::DropsTemporaryTable)
+            ) =>
+        {
+            Refused("a temporary table")
+        }
+        (_, Some(R::Ddl)) => EndsTransaction,
+        (_, Some(R::TableLock)) if c.effect == Some(E::LocksTables) => EndsTransaction,
+        // UNLOCK TABLES with none locked (a session holding table locks never gets here).
+        (_, Some(R::TableLock)) => Stay,
+        // Savepoints, COMMIT AND CHAIN (the next transaction is READ ONLY too), and SET
+        // TRANSACTION (which the server refuses inside a transaction).
+        (_, Some(R::TransactionControl)) => Stay,
+        (_, Some(R::LockingRead)) => Refused("a locking read"),
+        (_, Some(R::UserVariable | R::SelectInto)) => Refused("a user variable or SELECT INTO"),
+        (_, Some(R::SideEffectFunction)) => Refused("this function"),
+        (_, Some(R::Call)) => Refused("CALL"),
+        (_, Some(R::MultiStatement)) => Refused("several statements in one query"),
+        (_, Some(R::SqlPrepare)) => Refused("SQL PREPARE/EXECUTE"),
+        _ => Refused("this statement"),
     }
 }
 

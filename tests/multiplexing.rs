@@ -86,6 +86,49 @@ async fn an_idle_connection_past_its_idle_timeout_is_not_lent_again() {
     );
 }
 
+/// `pool.max_lifetime`: a connection that old is not lent again, however busy it is, but one
+/// is never taken from a transaction that outlives it: it goes after the COMMIT.
+#[tokio::test]
+async fn a_connection_past_its_max_lifetime_is_retired_but_never_mid_transaction() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            "checkout_timeout = \"2s\"\nmax_lifetime = \"1s\"",
+        )
+    });
+    let mut c = proxy.conn().await;
+    let first = primary_thread(&mut c).await;
+    // Busy all along (never idle long): still retired once a second old.
+    let started = std::time::Instant::now();
+    let mut seen = vec![first];
+    while started.elapsed() < Duration::from_millis(1600) {
+        let id = primary_thread(&mut c).await;
+        if seen.last() != Some(&id) {
+            seen.push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen.len() >= 2,
+        "a connection past max_lifetime was kept: {seen:?}"
+    );
+    // A transaction keeps its connection past the lifetime.
+    c.query_drop("BEGIN").await.expect("begin");
+    let in_trx = primary_thread(&mut c).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        primary_thread(&mut c).await,
+        in_trx,
+        "the transaction moved"
+    );
+    c.query_drop("COMMIT").await.expect("commit");
+    assert_ne!(
+        primary_thread(&mut c).await,
+        in_trx,
+        "kept past max_lifetime after COMMIT"
+    );
+}
+
 #[tokio::test]
 async fn two_sessions_taking_turns_on_one_connection_per_server_keep_their_own_state() {
     let proxy = one_connection_per_server();

@@ -282,35 +282,6 @@ async fn a_stored_procedure_returns_all_its_result_sets() {
 }
 
 #[tokio::test]
-async fn a_20_mib_blob_round_trips() {
-    let proxy = Proxy::start();
-    let t = unique("blob");
-    let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, b LONGBLOB)"))
-        .await
-        .unwrap();
-    let blob: Vec<u8> = (0..20 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
-    c.exec_drop(format!("INSERT INTO {t} VALUES (1, ?)"), (blob.clone(),))
-        .await
-        .unwrap();
-    let back: Option<Vec<u8>> = c
-        .query_first(format!(
-            "/* rwsplit:primary */ SELECT b FROM {t} WHERE id = 1"
-        ))
-        .await
-        .unwrap();
-    assert_eq!(back.map(|b| b.len()), Some(blob.len()));
-    let back: Option<Vec<u8>> = c
-        .exec_first(format!("SELECT b FROM {t} WHERE id = ?"), (1,))
-        .await
-        .unwrap();
-    if let Some(b) = back {
-        assert_eq!(b, blob, "read from a replica (if it had caught up) differs");
-    }
-    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
-}
-
-#[tokio::test]
 async fn many_sessions_in_parallel_all_work() {
     let proxy = Proxy::start();
     let mut tasks = Vec::new();
@@ -370,4 +341,155 @@ async fn four_byte_utf8_round_trips_in_the_clients_character_set() {
         .expect("select");
     assert_eq!(on_replica, [text, text]);
     c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
+/// rwsplit with `routing.read_only_transactions_on_replica` on.
+fn read_only_transactions_on_replica() -> Proxy {
+    Proxy::start_with(|t| {
+        t.replace(
+            "[routing]",
+            "[routing]\nread_only_transactions_on_replica = true",
+        )
+    })
+}
+
+/// `routing.read_only_transactions_on_replica`: a `START TRANSACTION READ ONLY` runs whole on one
+/// replica, in one snapshot there; a change in it gets the server's own 1792 and never reaches
+/// the replica; a statement that ends a transaction first (DDL, a read-write BEGIN) ends it and
+/// goes to the primary; a prepared write is refused as the text one; off, it stays on the primary.
+#[tokio::test]
+async fn read_only_transactions_run_whole_on_one_replica_when_asked() {
+    let proxy = read_only_transactions_on_replica();
+    let primary = primary_id().await;
+    let t = unique("rotrx");
+    let mut d = direct(PRIMARY_PORT).await;
+    d.query_drop(format!("CREATE TABLE app.{t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    d.query_drop(format!("INSERT INTO app.{t} VALUES (1)"))
+        .await
+        .expect("insert");
+    let mut c = proxy.conn().await;
+    let count = format!("SELECT COUNT(*) FROM {t}");
+    let id = "SELECT @@server_id";
+    // Read-your-writes: the session's own write is seen in the transaction that follows it.
+    c.query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .expect("own write");
+    c.query_drop("START TRANSACTION READ ONLY")
+        .await
+        .expect("begin");
+    let on: u64 = c.query_first(id).await.expect("id").expect("row");
+    assert_ne!(on, primary, "a read-only transaction ran on the primary");
+    assert_eq!(c.query_first(&count).await.expect("count"), Some(2u64));
+    // A row committed meanwhile, replicated to every replica, is not in this snapshot.
+    d.query_drop(format!("INSERT INTO app.{t} VALUES (3)"))
+        .await
+        .expect("insert 3");
+    wait_sync();
+    let err = c
+        .query_drop(format!("INSERT INTO {t} VALUES (4)"))
+        .await
+        .expect_err("a write in a READ ONLY transaction");
+    assert_eq!(server_code(&err), Some(1792), "{err}");
+    let ps = c
+        .exec_drop(format!("INSERT INTO {t} VALUES (?)"), (5,))
+        .await
+        .expect_err("a prepared write in a READ ONLY transaction");
+    assert_eq!(server_code(&ps), Some(1792), "{ps}");
+    let for_update = c
+        .query_drop(format!("SELECT * FROM {t} FOR UPDATE"))
+        .await
+        .expect_err("a locking read");
+    assert_eq!(server_code(&for_update), Some(1235), "{for_update}");
+    for _ in 0..3 {
+        assert_eq!(
+            c.query_first(id).await.expect("id"),
+            Some(on),
+            "the transaction moved"
+        );
+        assert_eq!(c.query_first(&count).await.expect("count"), Some(2u64));
+        assert_eq!(
+            c.exec_first(&count, ()).await.expect("prepared"),
+            Some(2u64)
+        );
+    }
+    c.query_drop("COMMIT").await.expect("commit");
+    assert_eq!(
+        c.query_first(format!("/* rwsplit:primary */ {count}"))
+            .await
+            .expect("count"),
+        Some(3u64),
+        "a write refused in the transaction reached a server"
+    );
+    // DDL ends the transaction (the server commits first) and runs on the primary.
+    let t2 = unique("rotrx_ddl");
+    c.query_drop("START TRANSACTION READ ONLY")
+        .await
+        .expect("begin");
+    c.query_drop(format!("CREATE TABLE {t2} (id INT)"))
+        .await
+        .expect("DDL in a read-only transaction");
+    let made: Option<String> = d
+        .query_first(format!("SHOW TABLES FROM app LIKE '{t2}'"))
+        .await
+        .expect("show tables");
+    assert_eq!(
+        made.as_deref(),
+        Some(t2.as_str()),
+        "not made on the primary"
+    );
+    // So does a read-write BEGIN: the new transaction is on the primary and may write.
+    c.query_drop("START TRANSACTION READ ONLY")
+        .await
+        .expect("begin");
+    c.query_drop("BEGIN").await.expect("a read-write begin");
+    assert_eq!(c.query_first(id).await.expect("id"), Some(primary));
+    c.query_drop(format!("INSERT INTO {t2} VALUES (1)"))
+        .await
+        .expect("insert in the new transaction");
+    c.query_drop("COMMIT").await.expect("commit");
+    c.query_drop(format!("DROP TABLE {t}, {t2}"))
+        .await
+        .expect("drop");
+
+    // Off (the default): on the primary.
+    let off = Proxy::start();
+    let mut c = off.conn().await;
+    c.query_drop("START TRANSACTION READ ONLY")
+        .await
+        .expect("begin");
+    assert_eq!(c.query_first(id).await.expect("id"), Some(primary));
+    c.query_drop("COMMIT").await.expect("commit");
+}
+
+/// A session whose primary connection holds what cannot be replayed (a named lock, user
+/// variables) keeps its read-only transactions there: on a replica, that connection would go
+/// back to its pool and lose the lock.
+#[tokio::test]
+async fn a_read_only_transaction_stays_with_a_primary_that_holds_session_state() {
+    let proxy = read_only_transactions_on_replica();
+    let primary = primary_id().await;
+    let lock = unique("rotrx_lock");
+    let mut c = proxy.conn().await;
+    let got: Option<i64> = c
+        .query_first(format!("SELECT GET_LOCK('{lock}', 5)"))
+        .await
+        .expect("get_lock");
+    assert_eq!(got, Some(1));
+    c.query_drop("SET @v = 7").await.expect("set @v");
+    c.query_drop("START TRANSACTION READ ONLY")
+        .await
+        .expect("begin");
+    let on: Option<u64> = c.query_first("SELECT @@server_id").await.expect("id");
+    assert_eq!(on, Some(primary));
+    c.query_drop("COMMIT").await.expect("commit");
+    let mut other = direct(PRIMARY_PORT).await;
+    let free: Option<i64> = other
+        .query_first(format!("SELECT IS_FREE_LOCK('{lock}')"))
+        .await
+        .expect("is_free_lock");
+    assert_eq!(free, Some(0), "the session's named lock was lost");
+    let v: Option<i64> = c.query_first("SELECT @v").await.expect("@v");
+    assert_eq!(v, Some(7));
 }

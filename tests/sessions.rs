@@ -11,13 +11,6 @@ use mysql_async::{ChangeUserOpts, Conn};
 use rwsplit::protocol::response::ResponseKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn server_code(e: &mysql_async::Error) -> Option<u16> {
-    match e {
-        mysql_async::Error::Server(s) => Some(s.code),
-        _ => None,
-    }
-}
-
 /// The session state a reset must clear, seen from both the primary and a replica.
 async fn session_state(c: &mut Conn) -> (Option<i64>, String, Option<String>) {
     let var: Option<Option<i64>> = c.query_first("SELECT @v").await.expect("@v");
@@ -753,4 +746,166 @@ async fn a_client_past_max_client_connections_gets_1040_and_the_next_one_gets_in
     .await;
     let two: u8 = c.query_first("SELECT 2").await.unwrap().unwrap();
     assert_eq!(two, 2);
+}
+
+/// `proxy.client_idle_timeout`: a client silent that long is disconnected, as by the server's
+/// `wait_timeout`; one that keeps talking stays however long it lives; and a transaction left
+/// open by the client that was cut is rolled back, not left holding its locks.
+#[tokio::test]
+async fn clients_idle_past_the_timeout_are_disconnected() {
+    let proxy =
+        Proxy::start_with(|t| t.replace("[proxy]", "[proxy]\nclient_idle_timeout = \"1s\""));
+    let t = unique("idle");
+    let mut d = direct(3306).await;
+    d.query_drop(format!("CREATE TABLE app.{t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    let mut busy = proxy.conn().await;
+    let mut idle = proxy.conn().await;
+    let mut in_trx = proxy.conn().await;
+    in_trx.query_drop("BEGIN").await.expect("begin");
+    in_trx
+        .query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("insert");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        let n: Option<u32> = busy
+            .query_first("SELECT 1")
+            .await
+            .expect("a busy client stays");
+        assert_eq!(n, Some(1));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for (name, c) in [("idle", &mut idle), ("idle in a transaction", &mut in_trx)] {
+        let e = c
+            .query_drop("SELECT 1")
+            .await
+            .expect_err("an idle client is disconnected");
+        assert!(server_code(&e).is_none(), "{name}: {e}");
+    }
+    // The insert was rolled back and its row lock released: the same row goes in at once.
+    d.query_drop("SET SESSION innodb_lock_wait_timeout = 5")
+        .await
+        .expect("lock wait");
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        "the cut transaction's row",
+        async || {
+            let n: Option<u64> = d
+                .query_first(format!("SELECT COUNT(*) FROM app.{t}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == Some(0) {
+                Ok(())
+            } else {
+                Err(format!("{n:?} rows"))
+            }
+        },
+    )
+    .await;
+    d.query_drop(format!("INSERT INTO app.{t} VALUES (1)"))
+        .await
+        .expect("the row lock was released");
+    d.query_drop(format!("DROP TABLE app.{t}"))
+        .await
+        .expect("drop");
+}
+
+/// Packets of 16 MiB and more are split into several frames each way: a statement that large
+/// reaches the server whole, a row that large reaches the client whole, by text and by prepared
+/// statement (whose long parameter mysql_async sends as COM_STMT_SEND_LONG_DATA).
+#[tokio::test]
+async fn packets_over_16_mib_pass_both_ways() {
+    let proxy = Proxy::start();
+    let t = unique("big");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, b LONGBLOB)"))
+        .await
+        .expect("create");
+    // 0xFFFFFF bytes exactly is the frame limit: one payload byte more or less on either side.
+    let sizes = [
+        (1, (1 << 24) - 1 - 40),
+        (2, 20 << 20),
+        (3, (1 << 24) * 2 + 5),
+    ];
+    for (id, len) in sizes {
+        let blob: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        c.query_drop(format!("INSERT INTO {t} VALUES ({id}, '{blob}')"))
+            .await
+            .unwrap_or_else(|e| panic!("text insert of {len} bytes: {e}"));
+        let back: Option<Vec<u8>> = c
+            .query_first(format!(
+                "/* rwsplit:primary */ SELECT b FROM {t} WHERE id = {id}"
+            ))
+            .await
+            .expect("text select");
+        assert!(
+            back.as_deref() == Some(blob.as_bytes()),
+            "text row of {len} bytes differs"
+        );
+        c.exec_drop(
+            format!("INSERT INTO {t} VALUES (?, ?)"),
+            (id + 100, blob.as_bytes()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("prepared insert of {len} bytes: {e}"));
+        let back: Option<Vec<u8>> = c
+            .exec_first(
+                format!("/* rwsplit:primary */ SELECT b FROM {t} WHERE id = ?"),
+                (id + 100,),
+            )
+            .await
+            .expect("prepared select");
+        assert!(
+            back.as_deref() == Some(blob.as_bytes()),
+            "binary row of {len} bytes differs"
+        );
+    }
+    // The session goes on with small statements after the big ones.
+    let n: Option<u64> = c
+        .query_first(format!("/* rwsplit:primary */ SELECT COUNT(*) FROM {t}"))
+        .await
+        .expect("count");
+    assert_eq!(n, Some(6));
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
+/// A command over `proxy.max_packet_size` gets the server's own error for it (1153) and the
+/// connection is closed, as by the server past `max_allowed_packet`; rwsplit never buffers it
+/// whole, and other sessions go on.
+#[tokio::test]
+async fn a_command_over_max_packet_size_gets_1153_and_harms_no_one_else() {
+    let proxy = Proxy::start_with(|t| t.replace("[proxy]", "[proxy]\nmax_packet_size = \"1MiB\""));
+    let mut other = proxy.conn().await;
+    let mut c = proxy.conn().await;
+    let fits = "x".repeat((1 << 20) - 100);
+    let n: Option<u64> = c
+        .query_first(format!("SELECT LENGTH('{fits}')"))
+        .await
+        .expect("a command under the limit");
+    assert_eq!(n, Some(fits.len() as u64));
+    // By raw protocol, to read exactly what comes back: 3 frames' worth, the first 16 MiB one
+    // refused from its header.
+    let mut raw = raw_client(&proxy, mysql_common::constants::CapabilityFlags::empty()).await;
+    let mut big = b"\x03SELECT '".to_vec();
+    big.resize(20 << 20, b'y');
+    let sent = raw.send_command(&big).await;
+    let mut buf = Vec::new();
+    let got = rwsplit::protocol::frame::read_packet(&mut raw.reader, &mut buf, 1 << 24).await;
+    assert!(got.is_ok(), "no answer ({got:?}; send: {sent:?})");
+    assert_eq!(<[u8]>::first(&buf), Some(&0xFF), "an ERR packet: {buf:?}");
+    assert_eq!(u16::from_le_bytes([buf[1], buf[2]]), 1153);
+    let end = rwsplit::protocol::frame::read_packet(&mut raw.reader, &mut buf, 1 << 24).await;
+    assert!(end.is_err(), "the connection is closed after the ERR");
+    // (Not by a client library: one that is still writing when the connection closes may see
+    // the reset before the ERR, as with the server.)
+    for s in [&mut c, &mut other] {
+        let n: Option<u32> = s
+            .query_first("SELECT 1")
+            .await
+            .expect("other sessions go on");
+        assert_eq!(n, Some(1));
+    }
 }

@@ -60,7 +60,7 @@ pub enum PrimaryReason {
     TableLock,
     /// `PREPARE`, `EXECUTE`, `DEALLOCATE PREPARE` (SQL-level prepared statements live on one connection).
     SqlPrepare,
-    /// `SAVEPOINT`, `ROLLBACK TO`, `RELEASE SAVEPOINT`, `SET TRANSACTION`, XA other than start/end.
+    /// `SAVEPOINT`, `ROLLBACK TO`, `RELEASE SAVEPOINT`, `SET TRANSACTION`, `COMMIT AND CHAIN`.
     TransactionControl,
     /// A statement not known to be a read (includes anything the classifier could not understand).
     Other,
@@ -80,6 +80,9 @@ pub enum Hint {
 pub enum SessionEffect {
     /// `CREATE TEMPORARY TABLE`: from now on the session's reads must see it (primary).
     CreatesTemporaryTable,
+    /// `DROP TEMPORARY TABLE`: unlike other DDL, no implicit commit. (The session's reads stay
+    /// on the primary: rwsplit does not count the temporary tables left.)
+    DropsTemporaryTable,
     /// `LOCK TABLES`, `FLUSH TABLES ... WITH READ LOCK`.
     LocksTables,
     /// `UNLOCK TABLES`.
@@ -113,7 +116,7 @@ pub struct Classification {
     pub reason: Option<PrimaryReason>,
     pub hint: Option<Hint>,
     pub effect: Option<SessionEffect>,
-    /// `START TRANSACTION READ ONLY`.
+    /// `START TRANSACTION READ ONLY` (set on no other statement).
     pub read_only_transaction: bool,
     /// For `USE db`: the schema name, unquoted.
     pub schema: Option<String>,
@@ -123,6 +126,14 @@ pub struct Classification {
     /// ran it: `SET NAMES`, or `SET`s of system variables to values that read no variable and
     /// call no function (`SET sql_mode = CONCAT(@@sql_mode, ...)` is not).
     pub idempotent: bool,
+}
+
+impl Classification {
+    /// What may go to a replica by its text: a read, or a `START TRANSACTION READ ONLY`
+    /// (`routing.read_only_transactions_on_replica`).
+    pub fn may_read_a_replica(&self) -> bool {
+        self.kind == StatementKind::Read || self.read_only_transaction
+    }
 }
 
 /// Functions whose result depends on the connection or that change state: such a statement must
@@ -221,6 +232,10 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>]) -> Classification {
         b"SELECT" | b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"VALUES" | b"TABLE" => read_or_write(toks),
         b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => write(R::Dml),
         b"CREATE" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::CreatesTemporaryTable), ..write(R::Ddl) },
+        b"DROP" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::DropsTemporaryTable), ..write(R::Ddl) },
+        // MariaDB's `ANALYZE SELECT|UPDATE|DELETE ...` runs the statement: not DDL (which commits
+        // implicitly), whatever it runs.
+        b"ANALYZE" if !(word(second, "TABLE") || word(second, "TABLES") || word(second, "NO_WRITE_TO_BINLOG") || word(second, "LOCAL")) => write(R::Other),
         b"CREATE" | b"ALTER" | b"DROP" if word(second, "PREPARE") => write(R::SqlPrepare),
         b"CREATE" | b"ALTER" | b"DROP" | b"TRUNCATE" | b"RENAME" | b"GRANT" | b"REVOKE" | b"ANALYZE" | b"OPTIMIZE" | b"REPAIR" => write(R::Ddl),
         b"SET" => classify_set(toks),
@@ -245,7 +260,10 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>]) -> Classification {
             }
         }
         b"XA" if word(second, "START") || word(second, "BEGIN") => of(K::TransactionBegin),
-        b"XA" | b"SAVEPOINT" | b"RELEASE" => write(R::TransactionControl),
+        // Other XA commands act on XA transactions by id, which replicas hold too (replicated
+        // XA PREPARE): `Other`, never let through to a replica.
+        b"XA" => write(R::Other),
+        b"SAVEPOINT" | b"RELEASE" => write(R::TransactionControl),
         b"KILL" => of(K::Kill),
         b"LOCK" => Classification { effect: Some(SessionEffect::LocksTables), ..write(R::TableLock) },
         b"UNLOCK" => Classification { effect: Some(SessionEffect::UnlocksTables), ..write(R::TableLock) },

@@ -149,6 +149,11 @@ impl BackendConn {
         self.statements_epoch = self.statements_epoch.wrapping_add(1);
     }
 
+    /// The server's last status on this connection says a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.status & packets::SERVER_STATUS_IN_TRANS != 0
+    }
+
     pub fn deprecate_eof(&self) -> bool {
         self.capabilities.contains(C::CLIENT_DEPRECATE_EOF)
     }

@@ -453,3 +453,182 @@ fn load_is_weighed_against_weight() {
     let d = route(&read, &s, &backends, NoReplicaPolicy::Primary, 0.0);
     assert_eq!(d.unwrap().target, Target::Replica(R2));
 }
+
+fn read_only_on_replica() -> SessionView {
+    SessionView {
+        read_only_on_replica: true,
+        ..idle()
+    }
+}
+
+#[test]
+fn a_read_only_transaction_goes_where_a_read_would_when_asked() {
+    let b = topology(true, true, true);
+    let begin = "START TRANSACTION READ ONLY";
+    let primary = NoReplicaPolicy::Primary;
+    assert_eq!(place(begin, &idle(), &b, primary), "P", "off by default");
+    let on = read_only_on_replica();
+    assert_eq!(place(begin, &on, &b, primary), "R");
+    assert_eq!(
+        place(
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+            &on,
+            &b,
+            primary
+        ),
+        "R"
+    );
+    for sql in [
+        "BEGIN",
+        "START TRANSACTION",
+        "START TRANSACTION READ WRITE",
+        "XA START 'x'",
+    ] {
+        assert_eq!(place(sql, &on, &b, primary), "P", "{sql}");
+    }
+    assert_eq!(
+        place(&format!("/* rwsplit:primary */ {begin}"), &on, &b, primary),
+        "P"
+    );
+    // A replica hint takes a read past the pins, never a transaction.
+    let pinned_on = SessionView {
+        read_only_on_replica: true,
+        ..pinned()
+    };
+    let hinted = format!("/* rwsplit:replica */ {begin}");
+    assert_eq!(place(&hinted, &pinned_on, &b, primary), "P");
+    assert_eq!(
+        place("/* rwsplit:replica */ SELECT 1", &pinned_on, &b, primary),
+        "R"
+    );
+    // Wherever a read would not go to a replica, neither does it.
+    let pinned = SessionView {
+        read_only_on_replica: true,
+        ..pinned()
+    };
+    let no_autocommit = SessionView {
+        read_only_on_replica: true,
+        ..no_autocommit()
+    };
+    let in_trx = SessionView {
+        read_only_on_replica: true,
+        ..in_trx()
+    };
+    for s in [pinned, no_autocommit, in_trx] {
+        assert_eq!(place(begin, &s, &b, primary), "P", "{s:?}");
+    }
+    assert_eq!(
+        place(begin, &on, &topology(true, false, false), primary),
+        "P"
+    );
+    assert_eq!(
+        place(
+            begin,
+            &on,
+            &topology(true, false, false),
+            NoReplicaPolicy::Error
+        ),
+        "E"
+    );
+    // Held back by read-your-writes on every replica: the primary has the write.
+    let blocked = SessionView {
+        blocked: bit(R1) | bit(R2),
+        ..read_only_on_replica()
+    };
+    assert_eq!(place(begin, &blocked, &b, primary), "P");
+}
+
+#[test]
+fn everything_in_a_replica_transaction_goes_to_its_replica() {
+    let b = topology(true, true, true);
+    let s = SessionView {
+        in_transaction: true,
+        replica_transaction: Some(R2),
+        ..read_only_on_replica()
+    };
+    for sql in READS
+        .iter()
+        .chain(PRIMARY_ONLY)
+        .chain(&["/* rwsplit:primary */ SELECT 1"])
+    {
+        let d = route(
+            &classify(sql.as_bytes()),
+            &s,
+            &b,
+            NoReplicaPolicy::Primary,
+            0.3,
+        );
+        assert_eq!(d.map(|d| d.target), Ok(Target::Replica(R2)), "{sql:?}");
+    }
+}
+
+#[test]
+fn nothing_that_could_write_runs_in_a_replica_transaction() {
+    use InReplicaTransaction::*;
+    let cases: &[(&str, InReplicaTransaction)] = &[
+        ("SELECT * FROM t", Stay),
+        ("SHOW TABLES", Stay),
+        ("SELECT SLEEP(0)", Stay),
+        ("/* rwsplit:primary */ SELECT 1", Stay),
+        ("SET NAMES utf8mb4", Stay),
+        ("SET SESSION sql_mode = ''", Stay),
+        ("SET autocommit = 1", Stay),
+        ("USE app", Stay),
+        ("COMMIT", Stay),
+        ("ROLLBACK", Stay),
+        ("COMMIT AND CHAIN", Stay),
+        ("SAVEPOINT s", Stay),
+        ("ROLLBACK TO SAVEPOINT s", Stay),
+        ("START TRANSACTION READ ONLY", Stay),
+        ("UNLOCK TABLES", Stay),
+        ("INSERT INTO t VALUES (1)", ReadOnlyError),
+        ("UPDATE t SET a = 1", ReadOnlyError),
+        ("DELETE FROM t", ReadOnlyError),
+        ("REPLACE INTO t VALUES (1)", ReadOnlyError),
+        ("LOAD DATA LOCAL INFILE 'f' INTO TABLE t", ReadOnlyError),
+        ("CREATE TABLE x (i int)", EndsTransaction),
+        ("DROP TABLE x", EndsTransaction),
+        ("ALTER TABLE t ADD c INT", EndsTransaction),
+        ("TRUNCATE t", EndsTransaction),
+        ("BEGIN", EndsTransaction),
+        ("START TRANSACTION", EndsTransaction),
+        ("LOCK TABLES t READ", EndsTransaction),
+        ("FLUSH TABLES WITH READ LOCK", EndsTransaction),
+        (
+            "CREATE TEMPORARY TABLE tmp (i int)",
+            Refused("a temporary table"),
+        ),
+        ("SELECT * FROM t FOR UPDATE", Refused("a locking read")),
+        (
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            Refused("a locking read"),
+        ),
+        ("SET @a = 1", Refused("a user variable or SELECT INTO")),
+        ("SELECT @a", Refused("a user variable or SELECT INTO")),
+        (
+            "SELECT a INTO @x FROM t",
+            Refused("a user variable or SELECT INTO"),
+        ),
+        (
+            "SELECT * FROM t INTO OUTFILE '/tmp/x'",
+            Refused("a user variable or SELECT INTO"),
+        ),
+        ("SELECT GET_LOCK('l', 1)", Refused("this function")),
+        ("SELECT LAST_INSERT_ID()", Refused("this function")),
+        ("CALL p()", Refused("CALL")),
+        (
+            "SELECT 1; DELETE FROM t",
+            Refused("several statements in one query"),
+        ),
+        ("PREPARE s FROM 'SELECT 1'", Refused("SQL PREPARE/EXECUTE")),
+        ("SET ROLE r", Refused("SET ROLE")),
+        ("garbage that is not sql", Refused("this statement")),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(
+            in_replica_transaction(&classify(sql.as_bytes())),
+            *want,
+            "{sql}"
+        );
+    }
+}

@@ -207,6 +207,11 @@ pub(super) fn slot_of<'a>(
     }
 }
 
+/// A transaction is open on this slot's connection.
+fn open_transaction(c: &Option<Pooled>) -> bool {
+    c.as_ref().is_some_and(|c| c.in_transaction())
+}
+
 fn slot_for(t: Target) -> Slot {
     if t.is_primary() {
         Slot::Primary
@@ -216,12 +221,16 @@ fn slot_for(t: Target) -> Slot {
 }
 
 impl Session {
+    /// The replica of the READ ONLY transaction open on it, if one is.
+    pub(super) fn replica_transaction(&self) -> Option<usize> {
+        self.replica
+            .as_ref()
+            .filter(|c| c.in_transaction())
+            .map(|c| c.backend())
+    }
+
     pub(super) fn in_transaction(&self) -> bool {
-        let open = |c: &Option<Pooled>| {
-            c.as_ref()
-                .is_some_and(|c| c.status & crate::protocol::packets::SERVER_STATUS_IN_TRANS != 0)
-        };
-        open(&self.primary) || open(&self.replica)
+        open_transaction(&self.primary) || open_transaction(&self.replica)
     }
 
     /// What routing needs to know of the session. The replica-choosing parts (read-your-writes
@@ -232,6 +241,8 @@ impl Session {
         use crate::config::Consistency;
         let mut view = SessionView {
             in_transaction: self.in_transaction(),
+            replica_transaction: self.replica_transaction(),
+            read_only_on_replica: false,
             autocommit: self.state.autocommit,
             reads_pinned_to_primary: self.state.temporary_tables
                 || self.state.table_locks
@@ -251,6 +262,14 @@ impl Session {
         if !replicas || view.in_transaction || !view.autocommit {
             return view;
         }
+        let cfg = self.shared.config();
+        // Not while anything keeps the primary's connection (a pending `SET TRANSACTION`, user
+        // variables, named locks, a cursor, long data, ...): with the transaction on a replica,
+        // that connection would go back to its pool and lose it.
+        view.read_only_on_replica = cfg.routing.read_only_transactions_on_replica
+            && state::pin_reason(&self.state).is_none()
+            && self.cursor.is_none()
+            && self.long_data.is_empty();
         let snap = self.shared.health.snapshot.load();
         let flavor = Flavor::of(&self.shared.health.identity.load().version);
         if self.causal.mode == Consistency::ReadYourWrites {
@@ -259,7 +278,7 @@ impl Session {
         // A replica connection this session holds is no reason to look elsewhere.
         view.saturated = self.shared.pools.saturated(snap.backends.len())
             & !self.replica.as_ref().map_or(0, |c| route::bit(c.backend()));
-        view.outstanding = self.shared.config().routing.least_outstanding.then(|| {
+        view.outstanding = cfg.routing.least_outstanding.then(|| {
             let mut loads = [0u32; route::MAX_LOAD_TRACKED];
             for (l, o) in loads.iter_mut().zip(&self.shared.outstanding) {
                 *l = o.load(std::sync::atomic::Ordering::Relaxed);
@@ -284,8 +303,9 @@ impl Session {
         // A SET that also assigns a user variable runs where user variables live (primary).
         let session_cmd = matches!(c.kind, StatementKind::SessionCommand | StatementKind::Use)
             && c.effect != Some(crate::classify::SessionEffect::SetsUserVariable);
-        // Only a read (or a session command, routed as one) can go to a replica.
-        let view = self.view(avoid, session_cmd || c.kind == StatementKind::Read);
+        // Only a read (or a session command, routed as one, or a read-only transaction) can go
+        // to a replica.
+        let view = self.view(avoid, session_cmd || c.may_read_a_replica());
         if session_cmd && !view.in_transaction && view.autocommit && c.hint.is_none() {
             let up = |b: usize| snap.backends.get(b).is_some_and(|v| v.up);
             if let Some(p) = self.primary.as_ref().filter(|p| up(p.backend())) {
@@ -330,14 +350,15 @@ impl Session {
     /// A transaction open on a primary that a reload removed finishes there: the session
     /// moves only once it ends.
     fn removed_primary_in_transaction(&self) -> Option<Target> {
-        let b = self.primary.as_ref()?.backend();
+        let p = self.primary.as_ref()?;
+        let b = p.backend();
         let removed = self
             .shared
             .backends
             .load()
             .get(b)
             .is_some_and(|s| s.removed);
-        (removed && self.in_transaction()).then_some(Target::Primary(b))
+        (removed && p.in_transaction()).then_some(Target::Primary(b))
     }
 
     /// Read-your-writes with no replica known to have the session's last write: waits on one
@@ -565,6 +586,70 @@ impl Session {
         }
     }
 
+    /// Commits the transaction open on `slot` with rwsplit's own COMMIT (the answer is not the
+    /// client's). A server error comes back as the packet to send the client.
+    async fn commit_on(&mut self, slot: Slot) -> Result<(), Failure> {
+        let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) else {
+            return Ok(());
+        };
+        let commit = crate::protocol::Command::Query.packet(b"COMMIT");
+        match c.run_internal(&commit, ResponseKind::Query).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Failure::Reply(e.payload)),
+            Err(e) => {
+                let msg = format!("backend '{}' failed: {e}", c.backend_name());
+                self.drop_slot(slot);
+                Err(Failure::Down(msg))
+            }
+        }
+    }
+
+    /// Inside a READ ONLY transaction on a replica, nothing that could write gets there
+    /// (`route::in_replica_transaction`). Returns whether the statement goes on to routing:
+    /// outside such a transaction, for one that stays in it, and once one that ends it has
+    /// ended it; `false` when the client was answered instead. A prepare is let through: only
+    /// its execution can write.
+    async fn passes_replica_transaction(
+        &mut self,
+        class: &Classification,
+        kind: ResponseKind,
+        forced: Option<Target>,
+    ) -> Result<bool, SessionError> {
+        use route::InReplicaTransaction as I;
+        let Some(r) = self.replica_transaction() else {
+            return Ok(true);
+        };
+        if matches!(kind, ResponseKind::StmtPrepare) {
+            return Ok(true);
+        }
+        // A connection forced by earlier commands (long data sent before the transaction, on
+        // the primary) is not the transaction's: the statement cannot run there.
+        let rule = match (forced, route::in_replica_transaction(class)) {
+            (Some(t), _) if t != Target::Replica(r) => I::Refused("a statement bound elsewhere"),
+            (Some(_), I::EndsTransaction) => I::Refused("a statement with long data"),
+            (_, rule) => rule,
+        };
+        let answer = match rule {
+            I::Stay => return Ok(true),
+            I::ReadOnlyError => ClientError::read_only_transaction().payload(),
+            I::Refused(what) => ClientError::not_supported(&format!(
+                "{what} in a READ ONLY transaction on a replica \
+                 (routing.read_only_transactions_on_replica)"
+            ))
+            .payload(),
+            // What the server would do first: commit (nothing was written).
+            I::EndsTransaction => match self.commit_on(Slot::Replica).await {
+                Ok(()) => {
+                    self.settle().await;
+                    return Ok(true);
+                }
+                Err(Failure::Down(msg)) => ClientError::backend_failed(msg).payload(),
+                Err(Failure::Reply(p) | Failure::Busy(p)) => p,
+            },
+        };
+        self.reply_raw(&answer).await.map(|_| false)
+    }
+
     /// Returns a slot's connection to its pool: as it is when multiplexing and nothing on it
     /// must stay with this session (the next user brings it to its own state), else reset.
     pub(super) async fn release_slot(&mut self, slot: Slot) {
@@ -579,9 +664,8 @@ impl Session {
                 self.kill_sent = None;
                 return;
             }
-            let open_trx = c.status & crate::protocol::packets::SERVER_STATUS_IN_TRANS != 0;
             let clean = slot == Slot::Replica || state::pin_reason(&self.state).is_none();
-            if self.multiplex && clean && !open_trx {
+            if self.multiplex && clean && !c.in_transaction() {
                 c.give_back();
             } else {
                 c.release().await;
@@ -592,14 +676,10 @@ impl Session {
     /// What keeps the session on its connections after the statement that just ran, and on
     /// which slot (transaction, temporary table, lock, user variable, cursor, ...).
     fn pin_now(&self) -> Option<(&'static str, Slot)> {
-        let open = |c: &Option<Pooled>| {
-            c.as_ref()
-                .is_some_and(|c| c.status & crate::protocol::packets::SERVER_STATUS_IN_TRANS != 0)
-        };
-        if open(&self.primary) {
+        if open_transaction(&self.primary) {
             return Some(("transaction", Slot::Primary));
         }
-        if open(&self.replica) {
+        if open_transaction(&self.replica) {
             return Some(("transaction", Slot::Replica));
         }
         if let Some(r) = state::pin_reason(&self.state) {
@@ -779,7 +859,7 @@ impl Session {
     ) -> Result<Option<(Slot, Outcome)>, SessionError> {
         let started = std::time::Instant::now();
         self.set_info("executing", None);
-        if self.gtid_due && forced.is_none() && class.kind == StatementKind::Read {
+        if self.gtid_due && forced.is_none() && class.may_read_a_replica() {
             self.fetch_due_gtid().await;
         }
         // An idempotent SET may run on a connection that already carries the log it makes.
@@ -792,6 +872,10 @@ impl Session {
             }
             _ => None,
         };
+        if !self.passes_replica_transaction(class, kind, forced).await? {
+            return Ok(None);
+        }
+        let in_replica_trx = self.replica_transaction().is_some();
         let mut avoid = None;
         for attempt in 0..2 {
             let decision = match forced.or_else(|| self.removed_primary_in_transaction()) {
@@ -837,7 +921,8 @@ impl Session {
                     .await
                     .map(|_| None);
             }
-            let retry = attempt == 0 && !target.is_primary() && forced.is_none();
+            // A transaction never moves to another replica.
+            let retry = attempt == 0 && !target.is_primary() && forced.is_none() && !in_replica_trx;
             let primary = target.is_primary();
             let scope = match then {
                 Some((applied, chain)) => state::Scope::Then {

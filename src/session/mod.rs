@@ -14,6 +14,7 @@ mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use mysql_common::constants::CapabilityFlags as C;
 use tracing::Instrument;
@@ -157,6 +158,14 @@ impl Shared {
     }
 }
 
+/// `start + limit`, or 30 years from now when that is past what an `Instant` holds (as tokio's
+/// own `sleep` does with a huge duration).
+fn deadline(start: tokio::time::Instant, limit: Duration) -> tokio::time::Instant {
+    start
+        .checked_add(limit)
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365 * 30))
+}
+
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -191,7 +200,7 @@ pub struct Session {
     /// Digest of the statement being run (query insight, slow log, /sessions).
     digest: Option<Arc<str>>,
     /// This user's statement time limit.
-    query_timeout: Option<std::time::Duration>,
+    query_timeout: Option<Duration>,
     /// What `/sessions` shows of this session.
     info: Arc<std::sync::Mutex<SessionInfo>>,
     /// Backend connections go back to the pool between statements when nothing pins them.
@@ -268,7 +277,7 @@ fn serialize_digest<S: serde::Serializer>(d: &Option<Arc<str>>, s: S) -> Result<
 }
 
 /// How long an idle session is kept, once rwsplit shuts down, for a statement already on its way.
-const SHUTDOWN_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+const SHUTDOWN_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one client connection until it quits or fails.
 pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
@@ -461,6 +470,11 @@ impl Session {
         // Grows to the session's commands; a huge one is not kept.
         let mut packet = Vec::new();
         let wake = self.wake.clone();
+        let idle_limit = cfg.proxy.client_idle_timeout;
+        // One timer per session, not one per statement (arming a timer takes the runtime's
+        // timer lock): armed for a whole idle limit, and when it fires after the session has
+        // been busy meanwhile, moved to the limit counted from the current wait's start.
+        let mut idle_timer = std::pin::pin!(tokio::time::sleep(idle_limit));
         loop {
             self.settle().await;
             // Shutting down: a session ends once it has been idle for a moment with no
@@ -477,10 +491,21 @@ impl Session {
             if self.client.reader.buffer().is_empty() && !stopping {
                 // Wait for the client's next command, a KILL or a shutdown, whichever comes
                 // first; `fill_buf` consumes nothing, so leaving it for the shutdown loses
-                // nothing.
-                let woken = tokio::select! {
-                    _ = self.client.reader.fill_buf() => false,
-                    _ = wake.notified() => true,
+                // nothing. A client silent for `client_idle_timeout` is disconnected, as the
+                // server does after `wait_timeout`: without an ERR first, as MariaDB (a
+                // client would read an ERR it did not ask for as its next command's answer).
+                let idle_since = tokio::time::Instant::now();
+                let woken = loop {
+                    tokio::select! {
+                        _ = self.client.reader.fill_buf() => break false,
+                        _ = wake.notified() => break true,
+                        () = idle_timer.as_mut() => {
+                            if idle_since.elapsed() >= idle_limit {
+                                return Err(SessionError::IdleTimeout);
+                            }
+                            idle_timer.as_mut().reset(deadline(idle_since, idle_limit));
+                        }
+                    }
                 };
                 if woken {
                     if self.info.lock().unwrap_or_else(|p| p.into_inner()).killed {

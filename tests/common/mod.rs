@@ -370,6 +370,14 @@ pub fn metric_sum(text: &str, metric: &str, filter: &[&str]) -> f64 {
         .sum()
 }
 
+/// The server's error code, for an error the server (or rwsplit for it) sent.
+pub fn server_code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}
+
 /// Runs `probe` every `every` until it gives `Ok`, for at most `within`; past that, panics with
 /// `what` and the last `Err`.
 pub async fn eventually<T, E: std::fmt::Display>(
