@@ -16,7 +16,7 @@ use crate::session::{self, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}{}", in_use_hint(source))]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
@@ -26,6 +26,16 @@ pub enum ServerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+}
+
+/// What a DBA should look at when the address is taken.
+fn in_use_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        " (another program listens there; two rwsplits share an address only when both have \
+         proxy.reuse_port = true)"
+    } else {
+        ""
+    }
 }
 
 /// How long sessions get to finish after a shutdown signal.
@@ -166,4 +176,28 @@ pub async fn serve(
     tracing::info!("stopped accepting clients; waiting for sessions to finish");
     let all = max as u32;
     let _ = tokio::time::timeout(DRAIN, limit.acquire_many(all)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `proxy.reuse_port`: on (the default), a second rwsplit binds the address of a running one
+    /// (a restart that overlaps the old process); off, the second is refused with a hint.
+    #[tokio::test]
+    async fn a_second_listener_shares_the_address_only_with_reuse_port() {
+        let first = listen("127.0.0.1:0".parse().expect("addr"), true).expect("first");
+        let addr = first.local_addr().expect("addr");
+        let second = listen(addr, true).expect("a second listener with reuse_port");
+        drop((first, second));
+
+        let first = listen("127.0.0.1:0".parse().expect("addr"), false).expect("first");
+        let addr = first.local_addr().expect("addr");
+        for reuse in [false, true] {
+            let source = listen(addr, reuse).expect_err("the address is taken");
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            let msg = ServerError::Bind { addr, source }.to_string();
+            assert!(msg.contains("proxy.reuse_port = true"), "{msg}");
+        }
+    }
 }

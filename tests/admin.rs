@@ -205,6 +205,50 @@ async fn sessions_show_a_running_statement_and_queries_aggregate_digests() {
     assert!(sleep["total_us"].as_u64().is_some_and(|us| us >= 2_000_000));
 }
 
+/// `insight.max_digests`: past that many distinct statement shapes, new shapes are counted
+/// together under "(other)", so a workload of ever-new statements cannot grow `/queries`.
+#[tokio::test]
+async fn statement_shapes_past_max_digests_are_counted_as_other() {
+    let proxy = Proxy::start_with(|t| format!("{t}\n[insight]\nmax_digests = 3\n"));
+    let mut c = proxy.conn().await;
+    const SHAPES: usize = 6;
+    const EACH: u64 = 4;
+    for shape in 0..SHAPES {
+        let columns = vec!["1"; shape + 1].join(", ");
+        for _ in 0..EACH {
+            c.query_drop(format!("SELECT {columns}"))
+                .await
+                .expect("select");
+        }
+    }
+    let (_, body) = proxy.admin_get("/queries?limit=100", None).await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["max_digests"], 3, "{body}");
+    let top = v["top"].as_array().expect("top");
+    // The cap, and "(other)" once past it.
+    assert!(top.len() <= 4, "{} digests kept: {body}", top.len());
+    let count = |d: &serde_json::Value| d["count"].as_u64().unwrap_or(0);
+    let other = top
+        .iter()
+        .find(|d| d["digest"] == "(other)")
+        .unwrap_or_else(|| panic!("no (other) digest: {body}"));
+    let ours: u64 = top
+        .iter()
+        .filter(|d| {
+            d["digest"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("SELECT ?"))
+        })
+        .map(count)
+        .sum();
+    // At most three of the six shapes found a slot; every statement is still counted.
+    assert!(ours <= 3 * EACH, "{body}");
+    assert!(
+        ours + count(other) >= SHAPES as u64 * EACH,
+        "statements were lost: {body}"
+    );
+}
+
 #[tokio::test]
 async fn a_statement_past_its_query_timeout_is_killed_on_the_backend() {
     let proxy = Proxy::start_with(|t| {

@@ -313,6 +313,74 @@ async fn write_then_read(c: &mut mysql_async::Conn, t: &str, from: u32, n: u32) 
     (missed, on_replica)
 }
 
+/// `routing.read_your_writes_wait`: with every replica behind the session's last write, a
+/// read waits that long on one for the write to arrive, then goes to the primary. Both replicas
+/// are delayed 2 s (the SQL thread applies an event 1 to 2 s after its commit, by whole
+/// seconds): a 6 s wait is answered by a replica once the write is there, a 200 ms wait by the
+/// primary without waiting for the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_a_write_waits_read_your_writes_wait_for_a_replica_then_takes_the_primary() {
+    faults::healthy();
+    let with_wait = |wait: &'static str| {
+        faults::proxy_with(move |t| {
+            t.replace(
+                "max_replica_lag = \"2s\"",
+                &format!("max_replica_lag = \"60s\"\nread_your_writes_wait = \"{wait}\""),
+            )
+        })
+    };
+    let patient = with_wait("6s");
+    let hasty = with_wait("200ms");
+    let t = unique("rywwait");
+    let mut c = patient.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    faults::topology(&["wait-sync"]);
+    let primary = server_id(faults::BASE).await;
+    faults::topology(&["lag", "replica1", "2"]);
+    let _heal1 = faults::Unlag("replica1");
+    faults::topology(&["lag", "replica2", "2"]);
+    let _heal2 = faults::Unlag("replica2");
+
+    let write_then_timed_read = async |c: &mut mysql_async::Conn, id: u32| {
+        c.query_drop(format!("INSERT INTO {t} (id) VALUES ({id})"))
+            .await
+            .expect("write");
+        let started = Instant::now();
+        let (server, found): (u64, u64) = c
+            .query_first(format!(
+                "SELECT @@server_id, COUNT(*) FROM {t} WHERE id = {id}"
+            ))
+            .await
+            .expect("read")
+            .expect("a row");
+        (server, found, started.elapsed())
+    };
+    let (server, found, took) = write_then_timed_read(&mut c, 1).await;
+    assert_eq!(found, 1, "the read missed the session's own write");
+    assert_ne!(
+        server, primary,
+        "a 6 s wait gave up on the delayed replicas ({took:?})"
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(6),
+        "the read took {took:?}: it should wait for the delayed replica to apply the write"
+    );
+
+    let mut c = hasty.conn().await;
+    let (server, found, took) = write_then_timed_read(&mut c, 2).await;
+    assert_eq!(found, 1, "the read missed the session's own write");
+    assert_eq!(
+        server, primary,
+        "a 200 ms wait was answered by a delayed replica"
+    );
+    assert!(
+        took < Duration::from_millis(900),
+        "the read took {took:?}: it should give up on the replicas after 200 ms"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_sees_every_own_write_and_still_reads_from_replicas() {
     faults::healthy();

@@ -129,6 +129,102 @@ async fn a_connection_past_its_max_lifetime_is_retired_but_never_mid_transaction
     );
 }
 
+/// A TCP forwarder to `to` that, once `stall` is set, takes new connections and never answers
+/// them (a server whose listener still accepts but whose threads are stuck); connections made
+/// before go on working.
+async fn stalling_forwarder(
+    to: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the forwarder");
+    let addr = listener.local_addr().expect("forwarder address");
+    let stall = std::sync::Arc::new(AtomicBool::new(false));
+    let stalled = stall.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut client, _)) = listener.accept().await {
+            if stalled.load(Ordering::SeqCst) {
+                held.push(client);
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (addr, stall)
+}
+
+/// `pool.connect_timeout`: a replica that accepts connections but never greets them costs a
+/// read the timeout, not the checkout timeout or forever; the read goes to the primary, and
+/// the replica is marked down at once so the next reads do not wait on it.
+#[tokio::test]
+async fn a_replica_that_never_answers_a_new_connection_costs_one_read_its_connect_timeout() {
+    let (forwarder, stall) = stalling_forwarder("127.0.0.1:3307").await;
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "connect_timeout = \"1s\"",
+            "connect_timeout = \"300ms\"\nidle_timeout = \"100ms\"",
+        )
+        .replace("127.0.0.1:3307", &forwarder.to_string())
+        .replace(
+            "address = \"127.0.0.1:3308\"",
+            "address = \"127.0.0.1:3308\"\nweight = 0",
+        )
+    });
+    let replica1_up = || proxy.shared.health.snapshot.load().backends[1].up;
+    common::eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        "replica1 checked and up",
+        async || match proxy.shared.health.checked_once() && replica1_up() {
+            true => Ok(()),
+            false => Err("not yet"),
+        },
+    )
+    .await;
+    let mut c = proxy.conn().await;
+    let replica1 = common::server_id(3307).await;
+    let primary = common::server_id(3306).await;
+    let read = async |c: &mut Conn| -> (u64, Duration) {
+        let t = Instant::now();
+        let id: u64 =
+            tokio::time::timeout(Duration::from_secs(10), c.query_first("SELECT @@server_id"))
+                .await
+                .expect("a read waited for a stalled replica past any timeout")
+                .expect("read")
+                .expect("row");
+        (id, t.elapsed())
+    };
+    assert_eq!(read(&mut c).await.0, replica1, "reads go to replica1");
+    stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Past idle_timeout: the pool's connection to replica1 is not lent again, a new one is due.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (id, took) = read(&mut c).await;
+    assert_eq!(
+        id, primary,
+        "the read went to the primary after replica1 timed out"
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "the read took {took:?}: it should wait about connect_timeout (300ms) for replica1"
+    );
+    assert!(!replica1_up(), "replica1 was not marked down");
+    let (id, took) = read(&mut c).await;
+    assert_eq!(id, primary);
+    assert!(
+        took < Duration::from_millis(250),
+        "the next read waited on replica1 again ({took:?})"
+    );
+}
+
 #[tokio::test]
 async fn two_sessions_taking_turns_on_one_connection_per_server_keep_their_own_state() {
     let proxy = one_connection_per_server();
