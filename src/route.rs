@@ -148,10 +148,14 @@ pub fn route(
             target: Target::Replica(r),
             why: if hinted { Why::Hint } else { Why::Read },
         }),
-        // Replicas held back only for read-your-writes: the primary has the write.
-        None if s.blocked != 0 => to_primary(Why::NoReplicaFallback),
+        // Replicas held back only for read-your-writes: the primary has the write. Not when
+        // they are down or behind anyway: then it is `when_no_replica`'s call.
+        None if held_back_for_writes(s, backends) => to_primary(Why::NoReplicaFallback),
         None => match when_no_replica {
             NoReplicaPolicy::Primary => to_primary(Why::NoReplicaFallback),
+            // A read of no table costs the primary nothing, and refusing it would refuse the
+            // drivers that send one when they connect (mysql_async, JDBC): writes could not go on.
+            NoReplicaPolicy::Error if c.reads_no_table => to_primary(Why::NoReplicaFallback),
             NoReplicaPolicy::Error => Err(RouteError::NoReplica),
         },
     }
@@ -232,6 +236,15 @@ pub fn bit(id: BackendId) -> u64 {
 /// A replica that may take reads: up, caught up, weighted.
 pub fn eligible(b: &BackendView) -> bool {
     b.role == Role::Replica && b.up && b.lag_ok && b.weight > 0
+}
+
+/// Whether a replica that could take the read is held back only because it lacks the session's
+/// last write.
+fn held_back_for_writes(s: &SessionView, backends: &[BackendView]) -> bool {
+    s.blocked != 0
+        && (0..backends.len()).any(|i| {
+            s.blocked & bit(i) != 0 && Some(i) != s.avoid && backends.get(i).is_some_and(eligible)
+        })
 }
 
 fn pick_replica(s: &SessionView, backends: &[BackendView], pick: f64) -> Option<BackendId> {

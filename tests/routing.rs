@@ -493,3 +493,66 @@ async fn a_read_only_transaction_stays_with_a_primary_that_holds_session_state()
     let v: Option<i64> = c.query_first("SELECT @v").await.expect("@v");
     assert_eq!(v, Some(7));
 }
+
+/// `routing.when_no_replica = "error"`: with no replica up, a read of a table is refused with a
+/// message that names the setting (the DBA chose that over loading the primary), while writes,
+/// transactions, reads that must be on the primary and reads of no table go on: mysql_async's
+/// connect reads `@@max_allowed_packet`, and refusing that would refuse the connection. The
+/// default sends the read to the primary instead.
+#[tokio::test]
+async fn with_when_no_replica_error_reads_fail_clearly_while_no_replica_is_up() {
+    // Nothing listens on ports 1 and 2: both replicas are down from the first check.
+    let no_replicas = |t: String| {
+        t.replace("127.0.0.1:3307", "127.0.0.1:1")
+            .replace("127.0.0.1:3308", "127.0.0.1:2")
+    };
+    let strict = Proxy::start_with(|t| {
+        no_replicas(t).replace("[routing]", "[routing]\nwhen_no_replica = \"error\"")
+    });
+    let lenient = Proxy::start_with(no_replicas);
+    let primary = primary_id().await;
+    let table = unique("no_replica");
+
+    let mut c = strict.conn().await;
+    let id: u64 = c
+        .query_first("SELECT @@server_id")
+        .await
+        .expect("a read of no table")
+        .expect("row");
+    assert_eq!(id, primary);
+    c.query_drop(format!("CREATE TABLE {table} (id INT PRIMARY KEY)"))
+        .await
+        .expect("a write");
+    c.query_drop(format!("INSERT INTO {table} VALUES (1)"))
+        .await
+        .expect("a write");
+    for read in [format!("SELECT id FROM {table}"), "SHOW TABLES".to_string()] {
+        let e = c
+            .query_drop(&read)
+            .await
+            .expect_err("a read with no replica up");
+        assert!(e.to_string().contains("when_no_replica"), "{read}: {e}");
+    }
+    let hinted: u64 = c
+        .query_first("/* rwsplit:primary */ SELECT @@server_id")
+        .await
+        .expect("a read sent to the primary")
+        .expect("row");
+    assert_eq!(hinted, primary);
+    c.query_drop("BEGIN").await.expect("begin");
+    let n: u64 = c
+        .query_first(format!("SELECT COUNT(*) FROM {table}"))
+        .await
+        .expect("a read in a transaction")
+        .expect("row");
+    assert_eq!(n, 1);
+    c.query_drop("COMMIT").await.expect("commit");
+
+    let mut c = lenient.conn().await;
+    let (id, n): (u64, u64) = c
+        .query_first(format!("SELECT @@server_id, COUNT(*) FROM {table}"))
+        .await
+        .expect("a read falls back to the primary")
+        .expect("row");
+    assert_eq!((id, n), (primary, 1));
+}

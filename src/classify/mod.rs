@@ -120,6 +120,10 @@ pub struct Classification {
     pub read_only_transaction: bool,
     /// For `USE db`: the schema name, unquoted.
     pub schema: Option<String>,
+    /// A `SELECT` or `VALUES` read with no `FROM` anywhere in it (`SELECT @@max_allowed_packet`,
+    /// `SELECT 1`): it reads no table, so any server answers it at no cost. Drivers send such
+    /// reads when they connect.
+    pub reads_no_table: bool,
     /// True when the fast lexical path decided; false when the sqlparser fallback was needed.
     pub fast_path: bool,
     /// A session command that changes nothing when run again on a connection that already
@@ -161,6 +165,7 @@ fn write(reason: PrimaryReason) -> Classification {
         effect: None,
         read_only_transaction: false,
         schema: None,
+        reads_no_table: false,
         fast_path: true,
         idempotent: false,
     }
@@ -229,7 +234,8 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>]) -> Classification {
     };
     let second = toks.get(1);
     match first {
-        b"SELECT" | b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"VALUES" | b"TABLE" => read_or_write(toks),
+        b"SELECT" | b"VALUES" => read_or_write(toks, true),
+        b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"TABLE" => read_or_write(toks, false),
         b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => write(R::Dml),
         b"CREATE" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::CreatesTemporaryTable), ..write(R::Ddl) },
         b"DROP" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::DropsTemporaryTable), ..write(R::Ddl) },
@@ -278,10 +284,12 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>]) -> Classification {
 }
 
 /// A SELECT-like statement: a read unless it locks, writes into something, uses a side-effect
-/// function or a user variable, or (for `WITH`) wraps a write.
-fn read_or_write(toks: &[Token<'_>]) -> Classification {
+/// function or a user variable, or (for `WITH`) wraps a write. `plain`: a `SELECT` or `VALUES`,
+/// which reads no table when no `FROM` is in it.
+fn read_or_write(toks: &[Token<'_>], plain: bool) -> Classification {
     use PrimaryReason as R;
     let mut reason = None;
+    let mut from = false;
     let mut effect = None;
     // `REPLACE(`/`INSERT(` inside a SELECT: string functions, or a write the full parse finds.
     let mut unsure = false;
@@ -345,6 +353,7 @@ fn read_or_write(toks: &[Token<'_>]) -> Classification {
                     effect = Some(SessionEffect::SetsLastInsertId);
                 }
             }
+            Token::Word(w) if is(w, "FROM") => from = true,
             Token::UserVar => {
                 note(R::UserVariable, &mut reason);
                 if next == Some(&Token::Punct(b':')) {
@@ -359,6 +368,7 @@ fn read_or_write(toks: &[Token<'_>]) -> Classification {
         None if unsure => write(R::Unsure),
         None => Classification {
             effect,
+            reads_no_table: plain && !from,
             ..of(StatementKind::Read)
         },
     }

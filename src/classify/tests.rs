@@ -387,6 +387,28 @@ fn sets_that_can_run_twice_are_marked_idempotent() {
 }
 
 #[test]
+fn reads_of_no_table_are_marked() {
+    for (sql, want) in [
+        ("SELECT @@max_allowed_packet, @@wait_timeout", true),
+        ("SELECT @@max_allowed_packet,@@wait_timeout,@@socket", true),
+        ("select 1", true),
+        ("SELECT NOW(), CONNECTION_ID() + 0", true),
+        ("VALUES (1, 2)", true),
+        ("SELECT 'FROM'", true),
+        ("SELECT 1 FROM DUAL", false),
+        ("SELECT id FROM t", false),
+        ("SELECT (SELECT MAX(id) FROM t)", false),
+        ("SELECT 1 FOR UPDATE", false),
+        ("SELECT @x", false),
+        ("SHOW VARIABLES", false),
+        ("WITH a AS (SELECT 1) SELECT * FROM a", false),
+        ("INSERT INTO t VALUES (1)", false),
+    ] {
+        assert_eq!(classify(sql.as_bytes()).reads_no_table, want, "{sql}");
+    }
+}
+
+#[test]
 fn set_role_pins_and_set_persist_goes_to_the_primary() {
     use crate::classify::SessionEffect;
     assert_eq!(

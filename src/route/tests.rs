@@ -202,12 +202,46 @@ fn reads_fall_back_to_the_primary_or_fail_when_no_replica_is_up() {
             "P",
             "{sql}"
         );
+        // A read of no table (`SELECT 1`, `SELECT @@server_id`, `SELECT NOW()`) goes to the
+        // primary even with "error": drivers send such reads when they connect.
+        let tableless = classify(sql.as_bytes()).reads_no_table;
+        assert_eq!(
+            place(sql, &idle(), &b, NoReplicaPolicy::Error),
+            if tableless { "P" } else { "E" },
+            "{sql}"
+        );
+    }
+    for sql in ["SELECT 1", "SELECT @@server_id", "SELECT NOW()"] {
+        assert_eq!(
+            place(sql, &idle(), &b, NoReplicaPolicy::Error),
+            "P",
+            "{sql}"
+        );
+    }
+    for sql in ["SELECT * FROM t", "SHOW TABLES", "DESCRIBE t"] {
         assert_eq!(
             place(sql, &idle(), &b, NoReplicaPolicy::Error),
             "E",
             "{sql}"
         );
     }
+}
+
+#[test]
+fn reads_held_back_for_read_your_writes_go_to_the_primary_only_while_a_replica_could_take_them() {
+    let read = "SELECT * FROM t";
+    let blocked = SessionView {
+        blocked: bit(R1) | bit(R2),
+        ..idle()
+    };
+    let up = topology(true, true, true);
+    for policy in [NoReplicaPolicy::Primary, NoReplicaPolicy::Error] {
+        assert_eq!(place(read, &blocked, &up, policy), "P");
+    }
+    // Both replicas down: no longer a matter of the session's write.
+    let down = topology(true, false, false);
+    assert_eq!(place(read, &blocked, &down, NoReplicaPolicy::Error), "E");
+    assert_eq!(place(read, &blocked, &down, NoReplicaPolicy::Primary), "P");
 }
 
 #[test]
@@ -371,7 +405,13 @@ fn a_replica_over_its_lag_bound_takes_no_reads() {
     let d = route(&read, &idle(), &backends, NoReplicaPolicy::Primary, 0.5).unwrap();
     assert_eq!(d.target, Target::Primary(P));
     assert!(matches!(
-        route(&read, &idle(), &backends, NoReplicaPolicy::Error, 0.5),
+        route(
+            &classify(b"SELECT * FROM t"),
+            &idle(),
+            &backends,
+            NoReplicaPolicy::Error,
+            0.5
+        ),
         Err(RouteError::NoReplica)
     ));
 }

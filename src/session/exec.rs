@@ -324,11 +324,13 @@ impl Session {
                     why: Why::Read,
                 });
             }
+            // A session command is not a read of data: any replica will do, and with none up
+            // the primary, whatever `when_no_replica` says.
             let read = Classification {
                 kind: StatementKind::Read,
+                reads_no_table: true,
                 ..c.clone()
             };
-            // A session command is not a read of data: any replica will do.
             let view = SessionView { blocked: 0, ..view };
             return route::route(
                 &read,
