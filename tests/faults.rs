@@ -633,6 +633,11 @@ async fn a_heartbeat_table_measures_lag_below_a_second() {
             "heartbeat_table = \"rwsplit.heartbeat\"\nheartbeat_interval = \"100ms\"\n\n[routing]\n",
         )
         .replace("max_replica_lag = \"2s\"", "max_replica_lag = \"500ms\"")
+        // A backend's own bound beats [routing]'s.
+        .replace(
+            "address = \"127.0.0.1:3308\"",
+            "address = \"127.0.0.1:3308\"\nmax_replica_lag = \"5s\"",
+        )
     });
     let replica1_lag = || proxy.shared.health.snapshot.load().status[1].lag_ms;
     // Caught up: some readings fall strictly inside a second, which whole-second
@@ -651,17 +656,28 @@ async fn a_heartbeat_table_measures_lag_below_a_second() {
 
     faults::topology(&["lag", "replica1", "1"]);
     let _heal = faults::Unlag("replica1");
+    faults::topology(&["lag", "replica2", "1"]);
+    let _heal2 = faults::Unlag("replica2");
     let deadline = Instant::now() + Duration::from_secs(8);
+    let lagging = |ms: Option<u64>| ms.is_some_and(|ms| (900..3000).contains(&ms));
     loop {
         let snap = proxy.shared.health.snapshot.load();
         let (ms, excluded) = (snap.status[1].lag_ms, snap.status[1].excluded);
-        if ms.is_some_and(|ms| (900..3000).contains(&ms)) && excluded.is_some() {
-            eprintln!("replica1 1 s delayed: heartbeat lag {ms:?} ms, excluded: {excluded:?}");
+        let (ms2, excluded2) = (snap.status[2].lag_ms, snap.status[2].excluded);
+        if lagging(ms) && excluded.is_some() && lagging(ms2) {
+            eprintln!(
+                "1 s delayed: replica1 heartbeat lag {ms:?} ms, excluded: {excluded:?}; \
+                 replica2 (own bound 5 s) {ms2:?} ms, excluded: {excluded2:?}"
+            );
+            assert!(
+                excluded2.is_none(),
+                "replica2 was excluded within its own max_replica_lag: {excluded2:?}"
+            );
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "lag {ms:?} ms, excluded {excluded:?}"
+            "lag {ms:?} ms, excluded {excluded:?}; replica2 {ms2:?} ms, excluded {excluded2:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

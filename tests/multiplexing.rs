@@ -775,6 +775,75 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
     d.query_drop("SELECT 1").await.expect("primary fine");
 }
 
+/// A user's own `multiplexing` and `consistency` beat `[routing]`'s. One connection to the
+/// primary in all: a session of a user with `multiplexing = false` holds it while idle, so
+/// another session waits for it in vain (1040, at its login's schema check) until the first
+/// ends; that user's reads go to the primary (`consistency = "strong"`), the default user's to
+/// replicas.
+#[tokio::test]
+async fn a_users_own_multiplexing_and_consistency_override_the_routing_defaults() {
+    let mut root = direct(common::PRIMARY_PORT).await;
+    for sql in [
+        "CREATE USER IF NOT EXISTS 'mux_own'@'%' IDENTIFIED BY 'own'",
+        "GRANT SELECT ON app.* TO 'mux_own'@'%'",
+    ] {
+        root.query_drop(sql).await.expect("setup");
+    }
+    wait_sync();
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            "checkout_timeout = \"500ms\"\nmax_connections = 1",
+        )
+        .replace(
+            "[[users]]",
+            "[[users]]\nname = \"mux_own\"\npassword = \"own\"\nmultiplexing = false\n\
+             consistency = \"strong\"\n\n[[users]]",
+        )
+    });
+    let own = || Conn::new(proxy.opts().user(Some("mux_own")).pass(Some("own")));
+    let primary = common::server_id(common::PRIMARY_PORT).await;
+
+    // The default user multiplexes: two sessions take turns on the one primary connection.
+    let mut c = proxy.conn().await;
+    let mut d = proxy.conn().await;
+    for _ in 0..3 {
+        primary_thread(&mut c).await;
+        primary_thread(&mut d).await;
+    }
+    let id: u64 = c
+        .query_first("SELECT @@server_id")
+        .await
+        .expect("read")
+        .expect("row");
+    assert_ne!(id, primary, "the default user's read went to the primary");
+    drop((c, d));
+
+    let mut a = own().await.expect("login as mux_own");
+    let held = primary_thread(&mut a).await;
+    // The login's schema check needs the primary (strong): taken.
+    let e = own()
+        .await
+        .expect_err("the only primary connection is held by an idle session");
+    assert_eq!(common::server_code(&e), Some(1040), "{e}");
+    for _ in 0..3 {
+        let id: u64 = a
+            .query_first("SELECT @@server_id")
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(id, primary, "a read of a strong user went to a replica");
+        assert_eq!(
+            primary_thread(&mut a).await,
+            held,
+            "the session changed connection"
+        );
+    }
+    a.disconnect().await.expect("disconnect");
+    let mut b = own().await.expect("login once the first session ended");
+    assert_ne!(primary_thread(&mut b).await, 0);
+}
+
 #[tokio::test]
 async fn kill_of_another_users_session_is_refused_like_the_server_does() {
     let mut root = direct(common::PRIMARY_PORT).await;
