@@ -909,3 +909,85 @@ async fn a_command_over_max_packet_size_gets_1153_and_harms_no_one_else() {
         assert_eq!(n, Some(1));
     }
 }
+
+/// Kills the backend thread `thread` on the primary, as a crash or a network cut would end it.
+async fn kill_backend_thread(thread: u64) {
+    let mut root = direct(PRIMARY_PORT).await;
+    root.query_drop(format!("KILL {thread}"))
+        .await
+        .expect("kill the backend thread");
+}
+
+/// A backend connection lost while it held what no other connection has closes the client's
+/// connection after the error, as losing the server itself would. Going on would run the
+/// client's next statements outside the transaction it thinks is open (a retried INSERT would
+/// autocommit: half a transaction), or without the named lock it thinks it holds. A session
+/// that held nothing on the lost connection goes on.
+#[tokio::test]
+async fn losing_the_backend_connection_of_a_transaction_or_a_lock_closes_the_client_connection() {
+    let proxy = Proxy::start();
+    let t = unique("lost_trx");
+    let mut setup = proxy.conn().await;
+    setup
+        .query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+
+    let mut c = proxy.conn().await;
+    c.query_drop("BEGIN").await.expect("begin");
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("insert in the transaction");
+    let thread: u64 = c
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .expect("thread")
+        .expect("row");
+    kill_backend_thread(thread).await;
+    c.query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .expect_err("the transaction's connection is gone");
+    let retried = c.query_drop(format!("INSERT INTO {t} VALUES (3)")).await;
+    assert!(
+        retried.is_err(),
+        "the session went on outside the transaction its client thinks is open"
+    );
+    let mut d = direct(PRIMARY_PORT).await;
+    let rows: u64 = d
+        .query_first(format!("SELECT COUNT(*) FROM app.{t}"))
+        .await
+        .expect("count")
+        .expect("row");
+    assert_eq!(rows, 0, "part of the transaction was committed");
+
+    let mut l = proxy.conn().await;
+    let lock = unique("lost_lock");
+    let (got, thread): (u64, u64) = l
+        .query_first(format!("SELECT GET_LOCK('{lock}', 0), CONNECTION_ID()"))
+        .await
+        .expect("get_lock")
+        .expect("row");
+    assert_eq!(got, 1);
+    kill_backend_thread(thread).await;
+    let _ = l.query_drop("SELECT 1 FROM DUAL").await;
+    assert!(
+        l.query_drop(format!("SELECT IS_USED_LOCK('{lock}')"))
+            .await
+            .is_err(),
+        "the session went on without the named lock its client thinks it holds"
+    );
+
+    // Nothing held on the lost connection (multiplexed, autocommit): at most the statement that
+    // found it dead fails, and the session goes on.
+    let mut m = proxy.conn().await;
+    let thread: u64 = m
+        .query_first("/* rwsplit:primary */ SELECT CONNECTION_ID()")
+        .await
+        .expect("thread")
+        .expect("row");
+    kill_backend_thread(thread).await;
+    let _ = m.query_drop(format!("INSERT INTO {t} VALUES (4)")).await;
+    m.query_drop(format!("INSERT INTO {t} VALUES (5)"))
+        .await
+        .expect("the session goes on");
+}

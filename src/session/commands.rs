@@ -257,7 +257,7 @@ impl Session {
             if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot)
                 && !matches!(c.reset().await, Ok(true))
             {
-                self.drop_slot(slot);
+                self.discard_slot(slot);
             }
         }
         self.state.reset();

@@ -730,7 +730,35 @@ impl Session {
     }
 
     /// Discards a slot's connection without returning it (it failed or is mid-response).
+    /// Closes a slot's connection after it failed. What it held that no other connection has
+    /// (an open transaction, pinned state on the primary) is lost with it: the session then
+    /// ends after this command's reply (`lost`). Going on would run the client's next
+    /// statements outside the transaction it thinks is open, or without its locks.
     pub(super) fn drop_slot(&mut self, slot: Slot) {
+        let held = slot_of(&mut self.primary, &mut self.replica, slot).and_then(|c| {
+            if c.in_transaction() {
+                Some("open transaction")
+            } else {
+                None
+            }
+        });
+        let held = held.or_else(|| match slot {
+            Slot::Primary if self.primary.is_some() => state::pin_reason(&self.state),
+            _ => None,
+        });
+        if let Some(what) = held {
+            tracing::warn!(
+                lost = what,
+                "a backend connection failed while it held session state; closing the session"
+            );
+            self.lost = Some(what);
+        }
+        self.discard_slot(slot);
+    }
+
+    /// Closes a slot's connection on purpose (the client is told what that means, or nothing is
+    /// lost).
+    pub(super) fn discard_slot(&mut self, slot: Slot) {
         let c = match slot {
             Slot::Primary => self.primary.take(),
             Slot::Replica => self.replica.take(),
@@ -913,7 +941,7 @@ impl Session {
             if let Some(name) = moved
                 && self.in_transaction()
             {
-                self.drop_slot(Slot::Primary);
+                self.discard_slot(Slot::Primary);
                 let msg = format!(
                     "rwsplit: the primary changed from '{name}' while your transaction was open; \
                      the transaction was rolled back, retry it"

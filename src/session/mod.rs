@@ -177,6 +177,10 @@ pub enum SessionError {
     IdleTimeout,
     #[error("killed by KILL CONNECTION")]
     Killed,
+    #[error(
+        "a backend connection was lost while it held the session's {0}; closed so the client does not go on without it"
+    )]
+    StateLost(&'static str),
 }
 
 pub struct Session {
@@ -227,6 +231,10 @@ pub struct Session {
     /// The session's pool on each backend (by id), looked up on first use and kept until a
     /// reload retires it or the session changes user (`exec::pool_for`).
     pools: Vec<Option<Arc<crate::pool::Pool>>>,
+    /// Set when a backend connection was lost while it held what cannot be rebuilt on another
+    /// (an open transaction, or state that pins the session): the client's connection is
+    /// closed after the reply to the current command, as losing the server would close it.
+    lost: Option<&'static str>,
     /// Text statements' digests, recent ones shared.
     digests: digests::Digests,
     /// The last COM_STMT_EXECUTE rewritten for a backend, kept for the next one's bytes (see
@@ -386,6 +394,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             wake,
             gtid_due: false,
             pools: Vec::new(),
+            lost: None,
             digests: digests::Digests::default(),
             execute_buf: Vec::new(),
         };
@@ -544,6 +553,9 @@ impl Session {
                 return Ok(());
             }
             self.command(cmd, &packet).await?;
+            if let Some(what) = self.lost.take() {
+                return Err(SessionError::StateLost(what));
+            }
             if packet.capacity() > 1 << 20 {
                 packet = Vec::new();
             }
