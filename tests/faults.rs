@@ -535,6 +535,13 @@ async fn writes_follow_a_promoted_replica_and_two_writers_refuse_writes() {
         .query_drop("SELECT @@server_id FOR UPDATE")
         .await
         .expect("in transaction");
+    // And one holding a named lock there (no transaction).
+    let mut locked = proxy.conn().await;
+    let got: Option<u32> = locked
+        .query_first("SELECT GET_LOCK('failover_probe', 0)")
+        .await
+        .expect("get_lock");
+    assert_eq!(got, Some(1));
 
     // Failover by hand: the primary turns read-only, replica1 stops replicating and is writable.
     faults::topology(&["sql", "primary", "SET GLOBAL read_only = 1"]);
@@ -552,6 +559,21 @@ async fn writes_follow_a_promoted_replica_and_two_writers_refuse_writes() {
         .expect_err("a transaction must not move to the new primary");
     eprintln!("transaction across the failover: {err}");
     assert!(err.to_string().contains("1213"), "{err}");
+    // The lock stayed on the old primary: the session is told and closed, never carried on to
+    // the new primary as if it still held the lock.
+    let err = locked
+        .query_drop("SELECT IS_USED_LOCK('failover_probe')")
+        .await
+        .expect_err("a named lock must not silently stay behind");
+    eprintln!("named lock across the failover: {err}");
+    assert!(err.to_string().contains("get_lock"), "{err}");
+    assert!(
+        locked
+            .query_drop("/* rwsplit:primary */ DO 1")
+            .await
+            .is_err(),
+        "the session went on without its named lock"
+    );
 
     // Two writable backends: writes are refused, reads go on.
     faults::topology(&["sql", "primary", "SET GLOBAL read_only = 0"]);

@@ -969,11 +969,12 @@ async fn losing_the_backend_connection_of_a_transaction_or_a_lock_closes_the_cli
         .expect("row");
     assert_eq!(got, 1);
     kill_backend_thread(thread).await;
-    let _ = l.query_drop("SELECT 1 FROM DUAL").await;
+    // The first statement on the dead connection fails; the session must not go on after it.
+    l.query_drop(format!("SELECT IS_USED_LOCK('{lock}')"))
+        .await
+        .expect_err("the lock's connection is gone");
     assert!(
-        l.query_drop(format!("SELECT IS_USED_LOCK('{lock}')"))
-            .await
-            .is_err(),
+        l.query_drop("/* rwsplit:primary */ DO 1").await.is_err(),
         "the session went on without the named lock its client thinks it holds"
     );
 

@@ -182,6 +182,13 @@ impl Session {
             Some(slot) => {
                 let backend_id = match self.prepared_on(id, slot).await {
                     Ok(b) => b,
+                    Err(_) if self.lost.is_some() => {
+                        return self
+                            .reply(&ClientError::backend_failed(
+                                "the statement's connection was lost with the session's state",
+                            ))
+                            .await;
+                    }
                     Err(_) => {
                         let status = self.status();
                         self.client.send_ok(self.seq, status).await?;

@@ -891,6 +891,16 @@ impl Session {
         self.set_info("executing", None);
         if self.gtid_due && forced.is_none() && class.may_read_a_replica() {
             self.fetch_due_gtid().await;
+            if self.lost.is_some() {
+                // The primary connection died with the session's transaction or pins on it:
+                // nothing more runs, the session closes after this error.
+                return self
+                    .reply(&ClientError::backend_failed(
+                        "the primary connection was lost with the session's state on it",
+                    ))
+                    .await
+                    .map(|_| None);
+            }
         }
         // An idempotent SET may run on a connection that already carries the log it makes.
         let then = match cmd {
@@ -932,24 +942,37 @@ impl Session {
             }
             // A transaction never moves: if the primary changed under an open one, it is lost
             // (dropping the connection makes the old primary roll it back) and the client is told.
-            // (1213/40001 is the error applications already retry a transaction on.)
+            // (1213/40001 is the error applications already retry a transaction on.) State that
+            // pins the session (locks, temporary tables, ...) cannot move either: it is lost
+            // with the old connection, and the session closes after the error.
             let moved = self
                 .primary
                 .as_ref()
                 .filter(|p| target.is_primary() && p.backend() != target.backend())
                 .map(|p| p.backend_name().to_string());
-            if let Some(name) = moved
-                && self.in_transaction()
-            {
-                self.discard_slot(Slot::Primary);
-                let msg = format!(
-                    "rwsplit: the primary changed from '{name}' while your transaction was open; \
-                     the transaction was rolled back, retry it"
-                );
-                return self
-                    .reply(&ClientError::new(1213, "40001", &msg))
-                    .await
-                    .map(|_| None);
+            if let Some(name) = moved {
+                let pin = state::pin_reason(&self.state);
+                let in_trx = self.in_transaction();
+                if in_trx || pin.is_some() {
+                    self.discard_slot(Slot::Primary);
+                    self.lost = pin;
+                    let e = match pin {
+                        None => ClientError::new(
+                            1213,
+                            "40001",
+                            format!(
+                                "rwsplit: the primary changed from '{name}' while your \
+                                 transaction was open; the transaction was rolled back, retry it"
+                            ),
+                        ),
+                        Some(what) => ClientError::backend_failed(format!(
+                            "the primary changed from '{name}' while this session held state \
+                             there ({what}{}); it is lost, and the connection is closed",
+                            if in_trx { ", an open transaction" } else { "" }
+                        )),
+                    };
+                    return self.reply(&e).await.map(|_| None);
+                }
             }
             // A transaction never moves to another replica.
             let retry = attempt == 0 && !target.is_primary() && forced.is_none() && !in_replica_trx;
@@ -1039,7 +1062,7 @@ impl Session {
             match result {
                 Ok(o) => return Ok(Some((slot, o))),
                 Err(ForwardError::Client(e)) => {
-                    self.drop_slot(slot);
+                    self.discard_slot(slot);
                     return Err(SessionError::Client(e));
                 }
                 Err(ForwardError::Backend {
@@ -1121,7 +1144,7 @@ impl Session {
         match result {
             Ok(o) => Ok(Some(o)),
             Err(ForwardError::Client(e)) => {
-                self.drop_slot(slot);
+                self.discard_slot(slot);
                 Err(SessionError::Client(e))
             }
             Err(ForwardError::Backend { error, started }) => {
