@@ -18,6 +18,12 @@ python3 -c 'import pymysql' 2>/dev/null || python3 -m pip install --quiet 'PyMyS
 (cd tests/clients/node && npm ci --no-audit --no-fund --silent)
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 
+# The restart test (tests/cli.rs) hands the port from one rwsplit to another: with this set,
+# Linux moves the connections queued on the old listener to the new one instead of resetting
+# them (README, "Zero-downtime restart").
+sysctl -qw net.ipv4.tcp_migrate_req=1 2>/dev/null \
+  || echo "warning: cannot set net.ipv4.tcp_migrate_req=1; the restart test may see a reset" >&2
+
 echo "== topology"
 scripts/topology.sh up
 

@@ -66,6 +66,13 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
     let addr = config.proxy.listen;
     let reuse = config.proxy.reuse_port;
     let tcp = listen(addr, reuse).map_err(|source| ServerError::Bind { addr, source })?;
+    if reuse && migrate_req_off() {
+        tracing::info!(
+            "net.ipv4.tcp_migrate_req = 0: when an old rwsplit sharing this port exits, the \
+             connections the kernel queued on its listener are reset; set it to 1 for restarts \
+             that reset no client"
+        );
+    }
     let unix =
         match &config.proxy.socket {
             Some(path) => Some(UnixSocket::bind(path, reuse).await.map_err(|source| {
@@ -77,6 +84,14 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
             None => None,
         };
     Ok(Listeners { tcp, unix })
+}
+
+/// Whether Linux resets, rather than moves to another listener of the port, the connections
+/// queued on a listener that closes (`net.ipv4.tcp_migrate_req`, Linux 5.14+). The old process
+/// of a restart takes what is queued before it closes, but a connection can land between its
+/// last accept and the close.
+fn migrate_req_off() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "0")
 }
 
 /// A listening socket; with `reuse_port`, SO_REUSEPORT lets a new rwsplit bind the same address

@@ -775,6 +775,18 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
     d.query_drop("SELECT 1").await.expect("primary fine");
 }
 
+/// Creates a server user that may read `app`, on every server, for tests with a second user.
+async fn reader_user(name: &str, password: &str) {
+    let mut root = direct(common::PRIMARY_PORT).await;
+    for sql in [
+        format!("CREATE USER IF NOT EXISTS '{name}'@'%' IDENTIFIED BY '{password}'"),
+        format!("GRANT SELECT ON app.* TO '{name}'@'%'"),
+    ] {
+        root.query_drop(sql).await.expect("setup");
+    }
+    wait_sync();
+}
+
 /// A user's own `multiplexing` and `consistency` beat `[routing]`'s. One connection to the
 /// primary in all: a session of a user with `multiplexing = false` holds it while idle, so
 /// another session waits for it in vain (1040, at its login's schema check) until the first
@@ -782,14 +794,7 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
 /// replicas.
 #[tokio::test]
 async fn a_users_own_multiplexing_and_consistency_override_the_routing_defaults() {
-    let mut root = direct(common::PRIMARY_PORT).await;
-    for sql in [
-        "CREATE USER IF NOT EXISTS 'mux_own'@'%' IDENTIFIED BY 'own'",
-        "GRANT SELECT ON app.* TO 'mux_own'@'%'",
-    ] {
-        root.query_drop(sql).await.expect("setup");
-    }
-    wait_sync();
+    reader_user("mux_own", "own").await;
     let proxy = Proxy::start_with(|t| {
         t.replace(
             "checkout_timeout = \"2s\"",
@@ -846,14 +851,7 @@ async fn a_users_own_multiplexing_and_consistency_override_the_routing_defaults(
 
 #[tokio::test]
 async fn kill_of_another_users_session_is_refused_like_the_server_does() {
-    let mut root = direct(common::PRIMARY_PORT).await;
-    for sql in [
-        "CREATE USER IF NOT EXISTS 'mux_other'@'%' IDENTIFIED BY 'other'",
-        "GRANT SELECT ON app.* TO 'mux_other'@'%'",
-    ] {
-        root.query_drop(sql).await.expect("setup");
-    }
-    wait_sync();
+    reader_user("mux_other", "other").await;
     let proxy = Proxy::start_with(|t| {
         t.replace(
             "[[users]]",
