@@ -153,8 +153,8 @@ pub fn route(
         None if held_back_for_writes(s, backends) => to_primary(Why::NoReplicaFallback),
         None => match when_no_replica {
             NoReplicaPolicy::Primary => to_primary(Why::NoReplicaFallback),
-            // A read of no table costs the primary nothing, and refusing it would refuse the
-            // drivers that send one when they connect (mysql_async, JDBC): writes could not go on.
+            // A read of no table needs no replica, and refusing it would refuse the drivers
+            // that send one when they connect (mysql_async, JDBC): writes could not go on.
             NoReplicaPolicy::Error if c.reads_no_table => to_primary(Why::NoReplicaFallback),
             NoReplicaPolicy::Error => Err(RouteError::NoReplica),
         },
@@ -238,18 +238,21 @@ pub fn eligible(b: &BackendView) -> bool {
     b.role == Role::Replica && b.up && b.lag_ok && b.weight > 0
 }
 
+/// A replica this statement may read from, read-your-writes aside.
+fn may_read(s: &SessionView, backends: &[BackendView], i: BackendId) -> bool {
+    Some(i) != s.avoid && backends.get(i).is_some_and(eligible)
+}
+
 /// Whether a replica that could take the read is held back only because it lacks the session's
 /// last write.
 fn held_back_for_writes(s: &SessionView, backends: &[BackendView]) -> bool {
     s.blocked != 0
-        && (0..backends.len()).any(|i| {
-            s.blocked & bit(i) != 0 && Some(i) != s.avoid && backends.get(i).is_some_and(eligible)
-        })
+        && (0..backends.len()).any(|i| s.blocked & bit(i) != 0 && may_read(s, backends, i))
 }
 
 fn pick_replica(s: &SessionView, backends: &[BackendView], pick: f64) -> Option<BackendId> {
     let blocked = |i: usize| s.blocked & bit(i) != 0;
-    let candidate = |i: usize| Some(i) != s.avoid && backends.get(i).is_some_and(eligible);
+    let candidate = |i: usize| may_read(s, backends, i);
     let free = |i: usize| s.saturated & bit(i) == 0;
     // Waiting for a connection only when every eligible replica is saturated. A free replica
     // held back only for read-your-writes counts: waiting on it for the write (bounded by

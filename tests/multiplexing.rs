@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Proxy, direct, raw_client, unique, wait_sync};
+use common::{Proxy, direct, primary_thread, raw_client, unique, wait_sync};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 
@@ -56,13 +56,6 @@ async fn settings(c: &mut Conn) -> Settings {
         .expect("row");
     let (a, b, c2, d, e): Settings = mysql_async::from_row(row);
     (a, b, c2, d, e)
-}
-
-async fn primary_thread(c: &mut Conn) -> u64 {
-    c.query_first("/* rwsplit:primary */ SELECT CONNECTION_ID()")
-        .await
-        .expect("connection id")
-        .expect("row")
 }
 
 #[tokio::test]

@@ -981,12 +981,7 @@ async fn losing_the_backend_connection_of_a_transaction_or_a_lock_closes_the_cli
     // Nothing held on the lost connection (multiplexed, autocommit): at most the statement that
     // found it dead fails, and the session goes on.
     let mut m = proxy.conn().await;
-    let thread: u64 = m
-        .query_first("/* rwsplit:primary */ SELECT CONNECTION_ID()")
-        .await
-        .expect("thread")
-        .expect("row");
-    kill_backend_thread(thread).await;
+    kill_backend_thread(primary_thread(&mut m).await).await;
     let _ = m.query_drop(format!("INSERT INTO {t} VALUES (4)")).await;
     m.query_drop(format!("INSERT INTO {t} VALUES (5)"))
         .await

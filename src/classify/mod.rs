@@ -121,8 +121,8 @@ pub struct Classification {
     /// For `USE db`: the schema name, unquoted.
     pub schema: Option<String>,
     /// A `SELECT` or `VALUES` read with no `FROM` anywhere in it (`SELECT @@max_allowed_packet`,
-    /// `SELECT 1`): it reads no table, so any server answers it at no cost. Drivers send such
-    /// reads when they connect.
+    /// `SELECT 1`): it reads no table, so any server answers it alike (a stored function in it
+    /// may still read one). Drivers send such reads when they connect.
     pub reads_no_table: bool,
     /// True when the fast lexical path decided; false when the sqlparser fallback was needed.
     pub fast_path: bool,

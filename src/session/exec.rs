@@ -729,24 +729,12 @@ impl Session {
         }
     }
 
-    /// Discards a slot's connection without returning it (it failed or is mid-response).
-    /// Closes a slot's connection after it failed. What it held that no other connection has
-    /// (an open transaction, pinned state on the primary) is lost with it: the session then
-    /// ends after this command's reply (`lost`). Going on would run the client's next
-    /// statements outside the transaction it thinks is open, or without its locks.
+    /// Closes a slot's connection after it failed (or mid-response). What it held that no other
+    /// connection has is lost with it: the session then ends after this command's reply
+    /// (`lost`). Going on would run the client's next statements outside the transaction it
+    /// thinks is open, or without its locks.
     pub(super) fn drop_slot(&mut self, slot: Slot) {
-        let held = slot_of(&mut self.primary, &mut self.replica, slot).and_then(|c| {
-            if c.in_transaction() {
-                Some("open transaction")
-            } else {
-                None
-            }
-        });
-        let held = held.or_else(|| match slot {
-            Slot::Primary if self.primary.is_some() => state::pin_reason(&self.state),
-            _ => None,
-        });
-        if let Some(what) = held {
+        if let Some(what) = self.held_on(slot) {
             tracing::warn!(
                 lost = what,
                 "a backend connection failed while it held session state; closing the session"
@@ -754,6 +742,22 @@ impl Session {
             self.lost = Some(what);
         }
         self.discard_slot(slot);
+    }
+
+    /// What a slot's connection holds that no other connection has: an open transaction, or
+    /// (the primary) state that pins the session.
+    fn held_on(&self, slot: Slot) -> Option<&'static str> {
+        let conn = match slot {
+            Slot::Primary => &self.primary,
+            Slot::Replica => &self.replica,
+        };
+        if open_transaction(conn) {
+            Some("open transaction")
+        } else if slot == Slot::Primary && conn.is_some() {
+            state::pin_reason(&self.state)
+        } else {
+            None
+        }
     }
 
     /// Closes a slot's connection on purpose (the client is told what that means, or nothing is

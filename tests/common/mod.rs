@@ -205,6 +205,14 @@ pub async fn server_id(port: u16) -> u64 {
         .expect("row")
 }
 
+/// The backend thread (connection id) of the session's primary connection, through rwsplit.
+pub async fn primary_thread(c: &mut Conn) -> u64 {
+    c.query_first("/* rwsplit:primary */ SELECT CONNECTION_ID()")
+        .await
+        .expect("connection id")
+        .expect("row")
+}
+
 /// The Unix socket of one server of the main topology (`primary`, `replica1`, `replica2`).
 pub fn socket_path(server: &str) -> String {
     let dir = std::env::var("RWSPLIT_TOPO_DIR").unwrap_or_else(|_| "/tmp/rwsplit-topology".into());
