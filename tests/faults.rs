@@ -566,7 +566,11 @@ async fn writes_follow_a_promoted_replica_and_two_writers_refuse_writes() {
         .await
         .expect_err("a named lock must not silently stay behind");
     eprintln!("named lock across the failover: {err}");
-    assert!(err.to_string().contains("get_lock"), "{err}");
+    assert!(
+        err.to_string().contains("named locks (GET_LOCK)")
+            && err.to_string().contains("closes this connection"),
+        "{err}"
+    );
     assert!(
         locked
             .query_drop("/* rwsplit:primary */ DO 1")

@@ -155,12 +155,79 @@ async fn stalling_forwarder(
     (addr, stall)
 }
 
+/// Like `stalling_forwarder`, but a connection taken once `stall` is set gets through the
+/// login (the server's greeting, the client's login packet and the server's answer) and is then
+/// heard no more: a server that logs a connection in and then hangs.
+async fn login_then_stall_forwarder(
+    to: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the forwarder");
+    let addr = listener.local_addr().expect("forwarder address");
+    let stall = std::sync::Arc::new(AtomicBool::new(false));
+    let stalled = stall.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let stalling = stalled.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                if !stalling {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    return;
+                }
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let down = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut head = [0u8; 4];
+                if cr.read_exact(&mut head).await.is_ok() {
+                    let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+                    let mut body = vec![0u8; len];
+                    if cr.read_exact(&mut body).await.is_ok() {
+                        let _ = sw.write_all(&head).await;
+                        let _ = sw.write_all(&body).await;
+                    }
+                }
+                // Whatever the client sends after its login is swallowed.
+                let _ = tokio::io::copy(&mut cr, &mut tokio::io::sink()).await;
+                drop(sw);
+                let _ = down.await;
+            });
+        }
+    });
+    (addr, stall)
+}
+
 /// `pool.connect_timeout`: a replica that accepts connections but never greets them costs a
 /// read the timeout, not the checkout timeout or forever; the read goes to the primary, and
 /// the replica is marked down at once so the next reads do not wait on it.
 #[tokio::test]
 async fn a_replica_that_never_answers_a_new_connection_costs_one_read_its_connect_timeout() {
     let (forwarder, stall) = stalling_forwarder("127.0.0.1:3307").await;
+    stalled_replica_costs_one_read_its_connect_timeout(forwarder, stall).await;
+}
+
+/// The same for a replica that logs a new connection in and then hangs: turning session
+/// tracking on is part of connecting and within `pool.connect_timeout` too.
+#[tokio::test]
+async fn a_replica_that_hangs_after_the_login_costs_one_read_its_connect_timeout() {
+    let (forwarder, stall) = login_then_stall_forwarder("127.0.0.1:3307").await;
+    stalled_replica_costs_one_read_its_connect_timeout(forwarder, stall).await;
+}
+
+async fn stalled_replica_costs_one_read_its_connect_timeout(
+    forwarder: std::net::SocketAddr,
+    stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     let proxy = Proxy::start_with(|t| {
         t.replace(
             "connect_timeout = \"1s\"",

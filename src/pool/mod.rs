@@ -175,22 +175,27 @@ impl Pool {
             capabilities: caps,
             collation: self.key.collation,
         };
-        let mut conn = BackendConn::connect(
-            &self.target.address,
-            &creds,
-            self.target.config.connect_timeout,
-        )
-        .await
-        .map_err(|source| PoolError::Backend {
+        let timeout = self.target.config.connect_timeout;
+        let started = Instant::now();
+        let failed = |source| PoolError::Backend {
             backend: self.target.name.clone(),
             source,
-        })?;
-        conn.track_session()
+        };
+        let mut conn = BackendConn::connect(&self.target.address, &creds, timeout)
             .await
-            .map_err(|source| PoolError::Backend {
-                backend: self.target.name.clone(),
-                source,
-            })?;
+            .map_err(failed)?;
+        // Turning session tracking on is part of connecting: within the same timeout, or a
+        // server that logs in and then hangs would hold this checkout forever.
+        let left = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, conn.track_session()).await {
+            Ok(tracked) => tracked.map_err(failed)?,
+            Err(_) => {
+                return Err(failed(BackendError::ConnectTimeout {
+                    address: self.target.address.clone(),
+                    after: timeout,
+                }));
+            }
+        }
         Ok(conn)
     }
 

@@ -752,7 +752,7 @@ impl Session {
             Slot::Replica => &self.replica,
         };
         if open_transaction(conn) {
-            Some("open transaction")
+            Some("open_transaction")
         } else if slot == Slot::Primary && conn.is_some() {
             state::pin_reason(&self.state)
         } else {
@@ -969,10 +969,14 @@ impl Session {
                                  transaction was open; the transaction was rolled back, retry it"
                             ),
                         ),
-                        Some(what) => ClientError::backend_failed(format!(
+                        Some(_) => ClientError::backend_failed(format!(
                             "the primary changed from '{name}' while this session held state \
-                             there ({what}{}); it is lost, and the connection is closed",
-                            if in_trx { ", an open transaction" } else { "" }
+                             there{}",
+                            if in_trx {
+                                " and a transaction was open"
+                            } else {
+                                ""
+                            }
                         )),
                     };
                     return self.reply(&e).await.map(|_| None);

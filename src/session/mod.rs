@@ -178,7 +178,8 @@ pub enum SessionError {
     #[error("killed by KILL CONNECTION")]
     Killed,
     #[error(
-        "a backend connection was lost while it held the session's {0}; closed so the client does not go on without it"
+        "a backend connection was lost while it held the session's {}; closed so the client does not go on without it",
+        state::held_words(.0)
     )]
     StateLost(&'static str),
 }
@@ -871,7 +872,19 @@ impl Session {
 
     async fn reply(&mut self, e: &ClientError) -> Result<(), SessionError> {
         let seq = self.seq;
-        self.client.send_error(seq, e).await?;
+        if let Some(what) = self.lost {
+            // The session ends after this reply (see `drop_slot`): the error says so, and what
+            // went with the connection, or the client would only see the next command fail.
+            let mut e = e.clone();
+            e.message.push_str(&format!(
+                "; the session's {} went with that connection, so rwsplit closes this \
+                 connection (reconnect and start again)",
+                state::held_words(what)
+            ));
+            self.client.send_error(seq, &e).await?;
+        } else {
+            self.client.send_error(seq, e).await?;
+        }
         Ok(())
     }
 

@@ -126,6 +126,22 @@ pub fn tracked_set(name: &str, value: &str) -> Option<Vec<u8>> {
     Some(p)
 }
 
+/// What a `pin_reason` (or "open_transaction") means, in words for a client's error message.
+pub fn held_words(reason: &str) -> &'static str {
+    match reason {
+        "open_transaction" => "open transaction",
+        "temporary_table" => "temporary tables",
+        "lock_tables" => "table locks (LOCK TABLES)",
+        "get_lock" => "named locks (GET_LOCK)",
+        "user_variable" => "user variables",
+        "sql_prepare" => "SQL prepared statements (PREPARE)",
+        "last_insert_id_expr" => "LAST_INSERT_ID(expr) value",
+        "role" => "role (SET ROLE)",
+        "next_transaction" => "SET TRANSACTION characteristics",
+        _ => "session state",
+    }
+}
+
 /// Why a session keeps its primary connection between statements, for metrics and logs.
 pub fn pin_reason(st: &State) -> Option<&'static str> {
     if st.temporary_tables {
@@ -621,6 +637,7 @@ mod tests {
         assert_eq!(pin_reason(&st), None);
         st.named_locks = 1;
         assert_eq!(pin_reason(&st), Some("get_lock"));
+        assert_eq!(held_words("get_lock"), "named locks (GET_LOCK)");
         st.temporary_tables = true;
         assert_eq!(pin_reason(&st), Some("temporary_table"));
         st.reset();
