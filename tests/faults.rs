@@ -620,7 +620,7 @@ async fn new_sessions_go_to_the_replica_with_fewer_statements_in_flight() {
     let proxy = faults::proxy();
     let mut tasks = Vec::new();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..6 {
+    for started in 1..=6u32 {
         let mut c = proxy.conn().await;
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
@@ -630,8 +630,24 @@ async fn new_sessions_go_to_the_replica_with_fewer_statements_in_flight() {
                 .expect("sleep");
             let _ = tx.send(id.map_or(0, |(s, _)| s));
         }));
-        // Let the statement reach its replica before the next session picks one.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Let the statement reach its replica before the next session picks one (a fixed pause
+        // was too short once on a loaded CI machine).
+        let in_flight = || {
+            proxy.shared.outstanding[1..3]
+                .iter()
+                .map(|o| o.load(std::sync::atomic::Ordering::Relaxed))
+                .sum::<u32>()
+        };
+        common::eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            "the long read is in flight on a replica",
+            async || match in_flight() >= started {
+                true => Ok(()),
+                false => Err(format!("{} of {started} in flight", in_flight())),
+            },
+        )
+        .await;
     }
     drop(tx);
     for t in tasks {
