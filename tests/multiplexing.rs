@@ -122,44 +122,21 @@ async fn a_connection_past_its_max_lifetime_is_retired_but_never_mid_transaction
     );
 }
 
-/// A TCP forwarder to `to` that, once `stall` is set, takes new connections and never answers
-/// them (a server whose listener still accepts but whose threads are stuck); connections made
-/// before go on working.
-async fn stalling_forwarder(
-    to: &'static str,
-) -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the forwarder");
-    let addr = listener.local_addr().expect("forwarder address");
-    let stall = std::sync::Arc::new(AtomicBool::new(false));
-    let stalled = stall.clone();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((mut client, _)) = listener.accept().await {
-            if stalled.load(Ordering::SeqCst) {
-                held.push(client);
-                continue;
-            }
-            tokio::spawn(async move {
-                if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    });
-    (addr, stall)
+/// How a `stalling_forwarder` treats the connections it takes once `stall` is set.
+#[derive(Clone, Copy)]
+enum Stall {
+    /// Never answered: a server whose listener still accepts but whose threads are stuck.
+    Silent,
+    /// Through the login (the server's greeting, the client's login packet and the server's
+    /// answer), then heard no more: a server that logs a connection in and then hangs.
+    AfterLogin,
 }
 
-/// Like `stalling_forwarder`, but a connection taken once `stall` is set gets through the
-/// login (the server's greeting, the client's login packet and the server's answer) and is then
-/// heard no more: a server that logs a connection in and then hangs.
-async fn login_then_stall_forwarder(
+/// A TCP forwarder to `to` that, once `stall` is set, stalls new connections as `how` says;
+/// connections made before go on working.
+async fn stalling_forwarder(
     to: &'static str,
+    how: Stall,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -173,8 +150,13 @@ async fn login_then_stall_forwarder(
     let stall = std::sync::Arc::new(AtomicBool::new(false));
     let stalled = stall.clone();
     tokio::spawn(async move {
+        let mut held = Vec::new();
         while let Ok((mut client, _)) = listener.accept().await {
             let stalling = stalled.load(Ordering::SeqCst);
+            if stalling && matches!(how, Stall::Silent) {
+                held.push(client);
+                continue;
+            }
             tokio::spawn(async move {
                 let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
                     return;
@@ -212,7 +194,7 @@ async fn login_then_stall_forwarder(
 /// the replica is marked down at once so the next reads do not wait on it.
 #[tokio::test]
 async fn a_replica_that_never_answers_a_new_connection_costs_one_read_its_connect_timeout() {
-    let (forwarder, stall) = stalling_forwarder("127.0.0.1:3307").await;
+    let (forwarder, stall) = stalling_forwarder("127.0.0.1:3307", Stall::Silent).await;
     stalled_replica_costs_one_read_its_connect_timeout(forwarder, stall).await;
 }
 
@@ -220,7 +202,7 @@ async fn a_replica_that_never_answers_a_new_connection_costs_one_read_its_connec
 /// tracking on is part of connecting and within `pool.connect_timeout` too.
 #[tokio::test]
 async fn a_replica_that_hangs_after_the_login_costs_one_read_its_connect_timeout() {
-    let (forwarder, stall) = login_then_stall_forwarder("127.0.0.1:3307").await;
+    let (forwarder, stall) = stalling_forwarder("127.0.0.1:3307", Stall::AfterLogin).await;
     stalled_replica_costs_one_read_its_connect_timeout(forwarder, stall).await;
 }
 
