@@ -372,6 +372,31 @@ pub enum ReadHalf {
     Unix(unix::OwnedReadHalf),
 }
 
+impl ReadHalf {
+    /// Whether the peer closed the stream or sent something unasked, for a stream that should
+    /// be quiet (an idle pooled connection). No system call unless the runtime has seen the
+    /// socket readable since the last read; then a non-blocking read of one byte tells.
+    pub fn hung_up_or_spoke(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let ready = match self {
+            ReadHalf::Tcp(r) => r.as_ref().poll_read_ready(&mut cx),
+            ReadHalf::Unix(r) => r.as_ref().poll_read_ready(&mut cx),
+        };
+        match ready {
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => true,
+            Poll::Ready(Ok(())) => {
+                let mut byte = [0u8; 1];
+                let read = match self {
+                    ReadHalf::Tcp(r) => r.try_read(&mut byte),
+                    ReadHalf::Unix(r) => r.try_read(&mut byte),
+                };
+                !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
 pub enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),

@@ -83,6 +83,15 @@ pub struct BackendConn {
     pub scratch: Vec<u8>,
 }
 
+impl BackendConn {
+    /// Whether the server closed this idle connection (it restarted, `wait_timeout`, a KILL)
+    /// or sent something unasked (MySQL 8 sends an error before it closes an inactive one):
+    /// lent, it would fail the next statement. Costs no system call while the socket is quiet.
+    pub fn dead_while_idle(&self) -> bool {
+        !self.reader.buffer().is_empty() || self.reader.get_ref().hung_up_or_spoke()
+    }
+}
+
 fn next_serial() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)

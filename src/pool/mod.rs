@@ -573,6 +573,14 @@ impl Pools {
         let mut waiting = None;
         let permit = loop {
             if let Some(i) = pool.pop_fresh(prefer) {
+                if i.conn.dead_while_idle() {
+                    // Closed (its permit freed); the next idle one, or a new one, is tried.
+                    tracing::debug!(
+                        backend = %pool.target.name,
+                        "an idle connection was closed by the server; not lent"
+                    );
+                    continue;
+                }
                 return Ok(Pooled::new(i.conn, pool, i.permit));
             }
             if let Ok(p) = pool.permits.clone().try_acquire_owned() {
