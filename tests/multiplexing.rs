@@ -128,7 +128,9 @@ enum Stall {
     /// Never answered: a server whose listener still accepts but whose threads are stuck.
     Silent,
     /// Through the login (the server's greeting, the client's login packet and the server's
-    /// answer), then heard no more: a server that logs a connection in and then hangs.
+    /// answer), then heard no more: a server that logs a connection in and then hangs. Only
+    /// for a login of one round trip (`mysql_native_password`, as on this topology): an auth
+    /// switch's second packet would be swallowed and the login itself would stall.
     AfterLogin,
 }
 

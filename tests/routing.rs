@@ -353,6 +353,48 @@ fn read_only_transactions_on_replica() -> Proxy {
     })
 }
 
+/// A READ ONLY transaction on a replica whose connection dies before the statement that ends it
+/// (here a read-write `BEGIN`): the error says the transaction went with the connection and
+/// that the connection closes, and the session ends.
+#[tokio::test]
+async fn a_read_only_transaction_that_loses_its_replica_connection_ends_the_session_saying_so() {
+    let proxy = read_only_transactions_on_replica();
+    let mut c = proxy.conn().await;
+    c.query_drop("START TRANSACTION READ ONLY")
+        .await
+        .expect("start");
+    let (server, thread): (u64, u64) = c
+        .query_first("SELECT @@server_id, CONNECTION_ID()")
+        .await
+        .expect("read in the transaction")
+        .expect("row");
+    let mut port = None;
+    for p in REPLICA_PORTS {
+        if server_id(p).await == server {
+            port = Some(p);
+        }
+    }
+    let port = port.expect("the transaction runs on a replica");
+    direct(port)
+        .await
+        .query_drop(format!("KILL {thread}"))
+        .await
+        .expect("kill the replica's thread");
+    let e = c
+        .query_drop("BEGIN")
+        .await
+        .expect_err("the transaction's connection is gone")
+        .to_string();
+    assert!(
+        e.contains("open transaction") && e.contains("closes this connection"),
+        "the error says what was lost and that the connection closes: {e}"
+    );
+    assert!(
+        c.query_drop("SELECT 1").await.is_err(),
+        "the session went on after losing its transaction"
+    );
+}
+
 /// `routing.read_only_transactions_on_replica`: a `START TRANSACTION READ ONLY` runs whole on one
 /// replica, in one snapshot there; a change in it gets the server's own 1792 and never reaches
 /// the replica; a statement that ends a transaction first (DDL, a read-write BEGIN) ends it and

@@ -214,6 +214,13 @@ impl Session {
             Some((_, slot)) => self.prepared_on(id, slot).await.ok().map(|b| (slot, b)),
             None => None,
         };
+        if on.is_none() && self.lost.is_some() {
+            return self
+                .reply(&ClientError::backend_failed(
+                    "the cursor's connection was lost with the session's state",
+                ))
+                .await;
+        }
         let Some((slot, backend_id)) = on else {
             let e = ClientError::new(
                 1421,

@@ -645,7 +645,12 @@ impl Session {
                     self.settle().await;
                     return Ok(true);
                 }
-                Err(Failure::Down(msg)) => ClientError::backend_failed(msg).payload(),
+                Err(Failure::Down(msg)) => {
+                    return self
+                        .reply(&ClientError::backend_failed(msg))
+                        .await
+                        .map(|_| false);
+                }
                 Err(Failure::Reply(p) | Failure::Busy(p)) => p,
             },
         };
@@ -1111,7 +1116,8 @@ impl Session {
     ) -> Result<bool, SessionError> {
         match self.checkout_as(t, scope).await {
             Ok(_) => Ok(true),
-            Err(Failure::Busy(_) | Failure::Down(_)) if !report => Ok(false),
+            // Unless the failed connection took the session's state with it: that is told now.
+            Err(Failure::Busy(_) | Failure::Down(_)) if !report && self.lost.is_none() => Ok(false),
             Err(Failure::Reply(p) | Failure::Busy(p)) => self.reply_raw(&p).await.map(|_| false),
             Err(Failure::Down(m)) => self
                 .reply(&ClientError::backend_failed(m))

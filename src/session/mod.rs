@@ -876,11 +876,7 @@ impl Session {
             // The session ends after this reply (see `drop_slot`): the error says so, and what
             // went with the connection, or the client would only see the next command fail.
             let mut e = e.clone();
-            e.message.push_str(&format!(
-                "; the session's {} went with that connection, so rwsplit closes this \
-                 connection (reconnect and start again)",
-                state::held_words(what)
-            ));
+            e.message.push_str(&lost_note(what));
             self.client.send_error(seq, &e).await?;
         } else {
             self.client.send_error(seq, e).await?;
@@ -888,8 +884,16 @@ impl Session {
         Ok(())
     }
 
+    /// Sends a whole reply payload; an ERR gets `reply`'s note when the session is about to end.
     async fn reply_raw(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         let seq = self.seq;
+        if let (Some(what), Some(e)) = (self.lost, crate::protocol::packets::parse_err(payload)) {
+            let message = format!("{}{}", String::from_utf8_lossy(e.message), lost_note(what));
+            let state = std::str::from_utf8(&e.sql_state).unwrap_or("HY000");
+            let noted = crate::protocol::packets::err_payload(e.code, state, &message);
+            self.client.send(seq, &noted).await?;
+            return Ok(());
+        }
         self.client.send(seq, payload).await?;
         Ok(())
     }
@@ -963,4 +967,14 @@ fn use_class(db: &str) -> Classification {
         schema: Some(db.to_string()),
         ..read_class()
     }
+}
+
+/// What an error says when the session ends after it because a failed backend connection took
+/// `what` (a `pin_reason`, or "open_transaction") with it.
+fn lost_note(what: &str) -> String {
+    format!(
+        "; the session's {} went with that connection, so rwsplit closes this connection \
+         (reconnect and start again)",
+        state::held_words(what)
+    )
 }

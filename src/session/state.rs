@@ -137,6 +137,7 @@ pub fn held_words(reason: &str) -> &'static str {
         "sql_prepare" => "SQL prepared statements (PREPARE)",
         "last_insert_id_expr" => "LAST_INSERT_ID(expr) value",
         "role" => "role (SET ROLE)",
+        "untracked_state" => "session settings rwsplit could not replay",
         "next_transaction" => "SET TRANSACTION characteristics",
         _ => "session state",
     }
@@ -638,6 +639,25 @@ mod tests {
         st.named_locks = 1;
         assert_eq!(pin_reason(&st), Some("get_lock"));
         assert_eq!(held_words("get_lock"), "named locks (GET_LOCK)");
+        // Every pin has its own words in the error of a lost connection.
+        let pins: [fn(&mut State); 9] = [
+            |s| s.temporary_tables = true,
+            |s| s.table_locks = true,
+            |s| s.named_locks = 1,
+            |s| s.user_variables = true,
+            |s| s.sql_prepared = true,
+            |s| s.last_insert_id_set = true,
+            |s| s.role = true,
+            |s| s.untracked_state = true,
+            |s| s.next_transaction = true,
+        ];
+        for pin in pins {
+            let mut one = State::new(None, false);
+            pin(&mut one);
+            let reason = pin_reason(&one).expect("pinned");
+            assert_ne!(held_words(reason), "session state", "{reason} has no words");
+        }
+        assert_ne!(held_words("open_transaction"), "session state");
         st.temporary_tables = true;
         assert_eq!(pin_reason(&st), Some("temporary_table"));
         st.reset();
