@@ -979,20 +979,15 @@ async fn losing_the_backend_connection_of_a_transaction_or_a_lock_closes_the_cli
         .expect("thread")
         .expect("row");
     kill_backend_thread(thread).await;
-    let e = c
-        .query_drop(format!("INSERT INTO {t} VALUES (2)"))
-        .await
-        .expect_err("the transaction's connection is gone")
-        .to_string();
-    assert!(
-        e.contains("open transaction") && e.contains("closes this connection"),
-        "the error says what was lost and that the connection closes: {e}"
-    );
-    let retried = c.query_drop(format!("INSERT INTO {t} VALUES (3)")).await;
-    assert!(
-        retried.is_err(),
-        "the session went on outside the transaction its client thinks is open"
-    );
+    // The retried INSERT must fail too: the session would run it outside the transaction its
+    // client thinks is open.
+    assert_lost_and_closed(
+        &mut c,
+        &format!("INSERT INTO {t} VALUES (2)"),
+        "open transaction",
+        &format!("INSERT INTO {t} VALUES (3)"),
+    )
+    .await;
     let mut d = direct(PRIMARY_PORT).await;
     let rows: u64 = d
         .query_first(format!("SELECT COUNT(*) FROM app.{t}"))
@@ -1011,19 +1006,13 @@ async fn losing_the_backend_connection_of_a_transaction_or_a_lock_closes_the_cli
     assert_eq!(got, 1);
     kill_backend_thread(thread).await;
     // The first statement on the dead connection fails; the session must not go on after it.
-    let e = l
-        .query_drop(format!("SELECT IS_USED_LOCK('{lock}')"))
-        .await
-        .expect_err("the lock's connection is gone")
-        .to_string();
-    assert!(
-        e.contains("named locks (GET_LOCK)") && e.contains("closes this connection"),
-        "the error names the lost lock: {e}"
-    );
-    assert!(
-        l.query_drop("/* rwsplit:primary */ DO 1").await.is_err(),
-        "the session went on without the named lock its client thinks it holds"
-    );
+    assert_lost_and_closed(
+        &mut l,
+        &format!("SELECT IS_USED_LOCK('{lock}')"),
+        "named locks (GET_LOCK)",
+        "/* rwsplit:primary */ DO 1",
+    )
+    .await;
 
     // Nothing held on the lost connection (multiplexed, autocommit): at most the statement that
     // found it dead fails, and the session goes on.

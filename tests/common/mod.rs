@@ -213,6 +213,25 @@ pub async fn primary_thread(c: &mut Conn) -> u64 {
         .expect("row")
 }
 
+/// After a backend connection died holding the session's `lost` (as the error words it):
+/// `failing` gets an error that names it and says the connection closes, and `next` fails too,
+/// since the session must not go on without it.
+pub async fn assert_lost_and_closed(c: &mut Conn, failing: &str, lost: &str, next: &str) {
+    let e = c
+        .query_drop(failing)
+        .await
+        .expect_err("the connection that held it is gone")
+        .to_string();
+    assert!(
+        e.contains(lost) && e.contains("closes this connection"),
+        "the error says what was lost ({lost}) and that the connection closes: {e}"
+    );
+    assert!(
+        c.query_drop(next).await.is_err(),
+        "the session went on without its {lost}"
+    );
+}
+
 /// The Unix socket of one server of the main topology (`primary`, `replica1`, `replica2`).
 pub fn socket_path(server: &str) -> String {
     let dir = std::env::var("RWSPLIT_TOPO_DIR").unwrap_or_else(|_| "/tmp/rwsplit-topology".into());
