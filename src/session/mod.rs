@@ -507,8 +507,12 @@ impl Session {
                 let idle_since = tokio::time::Instant::now();
                 let woken = loop {
                     tokio::select! {
-                        _ = self.client.reader.fill_buf() => break false,
+                        // A KILL first: its OK may reach the killer, and the victim's client
+                        // send its next command, before this session is polled; the server
+                        // would not run that command.
+                        biased;
                         _ = wake.notified() => break true,
+                        _ = self.client.reader.fill_buf() => break false,
                         () = idle_timer.as_mut() => {
                             if idle_since.elapsed() >= idle_limit {
                                 return Err(SessionError::IdleTimeout);
