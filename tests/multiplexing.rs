@@ -819,6 +819,46 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
     d.query_drop("SELECT 1").await.expect("primary fine");
 }
 
+/// `pool.min_idle` connections are renewed once they pass `idle_timeout`, not kept stale: a
+/// stale one is never lent, so a pool of them would make the next checkout pay a connect.
+/// Seen from the server, the pool's connections (of a user of their own) are never idle much
+/// longer than `idle_timeout` plus the reaper's second.
+#[tokio::test]
+async fn min_idle_connections_are_renewed_past_idle_timeout() {
+    reader_user("minidle_u", "minidle").await;
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "checkout_timeout = \"2s\"",
+            "checkout_timeout = \"2s\"\nmin_idle = 2\nidle_timeout = \"1s\"",
+        )
+        .replace(
+            "[[users]]",
+            "[[users]]\nname = \"minidle_u\"\npassword = \"minidle\"\n\n[[users]]",
+        )
+    });
+    let mut c = Conn::new(proxy.opts().user(Some("minidle_u")).pass(Some("minidle")))
+        .await
+        .expect("login");
+    primary_thread(&mut c).await;
+    c.disconnect().await.expect("disconnect");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut root = direct(common::PRIMARY_PORT).await;
+    let (n, idle_ms): (u64, Option<f64>) = root
+        .query_first(
+            "SELECT COUNT(*), MAX(TIME_MS) FROM information_schema.PROCESSLIST \
+             WHERE USER = 'minidle_u'",
+        )
+        .await
+        .expect("processlist")
+        .expect("row");
+    assert!(n >= 2, "min_idle = 2, but the primary sees {n} connections");
+    let idle_ms = idle_ms.unwrap_or(0.0);
+    assert!(
+        idle_ms < 3000.0,
+        "a min_idle connection sat idle {idle_ms} ms, past idle_timeout (1 s) and the reaper"
+    );
+}
+
 /// Creates a server user that may read `app`, on every server, for tests with a second user.
 async fn reader_user(name: &str, password: &str) {
     let mut root = direct(common::PRIMARY_PORT).await;

@@ -227,23 +227,22 @@ impl Pool {
         self.lock_idle().len()
     }
 
-    /// Drops idle connections past their idle timeout or lifetime, keeping `min_idle` of the
-    /// ones still within their lifetime.
+    /// Drops idle connections past their idle timeout or lifetime, `min_idle` ones too: kept,
+    /// they could not be lent (`pop_fresh` refuses them), and a server may close them on its own
+    /// `wait_timeout`. `top_up`, which runs right after, opens fresh ones up to `min_idle`.
     fn reap(&self) {
         let cfg = &self.target.config;
-        let mut idle = self.lock_idle();
-        let mut keep = cfg.min_idle as usize;
-        // Newest last: walk from the newest so the kept ones are the most recently used.
-        let mut kept = Vec::with_capacity(idle.len());
-        while let Some(i) = idle.pop() {
-            let alive = i.conn.created.elapsed() < cfg.max_lifetime;
-            if alive && (i.fresh(cfg, Instant::now()) || keep > 0) {
-                keep = keep.saturating_sub(1);
-                kept.push(i);
-            }
-        }
-        kept.reverse();
-        *idle = kept;
+        let now = Instant::now();
+        let stale: Vec<Idle> = {
+            let mut idle = self.lock_idle();
+            let (fresh, stale) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|i| i.fresh(cfg, now));
+            *idle = fresh;
+            stale
+        };
+        // Closed after the lock is released.
+        drop(stale);
     }
 
     /// Opens connections until the pool has `min_idle` idle ones, while the backend has room.
