@@ -5,18 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Proxy, direct, primary_thread, raw_client, unique, wait_sync};
+use common::{Proxy, direct, pool_settings, primary_thread, raw_client, unique, wait_sync};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 
 /// One connection to each backend: sessions can only take turns.
 fn one_connection_per_server() -> Proxy {
-    Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"5s\"\nmax_connections = 1",
-        )
-    })
+    Proxy::start_with(|t| pool_settings(t, "checkout_timeout = \"5s\"\nmax_connections = 1"))
 }
 
 /// What the session's `/sessions` entry says pins it, once it settles (the proxy releases or
@@ -60,12 +55,7 @@ async fn settings(c: &mut Conn) -> Settings {
 
 #[tokio::test]
 async fn an_idle_connection_past_its_idle_timeout_is_not_lent_again() {
-    let proxy = Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"2s\"\nidle_timeout = \"300ms\"",
-        )
-    });
+    let proxy = Proxy::start_with(|t| pool_settings(t, "idle_timeout = \"300ms\""));
     let mut c = proxy.conn().await;
     let first = primary_thread(&mut c).await;
     // Back to back: the connection just returned is lent again.
@@ -83,12 +73,7 @@ async fn an_idle_connection_past_its_idle_timeout_is_not_lent_again() {
 /// is never taken from a transaction that outlives it: it goes after the COMMIT.
 #[tokio::test]
 async fn a_connection_past_its_max_lifetime_is_retired_but_never_mid_transaction() {
-    let proxy = Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"2s\"\nmax_lifetime = \"1s\"",
-        )
-    });
+    let proxy = Proxy::start_with(|t| pool_settings(t, "max_lifetime = \"1s\""));
     let mut c = proxy.conn().await;
     let first = primary_thread(&mut c).await;
     // Busy all along (never idle long): still retired once a second old.
@@ -827,11 +812,7 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
 async fn min_idle_connections_are_renewed_past_idle_timeout() {
     reader_user("minidle_u", "minidle").await;
     let proxy = Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"2s\"\nmin_idle = 2\nidle_timeout = \"1s\"",
-        )
-        .replace(
+        pool_settings(t, "min_idle = 2\nidle_timeout = \"1s\"").replace(
             "[[users]]",
             "[[users]]\nname = \"minidle_u\"\npassword = \"minidle\"\n\n[[users]]",
         )
@@ -880,11 +861,7 @@ async fn reader_user(name: &str, password: &str) {
 async fn a_users_own_multiplexing_and_consistency_override_the_routing_defaults() {
     reader_user("mux_own", "own").await;
     let proxy = Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"500ms\"\nmax_connections = 1",
-        )
-        .replace(
+        pool_settings(t, "checkout_timeout = \"500ms\"\nmax_connections = 1").replace(
             "[[users]]",
             "[[users]]\nname = \"mux_own\"\npassword = \"own\"\nmultiplexing = false\n\
              consistency = \"strong\"\n\n[[users]]",
@@ -1082,12 +1059,8 @@ async fn mixed_load(
 async fn two_thousand_clients_share_forty_backend_connections_without_errors() {
     const CLIENTS: usize = 2_000;
     const LIMIT: &str = "max_connections = 13"; // x 3 backends = 39
-    let mux = Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            &format!("checkout_timeout = \"20s\"\n{LIMIT}"),
-        )
-    });
+    let mux =
+        Proxy::start_with(|t| pool_settings(t, &format!("checkout_timeout = \"20s\"\n{LIMIT}")));
     let t = unique("mux_scale");
     let mut setup = mux.conn().await;
     setup
@@ -1109,11 +1082,8 @@ async fn two_thousand_clients_share_forty_backend_connections_without_errors() {
     // Session pooling, the same limit and the same work: a session holds its connections for
     // life, so only about as many clients as connections can be open at once.
     let pooled = Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            &format!("checkout_timeout = \"20s\"\n{LIMIT}"),
-        )
-        .replace("[routing]", "[routing]\nmultiplexing = false")
+        pool_settings(t, &format!("checkout_timeout = \"20s\"\n{LIMIT}"))
+            .replace("[routing]", "[routing]\nmultiplexing = false")
     });
     let (pn, perrors, pelapsed, ppeak) = tokio::time::timeout(
         Duration::from_secs(240),
@@ -1143,18 +1113,15 @@ async fn two_thousand_clients_share_forty_backend_connections_without_errors() {
 /// session of a test takes its turn on the same replica connection.
 fn one_replica_connection() -> Proxy {
     Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"5s\"\nmax_connections = 1",
-        )
-        .replace(
-            "max_replica_lag = \"2s\"",
-            "max_replica_lag = \"2s\"\nreplica_selection = \"weighted\"",
-        )
-        .replace(
-            "address = \"127.0.0.1:3308\"",
-            "address = \"127.0.0.1:3308\"\nweight = 0",
-        )
+        pool_settings(t, "checkout_timeout = \"5s\"\nmax_connections = 1")
+            .replace(
+                "max_replica_lag = \"2s\"",
+                "max_replica_lag = \"2s\"\nreplica_selection = \"weighted\"",
+            )
+            .replace(
+                "address = \"127.0.0.1:3308\"",
+                "address = \"127.0.0.1:3308\"\nweight = 0",
+            )
     })
 }
 
@@ -1333,10 +1300,7 @@ async fn many_sessions_with_overlapping_sets_on_three_connections_each_see_their
         &["SET SESSION div_precision_increment = @@div_precision_increment + 2"],
     ];
     let proxy = Arc::new(Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"20s\"\nmax_connections = 3",
-        )
+        pool_settings(t, "checkout_timeout = \"20s\"\nmax_connections = 3")
     }));
     let mut fresh = proxy.conn().await;
     let defaults = state_of(&mut fresh).await;

@@ -438,12 +438,7 @@ async fn results_larger_than_a_read_buffer_arrive_row_for_row() {
 
 #[tokio::test]
 async fn a_client_that_leaves_mid_result_does_not_harm_other_sessions() {
-    let proxy = Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"2s\"\nmax_connections = 4",
-        )
-    });
+    let proxy = Proxy::start_with(|t| pool_settings(t, "max_connections = 4"));
     for _ in 0..6 {
         let mut raw = raw_client(
             &proxy,
@@ -476,10 +471,7 @@ async fn a_client_that_leaves_mid_result_does_not_harm_other_sessions() {
 #[tokio::test]
 async fn an_exhausted_pool_answers_1040_instead_of_hanging() {
     let proxy = Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"300ms\"\nmax_connections = 1",
-        )
+        pool_settings(t, "checkout_timeout = \"300ms\"\nmax_connections = 1")
     });
     let t = unique("pool");
     let mut a = proxy.conn().await;
@@ -538,10 +530,7 @@ fn primary_pool(proxy: &Proxy) -> rwsplit::pool::BackendPoolStats {
 async fn the_backend_limit_counts_idle_connections_of_every_pool() {
     use mysql_common::constants::CapabilityFlags as C;
     let proxy = Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"300ms\"\nmax_connections = 2",
-        )
+        pool_settings(t, "checkout_timeout = \"300ms\"\nmax_connections = 2")
     });
     // Clients with different capabilities get connections from different pools; the limit
     // of 2 to the primary holds across them, and an idle connection of one pool makes room
@@ -572,12 +561,7 @@ async fn the_backend_limit_counts_idle_connections_of_every_pool() {
 
 #[tokio::test]
 async fn min_idle_connections_are_opened_and_kept() {
-    let proxy = Proxy::start_with(|t| {
-        t.replace(
-            "checkout_timeout = \"2s\"",
-            "checkout_timeout = \"2s\"\nmin_idle = 3",
-        )
-    });
+    let proxy = Proxy::start_with(|t| pool_settings(t, "min_idle = 3"));
     let mut c = proxy.conn().await;
     c.query_drop("/* rwsplit:primary */ SELECT 1")
         .await

@@ -134,36 +134,38 @@ impl Pool {
 
     /// The idle connection to hand out: the most recently returned one the caller `prefer`s
     /// (one that already carries its session's state: nothing to replay), else the most
-    /// recent one. Stale ones met on the way are closed.
+    /// recent one. Ones that cannot be lent, met on the way, are closed: stale, or closed by
+    /// the server meanwhile (`BackendConn::dead_while_idle`).
     fn pop_fresh(&self, prefer: &dyn Fn(&BackendConn) -> bool) -> Option<Idle> {
         let cfg = &self.target.config;
         let now = Instant::now();
-        // Only the candidate is checked for age, not every idle connection (that was a walk of
-        // the whole list, a cache miss each, on every checkout). The preference scan still walks
+        // Only the candidate is checked, not every idle connection (that was a walk of the
+        // whole list, a cache miss each, on every checkout). The preference scan still walks
         // the list when no connection near the top carries the session's state: cheaper than
         // the reset and replay it saves. Stale connections further down are closed by `reap`,
-        // every second; a stale candidate is closed here, after the lock is released, and the
-        // next one tried.
-        let mut stale = Vec::new();
-        let found = {
-            let mut idle = self.lock_idle();
-            loop {
-                let Some(at) = idle
+        // every second. The candidate is checked after the lock is released (the liveness
+        // check may read the socket), and dropped, closing it, when it cannot be lent.
+        loop {
+            let i = {
+                let mut idle = self.lock_idle();
+                let at = idle
                     .iter()
                     .rposition(|i| prefer(&i.conn))
-                    .or_else(|| idle.len().checked_sub(1))
-                else {
-                    break None;
-                };
-                let i = idle.remove(at);
-                if i.fresh(cfg, now) {
-                    break Some(i);
-                }
-                stale.push(i);
+                    .or_else(|| idle.len().checked_sub(1))?;
+                idle.remove(at)
+            };
+            if !i.fresh(cfg, now) {
+                continue;
             }
-        };
-        drop(stale);
-        found
+            if i.conn.dead_while_idle() {
+                tracing::debug!(
+                    backend = %self.target.name,
+                    "an idle connection was closed by the server; not lent"
+                );
+                continue;
+            }
+            return Some(i);
+        }
     }
 
     async fn open(&self) -> Result<BackendConn, PoolError> {
@@ -572,14 +574,6 @@ impl Pools {
         let mut waiting = None;
         let permit = loop {
             if let Some(i) = pool.pop_fresh(prefer) {
-                if i.conn.dead_while_idle() {
-                    // Closed (its permit freed); the next idle one, or a new one, is tried.
-                    tracing::debug!(
-                        backend = %pool.target.name,
-                        "an idle connection was closed by the server; not lent"
-                    );
-                    continue;
-                }
                 return Ok(Pooled::new(i.conn, pool, i.permit));
             }
             if let Ok(p) = pool.permits.clone().try_acquire_owned() {

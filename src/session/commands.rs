@@ -182,13 +182,7 @@ impl Session {
             Some(slot) => {
                 let backend_id = match self.prepared_on(id, slot).await {
                     Ok(b) => b,
-                    Err(_) if self.lost.is_some() => {
-                        return self
-                            .reply(&ClientError::backend_failed(
-                                "the statement's connection was lost with the session's state",
-                            ))
-                            .await;
-                    }
+                    Err(_) if self.lost.is_some() => return self.reply_lost().await,
                     Err(_) => {
                         let status = self.status();
                         self.client.send_ok(self.seq, status).await?;
@@ -215,11 +209,7 @@ impl Session {
             None => None,
         };
         if on.is_none() && self.lost.is_some() {
-            return self
-                .reply(&ClientError::backend_failed(
-                    "the cursor's connection was lost with the session's state",
-                ))
-                .await;
+            return self.reply_lost().await;
         }
         let Some((slot, backend_id)) = on else {
             let e = ClientError::new(

@@ -645,12 +645,7 @@ impl Session {
                     self.settle().await;
                     return Ok(true);
                 }
-                Err(Failure::Down(msg)) => {
-                    return self
-                        .reply(&ClientError::backend_failed(msg))
-                        .await
-                        .map(|_| false);
-                }
+                Err(Failure::Down(msg)) => ClientError::backend_failed(msg).payload(),
                 Err(Failure::Reply(p) | Failure::Busy(p)) => p,
             },
         };
@@ -903,12 +898,7 @@ impl Session {
             if self.lost.is_some() {
                 // The primary connection died with the session's transaction or pins on it:
                 // nothing more runs, the session closes after this error.
-                return self
-                    .reply(&ClientError::backend_failed(
-                        "the primary connection was lost with the session's state on it",
-                    ))
-                    .await
-                    .map(|_| None);
+                return self.reply_lost().await.map(|_| None);
             }
         }
         // An idempotent SET may run on a connection that already carries the log it makes.

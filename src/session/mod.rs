@@ -875,20 +875,21 @@ impl Session {
     }
 
     async fn reply(&mut self, e: &ClientError) -> Result<(), SessionError> {
-        let seq = self.seq;
-        if let Some(what) = self.lost {
-            // The session ends after this reply (see `drop_slot`): the error says so, and what
-            // went with the connection, or the client would only see the next command fail.
-            let mut e = e.clone();
-            e.message.push_str(&lost_note(what));
-            self.client.send_error(seq, &e).await?;
-        } else {
-            self.client.send_error(seq, e).await?;
-        }
-        Ok(())
+        self.reply_raw(&e.payload()).await
     }
 
-    /// Sends a whole reply payload; an ERR gets `reply`'s note when the session is about to end.
+    /// The error for a command that cannot run because a failed backend connection took the
+    /// session's state with it (`lost`); `reply_raw` says what, and that the session ends.
+    async fn reply_lost(&mut self) -> Result<(), SessionError> {
+        self.reply(&ClientError::backend_failed(
+            "the backend connection was lost",
+        ))
+        .await
+    }
+
+    /// Sends a whole reply payload (rwsplit's or a server's). When the session is about to end
+    /// after it (see `drop_slot`), an ERR says so, and what went with the connection: else the
+    /// client would only see its next command fail.
     async fn reply_raw(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         let seq = self.seq;
         if let (Some(what), Some(e)) = (self.lost, crate::protocol::packets::parse_err(payload)) {

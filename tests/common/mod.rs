@@ -54,6 +54,19 @@ pub fn test_config(edit: impl FnOnce(String) -> String) -> rwsplit::config::Conf
     rwsplit::config::Config::from_toml_str(&edit(text)).expect("valid test config")
 }
 
+/// The test config with `settings` (TOML lines) in its `[pool]` section; a `checkout_timeout`
+/// among them replaces the test config's own.
+pub fn pool_settings(config: String, settings: &str) -> String {
+    const ANCHOR: &str = "checkout_timeout = \"2s\"";
+    assert!(config.contains(ANCHOR), "config/test.toml's [pool] changed");
+    let kept = if settings.contains("checkout_timeout") {
+        String::new()
+    } else {
+        format!("{ANCHOR}\n")
+    };
+    config.replace(ANCHOR, &format!("{kept}{settings}"))
+}
+
 /// A running rwsplit; it lives as long as the test process.
 pub struct Proxy {
     pub addr: SocketAddr,
