@@ -375,11 +375,7 @@ async fn a_read_only_transaction_that_loses_its_replica_connection_ends_the_sess
         }
     }
     let port = port.expect("the transaction runs on a replica");
-    direct(port)
-        .await
-        .query_drop(format!("KILL {thread}"))
-        .await
-        .expect("kill the replica's thread");
+    kill_thread(port, thread).await;
     assert_lost_and_closed(&mut c, "BEGIN", "open transaction", "SELECT 1").await;
 }
 

@@ -894,14 +894,6 @@ async fn a_command_over_max_packet_size_gets_1153_and_harms_no_one_else() {
     }
 }
 
-/// Kills the backend thread `thread` on the primary, as a crash or a network cut would end it.
-async fn kill_backend_thread(thread: u64) {
-    let mut root = direct(PRIMARY_PORT).await;
-    root.query_drop(format!("KILL {thread}"))
-        .await
-        .expect("kill the backend thread");
-}
-
 /// An idle pooled connection the server closed (it restarted, `wait_timeout`, a KILL) is not
 /// lent again: the session's next statement runs on another connection instead of failing.
 #[tokio::test]
@@ -909,7 +901,7 @@ async fn an_idle_connection_the_server_closed_is_not_lent_again() {
     let proxy = Proxy::start();
     let mut c = proxy.conn().await;
     let old = primary_thread(&mut c).await;
-    kill_backend_thread(old).await;
+    kill_thread(PRIMARY_PORT, old).await;
     let mut root = direct(PRIMARY_PORT).await;
     eventually(
         Duration::from_secs(5),
@@ -962,7 +954,7 @@ async fn losing_the_backend_connection_of_a_transaction_or_a_lock_closes_the_cli
         .await
         .expect("thread")
         .expect("row");
-    kill_backend_thread(thread).await;
+    kill_thread(PRIMARY_PORT, thread).await;
     // The retried INSERT must fail too: the session would run it outside the transaction its
     // client thinks is open.
     assert_lost_and_closed(
@@ -988,7 +980,7 @@ async fn losing_the_backend_connection_of_a_transaction_or_a_lock_closes_the_cli
         .expect("get_lock")
         .expect("row");
     assert_eq!(got, 1);
-    kill_backend_thread(thread).await;
+    kill_thread(PRIMARY_PORT, thread).await;
     // The first statement on the dead connection fails; the session must not go on after it.
     assert_lost_and_closed(
         &mut l,
@@ -1001,7 +993,7 @@ async fn losing_the_backend_connection_of_a_transaction_or_a_lock_closes_the_cli
     // Nothing held on the lost connection (multiplexed, autocommit): at most the statement that
     // found it dead fails, and the session goes on.
     let mut m = proxy.conn().await;
-    kill_backend_thread(primary_thread(&mut m).await).await;
+    kill_thread(PRIMARY_PORT, primary_thread(&mut m).await).await;
     let _ = m.query_drop(format!("INSERT INTO {t} VALUES (4)")).await;
     m.query_drop(format!("INSERT INTO {t} VALUES (5)"))
         .await

@@ -226,6 +226,16 @@ pub async fn primary_thread(c: &mut Conn) -> u64 {
         .expect("row")
 }
 
+/// Kills server thread `thread` on the server at `port`, as a crash or a network cut would end
+/// that connection.
+pub async fn kill_thread(port: u16, thread: u64) {
+    direct(port)
+        .await
+        .query_drop(format!("KILL {thread}"))
+        .await
+        .expect("kill the server thread");
+}
+
 /// After a backend connection died holding the session's `lost` (as the error words it):
 /// `failing` gets an error that names it and says the connection closes, and `next` fails too,
 /// since the session must not go on without it.
