@@ -136,7 +136,7 @@ listen mysql
     return p
 
 
-def start_rwsplit(tmp, sockets):
+def start_rwsplit(tmp, sockets, wrapper=(), binary=None):
     text = open(os.path.join(ROOT, "config", "rwsplit.toml")).read()
     for name in SERVERS:
         if f'address = "{TCP[name]}"' not in text:
@@ -148,9 +148,11 @@ def start_rwsplit(tmp, sockets):
     cfg = os.path.join(tmp, "rwsplit.toml")
     with open(cfg, "w") as f:
         f.write(text)
-    p = subprocess.Popen([os.path.join(ROOT, "target", "release", "rwsplit"), "--config", cfg],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(PORTS["rwsplit"])
+    binary = binary or os.path.join(ROOT, "target", "release", "rwsplit")
+    p = subprocess.Popen([*wrapper, binary, "--config", cfg], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    # Under valgrind, rwsplit starts about fifty times slower.
+    wait_port(PORTS["rwsplit"], timeout=120 if wrapper else 20)
     return p
 
 
