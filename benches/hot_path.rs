@@ -29,20 +29,35 @@ fn bench(c: &mut Criterion) {
         })
     });
     let insight = Insight::new(5000);
-    let digests: Vec<String> = (0..200)
+    // A session hashes each digest once, when it first sees it (`session::digests`).
+    let digests: Vec<(String, u64)> = (0..200)
         .map(|i| format!("SELECT c{i} FROM sbtest1 WHERE id = ?"))
+        .map(|d| {
+            let k = rwsplit::insight::key(&d);
+            (d, k)
+        })
         .collect();
     let mut n = 0usize;
     c.bench_function("insight/record", |b| {
         b.iter(|| {
             n = (n + 1) % digests.len();
             insight.record(&Sample {
-                digest: &digests[n],
+                digest: &digests[n].0,
+                key: digests[n].1,
                 elapsed: Duration::from_micros(210),
                 rows: 1,
                 error: false,
                 primary: false,
             })
+        })
+    });
+    let mut buf = Vec::new();
+    c.bench_function("classify_digest/point_select", |b| {
+        b.iter(|| {
+            rwsplit::classify::classify_digest(
+                black_box(b"SELECT c FROM sbtest1 WHERE id = 4242"),
+                &mut buf,
+            )
         })
     });
     c.bench_function("digest/point_select", |b| {

@@ -2,12 +2,13 @@
 //! bounded in memory, and the slow query log.
 //!
 //! Digests are kept in shards under plain mutexes, each held for one small update: the hot
-//! path hashes the digest, locks one of 16 shards and bumps a few counters. The number of
+//! path locks one of 16 shards by the digest's key and bumps a few counters. A session hashes
+//! each digest once, when it first sees it (`session::digests`), not once per statement. The number of
 //! distinct digests is capped (`[insight] max_digests`); past it, new shapes are counted under
 //! one "(other)" entry, so a workload of ad-hoc literals-in-identifiers cannot grow memory.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -32,9 +33,27 @@ pub struct DigestStats {
     pub on_replica: u64,
 }
 
+impl DigestStats {
+    fn add(&mut self, s: &Sample<'_>, us: u64) {
+        self.count += 1;
+        self.errors += u64::from(s.error);
+        self.total_us = self.total_us.saturating_add(us);
+        self.min_us = self.min_us.min(us);
+        self.max_us = self.max_us.max(us);
+        self.rows = self.rows.saturating_add(s.rows);
+        if s.primary {
+            self.on_primary += 1;
+        } else {
+            self.on_replica += 1;
+        }
+    }
+}
+
 /// One finished statement.
 pub struct Sample<'a> {
     pub digest: &'a str,
+    /// `key(digest)`.
+    pub key: u64,
     pub elapsed: Duration,
     pub rows: u64,
     pub error: bool,
@@ -42,21 +61,27 @@ pub struct Sample<'a> {
 }
 
 pub struct Insight {
-    shards: Vec<Mutex<HashMap<u64, DigestStats>>>,
+    shards: Vec<Mutex<HashMap<u64, DigestStats, foldhash::fast::RandomState>>>,
     distinct: AtomicUsize,
     max_digests: usize,
 }
 
-fn key(digest: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    digest.hash(&mut h);
-    h.finish()
+/// Seeded once per process at random: statements a client writes cannot be chosen to share a key.
+static KEY_SEED: std::sync::LazyLock<foldhash::quality::RandomState> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A digest's key in the insight (its entry is found by this alone). foldhash rather than std's
+/// SipHash: SipHash over a digest cost about 550 instructions per statement.
+pub fn key(digest: &str) -> u64 {
+    KEY_SEED.hash_one(digest)
 }
 
 impl Insight {
     pub fn new(max_digests: usize) -> Insight {
         Insight {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
             distinct: AtomicUsize::new(0),
             max_digests: max_digests.max(1),
         }
@@ -64,13 +89,17 @@ impl Insight {
 
     /// Adds one statement to its digest's totals.
     pub fn record(&self, s: &Sample<'_>) {
-        let mut k = key(s.digest);
+        let mut k = s.key;
         let mut digest = s.digest;
         let shard = |k: u64| &self.shards[(k % SHARDS as u64) as usize];
         let mut map = shard(k).lock().unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(&k)
-            && self.distinct.fetch_add(1, Ordering::Relaxed) >= self.max_digests
-        {
+        let us = s.elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        if let Some(e) = map.get_mut(&k) {
+            // The usual case, a digest seen before: one lookup.
+            e.add(s, us);
+            return;
+        }
+        if self.distinct.fetch_add(1, Ordering::Relaxed) >= self.max_digests {
             self.distinct.fetch_sub(1, Ordering::Relaxed);
             drop(map);
             digest = OTHER;
@@ -80,23 +109,13 @@ impl Insight {
                 self.distinct.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let us = s.elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
-        let e = map.entry(k).or_insert_with(|| DigestStats {
-            digest: digest.to_string(),
-            min_us: u64::MAX,
-            ..DigestStats::default()
-        });
-        e.count += 1;
-        e.errors += u64::from(s.error);
-        e.total_us = e.total_us.saturating_add(us);
-        e.min_us = e.min_us.min(us);
-        e.max_us = e.max_us.max(us);
-        e.rows = e.rows.saturating_add(s.rows);
-        if s.primary {
-            e.on_primary += 1;
-        } else {
-            e.on_replica += 1;
-        }
+        map.entry(k)
+            .or_insert_with(|| DigestStats {
+                digest: digest.to_string(),
+                min_us: u64::MAX,
+                ..DigestStats::default()
+            })
+            .add(s, us);
     }
 
     /// The `n` digests with the most total time, most first.
@@ -134,6 +153,7 @@ mod tests {
     fn sample(digest: &str, ms: u64) -> Sample<'_> {
         Sample {
             digest,
+            key: key(digest),
             elapsed: Duration::from_millis(ms),
             rows: 2,
             error: false,

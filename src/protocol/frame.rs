@@ -51,6 +51,17 @@ pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<FrameHeader,
     }
 }
 
+/// Whether `buf` starts with a whole packet of one frame: reading it cannot wait.
+pub fn whole_packet_buffered(buf: &[u8]) -> bool {
+    match buf {
+        [a, b, c, _, rest @ ..] => {
+            let len = usize::from(*a) | usize::from(*b) << 8 | usize::from(*c) << 16;
+            len < MAX_FRAME && rest.len() >= len
+        }
+        _ => false,
+    }
+}
+
 /// Reads one logical packet (reassembling continuation frames) into `buf`, which is cleared first.
 /// Returns the sequence id of the last frame. Refuses packets over `limit` bytes before reading
 /// their payload, so a hostile length cannot make the buffer grow.
@@ -119,6 +130,24 @@ pub async fn write_packet<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_buffered_packet_is_told_from_a_partial_or_continued_one() {
+        let mut wire = Vec::new();
+        encode_packet(&mut wire, 0, b"\x03SELECT 1");
+        assert!(whole_packet_buffered(&wire));
+        // And with the next packet behind it.
+        encode_packet(&mut wire, 0, b"\x0e");
+        assert!(whole_packet_buffered(&wire));
+        assert!(whole_packet_buffered(&[0, 0, 0, 0]));
+        for cut in 0..13 {
+            assert!(!whole_packet_buffered(&wire[..cut]), "cut at {cut}");
+        }
+        // A full-size frame is followed by a continuation: not whole.
+        let mut big = vec![0xff, 0xff, 0xff, 0];
+        big.resize(4 + MAX_FRAME, 0);
+        assert!(!whole_packet_buffered(&big));
+    }
 
     #[tokio::test]
     async fn a_packet_round_trips_through_encode_and_read() {

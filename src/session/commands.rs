@@ -30,8 +30,7 @@ impl Session {
             );
             return self.reply(&ClientError::new(1461, "42000", &msg)).await;
         }
-        let class = crate::classify::classify(&packet[1..]);
-        let digest = self.digests.of(&packet[1..]);
+        let (class, digest) = self.digests.classify(&packet[1..]);
         self.digest = Some(digest.clone());
         let proxy_id = self.stmts.next_id();
         let cmd = Cmd::Prepare { packet, proxy_id };

@@ -203,7 +203,7 @@ pub struct Session {
     /// Consistency mode and the session's last write (read-your-writes).
     causal: consistency::Causal,
     /// Digest of the statement being run (query insight, slow log, /sessions).
-    digest: Option<Arc<str>>,
+    digest: Option<digests::Digest>,
     /// This user's statement time limit.
     query_timeout: Option<Duration>,
     /// What `/sessions` shows of this session.
@@ -528,12 +528,20 @@ impl Session {
                     continue;
                 }
             }
+            // A packet already whole in the buffer, the usual case, is read without a timer
+            // (arming one reads the clock).
+            let whole = frame::whole_packet_buffered(self.client.reader.buffer());
             let read = frame::read_packet(
                 &mut self.client.reader,
                 &mut packet,
                 cfg.proxy.max_packet_size,
             );
-            let seq = match tokio::time::timeout(cfg.proxy.client_idle_timeout, read).await {
+            let read = if whole {
+                Ok(read.await)
+            } else {
+                tokio::time::timeout(cfg.proxy.client_idle_timeout, read).await
+            };
+            let seq = match read {
                 Err(_) => return Err(SessionError::IdleTimeout),
                 Ok(Err(FrameError::Closed)) => return Ok(()),
                 Ok(Err(FrameError::TooLarge { .. })) => {
@@ -618,14 +626,14 @@ impl Session {
 
     async fn query(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         use crate::protocol::response::ResponseKind as K;
-        let class = crate::classify::classify(&packet[1..]);
+        let (class, digest) = self.digests.classify(&packet[1..]);
         // rwsplit's own session variable: only a SET can be one, so other statements skip the look.
         if class.kind == StatementKind::SessionCommand
             && let Some(mode) = consistency::parse_set_consistency(&packet[1..])
         {
             return self.set_consistency(mode, &packet[1..]).await;
         }
-        self.digest = Some(self.digests.of(&packet[1..]));
+        self.digest = Some(digest);
         let hot = crate::metrics::hot();
         let path = if class.fast_path {
             &hot.classified_fast
@@ -827,7 +835,11 @@ impl Session {
                 return;
             }
         }
-        let key = state::log_key(variable.as_deref(), sql, self.digest.as_ref());
+        let key = state::log_key(
+            variable.as_deref(),
+            sql,
+            self.digest.as_ref().map(|d| &d.text),
+        );
         self.state.record(key, packet);
     }
 

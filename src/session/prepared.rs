@@ -30,7 +30,7 @@ pub struct Statement {
     pub prepare_packet: Vec<u8>,
     pub class: Classification,
     /// The statement's digest, for query insight.
-    pub digest: std::sync::Arc<str>,
+    pub digest: super::digests::Digest,
     pub num_params: u16,
     /// The parameter types from the client's last execute that carried them.
     pub types: Option<Vec<u8>>,
@@ -45,7 +45,9 @@ pub struct Statement {
 /// all sessions (`proxy.max_prepared_statements`).
 #[derive(Debug, Default)]
 pub struct Registry {
-    pub statements: HashMap<u32, Statement>,
+    /// By the id rwsplit gave the client. foldhash, not std's SipHash: the ids are rwsplit's own
+    /// (nothing a client chooses), and an execute looks its statement up three times.
+    pub statements: HashMap<u32, Statement, foldhash::fast::RandomState>,
     next_id: u32,
     total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -53,7 +55,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(total: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Registry {
         Registry {
-            statements: HashMap::new(),
+            statements: HashMap::default(),
             next_id: 0,
             total,
         }
@@ -182,7 +184,10 @@ mod tests {
         Statement {
             prepare_packet: b"\x16SELECT ?".to_vec(),
             class: classify(b"SELECT ?"),
-            digest: "SELECT ?".into(),
+            digest: super::super::digests::Digest {
+                text: "SELECT ?".into(),
+                key: 0,
+            },
             num_params,
             types: None,
             last: None,
