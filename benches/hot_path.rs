@@ -29,7 +29,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     let insight = Insight::new(5000);
-    // A session hashes each digest once, when it first sees it (`session::digests`).
+    // The key comes with the digest (`session::digests`), hashed when the digest is new to
+    // the session.
     let digests: Vec<(String, u64)> = (0..200)
         .map(|i| format!("SELECT c{i} FROM sbtest1 WHERE id = ?"))
         .map(|d| {

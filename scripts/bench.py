@@ -42,6 +42,20 @@ def wait_port(port, timeout=20):
     sys.exit(f"nothing listens on {port} after {timeout} s")
 
 
+def wait_started(p, port, timeout=20):
+    """Waits for `p` to listen on `port`; stops it (by its PID) if it does not."""
+    try:
+        wait_port(port, timeout)
+    except BaseException:
+        p.terminate()
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        raise
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -105,11 +119,17 @@ def set_userstat(values):
     runs with it off and puts it back afterwards.
     """
     before = {}
-    for name, want in values.items():
-        r = subprocess.run([TOPOLOGY, "sql", name, "SELECT @@userstat"], capture_output=True,
-                           text=True, check=True)
-        before[name] = r.stdout.strip()
-        subprocess.run([TOPOLOGY, "sql", name, f"SET GLOBAL userstat = {want}"], check=True)
+    try:
+        for name, want in values.items():
+            r = subprocess.run([TOPOLOGY, "sql", name, "SELECT @@userstat"],
+                               capture_output=True, text=True, check=True)
+            before[name] = r.stdout.strip()
+            subprocess.run([TOPOLOGY, "sql", name, f"SET GLOBAL userstat = {want}"], check=True)
+    except BaseException:
+        # Undo what was set before the failure: the tests need `userstat` as it was.
+        for name, was in before.items():
+            subprocess.run([TOPOLOGY, "sql", name, f"SET GLOBAL userstat = {was}"])
+        raise
     return before
 
 
@@ -132,7 +152,7 @@ listen mysql
     # alone in its own group and, measured here, spend 1.3x to 1.7x the CPU per statement.
     p = subprocess.Popen(["haproxy", "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
-    wait_port(PORTS["haproxy"])
+    wait_started(p, PORTS["haproxy"])
     return p
 
 
@@ -152,7 +172,7 @@ def start_rwsplit(tmp, sockets, wrapper=(), binary=None):
     p = subprocess.Popen([*wrapper, binary, "--config", cfg], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     # Under valgrind, rwsplit starts about fifty times slower.
-    wait_port(PORTS["rwsplit"], timeout=120 if wrapper else 20)
+    wait_started(p, PORTS["rwsplit"], timeout=120 if wrapper else 20)
     return p
 
 
@@ -279,8 +299,10 @@ def main():
                     p.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     p.kill()
-            sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
-            set_userstat(userstat)
+            try:
+                set_userstat(userstat)
+            finally:
+                sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
     if a.no_write:
         print(f"peak RSS: {rss}")
     else:

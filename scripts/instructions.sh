@@ -4,7 +4,7 @@
 # move with this machine's noise, for checking a change to rwsplit's own per-statement work.
 #
 #   scripts/instructions.sh [--workload oltp_point_select ...] [--mode auto|disable] [--top N]
-#                           [--binary PATH] [--keep DIR]
+#                           [--threads N] [--binary PATH] [--keep DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

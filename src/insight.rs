@@ -2,9 +2,9 @@
 //! bounded in memory, and the slow query log.
 //!
 //! Digests are kept in shards under plain mutexes, each held for one small update: the hot
-//! path locks one of 16 shards by the digest's key and bumps a few counters. A session hashes
-//! each digest once, when it first sees it (`session::digests`), not once per statement. The number of
-//! distinct digests is capped (`[insight] max_digests`); past it, new shapes are counted under
+//! path locks one of 16 shards by the digest's key and bumps a few counters. The key comes
+//! with the digest: a session hashes a digest only when it is not among its 8 most recent ones
+//! (`session::digests`), not once per statement. The number of distinct digests is capped (`[insight] max_digests`); past it, new shapes are counted under
 //! one "(other)" entry, so a workload of ad-hoc literals-in-identifiers cannot grow memory.
 
 use std::collections::HashMap;
@@ -66,7 +66,9 @@ pub struct Insight {
     max_digests: usize,
 }
 
-/// Seeded once per process at random: statements a client writes cannot be chosen to share a key.
+/// Seeded once per process at random, so which digests share a key cannot be worked out offline.
+/// (foldhash is only minimally resistant to a client that studies a running process; what such
+/// a collision could do is file two digests' statistics under one.)
 static KEY_SEED: std::sync::LazyLock<foldhash::quality::RandomState> =
     std::sync::LazyLock::new(Default::default);
 

@@ -187,7 +187,9 @@ pub fn classify(sql: &[u8]) -> Classification {
 }
 
 /// [`classify`], also writing the statement's digest (see [`digest`]) into `digest`, cleared
-/// first, as UTF-8 (invalid bytes replaced). Every statement a session runs needs both; one
+/// first, as bytes: its words are the statement's own, so it is UTF-8 only when the statement
+/// is (`String::from_utf8_lossy` of it is what [`digest`] returns; the digest's separators
+/// are ASCII, so replacing invalid bytes over the whole gives what replacing word by word did). Every statement a session runs needs both; one
 /// pass of the lexer serves them (two passes were about 1,000 instructions of a point select's
 /// 19,000 in rwsplit; `scripts/instructions.sh`).
 pub fn classify_digest(sql: &[u8], digest: &mut Vec<u8>) -> Classification {
@@ -219,9 +221,6 @@ fn classify_lexed(sql: &[u8], mut digest_out: Option<&mut Vec<u8>>) -> Classific
     if toks.len() < MAX_TOKENS {
         // Past the last token: a trailing comment counts.
         hint = lx.hint;
-    }
-    if let Some(d) = digest_out.as_deref_mut() {
-        utf8_lossy_in_place(d);
     }
     let mut c = classify_tokens(sql, &toks);
     if c.reason == Some(PrimaryReason::Unsure) {
@@ -579,7 +578,7 @@ pub fn digest_into(sql: &[u8], out: &mut String) {
 }
 
 /// Appends one token to a digest being written as bytes: words as they are (checked as UTF-8
-/// once, for the whole digest, by `utf8_lossy_in_place`), literals as `?`.
+/// once, for the whole digest, by whoever makes it a string), literals as `?`.
 fn push_digest_token(out: &mut Vec<u8>, t: Token<'_>) {
     // No space before `,` `)` `;` `(` or after `(`.
     let tight = matches!(t, Token::Punct(b',' | b')' | b';' | b'('));
@@ -595,15 +594,6 @@ fn push_digest_token(out: &mut Vec<u8>, t: Token<'_>) {
             out.extend_from_slice(w);
         }
         Token::Punct(p) => out.push(p),
-    }
-}
-
-/// Makes `buf` valid UTF-8, each invalid sequence replaced by U+FFFD (as
-/// `String::from_utf8_lossy`); a digest's separators are ASCII, so this is what replacing
-/// word by word gives. Costs one scan when it is valid already, as it almost always is.
-fn utf8_lossy_in_place(buf: &mut Vec<u8>) {
-    if std::str::from_utf8(buf).is_err() {
-        *buf = String::from_utf8_lossy(buf).into_owned().into_bytes();
     }
 }
 

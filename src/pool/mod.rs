@@ -269,7 +269,8 @@ impl Pool {
 }
 
 /// A checked-out connection. It goes back to its pool only through [`Pooled::release`], after a
-/// reset; dropped any other way (a failure, a cancelled task) it is closed, never reused dirty.
+/// reset, or [`Pooled::give_back`], carrying replayable state only; dropped any other way (a
+/// failure, a cancelled task) it is closed, never reused dirty.
 pub struct Pooled {
     /// Boxed, here and idle: a connection (buffers, statement map, identity) is a few hundred
     /// bytes, and moving it between the pool and a session by value cost about a thousand
@@ -348,7 +349,7 @@ impl Drop for Pooled {
 impl std::ops::Deref for Pooled {
     type Target = BackendConn;
     fn deref(&self) -> &BackendConn {
-        // Only `release` takes the connection, and it consumes `self`.
+        // Only `release` and `give_back` take the connection, and they consume `self`.
         self.conn
             .as_deref()
             .unwrap_or_else(|| unreachable!("connection taken"))

@@ -281,6 +281,34 @@ mod tests {
         assert_eq!(r.fill_buf().await.unwrap(), b"", "end of stream");
     }
 
+    /// The session reads a client packet already whole in this buffer without a timeout
+    /// (`frame::whole_packet_buffered`): that read must finish without waiting on the socket.
+    #[tokio::test]
+    async fn a_whole_buffered_packet_is_read_without_waiting_on_the_socket() {
+        use crate::protocol::frame;
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut wire = Vec::new();
+        frame::encode_packet(&mut wire, 0, b"\x03SELECT 1");
+        frame::encode_packet(&mut wire, 0, b"\x03SELECT 2");
+        client.write_all(&wire).await.unwrap();
+        let mut r = Reader::new(server);
+        r.fill_buf().await.unwrap();
+        let mut packet = Vec::new();
+        for want in [&b"\x03SELECT 1"[..], b"\x03SELECT 2"] {
+            assert!(frame::whole_packet_buffered(r.buffer()));
+            // Polled once: nothing more will come from the client (it stays open), so a read
+            // that touched the socket would be pending.
+            {
+                let mut read = std::pin::pin!(frame::read_packet(&mut r, &mut packet, 1 << 20));
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                assert!(matches!(read.as_mut().poll(&mut cx), Poll::Ready(Ok(0))));
+            }
+            assert_eq!(packet, want);
+        }
+        assert!(!frame::whole_packet_buffered(r.buffer()));
+        drop(client);
+    }
+
     fn _keep<A, B>(a: A, b: B) -> (A, B) {
         (a, b)
     }

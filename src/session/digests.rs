@@ -13,38 +13,33 @@ const MAX_KEPT_LEN: usize = 256;
 /// Classifies a statement and writes its digest into a buffer it keeps, in one pass of the
 /// lexer, and hands back the `Arc` of a recent statement with the same digest, so an
 /// application repeating a handful of statements allocates nothing for them. Each digest comes
-/// with its key in the query insight (`insight::key`), hashed once per digest kept here rather
-/// than once per statement.
+/// with its key in the query insight (`insight::key`), kept with it: a statement whose digest is
+/// among the session's recent ones is neither hashed nor allocated.
 #[derive(Debug, Default)]
 pub struct Digests {
     buf: Vec<u8>,
-    recent: Vec<(Arc<str>, u64)>,
+    recent: Vec<Digest>,
 }
 
 impl Digests {
     pub fn classify(&mut self, sql: &[u8]) -> (Classification, Digest) {
         let class = crate::classify::classify_digest(sql, &mut self.buf);
-        // `classify_digest` leaves it valid UTF-8; the fallback is never taken.
-        let d = std::str::from_utf8(&self.buf).unwrap_or("?");
-        let found = self.recent.iter().position(|(r, _)| &**r == d);
+        // One UTF-8 check of the whole digest; borrowed when valid, as it almost always is.
+        let d = String::from_utf8_lossy(&self.buf);
+        let found = self.recent.iter().position(|r| *r.text == *d);
         let digest = match found {
             Some(i) => {
                 // Most recent first.
                 self.recent[..=i].rotate_right(1);
-                let (text, key) = &self.recent[0];
-                Digest {
-                    text: text.clone(),
-                    key: *key,
-                }
+                self.recent[0].clone()
             }
             None => {
-                let text: Arc<str> = d.into();
-                let key = crate::insight::key(&text);
-                if text.len() <= MAX_KEPT_LEN {
+                let digest = Digest::new(d.into());
+                if digest.text.len() <= MAX_KEPT_LEN {
                     self.recent.truncate(RECENT - 1);
-                    self.recent.insert(0, (text.clone(), key));
+                    self.recent.insert(0, digest.clone());
                 }
-                Digest { text, key }
+                digest
             }
         };
         if self.buf.capacity() > 4 * MAX_KEPT_LEN {
@@ -54,11 +49,26 @@ impl Digests {
     }
 }
 
-/// A statement's digest and its key in the query insight.
+/// A statement's digest and its key in the query insight, which always go together.
 #[derive(Debug, Clone)]
 pub struct Digest {
-    pub text: Arc<str>,
-    pub key: u64,
+    text: Arc<str>,
+    key: u64,
+}
+
+impl Digest {
+    pub fn new(text: Arc<str>) -> Digest {
+        let key = crate::insight::key(&text);
+        Digest { text, key }
+    }
+
+    pub fn text(&self) -> &Arc<str> {
+        &self.text
+    }
+
+    pub fn key(&self) -> u64 {
+        self.key
+    }
 }
 
 #[cfg(test)]
@@ -102,13 +112,13 @@ mod tests {
         let long = format!("SELECT {} FROM t", "c, ".repeat(200));
         let l = of(&mut d, long.as_bytes());
         assert!(l.len() > MAX_KEPT_LEN);
-        assert!(d.recent.iter().all(|(r, _)| r.len() <= MAX_KEPT_LEN));
+        assert!(d.recent.iter().all(|r| r.text.len() <= MAX_KEPT_LEN));
     }
 
     #[test]
     fn classifying_with_the_digest_gives_what_each_gives_alone() {
+        use crate::classify::Hint;
         let mut d = Digests::default();
-        let invalid_utf8: &[u8] = b"SELECT \xff\xfe FROM t WHERE a = 'x' /* rwsplit:replica */";
         for sql in [
             &b"SELECT c FROM sbtest1 WHERE id=5 /* rwsplit:primary */"[..],
             b"/* rwsplit:replica */ SELECT 1",
@@ -117,16 +127,51 @@ mod tests {
             b"SET NAMES utf8mb4; SELECT 1",
             b"",
             b"-- only a comment",
-            invalid_utf8,
         ] {
             of(&mut d, sql);
         }
-        // Past the classifier's 4096 tokens, a hint no longer counts, as in `classify`.
-        let mut long = "SELECT 1".to_string() + &" + 1".repeat(3000);
-        long += " /* rwsplit:primary */ + 1";
-        of(&mut d, long.as_bytes());
-        let mut short = "SELECT 1".to_string() + &" + 1".repeat(100);
-        short += " /* rwsplit:primary */";
-        of(&mut d, short.as_bytes());
+        // A hint after the last token counts.
+        assert_eq!(
+            d.classify(b"SELECT 1 /* rwsplit:primary */").0.hint,
+            Some(Hint::Primary)
+        );
+        // The classifier reads 4096 tokens ("SELECT", then "+" and "1" in turn): a hint in a
+        // comment read while lexing one of them counts, one past them does not.
+        let plus = |n: usize| "SELECT 1".to_string() + &" + 1".repeat(n);
+        for (sql, hint) in [
+            (plus(2046) + " /* rwsplit:primary */", Some(Hint::Primary)), // 4094 tokens
+            (
+                plus(2046) + " + /* rwsplit:primary */ 1",
+                Some(Hint::Primary),
+            ), // 4096th token
+            (plus(2047) + " /* rwsplit:primary */", None),                // after exactly 4096
+            (plus(2047) + " /* rwsplit:primary */ + 1", None),            // before the 4097th
+            (plus(3000) + " /* rwsplit:primary */ + 1", None),
+        ] {
+            assert_eq!(
+                of_class(&mut d, sql.as_bytes()).hint,
+                hint,
+                "{} bytes",
+                sql.len()
+            );
+        }
+    }
+
+    fn of_class(d: &mut Digests, sql: &[u8]) -> Classification {
+        of(d, sql);
+        d.classify(sql).0
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_digest_is_replaced_as_it_was_word_by_word() {
+        let mut d = Digests::default();
+        let (_, a) = d.classify(b"SELECT a\xe2\x82 FROM t WHERE b = '\xff'");
+        assert_eq!(&**a.text(), "SELECT a\u{FFFD} FROM t WHERE b = ?");
+        let (_, b) = d.classify(b"SELECT \xff\xfe, c FROM t");
+        assert_eq!(&**b.text(), "SELECT \u{FFFD}\u{FFFD}, c FROM t");
+        assert_eq!(
+            crate::classify::digest(b"SELECT \xff\xfe, c FROM t"),
+            &**b.text()
+        );
     }
 }

@@ -237,7 +237,16 @@ impl Session {
     /// positions, loads, saturation) are filled in only when `replicas` says a replica may be
     /// chosen: in a transaction, for instance, every statement goes to the primary, and
     /// comparing GTID positions per statement there was measurable.
-    fn view(&mut self, avoid: Option<usize>, replicas: bool) -> SessionView {
+    /// `snap` and `cfg` are the caller's loads of the shared health snapshot and config: each
+    /// load is an `arc-swap` read of about 50 instructions, and routing one statement used to
+    /// make five.
+    fn view(
+        &mut self,
+        avoid: Option<usize>,
+        replicas: bool,
+        snap: &crate::monitor::Snapshot,
+        cfg: &crate::config::Config,
+    ) -> SessionView {
         use crate::config::Consistency;
         let mut view = SessionView {
             in_transaction: self.in_transaction(),
@@ -262,7 +271,6 @@ impl Session {
         if !replicas || view.in_transaction || !view.autocommit {
             return view;
         }
-        let cfg = self.shared.config();
         // Not while anything keeps the primary's connection (a pending `SET TRANSACTION`, user
         // variables, named locks, a cursor, long data, ...): with the transaction on a replica,
         // that connection would go back to its pool and lose it.
@@ -270,10 +278,9 @@ impl Session {
             && state::pin_reason(&self.state).is_none()
             && self.cursor.is_none()
             && self.long_data.is_empty();
-        let snap = self.shared.health.snapshot.load();
-        let flavor = Flavor::of(&self.shared.health.identity.load().version);
         if self.causal.mode == Consistency::ReadYourWrites {
-            view.blocked = self.causal.blocked_replicas(&snap, flavor);
+            let flavor = Flavor::of(&self.shared.health.identity.load().version);
+            view.blocked = self.causal.blocked_replicas(snap, flavor);
         }
         // A replica connection this session holds is no reason to look elsewhere.
         view.saturated = self.shared.pools.saturated(snap.backends.len())
@@ -300,12 +307,13 @@ impl Session {
 
     fn decide(&mut self, c: &Classification, avoid: Option<usize>) -> Result<Decision, RouteError> {
         let snap = self.shared.health.snapshot.load();
+        let cfg = self.shared.config();
         // A SET that also assigns a user variable runs where user variables live (primary).
         let session_cmd = matches!(c.kind, StatementKind::SessionCommand | StatementKind::Use)
             && c.effect != Some(crate::classify::SessionEffect::SetsUserVariable);
         // Only a read (or a session command, routed as one, or a read-only transaction) can go
         // to a replica.
-        let view = self.view(avoid, session_cmd || c.may_read_a_replica());
+        let view = self.view(avoid, session_cmd || c.may_read_a_replica(), &snap, &cfg);
         if session_cmd && !view.in_transaction && view.autocommit && c.hint.is_none() {
             let up = |b: usize| snap.backends.get(b).is_some_and(|v| v.up);
             if let Some(p) = self.primary.as_ref().filter(|p| up(p.backend())) {
@@ -336,7 +344,7 @@ impl Session {
                 &read,
                 &view,
                 &snap.backends,
-                self.shared.config().routing.when_no_replica,
+                cfg.routing.when_no_replica,
                 rand::random(),
             );
         }
@@ -344,7 +352,7 @@ impl Session {
             c,
             &view,
             &snap.backends,
-            self.shared.config().routing.when_no_replica,
+            cfg.routing.when_no_replica,
             rand::random(),
         )
     }
@@ -527,7 +535,7 @@ impl Session {
             i.schema.clone_from(&self.state.schema);
         }
         if state == "executing" {
-            i.digest = self.digest.as_ref().map(|d| d.text.clone());
+            i.digest = self.digest.as_ref().map(|d| d.text().clone());
         }
         if backend.is_some() {
             i.backend = backend;
@@ -542,8 +550,8 @@ impl Session {
         result: &Result<Outcome, ForwardError>,
         started: std::time::Instant,
         elapsed: std::time::Duration,
+        backend: &'static str,
     ) {
-        let backend = self.shared.name(target.backend());
         let idle = if self.in_transaction() {
             "idle in transaction"
         } else {
@@ -566,8 +574,8 @@ impl Session {
             Err(_) => (0, true),
         };
         self.shared.insight.record(&crate::insight::Sample {
-            digest: &digest.text,
-            key: digest.key,
+            digest: digest.text(),
+            key: digest.key(),
             elapsed,
             rows,
             error,
@@ -576,7 +584,7 @@ impl Session {
         if elapsed >= self.shared.config().insight.slow_query_threshold {
             tracing::warn!(
                 target: "rwsplit::slow",
-                digest = %digest.text,
+                digest = %digest.text(),
                 duration_ms = elapsed.as_millis() as u64,
                 backend,
                 user = %self.user,
@@ -909,7 +917,7 @@ impl Session {
                 let key = state::log_key(
                     variable.as_deref(),
                     sql,
-                    self.digest.as_ref().map(|d| &d.text),
+                    self.digest.as_ref().map(|d| d.text()),
                 );
                 Some(self.state.after(&key, packet))
             }
@@ -1066,7 +1074,7 @@ impl Session {
             self.keep_execute_buf(bytes);
             let elapsed = started.elapsed();
             record(&self.shared, kind, target, o_ok(&result), elapsed);
-            self.observe(target, &result, started, elapsed);
+            self.observe(target, &result, started, elapsed, name);
             match result {
                 Ok(o) => return Ok(Some((slot, o))),
                 Err(ForwardError::Client(e)) => {

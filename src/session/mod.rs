@@ -838,7 +838,7 @@ impl Session {
         let key = state::log_key(
             variable.as_deref(),
             sql,
-            self.digest.as_ref().map(|d| &d.text),
+            self.digest.as_ref().map(|d| d.text()),
         );
         self.state.record(key, packet);
     }

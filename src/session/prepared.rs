@@ -184,10 +184,7 @@ mod tests {
         Statement {
             prepare_packet: b"\x16SELECT ?".to_vec(),
             class: classify(b"SELECT ?"),
-            digest: super::super::digests::Digest {
-                text: "SELECT ?".into(),
-                key: 0,
-            },
+            digest: super::super::digests::Digest::new("SELECT ?".into()),
             num_params,
             types: None,
             last: None,
