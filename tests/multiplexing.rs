@@ -804,6 +804,66 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
     d.query_drop("SELECT 1").await.expect("primary fine");
 }
 
+/// A client that sends its next command before the running one's answer (pipelining) has it
+/// queued in rwsplit's buffer, where no idle wait sees a KILL. `KILL CONNECTION` still ends the
+/// session before the queued command runs, as on the server.
+#[tokio::test]
+async fn kill_connection_stops_a_command_pipelined_behind_the_running_one() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = Proxy::start();
+    let t = unique("kill_pipe");
+    let mut killer = proxy.conn().await;
+    killer
+        .query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("setup");
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let victim_id = raw.connection_id;
+    let query = |sql: String| [&[Command::Query as u8][..], sql.as_bytes()].concat();
+    raw.queue_command(&query("SELECT SLEEP(30)".into()))
+        .await
+        .expect("queue");
+    raw.queue_command(&query(format!("INSERT INTO {t} VALUES (1)")))
+        .await
+        .expect("queue");
+    raw.flush_commands().await.expect("send both");
+    let running = async || {
+        let sessions = proxy.shared.sessions.lock().expect("sessions");
+        sessions
+            .get(&victim_id)
+            .and_then(|i| i.lock().expect("info").backend_thread)
+            .ok_or("not yet")
+    };
+    common::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        "the SLEEP never started",
+        running,
+    )
+    .await;
+    killer
+        .query_drop(format!("KILL {victim_id}"))
+        .await
+        .expect("kill connection");
+    // The SLEEP's answer (cut short), then nothing: the session ends.
+    let answer = tokio::time::timeout(Duration::from_secs(5), raw.read_internal(K::Query))
+        .await
+        .expect("the interrupted SLEEP answers");
+    assert!(answer.is_ok(), "{answer:?}");
+    let next = tokio::time::timeout(Duration::from_secs(5), raw.read_internal(K::Query))
+        .await
+        .expect("the session ends");
+    assert!(next.is_err(), "the pipelined INSERT was answered: {next:?}");
+    let mut d = direct(common::PRIMARY_PORT).await;
+    let n: Option<i64> = d
+        .query_first(format!("SELECT COUNT(*) FROM app.{t}"))
+        .await
+        .expect("count");
+    assert_eq!(n, Some(0), "the pipelined INSERT ran after KILL CONNECTION");
+}
+
 /// `pool.min_idle` connections are renewed once they pass `idle_timeout`, not kept stale: a
 /// stale one is never lent, so a pool of them would make the next checkout pay a connect.
 /// Seen from the server, the pool's connections (of a user of their own) are never idle much

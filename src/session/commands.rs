@@ -369,6 +369,11 @@ impl Session {
                 if running.is_some() {
                     i.kill_sent = true;
                 }
+                if !query_only {
+                    // Before the running statement is interrupted: its session must not run
+                    // a command its client already sent behind it (pipelined).
+                    i.killed = true;
+                }
                 (running, i.wake.clone())
             })
         };
@@ -402,7 +407,6 @@ impl Session {
                 .await;
         }
         if !query_only {
-            info.lock().unwrap_or_else(|p| p.into_inner()).killed = true;
             wake.notify_one();
         }
         let status = self.status();

@@ -522,11 +522,16 @@ impl Session {
                     }
                 };
                 if woken {
-                    if self.info.lock().unwrap_or_else(|p| p.into_inner()).killed {
+                    if self.killed() {
                         return Err(SessionError::Killed);
                     }
                     continue;
                 }
+            } else if self.killed() {
+                // The client sent this command before the last one's answer (pipelined), so
+                // there was no wait to wake; a KILL CONNECTION still ends the session first,
+                // as on the server. (A lock only for pipelined commands.)
+                return Err(SessionError::Killed);
             }
             // A packet already whole in the buffer, the usual case, is read without a timer
             // (arming one reads the clock).
@@ -573,6 +578,11 @@ impl Session {
                 packet = Vec::new();
             }
         }
+    }
+
+    /// Whether a `KILL CONNECTION` from another session ended this one.
+    fn killed(&self) -> bool {
+        self.info.lock().unwrap_or_else(|p| p.into_inner()).killed
     }
 
     async fn command(&mut self, cmd: Command, packet: &[u8]) -> Result<(), SessionError> {
