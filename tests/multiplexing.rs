@@ -805,63 +805,138 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
 }
 
 /// A client that sends its next command before the running one's answer (pipelining) has it
-/// queued in rwsplit's buffer, where no idle wait sees a KILL. `KILL CONNECTION` still ends the
-/// session before the queued command runs, as on the server.
+/// queued in rwsplit's buffer, where no idle wait sees a KILL, or still in the socket. Either
+/// way `KILL CONNECTION` ends the session before that command runs, as on the server.
 #[tokio::test]
 async fn kill_connection_stops_a_command_pipelined_behind_the_running_one() {
     use mysql_common::constants::CapabilityFlags as C;
     use rwsplit::protocol::Command;
     use rwsplit::protocol::response::ResponseKind as K;
     let proxy = Proxy::start();
-    let t = unique("kill_pipe");
     let mut killer = proxy.conn().await;
-    killer
+    for together in [true, false] {
+        let t = unique("kill_pipe");
+        killer
+            .query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+            .await
+            .expect("setup");
+        let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+        let victim_id = raw.connection_id;
+        let query = |sql: String| [&[Command::Query as u8][..], sql.as_bytes()].concat();
+        let insert = query(format!("INSERT INTO {t} VALUES (1)"));
+        raw.queue_command(&query("SELECT SLEEP(30)".into()))
+            .await
+            .expect("queue");
+        if together {
+            // In one write: rwsplit reads both into its buffer at once.
+            raw.queue_command(&insert).await.expect("queue");
+        }
+        raw.flush_commands().await.expect("send");
+        let running = async || {
+            let sessions = proxy.shared.sessions.lock().expect("sessions");
+            sessions
+                .get(&victim_id)
+                .and_then(|i| i.lock().expect("info").backend_thread)
+                .ok_or("not yet")
+        };
+        common::eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            "the SLEEP never started",
+            running,
+        )
+        .await;
+        if !together {
+            // Sent while the SLEEP runs: it waits in the socket, unread.
+            raw.send_command(&insert).await.expect("send the INSERT");
+        }
+        killer
+            .query_drop(format!("KILL {victim_id}"))
+            .await
+            .expect("kill connection");
+        // The SLEEP's answer (cut short: 1, or error 1317), then nothing: the session ends.
+        let answer = tokio::time::timeout(Duration::from_secs(5), raw.read_internal(K::Query))
+            .await
+            .expect("the interrupted SLEEP answers");
+        match answer {
+            Ok(Ok(o)) => assert_eq!(o.rows, 1, "together: {together}"),
+            Ok(Err(e)) => assert_eq!(e.payload.get(1..3), Some(&1317u16.to_le_bytes()[..])),
+            Err(e) => panic!("together: {together}: the SLEEP's answer did not come: {e}"),
+        }
+        let next = tokio::time::timeout(Duration::from_secs(5), raw.read_internal(K::Query))
+            .await
+            .expect("the session ends");
+        assert!(
+            next.is_err(),
+            "together: {together}: the pipelined INSERT was answered: {next:?}"
+        );
+        let mut d = direct(common::PRIMARY_PORT).await;
+        let n: Option<i64> = d
+            .query_first(format!("SELECT COUNT(*) FROM app.{t}"))
+            .await
+            .expect("count");
+        assert_eq!(
+            n,
+            Some(0),
+            "together: {together}: the pipelined INSERT ran after KILL CONNECTION"
+        );
+    }
+}
+
+/// `KILL CONNECTION` of a session whose statement waits for a backend connection (none is
+/// running yet, so there is nothing to interrupt) ends the session before that statement runs,
+/// even when a connection frees up afterwards.
+#[tokio::test]
+async fn kill_connection_of_a_session_waiting_for_a_connection_stops_its_statement() {
+    let proxy =
+        Proxy::start_with(|t| pool_settings(t, "max_connections = 1\ncheckout_timeout = \"10s\""));
+    let t = unique("kill_wait");
+    let mut holder = proxy.conn().await;
+    let mut victim = proxy.conn().await;
+    let mut killer = proxy.conn().await;
+    holder
         .query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
         .await
         .expect("setup");
-    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
-    let victim_id = raw.connection_id;
-    let query = |sql: String| [&[Command::Query as u8][..], sql.as_bytes()].concat();
-    raw.queue_command(&query("SELECT SLEEP(30)".into()))
-        .await
-        .expect("queue");
-    raw.queue_command(&query(format!("INSERT INTO {t} VALUES (1)")))
-        .await
-        .expect("queue");
-    raw.flush_commands().await.expect("send both");
-    let running = async || {
-        let sessions = proxy.shared.sessions.lock().expect("sessions");
-        sessions
-            .get(&victim_id)
-            .and_then(|i| i.lock().expect("info").backend_thread)
-            .ok_or("not yet")
+    let victim_id = victim.id();
+    // The primary's only connection, held by an open transaction.
+    holder.query_drop("BEGIN").await.expect("begin");
+    primary_thread(&mut holder).await;
+    let insert = format!("INSERT INTO {t} VALUES (1)");
+    let waiting = tokio::spawn(async move { victim.query_drop(insert).await });
+    let queued = async || {
+        let stats = proxy.shared.pools.stats();
+        stats
+            .iter()
+            .any(|s| s.backend == "primary" && s.waiting > 0)
+            .then_some(())
+            .ok_or("no checkout waits")
     };
     common::eventually(
         Duration::from_secs(5),
         Duration::from_millis(20),
-        "the SLEEP never started",
-        running,
+        "the INSERT never waited for the primary",
+        queued,
     )
     .await;
     killer
         .query_drop(format!("KILL {victim_id}"))
         .await
         .expect("kill connection");
-    // The SLEEP's answer (cut short), then nothing: the session ends.
-    let answer = tokio::time::timeout(Duration::from_secs(5), raw.read_internal(K::Query))
+    holder
+        .query_drop("COMMIT")
         .await
-        .expect("the interrupted SLEEP answers");
-    assert!(answer.is_ok(), "{answer:?}");
-    let next = tokio::time::timeout(Duration::from_secs(5), raw.read_internal(K::Query))
+        .expect("commit frees the connection");
+    let r = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
-        .expect("the session ends");
-    assert!(next.is_err(), "the pipelined INSERT was answered: {next:?}");
-    let mut d = direct(common::PRIMARY_PORT).await;
-    let n: Option<i64> = d
-        .query_first(format!("SELECT COUNT(*) FROM app.{t}"))
+        .expect("the killed session answers")
+        .expect("join");
+    assert!(r.is_err(), "the killed session's INSERT succeeded");
+    let n: Option<i64> = holder
+        .query_first(format!("SELECT COUNT(*) FROM {t} FOR UPDATE"))
         .await
         .expect("count");
-    assert_eq!(n, Some(0), "the pipelined INSERT ran after KILL CONNECTION");
+    assert_eq!(n, Some(0), "the INSERT ran after KILL CONNECTION");
 }
 
 /// `pool.min_idle` connections are renewed once they pass `idle_timeout`, not kept stale: a
@@ -992,6 +1067,27 @@ async fn kill_of_another_users_session_is_refused_like_the_server_does() {
     }
     let one: Option<i64> = victim.query_first("SELECT 1").await.expect("victim lives");
     assert_eq!(one, Some(1));
+    // After COM_CHANGE_USER the session is the new user's: the old user may no longer kill
+    // it, the new one may.
+    let mut app = proxy.conn().await;
+    victim
+        .change_user(
+            mysql_async::ChangeUserOpts::default()
+                .with_user(Some("mux_other".into()))
+                .with_pass(Some("other".into()))
+                .with_db_name(Some("app".into())),
+        )
+        .await
+        .expect("change user");
+    let e = app
+        .query_drop(format!("KILL QUERY {}", victim.id()))
+        .await
+        .expect_err("the session's user before COM_CHANGE_USER");
+    assert!(e.to_string().contains("1095"), "{e}");
+    other
+        .query_drop(format!("KILL QUERY {}", victim.id()))
+        .await
+        .expect("the session's user since COM_CHANGE_USER");
     // Its own session a user may kill, with the server's answers: the KILL itself is what
     // gets interrupted.
     let own = other.id();

@@ -312,6 +312,7 @@ impl Session {
             .user(&req.user)
             .map_or(cfg.routing.multiplexing, |u| u.multiplexing);
         drop(cfg);
+        self.info.lock().unwrap_or_else(|p| p.into_inner()).user = req.user.clone();
         self.user = req.user;
         if let Some(c) = req.collation {
             self.collation = c;
@@ -370,14 +371,17 @@ impl Session {
                     i.kill_sent = true;
                 }
                 if !query_only {
-                    // Before the running statement is interrupted: its session must not run
-                    // a command its client already sent behind it (pipelined).
+                    // Flagged and woken before the running statement is interrupted: when it
+                    // ends, its session must not run the client's next command, whether that
+                    // is already buffered (pipelined) or still on its way (the idle wait polls
+                    // the wakeup first).
                     i.killed = true;
+                    i.wake.notify_one();
                 }
-                (running, i.wake.clone())
+                running
             })
         };
-        let Some((running, wake)) = owned else {
+        let Some(running) = owned else {
             let msg = format!("You are not owner of thread {id}");
             return self.reply(&ClientError::new(1095, "HY000", &msg)).await;
         };
@@ -405,9 +409,6 @@ impl Session {
             super::exec::Killer::new(&self.shared, &self.user, backend)
                 .kill_query(thread)
                 .await;
-        }
-        if !query_only {
-            wake.notify_one();
         }
         let status = self.status();
         self.client.send_ok(self.seq, status).await?;

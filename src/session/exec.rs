@@ -1049,6 +1049,11 @@ impl Session {
             let thread = conn.connection_id;
             {
                 let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
+                if i.killed {
+                    // KILL CONNECTION came while this statement was being routed or waited for
+                    // a connection: it had no backend thread to interrupt, so it never runs.
+                    return Err(SessionError::Killed);
+                }
                 i.running_on = Some(target.backend());
                 i.backend_thread = Some(thread);
             }
