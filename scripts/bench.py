@@ -42,17 +42,24 @@ def wait_port(port, timeout=20):
     sys.exit(f"nothing listens on {port} after {timeout} s")
 
 
+def stop(p, timeout=15):
+    """SIGTERM to process `p` (by its PID), SIGKILL if it has not ended in `timeout` s."""
+    if p.poll() is not None:
+        return
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def wait_started(p, port, timeout=20):
-    """Waits for `p` to listen on `port`; stops it (by its PID) if it does not."""
+    """Waits for `p` to listen on `port`; stops it if it does not."""
     try:
         wait_port(port, timeout)
     except BaseException:
-        p.terminate()
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop(p)
         raise
 
 
@@ -294,11 +301,7 @@ def main():
             rss = {"rwsplit": peak_rss_kib(rw.pid), "haproxy": peak_rss_kib(hap.pid)}
         finally:
             for p in (rw, hap):
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+                stop(p)
             try:
                 set_userstat(userstat)
             finally:

@@ -82,12 +82,7 @@ def count(tmp, keep, binary, threads, workload, extra, events, mode, top):
         callgrind_control(rw.pid, "--instr=off")
     finally:
         # callgrind writes the rest of its profile, to `out`, when the process exits.
-        rw.send_signal(signal.SIGTERM)
-        try:
-            rw.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            rw.kill()
-            rw.wait()
+        bench.stop(rw, timeout=120)
     per_stmt = (totals(out) - totals(out + ".1")) / (long - short)
     ann = subprocess.run(["callgrind_annotate", "--inclusive=no", "--auto=no", out],
                          capture_output=True, text=True, check=True).stdout

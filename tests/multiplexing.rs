@@ -750,21 +750,7 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
         let r: Result<Option<i64>, _> = bystander.query_first("SELECT SLEEP(2)").await;
         r.expect("the bystander's statement is not killed")
     });
-    // Wait until the statement runs on a backend.
-    let running = async || {
-        let sessions = proxy.shared.sessions.lock().expect("sessions");
-        sessions
-            .get(&victim_id)
-            .and_then(|i| i.lock().expect("info").backend_thread)
-            .ok_or("not yet")
-    };
-    common::eventually(
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        "the SLEEP never started",
-        running,
-    )
-    .await;
+    running_on_a_backend(&proxy, victim_id).await;
     let kill_at = Instant::now();
     killer
         .query_drop(format!("KILL QUERY {victim_id}"))
@@ -804,6 +790,24 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
     d.query_drop("SELECT 1").await.expect("primary fine");
 }
 
+/// Waits until session `id` has a statement running on a backend thread.
+async fn running_on_a_backend(proxy: &Proxy, id: u32) {
+    let running = async || {
+        let sessions = proxy.shared.sessions.lock().expect("sessions");
+        sessions
+            .get(&id)
+            .and_then(|i| i.lock().expect("info").backend_thread)
+            .ok_or("not yet")
+    };
+    common::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        "the statement never started on a backend",
+        running,
+    )
+    .await;
+}
+
 /// A client that sends its next command before the running one's answer (pipelining) has it
 /// queued in rwsplit's buffer, where no idle wait sees a KILL, or still in the socket. Either
 /// way `KILL CONNECTION` ends the session before that command runs, as on the server.
@@ -832,20 +836,7 @@ async fn kill_connection_stops_a_command_pipelined_behind_the_running_one() {
             raw.queue_command(&insert).await.expect("queue");
         }
         raw.flush_commands().await.expect("send");
-        let running = async || {
-            let sessions = proxy.shared.sessions.lock().expect("sessions");
-            sessions
-                .get(&victim_id)
-                .and_then(|i| i.lock().expect("info").backend_thread)
-                .ok_or("not yet")
-        };
-        common::eventually(
-            Duration::from_secs(5),
-            Duration::from_millis(20),
-            "the SLEEP never started",
-            running,
-        )
-        .await;
+        running_on_a_backend(&proxy, victim_id).await;
         if !together {
             // Sent while the SLEEP runs: it waits in the socket, unread.
             raw.send_command(&insert).await.expect("send the INSERT");
