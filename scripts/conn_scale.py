@@ -18,7 +18,6 @@ import os
 import queue
 import re
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,9 @@ import time
 import urllib.request
 
 import pymysql
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import stop  # noqa: E402  (SIGTERM by PID, SIGKILL after 15 s)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HZ = os.sysconf("SC_CLK_TCK")
@@ -124,18 +126,6 @@ def start_rwsplit(tmp, config):
                 stop(p)
                 sys.exit(f"no login through rwsplit after 30 s: {e}\n{log_tail(tmp)}")
             time.sleep(0.2)
-
-
-def stop(p):
-    """SIGTERM to that PID, SIGKILL if it has not drained in 15 s."""
-    if p.poll() is not None:
-        return
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
 
 
 def log_tail(tmp, lines=10):

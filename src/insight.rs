@@ -4,8 +4,9 @@
 //! Digests are kept in shards under plain mutexes, each held for one small update: the hot
 //! path locks one of 16 shards by the digest's key and bumps a few counters. The key comes
 //! with the digest: a session hashes a digest only when it is not among its 8 most recent ones
-//! (`session::digests`), not once per statement. The number of distinct digests is capped (`[insight] max_digests`); past it, new shapes are counted under
-//! one "(other)" entry, so a workload of ad-hoc literals-in-identifiers cannot grow memory.
+//! (`session::digests`), not once per statement. The number of distinct digests is capped
+//! (`[insight] max_digests`); past it, new shapes are counted under one "(other)" entry, so a
+//! workload of ad-hoc literals-in-identifiers cannot grow memory.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;

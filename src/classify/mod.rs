@@ -188,10 +188,11 @@ pub fn classify(sql: &[u8]) -> Classification {
 
 /// [`classify`], also writing the statement's digest (see [`digest`]) into `digest`, cleared
 /// first, as bytes: its words are the statement's own, so it is UTF-8 only when the statement
-/// is (`String::from_utf8_lossy` of it is what [`digest`] returns; the digest's separators
-/// are ASCII, so replacing invalid bytes over the whole gives what replacing word by word did). Every statement a session runs needs both; one
-/// pass of the lexer serves them (two passes were about 1,000 instructions of a point select's
-/// 19,000 in rwsplit; `scripts/instructions.sh`).
+/// is (`String::from_utf8_lossy` of it is what [`digest`] returns; the digest's separators are
+/// ASCII, so replacing invalid bytes over the whole gives what replacing word by word did).
+/// Every statement a session runs needs both; one pass of the lexer serves them (two passes
+/// were about 1,000 instructions of a point select's 19,000 in rwsplit;
+/// `scripts/instructions.sh`).
 pub fn classify_digest(sql: &[u8], digest: &mut Vec<u8>) -> Classification {
     classify_lexed(sql, Some(digest))
 }
@@ -559,22 +560,14 @@ fn quoted_name(sql: &[u8]) -> Option<String> {
 }
 
 /// The statement with literals replaced by `?` and whitespace and comments folded, for stats
-/// and rules. Written straight into one buffer (no allocation per token).
+/// and rules. Written straight into one buffer (no allocation per token). A session gets it
+/// from the same lexer pass as the statement's classification (`classify_digest`).
 pub fn digest(sql: &[u8]) -> String {
-    let mut out = String::with_capacity(sql.len().min(1024));
-    digest_into(sql, &mut out);
-    out
-}
-
-/// `digest`, written into `out` (cleared first), so a caller can reuse one buffer.
-pub fn digest_into(sql: &[u8], out: &mut String) {
-    let mut buf = std::mem::take(out).into_bytes();
-    buf.clear();
+    let mut buf = Vec::with_capacity(sql.len().min(1024));
     for t in Lexer::new(sql) {
         push_digest_token(&mut buf, t);
     }
-    *out = String::from_utf8(buf)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Appends one token to a digest being written as bytes: words as they are (checked as UTF-8

@@ -51,15 +51,18 @@ pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<FrameHeader,
     }
 }
 
+/// The frame `buf` starts with, header and payload, if it is whole in `buf`.
+pub fn buffered_frame(buf: &[u8]) -> Option<(FrameHeader, &[u8])> {
+    let &[a, b, c, seq] = buf.get(..4)? else {
+        return None;
+    };
+    let h = FrameHeader::decode([a, b, c, seq]);
+    Some((h, buf.get(4..4 + h.len)?))
+}
+
 /// Whether `buf` starts with a whole packet of one frame: reading it cannot wait.
 pub fn whole_packet_buffered(buf: &[u8]) -> bool {
-    match buf {
-        [a, b, c, _, rest @ ..] => {
-            let len = usize::from(*a) | usize::from(*b) << 8 | usize::from(*c) << 16;
-            len < MAX_FRAME && rest.len() >= len
-        }
-        _ => false,
-    }
+    buffered_frame(buf).is_some_and(|(h, _)| h.len < MAX_FRAME)
 }
 
 /// Reads one logical packet (reassembling continuation frames) into `buf`, which is cleared first.

@@ -158,11 +158,7 @@ async fn copy_buffered(
     // `buf[sent..off]`: checked frames not yet written to the client.
     let (mut sent, mut off) = (0, 0);
     let mut step = None;
-    while let Some(&[a, b, c, seq]) = buf.get(off..off + 4) {
-        let h = FrameHeader::decode([a, b, c, seq]);
-        let Some(payload) = buf.get(off + 4..off + 4 + h.len) else {
-            break;
-        };
+    while let Some((h, payload)) = frame::buffered_frame(&buf[off..]) {
         let s = p
             .tracker
             .on_frame(h.len, &payload[..h.len.min(PEEK_LEN)])

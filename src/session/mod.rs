@@ -914,7 +914,9 @@ impl Session {
     /// client would only see its next command fail.
     async fn reply_raw(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         let seq = self.seq;
-        if let (Some(what), Some(e)) = (self.lost, crate::protocol::packets::parse_err(payload)) {
+        if let Some(what) = self.lost
+            && let Some(e) = crate::protocol::packets::parse_err(payload)
+        {
             let message = format!("{}{}", String::from_utf8_lossy(e.message), lost_note(what));
             let state = std::str::from_utf8(&e.sql_state).unwrap_or("HY000");
             let noted = crate::protocol::packets::err_payload(e.code, state, &message);
