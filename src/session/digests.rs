@@ -24,9 +24,12 @@ pub struct Digests {
 impl Digests {
     pub fn classify(&mut self, sql: &[u8]) -> (Classification, Digest) {
         let class = crate::classify::classify_digest(sql, &mut self.buf);
-        // One UTF-8 check of the whole digest; borrowed when valid, as it almost always is.
-        let d = String::from_utf8_lossy(&self.buf);
-        let found = self.recent.iter().position(|r| *r.text == *d);
+        // Compared as bytes: a recent digest is valid UTF-8, so bytes equal to it are too, and a
+        // repeated statement needs no UTF-8 check at all.
+        let found = self
+            .recent
+            .iter()
+            .position(|r| r.text.as_bytes() == self.buf.as_slice());
         let digest = match found {
             Some(i) => {
                 // Most recent first.
@@ -34,7 +37,9 @@ impl Digests {
                 self.recent[0].clone()
             }
             None => {
-                let digest = Digest::new(d.into());
+                // One UTF-8 check of the whole digest; borrowed when valid, as it almost always
+                // is.
+                let digest = Digest::new(String::from_utf8_lossy(&self.buf).into());
                 if digest.text.len() <= MAX_KEPT_LEN {
                     self.recent.truncate(RECENT - 1);
                     self.recent.insert(0, digest.clone());
@@ -167,6 +172,9 @@ mod tests {
         let mut d = Digests::default();
         let (_, a) = d.classify(b"SELECT a\xe2\x82 FROM t WHERE b = '\xff'");
         assert_eq!(&**a.text(), "SELECT a\u{FFFD} FROM t WHERE b = ?");
+        // Its bytes are not those of the kept text: run again, it is made again, alike.
+        let (_, again) = d.classify(b"SELECT a\xe2\x82 FROM t WHERE b = 'x'");
+        assert_eq!((again.text(), again.key()), (a.text(), a.key()));
         let (_, b) = d.classify(b"SELECT \xff\xfe, c FROM t");
         assert_eq!(&**b.text(), "SELECT \u{FFFD}\u{FFFD}, c FROM t");
         assert_eq!(
