@@ -55,6 +55,9 @@ pub struct BackendConn {
     pub connection_id: u32,
     pub capabilities: C,
     pub created: Instant,
+    /// When its pool retires it (`pool.max_lifetime` after `created`); `None` outside a pool
+    /// or when that is past what the clock can count.
+    pub retire_at: Option<Instant>,
     /// Set when the connection failed or was left mid-response: never reuse it.
     pub broken: bool,
     /// Schema currently selected on this connection.
@@ -134,6 +137,7 @@ impl BackendConn {
             multi_statements: session.capabilities.contains(C::CLIENT_MULTI_STATEMENTS),
             capabilities: session.capabilities,
             created: Instant::now(),
+            retire_at: None,
             broken: false,
             schema: creds.database.map(str::to_string),
             log: vec![0],

@@ -96,15 +96,17 @@ impl From<&crate::config::BackendConfig> for Target {
 /// An idle connection keeps its permit: permits count open connections, not busy ones.
 struct Idle {
     conn: Box<BackendConn>,
-    since: Instant,
+    /// When it may no longer be lent: the end of its idle timeout or of its lifetime, whichever
+    /// comes first (`None`: past what the clock can count). A deadline, so that the checks
+    /// at each lend compare two instants instead of subtracting them.
+    expires: Option<Instant>,
     permit: OwnedSemaphorePermit,
 }
 
 impl Idle {
     /// Within its idle timeout and lifetime at `now` (one clock read for a whole idle list).
-    fn fresh(&self, cfg: &PoolConfig, now: Instant) -> bool {
-        now.saturating_duration_since(self.since) < cfg.idle_timeout
-            && now.saturating_duration_since(self.conn.created) < cfg.max_lifetime
+    fn fresh(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| now < e)
     }
 }
 
@@ -137,7 +139,6 @@ impl Pool {
     /// recent one. Ones that cannot be lent, met on the way, are closed: stale, or closed by
     /// the server meanwhile (`BackendConn::dead_while_idle`).
     fn pop_fresh(&self, prefer: &dyn Fn(&BackendConn) -> bool) -> Option<Idle> {
-        let cfg = &self.target.config;
         let now = Instant::now();
         // Only the candidate is checked, not every idle connection (that was a walk of the
         // whole list, a cache miss each, on every checkout). The preference scan still walks
@@ -154,7 +155,7 @@ impl Pool {
                     .or_else(|| idle.len().checked_sub(1))?;
                 idle.remove(at)
             };
-            if !i.fresh(cfg, now) {
+            if !i.fresh(now) {
                 continue;
             }
             if i.conn.dead_while_idle() {
@@ -186,6 +187,7 @@ impl Pool {
         let mut conn = BackendConn::connect(&self.target.address, &creds, timeout)
             .await
             .map_err(failed)?;
+        conn.retire_at = conn.created.checked_add(self.target.config.max_lifetime);
         // Turning session tracking on is part of connecting: within the same timeout, or a
         // server that logs in and then hangs would hold this checkout forever.
         let left = timeout.saturating_sub(started.elapsed());
@@ -203,15 +205,20 @@ impl Pool {
 
     fn put_back(&self, conn: Box<BackendConn>, permit: OwnedSemaphorePermit) {
         let now = Instant::now();
-        if conn.broken
-            || now.saturating_duration_since(conn.created) >= self.target.config.max_lifetime
-        {
+        if conn.broken || conn.retire_at.is_some_and(|r| now >= r) {
             // The permit is freed: a waiter may open a new connection.
             return;
         }
+        let expires = match (
+            now.checked_add(self.target.config.idle_timeout),
+            conn.retire_at,
+        ) {
+            (Some(idle), Some(retire)) => Some(idle.min(retire)),
+            (idle, retire) => idle.or(retire),
+        };
         self.lock_idle().push(Idle {
             conn,
-            since: now,
+            expires,
             permit,
         });
         self.returned.notify_one();
@@ -236,13 +243,12 @@ impl Pool {
     /// they could not be lent (`pop_fresh` refuses them), and a server may close them on its own
     /// `wait_timeout`. `top_up`, which runs right after, opens fresh ones up to `min_idle`.
     fn reap(&self) {
-        let cfg = &self.target.config;
         let now = Instant::now();
         let stale: Vec<Idle> = {
             let mut idle = self.lock_idle();
             let (fresh, stale) = std::mem::take(&mut *idle)
                 .into_iter()
-                .partition(|i| i.fresh(cfg, now));
+                .partition(|i| i.fresh(now));
             *idle = fresh;
             stale
         };
