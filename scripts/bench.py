@@ -171,7 +171,6 @@ def start_rwsplit(tmp, sockets, wrapper=(), binary=None):
         text = text.replace(f'address = "{TCP[name]}"', f'address = "{backend_address(name, sockets)}"')
     text = text.replace('listen = "127.0.0.1:6033"', f'listen = "127.0.0.1:{PORTS["rwsplit"]}"')
     text = text.replace('listen = "127.0.0.1:6080"', 'listen = "off"')
-    text = text.replace('level = "info"', 'level = "warn"')
     cfg = os.path.join(tmp, "rwsplit.toml")
     with open(cfg, "w") as f:
         f.write(text)
@@ -330,7 +329,8 @@ def write_report(a, rows, rss):
         "",
         "`scripts/bench.sh" + (" --quick" if a.quick else "")
         + (" --backend-socket" if a.backend_socket else "") + "` wrote this. HAProxy forwards "
-        "everything to the primary; rwsplit sends reads to the replicas. "
+        "everything to the primary; rwsplit sends reads to the replicas, with "
+        "`config/rwsplit.toml` as shipped but for its ports (its `info` logs included). "
         + ("Both proxies reach the servers by their Unix sockets (clients reach the proxies, and "
            "the server directly, by TCP). " if a.backend_socket else "")
         + "Latencies in ms "

@@ -179,6 +179,25 @@ async fn the_binary_logs_slow_queries_and_stops_cleanly_on_sigterm() {
     );
     assert_eq!(f["user"], "app");
     assert_eq!(f["schema"], "app");
+    // The session's span (not entered while statements run) is still the slow line's, and
+    // the connect line's.
+    let connected = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "client connected")
+        .unwrap_or_default();
+    for line in [&slow[0], &connected] {
+        let span = &line["span"];
+        assert_eq!(span["name"], "session", "{line}");
+        assert_eq!(span["user"], "app", "{line}");
+        assert_eq!(span["id"], slow[0]["span"]["id"], "{line}");
+        assert!(
+            span["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("127.0.0.1:")),
+            "{line}"
+        );
+    }
     let _ = std::fs::remove_file(path);
 }
 

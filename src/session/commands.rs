@@ -319,7 +319,7 @@ impl Session {
         }
         self.pools.clear();
         self.state = State::new(None, self.state.multi_statements);
-        tracing::info!(user = %self.user, "client changed user");
+        tracing::info!(parent: &self.span, user = %self.user, "client changed user");
         if let Some(db) = req.database
             && !self.use_schema(db).await?
         {
@@ -376,7 +376,7 @@ impl Session {
                     // is already buffered (pipelined) or still on its way (the idle wait polls
                     // the wakeup first).
                     i.killed = true;
-                    i.wake.notify_one();
+                    i.wake.wake();
                 }
                 running
             })
@@ -405,8 +405,8 @@ impl Session {
             };
         }
         if let Some((backend, thread)) = running {
-            tracing::info!(session = id, thread, query_only, "KILL from a client");
-            super::exec::Killer::new(&self.shared, &self.user, backend)
+            tracing::info!(parent: &self.span, session = id, thread, query_only, "KILL from a client");
+            super::exec::Killer::new(&self.shared, &self.user, backend, &self.span)
                 .kill_query(thread)
                 .await;
         }

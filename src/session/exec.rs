@@ -65,10 +65,18 @@ pub(super) struct Killer {
     user: String,
     password: String,
     backend: &'static str,
+    /// The killing session's span, the parent of what the kill logs (it may run in a task of
+    /// its own).
+    span: tracing::Span,
 }
 
 impl Killer {
-    pub(super) fn new(shared: &super::Shared, user: &str, backend: usize) -> Killer {
+    pub(super) fn new(
+        shared: &super::Shared,
+        user: &str,
+        backend: usize,
+        span: &tracing::Span,
+    ) -> Killer {
         Killer {
             address: shared
                 .pools
@@ -82,6 +90,7 @@ impl Killer {
                 .map(|u| u.password.clone())
                 .unwrap_or_default(),
             backend: shared.name(backend),
+            span: span.clone(),
         }
     }
 }
@@ -101,11 +110,15 @@ impl Killer {
         match BackendConn::connect(&self.address, &creds, timeout).await {
             Ok(mut c) => match tokio::time::timeout(timeout, c.query_scalar(&kill)).await {
                 Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!(code = e.code(), thread, "KILL QUERY refused"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "KILL QUERY failed"),
-                Err(_) => tracing::warn!(thread, "KILL QUERY timed out"),
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(parent: &self.span, code = e.code(), thread, "KILL QUERY refused")
+                }
+                Ok(Err(e)) => tracing::warn!(parent: &self.span, error = %e, "KILL QUERY failed"),
+                Err(_) => tracing::warn!(parent: &self.span, thread, "KILL QUERY timed out"),
             },
-            Err(e) => tracing::warn!(error = %e, "cannot connect to kill a statement"),
+            Err(e) => {
+                tracing::warn!(parent: &self.span, error = %e, "cannot connect to kill a statement")
+            }
         }
     }
 }
@@ -116,7 +129,7 @@ impl Killer {
 async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardError>>>(
     fwd: F,
     limit: std::time::Duration,
-    (shared, user, backend): (&super::Shared, &str, usize),
+    (shared, user, backend, span): (&super::Shared, &str, usize, &tracing::Span),
     thread: u32,
     info: &std::sync::Mutex<super::SessionInfo>,
 ) -> Result<Outcome, ForwardError> {
@@ -126,8 +139,8 @@ async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardErr
         _ = tokio::time::sleep(limit) => {
             error("query_timeout");
             info.lock().unwrap_or_else(|p| p.into_inner()).kill_sent = true;
-            let killer = Killer::new(shared, user, backend);
-            tracing::warn!(backend = killer.backend, thread, ?limit, "statement ran past its query_timeout; killing it");
+            let killer = Killer::new(shared, user, backend, span);
+            tracing::warn!(parent: span, backend = killer.backend, thread, ?limit, "statement ran past its query_timeout; killing it");
             tokio::spawn(killer.kill_query(thread));
             fwd.await
         }
@@ -472,7 +485,7 @@ impl Session {
                     Slot::Replica => self.replica = Some(c),
                 },
                 Err(e @ PoolError::Exhausted { .. }) => {
-                    tracing::warn!(error = %e, "backend pool exhausted");
+                    tracing::warn!(parent: &self.span, error = %e, "backend pool exhausted");
                     return Err(Failure::Busy(ClientError::from(&e).payload()));
                 }
                 Err(e) => {
@@ -483,7 +496,7 @@ impl Session {
                     {
                         self.shared.health.report_failure(b);
                     }
-                    tracing::warn!(error = %e, "cannot open a backend connection");
+                    tracing::warn!(parent: &self.span, error = %e, "cannot open a backend connection");
                     return Err(Failure::Down(e.to_string()));
                 }
             }
@@ -584,6 +597,7 @@ impl Session {
         if elapsed >= self.shared.config().insight.slow_query_threshold {
             tracing::warn!(
                 target: "rwsplit::slow",
+                parent: &self.span,
                 digest = %digest.text(),
                 duration_ms = elapsed.as_millis() as u64,
                 backend,
@@ -744,6 +758,7 @@ impl Session {
     pub(super) fn drop_slot(&mut self, slot: Slot) {
         if let Some(what) = self.held_on(slot) {
             tracing::warn!(
+                parent: &self.span,
                 lost = what,
                 "a backend connection failed while it held session state; closing the session"
             );
@@ -1065,7 +1080,12 @@ impl Session {
                         match self.query_timeout {
                             None => fwd.await,
                             Some(limit) => {
-                                let on = (&*self.shared, self.user.as_str(), target.backend());
+                                let on = (
+                                    &*self.shared,
+                                    self.user.as_str(),
+                                    target.backend(),
+                                    &self.span,
+                                );
                                 with_timeout(fwd, limit, on, thread, &self.info).await
                             }
                         }
@@ -1093,7 +1113,7 @@ impl Session {
                     self.drop_slot(slot);
                     error("backend_failed");
                     let (error, started) = (msg, sent_any);
-                    tracing::warn!(backend = %name, %error, started, "backend failed during a statement");
+                    tracing::warn!(parent: &self.span, backend = %name, %error, started, "backend failed during a statement");
                     if started {
                         return Err(SessionError::BackendMidResponse(error));
                     }

@@ -11,6 +11,7 @@ mod forward;
 mod login;
 mod prepared;
 mod state;
+mod wakeup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -80,7 +81,7 @@ pub struct Shared {
     pub insight: crate::insight::Insight,
     /// Set when rwsplit shuts down (`Shared::stop`): idle sessions end, busy ones after their
     /// statement or transaction. A flag each session reads, and a wakeup through each
-    /// session's own `Notify`: waiting on a shared channel instead cost every statement a
+    /// session's own `Wakeup`: waiting on a shared channel instead cost every statement a
     /// registration on it, a lock shared by all sessions.
     stopping: std::sync::atomic::AtomicBool,
     /// Live sessions for `/sessions`: touched on connect and disconnect only; each session
@@ -134,7 +135,7 @@ impl Shared {
             .collect();
         for info in sessions {
             let wake = info.lock().unwrap_or_else(|p| p.into_inner()).wake.clone();
-            wake.notify_one();
+            wake.wake();
         }
     }
 
@@ -226,7 +227,7 @@ pub struct Session {
     kill_sent: Option<Slot>,
     /// Signalled by `KILL CONNECTION` from another session (`SessionInfo::killed` set) and by
     /// shutdown.
-    wake: Arc<tokio::sync::Notify>,
+    wake: Arc<wakeup::Wakeup>,
     /// The primary connection must be asked for the GTID of the session's last commit.
     gtid_due: bool,
     /// The session's pool on each backend (by id), looked up on first use and kept until a
@@ -241,6 +242,11 @@ pub struct Session {
     /// The last COM_STMT_EXECUTE rewritten for a backend, kept for the next one's bytes (see
     /// `exec::bytes_for`).
     execute_buf: Vec<u8>,
+    /// The session's span (id, user, client): the parent its events name. It is entered only
+    /// while the session logs in and closes, not on every poll of the command loop: entering
+    /// and leaving a span cost about 300 instructions per poll with the default `info` filter,
+    /// two polls a statement. Events of the command loop say `parent: &self.span`.
+    span: tracing::Span,
 }
 
 /// A session as the admin API shows it (like a SHOW PROCESSLIST row).
@@ -268,7 +274,7 @@ pub struct SessionInfo {
     pub kill_sent: bool,
     /// Wakes the session (`KILL CONNECTION`, which sets `killed` first, or shutdown).
     #[serde(skip)]
-    pub wake: Arc<tokio::sync::Notify>,
+    pub wake: Arc<wakeup::Wakeup>,
     /// Set by `KILL CONNECTION`: the session ends.
     #[serde(skip)]
     pub killed: bool,
@@ -338,7 +344,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     let multiplex = config
         .user(&login.user)
         .map_or(config.routing.multiplexing, |u| u.multiplexing);
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake = Arc::new(wakeup::Wakeup::default());
     let info = Arc::new(std::sync::Mutex::new(SessionInfo {
         id,
         user: login.user.clone(),
@@ -398,22 +404,22 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             lost: None,
             digests: digests::Digests::default(),
             execute_buf: Vec::new(),
+            span: span.clone(),
         };
-        tracing::info!("client connected");
+        tracing::info!(parent: &span, "client connected");
         // Rare, deep paths are boxed: the task keeps only what a waiting session needs
         // (the future's size is resident for every idle client).
-        let result = match Box::pin(s.start(login.database)).await {
+        let result = match Box::pin(s.start(login.database).instrument(span.clone())).await {
             Ok(true) => s.serve().await,
             Ok(false) => Ok(()),
             Err(e) => Err(e),
         };
-        Box::pin(s.close()).await;
+        Box::pin(s.close().instrument(span.clone())).await;
         match result {
-            Ok(()) => tracing::info!("client disconnected"),
-            Err(e) => tracing::info!(reason = %e, "client disconnected"),
+            Ok(()) => tracing::info!(parent: &span, "client disconnected"),
+            Err(e) => tracing::info!(parent: &span, reason = %e, "client disconnected"),
         }
     }
-    .instrument(span)
     .await;
     registry
         .sessions
@@ -511,7 +517,7 @@ impl Session {
                         // send its next command, before this session is polled; the server
                         // would not run that command.
                         biased;
-                        _ = wake.notified() => break true,
+                        _ = wake.woken() => break true,
                         _ = self.client.reader.fill_buf() => break false,
                         () = idle_timer.as_mut() => {
                             if idle_since.elapsed() >= idle_limit {
@@ -741,7 +747,7 @@ impl Session {
             Err(e) => {
                 // The connection broke after the commit: reads go to the primary until the
                 // next write gives a position again.
-                tracing::warn!(error = %e, "cannot read the last GTID from the primary");
+                tracing::warn!(parent: &self.span, error = %e, "cannot read the last GTID from the primary");
                 self.causal.position_unknown();
                 self.drop_slot(Slot::Primary);
             }
