@@ -31,7 +31,10 @@ pub fn init_logging(cfg: &config::LoggingConfig) {
         // Colour codes only on a terminal: log files and collectors get plain text.
         .with_ansi(std::io::stdout().is_terminal());
     if cfg.json {
-        let _ = builder.json().try_init();
+        // The session is each line's `span`. No `spans` list: it would name only entered spans,
+        // and the session's is the parent of its command loop's events without being entered
+        // (see `Session::span`), so those lines would list none.
+        let _ = builder.json().with_span_list(false).try_init();
     } else {
         let _ = builder.try_init();
     }
