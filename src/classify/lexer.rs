@@ -16,6 +16,19 @@ pub enum Token<'a> {
     Punct(u8),
 }
 
+/// The bytes that go on a word: ASCII letters and digits, `_`, `$`, and every byte of a
+/// multi-byte UTF-8 character. A table: one load per byte instead of four tests.
+const WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+        i += 1;
+    }
+    t
+};
+
 pub struct Lexer<'a> {
     s: &'a [u8],
     i: usize,
@@ -114,15 +127,13 @@ impl<'a> Lexer<'a> {
     }
 
     fn word(&mut self) -> &'a [u8] {
-        let start = self.i;
-        while self.i < self.s.len()
-            && (self.s[self.i].is_ascii_alphanumeric()
-                || self.s[self.i] == b'_'
-                || self.s[self.i] == b'$'
-                || self.s[self.i] >= 0x80)
-        {
-            self.i += 1;
-        }
+        let start = self.i.min(self.s.len());
+        let rest = &self.s[start..];
+        let len = rest
+            .iter()
+            .position(|&b| !WORD[usize::from(b)])
+            .unwrap_or(rest.len());
+        self.i = start + len;
         &self.s[start..self.i]
     }
 }
@@ -184,4 +195,38 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Case-insensitive keyword comparison.
 pub fn is(w: &[u8], kw: &str) -> bool {
     w.eq_ignore_ascii_case(kw.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_take_letters_digits_underscore_dollar_and_utf8_and_end_at_anything_else() {
+        let sql = "SELECT a$b,_x1 café.`q` FROM t1 WHERE é=@v+@@session.x-12.5e3 ok_";
+        let toks: Vec<Token> = Lexer::new(sql.as_bytes()).collect();
+        assert_eq!(
+            toks,
+            [
+                Token::Word(b"SELECT"),
+                Token::Word(b"a$b"),
+                Token::Punct(b','),
+                Token::Word(b"_x1"),
+                Token::Word("café".as_bytes()),
+                Token::Punct(b'.'),
+                Token::Quoted,
+                Token::Word(b"FROM"),
+                Token::Word(b"t1"),
+                Token::Word(b"WHERE"),
+                Token::Word("é".as_bytes()),
+                Token::Punct(b'='),
+                Token::UserVar,
+                Token::Punct(b'+'),
+                Token::SysVar(b"session.x"),
+                Token::Punct(b'-'),
+                Token::Number,
+                Token::Word(b"ok_"),
+            ]
+        );
+    }
 }
