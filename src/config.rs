@@ -245,6 +245,9 @@ mod raw {
         }
     }
 
+    /// The longest duration a setting takes: 100 years.
+    const MAX_DURATION_DAYS: f64 = 36500.0;
+
     /// Parses "500ms", "2s", "1.5s", "10m", "8h", "1d".
     pub fn duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
         let v = v.trim();
@@ -275,6 +278,14 @@ mod raw {
         };
         if !secs.is_finite() || secs < 0.0 {
             return Err(invalid(key, format!("\"{v}\" is not a duration")));
+        }
+        // Longer ones are typos, and past about 10^14 days one would overflow a `Duration` or
+        // a deadline computed from it (a panic).
+        if secs > MAX_DURATION_DAYS * 86400.0 {
+            return Err(invalid(
+                key,
+                format!("\"{v}\" is too long (at most {MAX_DURATION_DAYS}d)"),
+            ));
         }
         Ok(Duration::from_secs_f64(secs))
     }
@@ -966,6 +977,15 @@ role = "primary"
         assert_eq!(duration("k", "8h").unwrap(), Duration::from_secs(8 * 3600));
         assert!(duration("k", "5").is_err());
         assert!(duration("k", "5y").is_err());
+        // Past what a clock can count: an error naming the limit, not a panic.
+        assert_eq!(
+            duration("k", "36500d").unwrap(),
+            Duration::from_secs(36500 * 86400)
+        );
+        for v in ["36501d", "100000000000000d", "99999999999999999999999999d"] {
+            let e = duration("k", v).unwrap_err().to_string();
+            assert!(e.contains("too long (at most 36500d)"), "{v}: {e}");
+        }
         assert_eq!(size("k", "64MiB").unwrap(), 64 << 20);
         assert_eq!(size("k", "1024").unwrap(), 1024);
         assert!(size("k", "3 parsecs").is_err());
