@@ -261,13 +261,22 @@ pub fn socket_path(server: &str) -> String {
     format!("{dir}/{server}/mysqld.sock")
 }
 
-/// A name unique to this test run, for tables.
+/// A name unique to this test run, for tables. The process id alone repeats across runs
+/// against a topology left up, where a table of a failed earlier run may still be (a test
+/// then failed on "already exists"): the run's start time is part of the name too.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
+    static STARTED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    });
     format!(
-        "{prefix}_{}_{}",
+        "{prefix}_{}_{:x}_{}",
         std::process::id(),
+        started % (1 << 40),
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
