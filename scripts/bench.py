@@ -3,6 +3,7 @@
 Every process this starts (HAProxy, rwsplit) is tracked by PID and stopped by PID.
 """
 import argparse
+import contextlib
 import os
 import platform
 import re
@@ -140,6 +141,24 @@ def set_userstat(values):
     return before
 
 
+@contextlib.contextmanager
+def sysbench_tables():
+    """For the block: `userstat` off on every server and sysbench's 4 tables fresh on the
+    primary and on the replicas; after it, however it ends, `userstat` as it was and the tables
+    dropped."""
+    userstat = set_userstat({name: "0" for name in SERVERS})
+    try:
+        sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
+        sysbench("direct", "oltp_read_write", 4, 1, "auto", action="prepare")
+        subprocess.run([TOPOLOGY, "wait-sync"], check=True)
+        yield
+    finally:
+        try:
+            set_userstat(userstat)
+        finally:
+            sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
+
+
 def start_haproxy(tmp, sockets):
     cfg = os.path.join(tmp, "haproxy.cfg")
     with open(cfg, "w") as f:
@@ -258,14 +277,11 @@ def main():
         if not free(port):
             sys.exit(f"port {port} is busy")
     share_scheduler_group()
-    userstat = set_userstat({name: "0" for name in SERVERS})
-    with tempfile.TemporaryDirectory() as tmp:
-        hap = start_haproxy(tmp, a.backend_socket)
-        rw = start_rwsplit(tmp, a.backend_socket)
+    with sysbench_tables(), tempfile.TemporaryDirectory() as tmp:
+        procs = [start_haproxy(tmp, a.backend_socket)]
         try:
-            sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
-            sysbench("direct", "oltp_read_write", 4, 1, "auto", action="prepare")
-            subprocess.run([TOPOLOGY, "wait-sync"], check=True)
+            procs.append(start_rwsplit(tmp, a.backend_socket))
+            hap, rw = procs
             rows = []
             for wl, extra in workloads:
                 # Point selects at 1 thread too: the latency the proxy hop adds, unloaded.
@@ -299,12 +315,8 @@ def main():
                                      median_case(rounds)))
             rss = {"rwsplit": peak_rss_kib(rw.pid), "haproxy": peak_rss_kib(hap.pid)}
         finally:
-            for p in (rw, hap):
+            for p in procs:
                 stop(p)
-            try:
-                set_userstat(userstat)
-            finally:
-                sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
     if a.no_write:
         print(f"peak RSS: {rss}")
     else:

@@ -18,11 +18,7 @@
 # runs on the database host (report: docs/benchmarks-socket.md unless --out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need=()
-command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
-command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client)
-if [ ${#need[@]} -gt 0 ]; then scripts/apt-install.sh "${need[@]}"; fi
+scripts/need.sh sysbench haproxy mariadbd=mariadb-server,mariadb-client
 scripts/topology.sh up
 cargo build --release --quiet
 exec python3 scripts/bench.py "$@"

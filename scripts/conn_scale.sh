@@ -13,9 +13,7 @@
 # --clients (rwsplit holds one socket per client); the hard limit is raised to where it allows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need=()
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client)
-if [ ${#need[@]} -gt 0 ]; then scripts/apt-install.sh "${need[@]}"; fi
+scripts/need.sh mariadbd=mariadb-server,mariadb-client
 python3 -c 'import pymysql' 2>/dev/null || python3 -m pip install --quiet 'PyMySQL==1.1.1' \
   || python3 -m pip install --quiet --break-system-packages 'PyMySQL==1.1.1' \
   || scripts/apt-install.sh python3-pymysql

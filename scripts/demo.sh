@@ -5,9 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
-  scripts/apt-install.sh mariadb-server mariadb-client
-fi
+scripts/need.sh mariadbd=mariadb-server,mariadb-client
 
 echo "== starting the demo topology (primary :3306, replicas :3307 :3308)"
 scripts/topology.sh up

@@ -120,26 +120,16 @@ def main():
     modes = a.mode or ["auto", "disable"]
     if not bench.free(bench.PORTS["rwsplit"]):
         sys.exit(f"port {bench.PORTS['rwsplit']} is busy")
-    userstat = bench.set_userstat({name: "0" for name in bench.SERVERS})
     rows, tops = [], []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            bench.sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
-            bench.sysbench("direct", "oltp_read_write", 4, 1, "auto", action="prepare")
-            subprocess.run([bench.TOPOLOGY, "wait-sync"], check=True)
-            for workload, extra, events in cases:
-                for mode in modes:
-                    stmts, per_stmt, funcs = count(tmp, a.keep, a.binary, a.threads,
-                                                   workload, extra, events, mode, a.top)
-                    name = workload + (" " + " ".join(extra) if extra else "")
-                    rows.append(f"| {name} | {mode} | {stmts} | {per_stmt:,.0f} |")
-                    print(rows[-1], flush=True)
-                    tops.append((name, mode, stmts, funcs))
-    finally:
-        try:
-            bench.set_userstat(userstat)
-        finally:
-            bench.sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
+    with bench.sysbench_tables(), tempfile.TemporaryDirectory() as tmp:
+        for workload, extra, events in cases:
+            for mode in modes:
+                stmts, per_stmt, funcs = count(tmp, a.keep, a.binary, a.threads,
+                                               workload, extra, events, mode, a.top)
+                name = workload + (" " + " ".join(extra) if extra else "")
+                rows.append(f"| {name} | {mode} | {stmts} | {per_stmt:,.0f} |")
+                print(rows[-1], flush=True)
+                tops.append((name, mode, stmts, funcs))
     print(f"\n{a.threads} client threads")
     print("\n| workload | ps | statements (long run less short) | instructions per statement |")
     print("| --- | --- | --- | --- |")

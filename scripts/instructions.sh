@@ -7,11 +7,7 @@
 #                           [--threads N] [--binary PATH] [--keep DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need=()
-command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
-command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client)
-if [ ${#need[@]} -gt 0 ]; then scripts/apt-install.sh "${need[@]}"; fi
+scripts/need.sh sysbench valgrind mariadbd=mariadb-server,mariadb-client
 scripts/topology.sh up
 cargo build --release --quiet
 exec python3 scripts/instructions.py "$@"

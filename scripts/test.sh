@@ -5,13 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server mariadb-client)
-command -v sysbench >/dev/null 2>&1 || need_apt+=(sysbench)
-command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
-command -v npm >/dev/null 2>&1 || need_apt+=(npm)
-command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)   # promtool checks deploy/ alert rules
-if [ ${#need_apt[@]} -gt 0 ]; then scripts/apt-install.sh "${need_apt[@]}"; fi
+# promtool (Debian's prometheus) checks the alert rules under deploy/.
+scripts/need.sh mariadbd=mariadb-server,mariadb-client sysbench node=nodejs npm promtool=prometheus
 python3 -c 'import pymysql' 2>/dev/null || python3 -m pip install --quiet 'PyMySQL==1.1.1' \
   || python3 -m pip install --quiet --break-system-packages 'PyMySQL==1.1.1' \
   || scripts/apt-install.sh python3-pymysql

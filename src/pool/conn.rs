@@ -54,9 +54,8 @@ pub struct BackendConn {
     pub identity: ServerIdentity,
     pub connection_id: u32,
     pub capabilities: C,
-    pub created: Instant,
-    /// When its pool retires it (`pool.max_lifetime` after `created`); `None` outside a pool
-    /// or when that is past what the clock can count.
+    /// When its pool retires it (`pool.max_lifetime` after the pool began to open it); `None`
+    /// outside a pool or when that is past what the clock can count.
     pub retire_at: Option<Instant>,
     /// Set when the connection failed or was left mid-response: never reuse it.
     pub broken: bool,
@@ -136,7 +135,6 @@ impl BackendConn {
             connection_id: session.connection_id,
             multi_statements: session.capabilities.contains(C::CLIENT_MULTI_STATEMENTS),
             capabilities: session.capabilities,
-            created: Instant::now(),
             retire_at: None,
             broken: false,
             schema: creds.database.map(str::to_string),

@@ -187,7 +187,7 @@ impl Pool {
         let mut conn = BackendConn::connect(&self.target.address, &creds, timeout)
             .await
             .map_err(failed)?;
-        conn.retire_at = conn.created.checked_add(self.target.config.max_lifetime);
+        conn.retire_at = started.checked_add(self.target.config.max_lifetime);
         // Turning session tracking on is part of connecting: within the same timeout, or a
         // server that logs in and then hangs would hold this checkout forever.
         let left = timeout.saturating_sub(started.elapsed());

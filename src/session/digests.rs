@@ -26,26 +26,31 @@ impl Digests {
         let class = crate::classify::classify_digest(sql, &mut self.buf);
         // Compared as bytes: a recent digest is valid UTF-8, so bytes equal to it are too, and a
         // repeated statement needs no UTF-8 check at all.
-        let found = self
+        // `Ok`: the index of the recent digest it is; `Err`: its text, new to the session.
+        let found = match self
             .recent
             .iter()
-            .position(|r| r.text.as_bytes() == self.buf.as_slice());
-        let digest = match found {
-            Some(i) => {
-                // Most recent first.
-                self.recent[..=i].rotate_right(1);
-                self.recent[0].clone()
-            }
+            .position(|r| r.text.as_bytes() == self.buf.as_slice())
+        {
+            Some(i) => Ok(i),
             None => {
                 // One UTF-8 check of the whole digest; borrowed when valid, as it almost always
                 // is. Replaced bytes never equal their kept text: looked up by text then.
                 let text = String::from_utf8_lossy(&self.buf);
-                if let std::borrow::Cow::Owned(t) = &text
-                    && let Some(i) = self.recent.iter().position(|r| *r.text == **t)
-                {
-                    self.recent[..=i].rotate_right(1);
-                    return (class, self.recent[0].clone());
-                }
+                let at = match &text {
+                    std::borrow::Cow::Owned(t) => self.recent.iter().position(|r| *r.text == **t),
+                    std::borrow::Cow::Borrowed(_) => None,
+                };
+                at.ok_or(text)
+            }
+        };
+        let digest = match found {
+            Ok(i) => {
+                // Most recent first.
+                self.recent[..=i].rotate_right(1);
+                self.recent[0].clone()
+            }
+            Err(text) => {
                 let digest = Digest::new(text.into());
                 if digest.text.len() <= MAX_KEPT_LEN {
                     self.recent.truncate(RECENT - 1);
