@@ -300,7 +300,7 @@ impl BackendConn {
                         self.writer.flush().await.map_err(FrameError::from)?;
                         tracker.local_infile_sent();
                     }
-                    Step::Done(o) => return Ok::<_, BackendError>(o),
+                    Step::Done => return Ok::<_, BackendError>(tracker.outcome()),
                 }
             }
         }

@@ -62,8 +62,9 @@ impl ResponseKind {
     }
 }
 
-/// What the caller must do after a frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the caller must do after a frame. It carries no data, so the per-frame result stays a
+/// few bytes: the finished response's facts are taken once with [`ResponseTracker::outcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// Forward it; more frames of this response follow.
     More,
@@ -71,8 +72,8 @@ pub enum Step {
     /// packets ending with an empty one; forward those to the server, call
     /// [`ResponseTracker::local_infile_sent`], then keep reading the response.
     LocalInfile,
-    /// Forward it; the response is complete.
-    Done(Outcome),
+    /// Forward it; the response is complete: [`ResponseTracker::outcome`] has its facts.
+    Done,
 }
 
 /// The facts of a finished response that the session needs.
@@ -222,7 +223,7 @@ impl ResponseTracker {
                 return Ok(Step::More);
             }
             self.continuing = false;
-            return Ok(std::mem::replace(&mut self.pending, Step::More));
+            return Ok(self.pending);
         }
         let peek = peek.get(..payload_len.min(peek.len())).unwrap_or(peek);
         let step = match self.packet(payload_len, peek) {
@@ -527,7 +528,13 @@ impl ResponseTracker {
 
     fn finish(&mut self) -> Step {
         self.state = State::Done;
-        Step::Done(std::mem::take(&mut self.outcome))
+        Step::Done
+    }
+
+    /// The facts of the response, once a frame returned [`Step::Done`] (taken: a second call
+    /// returns the defaults).
+    pub fn outcome(&mut self) -> Outcome {
+        std::mem::take(&mut self.outcome)
     }
 }
 
@@ -659,8 +666,9 @@ mod tests {
                     assert!(!last, "{kind:?}: LOCAL INFILE request was the last frame");
                     t.local_infile_sent();
                 }
-                Step::Done(outcome) => {
+                Step::Done => {
                     assert!(last, "{kind:?}: done at frame {i} of {}", frames.len());
+                    let outcome = t.outcome();
                     assert_eq!(
                         t.on_frame(5, &eof_payload(0, 0)),
                         Err(ResponseError::AfterEnd)
@@ -1077,7 +1085,7 @@ mod tests {
     fn frames_after_done_are_rejected() {
         let mut t = ResponseTracker::new(ResponseKind::Single, false);
         let ok = ok_payload(0, 0, AC, 0);
-        assert!(matches!(t.on_frame(ok.len(), &ok), Ok(Step::Done(_))));
+        assert!(matches!(t.on_frame(ok.len(), &ok), Ok(Step::Done)));
         assert_eq!(t.on_frame(ok.len(), &ok), Err(ResponseError::AfterEnd));
         assert_eq!(t.on_frame(0, &[]), Err(ResponseError::AfterEnd));
     }
@@ -1158,7 +1166,7 @@ mod tests {
                                     t.local_infile_sent();
                                 }
                             }
-                            Ok(Step::Done(_)) | Err(_) => ended = true,
+                            Ok(Step::Done) | Err(_) => ended = true,
                         }
                     }
                 }

@@ -77,8 +77,9 @@ impl Session {
         let class = stmt.class.clone();
         self.digest = Some(stmt.digest.clone());
         // Long data already sent lives on one connection: execute there.
-        let forced = stmt
-            .last
+        let forced = self
+            .stmts
+            .last(id)
             .filter(|_| self.long_data_pending(id))
             .and_then(|s| self.slot_target(s));
         let cursor = prepared::wants_cursor(packet);
@@ -86,9 +87,7 @@ impl Session {
         let res = self
             .execute(&class, Cmd::Execute { packet, id }, kind, forced)
             .await?;
-        if let Some(s) = self.stmts.get_mut(id) {
-            s.last = res.as_ref().map(|(slot, _)| *slot);
-        }
+        self.stmts.set_last(id, res.as_ref().map(|(slot, _)| *slot));
         self.long_data.retain(|&x| x != id);
         if let Some((slot, o)) = &res {
             let open = o.status & packets::SERVER_STATUS_CURSOR_EXISTS != 0;
@@ -117,7 +116,7 @@ impl Session {
             return Ok(());
         };
         let class = stmt.class.clone();
-        let last = stmt.last.filter(|_| self.long_data_pending(id));
+        let last = self.stmts.last(id).filter(|_| self.long_data_pending(id));
         let target = match last.and_then(|s| self.slot_target(s)) {
             Some(t) => t,
             None => match self.target_for(&class, None) {
@@ -137,10 +136,9 @@ impl Session {
         let Ok(backend_id) = self.prepared_on(id, slot).await else {
             return Ok(());
         };
-        let Some(stmt) = self.stmts.get_mut(id) else {
+        if !self.stmts.set_last(id, Some(slot)) {
             return Ok(());
-        };
-        stmt.last = Some(slot);
+        }
         let mut bytes = packet.to_vec();
         prepared::set_statement_id(&mut bytes, backend_id);
         if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
@@ -166,12 +164,12 @@ impl Session {
 
     pub(super) async fn stmt_reset(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
-        let Some(stmt) = self.stmts.statements.get(&id) else {
+        if !self.stmts.statements.contains_key(&id) {
             return self
                 .reply(&ClientError::unknown_statement(id, "mysqld_stmt_reset"))
                 .await;
-        };
-        let last = stmt.last;
+        }
+        let last = self.stmts.last(id);
         let holds_state = self.long_data.contains(&id) || self.close_cursor(id);
         self.long_data.retain(|&x| x != id);
         // Only long data or a cursor live on the server statement; with neither, there is

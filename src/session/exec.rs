@@ -715,10 +715,7 @@ impl Session {
         if let Some((_, s)) = self.cursor {
             return Some(("cursor", s));
         }
-        let long_data = self
-            .long_data
-            .iter()
-            .find_map(|id| self.stmts.statements.get(id).and_then(|s| s.last));
+        let long_data = self.long_data.iter().find_map(|&id| self.stmts.last(id));
         long_data.map(|s| ("long_data", s))
     }
 

@@ -131,8 +131,9 @@ async fn copy(
                 relay_file(conn, client).await?;
                 p.tracker.local_infile_sent();
             }
-            Step::Done(mut o) => {
+            Step::Done => {
                 flush_client(client).await?;
+                let mut o = p.tracker.outcome();
                 crate::metrics::hot().bytes_to_clients.increment(p.bytes);
                 o.gtid = p.gtid;
                 o.sysvars = p.sysvars;
@@ -164,7 +165,7 @@ async fn copy_buffered(
             .on_frame(h.len, &payload[..h.len.min(PEEK_LEN)])
             .map_err(backend(p.started))?;
         if p.tracker.ok_packet() {
-            p.absorb(payload, matches!(s, Step::Done(_)));
+            p.absorb(payload, s == Step::Done);
             if p.strip {
                 write_client(client, &buf[sent..off]).await?;
                 let whole = &mut conn.scratch;
@@ -231,7 +232,7 @@ async fn copy_frame(
             .read_exact(&mut whole[n..])
             .await
             .map_err(backend(p.started))?;
-        p.absorb(whole, matches!(step, Step::Done(_)));
+        p.absorb(whole, step == Step::Done);
         if p.strip {
             packets::strip_session_track(whole);
         }

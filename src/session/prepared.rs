@@ -34,8 +34,10 @@ pub struct Statement {
     pub num_params: u16,
     /// The parameter types from the client's last execute that carried them.
     pub types: Option<Vec<u8>>,
-    /// Where it last ran (cursors, COM_STMT_RESET and long data live there).
-    pub last: Option<Slot>,
+    /// Where it last ran (cursors, COM_STMT_RESET and long data live there), with that slot's
+    /// epoch then: read it through [`Registry::last`], which drops it once the slot's
+    /// connection was released.
+    pub last: Option<(Slot, u64)>,
     /// The server's id for it on the connection it last ran on, with that connection's
     /// `statements_version()` then (see `exec::prepared_on`).
     pub on: Option<((u64, u32), u32)>,
@@ -50,6 +52,10 @@ pub struct Registry {
     pub statements: HashMap<u32, Statement, foldhash::fast::RandomState>,
     next_id: u32,
     total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Per slot, how many times its connection was released or replaced. A statement's `last`
+    /// holds only while its epoch is the slot's current one, so releasing a slot (after every
+    /// multiplexed statement) costs the same however many statements the session has prepared.
+    epochs: [u64; 2],
 }
 
 impl Registry {
@@ -58,6 +64,7 @@ impl Registry {
             statements: HashMap::default(),
             next_id: 0,
             total,
+            epochs: [0; 2],
         }
     }
 
@@ -93,11 +100,24 @@ impl Registry {
 
     /// A slot's connection was released or replaced: statements no longer live there.
     pub fn forget_slot(&mut self, slot: Slot) {
-        for s in self.statements.values_mut() {
-            if s.last == Some(slot) {
-                s.last = None;
-            }
-        }
+        self.epochs[slot as usize] += 1;
+    }
+
+    /// Where statement `id` last ran, if that slot still holds the same connection.
+    pub fn last(&self, id: u32) -> Option<Slot> {
+        let (slot, epoch) = self.statements.get(&id)?.last?;
+        (self.epochs[slot as usize] == epoch).then_some(slot)
+    }
+
+    /// Records where statement `id` ran (`None`: nowhere that lasts). False if there is no such
+    /// statement.
+    pub fn set_last(&mut self, id: u32, slot: Option<Slot>) -> bool {
+        let epochs = self.epochs;
+        let Some(s) = self.statements.get_mut(&id) else {
+            return false;
+        };
+        s.last = slot.map(|slot| (slot, epochs[slot as usize]));
+        true
     }
 
     pub fn clear(&mut self) {
@@ -257,6 +277,30 @@ mod tests {
         let p = [0x17, 4, 0, 0, 0, 0, 1, 0, 0, 0];
         rewrite_execute(&p, &mut short, 9, &mut out).unwrap();
         assert_eq!(out, [0x17, 9, 0, 0, 0, 0, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn where_a_statement_ran_holds_until_that_slot_is_released() {
+        let mut r = Registry::new(Default::default());
+        r.insert(1, stmt(0));
+        r.insert(2, stmt(0));
+        assert_eq!(r.last(1), None);
+        assert!(r.set_last(1, Some(Slot::Replica)));
+        assert!(r.set_last(2, Some(Slot::Primary)));
+        assert!(!r.set_last(3, Some(Slot::Primary)), "no statement 3");
+        assert_eq!(r.last(1), Some(Slot::Replica));
+        // Releasing the replica slot forgets statement 1's place, not statement 2's.
+        r.forget_slot(Slot::Replica);
+        assert_eq!(r.last(1), None);
+        assert_eq!(r.last(2), Some(Slot::Primary));
+        // Run again on the slot's next connection: known there until that is released too.
+        assert!(r.set_last(1, Some(Slot::Replica)));
+        assert_eq!(r.last(1), Some(Slot::Replica));
+        r.forget_slot(Slot::Primary);
+        assert_eq!(r.last(1), Some(Slot::Replica));
+        assert_eq!(r.last(2), None);
+        assert!(r.set_last(1, None));
+        assert_eq!(r.last(1), None);
     }
 
     #[test]
