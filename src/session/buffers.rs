@@ -190,6 +190,19 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes `data` after whatever is buffered, and flushes. With nothing buffered, `data` goes
+    /// straight to the socket without a copy into a buffer: the end of a response, forwarded
+    /// from the backend connection's read buffer (a result read whole is one write either way).
+    pub async fn write_through(&mut self, data: &[u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if self.buf.is_empty() {
+            self.inner.write_all(data).await?;
+        } else {
+            self.write_all(data).await?;
+        }
+        self.flush().await
+    }
+
     /// Holds a buffer now (for tests of the lending).
     #[cfg(test)]
     fn holds_buffer(&self) -> bool {
@@ -279,6 +292,53 @@ mod tests {
         drop(w);
         drop(_keep(ar, bw));
         assert_eq!(r.fill_buf().await.unwrap(), b"", "end of stream");
+    }
+
+    /// Records where each write's bytes came from.
+    #[derive(Default)]
+    struct Sink {
+        got: Vec<u8>,
+        from: Vec<*const u8>,
+    }
+
+    impl AsyncWrite for Sink {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let me = self.get_mut();
+            me.from.push(data.as_ptr());
+            me.got.extend_from_slice(data);
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_through_with_nothing_buffered_is_not_copied() {
+        let mut w = Writer::new(Sink::default());
+        let one = b"one".to_vec();
+        w.write_through(&one).await.unwrap();
+        assert_eq!(
+            w.inner.from,
+            [one.as_ptr()],
+            "written from the caller's bytes"
+        );
+        assert!(!w.holds_buffer());
+        // Behind buffered bytes it is buffered too: one write, in order.
+        w.write_all(b" two").await.unwrap();
+        let three = b" three".to_vec();
+        w.write_through(&three).await.unwrap();
+        assert_eq!(w.inner.from.len(), 2);
+        assert_ne!(w.inner.from[1], three.as_ptr());
+        assert_eq!(w.inner.got, b"one two three");
+        assert!(!w.holds_buffer(), "flushed, and the buffer given back");
     }
 
     /// The session reads a client packet already whole in this buffer without a timeout

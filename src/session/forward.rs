@@ -186,7 +186,19 @@ async fn copy_buffered(
         }
     }
     if off > sent {
-        write_client(client, &buf[sent..off]).await?;
+        let bytes = &buf[sent..off];
+        if matches!(step, Some(Step::More)) {
+            write_client(client, bytes).await?;
+        } else {
+            // The response's end (or a file request): the caller flushes next anyway, so
+            // write now, straight from the backend's read buffer when nothing waits in the
+            // client's buffer (a response read whole, the common case, is then never copied).
+            client
+                .writer
+                .write_through(bytes)
+                .await
+                .map_err(|e| ForwardError::Client(e.into()))?;
+        }
         p.bytes += (off - sent) as u64;
         p.started = true;
     }
