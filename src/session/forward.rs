@@ -159,7 +159,15 @@ async fn copy_buffered(
     // `buf[sent..off]`: checked frames not yet written to the client.
     let (mut sent, mut off) = (0, 0);
     let mut step = None;
-    while let Some((h, payload)) = frame::buffered_frame(&buf[off..]) {
+    loop {
+        let rows = p.tracker.skip_rows(&buf[off..]);
+        if rows > 0 {
+            off += rows;
+            step = Some(Step::More);
+        }
+        let Some((h, payload)) = frame::buffered_frame(&buf[off..]) else {
+            break;
+        };
         let s = p
             .tracker
             .on_frame(h.len, &payload[..h.len.min(PEEK_LEN)])
