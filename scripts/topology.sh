@@ -60,7 +60,7 @@ innodb_flush_log_at_trx_commit=2
 sync_binlog=0
 # Tests and benchmarks write a few GB of binary log an hour (20 MiB blobs, sysbench): purge
 # logs older than an hour, in files small enough that a purge comes often. A replica stopped
-# for longer cannot catch up: 'down --purge', then 'up'.
+# for longer may not catch up: 'down --purge', then 'up'.
 max_binlog_size=256M
 binlog_expire_logs_seconds=3600
 max_connections=2000

@@ -190,17 +190,17 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         Poll::Ready(Ok(()))
     }
 
-    /// Writes `data` after whatever is buffered, and flushes. With nothing buffered, `data` goes
-    /// straight to the socket without a copy into a buffer: the end of a response, forwarded
-    /// from the backend connection's read buffer (a result read whole is one write either way).
+    /// Writes `data` after whatever is buffered (not flushed). With nothing buffered, `data`
+    /// goes straight to the socket without a copy into a buffer: the end of a response,
+    /// forwarded from the backend connection's read buffer, which the caller flushes next (a
+    /// result read whole is one write either way).
     pub async fn write_through(&mut self, data: &[u8]) -> io::Result<()> {
         use tokio::io::AsyncWriteExt;
         if self.buf.is_empty() {
-            self.inner.write_all(data).await?;
+            self.inner.write_all(data).await
         } else {
-            self.write_all(data).await?;
+            self.write_all(data).await
         }
-        self.flush().await
     }
 
     /// Holds a buffer now (for tests of the lending).
@@ -331,10 +331,12 @@ mod tests {
             "written from the caller's bytes"
         );
         assert!(!w.holds_buffer());
-        // Behind buffered bytes it is buffered too: one write, in order.
+        // Behind buffered bytes it is buffered too: one write at the flush, in order.
         w.write_all(b" two").await.unwrap();
         let three = b" three".to_vec();
         w.write_through(&three).await.unwrap();
+        assert_eq!(w.inner.from.len(), 1, "nothing written before the flush");
+        w.flush().await.unwrap();
         assert_eq!(w.inner.from.len(), 2);
         assert_ne!(w.inner.from[1], three.as_ptr());
         assert_eq!(w.inner.got, b"one two three");

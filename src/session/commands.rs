@@ -78,9 +78,9 @@ impl Session {
         self.digest = Some(stmt.digest.clone());
         // Long data already sent lives on one connection: execute there.
         let forced = self
-            .stmts
-            .last(id)
-            .filter(|_| self.long_data_pending(id))
+            .long_data_pending(id)
+            .then(|| self.stmts.placed(stmt))
+            .flatten()
             .and_then(|s| self.slot_target(s));
         let cursor = prepared::wants_cursor(packet);
         let kind = K::StmtExecute { cursor };
@@ -116,7 +116,10 @@ impl Session {
             return Ok(());
         };
         let class = stmt.class.clone();
-        let last = self.stmts.last(id).filter(|_| self.long_data_pending(id));
+        let last = self
+            .long_data_pending(id)
+            .then(|| self.stmts.placed(stmt))
+            .flatten();
         let target = match last.and_then(|s| self.slot_target(s)) {
             Some(t) => t,
             None => match self.target_for(&class, None) {
@@ -164,12 +167,12 @@ impl Session {
 
     pub(super) async fn stmt_reset(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
-        if !self.stmts.statements.contains_key(&id) {
+        let Some(stmt) = self.stmts.statements.get(&id) else {
             return self
                 .reply(&ClientError::unknown_statement(id, "mysqld_stmt_reset"))
                 .await;
-        }
-        let last = self.stmts.last(id);
+        };
+        let last = self.stmts.placed(stmt);
         let holds_state = self.long_data.contains(&id) || self.close_cursor(id);
         self.long_data.retain(|&x| x != id);
         // Only long data or a cursor live on the server statement; with neither, there is

@@ -60,7 +60,8 @@ struct Progress {
     /// The client did not negotiate session tracking but the backend sends it: OK packets are
     /// rewritten without it.
     strip: bool,
-    /// Some byte of the response is already in the client's write buffer.
+    /// Some byte of the response is already on its way to the client (in its write buffer or
+    /// written).
     started: bool,
     bytes: u64,
     gtid: Option<String>,
@@ -145,8 +146,10 @@ async fn copy(
 }
 
 /// Checks and copies the frames already whole in the backend connection's read buffer, as one
-/// write to the client's buffer: a result's rows usually arrive together, and this spares the
-/// per-frame reads and writes of [`copy_frame`]. OK packets are read in place; only one to
+/// write: to the client's buffer, or for a response's last batch straight to the client when
+/// nothing waits in that buffer (`Writer::write_through`). A result's rows usually arrive
+/// together, and this spares the per-frame reads and writes of [`copy_frame`]; plain rows are
+/// passed over by [`ResponseTracker::skip_rows`]. OK packets are read in place; only one to
 /// strip of session tracking is written on its own. Stops after a frame that ends the response
 /// or asks for a file, and before a frame that is not whole yet. `None`: no whole frame was
 /// buffered.
@@ -198,14 +201,14 @@ async fn copy_buffered(
         if matches!(step, Some(Step::More)) {
             write_client(client, bytes).await?;
         } else {
-            // The response's end (or a file request): the caller flushes next anyway, so
-            // write now, straight from the backend's read buffer when nothing waits in the
-            // client's buffer (a response read whole, the common case, is then never copied).
+            // The response's end (or a file request), which the caller flushes next: straight
+            // from the backend's read buffer when nothing waits in the client's buffer (a
+            // response read whole, the common case, is then never copied).
             client
                 .writer
                 .write_through(bytes)
                 .await
-                .map_err(|e| ForwardError::Client(e.into()))?;
+                .map_err(client_error)?;
         }
         p.bytes += (off - sent) as u64;
         p.started = true;
@@ -268,12 +271,12 @@ async fn copy_frame(
     Ok(step)
 }
 
+fn client_error(e: std::io::Error) -> ForwardError {
+    ForwardError::Client(e.into())
+}
+
 async fn write_client(client: &mut ClientIo, bytes: &[u8]) -> Result<(), ForwardError> {
-    client
-        .writer
-        .write_all(bytes)
-        .await
-        .map_err(|e| ForwardError::Client(e.into()))
+    client.writer.write_all(bytes).await.map_err(client_error)
 }
 
 /// Writes a rewritten OK packet (not flushed).
@@ -290,11 +293,7 @@ fn peek_status(peek: &[u8]) -> u16 {
 }
 
 async fn flush_client(client: &mut ClientIo) -> Result<(), ForwardError> {
-    client
-        .writer
-        .flush()
-        .await
-        .map_err(|e| ForwardError::Client(e.into()))
+    client.writer.flush().await.map_err(client_error)
 }
 
 /// Copies `left` payload bytes from the backend to the client through the reader's buffer.
@@ -316,7 +315,7 @@ async fn copy_rest(
             .writer
             .write_all(&chunk[..k])
             .await
-            .map_err(|e| ForwardError::Client(e.into()))?;
+            .map_err(client_error)?;
         conn.reader.consume(k);
         left -= k;
     }
@@ -343,7 +342,7 @@ async fn relay_file(conn: &mut BackendConn, client: &mut ClientIo) -> Result<(),
                 .reader
                 .read_exact(&mut buf[..k])
                 .await
-                .map_err(|e| ForwardError::Client(e.into()))?;
+                .map_err(client_error)?;
             conn.writer
                 .write_all(&buf[..k])
                 .await

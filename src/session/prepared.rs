@@ -13,8 +13,9 @@ use crate::classify::Classification;
 /// The session's two connection slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Slot {
-    Primary,
-    Replica,
+    // Explicit: `Registry` indexes its epochs by them.
+    Primary = 0,
+    Replica = 1,
 }
 
 /// Statements one session may have prepared at once (the server's own default
@@ -52,8 +53,8 @@ pub struct Registry {
     pub statements: HashMap<u32, Statement, foldhash::fast::RandomState>,
     next_id: u32,
     total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Per slot, how many times its connection was released or replaced. A statement's `last`
-    /// holds only while its epoch is the slot's current one, so releasing a slot (after every
+    /// Per slot, bumped whenever its connection is released or replaced (or the slot is
+    /// cleared). A statement's `last` holds only while its epoch is the slot's current one, so releasing a slot (after every
     /// multiplexed statement) costs the same however many statements the session has prepared.
     epochs: [u64; 2],
 }
@@ -105,7 +106,13 @@ impl Registry {
 
     /// Where statement `id` last ran, if that slot still holds the same connection.
     pub fn last(&self, id: u32) -> Option<Slot> {
-        let (slot, epoch) = self.statements.get(&id)?.last?;
+        self.placed(self.statements.get(&id)?)
+    }
+
+    /// Where `s` (one of these statements) last ran, if that slot still holds the same
+    /// connection.
+    pub fn placed(&self, s: &Statement) -> Option<Slot> {
+        let (slot, epoch) = s.last?;
         (self.epochs[slot as usize] == epoch).then_some(slot)
     }
 
