@@ -1282,6 +1282,22 @@ mod tests {
         (len, bytes)
     }
 
+    /// Keeps a step that is not `More`, answers a file request; false once the response ended.
+    fn note_step(
+        t: &mut ResponseTracker,
+        step: Result<Step, ResponseError>,
+        events: &mut Vec<Result<Step, ResponseError>>,
+    ) -> bool {
+        if step == Ok(Step::LocalInfile) {
+            t.local_infile_sent();
+        }
+        let end = matches!(step, Ok(Step::Done) | Err(_));
+        if step != Ok(Step::More) {
+            events.push(step);
+        }
+        !end
+    }
+
     /// The non-`More` steps (and errors) frame by frame, then the outcome.
     fn events_by_frame(
         kind: ResponseKind,
@@ -1292,14 +1308,7 @@ mod tests {
         let mut events = Vec::new();
         for f in frames {
             let step = t.on_frame(f.len(), &f[..f.len().min(PEEK_LEN)]);
-            if step == Ok(Step::LocalInfile) {
-                t.local_infile_sent();
-            }
-            let end = matches!(step, Ok(Step::Done) | Err(_));
-            if step != Ok(Step::More) {
-                events.push(step);
-            }
-            if end {
+            if !note_step(&mut t, step, &mut events) {
                 break;
             }
         }
@@ -1326,14 +1335,7 @@ mod tests {
             };
             off += 4 + h.len;
             let step = t.on_frame(h.len, &payload[..h.len.min(PEEK_LEN)]);
-            if step == Ok(Step::LocalInfile) {
-                t.local_infile_sent();
-            }
-            let end = matches!(step, Ok(Step::Done) | Err(_));
-            if step != Ok(Step::More) {
-                events.push(step);
-            }
-            if end {
+            if !note_step(&mut t, step, &mut events) {
                 break;
             }
         }
