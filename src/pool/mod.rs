@@ -209,13 +209,12 @@ impl Pool {
             // The permit is freed: a waiter may open a new connection.
             return;
         }
-        let expires = match (
-            now.checked_add(self.target.config.idle_timeout),
-            conn.retire_at,
-        ) {
-            (Some(idle), Some(retire)) => Some(idle.min(retire)),
-            (idle, retire) => idle.or(retire),
-        };
+        // The first of the two that the clock can count.
+        let expires = now
+            .checked_add(self.target.config.idle_timeout)
+            .into_iter()
+            .chain(conn.retire_at)
+            .min();
         self.lock_idle().push(Idle {
             conn,
             expires,

@@ -77,11 +77,7 @@ impl Session {
         let class = stmt.class.clone();
         self.digest = Some(stmt.digest.clone());
         // Long data already sent lives on one connection: execute there.
-        let forced = self
-            .long_data_pending(id)
-            .then(|| self.stmts.placed(stmt))
-            .flatten()
-            .and_then(|s| self.slot_target(s));
+        let forced = self.long_data_on(id).and_then(|s| self.slot_target(s));
         let cursor = prepared::wants_cursor(packet);
         let kind = K::StmtExecute { cursor };
         let res = self
@@ -104,8 +100,13 @@ impl Session {
         Ok(())
     }
 
-    fn long_data_pending(&self, id: u32) -> bool {
-        self.long_data.contains(&id)
+    /// The slot whose connection holds long data already sent for statement `id`, if any.
+    fn long_data_on(&self, id: u32) -> Option<Slot> {
+        if self.long_data.contains(&id) {
+            self.stmts.last(id)
+        } else {
+            None
+        }
     }
 
     /// COM_STMT_SEND_LONG_DATA has no response, so failures cannot be reported now; the
@@ -116,11 +117,7 @@ impl Session {
             return Ok(());
         };
         let class = stmt.class.clone();
-        let last = self
-            .long_data_pending(id)
-            .then(|| self.stmts.placed(stmt))
-            .flatten();
-        let target = match last.and_then(|s| self.slot_target(s)) {
+        let target = match self.long_data_on(id).and_then(|s| self.slot_target(s)) {
             Some(t) => t,
             None => match self.target_for(&class, None) {
                 Ok(t) => t,

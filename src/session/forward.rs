@@ -190,15 +190,14 @@ async fn copy_buffered(
             }
         }
         off += 4 + h.len;
-        let more = matches!(s, Step::More);
         step = Some(s);
-        if !more {
+        if s != Step::More {
             break;
         }
     }
     if off > sent {
         let bytes = &buf[sent..off];
-        if matches!(step, Some(Step::More)) {
+        if step == Some(Step::More) {
             write_client(client, bytes).await?;
         } else {
             // The response's end (or a file request), which the caller flushes next: straight

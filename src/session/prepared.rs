@@ -54,8 +54,9 @@ pub struct Registry {
     next_id: u32,
     total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Per slot, bumped whenever its connection is released or replaced (or the slot is
-    /// cleared). A statement's `last` holds only while its epoch is the slot's current one, so releasing a slot (after every
-    /// multiplexed statement) costs the same however many statements the session has prepared.
+    /// cleared). A statement's `last` holds only while its epoch is the slot's current one, so
+    /// releasing a slot (after every multiplexed statement) costs the same however many
+    /// statements the session has prepared.
     epochs: [u64; 2],
 }
 
