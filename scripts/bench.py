@@ -17,7 +17,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HZ = os.sysconf("SC_CLK_TCK")
-PORTS = {"direct": 3306, "haproxy": 6040, "rwsplit": 6035}
+PORTS = {"direct": 3306, "haproxy": 6040, "haproxy-replicas": 6041, "rwsplit": 6035}
+# Where each HAProxy forwards: all to the primary (the floor any proxy is compared to), or, for
+# workloads that only read, round-robin over the two replicas (a forwarder that spreads the
+# reads as rwsplit does, with no parsing: like against like where spreading costs).
+HAPROXY = {"haproxy": ("primary",), "haproxy-replicas": ("replica1", "replica2")}
 TOPOLOGY = os.path.join(ROOT, "scripts", "topology.sh")
 SERVERS = ("primary", "replica1", "replica2")
 TOPO_DIR = os.environ.get("RWSPLIT_TOPO_DIR", "/tmp/rwsplit-topology")
@@ -159,8 +163,10 @@ def sysbench_tables():
             sysbench("direct", "oltp_read_write", 4, 1, "auto", action="cleanup")
 
 
-def start_haproxy(tmp, sockets):
-    cfg = os.path.join(tmp, "haproxy.cfg")
+def start_haproxy(tmp, sockets, target="haproxy"):
+    servers = "".join(f"    server {name} {backend_address(name, sockets)}\n"
+                      for name in HAPROXY[target])
+    cfg = os.path.join(tmp, f"{target}.cfg")
     with open(cfg, "w") as f:
         f.write(f"""global
     maxconn 4096
@@ -170,15 +176,15 @@ defaults
     timeout client 1h
     timeout server 1h
 listen mysql
-    bind 127.0.0.1:{PORTS['haproxy']}
-    server primary {backend_address("primary", sockets)}
-""")
+    bind 127.0.0.1:{PORTS[target]}
+    balance roundrobin
+{servers}""")
     # In the foreground, as this script's child: in the same session (and so the same
     # scheduler autogroup) as sysbench, the servers and rwsplit. Daemonized (-D) it would sit
     # alone in its own group and, measured here, spend 1.3x to 1.7x the CPU per statement.
     p = subprocess.Popen(["haproxy", "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
-    wait_started(p, PORTS["haproxy"])
+    wait_started(p, PORTS[target])
     return p
 
 
@@ -241,6 +247,9 @@ def median_case(rounds):
                         for k in rounds[0][target]}
     ratios = [r["rwsplit"]["qps"] / r["haproxy"]["qps"] for r in rounds]
     case["rwsplit"]["spread"] = (min(ratios), max(ratios), len(ratios))
+    if "haproxy-replicas" in rounds[0]:
+        ratios = [r["rwsplit"]["qps"] / r["haproxy-replicas"]["qps"] for r in rounds]
+        case["rwsplit"]["spread_replicas"] = (min(ratios), max(ratios), len(ratios))
     return case
 
 
@@ -258,7 +267,7 @@ def main():
     ap.add_argument("--threads", type=int, action="append", help="only these thread counts")
     ap.add_argument("--no-write", action="store_true", help="print only; leave --out alone")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="rounds per case, the three targets in turn each round; the report "
+                    help="rounds per case, the targets in turn each round; the report "
                          "gives each figure's median and the spread of rwsplit/HAProxy")
     a = ap.parse_args()
     a.out = a.out or os.path.join(ROOT, "docs", "benchmarks-socket.md" if a.backend_socket
@@ -273,15 +282,17 @@ def main():
         workloads = [w for w in workloads if w[0] in a.workload]
     threads = a.threads or ([32] if a.quick else [8, 32, 128])
     modes = ["auto"] if a.quick else ["auto", "disable"]
-    for port in (PORTS["haproxy"], PORTS["rwsplit"]):
+    for port in (PORTS["haproxy"], PORTS["haproxy-replicas"], PORTS["rwsplit"]):
         if not free(port):
             sys.exit(f"port {port} is busy")
     share_scheduler_group()
     with sysbench_tables(), tempfile.TemporaryDirectory() as tmp:
         procs = [start_haproxy(tmp, a.backend_socket)]
         try:
+            procs.append(start_haproxy(tmp, a.backend_socket, "haproxy-replicas"))
             procs.append(start_rwsplit(tmp, a.backend_socket))
-            hap, rw = procs
+            pids = {"haproxy": procs[0].pid, "haproxy-replicas": procs[1].pid,
+                    "rwsplit": procs[2].pid}
             rows = []
             for wl, extra in workloads:
                 # Point selects at 1 thread too: the latency the proxy hop adds, unloaded.
@@ -293,11 +304,14 @@ def main():
                             case = {}
                             # Each round starts one target later: the run after another one
                             # inherits its wake (caches, the scheduler), so no target always
-                            # comes first or last.
-                            order = ("direct", "haproxy", "rwsplit")
-                            order = order[n % 3:] + order[:n % 3]
+                            # comes first or last. HAProxy over the replicas only where the
+                            # workload only reads (it would send writes to a replica).
+                            order = ("direct", "haproxy") + (
+                                ("haproxy-replicas",) if wl != "oltp_read_write" else ()
+                            ) + ("rwsplit",)
+                            order = order[n % len(order):] + order[:n % len(order)]
                             for target in order:
-                                pid = {"haproxy": hap.pid, "rwsplit": rw.pid}.get(target)
+                                pid = pids.get(target)
                                 before = cpu_seconds(pid) if pid else 0.0
                                 res = parse(sysbench(target, wl, t, a.time, mode, extra))
                                 if pid:
@@ -313,7 +327,8 @@ def main():
                             rounds.append(case)
                         rows.append((wl + (" --skip-trx=on" if extra else ""), t, mode,
                                      median_case(rounds)))
-            rss = {"rwsplit": peak_rss_kib(rw.pid), "haproxy": peak_rss_kib(hap.pid)}
+            rss = {"rwsplit": peak_rss_kib(pids["rwsplit"]),
+                   "haproxy": peak_rss_kib(pids["haproxy"])}
         finally:
             for p in procs:
                 stop(p)
@@ -333,42 +348,54 @@ def write_report(a, rows, rss):
         f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
         f"{platform.system()} {platform.release()}. MariaDB primary and two replicas, sysbench, "
         "HAProxy and rwsplit all share these cores, in one scheduler group (session), with "
-        "`userstat` off on the servers. Each case runs direct, HAProxy and rwsplit "
+        "`userstat` off on the servers. Each case runs direct, HAProxy (and, for workloads "
+        "that only read, HAProxy over the replicas) and rwsplit "
         f"back to back for {a.time} s each"
         + (f", {a.repeat} rounds in turn; each figure is the median of its rounds"
            if a.repeat > 1 else "")
         + "; compare only within a row.",
         "",
         "`scripts/bench.sh" + (" --quick" if a.quick else "")
-        + (" --backend-socket" if a.backend_socket else "") + "` wrote this. HAProxy forwards "
-        "everything to the primary; rwsplit sends reads to the replicas, with "
+        + (" --backend-socket" if a.backend_socket else "") + "` wrote this. `haproxy` forwards "
+        "everything to the primary; `haproxy-replicas` (workloads that only read) forwards "
+        "each connection to one of the two replicas in turn, spreading the reads as rwsplit "
+        "does but parsing nothing; rwsplit sends reads to the replicas, with "
         "`config/rwsplit.toml` as shipped but for its ports (its `info` logs included). "
         + ("Both proxies reach the servers by their Unix sockets (clients reach the proxies, and "
            "the server directly, by TCP). " if a.backend_socket else "")
         + "Latencies in ms "
         "(from sysbench's histogram); CPU is seconds of process time per 10,000 statements.",
         "",
-        "| workload | threads | ps | target | QPS | p50 | p95 | p99 | errors | CPU s/10k | rwsplit/direct | rwsplit/HAProxy | CPU rwsplit/HAProxy |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| workload | threads | ps | target | QPS | p50 | p95 | p99 | errors | CPU s/10k | rwsplit/direct | rwsplit/HAProxy | rwsplit/HAProxy-replicas | CPU rwsplit/HAProxy |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     if a.repeat > 1:
-        lines[-2] = lines[-2] + " rwsplit/HAProxy by round |"
-        lines[-1] = lines[-1] + " --- |"
+        lines[-2] = lines[-2] + " rwsplit/HAProxy by round | rwsplit/HAProxy-replicas by round |"
+        lines[-1] = lines[-1] + " --- | --- |"
+
+    def by_round(spread):
+        lo, hi, n = spread
+        return f" {lo:.2f} to {hi:.2f} ({n} rounds) |"
     for wl, t, mode, case in rows:
-        for target in ("direct", "haproxy", "rwsplit"):
+        for target in ("direct", "haproxy", "haproxy-replicas", "rwsplit"):
+            if target not in case:
+                continue
             r = case[target]
-            ratio_d = ratio_h = ratio_c = ""
+            ratio_d = ratio_h = ratio_s = ratio_c = ""
             if target == "rwsplit":
                 ratio_d = f"{r['qps'] / case['direct']['qps']:.2f}"
                 ratio_h = f"{r['qps'] / case['haproxy']['qps']:.2f}"
+                if "haproxy-replicas" in case:
+                    ratio_s = f"{r['qps'] / case['haproxy-replicas']['qps']:.2f}"
                 ratio_c = f"{r['cpu_per_10k'] / case['haproxy']['cpu_per_10k']:.2f}"
             cpu = f"{r['cpu_per_10k']:.3f}" if "cpu_per_10k" in r else ""
             line = (f"| {wl} | {t} | {mode} | {target} | {r['qps']:.0f} | {r['p50']} | "
                     f"{r['p95']} | {r['p99']} | {r['errors']:.0f} | {cpu} | {ratio_d} | {ratio_h} | "
-                    f"{ratio_c} |")
+                    f"{ratio_s} | {ratio_c} |")
             if a.repeat > 1:
-                lo, hi, n = r["spread"] if target == "rwsplit" else (0, 0, 0)
-                line += f" {lo:.2f} to {hi:.2f} ({n} rounds) |" if n else " |"
+                line += by_round(r["spread"]) if target == "rwsplit" else " |"
+                line += (by_round(r["spread_replicas"])
+                         if target == "rwsplit" and "spread_replicas" in r else " |")
             lines.append(line)
     lines += ["", f"Peak RSS over the run: rwsplit {rss['rwsplit'] / 1024:.1f} MiB, "
               f"HAProxy {rss['haproxy'] / 1024:.1f} MiB.", ""]

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The load benchmark: sysbench against the primary directly, through HAProxy in TCP mode (the
 # floor any proxy is compared to) and through rwsplit, interleaved in one run, bounded in time.
+# Workloads that only read also run through a second HAProxy that spreads connections over the
+# two replicas, as rwsplit spreads reads: what spreading costs on this host, apart from parsing.
 # Writes a Markdown report (default docs/benchmarks.md).
 #
 #   scripts/bench.sh [--quick] [--time SECONDS] [--out FILE | --no-write]
@@ -11,7 +13,7 @@
 # the full run adds 8 and 128 threads (and 1 for point selects) and both prepared-statement
 # and text modes.
 # --workload / --threads narrow the run (repeatable); --no-write prints without a report.
-# --repeat N runs each case N rounds (the three targets in turn, each round starting one
+# --repeat N runs each case N rounds (the targets in turn, each round starting one
 # later) and reports medians with the spread of rwsplit/HAProxy: on a noisy machine one round
 # says little.
 # --backend-socket: both proxies reach the servers by their Unix sockets, as when the proxy
