@@ -260,8 +260,9 @@ def main():
     ap.add_argument("--out", help="the report (default docs/benchmarks.md, with "
                     "--backend-socket docs/benchmarks-socket.md)")
     ap.add_argument("--backend-socket", action="store_true",
-                    help="both proxies reach the servers by their Unix sockets (a proxy on the "
-                         "database host); clients still reach the proxies and direct by TCP")
+                    help="the proxies (both HAProxys and rwsplit) reach the servers by their "
+                         "Unix sockets (a proxy on the database host); clients still reach the "
+                         "proxies and direct by TCP")
     ap.add_argument("--workload", action="append",
                     help="only this sysbench workload (repeatable), e.g. oltp_point_select")
     ap.add_argument("--threads", type=int, action="append", help="only these thread counts")
@@ -361,7 +362,7 @@ def write_report(a, rows, rss):
         "each connection to one of the two replicas in turn, spreading the reads as rwsplit "
         "does but parsing nothing; rwsplit sends reads to the replicas, with "
         "`config/rwsplit.toml` as shipped but for its ports (its `info` logs included). "
-        + ("Both proxies reach the servers by their Unix sockets (clients reach the proxies, and "
+        + ("The proxies reach the servers by their Unix sockets (clients reach the proxies, and "
            "the server directly, by TCP). " if a.backend_socket else "")
         + "Latencies in ms "
         "(from sysbench's histogram); CPU is seconds of process time per 10,000 statements.",

@@ -16,8 +16,9 @@
 # --repeat N runs each case N rounds (the targets in turn, each round starting one
 # later) and reports medians with the spread of rwsplit/HAProxy: on a noisy machine one round
 # says little.
-# --backend-socket: both proxies reach the servers by their Unix sockets, as when the proxy
-# runs on the database host (report: docs/benchmarks-socket.md unless --out).
+# --backend-socket: the proxies (both HAProxys and rwsplit) reach the servers by their Unix
+# sockets, as when the proxy runs on the database host (report: docs/benchmarks-socket.md
+# unless --out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/need.sh sysbench haproxy mariadbd=mariadb-server,mariadb-client
