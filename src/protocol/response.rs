@@ -695,7 +695,8 @@ mod tests {
 
     /// Feeds every frame; the response must end exactly at the last one. When every frame's
     /// bytes are whole, also feeds them as the forwarder does from a buffer (rows passed over by
-    /// `skip_rows`, the rest by `on_frame`), which must come to the same.
+    /// `skip_rows`, the rest by `on_frame`), which must come to the same steps at the same
+    /// places, and the same outcome.
     fn run(
         kind: ResponseKind,
         deprecate_eof: bool,
@@ -705,40 +706,14 @@ mod tests {
         // (A whole frame of MAX_FRAME bytes would be encoded with an empty frame after it; the
         // cases give those by `big`, whose bytes are never whole.)
         if frames.iter().all(|(len, bytes)| *len == bytes.len()) {
-            let mut wire = Vec::new();
-            for (seq, (_, bytes)) in frames.iter().enumerate() {
-                crate::protocol::frame::encode_packet(&mut wire, seq as u8, bytes);
-            }
+            let bytes: Vec<Vec<u8>> = frames.iter().map(|(_, b)| b.clone()).collect();
             assert_eq!(
-                run_buffered(kind, deprecate_eof, &wire),
-                r,
+                events_from_buffer(kind, deprecate_eof, &bytes),
+                events_by_frame(kind, deprecate_eof, &bytes),
                 "{kind:?} from a buffer"
             );
         }
         r
-    }
-
-    fn run_buffered(
-        kind: ResponseKind,
-        deprecate_eof: bool,
-        wire: &[u8],
-    ) -> Result<Outcome, ResponseError> {
-        let mut t = ResponseTracker::new(kind, deprecate_eof);
-        let mut off = 0;
-        loop {
-            off += t.skip_rows(&wire[off..]);
-            let (h, payload) = crate::protocol::frame::buffered_frame(&wire[off..])
-                .expect("the response ends within the buffer");
-            off += 4 + h.len;
-            match t.on_frame(h.len, &payload[..h.len.min(PEEK_LEN)])? {
-                Step::More => {}
-                Step::LocalInfile => t.local_infile_sent(),
-                Step::Done => {
-                    assert_eq!(off, wire.len(), "{kind:?}: done before the end");
-                    return Ok(t.outcome());
-                }
-            }
-        }
     }
 
     fn run_frames(
@@ -1282,33 +1257,35 @@ mod tests {
         (len, bytes)
     }
 
+    /// A step that is not `More` (or an error), with the wire bytes fed up to it.
+    type Event = (usize, Result<Step, ResponseError>);
+
     /// Keeps a step that is not `More`, answers a file request; false once the response ended.
     fn note_step(
         t: &mut ResponseTracker,
+        off: usize,
         step: Result<Step, ResponseError>,
-        events: &mut Vec<Result<Step, ResponseError>>,
+        events: &mut Vec<Event>,
     ) -> bool {
         if step == Ok(Step::LocalInfile) {
             t.local_infile_sent();
         }
         let end = matches!(step, Ok(Step::Done) | Err(_));
         if step != Ok(Step::More) {
-            events.push(step);
+            events.push((off, step));
         }
         !end
     }
 
     /// The non-`More` steps (and errors) frame by frame, then the outcome.
-    fn events_by_frame(
-        kind: ResponseKind,
-        d: bool,
-        frames: &[Vec<u8>],
-    ) -> (Vec<Result<Step, ResponseError>>, Outcome) {
+    fn events_by_frame(kind: ResponseKind, d: bool, frames: &[Vec<u8>]) -> (Vec<Event>, Outcome) {
         let mut t = ResponseTracker::new(kind, d);
         let mut events = Vec::new();
+        let mut off = 0;
         for f in frames {
+            off += 4 + f.len();
             let step = t.on_frame(f.len(), &f[..f.len().min(PEEK_LEN)]);
-            if !note_step(&mut t, step, &mut events) {
+            if !note_step(&mut t, off, step, &mut events) {
                 break;
             }
         }
@@ -1320,7 +1297,7 @@ mod tests {
         kind: ResponseKind,
         d: bool,
         frames: &[Vec<u8>],
-    ) -> (Vec<Result<Step, ResponseError>>, Outcome) {
+    ) -> (Vec<Event>, Outcome) {
         let mut wire = Vec::new();
         for f in frames {
             crate::protocol::frame::encode_packet(&mut wire, 0, f);
@@ -1335,7 +1312,7 @@ mod tests {
             };
             off += 4 + h.len;
             let step = t.on_frame(h.len, &payload[..h.len.min(PEEK_LEN)]);
-            if !note_step(&mut t, step, &mut events) {
+            if !note_step(&mut t, off, step, &mut events) {
                 break;
             }
         }
