@@ -621,8 +621,22 @@ async fn new_sessions_go_to_the_replica_with_fewer_statements_in_flight() {
     let proxy = faults::proxy();
     let mut tasks = Vec::new();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // What routing saw before each read, for a failure to show: statements in flight on each
+    // replica and whether each could take reads (up, replication within the lag limit).
+    let mut seen = Vec::new();
     for started in 1..=6u32 {
         let mut c = proxy.conn().await;
+        let snap = proxy.shared.health.snapshot.load();
+        seen.push(
+            (1..3)
+                .map(|i| {
+                    let b = &snap.backends[i];
+                    let n = proxy.shared.outstanding[i].load(std::sync::atomic::Ordering::Relaxed);
+                    format!("r{i}: {n} in flight, up {} lag_ok {}", b.up, b.lag_ok)
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
             let id: Option<(u64, u64)> = c
@@ -663,7 +677,7 @@ async fn new_sessions_go_to_the_replica_with_fewer_statements_in_flight() {
     assert_eq!(
         ids,
         [2, 2, 2, 3, 3, 3],
-        "least outstanding requests should balance them"
+        "least outstanding requests should balance them; before each read: {seen:#?}"
     );
 }
 
