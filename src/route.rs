@@ -217,6 +217,9 @@ pub fn in_replica_transaction(c: &Classification) -> InReplicaTransaction {
         (_, Some(R::LockingRead)) => Refused("a locking read"),
         (_, Some(R::UserVariable | R::SelectInto)) => Refused("a user variable or SELECT INTO"),
         (_, Some(R::SideEffectFunction)) => Refused("this function"),
+        // The transaction's READ ONLY holds inside a function, which cannot commit: the server
+        // refuses its writes as it would on the primary.
+        (_, Some(R::StoredFunction)) => Stay,
         (_, Some(R::Call)) => Refused("CALL"),
         (_, Some(R::MultiStatement)) => Refused("several statements in one query"),
         (_, Some(R::SqlPrepare)) => Refused("SQL PREPARE/EXECUTE"),

@@ -262,6 +262,109 @@ async fn prepared_statements_return_the_same_rows_as_direct() {
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
 
+/// A stored function may write: a read that calls one runs on the primary (as MaxScale routes
+/// it), unless a `rwsplit:replica` hint says the function only reads.
+#[tokio::test]
+async fn a_read_calling_a_stored_function_runs_on_the_primary() {
+    let proxy = Proxy::start();
+    let primary = primary_id().await;
+    let (t, writes, where_am_i) = (unique("fnrows"), unique("fn_writes"), unique("fn_where"));
+    let mut root = direct(PRIMARY_PORT).await;
+    for ddl in [
+        format!("CREATE TABLE app.{t} (id INT AUTO_INCREMENT PRIMARY KEY)"),
+        // SQL SECURITY INVOKER: run as `app`, a write on a read-only replica fails (1290)
+        // rather than landing there. DETERMINISTIC: binary logging wants it (or NO SQL, or
+        // READS SQL DATA).
+        format!(
+            "CREATE FUNCTION app.{writes}() RETURNS INT DETERMINISTIC MODIFIES SQL DATA \
+             SQL SECURITY INVOKER \
+             BEGIN INSERT INTO app.{t} VALUES (NULL); RETURN LAST_INSERT_ID(); END"
+        ),
+        format!(
+            "CREATE FUNCTION app.{where_am_i}() RETURNS BIGINT UNSIGNED READS SQL DATA \
+             SQL SECURITY INVOKER RETURN @@server_id"
+        ),
+    ] {
+        root.query_drop(ddl).await.unwrap();
+    }
+    wait_sync();
+    let mut c = proxy.conn().await;
+    for want in 1..=3 {
+        let id: Option<i64> = c.query_first(format!("SELECT {writes}()")).await.unwrap();
+        assert_eq!(id, Some(want));
+    }
+    let rows: Option<i64> = root
+        .query_first(format!("SELECT COUNT(*) FROM app.{t}"))
+        .await
+        .unwrap();
+    assert_eq!(rows, Some(3), "the function's rows are not on the primary");
+    for sql in [
+        format!("SELECT {where_am_i}()"),
+        format!("SELECT app.{where_am_i}() FROM DUAL"),
+        format!("SELECT 1 + `{where_am_i}`() - 1"),
+    ] {
+        let id: Option<u64> = c.query_first(&sql).await.unwrap();
+        assert_eq!(id, Some(primary), "{sql} did not run on the primary");
+    }
+    // A new session: this one's writes could hold its reads on the primary (read-your-writes).
+    let mut fresh = proxy.conn().await;
+    let hinted = format!("/* rwsplit:replica */ SELECT {where_am_i}()");
+    let id: Option<u64> = fresh.query_first(&hinted).await.unwrap();
+    assert!(
+        id.is_some_and(|id| id != primary),
+        "{hinted} ran on the primary"
+    );
+    for ddl in [
+        format!("DROP FUNCTION app.{writes}"),
+        format!("DROP FUNCTION app.{where_am_i}"),
+        format!("DROP TABLE app.{t}"),
+    ] {
+        root.query_drop(ddl).await.unwrap();
+    }
+}
+
+/// Every function the server lists as its own is known as the server's: a read calling one is
+/// not taken for a stored function's call (which would send it to the primary).
+#[tokio::test]
+async fn the_servers_own_functions_are_not_taken_for_stored_ones() {
+    use rwsplit::classify::{PrimaryReason, classify};
+    let mut root = direct(PRIMARY_PORT).await;
+    let listed: Vec<String> = root
+        .query("SELECT FUNCTION FROM information_schema.SQL_FUNCTIONS")
+        .await
+        .unwrap();
+    assert!(listed.len() > 200, "only {} functions listed", listed.len());
+    // The help's function topics name the functions that are keywords too (`IF Function`,
+    // `LEFT`, `DATE FUNCTION`), and the geometry ones; `\_` is the help's escape of `_`.
+    let topics: Vec<String> = root
+        .query(
+            "SELECT t.name FROM mysql.help_topic t JOIN mysql.help_category c \
+             USING (help_category_id) WHERE c.name LIKE '%Functions%' \
+             OR c.name LIKE 'Geographic%' OR c.name LIKE 'Control flow%'",
+        )
+        .await
+        .unwrap();
+    let from_help: Vec<String> = topics
+        .iter()
+        .map(|t| {
+            let t = t.replace('\\', "");
+            let upper = t.to_ascii_uppercase();
+            upper.strip_suffix(" FUNCTION").map_or(t, str::to_string)
+        })
+        // Topics that are names; `Parentheses` is the operators' topic.
+        .filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .filter(|t| !t.eq_ignore_ascii_case("Parentheses"))
+        .collect();
+    for name in listed.iter().chain(&from_help) {
+        let sql = format!("SELECT {name}(1) FROM t");
+        assert_ne!(
+            classify(sql.as_bytes()).reason,
+            Some(PrimaryReason::StoredFunction),
+            "{sql}: the server's own function is taken for a stored one"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_stored_procedure_returns_all_its_result_sets() {
     let proxy = Proxy::start();

@@ -7,6 +7,7 @@
 //! lexical pass is unsure: a SELECT naming `REPLACE(`/`INSERT(`, which may be string functions.
 
 pub mod fallback;
+mod functions;
 mod lexer;
 
 use lexer::{Lexer, Token, is};
@@ -50,6 +51,9 @@ pub enum PrimaryReason {
     /// `IS_FREE_LOCK`, `IS_USED_LOCK`, `RELEASE_ALL_LOCKS`, `LAST_INSERT_ID`, `FOUND_ROWS`,
     /// `ROW_COUNT`, `NEXTVAL`/`NEXT VALUE FOR`, `SETVAL`, `LASTVAL`, `SLEEP`? (no: SLEEP is a read).
     SideEffectFunction,
+    /// Calls a stored or loadable function (`CREATE FUNCTION`) in a read: its body may write.
+    /// A `/* rwsplit:replica */` hint says it only reads, and lets the read go to a replica.
+    StoredFunction,
     /// Reads or assigns a user variable (`@v`, not `@@v`): user variables live on the primary.
     UserVariable,
     /// More than one statement in one COM_QUERY.
@@ -223,7 +227,7 @@ fn classify_lexed(sql: &[u8], mut digest_out: Option<&mut Vec<u8>>) -> Classific
         // Past the last token: a trailing comment counts.
         hint = lx.hint;
     }
-    let mut c = classify_tokens(sql, &toks);
+    let mut c = classify_tokens(sql, &toks, hint == Some(Hint::Replica));
     if c.reason == Some(PrimaryReason::Unsure) {
         let d = match digest_out {
             Some(d) => String::from_utf8_lossy(d).into_owned(),
@@ -255,7 +259,8 @@ fn is_multi(toks: &[Token<'_>]) -> bool {
         .is_some_and(|p| toks[p + 1..].iter().any(|t| *t != Token::Punct(b';')))
 }
 
-fn classify_tokens(sql: &[u8], toks: &[Token<'_>]) -> Classification {
+/// `trust_functions`: a `rwsplit:replica` hint says the stored functions it calls only read.
+fn classify_tokens(sql: &[u8], toks: &[Token<'_>], trust_functions: bool) -> Classification {
     use PrimaryReason as R;
     use StatementKind as K;
     if is_multi(toks) {
@@ -276,8 +281,8 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>]) -> Classification {
     };
     let second = toks.get(1);
     match first {
-        b"SELECT" | b"VALUES" => read_or_write(toks, true),
-        b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"TABLE" => read_or_write(toks, false),
+        b"SELECT" | b"VALUES" => read_or_write(toks, true, trust_functions),
+        b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"TABLE" => read_or_write(toks, false, trust_functions),
         b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => write(R::Dml),
         b"CREATE" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::CreatesTemporaryTable), ..write(R::Ddl) },
         b"DROP" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::DropsTemporaryTable), ..write(R::Ddl) },
@@ -326,9 +331,9 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>]) -> Classification {
 }
 
 /// A SELECT-like statement: a read unless it locks, writes into something, uses a side-effect
-/// function or a user variable, or (for `WITH`) wraps a write. `plain`: a `SELECT` or `VALUES`,
-/// which reads no table when no `FROM` is in it.
-fn read_or_write(toks: &[Token<'_>], plain: bool) -> Classification {
+/// function, a user variable or (unless `trust_functions`) a stored function, or (for `WITH`)
+/// wraps a write. `plain`: a `SELECT` or `VALUES`, which reads no table when no `FROM` is in it.
+fn read_or_write(toks: &[Token<'_>], plain: bool, trust_functions: bool) -> Classification {
     use PrimaryReason as R;
     let mut reason = None;
     let mut from = false;
@@ -336,10 +341,13 @@ fn read_or_write(toks: &[Token<'_>], plain: bool) -> Classification {
     // `REPLACE(`/`INSERT(` inside a SELECT: string functions, or a write the full parse finds.
     let mut unsure = false;
     let rank = |r: R| match r {
-        R::LockingRead => 4,
-        R::SelectInto => 3,
-        R::SideEffectFunction => 2,
-        R::UserVariable => 1,
+        // Below the reasons that need the primary's session, which a READ ONLY transaction on a
+        // replica refuses (`route::in_replica_transaction`); a stored function it lets run.
+        R::LockingRead => 5,
+        R::SelectInto => 4,
+        R::SideEffectFunction => 3,
+        R::UserVariable => 2,
+        R::StoredFunction => 1,
         _ => 0,
     };
     let note = |r: R, reason: &mut Option<R>| {
@@ -378,8 +386,8 @@ fn read_or_write(toks: &[Token<'_>], plain: bool) -> Classification {
                 return write(R::Dml);
             }
             Token::Word(w)
-                if SIDE_EFFECT_FUNCTIONS.iter().any(|f| is(w, f))
-                    && (is(w, "SQL_CALC_FOUND_ROWS") || next == Some(&Token::Punct(b'('))) =>
+                if (next == Some(&Token::Punct(b'(')) || is(w, "SQL_CALC_FOUND_ROWS"))
+                    && SIDE_EFFECT_FUNCTIONS.iter().any(|f| is(w, f)) =>
             {
                 note(R::SideEffectFunction, &mut reason);
                 let with_argument = toks.get(i + 2).is_some_and(|t| *t != Token::Punct(b')'));
@@ -396,6 +404,13 @@ fn read_or_write(toks: &[Token<'_>], plain: bool) -> Classification {
                 }
             }
             Token::Word(w) if is(w, "FROM") => from = true,
+            Token::Word(_) | Token::Quoted
+                if !trust_functions
+                    && next == Some(&Token::Punct(b'('))
+                    && calls_stored_function(toks, i) =>
+            {
+                note(R::StoredFunction, &mut reason);
+            }
             Token::UserVar => {
                 note(R::UserVariable, &mut reason);
                 if next == Some(&Token::Punct(b':')) {
@@ -414,6 +429,47 @@ fn read_or_write(toks: &[Token<'_>], plain: bool) -> Classification {
             ..of(StatementKind::Read)
         },
     }
+}
+
+/// Whether `toks[i]`, a name followed by `(`, calls a stored or loadable function: a name
+/// qualified by its schema (`app.f(`, whatever `f` is), or one that is none of the server's
+/// functions and keywords (`functions`), nor a column list (`AS d (a, b)` after a derived
+/// table, `WITH c (a, b) AS (...)`), nor a type (`CAST(x AS DECIMAL(10, 2))`). A quoted
+/// name (`` `f`( ``) counts as a stored function's.
+/// Out of line: rare next to the statement's other tokens, and kept out of the loop's code.
+#[inline(never)]
+fn calls_stored_function(toks: &[Token<'_>], i: usize) -> bool {
+    match i.checked_sub(1).and_then(|p| toks.get(p)) {
+        Some(Token::Punct(b'.')) => return true,
+        Some(Token::Word(w)) if is(w, "AS") => return false,
+        _ => {}
+    }
+    if let Some(Token::Word(w)) = toks.get(i)
+        && functions::is_servers(w)
+    {
+        return false;
+    }
+    !names_cte_columns(toks, i)
+}
+
+/// Whether the `(` after `toks[i]` opens a common table expression's column list:
+/// `c (a, b) AS (`.
+fn names_cte_columns(toks: &[Token<'_>], i: usize) -> bool {
+    let mut depth = 0usize;
+    for (j, t) in toks.iter().enumerate().skip(i + 1) {
+        match t {
+            Token::Punct(b'(') => depth += 1,
+            Token::Punct(b')') => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return word(toks.get(j + 1), "AS")
+                        && toks.get(j + 2) == Some(&Token::Punct(b'('));
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// `SET ...`: session state to replay, user variables, or something only the primary may see.

@@ -36,6 +36,122 @@ const TABLE: &[Row] = &[
     ("SELECT \"it's\" FROM t", K::Read, None),
     ("SELECT 'a\\'b' FROM t", K::Read, None),
     ("SELECT SLEEP(1)", K::Read, None),
+    // The server's own functions, and keywords before a `(`, are no stored function's call.
+    (
+        "SELECT COUNT(*), SUM(k), CONCAT(a, 'x'), IFNULL(b, 0) FROM t",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT c FROM t WHERE id IN (1, 2) AND (a OR NOT (b))",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT CAST(a AS DECIMAL(10, 2)), CONVERT(b, CHAR(10)) FROM t",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT CONVERT(b USING utf8mb4), BINARY (c) FROM t",
+        K::Read,
+        None,
+    ),
+    (
+        "WITH c (a, b) AS (SELECT 1, 2) SELECT * FROM c",
+        K::Read,
+        None,
+    ),
+    (
+        "WITH RECURSIVE c (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3) SELECT n FROM c",
+        K::Read,
+        None,
+    ),
+    ("SELECT * FROM (SELECT 1, 2) AS d (a, b)", K::Read, None),
+    (
+        "SELECT * FROM t FORCE INDEX (PRIMARY) JOIN u USING (id) WHERE t.id = 1",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT * FROM t USE INDEX FOR ORDER BY (i) PARTITION (p0) ORDER BY (a)",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT MATCH (a) AGAINST ('x' IN BOOLEAN MODE) FROM t",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT IF(a, LEFT(b, 2), RIGHT(b, 2)), DATE(c), ROW_NUMBER() OVER (PARTITION BY a ORDER BY b) FROM t",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT a FROM t WHERE EXISTS (SELECT 1) OR a = ANY (SELECT 1) UNION (SELECT 2)",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT * FROM JSON_TABLE('[1]', '$[*]' COLUMNS (i FOR ORDINALITY, v VARCHAR(10) PATH '$')) AS j",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT GROUP_CONCAT(DISTINCT (a) ORDER BY b SEPARATOR ','), st_astext(ST_GeomFromText('POINT(1 1)')) FROM t",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT UUID_TO_BIN(UUID()), ANY_VALUE(a), REGEXP_LIKE(b, 'x') FROM t",
+        K::Read,
+        None,
+    ),
+    (
+        "SELECT COLUMN_GET(d, 'a' AS CHAR), a DIV (2), a MOD (3) FROM t",
+        K::Read,
+        None,
+    ),
+    // Stored and loadable functions may write.
+    ("SELECT my_func(1)", K::Write, Some(R::StoredFunction)),
+    (
+        "SELECT a FROM t WHERE b = price_of (a)",
+        K::Write,
+        Some(R::StoredFunction),
+    ),
+    ("SELECT app.concat('a')", K::Write, Some(R::StoredFunction)),
+    ("SELECT `app`.`f`()", K::Write, Some(R::StoredFunction)),
+    ("SELECT `f`(1) FROM t", K::Write, Some(R::StoredFunction)),
+    (
+        "WITH c AS (SELECT f(1)) SELECT * FROM c",
+        K::Write,
+        Some(R::StoredFunction),
+    ),
+    ("SHOW TABLES WHERE f(1)", K::Write, Some(R::StoredFunction)),
+    (
+        "SELECT REPLACE(a, 'x', 'y'), f(a) FROM t",
+        K::Write,
+        Some(R::StoredFunction),
+    ),
+    (
+        "SELECT f(1), GET_LOCK('l', 1)",
+        K::Write,
+        Some(R::SideEffectFunction),
+    ),
+    ("SELECT f(@a)", K::Write, Some(R::UserVariable)),
+    (
+        "SELECT f(1) FROM t FOR UPDATE",
+        K::Write,
+        Some(R::LockingRead),
+    ),
+    ("/* rwsplit:replica */ SELECT f(1)", K::Read, None),
+    ("SELECT f(1) /* rwsplit:replica */", K::Read, None),
+    (
+        "/* rwsplit:replica */ SELECT f(@a)",
+        K::Write,
+        Some(R::UserVariable),
+    ),
     ("SELECT * FROM t FOR UPDATE", K::Write, Some(R::LockingRead)),
     ("select * from t for share", K::Write, Some(R::LockingRead)),
     (
@@ -215,6 +331,31 @@ const TABLE: &[Row] = &[
         Some(R::Dml),
     ),
 ];
+
+#[test]
+fn the_function_and_keyword_lists_are_sorted_uppercase_and_apart() {
+    use functions::{FUNCTIONS, KEYWORDS, LONGEST};
+    for list in [FUNCTIONS, KEYWORDS] {
+        for pair in list.windows(2) {
+            assert!(
+                pair[0].as_bytes() < pair[1].as_bytes(),
+                "{pair:?} out of order"
+            );
+        }
+        for name in list {
+            assert!(
+                name.len() <= LONGEST,
+                "{name} is longer than the lookup takes"
+            );
+            assert_eq!(*name, name.to_ascii_uppercase(), "{name} is not uppercase");
+        }
+    }
+    for name in KEYWORDS {
+        assert!(!FUNCTIONS.contains(name), "{name} is in both lists");
+    }
+    assert!(functions::is_servers(b"st_astext") && functions::is_servers(b"In"));
+    assert!(!functions::is_servers(b"price_of") && !functions::is_servers(&[b'A'; 41]));
+}
 
 #[test]
 fn only_dml_named_functions_take_the_full_parse() {

@@ -169,6 +169,33 @@ fn a_replica_hint_never_moves_a_write_or_a_transaction() {
 }
 
 #[test]
+fn a_stored_function_call_goes_to_the_primary_unless_a_replica_hint_trusts_it() {
+    let b = topology(true, true, true);
+    for sql in [
+        "SELECT f(1)",
+        "SELECT app.price(id) FROM t",
+        "SELECT a FROM t WHERE b = `f`(2)",
+    ] {
+        let hinted = format!("/* rwsplit:replica */ {sql}");
+        assert_eq!(
+            place(sql, &idle(), &b, NoReplicaPolicy::Primary),
+            "P",
+            "{sql}"
+        );
+        assert_eq!(
+            place(&hinted, &idle(), &b, NoReplicaPolicy::Primary),
+            "R",
+            "{hinted}"
+        );
+        assert_eq!(
+            place(&hinted, &in_trx(), &b, NoReplicaPolicy::Primary),
+            "P",
+            "{hinted}"
+        );
+    }
+}
+
+#[test]
 fn a_primary_hint_sends_reads_to_the_primary() {
     let b = topology(true, true, true);
     for sql in READS {
@@ -654,6 +681,8 @@ fn nothing_that_could_write_runs_in_a_replica_transaction() {
             Refused("a user variable or SELECT INTO"),
         ),
         ("SELECT GET_LOCK('l', 1)", Refused("this function")),
+        ("SELECT f(1)", Stay),
+        ("SELECT f(@a)", Refused("a user variable or SELECT INTO")),
         ("SELECT LAST_INSERT_ID()", Refused("this function")),
         ("CALL p()", Refused("CALL")),
         (
