@@ -883,12 +883,8 @@ impl Session {
         {
             self.state.mark_synced(c);
         }
-        // A procedure, a stored function or several statements may have changed more than the
-        // variables named.
-        let opaque = matches!(
-            class.reason,
-            Some(R::Call | R::StoredFunction | R::MultiStatement)
-        );
+        // A procedure or several statements may have changed more than the variables named.
+        let opaque = matches!(class.reason, Some(R::Call | R::MultiStatement));
         if o.state_changed && (opaque || o.sysvars.is_empty()) {
             self.state.untracked_state = true;
         }
