@@ -217,6 +217,7 @@ pub fn in_replica_transaction(c: &Classification) -> InReplicaTransaction {
         (_, Some(R::LockingRead)) => Refused("a locking read"),
         (_, Some(R::UserVariable | R::SelectInto)) => Refused("a user variable or SELECT INTO"),
         (_, Some(R::SideEffectFunction)) => Refused("this function"),
+        (_, Some(R::SessionValue)) => Refused("a variable of the primary's connection"),
         // The transaction's READ ONLY holds inside a function, which cannot commit: the server
         // refuses its writes as it would on the primary.
         (_, Some(R::StoredFunction)) => Stay,

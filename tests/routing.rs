@@ -323,6 +323,42 @@ async fn a_read_calling_a_stored_function_runs_on_the_primary() {
     }
 }
 
+/// Variables that hold the session's last insert or commit, or its last statement's
+/// diagnostics, read as against the server: from the connection that made them.
+#[tokio::test]
+async fn session_values_are_read_from_the_connection_that_made_them() {
+    let proxy = Proxy::start();
+    let primary = primary_id().await;
+    let t = unique("sessval");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v TINYINT)"
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!("INSERT INTO {t} (v) VALUES (1)"))
+        .await
+        .unwrap();
+    let id = c.last_insert_id();
+    assert!(id.is_some_and(|id| id > 0));
+    for sql in ["SELECT @@last_insert_id", "SELECT @@session.identity"] {
+        let got: Option<u64> = c.query_first(sql).await.unwrap();
+        assert_eq!(got, id, "{sql}");
+    }
+    // MariaDB's GTID: domain-server_id-sequence, the primary's server id.
+    let gtid: Option<String> = c.query_first("SELECT @@last_gtid").await.unwrap();
+    let server = gtid.as_deref().and_then(|g| g.split('-').nth(1));
+    assert_eq!(server, Some(primary.to_string().as_str()), "{gtid:?}");
+    // Three values out of range: three warnings, on the primary's connection.
+    c.query_drop("SET SESSION sql_mode = ''").await.unwrap();
+    c.query_drop(format!("INSERT INTO {t} (v) VALUES (1000), (2000), (3000)"))
+        .await
+        .unwrap();
+    let warnings: Option<u64> = c.query_first("SELECT @@warning_count").await.unwrap();
+    assert_eq!(warnings, Some(3));
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
+
 /// Every function the server lists as its own is known as the server's: a read calling one is
 /// not taken for a stored function's call (which would send it to the primary).
 #[tokio::test]

@@ -54,6 +54,9 @@ pub enum PrimaryReason {
     /// Calls a stored or loadable function (`CREATE FUNCTION`) in a read: its body may write.
     /// A `/* rwsplit:replica */` hint says it only reads, and lets the read go to a replica.
     StoredFunction,
+    /// Reads a value only the session's own primary connection holds: `@@last_insert_id`,
+    /// `@@identity`, `@@insert_id`, `@@last_gtid`, `@@gtid_seq_no`.
+    SessionValue,
     /// Reads or assigns a user variable (`@v`, not `@@v`): user variables live on the primary.
     UserVariable,
     /// More than one statement in one COM_QUERY.
@@ -134,6 +137,10 @@ pub struct Classification {
     /// ran it: `SET NAMES`, or `SET`s of system variables to values that read no variable and
     /// call no function (`SET sql_mode = CONCAT(@@sql_mode, ...)` is not).
     pub idempotent: bool,
+    /// Reads the diagnostics of the session's last statement, which live on the connection it
+    /// ran on: `SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) WARNINGS`, `@@warning_count`,
+    /// `@@error_count`.
+    pub diagnostics: bool,
 }
 
 impl Classification {
@@ -172,6 +179,7 @@ fn write(reason: PrimaryReason) -> Classification {
         reads_no_table: false,
         fast_path: true,
         idempotent: false,
+        diagnostics: false,
     }
 }
 
@@ -338,6 +346,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, trust_functions: bool) -> Clas
     let mut reason = None;
     let mut from = false;
     let mut effect = None;
+    let mut diagnostics = false;
     // `REPLACE(`/`INSERT(` inside a SELECT: string functions, or a write the full parse finds.
     let mut unsure = false;
     let rank = |r: R| match r {
@@ -345,7 +354,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, trust_functions: bool) -> Clas
         // replica refuses (`route::in_replica_transaction`); a stored function it lets run.
         R::LockingRead => 5,
         R::SelectInto => 4,
-        R::SideEffectFunction => 3,
+        R::SideEffectFunction | R::SessionValue => 3,
         R::UserVariable => 2,
         R::StoredFunction => 1,
         _ => 0,
@@ -411,6 +420,18 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, trust_functions: bool) -> Clas
             {
                 note(R::StoredFunction, &mut reason);
             }
+            Token::SysVar(v) => match session_variable(v) {
+                Some(SessionVariable::Primary) => note(R::SessionValue, &mut reason),
+                Some(SessionVariable::Diagnostics) => diagnostics = true,
+                None => {}
+            },
+            Token::Word(w)
+                if !plain
+                    && (is(w, "WARNINGS") || is(w, "ERRORS"))
+                    && word(toks.first(), "SHOW") =>
+            {
+                diagnostics = true;
+            }
             Token::UserVar => {
                 note(R::UserVariable, &mut reason);
                 if next == Some(&Token::Punct(b':')) {
@@ -426,8 +447,40 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, trust_functions: bool) -> Clas
         None => Classification {
             effect,
             reads_no_table: plain && !from,
+            diagnostics,
             ..of(StatementKind::Read)
         },
+    }
+}
+
+/// What a read of a session's system variable needs beyond any connection of the session.
+enum SessionVariable {
+    /// Only the session's primary connection holds it (the last insert, the last commit).
+    Primary,
+    /// It is about the last statement, on the connection that ran it.
+    Diagnostics,
+}
+
+/// `v`: the name of `@@v`, with its scope if it has one (`session.x`).
+fn session_variable(v: &[u8]) -> Option<SessionVariable> {
+    let name = match v.iter().position(|&b| b == b'.') {
+        Some(dot) if is(&v[..dot], "SESSION") || is(&v[..dot], "LOCAL") => &v[dot + 1..],
+        Some(_) => return None,
+        None => v,
+    };
+    let any = |names: &[&str]| names.iter().any(|n| is(name, n));
+    if any(&[
+        "last_insert_id",
+        "identity",
+        "insert_id",
+        "last_gtid",
+        "gtid_seq_no",
+    ]) {
+        Some(SessionVariable::Primary)
+    } else if any(&["warning_count", "error_count"]) {
+        Some(SessionVariable::Diagnostics)
+    } else {
+        None
     }
 }
 

@@ -152,6 +152,23 @@ const TABLE: &[Row] = &[
         K::Write,
         Some(R::UserVariable),
     ),
+    // Values only the session's primary connection holds.
+    ("SELECT @@last_insert_id", K::Write, Some(R::SessionValue)),
+    (
+        "SELECT @@session.identity, @@LAST_GTID",
+        K::Write,
+        Some(R::SessionValue),
+    ),
+    (
+        "SELECT @@insert_id, @@gtid_seq_no",
+        K::Write,
+        Some(R::SessionValue),
+    ),
+    (
+        "SELECT @@global.sql_mode, @@session.warning_count",
+        K::Read,
+        None,
+    ),
     ("SELECT * FROM t FOR UPDATE", K::Write, Some(R::LockingRead)),
     ("select * from t for share", K::Write, Some(R::LockingRead)),
     (
@@ -355,6 +372,25 @@ fn the_function_and_keyword_lists_are_sorted_uppercase_and_apart() {
     }
     assert!(functions::is_servers(b"st_astext") && functions::is_servers(b"In"));
     assert!(!functions::is_servers(b"price_of") && !functions::is_servers(&[b'A'; 41]));
+}
+
+#[test]
+fn reads_of_the_last_statements_diagnostics_are_marked() {
+    for (sql, want) in [
+        ("SHOW WARNINGS", true),
+        ("show errors limit 1", true),
+        ("SHOW COUNT(*) WARNINGS", true),
+        ("SELECT @@warning_count", true),
+        ("SELECT @@session.error_count + 0", true),
+        ("SELECT 1", false),
+        ("SHOW TABLES", false),
+        ("SELECT 'WARNINGS'", false),
+        ("SELECT warnings FROM t", false),
+        ("SHOW VARIABLES LIKE 'warnings'", false),
+        ("SELECT @@max_error_count", false),
+    ] {
+        assert_eq!(classify(sql.as_bytes()).diagnostics, want, "{sql}");
+    }
 }
 
 #[test]

@@ -671,7 +671,7 @@ impl Session {
             };
         }
         // The diagnostics of the last statement live on its connection.
-        let forced = if class.kind == StatementKind::Read && is_show_diagnostics(&packet[1..]) {
+        let forced = if class.kind == StatementKind::Read && class.diagnostics {
             self.last_slot.and_then(|s| self.slot_target(s))
         } else {
             None
@@ -943,23 +943,6 @@ impl Session {
         self.release_slot(Slot::Primary).await;
         self.release_slot(Slot::Replica).await;
     }
-}
-
-/// `SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) WARNINGS`: about the last statement.
-/// Looks at bytes only, and past the first word only for a `SHOW`: it runs for every read.
-fn is_show_diagnostics(sql: &[u8]) -> bool {
-    let head = sql.trim_ascii_start();
-    let head = &head[..head.len().min(64)];
-    let mut words = head
-        .split(u8::is_ascii_whitespace)
-        .filter(|w| !w.is_empty());
-    words
-        .next()
-        .is_some_and(|w| w.eq_ignore_ascii_case(b"SHOW"))
-        && words.any(|w| {
-            let w = w.strip_suffix(b";").unwrap_or(w);
-            w.eq_ignore_ascii_case(b"WARNINGS") || w.eq_ignore_ascii_case(b"ERRORS")
-        })
 }
 
 /// `KILL [CONNECTION | QUERY] n`: the id and whether only the query is killed. `KILL QUERY ID`
