@@ -359,6 +359,32 @@ async fn session_values_are_read_from_the_connection_that_made_them() {
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
 
+/// MariaDB's Oracle mode names a sequence's next value `seq.nextval`: it advances the
+/// sequence, so it runs on the primary (a replica refuses it, being read-only).
+#[tokio::test]
+async fn an_oracle_mode_nextval_runs_on_the_primary() {
+    let proxy = Proxy::start();
+    let s = unique("seq");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE SEQUENCE {s}")).await.unwrap();
+    wait_sync();
+    c.query_drop("SET SESSION sql_mode = 'ORACLE'").await.unwrap();
+    for want in 1..=3 {
+        let v: Option<i64> = c
+            .query_first(format!("SELECT {s}.nextval FROM dual"))
+            .await
+            .unwrap();
+        assert_eq!(v, Some(want));
+    }
+    let v: Option<i64> = c
+        .query_first(format!("SELECT {s}.currval FROM dual"))
+        .await
+        .unwrap();
+    assert_eq!(v, Some(3));
+    c.query_drop("SET SESSION sql_mode = DEFAULT").await.unwrap();
+    c.query_drop(format!("DROP SEQUENCE {s}")).await.unwrap();
+}
+
 /// Every function the server lists as its own is known as the server's: a read calling one is
 /// not taken for a stored function's call (which would send it to the primary).
 #[tokio::test]

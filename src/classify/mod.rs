@@ -49,7 +49,8 @@ pub enum PrimaryReason {
     SelectInto,
     /// A function with side effects or session-local results: `GET_LOCK`, `RELEASE_LOCK`,
     /// `IS_FREE_LOCK`, `IS_USED_LOCK`, `RELEASE_ALL_LOCKS`, `LAST_INSERT_ID`, `FOUND_ROWS`,
-    /// `ROW_COUNT`, `NEXTVAL`/`NEXT VALUE FOR`, `SETVAL`, `LASTVAL`, `SLEEP`? (no: SLEEP is a read).
+    /// `ROW_COUNT`, `NEXTVAL`/`NEXT VALUE FOR`/`seq.nextval`, `SETVAL`, `LASTVAL`/`seq.currval`
+    /// (not `SLEEP`: a read).
     SideEffectFunction,
     /// Calls a stored or loadable function (`CREATE FUNCTION`) in a read: its body may write.
     /// A `/* rwsplit:replica */` hint says it only reads, and lets the read go to a replica.
@@ -380,6 +381,14 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, trust_functions: bool) -> Clas
                 }
             }
             Token::Word(w) if (is(w, "NEXT") || is(w, "PREVIOUS")) && word(next, "VALUE") => {
+                note(R::SideEffectFunction, &mut reason);
+            }
+            // `seq.nextval`, `seq.currval`: sequences in MariaDB's Oracle mode.
+            Token::Word(w)
+                if (is(w, "NEXTVAL") || is(w, "CURRVAL"))
+                    && i > 0
+                    && toks.get(i - 1) == Some(&Token::Punct(b'.')) =>
+            {
                 note(R::SideEffectFunction, &mut reason);
             }
             Token::Word(w)

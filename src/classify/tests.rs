@@ -152,6 +152,17 @@ const TABLE: &[Row] = &[
         K::Write,
         Some(R::UserVariable),
     ),
+    (
+        "SELECT s.nextval FROM dual",
+        K::Write,
+        Some(R::SideEffectFunction),
+    ),
+    (
+        "SELECT app.s.CURRVAL",
+        K::Write,
+        Some(R::SideEffectFunction),
+    ),
+    ("SELECT nextval FROM t", K::Read, None),
     // Values only the session's primary connection holds.
     ("SELECT @@last_insert_id", K::Write, Some(R::SessionValue)),
     (
