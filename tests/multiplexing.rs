@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Proxy, direct, pool_settings, primary_thread, raw_client, unique, wait_sync};
+use common::{
+    Proxy, direct, pool_settings, primary_thread, raw_client, server_code, unique, wait_sync,
+};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 
@@ -494,6 +496,49 @@ async fn tz(c: &mut Conn, primary: bool) -> String {
         "SELECT @@session.time_zone"
     };
     c.query_first(sql).await.expect("time_zone").expect("row")
+}
+
+/// A HANDLER opened on a connection is that session's until it closes it: the session keeps
+/// the connection (pin `handler`), and no other session reads through its handler.
+#[tokio::test]
+async fn an_open_handler_pins_its_session_until_it_closes() {
+    let proxy = one_connection_per_server();
+    let t = unique("mux_handler");
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    a.query_drop(format!("INSERT INTO {t} VALUES (1), (2)"))
+        .await
+        .expect("insert");
+    a.query_drop(format!("HANDLER {t} OPEN"))
+        .await
+        .expect("open");
+    wait_pinned(&proxy, a.id(), Some("handler")).await;
+    let first: Option<i32> = a
+        .query_first(format!("HANDLER {t} READ `PRIMARY` FIRST"))
+        .await
+        .expect("read first");
+    assert_eq!(first, Some(1));
+    // b needs the one primary connection: it waits until a closes its handler, and then
+    // finds no handler of its own.
+    let read = format!("HANDLER {t} READ `PRIMARY` FIRST");
+    let stolen = tokio::spawn(async move { b.query_first::<i32, _>(read).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next: Option<i32> = a
+        .query_first(format!("HANDLER {t} READ `PRIMARY` NEXT"))
+        .await
+        .expect("read next");
+    assert_eq!(next, Some(2));
+    a.query_drop(format!("HANDLER {t} CLOSE"))
+        .await
+        .expect("close");
+    let stolen = stolen.await.expect("join");
+    let e = stolen.expect_err("another session read through a's handler");
+    assert_eq!(server_code(&e), Some(1109), "{e}");
+    wait_pinned(&proxy, a.id(), None).await;
+    a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
 #[tokio::test]

@@ -368,7 +368,9 @@ async fn an_oracle_mode_nextval_runs_on_the_primary() {
     let mut c = proxy.conn().await;
     c.query_drop(format!("CREATE SEQUENCE {s}")).await.unwrap();
     wait_sync();
-    c.query_drop("SET SESSION sql_mode = 'ORACLE'").await.unwrap();
+    c.query_drop("SET SESSION sql_mode = 'ORACLE'")
+        .await
+        .unwrap();
     for want in 1..=3 {
         let v: Option<i64> = c
             .query_first(format!("SELECT {s}.nextval FROM dual"))
@@ -381,7 +383,9 @@ async fn an_oracle_mode_nextval_runs_on_the_primary() {
         .await
         .unwrap();
     assert_eq!(v, Some(3));
-    c.query_drop("SET SESSION sql_mode = DEFAULT").await.unwrap();
+    c.query_drop("SET SESSION sql_mode = DEFAULT")
+        .await
+        .unwrap();
     c.query_drop(format!("DROP SEQUENCE {s}")).await.unwrap();
 }
 

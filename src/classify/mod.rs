@@ -105,6 +105,10 @@ pub enum SessionEffect {
     ReleasesAllNamedLocks,
     /// `LAST_INSERT_ID(expr)`: sets the value the next `LAST_INSERT_ID()` returns.
     SetsLastInsertId,
+    /// `HANDLER t OPEN`: the handler lives on the primary connection until `HANDLER t CLOSE`.
+    OpensHandler,
+    /// `HANDLER t CLOSE`.
+    ClosesHandler,
     /// `SQL_CALC_FOUND_ROWS`: the next `FOUND_ROWS()` must run on the same connection.
     CalcFoundRows,
     /// SQL-level `PREPARE`.
@@ -335,6 +339,16 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], trust_functions: bool) -> Cla
         b"PREPARE" => Classification { effect: Some(SessionEffect::PreparesSqlStatement), ..write(R::SqlPrepare) },
         b"EXECUTE" | b"DEALLOCATE" => write(R::SqlPrepare),
         b"CALL" => write(R::Call),
+        b"HANDLER" => {
+            // `HANDLER [db.]t OPEN|READ|CLOSE ...`: the word after the name.
+            let after_name = if toks.get(2) == Some(&Token::Punct(b'.')) { 4 } else { 2 };
+            let effect = match toks.get(after_name) {
+                Some(Token::Word(w)) if is(w, "OPEN") => Some(SessionEffect::OpensHandler),
+                Some(Token::Word(w)) if is(w, "CLOSE") => Some(SessionEffect::ClosesHandler),
+                _ => None,
+            };
+            Classification { effect, ..write(R::Other) }
+        }
         _ => write(R::Other),
     }
 }

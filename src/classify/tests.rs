@@ -470,6 +470,11 @@ fn effects_are_reported() {
         ("SET SESSION TRANSACTION READ ONLY", None),
         ("SELECT 1", None),
         ("CREATE TABLE t (i INT)", None),
+        ("HANDLER t OPEN", Some(E::OpensHandler)),
+        ("handler app.close open AS h", Some(E::OpensHandler)),
+        ("HANDLER `t` CLOSE", Some(E::ClosesHandler)),
+        ("HANDLER t READ `PRIMARY` FIRST WHERE close = 1", None),
+        ("HANDLER app.open READ NEXT", None),
     ];
     for (sql, effect) in table {
         assert_eq!(classify(sql.as_bytes()).effect, *effect, "{sql}");

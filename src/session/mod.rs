@@ -798,6 +798,10 @@ impl Session {
                 self.state.named_locks = self.state.named_locks.saturating_sub(1)
             }
             Some(E::ReleasesAllNamedLocks) if ok => self.state.named_locks = 0,
+            Some(E::OpensHandler) if ok => self.state.handlers += 1,
+            Some(E::ClosesHandler) if ok => {
+                self.state.handlers = self.state.handlers.saturating_sub(1)
+            }
             Some(E::PreparesSqlStatement) if ok => self.state.sql_prepared = true,
             Some(E::SetsLastInsertId) if ok => self.state.last_insert_id_set = true,
             Some(E::SetsNextTransaction) if ok => self.state.next_transaction = true,

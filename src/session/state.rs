@@ -43,6 +43,8 @@ pub struct State {
     pub user_variables: bool,
     /// `GET_LOCK` calls not yet matched by a `RELEASE_LOCK`.
     pub named_locks: u32,
+    /// `HANDLER ... OPEN`s not yet matched by a `HANDLER ... CLOSE`.
+    pub handlers: u32,
     /// A SQL-level `PREPARE` ran.
     pub sql_prepared: bool,
     /// `LAST_INSERT_ID(expr)` set the value on the server, where rwsplit cannot see it.
@@ -133,6 +135,7 @@ pub fn held_words(reason: &str) -> &'static str {
         "temporary_table" => "temporary tables",
         "lock_tables" => "table locks (LOCK TABLES)",
         "get_lock" => "named locks (GET_LOCK)",
+        "handler" => "open HANDLERs",
         "user_variable" => "user variables",
         "sql_prepare" => "SQL prepared statements (PREPARE)",
         "last_insert_id_expr" => "LAST_INSERT_ID(expr) value",
@@ -151,6 +154,8 @@ pub fn pin_reason(st: &State) -> Option<&'static str> {
         Some("lock_tables")
     } else if st.named_locks > 0 {
         Some("get_lock")
+    } else if st.handlers > 0 {
+        Some("handler")
     } else if st.user_variables {
         Some("user_variable")
     } else if st.sql_prepared {
@@ -189,6 +194,7 @@ impl State {
             table_locks: false,
             user_variables: false,
             named_locks: 0,
+            handlers: 0,
             sql_prepared: false,
             last_insert_id_set: false,
             untracked_state: false,
@@ -640,10 +646,11 @@ mod tests {
         assert_eq!(pin_reason(&st), Some("get_lock"));
         assert_eq!(held_words("get_lock"), "named locks (GET_LOCK)");
         // Every pin has its own words in the error of a lost connection.
-        let pins: [fn(&mut State); 9] = [
+        let pins: [fn(&mut State); 10] = [
             |s| s.temporary_tables = true,
             |s| s.table_locks = true,
             |s| s.named_locks = 1,
+            |s| s.handlers = 1,
             |s| s.user_variables = true,
             |s| s.sql_prepared = true,
             |s| s.last_insert_id_set = true,
