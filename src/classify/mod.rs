@@ -333,7 +333,9 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], trust_functions: bool) -> Cla
         b"KILL" => of(K::Kill),
         b"LOCK" => Classification { effect: Some(SessionEffect::LocksTables), ..write(R::TableLock) },
         b"UNLOCK" => Classification { effect: Some(SessionEffect::UnlocksTables), ..write(R::TableLock) },
-        b"FLUSH" if toks.windows(2).any(|w| word(w.first(), "READ") && word(w.get(1), "LOCK")) => {
+        // `FLUSH TABLES ... WITH READ LOCK` and `FLUSH TABLES t FOR EXPORT` hold their locks
+        // until `UNLOCK TABLES`, on the connection that took them.
+        b"FLUSH" if toks.windows(2).any(|w| word(w.first(), "READ") && word(w.get(1), "LOCK") || word(w.first(), "FOR") && word(w.get(1), "EXPORT")) => {
             Classification { effect: Some(SessionEffect::LocksTables), ..write(R::TableLock) }
         }
         b"PREPARE" => Classification { effect: Some(SessionEffect::PreparesSqlStatement), ..write(R::SqlPrepare) },
