@@ -197,6 +197,9 @@ pub fn in_replica_transaction(c: &Classification) -> InReplicaTransaction {
         _ if c.effect == Some(E::SetsRole) => Refused("SET ROLE"),
         (StatementKind::SessionCommand, _) if c.effect != Some(E::SetsUserVariable) => Stay,
         _ if c.read_only_transaction => Stay,
+        // XA START: the server refuses it inside a transaction (1400 XAER_OUTSIDE), which goes
+        // on; a BEGIN would commit it first.
+        (StatementKind::TransactionBegin, Some(R::TransactionControl)) => Stay,
         (StatementKind::TransactionBegin, _) => EndsTransaction,
         (_, Some(R::Dml)) => ReadOnlyError,
         (_, Some(R::Ddl))

@@ -597,6 +597,12 @@ async fn read_only_transactions_run_whole_on_one_replica_when_asked() {
         .await
         .expect_err("a locking read");
     assert_eq!(server_code(&for_update), Some(1235), "{for_update}");
+    // As the server says inside a transaction; the transaction goes on.
+    let xa = c
+        .query_drop("XA START 'rotrx'")
+        .await
+        .expect_err("XA START inside a transaction");
+    assert_eq!(server_code(&xa), Some(1400), "{xa}");
     for _ in 0..3 {
         assert_eq!(
             c.query_first(id).await.expect("id"),

@@ -124,7 +124,7 @@ pub enum SessionEffect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classification {
     pub kind: StatementKind,
-    /// Set when `kind == Write`.
+    /// Set when `kind == Write`; also `TransactionControl` on an `XA START`.
     pub reason: Option<PrimaryReason>,
     pub hint: Option<Hint>,
     pub effect: Option<SessionEffect>,
@@ -325,7 +325,9 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], trust_functions: bool) -> Cla
                 of(K::TransactionEnd)
             }
         }
-        b"XA" if word(second, "START") || word(second, "BEGIN") => of(K::TransactionBegin),
+        // Marked apart from `BEGIN` (reason `TransactionControl`): inside a transaction the
+        // server refuses it rather than committing first.
+        b"XA" if word(second, "START") || word(second, "BEGIN") => Classification { reason: Some(R::TransactionControl), ..of(K::TransactionBegin) },
         // Other XA commands act on XA transactions by id, which replicas hold too (replicated
         // XA PREPARE): `Other`, never let through to a replica.
         b"XA" => write(R::Other),

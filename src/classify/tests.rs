@@ -317,7 +317,11 @@ const TABLE: &[Row] = &[
     ("BEGIN WORK", K::TransactionBegin, None),
     ("START TRANSACTION", K::TransactionBegin, None),
     ("START TRANSACTION READ ONLY", K::TransactionBegin, None),
-    ("XA START 'x'", K::TransactionBegin, None),
+    (
+        "XA START 'x'",
+        K::TransactionBegin,
+        Some(R::TransactionControl),
+    ),
     ("COMMIT", K::TransactionEnd, None),
     ("ROLLBACK", K::TransactionEnd, None),
     ("COMMIT WORK", K::TransactionEnd, None),

@@ -661,6 +661,8 @@ fn nothing_that_could_write_runs_in_a_replica_transaction() {
         ("TRUNCATE t", EndsTransaction),
         ("BEGIN", EndsTransaction),
         ("START TRANSACTION", EndsTransaction),
+        ("XA START 'x'", Stay),
+        ("xa begin 'x'", Stay),
         ("LOCK TABLES t READ", EndsTransaction),
         ("FLUSH TABLES WITH READ LOCK", EndsTransaction),
         (
