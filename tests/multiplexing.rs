@@ -498,6 +498,45 @@ async fn tz(c: &mut Conn, primary: bool) -> String {
     c.query_first(sql).await.expect("time_zone").expect("row")
 }
 
+/// `SET insert_id = n` is for the session's next insert only: once that insert has used it,
+/// a connection the session moves to must not be given it again (the insert after would reuse
+/// the id).
+#[tokio::test]
+async fn set_insert_id_is_used_once_whatever_connection_follows() {
+    let proxy = one_connection_per_server();
+    let t = unique("mux_insert_id");
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    a.query_drop(format!(
+        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"
+    ))
+    .await
+    .expect("create");
+    a.query_drop("SET insert_id = 1000")
+        .await
+        .expect("set insert_id");
+    a.query_drop(format!("INSERT INTO {t} (v) VALUES (1)"))
+        .await
+        .expect("insert 1");
+    assert_eq!(a.last_insert_id(), Some(1000));
+    // A read ends the insert's `row_count` pin.
+    a.query_drop("SELECT 1").await.expect("read");
+    wait_pinned(&proxy, a.id(), None).await;
+    for round in 0..2 {
+        // b takes the one primary connection in between: a gets it back with its state synced.
+        b.query_drop(format!("/* rwsplit:primary */ SELECT COUNT(*) FROM {t}"))
+            .await
+            .expect("b");
+        a.query_drop(format!("INSERT INTO {t} (v) VALUES (2)"))
+            .await
+            .unwrap_or_else(|e| panic!("insert after b, round {round}: {e}"));
+        assert_ne!(a.last_insert_id(), Some(1000), "round {round}");
+        a.query_drop("SELECT 1").await.expect("read");
+        wait_pinned(&proxy, a.id(), None).await;
+    }
+    a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 /// A HANDLER opened on a connection is that session's until it closes it: the session keeps
 /// the connection (pin `handler`), and no other session reads through its handler.
 #[tokio::test]

@@ -107,6 +107,10 @@ pub enum SessionEffect {
     SetsLastInsertId,
     /// `HANDLER t OPEN`: the handler lives on the primary connection until `HANDLER t CLOSE`.
     OpensHandler,
+    /// `SET insert_id`, `last_insert_id`, `rand_seed1`/`2`, `gtid_seq_no`: a value for the
+    /// session's next statement (the next insert, `RAND()`, commit) on its connection, used
+    /// once there; replayed elsewhere it would be used again.
+    SetsOneShotVariable,
     /// `HANDLER t CLOSE`.
     ClosesHandler,
     /// `SQL_CALC_FOUND_ROWS`: the next `FOUND_ROWS()` must run on the same connection.
@@ -580,6 +584,7 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
     // Split into assignments at top-level commas; look at each target.
     let mut user_vars = 0;
     let mut others = 0;
+    let mut one_shot = false;
     let mut reads_state = false;
     let mut depth = 0i32;
     let mut at_target = true;
@@ -605,6 +610,14 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
         if at_target {
             match t {
                 Token::UserVar => user_vars += 1,
+                Token::Word(w) | Token::SysVar(w) => {
+                    let name = match w.iter().position(|&b| b == b'.') {
+                        Some(dot) => &w[dot + 1..],
+                        None => w,
+                    };
+                    one_shot |= ONE_SHOT_VARIABLES.iter().any(|v| is(name, v));
+                    others += 1;
+                }
                 _ => others += 1,
             }
             at_target = false;
@@ -619,7 +632,8 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
             ..write(R::UserVariable)
         },
         (0, _) => Classification {
-            idempotent: !reads_state,
+            idempotent: !reads_state && !one_shot,
+            effect: one_shot.then_some(SessionEffect::SetsOneShotVariable),
             ..of(StatementKind::SessionCommand)
         },
         _ => Classification {
@@ -628,6 +642,16 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
         },
     }
 }
+
+/// Session variables a `SET` gives the next statement only (`SessionEffect::SetsOneShotVariable`).
+const ONE_SHOT_VARIABLES: &[&str] = &[
+    "insert_id",
+    "last_insert_id",
+    "identity",
+    "rand_seed1",
+    "rand_seed2",
+    "gtid_seq_no",
+];
 
 /// `global` of `@@global.x`; the whole word when there is no dot.
 fn sysvar_scope(w: &[u8]) -> &[u8] {

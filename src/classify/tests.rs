@@ -477,6 +477,20 @@ fn effects_are_reported() {
         ("FLUSH TABLES t1, t2 FOR EXPORT", Some(E::LocksTables)),
         ("FLUSH TABLES WITH READ LOCK", Some(E::LocksTables)),
         ("FLUSH TABLES", None),
+        ("SET insert_id = 1000", Some(E::SetsOneShotVariable)),
+        (
+            "SET @@session.RAND_SEED1 = 1, rand_seed2 = 2",
+            Some(E::SetsOneShotVariable),
+        ),
+        (
+            "SET SESSION last_insert_id = 5",
+            Some(E::SetsOneShotVariable),
+        ),
+        (
+            "SET sql_mode = '', gtid_seq_no = 7",
+            Some(E::SetsOneShotVariable),
+        ),
+        ("SET sql_mode = ''", None),
         ("HANDLER t OPEN", Some(E::OpensHandler)),
         ("handler app.close open AS h", Some(E::OpensHandler)),
         ("HANDLER `t` CLOSE", Some(E::ClosesHandler)),

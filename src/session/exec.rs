@@ -321,9 +321,16 @@ impl Session {
     fn decide(&mut self, c: &Classification, avoid: Option<usize>) -> Result<Decision, RouteError> {
         let snap = self.shared.health.snapshot.load();
         let cfg = self.shared.config();
-        // A SET that also assigns a user variable runs where user variables live (primary).
+        // A SET that also assigns a user variable runs where user variables live (primary);
+        // one of a one-shot variable (`insert_id`) where the statement that uses it will run.
         let session_cmd = matches!(c.kind, StatementKind::SessionCommand | StatementKind::Use)
-            && c.effect != Some(crate::classify::SessionEffect::SetsUserVariable);
+            && !matches!(
+                c.effect,
+                Some(
+                    crate::classify::SessionEffect::SetsUserVariable
+                        | crate::classify::SessionEffect::SetsOneShotVariable
+                )
+            );
         // Only a read (or a session command, routed as one, or a read-only transaction) can go
         // to a replica.
         let view = self.view(avoid, session_cmd || c.may_read_a_replica(), &snap, &cfg);

@@ -773,6 +773,10 @@ impl Session {
                 c.last_insert_id = o.last_insert_id;
             }
         }
+        // A one-shot variable's statement ran (whatever its outcome): the value is used.
+        if slot == Slot::Primary && class.kind != StatementKind::SessionCommand {
+            self.state.one_shot = false;
+        }
         match class.kind {
             StatementKind::SessionCommand if ok => {
                 self.record_set(class, o, packet);
@@ -799,6 +803,7 @@ impl Session {
             }
             Some(E::ReleasesAllNamedLocks) if ok => self.state.named_locks = 0,
             Some(E::OpensHandler) if ok => self.state.handlers += 1,
+            Some(E::SetsOneShotVariable) if ok => self.state.one_shot = true,
             Some(E::ClosesHandler) if ok => {
                 self.state.handlers = self.state.handlers.saturating_sub(1)
             }
@@ -840,6 +845,13 @@ impl Session {
             if !self.state.record_tracked(&o.sysvars) {
                 self.state.untracked_state = true;
             }
+            return;
+        }
+        // Used once, on this connection: never replayed. Other variables the same `SET`
+        // assigns are carried as the server reported them (mysqlbinlog's output, the usual
+        // source of such `SET`s, gives each its own statement).
+        if class.effect == Some(crate::classify::SessionEffect::SetsOneShotVariable) {
+            self.state.record_tracked(&o.sysvars);
             return;
         }
         let sql = &packet[1..];

@@ -45,6 +45,9 @@ pub struct State {
     pub named_locks: u32,
     /// `HANDLER ... OPEN`s not yet matched by a `HANDLER ... CLOSE`.
     pub handlers: u32,
+    /// A `SET` of a one-shot variable (`insert_id`, ...) waits for the next statement on the
+    /// primary connection that is not a `SET`.
+    pub one_shot: bool,
     /// A SQL-level `PREPARE` ran.
     pub sql_prepared: bool,
     /// `LAST_INSERT_ID(expr)` set the value on the server, where rwsplit cannot see it.
@@ -136,6 +139,7 @@ pub fn held_words(reason: &str) -> &'static str {
         "lock_tables" => "table locks (LOCK TABLES)",
         "get_lock" => "named locks (GET_LOCK)",
         "handler" => "open HANDLERs",
+        "one_shot_set" => "a SET for the next statement (insert_id, rand_seed, ...)",
         "user_variable" => "user variables",
         "sql_prepare" => "SQL prepared statements (PREPARE)",
         "last_insert_id_expr" => "LAST_INSERT_ID(expr) value",
@@ -156,6 +160,8 @@ pub fn pin_reason(st: &State) -> Option<&'static str> {
         Some("get_lock")
     } else if st.handlers > 0 {
         Some("handler")
+    } else if st.one_shot {
+        Some("one_shot_set")
     } else if st.user_variables {
         Some("user_variable")
     } else if st.sql_prepared {
@@ -195,6 +201,7 @@ impl State {
             user_variables: false,
             named_locks: 0,
             handlers: 0,
+            one_shot: false,
             sql_prepared: false,
             last_insert_id_set: false,
             untracked_state: false,
@@ -646,11 +653,12 @@ mod tests {
         assert_eq!(pin_reason(&st), Some("get_lock"));
         assert_eq!(held_words("get_lock"), "named locks (GET_LOCK)");
         // Every pin has its own words in the error of a lost connection.
-        let pins: [fn(&mut State); 10] = [
+        let pins: [fn(&mut State); 11] = [
             |s| s.temporary_tables = true,
             |s| s.table_locks = true,
             |s| s.named_locks = 1,
             |s| s.handlers = 1,
+            |s| s.one_shot = true,
             |s| s.user_variables = true,
             |s| s.sql_prepared = true,
             |s| s.last_insert_id_set = true,
