@@ -126,6 +126,52 @@ impl<'a> Lexer<'a> {
         self.i = self.s.len();
     }
 
+    /// A number (`12`, `1.5`, `1.`, `2e-3`, `0x1F`, `0b01`), or a name that starts with digits
+    /// (`2fa_check`, which MySQL allows): digits that run into a letter are a word. A number
+    /// stops where it ends: `1.INTO` is `1.` and `INTO`, as the server reads it.
+    fn number_or_word(&mut self) -> Token<'a> {
+        let word_at = |l: &Self, k: usize| WORD[usize::from(l.at(k))];
+        if self.at(0) == b'0' && matches!(self.at(1), b'x' | b'X' | b'b' | b'B') {
+            let hex = matches!(self.at(1), b'x' | b'X');
+            let mut j = 2;
+            while (hex && self.at(j).is_ascii_hexdigit())
+                || (!hex && matches!(self.at(j), b'0' | b'1'))
+            {
+                j += 1;
+            }
+            if j > 2 && !word_at(self, j) {
+                self.i += j;
+                return Token::Number;
+            }
+        }
+        let exponent = |l: &Self, k: usize| {
+            matches!(l.at(k), b'e' | b'E')
+                && (l.at(k + 1).is_ascii_digit()
+                    || (matches!(l.at(k + 1), b'+' | b'-') && l.at(k + 2).is_ascii_digit()))
+        };
+        let mut j = 0;
+        while self.at(j).is_ascii_digit() {
+            j += 1;
+        }
+        if word_at(self, j) && !exponent(self, j) {
+            return Token::Word(self.word());
+        }
+        if self.at(j) == b'.' {
+            j += 1;
+            while self.at(j).is_ascii_digit() {
+                j += 1;
+            }
+        }
+        if exponent(self, j) {
+            j += 2;
+            while self.at(j).is_ascii_digit() {
+                j += 1;
+            }
+        }
+        self.i += j;
+        Token::Number
+    }
+
     fn word(&mut self) -> &'a [u8] {
         let start = self.i.min(self.s.len());
         let rest = &self.s[start..];
@@ -169,13 +215,7 @@ impl<'a> Iterator for Lexer<'a> {
                 }
                 Token::UserVar
             }
-            b'0'..=b'9' => {
-                let _ = self.word();
-                while self.at(0) == b'.' || self.at(0).is_ascii_alphanumeric() {
-                    self.i += 1;
-                }
-                Token::Number
-            }
+            b'0'..=b'9' => self.number_or_word(),
             c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => Token::Word(self.word()),
             c => {
                 self.i += 1;
@@ -231,5 +271,24 @@ mod tests {
                 Token::Word(b"ok_"),
             ]
         );
+    }
+
+    #[test]
+    fn numbers_end_where_the_server_ends_them_and_digits_may_begin_a_name() {
+        use Token::{Number as N, Punct as P, Word as W};
+        for (sql, want) in [
+            ("12 1.5 1. 2e-3 4E+2 .5", &[N, N, N, N, N, P(b'.'), N][..]),
+            ("0x1F 0b01 X'41'", &[N, N, W(b"X"), Token::Quoted]),
+            ("2fa_check(5)", &[W(b"2fa_check"), P(b'('), N, P(b')')]),
+            (
+                "2db.f 0xZZ 1e",
+                &[W(b"2db"), P(b'.'), W(b"f"), W(b"0xZZ"), W(b"1e")],
+            ),
+            ("1.INTO 3.LOCK", &[N, W(b"INTO"), N, W(b"LOCK")]),
+            ("1.5abc", &[N, W(b"abc")]),
+        ] {
+            let toks: Vec<Token> = Lexer::new(sql.as_bytes()).collect();
+            assert_eq!(toks, want, "{sql}");
+        }
     }
 }

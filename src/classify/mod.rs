@@ -56,7 +56,8 @@ pub enum PrimaryReason {
     /// A `/* rwsplit:replica */` hint says it only reads, and lets the read go to a replica.
     StoredFunction,
     /// Reads a value only the session's own primary connection holds: `@@last_insert_id`,
-    /// `@@identity`, `@@insert_id`, `@@last_gtid`, `@@gtid_seq_no`.
+    /// `@@identity`, `@@insert_id`, `@@last_gtid`, `@@gtid_seq_no`; or the primary's GTID
+    /// position (`@@gtid_binlog_pos`, `@@gtid_current_pos`, MySQL's `@@gtid_executed`).
     SessionValue,
     /// Reads or assigns a user variable (`@v`, not `@@v`): user variables live on the primary.
     UserVariable,
@@ -218,33 +219,41 @@ pub fn classify_digest(sql: &[u8], digest: &mut Vec<u8>) -> Classification {
     classify_lexed(sql, Some(digest))
 }
 
-/// Tokens the classifier looks at; a digest takes them all.
-const MAX_TOKENS: usize = 4096;
+/// Tokens the classifier looks at; a digest takes them all. A longer statement is `Write`
+/// (`Other`): what comes past them (a `FOR UPDATE` after a long `IN` list) is not seen. At
+/// 24 bytes a token, at most 384 KiB for a moment; an `IN` list of about 8,000 values fits.
+const MAX_TOKENS: usize = 16384;
 
 fn classify_lexed(sql: &[u8], mut digest_out: Option<&mut Vec<u8>>) -> Classification {
     let mut lx = Lexer::new(sql);
     let mut toks = Tokens::new();
     // The hint as of the last token kept: a comment past the classifier's tokens does not count.
     let mut hint = None;
+    // Tokens came past the ones kept.
+    let mut past = false;
     if let Some(d) = digest_out.as_deref_mut() {
         d.clear();
     }
     while let Some(t) = lx.next() {
+        past |= toks.len() >= MAX_TOKENS;
         match digest_out.as_deref_mut() {
             Some(d) => push_digest_token(d, t),
-            None if toks.len() >= MAX_TOKENS => break,
+            None if past => break,
             None => {}
         }
-        if toks.len() < MAX_TOKENS {
+        if !past {
             toks.push(t);
             hint = lx.hint;
         }
     }
-    if toks.len() < MAX_TOKENS {
+    if !past {
         // Past the last token: a trailing comment counts.
         hint = lx.hint;
     }
     let mut c = classify_tokens(sql, &toks, hint == Some(Hint::Replica));
+    if past && (c.may_read_a_replica() || c.reason == Some(PrimaryReason::Unsure)) {
+        c = write(PrimaryReason::Other);
+    }
     if c.reason == Some(PrimaryReason::Unsure) {
         let d = match digest_out {
             Some(d) => String::from_utf8_lossy(d).into_owned(),
@@ -494,12 +503,22 @@ enum SessionVariable {
 
 /// `v`: the name of `@@v`, with its scope if it has one (`session.x`).
 fn session_variable(v: &[u8]) -> Option<SessionVariable> {
-    let name = match v.iter().position(|&b| b == b'.') {
-        Some(dot) if is(&v[..dot], "SESSION") || is(&v[..dot], "LOCAL") => &v[dot + 1..],
-        Some(_) => return None,
-        None => v,
+    let (name, session) = match v.iter().position(|&b| b == b'.') {
+        Some(dot) => (
+            &v[dot + 1..],
+            is(&v[..dot], "SESSION") || is(&v[..dot], "LOCAL"),
+        ),
+        None => (v, true),
     };
     let any = |names: &[&str]| names.iter().any(|n| is(name, n));
+    // The primary's GTID position, whatever the scope: a replica's lags (an application
+    // that reads it after a write, to wait for it elsewhere, needs the primary's).
+    if any(&["gtid_binlog_pos", "gtid_current_pos", "gtid_executed"]) {
+        return Some(SessionVariable::Primary);
+    }
+    if !session {
+        return None;
+    }
     if any(&[
         "last_insert_id",
         "identity",

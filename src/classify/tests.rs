@@ -163,6 +163,20 @@ const TABLE: &[Row] = &[
         Some(R::SideEffectFunction),
     ),
     ("SELECT nextval FROM t", K::Read, None),
+    // A name may begin with digits; a number ends where the server ends it.
+    ("SELECT 2fa_check(5)", K::Write, Some(R::StoredFunction)),
+    ("SELECT 2db.f(6)", K::Write, Some(R::StoredFunction)),
+    (
+        "SELECT 1.INTO OUTFILE '/tmp/x'",
+        K::Write,
+        Some(R::SelectInto),
+    ),
+    (
+        "SELECT * FROM t WHERE id = 1.LOCK IN SHARE MODE",
+        K::Write,
+        Some(R::LockingRead),
+    ),
+    ("SELECT 1e5, 0x1F, 2.5 FROM t1", K::Read, None),
     // Values only the session's primary connection holds.
     ("SELECT @@last_insert_id", K::Write, Some(R::SessionValue)),
     (
@@ -177,6 +191,17 @@ const TABLE: &[Row] = &[
     ),
     (
         "SELECT @@global.sql_mode, @@session.warning_count",
+        K::Read,
+        None,
+    ),
+    ("SELECT @@gtid_binlog_pos", K::Write, Some(R::SessionValue)),
+    (
+        "SELECT @@GLOBAL.gtid_executed",
+        K::Write,
+        Some(R::SessionValue),
+    ),
+    (
+        "SELECT @@global.gtid_slave_pos, @@global.last_insert_id",
         K::Read,
         None,
     ),
@@ -405,6 +430,29 @@ fn reads_of_the_last_statements_diagnostics_are_marked() {
         ("SELECT @@max_error_count", false),
     ] {
         assert_eq!(classify(sql.as_bytes()).diagnostics, want, "{sql}");
+    }
+}
+
+#[test]
+fn what_comes_past_the_tokens_looked_at_sends_a_read_to_the_primary() {
+    let list = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    // Each value and its comma are two tokens.
+    let short = format!("SELECT * FROM t WHERE id IN ({})", list(4000));
+    assert_eq!(kind_reason(&short), (K::Read, None));
+    for tail in ["", " FOR UPDATE", "; DELETE FROM t", " AND app.f(1)"] {
+        let long = format!("SELECT * FROM t WHERE id IN ({}){tail}", list(9000));
+        assert_eq!(
+            kind_reason(&long),
+            (K::Write, Some(R::Other)),
+            "tail {tail:?}"
+        );
+        let mut digest = Vec::new();
+        let c = classify_digest(long.as_bytes(), &mut digest);
+        assert_eq!(
+            (c.kind, c.reason),
+            (K::Write, Some(R::Other)),
+            "tail {tail:?}"
+        );
     }
 }
 

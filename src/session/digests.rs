@@ -152,18 +152,19 @@ mod tests {
             d.classify(b"SELECT 1 /* rwsplit:primary */").0.hint,
             Some(Hint::Primary)
         );
-        // The classifier reads 4096 tokens ("SELECT", then "+" and "1" in turn): a hint in a
-        // comment read while lexing one of them counts, one past them does not.
+        // The classifier reads 16384 tokens ("SELECT", then "+" and "1" in turn): a hint in a
+        // comment read while lexing one of them counts, and a trailing one when nothing
+        // follows; one before a token past them does not.
         let plus = |n: usize| "SELECT 1".to_string() + &" + 1".repeat(n);
         for (sql, hint) in [
-            (plus(2046) + " /* rwsplit:primary */", Some(Hint::Primary)), // 4094 tokens
+            (plus(8190) + " /* rwsplit:primary */", Some(Hint::Primary)), // 16382 tokens
             (
-                plus(2046) + " + /* rwsplit:primary */ 1",
+                plus(8190) + " + /* rwsplit:primary */ 1",
                 Some(Hint::Primary),
-            ), // 4096th token
-            (plus(2047) + " /* rwsplit:primary */", None),                // after exactly 4096
-            (plus(2047) + " /* rwsplit:primary */ + 1", None),            // before the 4097th
-            (plus(3000) + " /* rwsplit:primary */ + 1", None),
+            ), // 16384th token
+            (plus(8191) + " /* rwsplit:primary */", Some(Hint::Primary)), // after exactly 16384
+            (plus(8191) + " /* rwsplit:primary */ + 1", None),            // before the 16385th
+            (plus(12000) + " /* rwsplit:primary */ + 1", None),
         ] {
             assert_eq!(
                 of_class(&mut d, sql.as_bytes()).hint,
