@@ -7,8 +7,10 @@
 //! lexical pass is unsure: a SELECT naming `REPLACE(`/`INSERT(`, which may be string functions.
 
 pub mod fallback;
-mod functions;
+pub mod functions;
 mod lexer;
+
+pub use functions::Flavor;
 
 use lexer::{Lexer, Token, is};
 
@@ -204,8 +206,15 @@ pub(crate) fn of(kind: StatementKind) -> Classification {
 
 /// Classify one statement (the payload of a COM_QUERY or COM_STMT_PREPARE, without the command
 /// byte). Never panics, whatever the bytes; unrecognised SQL is `Write`/`Other`.
+/// While the server family is not known, only the functions both families have are taken
+/// for the server's own (`functions`).
 pub fn classify(sql: &[u8]) -> Classification {
-    classify_lexed(sql, None)
+    classify_lexed(sql, None, None)
+}
+
+/// [`classify`] for a server of family `flavor`: its own functions are known by name.
+pub fn classify_for(sql: &[u8], flavor: Flavor) -> Classification {
+    classify_lexed(sql, None, Some(flavor))
 }
 
 /// [`classify`], also writing the statement's digest (see [`digest`]) into `digest`, cleared
@@ -215,8 +224,8 @@ pub fn classify(sql: &[u8]) -> Classification {
 /// Every statement a session runs needs both; one pass of the lexer serves them (two passes
 /// were about 1,000 instructions of a point select's 19,000 in rwsplit;
 /// `scripts/instructions.sh`).
-pub fn classify_digest(sql: &[u8], digest: &mut Vec<u8>) -> Classification {
-    classify_lexed(sql, Some(digest))
+pub fn classify_digest(sql: &[u8], digest: &mut Vec<u8>, flavor: Option<Flavor>) -> Classification {
+    classify_lexed(sql, Some(digest), flavor)
 }
 
 /// Tokens the classifier looks at; a digest takes them all. A longer statement is `Write`
@@ -224,7 +233,11 @@ pub fn classify_digest(sql: &[u8], digest: &mut Vec<u8>) -> Classification {
 /// 24 bytes a token, at most 384 KiB for a moment; an `IN` list of about 8,000 values fits.
 const MAX_TOKENS: usize = 16384;
 
-fn classify_lexed(sql: &[u8], mut digest_out: Option<&mut Vec<u8>>) -> Classification {
+fn classify_lexed(
+    sql: &[u8],
+    mut digest_out: Option<&mut Vec<u8>>,
+    flavor: Option<Flavor>,
+) -> Classification {
     let mut lx = Lexer::new(sql);
     let mut toks = Tokens::new();
     // The hint as of the last token kept: a comment past the classifier's tokens does not count.
@@ -250,7 +263,11 @@ fn classify_lexed(sql: &[u8], mut digest_out: Option<&mut Vec<u8>>) -> Classific
         // Past the last token: a trailing comment counts.
         hint = lx.hint;
     }
-    let mut c = classify_tokens(sql, &toks, hint == Some(Hint::Replica));
+    let reading = Reading {
+        trust_functions: hint == Some(Hint::Replica),
+        flavor,
+    };
+    let mut c = classify_tokens(sql, &toks, reading);
     if past && (c.may_read_a_replica() || c.reason == Some(PrimaryReason::Unsure)) {
         c = write(PrimaryReason::Other);
     }
@@ -285,8 +302,16 @@ fn is_multi(toks: &[Token<'_>]) -> bool {
         .is_some_and(|p| toks[p + 1..].iter().any(|t| *t != Token::Punct(b';')))
 }
 
-/// `trust_functions`: a `rwsplit:replica` hint says the stored functions it calls only read.
-fn classify_tokens(sql: &[u8], toks: &[Token<'_>], trust_functions: bool) -> Classification {
+/// How a read's function calls are read.
+#[derive(Clone, Copy)]
+struct Reading {
+    /// A `rwsplit:replica` hint says the stored functions it calls only read.
+    trust_functions: bool,
+    /// The server family, whose own functions are known by name.
+    flavor: Option<Flavor>,
+}
+
+fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classification {
     use PrimaryReason as R;
     use StatementKind as K;
     if is_multi(toks) {
@@ -307,8 +332,8 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], trust_functions: bool) -> Cla
     };
     let second = toks.get(1);
     match first {
-        b"SELECT" | b"VALUES" => read_or_write(toks, true, trust_functions),
-        b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"TABLE" => read_or_write(toks, false, trust_functions),
+        b"SELECT" | b"VALUES" => read_or_write(toks, true, reading),
+        b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"TABLE" => read_or_write(toks, false, reading),
         b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => write(R::Dml),
         b"CREATE" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::CreatesTemporaryTable), ..write(R::Ddl) },
         b"DROP" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::DropsTemporaryTable), ..write(R::Ddl) },
@@ -371,9 +396,10 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], trust_functions: bool) -> Cla
 }
 
 /// A SELECT-like statement: a read unless it locks, writes into something, uses a side-effect
-/// function, a user variable or (unless `trust_functions`) a stored function, or (for `WITH`)
-/// wraps a write. `plain`: a `SELECT` or `VALUES`, which reads no table when no `FROM` is in it.
-fn read_or_write(toks: &[Token<'_>], plain: bool, trust_functions: bool) -> Classification {
+/// function, a user variable or (unless `reading` trusts them) a stored function, or (for
+/// `WITH`) wraps a write. `plain`: a `SELECT` or `VALUES`, which reads no table when no `FROM`
+/// is in it.
+fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classification {
     use PrimaryReason as R;
     let mut reason = None;
     let mut from = false;
@@ -454,9 +480,9 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, trust_functions: bool) -> Clas
             }
             Token::Word(w) if is(w, "FROM") => from = true,
             Token::Word(_) | Token::Quoted
-                if !trust_functions
+                if !reading.trust_functions
                     && next == Some(&Token::Punct(b'('))
-                    && calls_stored_function(toks, i) =>
+                    && calls_stored_function(toks, i, reading.flavor) =>
             {
                 note(R::StoredFunction, &mut reason);
             }
@@ -541,16 +567,28 @@ fn session_variable(v: &[u8]) -> Option<SessionVariable> {
 /// name (`` `f`( ``) counts as a stored function's.
 /// Out of line: rare next to the statement's other tokens, and kept out of the loop's code.
 #[inline(never)]
-fn calls_stored_function(toks: &[Token<'_>], i: usize) -> bool {
-    match i.checked_sub(1).and_then(|p| toks.get(p)) {
+fn calls_stored_function(toks: &[Token<'_>], i: usize, flavor: Option<Flavor>) -> bool {
+    let prev = i.checked_sub(1).and_then(|p| toks.get(p));
+    match prev {
         Some(Token::Punct(b'.')) => return true,
         Some(Token::Word(w)) if is(w, "AS") => return false,
         _ => {}
     }
-    if let Some(Token::Word(w)) = toks.get(i)
-        && functions::is_servers(w)
-    {
-        return false;
+    if let Some(Token::Word(w)) = toks.get(i) {
+        if functions::is_servers(w, flavor) {
+            return false;
+        }
+        // Words a stored function may be named by, told by what comes before them:
+        // `MATCH (a) AGAINST (`, `'$' COLUMNS (` in `JSON_TABLE`, `MEMBER OF (`.
+        let keyword_here = match prev {
+            Some(Token::Punct(b')')) => is(w, "AGAINST"),
+            Some(Token::Quoted) => is(w, "COLUMNS"),
+            Some(Token::Word(p)) => is(p, "MEMBER") && is(w, "OF"),
+            _ => false,
+        };
+        if keyword_here {
+            return false;
+        }
     }
     !names_cte_columns(toks, i)
 }

@@ -67,11 +67,14 @@ pub struct ServerIdentity {
     pub collation: u8,
 }
 
+/// The version the greeting gives until a backend has been reached.
+pub const UNREACHED_VERSION: &str = "5.5.5-10.11.0-MariaDB-rwsplit";
+
 impl Default for ServerIdentity {
     /// Used until a backend has been reached.
     fn default() -> Self {
         ServerIdentity {
-            version: "5.5.5-10.11.0-MariaDB-rwsplit".into(),
+            version: UNREACHED_VERSION.into(),
             capabilities: PROXY_CAPABILITIES,
             collation: 45, // utf8mb4_general_ci
         }

@@ -239,6 +239,9 @@ pub struct Session {
     lost: Option<&'static str>,
     /// Text statements' digests, recent ones shared.
     digests: digests::Digests,
+    /// The backends' server family, once a backend has been reached: the classifier knows
+    /// its own functions by name.
+    flavor: Option<crate::classify::Flavor>,
     /// The last COM_STMT_EXECUTE rewritten for a backend, kept for the next one's bytes (see
     /// `exec::bytes_for`).
     execute_buf: Vec<u8>,
@@ -403,6 +406,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             pools: Vec::new(),
             lost: None,
             digests: digests::Digests::default(),
+            flavor: None,
             execute_buf: Vec::new(),
             span: span.clone(),
         };
@@ -640,9 +644,22 @@ impl Session {
         }
     }
 
+    /// The backends' server family, learned once a backend has been reached (the monitor's
+    /// identity) and kept for the session.
+    fn flavor(&mut self) -> Option<crate::classify::Flavor> {
+        if self.flavor.is_none() {
+            let id = self.shared.health.identity.load();
+            if id.version != crate::protocol::handshake::UNREACHED_VERSION {
+                self.flavor = Some(crate::classify::Flavor::of(&id.version));
+            }
+        }
+        self.flavor
+    }
+
     async fn query(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         use crate::protocol::response::ResponseKind as K;
-        let (class, digest) = self.digests.classify(&packet[1..]);
+        let flavor = self.flavor();
+        let (class, digest) = self.digests.classify(&packet[1..], flavor);
         // rwsplit's own session variable: only a SET can be one, so other statements skip the look.
         if class.kind == StatementKind::SessionCommand
             && let Some(mode) = consistency::parse_set_consistency(&packet[1..])
