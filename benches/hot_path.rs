@@ -58,7 +58,10 @@ fn bench(c: &mut Criterion) {
             rwsplit::classify::classify_digest(
                 black_box(b"SELECT c FROM sbtest1 WHERE id = 4242"),
                 &mut buf,
-                Some(rwsplit::classify::Flavor::MariaDb),
+                rwsplit::classify::Dialect {
+                    flavor: Some(rwsplit::classify::Flavor::MariaDb),
+                    no_backslash_escapes: false,
+                },
             )
         })
     });

@@ -359,6 +359,28 @@ async fn session_values_are_read_from_the_connection_that_made_them() {
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
 
+/// With `NO_BACKSLASH_ESCAPES` a backslash ends nothing: `'C:\'` is a whole string, so what
+/// follows it is SQL, as the server reads it (here a locking read, for the primary).
+#[tokio::test]
+async fn with_no_backslash_escapes_strings_are_read_as_the_server_reads_them() {
+    let proxy = Proxy::start();
+    let primary = primary_id().await;
+    let mut c = proxy.conn().await;
+    let sql = r"SELECT @@server_id FROM DUAL WHERE 'C:\' = 'C:\' FOR UPDATE";
+    c.query_drop("SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let id: Option<u64> = c.query_first(sql).await.unwrap();
+        assert_eq!(id, Some(primary), "{sql} did not run on the primary");
+    }
+    // Back to escapes: the same text is a string that never ends, which the server refuses.
+    c.query_drop("SET SESSION sql_mode = DEFAULT")
+        .await
+        .unwrap();
+    assert!(c.query_drop(sql).await.is_err());
+}
+
 /// MariaDB's Oracle mode names a sequence's next value `seq.nextval`: it advances the
 /// sequence, so it runs on the primary (a replica refuses it, being read-only).
 #[tokio::test]

@@ -34,16 +34,25 @@ pub struct Lexer<'a> {
     i: usize,
     /// Inside `/*! ... */` or `/*M! ... */`, whose content is SQL.
     in_exec_comment: bool,
+    /// A backslash in a string escapes the next byte (not with `NO_BACKSLASH_ESCAPES`).
+    backslash_escapes: bool,
     /// A routing hint seen in a comment so far.
     pub hint: Option<super::Hint>,
 }
 
 impl<'a> Lexer<'a> {
     pub fn new(s: &'a [u8]) -> Self {
+        Lexer::with_escapes(s, true)
+    }
+
+    /// `backslash_escapes`: false where the session's `sql_mode` has `NO_BACKSLASH_ESCAPES`,
+    /// in which `'C:\'` is a whole string.
+    pub fn with_escapes(s: &'a [u8], backslash_escapes: bool) -> Self {
         Lexer {
             s,
             i: 0,
             in_exec_comment: false,
+            backslash_escapes,
             hint: None,
         }
     }
@@ -110,7 +119,7 @@ impl<'a> Lexer<'a> {
         self.i += 1;
         while self.i < self.s.len() {
             let c = self.s[self.i];
-            if c == b'\\' && q != b'`' {
+            if c == b'\\' && q != b'`' && self.backslash_escapes {
                 self.i += 2;
             } else if c == q {
                 if self.at(1) == q {

@@ -209,12 +209,27 @@ pub(crate) fn of(kind: StatementKind) -> Classification {
 /// While the server family is not known, only the functions both families have are taken
 /// for the server's own (`functions`).
 pub fn classify(sql: &[u8]) -> Classification {
-    classify_lexed(sql, None, None)
+    classify_lexed(sql, None, Dialect::default())
 }
 
 /// [`classify`] for a server of family `flavor`: its own functions are known by name.
 pub fn classify_for(sql: &[u8], flavor: Flavor) -> Classification {
-    classify_lexed(sql, None, Some(flavor))
+    let dialect = Dialect {
+        flavor: Some(flavor),
+        ..Dialect::default()
+    };
+    classify_lexed(sql, None, dialect)
+}
+
+/// What the classifier must know of the server and the session to read a statement as they do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dialect {
+    /// The backends' server family, whose own functions are known by name (`None`: not known
+    /// yet; only the functions both families have count).
+    pub flavor: Option<Flavor>,
+    /// The session's `sql_mode` has `NO_BACKSLASH_ESCAPES` (the server's status flag says so):
+    /// a backslash in a string is a backslash, and `'C:\' FOR UPDATE` locks.
+    pub no_backslash_escapes: bool,
 }
 
 /// [`classify`], also writing the statement's digest (see [`digest`]) into `digest`, cleared
@@ -224,8 +239,8 @@ pub fn classify_for(sql: &[u8], flavor: Flavor) -> Classification {
 /// Every statement a session runs needs both; one pass of the lexer serves them (two passes
 /// were about 1,000 instructions of a point select's 19,000 in rwsplit;
 /// `scripts/instructions.sh`).
-pub fn classify_digest(sql: &[u8], digest: &mut Vec<u8>, flavor: Option<Flavor>) -> Classification {
-    classify_lexed(sql, Some(digest), flavor)
+pub fn classify_digest(sql: &[u8], digest: &mut Vec<u8>, dialect: Dialect) -> Classification {
+    classify_lexed(sql, Some(digest), dialect)
 }
 
 /// Tokens the classifier looks at; a digest takes them all. A longer statement is `Write`
@@ -236,9 +251,9 @@ const MAX_TOKENS: usize = 16384;
 fn classify_lexed(
     sql: &[u8],
     mut digest_out: Option<&mut Vec<u8>>,
-    flavor: Option<Flavor>,
+    dialect: Dialect,
 ) -> Classification {
-    let mut lx = Lexer::new(sql);
+    let mut lx = Lexer::with_escapes(sql, !dialect.no_backslash_escapes);
     let mut toks = Tokens::new();
     // The hint as of the last token kept: a comment past the classifier's tokens does not count.
     let mut hint = None;
@@ -265,13 +280,17 @@ fn classify_lexed(
     }
     let reading = Reading {
         trust_functions: hint == Some(Hint::Replica),
-        flavor,
+        flavor: dialect.flavor,
     };
     let mut c = classify_tokens(sql, &toks, reading);
     if past && (c.may_read_a_replica() || c.reason == Some(PrimaryReason::Unsure)) {
         c = write(PrimaryReason::Other);
     }
-    if c.reason == Some(PrimaryReason::Unsure) {
+    // sqlparser reads a backslash as an escape: with NO_BACKSLASH_ESCAPES it may read a
+    // string where the server reads SQL, so it does not decide then.
+    if c.reason == Some(PrimaryReason::Unsure) && dialect.no_backslash_escapes {
+        c = write(PrimaryReason::Other);
+    } else if c.reason == Some(PrimaryReason::Unsure) {
         let d = match digest_out {
             Some(d) => String::from_utf8_lossy(d).into_owned(),
             None => digest(sql),

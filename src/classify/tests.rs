@@ -444,7 +444,7 @@ fn what_comes_past_the_tokens_looked_at_sends_a_read_to_the_primary() {
             "tail {tail:?}"
         );
         let mut digest = Vec::new();
-        let c = classify_digest(long.as_bytes(), &mut digest, Some(Flavor::MariaDb));
+        let c = classify_digest(long.as_bytes(), &mut digest, Dialect::default());
         assert_eq!(
             (c.kind, c.reason),
             (K::Write, Some(R::Other)),
@@ -505,6 +505,44 @@ fn each_server_family_knows_its_own_functions_by_name() {
             "MySQL: {sql}"
         );
         assert_eq!(read(classify(sql.as_bytes())), unknown, "unknown: {sql}");
+    }
+}
+
+#[test]
+fn with_no_backslash_escapes_a_backslash_escapes_nothing() {
+    let nbe = Dialect {
+        no_backslash_escapes: true,
+        ..Dialect::default()
+    };
+    let mut digest = Vec::new();
+    // (statement, kind and reason by default, with NO_BACKSLASH_ESCAPES)
+    for (sql, default, no_escapes) in [
+        (
+            r"SELECT id FROM t WHERE dir = 'C:\' FOR UPDATE",
+            (K::Read, None),
+            (K::Write, Some(R::LockingRead)),
+        ),
+        (
+            r"SELECT 'a\'; INSERT INTO log VALUES (42); -- '",
+            (K::Read, None),
+            (K::Write, Some(R::MultiStatement)),
+        ),
+        (
+            r"SELECT 'it''s \n' FROM t",
+            (K::Read, None),
+            (K::Read, None),
+        ),
+        // sqlparser, which reads backslashes as escapes, does not decide then (by default the
+        // string never ends, and sqlparser cannot parse it either).
+        (
+            r"SELECT REPLACE(a, '\', 'x') FROM t",
+            (K::Write, Some(R::Dml)),
+            (K::Write, Some(R::Other)),
+        ),
+    ] {
+        assert_eq!(kind_reason(sql), default, "{sql}");
+        let c = classify_digest(sql.as_bytes(), &mut digest, nbe);
+        assert_eq!((c.kind, c.reason), no_escapes, "{sql}");
     }
 }
 

@@ -16,6 +16,8 @@ pub const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
 pub const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
 /// COM_STMT_FETCH: the cursor is exhausted (and closed).
 pub const SERVER_STATUS_LAST_ROW_SENT: u16 = 0x0080;
+/// The session's `sql_mode` has `NO_BACKSLASH_ESCAPES`: a backslash in a string is a backslash.
+pub const SERVER_STATUS_NO_BACKSLASH_ESCAPES: u16 = 0x0200;
 
 /// Header byte of an OK packet.
 pub const OK_HEADER: u8 = 0x00;

@@ -30,8 +30,8 @@ impl Session {
             );
             return self.reply(&ClientError::new(1461, "42000", &msg)).await;
         }
-        let flavor = self.flavor();
-        let (class, digest) = self.digests.classify(&packet[1..], flavor);
+        let dialect = self.dialect();
+        let (class, digest) = self.digests.classify(&packet[1..], dialect);
         self.digest = Some(digest.clone());
         let proxy_id = self.stmts.next_id();
         let cmd = Cmd::Prepare { packet, proxy_id };

@@ -22,13 +22,13 @@ pub struct Digests {
 }
 
 impl Digests {
-    /// `flavor`: the backends' server family, whose own functions the classifier knows.
+    /// `dialect`: what the classifier must know of the server and the session.
     pub fn classify(
         &mut self,
         sql: &[u8],
-        flavor: Option<crate::classify::Flavor>,
+        dialect: crate::classify::Dialect,
     ) -> (Classification, Digest) {
-        let class = crate::classify::classify_digest(sql, &mut self.buf, flavor);
+        let class = crate::classify::classify_digest(sql, &mut self.buf, dialect);
         // Compared as bytes: a recent digest is valid UTF-8, so bytes equal to it are too, and a
         // repeated statement needs no UTF-8 check at all.
         // `Ok`: the index of the recent digest it is; `Err`: its text, new to the session.
@@ -98,7 +98,7 @@ mod tests {
     use super::*;
 
     fn of(d: &mut Digests, sql: &[u8]) -> Arc<str> {
-        let (class, digest) = d.classify(sql, None);
+        let (class, digest) = d.classify(sql, Default::default());
         // One pass for both: the same classification and key as computed apart.
         assert_eq!(class, crate::classify::classify(sql));
         assert_eq!(digest.key, crate::insight::key(&digest.text));
@@ -154,7 +154,9 @@ mod tests {
         }
         // A hint after the last token counts.
         assert_eq!(
-            d.classify(b"SELECT 1 /* rwsplit:primary */", None).0.hint,
+            d.classify(b"SELECT 1 /* rwsplit:primary */", Default::default())
+                .0
+                .hint,
             Some(Hint::Primary)
         );
         // The classifier reads 16384 tokens ("SELECT", then "+" and "1" in turn): a hint in a
@@ -182,21 +184,24 @@ mod tests {
 
     fn of_class(d: &mut Digests, sql: &[u8]) -> Classification {
         of(d, sql);
-        d.classify(sql, None).0
+        d.classify(sql, Default::default()).0
     }
 
     #[test]
     fn invalid_utf8_in_a_digest_is_replaced_as_it_was_word_by_word() {
         let mut d = Digests::default();
-        let (_, a) = d.classify(b"SELECT a\xe2\x82 FROM t WHERE b = '\xff'", None);
+        let (_, a) = d.classify(
+            b"SELECT a\xe2\x82 FROM t WHERE b = '\xff'",
+            Default::default(),
+        );
         assert_eq!(&**a.text(), "SELECT a\u{FFFD} FROM t WHERE b = ?");
         // Its bytes are not those of the kept text; run again, it is found by text: shared,
         // and kept once.
-        let (_, again) = d.classify(b"SELECT a\xe2\x82 FROM t WHERE b = 'x'", None);
+        let (_, again) = d.classify(b"SELECT a\xe2\x82 FROM t WHERE b = 'x'", Default::default());
         assert!(Arc::ptr_eq(again.text(), a.text()));
         assert_eq!(again.key(), a.key());
         assert_eq!(d.recent.iter().filter(|r| r.text == a.text).count(), 1);
-        let (_, b) = d.classify(b"SELECT \xff\xfe, c FROM t", None);
+        let (_, b) = d.classify(b"SELECT \xff\xfe, c FROM t", Default::default());
         assert_eq!(&**b.text(), "SELECT \u{FFFD}\u{FFFD}, c FROM t");
         assert_eq!(
             crate::classify::digest(b"SELECT \xff\xfe, c FROM t"),

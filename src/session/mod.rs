@@ -644,22 +644,26 @@ impl Session {
         }
     }
 
-    /// The backends' server family, learned once a backend has been reached (the monitor's
-    /// identity) and kept for the session.
-    fn flavor(&mut self) -> Option<crate::classify::Flavor> {
+    /// How the classifier reads this session's statements: the backends' server family,
+    /// learned once a backend has been reached (the monitor's identity) and kept for the
+    /// session, and the session's `NO_BACKSLASH_ESCAPES`.
+    fn dialect(&mut self) -> crate::classify::Dialect {
         if self.flavor.is_none() {
             let id = self.shared.health.identity.load();
             if id.version != crate::protocol::handshake::UNREACHED_VERSION {
                 self.flavor = Some(crate::classify::Flavor::of(&id.version));
             }
         }
-        self.flavor
+        crate::classify::Dialect {
+            flavor: self.flavor,
+            no_backslash_escapes: self.state.no_backslash_escapes,
+        }
     }
 
     async fn query(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         use crate::protocol::response::ResponseKind as K;
-        let flavor = self.flavor();
-        let (class, digest) = self.digests.classify(&packet[1..], flavor);
+        let dialect = self.dialect();
+        let (class, digest) = self.digests.classify(&packet[1..], dialect);
         // rwsplit's own session variable: only a SET can be one, so other statements skip the look.
         if class.kind == StatementKind::SessionCommand
             && let Some(mode) = consistency::parse_set_consistency(&packet[1..])

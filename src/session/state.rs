@@ -33,6 +33,9 @@ pub struct State {
     /// `chains[i]`: the hash of the first `i` entries of `replay` (`chains[0] == 0`).
     chains: Vec<u64>,
     pub autocommit: bool,
+    /// The session's `sql_mode` has `NO_BACKSLASH_ESCAPES` (the server's status flag, as of
+    /// the last statement): the classifier reads strings as the server does.
+    pub no_backslash_escapes: bool,
     /// What `LAST_INSERT_ID()` returns in this session.
     pub last_insert_id: u64,
     /// `CREATE TEMPORARY TABLE` ran: the table exists only on the primary connection.
@@ -195,6 +198,7 @@ impl State {
             replay: Vec::new(),
             chains: vec![0],
             autocommit: true,
+            no_backslash_escapes: false,
             last_insert_id: 0,
             temporary_tables: false,
             table_locks: false,
@@ -217,6 +221,8 @@ impl State {
 
     pub fn update_status(&mut self, status: u16) {
         self.autocommit = status & SERVER_STATUS_AUTOCOMMIT != 0;
+        self.no_backslash_escapes =
+            status & crate::protocol::packets::SERVER_STATUS_NO_BACKSLASH_ESCAPES != 0;
     }
 
     /// The hash of the whole log: what a connection carrying this session's state has.
