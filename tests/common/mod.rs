@@ -122,6 +122,13 @@ impl Proxy {
         let (addr, shared, admin) = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("proxy started");
+        // rwsplit serves after one check of every backend or 1.5 s, whichever comes first; a
+        // loaded machine (CI, every test binary at once) can take longer, and a read routed
+        // before the replicas' first check goes to the primary. Tests route on facts.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !shared.health.checked_once() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Proxy {
             addr,
             shared,
