@@ -122,18 +122,29 @@ impl Proxy {
         let (addr, shared, admin) = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("proxy started");
-        // rwsplit serves after one check of every backend or 1.5 s, whichever comes first; a
-        // loaded machine (CI, every test binary at once) can take longer, and a read routed
-        // before the replicas' first check goes to the primary. Tests route on facts.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !shared.health.checked_once() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         Proxy {
             addr,
             shared,
             admin,
         }
+    }
+
+    /// Waits (up to 10 s) until every backend has been checked once. rwsplit serves after
+    /// that or 1.5 s, whichever comes first; on a loaded machine (CI, every test binary at
+    /// once) a read routed before the replicas' first check goes to the primary. Async: a
+    /// test's own forwarder in front of a backend must keep running meanwhile.
+    pub async fn checked(&self) {
+        let health = &self.shared.health;
+        eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            "every backend checked once",
+            async || match health.checked_once() {
+                true => Ok(()),
+                false => Err("not yet"),
+            },
+        )
+        .await;
     }
 
     pub fn url(&self, user: &str, password: &str) -> String {
