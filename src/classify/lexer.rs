@@ -5,8 +5,12 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Token<'a> {
     Word(&'a [u8]),
-    /// A quoted identifier (backticks) or a string literal: never a keyword.
+    /// A string literal (`'...'`, or `"..."`, an identifier only with `ANSI_QUOTES`): never a
+    /// keyword.
     Quoted,
+    /// A backtick-quoted identifier, without its backticks (a doubled backtick in it stays
+    /// doubled): a name, never a keyword.
+    Ident(&'a [u8]),
     Number,
     /// `@name`, `@'name'`, `` @`name` ``: a user variable.
     UserVar,
@@ -200,7 +204,18 @@ impl<'a> Iterator for Lexer<'a> {
         self.skip_space_and_comments();
         let c = *self.s.get(self.i)?;
         Some(match c {
-            b'\'' | b'"' | b'`' => {
+            b'`' => {
+                let start = self.i + 1;
+                self.skip_quoted(c);
+                // Without the closing backtick, unless the name never ends.
+                let end = if self.s.get(self.i.wrapping_sub(1)) == Some(&b'`') && self.i > start {
+                    self.i - 1
+                } else {
+                    self.i
+                };
+                Token::Ident(&self.s[start.min(end)..end])
+            }
+            b'\'' | b'"' => {
                 self.skip_quoted(c);
                 Token::Quoted
             }
@@ -266,7 +281,7 @@ mod tests {
                 Token::Word(b"_x1"),
                 Token::Word("café".as_bytes()),
                 Token::Punct(b'.'),
-                Token::Quoted,
+                Token::Ident(b"q"),
                 Token::Word(b"FROM"),
                 Token::Word(b"t1"),
                 Token::Word(b"WHERE"),

@@ -365,7 +365,7 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
         b"USE" => {
             let schema = match second {
                 Some(Token::Word(w)) => Some(String::from_utf8_lossy(w).into_owned()),
-                Some(Token::Quoted) => quoted_name(sql),
+                Some(Token::Quoted | Token::Ident(_)) => quoted_name(sql),
                 _ => None,
             };
             Classification { schema, ..of(K::Use) }
@@ -479,7 +479,8 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             {
                 return write(R::Dml);
             }
-            Token::Word(w)
+            // A backticked name is the function too: `` `get_lock`('l', 1) `` takes the lock.
+            Token::Word(w) | Token::Ident(w)
                 if (next == Some(&Token::Punct(b'(')) || is(w, "SQL_CALC_FOUND_ROWS"))
                     && SIDE_EFFECT_FUNCTIONS.iter().any(|f| is(w, f)) =>
             {
@@ -498,7 +499,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
                 }
             }
             Token::Word(w) if is(w, "FROM") => from = true,
-            Token::Word(_) | Token::Quoted
+            Token::Word(_) | Token::Quoted | Token::Ident(_)
                 if !reading.trust_functions
                     && next == Some(&Token::Punct(b'('))
                     && calls_stored_function(toks, i, reading.flavor) =>
@@ -817,6 +818,11 @@ fn push_digest_token(out: &mut Vec<u8>, t: Token<'_>) {
     match t {
         Token::Word(w) => out.extend_from_slice(w),
         Token::Quoted | Token::Number => out.push(b'?'),
+        Token::Ident(name) => {
+            out.push(b'`');
+            out.extend_from_slice(name);
+            out.push(b'`');
+        }
         Token::UserVar => out.extend_from_slice(b"@?"),
         Token::SysVar(w) => {
             out.extend_from_slice(b"@@");

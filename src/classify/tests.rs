@@ -629,6 +629,7 @@ fn effects_are_reported() {
             Some(E::SetsOneShotVariable),
         ),
         ("SET sql_mode = ''", None),
+        ("SELECT `get_lock`('l', 1)", Some(E::TakesNamedLock)),
         ("HANDLER t OPEN", Some(E::OpensHandler)),
         ("handler app.close open AS h", Some(E::OpensHandler)),
         ("HANDLER `t` CLOSE", Some(E::ClosesHandler)),
@@ -674,6 +675,11 @@ fn digest_replaces_literals_and_folds_space() {
         "SELECT a, b FROM t WHERE id = ? AND n = ?"
     );
     assert_eq!(digest(b"select f(1, 2)"), "select f(?, ?)");
+    // Names stay, backticked or not; strings go.
+    assert_eq!(
+        digest(b"SELECT `a`, b FROM `app`.`t` WHERE `id` = 'x' AND `un``ended"),
+        "SELECT `a`, b FROM `app` . `t` WHERE `id` = ? AND `un``ended`"
+    );
 }
 
 #[test]
