@@ -221,6 +221,13 @@ impl<'a> Iterator for Lexer<'a> {
             }
             b'@' if self.at(1) == b'@' => {
                 self.i += 2;
+                // `` @@`last_insert_id` ``: the name between the backticks.
+                if self.at(0) == b'`' {
+                    let start = self.i + 1;
+                    self.skip_quoted(b'`');
+                    let end = self.i.saturating_sub(1).max(start).min(self.s.len());
+                    return Some(Token::SysVar(&self.s[start.min(end)..end]));
+                }
                 let start = self.i;
                 let _ = self.word();
                 if self.at(0) == b'.' {

@@ -180,6 +180,7 @@ const TABLE: &[Row] = &[
         K::Write,
         Some(R::SessionValue),
     ),
+    ("SELECT @@`last_insert_id`", K::Write, Some(R::SessionValue)),
     (
         "SELECT @@global.sql_mode, @@session.warning_count",
         K::Read,
