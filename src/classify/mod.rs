@@ -582,9 +582,9 @@ fn session_variable(v: &[u8]) -> Option<SessionVariable> {
 
 /// Whether `toks[i]`, a name followed by `(`, calls a stored or loadable function: a name
 /// qualified by its schema (`app.f(`, whatever `f` is), or one that is none of the server's
-/// functions and keywords (`functions`), nor a column list (`AS d (a, b)` after a derived
-/// table, `WITH c (a, b) AS (...)`), nor a type (`CAST(x AS DECIMAL(10, 2))`). A quoted
-/// name (`` `f`( ``) counts as a stored function's.
+/// functions and keywords (`functions`), nor a column list (`AS d (a, b)` or `) d (a, b)`
+/// after a derived table, `WITH c (a, b) AS (...)`), nor a type (`CAST(x AS DECIMAL(10,
+/// 2))`). A quoted name (`` `f`( ``) counts as a stored function's.
 /// Out of line: rare next to the statement's other tokens, and kept out of the loop's code.
 #[inline(never)]
 fn calls_stored_function(toks: &[Token<'_>], i: usize, flavor: Option<Flavor>) -> bool {
@@ -592,6 +592,9 @@ fn calls_stored_function(toks: &[Token<'_>], i: usize, flavor: Option<Flavor>) -
     match prev {
         Some(Token::Punct(b'.')) => return true,
         Some(Token::Word(w)) if is(w, "AS") => return false,
+        // No call follows a `)` straight away: `MATCH (a) AGAINST (`, a derived table's alias
+        // and columns without `AS` (`FROM (SELECT 1, 2) d (a, b)`).
+        Some(Token::Punct(b')')) => return false,
         _ => {}
     }
     if let Some(Token::Word(w)) = toks.get(i) {
@@ -599,9 +602,8 @@ fn calls_stored_function(toks: &[Token<'_>], i: usize, flavor: Option<Flavor>) -
             return false;
         }
         // Words a stored function may be named by, told by what comes before them:
-        // `MATCH (a) AGAINST (`, `'$' COLUMNS (` in `JSON_TABLE`, `MEMBER OF (`.
+        // `'$' COLUMNS (` in `JSON_TABLE`, `MEMBER OF (`.
         let keyword_here = match prev {
-            Some(Token::Punct(b')')) => is(w, "AGAINST"),
             Some(Token::Quoted) => is(w, "COLUMNS"),
             Some(Token::Word(p)) => is(p, "MEMBER") && is(w, "OF"),
             _ => false,

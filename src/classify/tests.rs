@@ -68,6 +68,8 @@ const TABLE: &[Row] = &[
         None,
     ),
     ("SELECT * FROM (SELECT 1, 2) AS d (a, b)", K::Read, None),
+    ("SELECT * FROM (SELECT 1, 2) d (a, b)", K::Read, None),
+    ("SELECT * FROM (SELECT 1, 2) `d` (a, b)", K::Read, None),
     (
         "SELECT * FROM t FORCE INDEX (PRIMARY) JOIN u USING (id) WHERE t.id = 1",
         K::Read,
