@@ -498,6 +498,31 @@ async fn tz(c: &mut Conn, primary: bool) -> String {
     c.query_first(sql).await.expect("time_zone").expect("row")
 }
 
+/// A statement prepared on a shared connection is used again there only in the context it
+/// was prepared in (schema, replayed `SET`s): the server finds a statement's tables in the
+/// schema of its prepare, so a session in another schema prepares it anew rather than read
+/// the other session's tables.
+#[tokio::test]
+async fn a_statement_prepared_in_another_schema_is_not_reused() {
+    let proxy = one_connection_per_server();
+    // On the one primary connection, for both sessions.
+    let sql = "/* rwsplit:primary */ SELECT DATABASE()";
+    let mut a = proxy.conn().await;
+    let mut b = Conn::new(proxy.opts().db_name(Some("information_schema")))
+        .await
+        .expect("connect in information_schema");
+    let in_app = a.prep(sql).await.expect("prepare in app");
+    let db: Option<String> = a.exec_first(&in_app, ()).await.expect("a");
+    assert_eq!(db.as_deref(), Some("app"));
+    let in_is = b.prep(sql).await.expect("prepare in information_schema");
+    for round in 0..2 {
+        let db: Option<String> = b.exec_first(&in_is, ()).await.expect("b");
+        assert_eq!(db.as_deref(), Some("information_schema"), "round {round}");
+        let db: Option<String> = a.exec_first(&in_app, ()).await.expect("a");
+        assert_eq!(db.as_deref(), Some("app"), "round {round}");
+    }
+}
+
 /// `SET insert_id = n` is for the session's next insert only: once that insert has used it,
 /// a connection the session moves to must not be given it again (the insert after would reuse
 /// the id).

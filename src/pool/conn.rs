@@ -70,9 +70,12 @@ pub struct BackendConn {
     pub log: Vec<u64>,
     /// What `LAST_INSERT_ID()` returns on this connection (from the OK packets it sent).
     pub last_insert_id: u64,
-    /// Statements prepared on this connection, by their COM_STMT_PREPARE packet: any session
-    /// that runs the same statement here reuses the server's statement id. Cleared by a reset.
-    pub statements: std::collections::HashMap<Box<[u8]>, u32>,
+    /// Statements prepared on this connection, by their COM_STMT_PREPARE packet, with the
+    /// `context` they were prepared in: any session that runs the same statement here in the
+    /// same context reuses the server's statement id. (A statement finds its tables in the
+    /// schema it was prepared in, and was parsed in that `sql_mode`: in another context it is
+    /// prepared again.) Cleared by a reset.
+    pub statements: std::collections::HashMap<Box<[u8]>, (u64, u32)>,
     /// Changes whenever a statement leaves `statements` (`statements_dropped`): a session that
     /// remembers a server statement id it found here (`Statement::on`) trusts it only while
     /// `statements_version` is what it was.
@@ -145,6 +148,19 @@ impl BackendConn {
             serial: next_serial(),
             status: packets::SERVER_STATUS_AUTOCOMMIT,
             scratch: Vec::new(),
+        })
+    }
+
+    /// The schema and the session-state log this connection carries now, as one hash: what a
+    /// statement prepared here depends on (FNV-1a over the schema, from the log's last hash).
+    pub fn context(&self) -> u64 {
+        // A log no longer carried whole matches nothing until the next sync.
+        let Some(&log) = self.log.last() else {
+            return u64::MAX;
+        };
+        let schema = self.schema.as_deref().unwrap_or("\0").as_bytes();
+        schema.iter().fold(log ^ 0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         })
     }
 

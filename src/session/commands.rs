@@ -42,7 +42,7 @@ impl Session {
             let mut on = None;
             if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
                 super::exec::remember_prepared(c, packet, p.statement_id).await;
-                on = Some((c.statements_version(), p.statement_id));
+                on = Some((c.statements_version(), c.context(), p.statement_id));
             }
             self.stmts.insert(
                 proxy_id,

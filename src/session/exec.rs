@@ -151,14 +151,20 @@ async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardErr
 /// there before under the same text is closed (the new id replaces it), and past
 /// `MAX_PER_CONNECTION` one other is closed, so a connection holds a bounded number.
 pub(super) async fn remember_prepared(conn: &mut BackendConn, packet: &[u8], id: u32) {
-    let mut close = conn.statements.insert(packet.into(), id);
+    let context = conn.context();
+    let mut close = conn
+        .statements
+        .insert(packet.into(), (context, id))
+        .map(|(_, old)| old);
     if close.is_none() && conn.statements.len() > prepared::MAX_PER_CONNECTION {
         let victim = conn
             .statements
             .iter()
             .find(|(k, _)| &***k != packet)
             .map(|(k, _)| k.clone());
-        close = victim.and_then(|k| conn.statements.remove(&k));
+        close = victim
+            .and_then(|k| conn.statements.remove(&k))
+            .map(|(_, old)| old);
     }
     if close.is_some() {
         conn.statements_dropped();
@@ -853,13 +859,17 @@ impl Session {
         // Where the statement ran last, unless that connection closed or replaced statements
         // since: no hash and compare of its text per execute.
         let here = conn.statements_version();
-        if let Some((at, b)) = stmt.on
+        let context = conn.context();
+        if let Some((at, c, b)) = stmt.on
             && at == here
+            && c == context
         {
             return Ok(b);
         }
-        if let Some(&b) = conn.statements.get(stmt.prepare_packet.as_slice()) {
-            stmt.on = Some((here, b));
+        if let Some(&(c, b)) = conn.statements.get(stmt.prepare_packet.as_slice())
+            && c == context
+        {
+            stmt.on = Some((here, context, b));
             return Ok(b);
         }
         match conn
@@ -870,7 +880,7 @@ impl Session {
                 prepared: Some(p), ..
             })) => {
                 remember_prepared(conn, &stmt.prepare_packet, p.statement_id).await;
-                stmt.on = Some((conn.statements_version(), p.statement_id));
+                stmt.on = Some((conn.statements_version(), context, p.statement_id));
                 Ok(p.statement_id)
             }
             Ok(Ok(_)) => Err(Failure::Down("prepare returned no statement".into())),

@@ -40,8 +40,8 @@ pub struct Statement {
     /// connection was released.
     pub last: Option<(Slot, u64)>,
     /// The server's id for it on the connection it last ran on, with that connection's
-    /// `statements_version()` then (see `exec::prepared_on`).
-    pub on: Option<((u64, u32), u32)>,
+    /// `statements_version()` and `context()` then (see `exec::prepared_on`).
+    pub on: Option<((u64, u32), u64, u32)>,
 }
 
 /// The session's statements by client-facing id. Each statement also counts in a total over
