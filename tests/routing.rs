@@ -381,6 +381,51 @@ async fn with_no_backslash_escapes_strings_are_read_as_the_server_reads_them() {
     assert!(c.query_drop(sql).await.is_err());
 }
 
+/// `SET STATEMENT var = value FOR stmt` sets the variable for that statement only, on every
+/// server the session uses afterwards too (the server reports the change; it is not the
+/// session's to carry).
+#[tokio::test]
+async fn set_statement_sets_a_variable_for_its_statement_only() {
+    let proxy = Proxy::start();
+    let mut c = proxy.conn().await;
+    for scoped in [
+        "SET STATEMENT max_statement_time = 123 FOR SELECT @@max_statement_time",
+        "SET STATEMENT max_statement_time = 123 FOR SELECT @@max_statement_time FROM DUAL FOR UPDATE",
+    ] {
+        let v: Option<f64> = c.query_first(scoped).await.unwrap();
+        assert_eq!(v, Some(123.0), "{scoped}");
+        for sql in [
+            "SELECT @@max_statement_time",
+            "/* rwsplit:primary */ SELECT @@max_statement_time",
+        ] {
+            let v: Option<f64> = c.query_first(sql).await.unwrap();
+            assert_eq!(v, Some(0.0), "{sql} after {scoped}");
+        }
+    }
+}
+
+/// `SET TRANSACTION READ ONLY` is for the next transaction, and an autocommit read is one:
+/// it uses the characteristics up, so a write after it is not refused.
+#[tokio::test]
+async fn set_transaction_is_used_up_by_the_next_read() {
+    let proxy = Proxy::start();
+    let t = unique("settrx");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    c.query_drop("SET TRANSACTION READ ONLY").await.unwrap();
+    let n: Option<i64> = c
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .await
+        .unwrap();
+    assert_eq!(n, Some(0));
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("a write after the read that used SET TRANSACTION READ ONLY up");
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
+
 /// MariaDB's Oracle mode names a sequence's next value `seq.nextval`: it advances the
 /// sequence, so it runs on the primary (a replica refuses it, being read-only).
 #[tokio::test]

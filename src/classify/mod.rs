@@ -153,6 +153,9 @@ pub struct Classification {
     /// ran on: `SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) WARNINGS`, `@@warning_count`,
     /// `@@error_count`.
     pub diagnostics: bool,
+    /// `SET STATEMENT var = value FOR stmt`: the rest classifies `stmt`; the variables are the
+    /// statement's alone (the server puts them back after it), not the session's.
+    pub scoped_set: bool,
 }
 
 impl Classification {
@@ -192,6 +195,7 @@ fn write(reason: PrimaryReason) -> Classification {
         fast_path: true,
         idempotent: false,
         diagnostics: false,
+        scoped_set: false,
     }
 }
 
@@ -361,6 +365,7 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
         b"ANALYZE" if !(word(second, "TABLE") || word(second, "TABLES") || word(second, "NO_WRITE_TO_BINLOG") || word(second, "LOCAL")) => write(R::Other),
         b"CREATE" | b"ALTER" | b"DROP" if word(second, "PREPARE") => write(R::SqlPrepare),
         b"CREATE" | b"ALTER" | b"DROP" | b"TRUNCATE" | b"RENAME" | b"GRANT" | b"REVOKE" | b"ANALYZE" | b"OPTIMIZE" | b"REPAIR" => write(R::Ddl),
+        b"SET" if word(second, "STATEMENT") => set_statement(sql, toks, reading),
         b"SET" => classify_set(toks),
         b"USE" => {
             let schema = match second {
@@ -635,6 +640,31 @@ fn names_cte_columns(toks: &[Token<'_>], i: usize) -> bool {
     false
 }
 
+/// `SET STATEMENT var = value [, ...] FOR stmt` (MariaDB): `stmt` as it would be alone,
+/// marked `scoped_set`. Without a `FOR` at the top level, `Other`.
+fn set_statement(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classification {
+    let mut depth = 0i32;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Token::Punct(b'(') => depth += 1,
+            Token::Punct(b')') => depth -= 1,
+            Token::Word(w) if depth == 0 && is(w, "FOR") => {
+                let rest = &toks[i + 1..];
+                return match rest.first() {
+                    Some(Token::Word(w)) if is(w, "SET") => write(PrimaryReason::Other),
+                    Some(_) => Classification {
+                        scoped_set: true,
+                        ..classify_tokens(sql, rest, reading)
+                    },
+                    None => write(PrimaryReason::Other),
+                };
+            }
+            _ => {}
+        }
+    }
+    write(PrimaryReason::Other)
+}
+
 /// `SET ...`: session state to replay, user variables, or something only the primary may see.
 fn classify_set(toks: &[Token<'_>]) -> Classification {
     use PrimaryReason as R;
@@ -656,7 +686,6 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
         || word(second, "PERSIST_ONLY")
         || word(second, "PASSWORD")
         || word(second, "DEFAULT")
-        || word(second, "STATEMENT")
     {
         return write(R::Other);
     }

@@ -550,6 +550,52 @@ fn with_no_backslash_escapes_a_backslash_escapes_nothing() {
 }
 
 #[test]
+fn set_statement_classifies_its_statement() {
+    use SessionEffect as E;
+    for (sql, kind, reason, effect) in [
+        (
+            "SET STATEMENT max_statement_time = 1 FOR SELECT * FROM t",
+            K::Read,
+            None,
+            None,
+        ),
+        (
+            "set statement sql_mode = '', x = (1) for INSERT INTO t VALUES (1)",
+            K::Write,
+            Some(R::Dml),
+            None,
+        ),
+        (
+            "SET STATEMENT a = 1 FOR SELECT * FROM t FOR UPDATE",
+            K::Write,
+            Some(R::LockingRead),
+            None,
+        ),
+        (
+            "SET STATEMENT a = 1 FOR CREATE TEMPORARY TABLE t (i INT)",
+            K::Write,
+            Some(R::Ddl),
+            Some(E::CreatesTemporaryTable),
+        ),
+    ] {
+        let c = classify(sql.as_bytes());
+        assert_eq!(
+            (c.kind, c.reason, c.effect, c.scoped_set),
+            (kind, reason, effect, true),
+            "{sql}"
+        );
+    }
+    for sql in ["SET STATEMENT a = 1", "SET STATEMENT a = 1 FOR SET b = 2"] {
+        let c = classify(sql.as_bytes());
+        assert_eq!(
+            (c.kind, c.reason, c.scoped_set),
+            (K::Write, Some(R::Other), false),
+            "{sql}"
+        );
+    }
+}
+
+#[test]
 fn only_dml_named_functions_take_the_full_parse() {
     assert!(!classify(b"SELECT REPLACE(name, 'a', 'b') FROM t").fast_path);
     assert!(!classify(b"SELECT INSERT('abcd', 2, 1, 'x')").fast_path);

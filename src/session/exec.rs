@@ -272,8 +272,11 @@ impl Session {
             replica_transaction: self.replica_transaction(),
             read_only_on_replica: false,
             autocommit: self.state.autocommit,
+            // A pending `SET TRANSACTION` is for the next transaction, which an autocommit
+            // read is too: it runs where the characteristics wait (and uses them up).
             reads_pinned_to_primary: self.state.temporary_tables
                 || self.state.table_locks
+                || self.state.next_transaction
                 || self.state.untracked_state
                 || self.state.role
                 || self.causal.mode == Consistency::Strong,

@@ -914,7 +914,9 @@ impl Session {
         if understood {
             return;
         }
+        // `SET STATEMENT ... FOR`: the variables reported were the statement's alone.
         if !o.sysvars.is_empty()
+            && !class.scoped_set
             && self.state.record_tracked(&o.sysvars)
             && let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot)
         {
