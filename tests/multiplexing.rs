@@ -415,6 +415,15 @@ async fn each_pin_holds_while_its_state_lives_and_ends_with_it() {
         .await
         .expect("release");
     wait_pinned(&proxy, c.id(), None).await;
+    // The same by DO, which evaluates and discards.
+    c.query_drop("DO GET_LOCK('mux_pin_lock', 1)")
+        .await
+        .expect("do get_lock");
+    wait_pinned(&proxy, c.id(), Some("get_lock")).await;
+    c.query_drop("DO RELEASE_LOCK('mux_pin_lock')")
+        .await
+        .expect("do release");
+    wait_pinned(&proxy, c.id(), None).await;
 
     // State rwsplit cannot replay lives until the client resets the session.
     for (sql, reason, check) in [
@@ -496,6 +505,44 @@ async fn tz(c: &mut Conn, primary: bool) -> String {
         "SELECT @@session.time_zone"
     };
     c.query_first(sql).await.expect("time_zone").expect("row")
+}
+
+/// A connection's warnings are its last statement's: another session given the connection
+/// must not see them (`SHOW WARNINGS`, `@@warning_count` as its first statement show none).
+#[tokio::test]
+async fn a_sessions_warnings_are_not_shown_to_the_next_one() {
+    let proxy = Proxy::start_with(|t| {
+        pool_settings(t, "checkout_timeout = \"5s\"\nmax_connections = 1").replace(
+            "address = \"127.0.0.1:3308\"",
+            "address = \"127.0.0.1:3308\"\nweight = 0",
+        )
+    });
+    let t = unique("mux_warn");
+    let mut a = proxy.conn().await;
+    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    wait_sync();
+    // A warning on replica1's one connection, then a write: a's reads are no longer held there.
+    let v: Option<i64> = a
+        .query_first("SELECT CONVERT('secret_of_a', SIGNED)")
+        .await
+        .expect("a's read");
+    assert_eq!(v, Some(0));
+    wait_pinned(&proxy, a.id(), Some("warnings")).await;
+    a.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("a's write");
+    a.query_drop("SELECT 1").await.expect("a's read");
+    let mut b = proxy.conn().await;
+    let warnings: Vec<Row> = b.query("SHOW WARNINGS").await.expect("b's SHOW WARNINGS");
+    assert!(warnings.is_empty(), "b saw a's warnings: {warnings:?}");
+    let count: Option<u64> = b
+        .query_first("SELECT @@warning_count")
+        .await
+        .expect("b's count");
+    assert_eq!(count, Some(0));
+    a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
 /// A statement prepared on a shared connection is used again there only in the context it

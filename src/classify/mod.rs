@@ -405,6 +405,12 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
         b"PREPARE" => Classification { effect: Some(SessionEffect::PreparesSqlStatement), ..write(R::SqlPrepare) },
         b"EXECUTE" | b"DEALLOCATE" => write(R::SqlPrepare),
         b"CALL" => write(R::Call),
+        // `DO expr`: evaluated for its effects, on the primary; they count as in a `SELECT`
+        // (`DO GET_LOCK('l', 1)` takes a lock the session must keep, `DO @v := 1` sets one).
+        b"DO" => {
+            let c = read_or_write(toks, false, reading);
+            Classification { effect: c.effect, ..write(c.reason.unwrap_or(R::Other)) }
+        }
         b"HANDLER" => {
             // `HANDLER [db.]t OPEN|READ|CLOSE ...`: the word after the name.
             let after_name = if toks.get(2) == Some(&Token::Punct(b'.')) { 4 } else { 2 };

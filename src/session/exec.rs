@@ -532,6 +532,18 @@ impl Session {
             };
             synced = state::sync(conn, &self.state, full).await;
         }
+        if let Ok(Ok(done)) = synced
+            && std::mem::take(&mut self.clear_diagnostics)
+        {
+            // A statement that reads a table clears them (MariaDB keeps them past one that
+            // reads none, `DO 0` or `SELECT 1`); every user may read this one.
+            let clear = crate::protocol::Command::Query
+                .packet(b"DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)");
+            synced = conn
+                .run_internal(&clear, ResponseKind::Query)
+                .await
+                .map(|r| r.map(|_| done));
+        }
         match synced {
             Ok(Ok(done)) => {
                 if done != state::Sync::None || held != Some(b) {

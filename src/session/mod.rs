@@ -237,6 +237,11 @@ pub struct Session {
     /// (an open transaction, or state that pins the session): the client's connection is
     /// closed after the reply to the current command, as losing the server would close it.
     lost: Option<&'static str>,
+    /// A diagnostics read (`SHOW WARNINGS`, `@@warning_count`) goes to a connection that did
+    /// not run the session's last statement (which then had no warnings, or its connection
+    /// would be held): that connection's diagnostics, another statement's or another
+    /// session's, are cleared before it runs.
+    clear_diagnostics: bool,
     /// Text statements' digests, recent ones shared.
     digests: digests::Digests,
     /// The backends' server family, once a backend has been reached: the classifier knows
@@ -405,6 +410,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             gtid_due: false,
             pools: Vec::new(),
             lost: None,
+            clear_diagnostics: false,
             digests: digests::Digests::default(),
             flavor: None,
             execute_buf: Vec::new(),
@@ -693,14 +699,17 @@ impl Session {
         }
         // The diagnostics of the last statement live on its connection.
         let forced = if class.kind == StatementKind::Read && class.diagnostics {
-            self.last_slot.and_then(|s| self.slot_target(s))
+            let held = self.last_slot.and_then(|s| self.slot_target(s));
+            self.clear_diagnostics = held.is_none();
+            held
         } else {
             None
         };
-        if let Some((slot, o)) = self
+        let done = self
             .execute(&class, Cmd::Raw(packet), K::Query, forced)
-            .await?
-        {
+            .await;
+        self.clear_diagnostics = false;
+        if let Some((slot, o)) = done? {
             self.after(&class, slot, &o, packet);
             self.after_for_consistency(&class, slot, &o).await;
         }
