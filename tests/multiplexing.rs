@@ -507,6 +507,47 @@ async fn tz(c: &mut Conn, primary: bool) -> String {
     c.query_first(sql).await.expect("time_zone").expect("row")
 }
 
+/// `LASTVAL(s)` is the last value this connection took from `s`: right after the session's
+/// `NEXTVAL(s)` it keeps its connection, so another session's `NEXTVAL` in between cannot
+/// change what it reads.
+#[tokio::test]
+async fn lastval_right_after_nextval_is_the_sessions_own() {
+    let proxy = one_connection_per_server();
+    let s = unique("mux_seq");
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    a.query_drop(format!("CREATE SEQUENCE {s}"))
+        .await
+        .expect("create");
+    let first: Option<i64> = a
+        .query_first(format!("SELECT NEXTVAL({s})"))
+        .await
+        .expect("a's nextval");
+    assert_eq!(first, Some(1));
+    wait_pinned(&proxy, a.id(), Some("sequence")).await;
+    let next = format!("SELECT NEXTVAL({s})");
+    let other = tokio::spawn(async move {
+        let v: Option<i64> = b.query_first(next).await.expect("b's nextval");
+        (b, v)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let last: Option<i64> = a
+        .query_first(format!("SELECT LASTVAL({s})"))
+        .await
+        .expect("a's lastval");
+    assert_eq!(last, Some(1), "a read another session's value");
+    let (mut b, v) = other.await.expect("join");
+    assert_eq!(v, Some(2));
+    let last: Option<i64> = b
+        .query_first(format!("SELECT LASTVAL({s})"))
+        .await
+        .expect("b's lastval");
+    assert_eq!(last, Some(2));
+    a.query_drop(format!("DROP SEQUENCE {s}"))
+        .await
+        .expect("drop");
+}
+
 /// A connection's warnings are its last statement's: another session given the connection
 /// must not see them (`SHOW WARNINGS`, `@@warning_count` as its first statement show none).
 #[tokio::test]

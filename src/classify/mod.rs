@@ -116,6 +116,9 @@ pub enum SessionEffect {
     SetsOneShotVariable,
     /// `HANDLER t CLOSE`.
     ClosesHandler,
+    /// `NEXTVAL(s)`, `NEXT VALUE FOR s` in a read: the value `LASTVAL(s)` / `PREVIOUS VALUE
+    /// FOR s` return next is this connection's.
+    TakesSequenceValue,
     /// `SQL_CALC_FOUND_ROWS`: the next `FOUND_ROWS()` must run on the same connection.
     CalcFoundRows,
     /// SQL-level `PREPARE`.
@@ -469,6 +472,9 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             }
             Token::Word(w) if (is(w, "NEXT") || is(w, "PREVIOUS")) && word(next, "VALUE") => {
                 note(R::SideEffectFunction, &mut reason);
+                if is(w, "NEXT") {
+                    effect = effect.or(Some(SessionEffect::TakesSequenceValue));
+                }
             }
             // `seq.nextval`, `seq.currval`: sequences in MariaDB's Oracle mode.
             Token::Word(w)
@@ -507,6 +513,8 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
                     effect = Some(SessionEffect::CalcFoundRows);
                 } else if is(w, "LAST_INSERT_ID") && with_argument {
                     effect = Some(SessionEffect::SetsLastInsertId);
+                } else if is(w, "NEXTVAL") {
+                    effect = effect.or(Some(SessionEffect::TakesSequenceValue));
                 }
             }
             Token::Word(w) if is(w, "FROM") => from = true,

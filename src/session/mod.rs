@@ -853,6 +853,8 @@ impl Session {
             Some(("warnings", slot))
         } else if ok && class.reason == Some(crate::classify::PrimaryReason::Dml) {
             Some(("row_count", slot))
+        } else if ok && class.effect == Some(E::TakesSequenceValue) {
+            Some(("sequence", slot))
         } else {
             None
         };
