@@ -507,6 +507,22 @@ async fn tz(c: &mut Conn, primary: bool) -> String {
     c.query_first(sql).await.expect("time_zone").expect("row")
 }
 
+/// `SET profiling = 1` (SHOW PROFILES lists the connection's statements) and a client's own
+/// `session_track_state_change` (what rwsplit relies on to see state it cannot replay) keep the
+/// session on its connections until a reset.
+#[tokio::test]
+async fn sets_of_the_connections_own_history_keep_the_session_on_its_connections() {
+    let proxy = one_connection_per_server();
+    for set in ["SET profiling = 1", "SET session_track_state_change = OFF"] {
+        let mut c = proxy.conn().await;
+        c.query_drop(set).await.expect("set");
+        wait_pinned(&proxy, c.id(), Some("untracked_state")).await;
+        c.reset().await.expect("reset");
+        wait_pinned(&proxy, c.id(), None).await;
+        c.disconnect().await.expect("disconnect");
+    }
+}
+
 /// `LASTVAL(s)` is the last value this connection took from `s`: right after the session's
 /// `NEXTVAL(s)` it keeps its connection, so another session's `NEXTVAL` in between cannot
 /// change what it reads.

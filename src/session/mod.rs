@@ -873,6 +873,17 @@ impl Session {
         o: &crate::protocol::response::Outcome,
         packet: &[u8],
     ) {
+        // Variables whose effect is the connection's own: carried to shared connections they
+        // would show one session's statements to another (`profiling`: SHOW PROFILES) or
+        // hide the state changes rwsplit must see (`session_track_state_change`). The session
+        // keeps its connections instead.
+        const KEEP_CONNECTIONS: &[&str] = &["profiling", "session_track_state_change"];
+        if o.sysvars
+            .iter()
+            .any(|(n, _)| KEEP_CONNECTIONS.iter().any(|k| n.eq_ignore_ascii_case(k)))
+        {
+            self.state.untracked_state = true;
+        }
         if packet.first() != Some(&(Command::Query as u8)) {
             if !self.state.record_tracked(&o.sysvars) {
                 self.state.untracked_state = true;
