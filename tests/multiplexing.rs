@@ -415,6 +415,17 @@ async fn each_pin_holds_while_its_state_lives_and_ends_with_it() {
         .await
         .expect("release");
     wait_pinned(&proxy, c.id(), None).await;
+    // The same in a write.
+    c.query_drop(format!(
+        "UPDATE {t} SET v = GET_LOCK('mux_pin_lock', 1) WHERE id = 1"
+    ))
+    .await
+    .expect("update get_lock");
+    wait_pinned(&proxy, c.id(), Some("get_lock")).await;
+    c.query_drop("DO RELEASE_LOCK('mux_pin_lock')")
+        .await
+        .expect("do release");
+    wait_pinned(&proxy, c.id(), None).await;
     // The same by DO, which evaluates and discards.
     c.query_drop("DO GET_LOCK('mux_pin_lock', 1)")
         .await

@@ -360,7 +360,7 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
     match first {
         b"SELECT" | b"VALUES" => read_or_write(toks, true, reading),
         b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"TABLE" => read_or_write(toks, false, reading),
-        b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => write(R::Dml),
+        b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => Classification { effect: dml_effect(toks), ..write(R::Dml) },
         b"CREATE" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::CreatesTemporaryTable), ..write(R::Ddl) },
         b"DROP" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::DropsTemporaryTable), ..write(R::Ddl) },
         // MariaDB's `ANALYZE SELECT|UPDATE|DELETE ...` runs the statement: not DDL (which commits
@@ -652,6 +652,41 @@ fn names_cte_columns(toks: &[Token<'_>], i: usize) -> bool {
         }
     }
     false
+}
+
+/// What a DML statement does to the session beyond its rows: a lock function or
+/// `LAST_INSERT_ID(expr)` called in it (`INSERT ... SELECT GET_LOCK('l', 1)`), or a user
+/// variable assigned (`UPDATE t SET a = @v := a + 1`). A lock comes first: the session must
+/// keep it. Only names before a `(` and user variables are looked at.
+fn dml_effect(toks: &[Token<'_>]) -> Option<SessionEffect> {
+    use SessionEffect as E;
+    let mut effect = None;
+    for (i, t) in toks.iter().enumerate() {
+        let next = toks.get(i + 1);
+        match t {
+            Token::Word(w) | Token::Ident(w) if next == Some(&Token::Punct(b'(')) => {
+                if is(w, "GET_LOCK") {
+                    return Some(E::TakesNamedLock);
+                }
+                let with_argument = toks.get(i + 2).is_some_and(|t| *t != Token::Punct(b')'));
+                let found = if is(w, "RELEASE_LOCK") {
+                    Some(E::ReleasesNamedLock)
+                } else if is(w, "RELEASE_ALL_LOCKS") {
+                    Some(E::ReleasesAllNamedLocks)
+                } else if is(w, "LAST_INSERT_ID") && with_argument {
+                    Some(E::SetsLastInsertId)
+                } else {
+                    None
+                };
+                effect = effect.or(found);
+            }
+            Token::UserVar if next == Some(&Token::Punct(b':')) => {
+                effect = effect.or(Some(E::SetsUserVariable));
+            }
+            _ => {}
+        }
+    }
+    effect
 }
 
 /// `SET STATEMENT var = value [, ...] FOR stmt` (MariaDB): `stmt` as it would be alone,

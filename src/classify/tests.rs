@@ -684,6 +684,20 @@ fn effects_are_reported() {
         ("DO @v := 42", Some(E::SetsUserVariable)),
         ("DO LAST_INSERT_ID(77)", Some(E::SetsLastInsertId)),
         ("DO 1", None),
+        (
+            "INSERT INTO t SELECT GET_LOCK('l', 1)",
+            Some(E::TakesNamedLock),
+        ),
+        (
+            "UPDATE t SET v = RELEASE_LOCK('l') WHERE id = 1",
+            Some(E::ReleasesNamedLock),
+        ),
+        ("UPDATE t SET a = @v := a + 1", Some(E::SetsUserVariable)),
+        (
+            "INSERT INTO t VALUES (LAST_INSERT_ID(5))",
+            Some(E::SetsLastInsertId),
+        ),
+        ("INSERT INTO t (a) VALUES (LAST_INSERT_ID()), (@v)", None),
         ("SELECT NEXTVAL(s)", Some(E::TakesSequenceValue)),
         ("SELECT NEXT VALUE FOR s", Some(E::TakesSequenceValue)),
         ("SELECT LASTVAL(s), PREVIOUS VALUE FOR s", None),
