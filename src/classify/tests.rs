@@ -756,7 +756,21 @@ fn digest_replaces_literals_and_folds_space() {
 #[test]
 fn random_bytes_never_panic() {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let alphabet = b"SELECTFORUPDATEINTO@@'\\\"`;/*!-#\n ()0123456789,:=";
+    // Letters and marks the lexer and the classifier turn on: keywords' letters, quotes,
+    // comments, numbers (`0x`, `1e5`, `1.`), names before `(`, `SET STATEMENT ... FOR`, `DO`.
+    let alphabet = b"SELECTFORUPDATEINTODOXHANDLERNEXTVAL@@'\\\"`;/*!-#\n ()0123456789,:=.xeb";
+    let dialects = [
+        Dialect::default(),
+        Dialect {
+            flavor: Some(Flavor::MariaDb),
+            no_backslash_escapes: true,
+        },
+        Dialect {
+            flavor: Some(Flavor::MySql),
+            no_backslash_escapes: false,
+        },
+    ];
+    let mut digest_buf = Vec::new();
     for _ in 0..10_000 {
         x ^= x << 13;
         x ^= x >> 7;
@@ -774,6 +788,9 @@ fn random_bytes_never_panic() {
             .collect();
         let _ = classify(&bytes);
         let _ = digest(&bytes);
+        for d in dialects {
+            let _ = classify_digest(&bytes, &mut digest_buf, d);
+        }
     }
 }
 
