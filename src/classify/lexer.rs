@@ -139,6 +139,15 @@ impl<'a> Lexer<'a> {
         self.i = self.s.len();
     }
 
+    /// The name in the backticks at the current byte, without them (a doubled backtick in it
+    /// stays doubled); to the end of the input if it never closes.
+    fn backticked(&mut self) -> &'a [u8] {
+        let start = (self.i + 1).min(self.s.len());
+        self.skip_quoted(b'`');
+        let closed = self.i > start && self.s.get(self.i - 1) == Some(&b'`');
+        &self.s[start..if closed { self.i - 1 } else { self.i }]
+    }
+
     /// A number (`12`, `1.5`, `1.`, `2e-3`, `0x1F`, `0b01`), or a name that starts with digits
     /// (`2fa_check`, which MySQL allows): digits that run into a letter are a word. A number
     /// stops where it ends: `1.INTO` is `1.` and `INTO`, as the server reads it.
@@ -204,17 +213,7 @@ impl<'a> Iterator for Lexer<'a> {
         self.skip_space_and_comments();
         let c = *self.s.get(self.i)?;
         Some(match c {
-            b'`' => {
-                let start = self.i + 1;
-                self.skip_quoted(c);
-                // Without the closing backtick, unless the name never ends.
-                let end = if self.s.get(self.i.wrapping_sub(1)) == Some(&b'`') && self.i > start {
-                    self.i - 1
-                } else {
-                    self.i
-                };
-                Token::Ident(&self.s[start.min(end)..end])
-            }
+            b'`' => Token::Ident(self.backticked()),
             b'\'' | b'"' => {
                 self.skip_quoted(c);
                 Token::Quoted
@@ -223,10 +222,7 @@ impl<'a> Iterator for Lexer<'a> {
                 self.i += 2;
                 // `` @@`last_insert_id` ``: the name between the backticks.
                 if self.at(0) == b'`' {
-                    let start = self.i + 1;
-                    self.skip_quoted(b'`');
-                    let end = self.i.saturating_sub(1).max(start).min(self.s.len());
-                    return Some(Token::SysVar(&self.s[start.min(end)..end]));
+                    return Some(Token::SysVar(self.backticked()));
                 }
                 let start = self.i;
                 let _ = self.word();

@@ -293,21 +293,26 @@ fn classify_lexed(
     if past && (c.may_read_a_replica() || c.reason == Some(PrimaryReason::Unsure)) {
         c = write(PrimaryReason::Other);
     }
-    // sqlparser reads a backslash as an escape: with NO_BACKSLASH_ESCAPES it may read a
-    // string where the server reads SQL, so it does not decide then.
-    if c.reason == Some(PrimaryReason::Unsure) && dialect.no_backslash_escapes {
-        c = write(PrimaryReason::Other);
-    } else if c.reason == Some(PrimaryReason::Unsure) {
-        let d = match digest_out {
-            Some(d) => String::from_utf8_lossy(d).into_owned(),
-            None => digest(sql),
-        };
-        c = if fallback::is_plain_query(sql, d) {
-            of(StatementKind::Read)
+    if c.reason == Some(PrimaryReason::Unsure) {
+        // sqlparser reads a backslash as an escape: with NO_BACKSLASH_ESCAPES it may read a
+        // string where the server reads SQL, so it does not decide then.
+        c = if dialect.no_backslash_escapes {
+            write(PrimaryReason::Other)
         } else {
-            write(PrimaryReason::Dml)
+            let d = match digest_out {
+                Some(d) => String::from_utf8_lossy(d).into_owned(),
+                None => digest(sql),
+            };
+            let plain = fallback::is_plain_query(sql, d);
+            Classification {
+                fast_path: false,
+                ..if plain {
+                    of(StatementKind::Read)
+                } else {
+                    write(PrimaryReason::Dml)
+                }
+            }
         };
-        c.fast_path = false;
     }
     c.hint = hint;
     c
@@ -467,13 +472,13 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             Token::Word(w) if is(w, "INTO") => {
                 note(R::SelectInto, &mut reason);
                 if matches!(next, Some(Token::UserVar)) {
-                    effect = Some(SessionEffect::SetsUserVariable);
+                    effect = keep(effect, Some(SessionEffect::SetsUserVariable));
                 }
             }
             Token::Word(w) if (is(w, "NEXT") || is(w, "PREVIOUS")) && word(next, "VALUE") => {
                 note(R::SideEffectFunction, &mut reason);
                 if is(w, "NEXT") {
-                    effect = effect.or(Some(SessionEffect::TakesSequenceValue));
+                    effect = keep(effect, Some(SessionEffect::TakesSequenceValue));
                 }
             }
             // `seq.nextval`, `seq.currval`: sequences in MariaDB's Oracle mode.
@@ -502,20 +507,12 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
                     && SIDE_EFFECT_FUNCTIONS.iter().any(|f| is(w, f)) =>
             {
                 note(R::SideEffectFunction, &mut reason);
-                let with_argument = toks.get(i + 2).is_some_and(|t| *t != Token::Punct(b')'));
-                if is(w, "GET_LOCK") {
-                    effect = Some(SessionEffect::TakesNamedLock);
-                } else if is(w, "RELEASE_LOCK") {
-                    effect = Some(SessionEffect::ReleasesNamedLock);
-                } else if is(w, "RELEASE_ALL_LOCKS") {
-                    effect = Some(SessionEffect::ReleasesAllNamedLocks);
-                } else if is(w, "SQL_CALC_FOUND_ROWS") {
-                    effect = Some(SessionEffect::CalcFoundRows);
-                } else if is(w, "LAST_INSERT_ID") && with_argument {
-                    effect = Some(SessionEffect::SetsLastInsertId);
-                } else if is(w, "NEXTVAL") {
-                    effect = effect.or(Some(SessionEffect::TakesSequenceValue));
-                }
+                let called = if is(w, "SQL_CALC_FOUND_ROWS") {
+                    Some(SessionEffect::CalcFoundRows)
+                } else {
+                    call_effect(w, with_argument(toks, i))
+                };
+                effect = keep(effect, called);
             }
             Token::Word(w) if is(w, "FROM") => from = true,
             Token::Word(_) | Token::Quoted | Token::Ident(_)
@@ -540,7 +537,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             Token::UserVar => {
                 note(R::UserVariable, &mut reason);
                 if next == Some(&Token::Punct(b':')) {
-                    effect = Some(SessionEffect::SetsUserVariable);
+                    effect = keep(effect, Some(SessionEffect::SetsUserVariable));
                 }
             }
             _ => {}
@@ -568,31 +565,26 @@ enum SessionVariable {
 
 /// `v`: the name of `@@v`, with its scope if it has one (`session.x`).
 fn session_variable(v: &[u8]) -> Option<SessionVariable> {
-    let (name, session) = match v.iter().position(|&b| b == b'.') {
-        Some(dot) => (
-            &v[dot + 1..],
-            is(&v[..dot], "SESSION") || is(&v[..dot], "LOCAL"),
-        ),
-        None => (v, true),
-    };
-    let any = |names: &[&str]| names.iter().any(|n| is(name, n));
+    let one_of = |name: &[u8], names: &[&str]| names.iter().any(|n| is(name, n));
     // The primary's GTID position, whatever the scope: a replica's lags (an application
     // that reads it after a write, to wait for it elsewhere, needs the primary's).
-    if any(&["gtid_binlog_pos", "gtid_current_pos", "gtid_executed"]) {
+    if one_of(
+        sysvar_name(v),
+        &["gtid_binlog_pos", "gtid_current_pos", "gtid_executed"],
+    ) {
         return Some(SessionVariable::Primary);
     }
-    if !session {
-        return None;
-    }
-    if any(&[
+    let name = session_sysvar(v)?;
+    let primary = [
         "last_insert_id",
         "identity",
         "insert_id",
         "last_gtid",
         "gtid_seq_no",
-    ]) {
+    ];
+    if one_of(name, &primary) {
         Some(SessionVariable::Primary)
-    } else if any(&["warning_count", "error_count"]) {
+    } else if one_of(name, &["warning_count", "error_count"]) {
         Some(SessionVariable::Diagnostics)
     } else {
         None
@@ -654,39 +646,61 @@ fn names_cte_columns(toks: &[Token<'_>], i: usize) -> bool {
     false
 }
 
-/// What a DML statement does to the session beyond its rows: a lock function or
-/// `LAST_INSERT_ID(expr)` called in it (`INSERT ... SELECT GET_LOCK('l', 1)`), or a user
-/// variable assigned (`UPDATE t SET a = @v := a + 1`). A lock comes first: the session must
-/// keep it. Only names before a `(` and user variables are looked at.
+/// What a DML statement does to the session beyond its rows, as in a read: a function called
+/// in it (`INSERT ... SELECT GET_LOCK('l', 1)`, `LAST_INSERT_ID(expr)`), or a user variable
+/// assigned (`UPDATE t SET a = @v := a + 1`). Only names before a `(` and user variables are
+/// looked at.
 fn dml_effect(toks: &[Token<'_>]) -> Option<SessionEffect> {
-    use SessionEffect as E;
-    let mut effect = None;
-    for (i, t) in toks.iter().enumerate() {
+    toks.iter().enumerate().fold(None, |effect, (i, t)| {
         let next = toks.get(i + 1);
         match t {
             Token::Word(w) | Token::Ident(w) if next == Some(&Token::Punct(b'(')) => {
-                if is(w, "GET_LOCK") {
-                    return Some(E::TakesNamedLock);
-                }
-                let with_argument = toks.get(i + 2).is_some_and(|t| *t != Token::Punct(b')'));
-                let found = if is(w, "RELEASE_LOCK") {
-                    Some(E::ReleasesNamedLock)
-                } else if is(w, "RELEASE_ALL_LOCKS") {
-                    Some(E::ReleasesAllNamedLocks)
-                } else if is(w, "LAST_INSERT_ID") && with_argument {
-                    Some(E::SetsLastInsertId)
-                } else {
-                    None
-                };
-                effect = effect.or(found);
+                keep(effect, call_effect(w, with_argument(toks, i)))
             }
             Token::UserVar if next == Some(&Token::Punct(b':')) => {
-                effect = effect.or(Some(E::SetsUserVariable));
+                keep(effect, Some(SessionEffect::SetsUserVariable))
             }
-            _ => {}
+            _ => effect,
         }
+    })
+}
+
+/// Whether the call `toks[i](` has something between its parentheses.
+fn with_argument(toks: &[Token<'_>], i: usize) -> bool {
+    toks.get(i + 2).is_some_and(|t| *t != Token::Punct(b')'))
+}
+
+/// What calling `name(` does to the session (`with_argument`: `LAST_INSERT_ID(5)` sets the
+/// value, `LAST_INSERT_ID()` reads it), in a read or a write alike.
+fn call_effect(name: &[u8], with_argument: bool) -> Option<SessionEffect> {
+    use SessionEffect as E;
+    if is(name, "GET_LOCK") {
+        Some(E::TakesNamedLock)
+    } else if is(name, "RELEASE_LOCK") {
+        Some(E::ReleasesNamedLock)
+    } else if is(name, "RELEASE_ALL_LOCKS") {
+        Some(E::ReleasesAllNamedLocks)
+    } else if is(name, "LAST_INSERT_ID") && with_argument {
+        Some(E::SetsLastInsertId)
+    } else if is(name, "NEXTVAL") {
+        Some(E::TakesSequenceValue)
+    } else {
+        None
     }
-    effect
+}
+
+/// Of two effects in one statement, the one the session keeps (it has room for one): what
+/// keeps the connection for good (a lock taken, a user variable) over what keeps it for a
+/// statement (a sequence's value); else the later.
+fn keep(old: Option<SessionEffect>, new: Option<SessionEffect>) -> Option<SessionEffect> {
+    use SessionEffect as E;
+    let rank = |e: Option<E>| match e {
+        None => 0,
+        Some(E::TakesSequenceValue) => 1,
+        Some(E::TakesNamedLock | E::SetsUserVariable) => 3,
+        Some(_) => 2,
+    };
+    if rank(new) >= rank(old) { new } else { old }
 }
 
 /// `SET STATEMENT var = value [, ...] FOR stmt` (MariaDB): `stmt` as it would be alone,
@@ -768,10 +782,7 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
             match t {
                 Token::UserVar => user_vars += 1,
                 Token::Word(w) | Token::SysVar(w) => {
-                    let name = match w.iter().position(|&b| b == b'.') {
-                        Some(dot) => &w[dot + 1..],
-                        None => w,
-                    };
+                    let name = sysvar_name(w);
                     one_shot |= ONE_SHOT_VARIABLES.iter().any(|v| is(name, v));
                     others += 1;
                 }
@@ -815,6 +826,20 @@ fn sysvar_scope(w: &[u8]) -> &[u8] {
     w.split(|&b| b == b'.').next().unwrap_or(w)
 }
 
+/// `x` of `@@global.x`; the whole word when there is no dot.
+fn sysvar_name(w: &[u8]) -> &[u8] {
+    w.iter()
+        .position(|&b| b == b'.')
+        .map_or(w, |dot| &w[dot + 1..])
+}
+
+/// `x` of `@@x`, `@@session.x` or `@@local.x`; `None` for another scope (`@@global.x`).
+fn session_sysvar(w: &[u8]) -> Option<&[u8]> {
+    let name = sysvar_name(w);
+    let scope = sysvar_scope(w);
+    (name.len() == w.len() || is(scope, "SESSION") || is(scope, "LOCAL")).then_some(name)
+}
+
 /// The one session variable a `SET` assigns, lowercased: `SET [SESSION] name = ...` or
 /// `SET @@[SESSION.]name = ...`. None for several assignments, `SET NAMES`, `SET CHARACTER
 /// SET`, user variables, or anything else.
@@ -830,11 +855,7 @@ pub fn set_target(sql: &[u8]) -> Option<String> {
     }
     let name = match t {
         Token::Word(w) if !is(w, "NAMES") && !is(w, "CHARACTER") && !is(w, "CHARSET") => *w,
-        Token::SysVar(w) => match w.iter().position(|&b| b == b'.') {
-            Some(dot) if is(&w[..dot], "SESSION") || is(&w[..dot], "LOCAL") => &w[dot + 1..],
-            Some(_) => return None,
-            None => *w,
-        },
+        Token::SysVar(w) => session_sysvar(w)?,
         _ => return None,
     };
     if !matches!(it.next(), Some(Token::Punct(b'=' | b':'))) {

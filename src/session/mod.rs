@@ -803,8 +803,11 @@ impl Session {
                 c.last_insert_id = o.last_insert_id;
             }
         }
-        // A one-shot variable's statement ran (whatever its outcome): the value is used.
+        // What a `SET` left for the session's next statement on the primary (`SET
+        // TRANSACTION`, a one-shot variable such as `insert_id`) is used by the next one there
+        // that is not a `SET` itself, whatever its outcome.
         if slot == Slot::Primary && class.kind != StatementKind::SessionCommand {
+            self.state.next_transaction = false;
             self.state.one_shot = false;
         }
         match class.kind {
@@ -841,7 +844,6 @@ impl Session {
             Some(E::SetsLastInsertId) if ok => self.state.last_insert_id_set = true,
             Some(E::SetsNextTransaction) if ok => self.state.next_transaction = true,
             Some(E::SetsRole) if ok => self.state.role = true,
-            _ if slot == Slot::Primary => self.state.next_transaction = false,
             _ => {}
         }
         self.after_tracked(class, slot, o);
@@ -873,15 +875,7 @@ impl Session {
         o: &crate::protocol::response::Outcome,
         packet: &[u8],
     ) {
-        // Variables whose effect is the connection's own: carried to shared connections they
-        // would show one session's statements to another (`profiling`: SHOW PROFILES) or
-        // hide the state changes rwsplit must see (`session_track_state_change`). The session
-        // keeps its connections instead.
-        const KEEP_CONNECTIONS: &[&str] = &["profiling", "session_track_state_change"];
-        if o.sysvars
-            .iter()
-            .any(|(n, _)| KEEP_CONNECTIONS.iter().any(|k| n.eq_ignore_ascii_case(k)))
-        {
+        if o.sysvars.iter().any(|(n, _)| state::keeps_connections(n)) {
             self.state.untracked_state = true;
         }
         if packet.first() != Some(&(Command::Query as u8)) {

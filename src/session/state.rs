@@ -84,6 +84,16 @@ const NOT_CARRIED: &[&str] = &[
     "pseudo_thread_id",
 ];
 
+/// Variables whose effect is the connection's own: carried to shared connections they would
+/// show one session's statements to another (`profiling`: `SHOW PROFILES`) or hide the state
+/// changes rwsplit must see (`session_track_state_change`). A session that sets one keeps its
+/// connections instead (`untracked_state`).
+pub fn keeps_connections(name: &str) -> bool {
+    ["profiling", "session_track_state_change"]
+        .iter()
+        .any(|k| name.eq_ignore_ascii_case(k))
+}
+
 /// `SET @@SESSION.name = value` for a value the server reported through session tracking,
 /// or `None` for a variable that is not carried (or a name that is not a plain identifier).
 /// Numbers go bare (integer variables refuse strings); an empty character set or collation
