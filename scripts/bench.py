@@ -244,16 +244,20 @@ def parse(out):
 
 def median_case(rounds):
     """One case from its rounds: each figure's median per target, plus the lowest and highest
-    rwsplit/HAProxy QPS ratio of a round (rounds of one case ran close together)."""
+    rwsplit/HAProxy (and rwsplit/HAProxy-replicas) QPS ratio of a round (rounds of one case
+    ran close together)."""
     case = {}
     for target in rounds[0]:
         case[target] = {k: round(statistics.median(r[target][k] for r in rounds), 3)
                         for k in rounds[0][target]}
-    ratios = [r["rwsplit"]["qps"] / r["haproxy"]["qps"] for r in rounds]
-    case["rwsplit"]["spread"] = (min(ratios), max(ratios), len(ratios))
+
+    def spread(against):
+        ratios = [r["rwsplit"]["qps"] / r[against]["qps"] for r in rounds]
+        return (min(ratios), max(ratios), len(ratios))
+
+    case["rwsplit"]["spread"] = spread("haproxy")
     if "haproxy-replicas" in rounds[0]:
-        ratios = [r["rwsplit"]["qps"] / r["haproxy-replicas"]["qps"] for r in rounds]
-        case["rwsplit"]["spread_replicas"] = (min(ratios), max(ratios), len(ratios))
+        case["rwsplit"]["spread_replicas"] = spread("haproxy-replicas")
     return case
 
 
