@@ -199,8 +199,8 @@ async fn the_mariadb_command_line_client_works_with_both_auth_plugins() {
                 &format!("[proxy]\nauth_plugin = \"{plugin}\"\n"),
             )
         });
-        // The replicas' first check done: the read below is a replica's.
-        proxy.checked().await;
+        // A replica checked and eligible: the read below is a replica's.
+        proxy.replica_ready().await;
         let out = std::process::Command::new("mariadb")
             .args([
                 "-h127.0.0.1",

@@ -129,19 +129,24 @@ impl Proxy {
         }
     }
 
-    /// Waits (up to 10 s) until every backend has been checked once. rwsplit serves after
-    /// that or 1.5 s, whichever comes first; on a loaded machine (CI, every test binary at
-    /// once) a read routed before the replicas' first check goes to the primary. Async: a
-    /// test's own forwarder in front of a backend must keep running meanwhile.
-    pub async fn checked(&self) {
+    /// Waits (up to 10 s) until every backend has been checked once and a replica may take
+    /// reads (up, within `max_replica_lag`). rwsplit serves after the first checks or 1.5 s,
+    /// whichever comes first; on a loaded machine (CI, every test binary at once) a read routed
+    /// before the replicas' first check, or while other tests' writes keep them behind, goes
+    /// to the primary. Async: a test's own forwarder in front of a backend must keep running
+    /// meanwhile.
+    pub async fn replica_ready(&self) {
         let health = &self.shared.health;
         eventually(
             Duration::from_secs(10),
             Duration::from_millis(10),
-            "every backend checked once",
-            async || match health.checked_once() {
-                true => Ok(()),
-                false => Err("not yet"),
+            "every backend checked once and a replica eligible",
+            async || {
+                let snap = health.snapshot.load();
+                match health.checked_once() && snap.backends.iter().any(rwsplit::route::eligible) {
+                    true => Ok(()),
+                    false => Err("not yet"),
+                }
             },
         )
         .await;
