@@ -638,6 +638,93 @@ async fn a_statement_prepared_in_another_schema_is_not_reused() {
     }
 }
 
+/// A statement keeps reading the schema it was prepared in after the session's `USE`, as on
+/// the server: on a new connection it is prepared with that schema selected for it, then the
+/// session's is selected again; on the connection that has it, it runs there.
+#[tokio::test]
+async fn a_prepared_statement_reads_the_schema_it_was_prepared_in_after_use() {
+    let proxy = one_connection_per_server();
+    let t = unique("mux_ps_use");
+    let other = format!("{t}_db");
+    let mut root = direct(3306).await;
+    root.query_drop(format!("CREATE DATABASE {other}"))
+        .await
+        .expect("create db");
+    root.query_drop(format!("GRANT ALL ON {other}.* TO 'app'@'%'"))
+        .await
+        .expect("grant");
+    let mut a = proxy.conn().await;
+    for (db, v) in [("app", "app"), (other.as_str(), "other")] {
+        a.query_drop(format!("CREATE TABLE {db}.{t} (v VARCHAR(10))"))
+            .await
+            .expect("create");
+        a.query_drop(format!("INSERT INTO {db}.{t} VALUES ('{v}')"))
+            .await
+            .expect("insert");
+    }
+    // On the primary, so no replica's lag decides what it reads.
+    let sql = format!("/* rwsplit:primary */ SELECT v FROM {t}");
+    let s = a.prep(&sql).await.expect("prepare in app");
+    let v: Option<String> = a.exec_first(&s, ()).await.expect("exec in app");
+    assert_eq!(v.as_deref(), Some("app"));
+    a.query_drop(format!("USE {other}")).await.expect("use");
+    // The one primary connection, where `s` is prepared, dies while no session holds it.
+    let mut b = proxy.conn().await;
+    let thread = primary_thread(&mut b).await;
+    wait_pinned(&proxy, a.id(), None).await;
+    wait_pinned(&proxy, b.id(), None).await;
+    common::kill_thread(3306, thread).await;
+    let gone = format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {thread}");
+    common::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        "the killed thread ends",
+        async || match root.query_first::<u64, _>(&gone).await {
+            Ok(Some(0)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    let v: Option<String> = a
+        .exec_first(&s, ())
+        .await
+        .expect("exec on a new connection");
+    assert_eq!(v.as_deref(), Some("app"), "after USE, on a new connection");
+    assert_ne!(
+        primary_thread(&mut a).await,
+        thread,
+        "the connection was not replaced"
+    );
+    let db: Option<String> = a.query_first("SELECT DATABASE()").await.expect("db");
+    assert_eq!(db.as_deref(), Some(other.as_str()), "the session's schema");
+    // Prepared after the USE, the same query reads the other schema; the old one still not.
+    let fresh = a.prep(format!("{sql} ")).await.expect("prepare after USE");
+    for round in 0..2 {
+        let v: Option<String> = a.exec_first(&fresh, ()).await.expect("exec fresh");
+        assert_eq!(
+            v.as_deref(),
+            Some("other"),
+            "round {round}: the new statement"
+        );
+        let v: Option<String> = a.exec_first(&s, ()).await.expect("exec old");
+        assert_eq!(
+            v.as_deref(),
+            Some("app"),
+            "round {round}: the old statement"
+        );
+    }
+    drop(b);
+    root.query_drop(format!("REVOKE ALL ON {other}.* FROM 'app'@'%'"))
+        .await
+        .expect("revoke");
+    root.query_drop(format!("DROP DATABASE {other}"))
+        .await
+        .expect("drop db");
+    root.query_drop(format!("DROP TABLE app.{t}"))
+        .await
+        .expect("drop");
+}
+
 /// `SET insert_id = n` is for the session's next insert only: once that insert has used it,
 /// a connection the session moves to must not be given it again (the insert after would reuse
 /// the id).

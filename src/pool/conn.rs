@@ -154,11 +154,17 @@ impl BackendConn {
     /// The schema and the session-state log this connection carries now, as one hash: what a
     /// statement prepared here depends on (FNV-1a over the schema, from the log's last hash).
     pub fn context(&self) -> u64 {
+        self.context_in(self.schema.as_deref())
+    }
+
+    /// [`Self::context`] with `schema` in place of the connection's own: the context of a
+    /// statement prepared here while `schema` was selected for it.
+    pub fn context_in(&self, schema: Option<&str>) -> u64 {
         // A log no longer carried whole matches nothing until the next sync.
         let Some(&log) = self.log.last() else {
             return u64::MAX;
         };
-        let schema = self.schema.as_deref().unwrap_or("\0").as_bytes();
+        let schema = schema.unwrap_or("\0").as_bytes();
         schema.iter().fold(log ^ 0xcbf2_9ce4_8422_2325, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         })

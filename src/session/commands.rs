@@ -41,13 +41,15 @@ impl Session {
         if let Some(p) = o.prepared {
             let mut on = None;
             if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
-                super::exec::remember_prepared(c, packet, p.statement_id).await;
-                on = Some((c.statements_version(), c.context(), p.statement_id));
+                let context = c.context();
+                super::exec::remember_prepared(c, packet, context, p.statement_id).await;
+                on = Some((c.statements_version(), context, p.statement_id));
             }
             self.stmts.insert(
                 proxy_id,
                 Statement {
                     prepare_packet: packet.to_vec(),
+                    schema: self.state.schema.as_deref().map(Box::from),
                     class,
                     digest,
                     num_params: p.num_params,

@@ -147,11 +147,15 @@ async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardErr
     }
 }
 
-/// Records that `conn` has `packet` prepared as server statement `id`. A statement prepared
-/// there before under the same text is closed (the new id replaces it), and past
-/// `MAX_PER_CONNECTION` one other is closed, so a connection holds a bounded number.
-pub(super) async fn remember_prepared(conn: &mut BackendConn, packet: &[u8], id: u32) {
-    let context = conn.context();
+/// Records that `conn` has `packet` prepared as server statement `id`, in `context`. A
+/// statement prepared there before under the same text is closed (the new id replaces it), and
+/// past `MAX_PER_CONNECTION` one other is closed, so a connection holds a bounded number.
+pub(super) async fn remember_prepared(
+    conn: &mut BackendConn,
+    packet: &[u8],
+    context: u64,
+    id: u32,
+) {
     let mut close = conn
         .statements
         .insert(packet.into(), (context, id))
@@ -176,6 +180,28 @@ pub(super) async fn remember_prepared(conn: &mut BackendConn, packet: &[u8], id:
         // No response to COM_STMT_CLOSE; a failure shows on the next command.
         let _ = conn.send_command(&p).await;
     }
+}
+
+/// Prepares `packet` on `conn` with `schema` selected for it, then selects the connection's own
+/// schema again: a statement the client prepared before a `USE` finds its tables where the
+/// server would. One command at a time, not pipelined: a prepare must never run in the wrong
+/// schema because selecting the right one failed (it was dropped: the client gets that error).
+/// If selecting the old schema fails, `conn.schema` says so and the next sync selects it.
+async fn prepare_in(
+    conn: &mut BackendConn,
+    schema: &str,
+    packet: &[u8],
+) -> Result<Result<Outcome, crate::pool::ServerErr>, BackendError> {
+    let back = conn.schema.clone();
+    if let Err(e) = conn.init_db(schema).await? {
+        return Ok(Err(e));
+    }
+    let r = conn.run_internal(packet, ResponseKind::StmtPrepare).await?;
+    if let Some(back) = back {
+        // A failure leaves `conn.schema` at `schema`; the next sync mends it.
+        let _ = conn.init_db(&back).await?;
+    }
+    Ok(r)
 }
 
 /// Counts an error rwsplit answered or hit itself.
@@ -871,10 +897,14 @@ impl Session {
         let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
             return Err(Failure::Down("connection slot empty".into()));
         };
+        // The schema the client prepared it in, not the one selected now: on the server a
+        // statement keeps finding its tables there after a `USE`.
+        let want = stmt.schema.as_deref();
+        let elsewhere = want.filter(|&w| conn.schema.as_deref() != Some(w));
         // Where the statement ran last, unless that connection closed or replaced statements
         // since: no hash and compare of its text per execute.
         let here = conn.statements_version();
-        let context = conn.context();
+        let context = conn.context_in(want.or(conn.schema.as_deref()));
         if let Some((at, c, b)) = stmt.on
             && at == here
             && c == context
@@ -887,14 +917,17 @@ impl Session {
             stmt.on = Some((here, context, b));
             return Ok(b);
         }
-        match conn
-            .run_internal(&stmt.prepare_packet, ResponseKind::StmtPrepare)
-            .await
-        {
+        let r = if let Some(schema) = elsewhere {
+            prepare_in(conn, schema, &stmt.prepare_packet).await
+        } else {
+            conn.run_internal(&stmt.prepare_packet, ResponseKind::StmtPrepare)
+                .await
+        };
+        match r {
             Ok(Ok(Outcome {
                 prepared: Some(p), ..
             })) => {
-                remember_prepared(conn, &stmt.prepare_packet, p.statement_id).await;
+                remember_prepared(conn, &stmt.prepare_packet, context, p.statement_id).await;
                 stmt.on = Some((conn.statements_version(), context, p.statement_id));
                 Ok(p.statement_id)
             }

@@ -29,6 +29,10 @@ pub const MAX_PER_CONNECTION: usize = 256;
 pub struct Statement {
     /// The COM_STMT_PREPARE packet, to prepare again on another connection.
     pub prepare_packet: Vec<u8>,
+    /// The session's schema when the client prepared it. The server finds a statement's tables
+    /// in the schema of its prepare, even after a `USE`: on another connection, or after a
+    /// `USE`, it is prepared again in this schema (see `exec::prepared_on`).
+    pub schema: Option<Box<str>>,
     pub class: Classification,
     /// The statement's digest, for query insight.
     pub digest: super::digests::Digest,
@@ -211,6 +215,7 @@ mod tests {
     fn stmt(num_params: u16) -> Statement {
         Statement {
             prepare_packet: b"\x16SELECT ?".to_vec(),
+            schema: None,
             class: classify(b"SELECT ?"),
             digest: super::super::digests::Digest::new("SELECT ?".into()),
             num_params,
