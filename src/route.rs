@@ -211,7 +211,18 @@ pub fn in_replica_transaction(c: &Classification) -> InReplicaTransaction {
             Refused("a temporary table")
         }
         (_, Some(R::Ddl)) => EndsTransaction,
-        (_, Some(R::TableLock)) if c.effect == Some(E::LocksTables) => EndsTransaction,
+        (_, Some(R::TableLock))
+            if matches!(
+                c.effect,
+                Some(
+                    E::LocksTables
+                        | E::BackupStage { ends: false }
+                        | E::BackupLock { releases: false }
+                )
+            ) =>
+        {
+            EndsTransaction
+        }
         // UNLOCK TABLES with none locked (a session holding table locks never gets here).
         (_, Some(R::TableLock)) => Stay,
         // Savepoints, COMMIT AND CHAIN (the next transaction is READ ONLY too), and SET

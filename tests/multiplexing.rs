@@ -807,6 +807,53 @@ async fn an_open_handler_pins_its_session_until_it_closes() {
     a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// MariaDB's backup stages and locks belong to the connection that took them and block DDL
+/// or commits for everyone until released: the session keeps that connection (pin `backup`)
+/// until it lets go, so none is left on a pooled connection for another session.
+#[tokio::test]
+async fn a_backup_stage_or_lock_pins_its_session_until_released() {
+    let proxy = Proxy::start_with(|t| {
+        pool_settings(t, "checkout_timeout = \"5s\"\nmax_connections = 1").replace(
+            "[[users]]",
+            "[[users]]\nname = \"root\"\npassword = \"root\"\n\n[[users]]",
+        )
+    });
+    let root = || Conn::new(proxy.opts().user(Some("root")).pass(Some("root")));
+    let mut r = root().await.expect("root session r");
+    let mut s = root().await.expect("root session s");
+    let t = unique("mux_backup");
+    r.query_drop(format!("CREATE TABLE {t} (id INT)"))
+        .await
+        .expect("create");
+    r.query_drop("BACKUP STAGE START").await.expect("start");
+    wait_pinned(&proxy, r.id(), Some("backup")).await;
+    r.query_drop("BACKUP STAGE FLUSH").await.expect("flush");
+    wait_pinned(&proxy, r.id(), Some("backup")).await;
+    // s's own backup waits for r's to end (for the one connection, or on the server), and is
+    // then its own: on r's connection it would fail with 4147 (a stage already started).
+    let theirs = tokio::spawn(async move {
+        s.query_drop("BACKUP STAGE START").await?;
+        s.query_drop("BACKUP STAGE END").await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!theirs.is_finished(), "s's backup ran during r's");
+    r.query_drop("BACKUP STAGE END").await.expect("end");
+    theirs
+        .await
+        .expect("join")
+        .expect("s's backup after r's ended");
+    wait_pinned(&proxy, r.id(), None).await;
+    r.query_drop(format!("BACKUP LOCK {t}"))
+        .await
+        .expect("backup lock");
+    wait_pinned(&proxy, r.id(), Some("backup")).await;
+    r.query_drop("UNLOCK TABLES").await.expect("unlock tables");
+    wait_pinned(&proxy, r.id(), Some("backup")).await;
+    r.query_drop("BACKUP UNLOCK").await.expect("backup unlock");
+    wait_pinned(&proxy, r.id(), None).await;
+    r.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 #[tokio::test]
 async fn state_changed_out_of_sight_is_carried_by_session_tracking_or_pins() {
     let proxy = one_connection_per_server();

@@ -128,6 +128,11 @@ pub enum SessionEffect {
     /// `SET ROLE`: the session's privileges change on its connection, where no replay of
     /// `SET`s can carry them (and the schema check relies on that).
     SetsRole,
+    /// MariaDB's `BACKUP STAGE ...`: held by the connection from `START` until `END`.
+    BackupStage { ends: bool },
+    /// MariaDB's `BACKUP LOCK t` / `BACKUP UNLOCK`, MySQL's `LOCK INSTANCE FOR BACKUP` /
+    /// `UNLOCK INSTANCE`: held by the connection until released (`UNLOCK TABLES` does not).
+    BackupLock { releases: bool },
 }
 
 /// The result of classifying one statement.
@@ -403,6 +408,20 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
         b"XA" => write(R::Other),
         b"SAVEPOINT" | b"RELEASE" => write(R::TransactionControl),
         b"KILL" => of(K::Kill),
+        // Backup locks and stages block DDL or commits for every session until the connection
+        // that took them lets go: it must stay the session's.
+        b"BACKUP" if word(second, "STAGE") => {
+            let ends = word(toks.get(2), "END");
+            Classification { effect: Some(SessionEffect::BackupStage { ends }), ..write(R::TableLock) }
+        }
+        b"BACKUP" if word(second, "LOCK") || word(second, "UNLOCK") => {
+            let releases = word(second, "UNLOCK");
+            Classification { effect: Some(SessionEffect::BackupLock { releases }), ..write(R::TableLock) }
+        }
+        b"LOCK" | b"UNLOCK" if word(second, "INSTANCE") => {
+            let releases = first == b"UNLOCK";
+            Classification { effect: Some(SessionEffect::BackupLock { releases }), ..write(R::TableLock) }
+        }
         b"LOCK" => Classification { effect: Some(SessionEffect::LocksTables), ..write(R::TableLock) },
         b"UNLOCK" => Classification { effect: Some(SessionEffect::UnlocksTables), ..write(R::TableLock) },
         // `FLUSH TABLES ... WITH READ LOCK` and `FLUSH TABLES t FOR EXPORT` hold their locks

@@ -664,6 +664,19 @@ fn effects_are_reported() {
         ("FLUSH TABLES t1, t2 FOR EXPORT", Some(E::LocksTables)),
         ("FLUSH TABLES WITH READ LOCK", Some(E::LocksTables)),
         ("FLUSH TABLES", None),
+        ("BACKUP STAGE START", Some(E::BackupStage { ends: false })),
+        (
+            "backup stage block_commit",
+            Some(E::BackupStage { ends: false }),
+        ),
+        ("BACKUP STAGE END", Some(E::BackupStage { ends: true })),
+        ("BACKUP LOCK db.t", Some(E::BackupLock { releases: false })),
+        ("BACKUP UNLOCK", Some(E::BackupLock { releases: true })),
+        (
+            "LOCK INSTANCE FOR BACKUP",
+            Some(E::BackupLock { releases: false }),
+        ),
+        ("UNLOCK INSTANCE", Some(E::BackupLock { releases: true })),
         ("SET insert_id = 1000", Some(E::SetsOneShotVariable)),
         (
             "SET @@session.RAND_SEED1 = 1, rand_seed2 = 2",

@@ -844,6 +844,8 @@ impl Session {
             Some(E::SetsLastInsertId) if ok => self.state.last_insert_id_set = true,
             Some(E::SetsNextTransaction) if ok => self.state.next_transaction = true,
             Some(E::SetsRole) if ok => self.state.role = true,
+            Some(E::BackupStage { ends }) if ok => self.state.backup_stage = !ends,
+            Some(E::BackupLock { releases }) if ok => self.state.backup_lock = !releases,
             _ => {}
         }
         self.after_tracked(class, slot, o);

@@ -64,6 +64,10 @@ pub struct State {
     pub next_transaction: bool,
     /// `SET ROLE`: the role's privileges live on the primary connection (reads too).
     pub role: bool,
+    /// A `BACKUP STAGE` is in progress on the primary connection.
+    pub backup_stage: bool,
+    /// A backup lock (`BACKUP LOCK`, `LOCK INSTANCE FOR BACKUP`) is held there.
+    pub backup_lock: bool,
 }
 
 /// Tracked system variables that are not carried from one connection to another: rwsplit's
@@ -150,6 +154,7 @@ pub fn held_words(reason: &str) -> &'static str {
         "open_transaction" => "open transaction",
         "temporary_table" => "temporary tables",
         "lock_tables" => "table locks (LOCK TABLES)",
+        "backup" => "a backup stage or lock (BACKUP STAGE, BACKUP LOCK)",
         "get_lock" => "named locks (GET_LOCK)",
         "handler" => "open HANDLERs",
         "one_shot_set" => "a SET for the next statement (insert_id, rand_seed, ...)",
@@ -169,6 +174,8 @@ pub fn pin_reason(st: &State) -> Option<&'static str> {
         Some("temporary_table")
     } else if st.table_locks {
         Some("lock_tables")
+    } else if st.backup_stage || st.backup_lock {
+        Some("backup")
     } else if st.named_locks > 0 {
         Some("get_lock")
     } else if st.handlers > 0 {
@@ -221,6 +228,8 @@ impl State {
             untracked_state: false,
             next_transaction: false,
             role: false,
+            backup_stage: false,
+            backup_lock: false,
         }
     }
 
