@@ -764,6 +764,29 @@ async fn set_insert_id_is_used_once_whatever_connection_follows() {
     a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// A statement that takes a named lock and assigns a user variable keeps the connection for
+/// the variable, which outlives the lock's release.
+#[tokio::test]
+async fn a_user_variable_set_beside_a_named_lock_outlives_its_release() {
+    let proxy = one_connection_per_server();
+    let lock = unique("mux_lock_var");
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    a.query_drop(format!("SELECT @mux_v := 5, GET_LOCK('{lock}', 1)"))
+        .await
+        .expect("lock and variable");
+    a.query_drop(format!("SELECT RELEASE_LOCK('{lock}')"))
+        .await
+        .expect("release");
+    wait_pinned(&proxy, a.id(), Some("user_variable")).await;
+    let v: Option<i64> = a.query_first("SELECT @mux_v").await.expect("read @mux_v");
+    assert_eq!(v, Some(5));
+    drop(a);
+    // a's end hands the connection back reset: b does not see the variable.
+    let v: Option<Option<i64>> = b.query_first("SELECT @mux_v").await.expect("b's @mux_v");
+    assert_eq!(v, Some(None));
+}
+
 /// A HANDLER opened on a connection is that session's until it closes it: the session keeps
 /// the connection (pin `handler`), and no other session reads through its handler.
 #[tokio::test]

@@ -708,15 +708,17 @@ fn call_effect(name: &[u8], with_argument: bool) -> Option<SessionEffect> {
     }
 }
 
-/// Of two effects in one statement, the one the session keeps (it has room for one): what
-/// keeps the connection for good (a lock taken, a user variable) over what keeps it for a
-/// statement (a sequence's value); else the later.
+/// Of two effects in one statement, the one the session keeps (it has room for one): the one
+/// that keeps its connection longest, so the other's state stays with it too. A user variable
+/// or a `LAST_INSERT_ID(expr)` value keeps it for the session's life, a named lock until its
+/// release, a sequence's value for one statement; between equals, the later.
 fn keep(old: Option<SessionEffect>, new: Option<SessionEffect>) -> Option<SessionEffect> {
     use SessionEffect as E;
     let rank = |e: Option<E>| match e {
         None => 0,
         Some(E::TakesSequenceValue) => 1,
-        Some(E::TakesNamedLock | E::SetsUserVariable) => 3,
+        Some(E::TakesNamedLock) => 3,
+        Some(E::SetsUserVariable | E::SetsLastInsertId) => 4,
         Some(_) => 2,
     };
     if rank(new) >= rank(old) { new } else { old }

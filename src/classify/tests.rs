@@ -694,6 +694,28 @@ fn effects_are_reported() {
         ("SELECT `get_lock`('l', 1)", Some(E::TakesNamedLock)),
         ("DO GET_LOCK('l', 1)", Some(E::TakesNamedLock)),
         ("DO RELEASE_LOCK('l')", Some(E::ReleasesNamedLock)),
+        // Two effects: the one that keeps the connection longest.
+        (
+            "SELECT GET_LOCK('l', 1), @x := 5",
+            Some(E::SetsUserVariable),
+        ),
+        (
+            "SELECT @x := 5, GET_LOCK('l', 1)",
+            Some(E::SetsUserVariable),
+        ),
+        (
+            "SELECT GET_LOCK('l', 1), LAST_INSERT_ID(5)",
+            Some(E::SetsLastInsertId),
+        ),
+        (
+            "SELECT GET_LOCK('l', 1), RELEASE_LOCK('l')",
+            Some(E::TakesNamedLock),
+        ),
+        (
+            "SELECT NEXTVAL(s), GET_LOCK('l', 1)",
+            Some(E::TakesNamedLock),
+        ),
+        ("SELECT NEXTVAL(s) INTO @x", Some(E::SetsUserVariable)),
         ("DO @v := 42", Some(E::SetsUserVariable)),
         ("DO LAST_INSERT_ID(77)", Some(E::SetsLastInsertId)),
         ("DO 1", None),
