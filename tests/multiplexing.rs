@@ -787,6 +787,63 @@ async fn a_user_variable_set_beside_a_named_lock_outlives_its_release() {
     assert_eq!(v, Some(None));
 }
 
+/// A statement that fails may still leave a transaction open (an error packet carries no
+/// status flags): a multi-statement that began one, or any statement under autocommit off.
+/// The session keeps that connection, its next read sees the transaction's rows, and a
+/// session that ends there hands the connection back rolled back, not to the next session
+/// with the same settings.
+#[tokio::test]
+async fn a_transaction_a_failed_statement_left_open_stays_with_its_session() {
+    let proxy = one_connection_per_server();
+    let t = unique("mux_err_trx");
+    let mut a = proxy.conn().await;
+    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    a.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("insert");
+    let e = a
+        .query_drop(format!(
+            "START TRANSACTION; INSERT INTO {t} VALUES (2); INSERT INTO {t} VALUES (1)"
+        ))
+        .await
+        .expect_err("a duplicate key");
+    assert_eq!(server_code(&e), Some(1062), "{e}");
+    let n: Option<i64> = a
+        .query_first(format!("SELECT COUNT(*) FROM {t} WHERE id = 2"))
+        .await
+        .expect("read");
+    assert_eq!(n, Some(1), "the read left the open transaction");
+    a.query_drop("ROLLBACK").await.expect("rollback");
+
+    let mut b = proxy.conn().await;
+    b.query_drop("SET autocommit = 0")
+        .await
+        .expect("b's autocommit");
+    for (i, sql) in [
+        format!("START TRANSACTION; INSERT INTO {t} VALUES (3); INSERT INTO {t} VALUES (1)"),
+        format!("INSERT INTO {t} VALUES (1)"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = proxy.conn().await;
+        c.query_drop("SET autocommit = 0")
+            .await
+            .expect("c's autocommit");
+        c.query_drop(&sql).await.expect_err("a duplicate key");
+        drop(c);
+        let open: Option<i64> = b
+            .query_first("/* rwsplit:primary */ SELECT @@in_transaction")
+            .await
+            .expect("b's read");
+        assert_eq!(open, Some(0), "case {i}: b was given c's open transaction");
+        b.query_drop("ROLLBACK").await.expect("b's rollback");
+    }
+    a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 /// A HANDLER opened on a connection is that session's until it closes it: the session keeps
 /// the connection (pin `handler`), and no other session reads through its handler.
 #[tokio::test]

@@ -1124,6 +1124,7 @@ impl Session {
                 continue;
             };
             let thread = conn.connection_id;
+            let was_in_transaction = conn.in_transaction();
             {
                 let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
                 if i.killed {
@@ -1163,7 +1164,12 @@ impl Session {
             record(&self.shared, kind, target, o_ok(&result), elapsed);
             self.observe(target, &result, started, elapsed, name);
             match result {
-                Ok(o) => return Ok(Some((slot, o))),
+                Ok(o) => {
+                    if o.error.is_some() && !was_in_transaction {
+                        self.after_error(class, slot).await;
+                    }
+                    return Ok(Some((slot, o)));
+                }
                 Err(ForwardError::Client(e)) => {
                     self.discard_slot(slot);
                     return Err(SessionError::Client(e));
@@ -1192,6 +1198,36 @@ impl Session {
             }
         }
         Ok(None)
+    }
+
+    /// After a statement failed on `slot`'s connection, which was in no transaction before it:
+    /// an error packet carries no status flags, yet the statement may have left a transaction
+    /// open (a multi-statement or procedure that began one, then failed; under autocommit off,
+    /// any statement that got as far as a table). Taken as not in one, the connection would
+    /// go back to the pool with it open. A COM_PING's OK carries the status (and keeps the
+    /// error for `SHOW WARNINGS`), so it is asked there, at one round trip per such error;
+    /// a plain statement under autocommit opens nothing and costs none.
+    async fn after_error(&mut self, class: &Classification, slot: Slot) {
+        use crate::classify::PrimaryReason as R;
+        let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
+            return;
+        };
+        let autocommit = conn.status & crate::protocol::packets::SERVER_STATUS_AUTOCOMMIT != 0;
+        if autocommit && !matches!(class.reason, Some(R::Call | R::MultiStatement)) {
+            return;
+        }
+        match conn.ping().await {
+            Ok(true) => {
+                let status = conn.status;
+                self.state.update_status(status);
+            }
+            // Whether a transaction was left open is not known: the connection is never
+            // reused, and the session ends as if it had held one (it may have).
+            _ => {
+                self.drop_slot(slot);
+                self.lost.get_or_insert("open_transaction");
+            }
+        }
     }
 
     /// Checks out the connection for `t` and brings it to `scope` of the session's state,
