@@ -382,6 +382,77 @@ async fn a_read_after_a_write_waits_read_your_writes_wait_for_a_replica_then_tak
     );
 }
 
+/// A multi-statement or a procedure that commits a write and then fails: the write counts for
+/// read-your-writes all the same (the GTID an earlier OK of the response carried, or the one
+/// asked for after it). Both replicas are 2 s behind but eligible, so only that protects the
+/// read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_committed_before_its_command_failed_is_read_back() {
+    faults::healthy();
+    let proxy =
+        faults::proxy_with(|t| t.replace("max_replica_lag = \"2s\"", "max_replica_lag = \"60s\""));
+    let t = unique("rywfail");
+    let p = format!("{t}_p");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    c.query_drop(format!(
+        "CREATE PROCEDURE {p}(i INT) BEGIN INSERT INTO {t} VALUES (i); \
+         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'after the insert'; END"
+    ))
+    .await
+    .expect("procedure");
+    faults::topology(&["wait-sync"]);
+    faults::topology(&["lag", "replica1", "2"]);
+    let _heal1 = faults::Unlag("replica1");
+    faults::topology(&["lag", "replica2", "2"]);
+    let _heal2 = faults::Unlag("replica2");
+    let count = async |c: &mut mysql_async::Conn, id: u32| -> u64 {
+        // The statement after an error goes where the error was (for `SHOW WARNINGS`): one
+        // in between, so the read is routed on its own.
+        c.query_drop("SELECT 1")
+            .await
+            .expect("a statement in between");
+        c.query_first(format!("SELECT COUNT(*) FROM {t} WHERE id = {id}"))
+            .await
+            .expect("read")
+            .expect("a row")
+    };
+    for round in 0..3 {
+        let id = 10 + round;
+        let e = c
+            .query_drop(format!(
+                "INSERT INTO {t} VALUES ({id}); INSERT INTO {t} VALUES ({id})"
+            ))
+            .await
+            .expect_err("a duplicate key");
+        assert_eq!(server_code(&e), Some(1062), "{e}");
+        assert_eq!(
+            count(&mut c, id).await,
+            1,
+            "round {round}: the multi-statement's row"
+        );
+        let id = 100 + round;
+        let e = c
+            .query_drop(format!("CALL {p}({id})"))
+            .await
+            .expect_err("the procedure's SIGNAL");
+        assert_eq!(server_code(&e), Some(1644), "{e}");
+        assert_eq!(
+            count(&mut c, id).await,
+            1,
+            "round {round}: the procedure's row"
+        );
+    }
+    drop(_heal1);
+    drop(_heal2);
+    c.query_drop(format!("DROP PROCEDURE {p}"))
+        .await
+        .expect("drop procedure");
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_sees_every_own_write_and_still_reads_from_replicas() {
     faults::healthy();

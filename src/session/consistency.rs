@@ -59,12 +59,14 @@ impl Causal {
     }
 
     /// Notes a statement that ran on the primary. Returns true when the GTID must be asked
-    /// for (the write is committed and the OK did not carry it).
+    /// for (the write is committed and the OK did not carry it). `partial`: the statement
+    /// may have committed part of its work before it failed (a multi-statement, a procedure).
     pub fn after_primary_statement(
         &mut self,
         kind: StatementKind,
         o: &Outcome,
         in_transaction: bool,
+        partial: bool,
     ) -> bool {
         if self.mode != Consistency::ReadYourWrites {
             return false;
@@ -79,7 +81,7 @@ impl Causal {
             kind,
             StatementKind::Read | StatementKind::SessionCommand | StatementKind::Use
         );
-        if writes && o.error.is_none() {
+        if writes && (o.error.is_none() || partial) {
             self.pending = true;
         }
         self.pending && !in_transaction
@@ -223,22 +225,33 @@ mod tests {
     #[test]
     fn a_tracked_commit_sets_the_requirement_at_once() {
         let mut c = Causal::new(Consistency::ReadYourWrites);
-        assert!(!c.after_primary_statement(StatementKind::Write, &ok(Some("0-1-9")), false));
+        assert!(!c.after_primary_statement(StatementKind::Write, &ok(Some("0-1-9")), false, false));
         assert_eq!(c.required.as_deref(), Some("0-1-9"));
     }
 
     #[test]
     fn an_untracked_write_asks_after_the_transaction_ends() {
         let mut c = Causal::new(Consistency::ReadYourWrites);
-        assert!(!c.after_primary_statement(StatementKind::Write, &ok(None), true));
-        assert!(!c.after_primary_statement(StatementKind::Read, &ok(None), true));
-        assert!(c.after_primary_statement(StatementKind::TransactionEnd, &ok(None), false));
+        assert!(!c.after_primary_statement(StatementKind::Write, &ok(None), true, false));
+        assert!(!c.after_primary_statement(StatementKind::Read, &ok(None), true, false));
+        assert!(c.after_primary_statement(StatementKind::TransactionEnd, &ok(None), false, false));
         // A read-only session never asks.
         let mut c = Causal::new(Consistency::ReadYourWrites);
-        assert!(!c.after_primary_statement(StatementKind::Read, &ok(None), false));
+        assert!(!c.after_primary_statement(StatementKind::Read, &ok(None), false, false));
         // Nor does an eventual one.
         let mut c = Causal::new(Consistency::Eventual);
-        assert!(!c.after_primary_statement(StatementKind::Write, &ok(None), false));
+        assert!(!c.after_primary_statement(StatementKind::Write, &ok(None), false, false));
+    }
+
+    #[test]
+    fn a_multi_statement_or_procedure_that_failed_may_have_committed() {
+        let failed = Outcome {
+            error: Some(Default::default()),
+            ..Outcome::default()
+        };
+        let mut c = Causal::new(Consistency::ReadYourWrites);
+        assert!(!c.after_primary_statement(StatementKind::Write, &failed, false, false));
+        assert!(c.after_primary_statement(StatementKind::Write, &failed, false, true));
     }
 
     #[test]

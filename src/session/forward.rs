@@ -81,10 +81,11 @@ impl Progress {
     }
 
     /// Takes the session changes (if its status flags say there are any) out of a whole OK
-    /// packet.
-    fn absorb(&mut self, ok: &[u8], ends_response: bool) {
+    /// packet. The GTID is the last one any OK of the response carried: in a multi-statement
+    /// an earlier statement's commit counts even when a later one fails or commits nothing.
+    fn absorb(&mut self, ok: &[u8]) {
         if let Some(c) = packets::session_changes(ok) {
-            if ends_response {
+            if c.gtid.is_some() {
                 self.gtid = c.gtid;
             }
             self.sysvars.extend(c.sysvars);
@@ -176,7 +177,7 @@ async fn copy_buffered(
             .on_frame(h.len, &payload[..h.len.min(PEEK_LEN)])
             .map_err(backend(p.started))?;
         if p.tracker.ok_packet() {
-            p.absorb(payload, s == Step::Done);
+            p.absorb(payload);
             if p.strip {
                 write_client(client, &buf[sent..off]).await?;
                 let whole = &mut conn.scratch;
@@ -254,7 +255,7 @@ async fn copy_frame(
             .read_exact(&mut whole[n..])
             .await
             .map_err(backend(p.started))?;
-        p.absorb(whole, step == Step::Done);
+        p.absorb(whole);
         if p.strip {
             packets::strip_session_track(whole);
         }

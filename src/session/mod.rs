@@ -753,7 +753,12 @@ impl Session {
             return;
         }
         let in_trx = self.in_transaction() || !self.state.autocommit;
-        if self.causal.after_primary_statement(class.kind, o, in_trx) {
+        use crate::classify::PrimaryReason as R;
+        let partial = matches!(class.reason, Some(R::Call | R::MultiStatement));
+        if self
+            .causal
+            .after_primary_statement(class.kind, o, in_trx, partial)
+        {
             self.gtid_due = true;
         }
     }
