@@ -1032,6 +1032,127 @@ async fn open_cursor(
         .expect("execute ok")
 }
 
+/// Long data sent for a statement keeps its connection until the statement runs, whatever
+/// keeps the other connection meanwhile: after a read on a replica with a warning (the next
+/// statement would go there), the primary connection holding an insert's long data is not
+/// handed to another session.
+#[tokio::test]
+async fn long_data_keeps_its_connection_while_the_other_one_is_pinned() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    let t = unique("mux_long_data");
+    let mut b = proxy.conn().await;
+    b.query_drop(format!(
+        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v BLOB)"
+    ))
+    .await
+    .expect("create");
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let id = raw.connection_id;
+    let mut prep = vec![Command::StmtPrepare as u8];
+    prep.extend_from_slice(format!("INSERT INTO {t} (v) VALUES (?)").as_bytes());
+    let o = raw
+        .run_internal(&prep, K::StmtPrepare)
+        .await
+        .expect("prepare")
+        .expect("prepare ok");
+    let stmt = o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes();
+    // COM_STMT_SEND_LONG_DATA for parameter 0: no response.
+    let long = [
+        &[Command::StmtSendLongData as u8][..],
+        &stmt,
+        &[0, 0],
+        b"long",
+    ]
+    .concat();
+    raw.send_command(&long).await.expect("long data");
+    wait_pinned(&proxy, id, Some("long_data")).await;
+    let o = raw
+        .run_internal(b"\x03SELECT CAST('12abc' AS SIGNED)", K::Query)
+        .await
+        .expect("read")
+        .expect("read ok");
+    assert_eq!(o.warnings, 1);
+    wait_pinned(&proxy, id, Some("warnings")).await;
+    // b needs the one primary connection: it waits until the insert has run.
+    let write = format!("INSERT INTO {t} (v) VALUES ('b')");
+    let theirs = tokio::spawn(async move { b.query_drop(write).await.map(|()| b) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !theirs.is_finished(),
+        "another session was given the connection holding the long data"
+    );
+    // COM_STMT_EXECUTE: no cursor, one iteration, null bitmap 0, types bound (BLOB), and no
+    // value for the parameter sent as long data.
+    let execute = [
+        &[Command::StmtExecute as u8][..],
+        &stmt,
+        &[0, 1, 0, 0, 0, 0, 1, 0xfc, 0],
+    ]
+    .concat();
+    raw.run_internal(&execute, K::StmtExecute { cursor: false })
+        .await
+        .expect("execute")
+        .expect("execute ok");
+    // A read ends the insert's `row_count` pin.
+    raw.run_internal(b"\x03SELECT 1", K::Query)
+        .await
+        .expect("read")
+        .expect("read ok");
+    let mut b = theirs.await.expect("join").expect("b's insert");
+    let rows: Vec<Vec<u8>> = b
+        .query(format!(
+            "/* rwsplit:primary */ SELECT v FROM {t} ORDER BY id"
+        ))
+        .await
+        .expect("rows");
+    assert_eq!(rows, vec![b"long".to_vec(), b"b".to_vec()]);
+    b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
+/// Pools of one backend (one per user and client capabilities) share its `max_connections`:
+/// a connection that comes back idle to one pool serves a checkout waiting in another, which
+/// closes it to open its own, rather than wait out its checkout timeout.
+#[tokio::test]
+async fn a_connection_idle_in_one_pool_serves_a_checkout_waiting_in_another() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    let lock = unique("mux_pools");
+    let mut a = proxy.conn().await;
+    // Another pool of the primary: the raw client asks for other capabilities.
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let take = format!("\x03SELECT GET_LOCK('{lock}', 0)");
+    raw.run_internal(take.as_bytes(), K::Query)
+        .await
+        .expect("lock")
+        .expect("lock ok");
+    wait_pinned(&proxy, raw.connection_id, Some("get_lock")).await;
+    let theirs = tokio::spawn(async move {
+        let r = a
+            .query_first::<i64, _>("/* rwsplit:primary */ SELECT 1")
+            .await;
+        (r, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!theirs.is_finished(), "the pool of one had room for two");
+    let release = format!("\x03SELECT RELEASE_LOCK('{lock}')");
+    raw.run_internal(release.as_bytes(), K::Query)
+        .await
+        .expect("release")
+        .expect("release ok");
+    let released = Instant::now();
+    let (r, done) = theirs.await.expect("join");
+    assert_eq!(r.expect("the waiting read"), Some(1));
+    assert!(
+        done - released < Duration::from_secs(2),
+        "the waiting checkout took {:?} after the other pool's connection went idle",
+        done - released
+    );
+}
+
 #[tokio::test]
 async fn an_open_cursor_pins_until_its_last_row_or_a_reset() {
     use rwsplit::protocol::Command;

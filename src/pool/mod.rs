@@ -116,8 +116,11 @@ pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     /// Shared by every pool of the same backend: at most `max_connections` open to it.
     permits: Arc<Semaphore>,
-    /// Signalled when a connection comes back idle, for checkouts waiting on this pool.
-    returned: tokio::sync::Notify,
+    /// Signalled when a connection comes back idle to any pool of the same backend, for a
+    /// checkout waiting for room there: one waiting on another pool closes that idle
+    /// connection to open its own (a connection idle in one pool holds a permit the others
+    /// wait for).
+    returned: Arc<tokio::sync::Notify>,
     /// Checked-out connections of every pool of the same backend (`Pools::in_use`).
     backend_in_use: Arc<std::sync::atomic::AtomicUsize>,
     /// Set when a reload replaced this pool (its backend's address or pool settings, or its
@@ -434,6 +437,8 @@ pub struct Pools {
     limits: RwLock<Vec<Arc<Semaphore>>>,
     /// Checkouts waiting for room, per backend id.
     waiting: Vec<std::sync::atomic::AtomicUsize>,
+    /// Per backend id, signalled when a connection of any of its pools comes back idle.
+    returned: Vec<Arc<tokio::sync::Notify>>,
     /// Checked-out connections per backend id, and each backend's `max_connections`, so
     /// routing can tell a replica with no connection to spare without taking a lock.
     in_use: Vec<Arc<std::sync::atomic::AtomicUsize>>,
@@ -457,6 +462,9 @@ impl Pools {
             limits: RwLock::new(limits),
             waiting: (0..crate::session::MAX_BACKENDS)
                 .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect(),
+            returned: (0..crate::session::MAX_BACKENDS)
+                .map(|_| Arc::new(tokio::sync::Notify::new()))
                 .collect(),
             in_use: (0..crate::session::MAX_BACKENDS)
                 .map(|_| Arc::new(std::sync::atomic::AtomicUsize::new(0)))
@@ -552,6 +560,7 @@ impl Pools {
         target.password = read(&self.config).user(&key.user)?.password.clone();
         let permits = read(&self.limits).get(key.backend)?.clone();
         let backend_in_use = self.in_use.get(key.backend)?.clone();
+        let returned = self.returned.get(key.backend)?.clone();
         let mut map = self.pools.write().unwrap_or_else(|p| p.into_inner());
         Some(
             map.entry(key.clone())
@@ -561,7 +570,7 @@ impl Pools {
                         target,
                         idle: Mutex::new(Vec::new()),
                         permits,
-                        returned: tokio::sync::Notify::new(),
+                        returned,
                         backend_in_use,
                         retired: std::sync::atomic::AtomicBool::new(false),
                     })

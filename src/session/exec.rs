@@ -751,26 +751,45 @@ impl Session {
         }
     }
 
-    /// What keeps the session on its connections after the statement that just ran, and on
-    /// which slot (transaction, temporary table, lock, user variable, cursor, ...).
-    fn pin_now(&self) -> Option<(&'static str, Slot)> {
-        if open_transaction(&self.primary) {
-            return Some(("transaction", Slot::Primary));
-        }
-        if open_transaction(&self.replica) {
-            return Some(("transaction", Slot::Replica));
+    /// What keeps the session on its connections after the statement that just ran, for
+    /// `/sessions` and the pin metric (transaction, temporary table, lock, user variable,
+    /// cursor, ...); which connections it keeps is `keeps`.
+    fn pin_now(&self) -> Option<&'static str> {
+        if open_transaction(&self.primary) || open_transaction(&self.replica) {
+            return Some("transaction");
         }
         if let Some(r) = state::pin_reason(&self.state) {
-            return Some((r, Slot::Primary));
+            return Some(r);
         }
-        if let Some(p) = self.until_next {
-            return Some(p);
+        if let Some((r, _)) = self.until_next {
+            return Some(r);
         }
-        if let Some((_, s)) = self.cursor {
-            return Some(("cursor", s));
+        if self.cursor.is_some() {
+            return Some("cursor");
         }
-        let long_data = self.long_data.iter().find_map(|&id| self.stmts.last(id));
-        long_data.map(|s| ("long_data", s))
+        let long_data = self
+            .long_data
+            .iter()
+            .any(|&id| self.stmts.last(id).is_some());
+        long_data.then_some("long_data")
+    }
+
+    /// Whether anything keeps `slot`'s connection: each slot on its own (`pin_now` names one
+    /// reason for both). A replica's open cursor or long data must outlive a pin of the
+    /// primary's, and the other way round.
+    fn keeps(&self, slot: Slot) -> bool {
+        let conn = match slot {
+            Slot::Primary => &self.primary,
+            Slot::Replica => &self.replica,
+        };
+        open_transaction(conn)
+            || slot == Slot::Primary && state::pin_reason(&self.state).is_some()
+            || self.until_next.is_some_and(|(_, s)| s == slot)
+            || self.cursor.is_some_and(|(_, s)| s == slot)
+            || self
+                .long_data
+                .iter()
+                .any(|&id| self.stmts.last(id) == Some(slot))
     }
 
     /// After a command: with multiplexing, every connection nothing pins goes back to its
@@ -779,8 +798,7 @@ impl Session {
         if !self.multiplex {
             return;
         }
-        let pin = self.pin_now();
-        let reason = pin.map(|(r, _)| r);
+        let reason = self.pin_now();
         if reason != self.pinned {
             if let Some(r) = reason {
                 metrics::counter!(crate::metrics::PINS, "reason" => r).increment(1);
@@ -789,7 +807,7 @@ impl Session {
             self.info.lock().unwrap_or_else(|p| p.into_inner()).pinned = reason;
         }
         for slot in [Slot::Primary, Slot::Replica] {
-            if pin.is_some_and(|(_, s)| s == slot) {
+            if self.keeps(slot) {
                 continue;
             }
             if slot_of(&mut self.primary, &mut self.replica, slot).is_some() {
