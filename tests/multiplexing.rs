@@ -844,6 +844,37 @@ async fn a_transaction_a_failed_statement_left_open_stays_with_its_session() {
     a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// A lock taken in a multi-statement pins the session as alone, even when a later statement
+/// of it fails (the lock was taken all the same); session tracking does not report locks.
+#[tokio::test]
+async fn a_lock_taken_in_a_multi_statement_pins_the_session() {
+    let proxy = one_connection_per_server();
+    let t = unique("mux_multi_lock");
+    let mut a = proxy.conn().await;
+    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    a.query_drop(format!("SELECT GET_LOCK('{t}', 1); SELECT 1"))
+        .await
+        .expect("lock in a multi-statement");
+    wait_pinned(&proxy, a.id(), Some("get_lock")).await;
+    a.query_drop(format!("SELECT RELEASE_LOCK('{t}')"))
+        .await
+        .expect("release");
+    wait_pinned(&proxy, a.id(), None).await;
+    let e = a
+        .query_drop(format!(
+            "LOCK TABLES {t} WRITE; INSERT INTO {t}_none VALUES (1)"
+        ))
+        .await
+        .expect_err("a table not locked");
+    assert!(matches!(server_code(&e), Some(1100 | 1146)), "{e}");
+    wait_pinned(&proxy, a.id(), Some("lock_tables")).await;
+    a.query_drop("UNLOCK TABLES").await.expect("unlock");
+    wait_pinned(&proxy, a.id(), None).await;
+    a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 /// A HANDLER opened on a connection is that session's until it closes it: the session keeps
 /// the connection (pin `handler`), and no other session reads through its handler.
 #[tokio::test]

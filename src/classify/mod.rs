@@ -351,7 +351,18 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
     use PrimaryReason as R;
     use StatementKind as K;
     if is_multi(toks) {
-        return write(R::MultiStatement);
+        // What each statement does to the session, one effect kept as for one statement
+        // (`keep`): a lock or a handler taken in a multi-statement is not reported by session
+        // tracking, which covers the rest (the session treats it as opaque).
+        let effect = toks
+            .split(|t| *t == Token::Punct(b';'))
+            .filter(|s| !s.is_empty())
+            .map(|s| classify_tokens(sql, s, reading).effect)
+            .fold(None, keep);
+        return Classification {
+            effect,
+            ..write(R::MultiStatement)
+        };
     }
     // Uppercased on the stack: no keyword below is longer than this, so a longer first word
     // is no keyword either.

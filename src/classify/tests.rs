@@ -716,6 +716,11 @@ fn effects_are_reported() {
             Some(E::TakesNamedLock),
         ),
         ("SELECT NEXTVAL(s) INTO @x", Some(E::SetsUserVariable)),
+        // A multi-statement: its statements' effects, one kept as for one statement.
+        ("SELECT GET_LOCK('l', 1); SELECT 1", Some(E::TakesNamedLock)),
+        ("LOCK TABLES t READ; SELECT * FROM t", Some(E::LocksTables)),
+        ("SELECT 1; HANDLER t OPEN; SELECT 2", Some(E::OpensHandler)),
+        ("SELECT 1; SELECT 2", None),
         ("DO @v := 42", Some(E::SetsUserVariable)),
         ("DO LAST_INSERT_ID(77)", Some(E::SetsLastInsertId)),
         ("DO 1", None),

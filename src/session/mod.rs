@@ -830,27 +830,33 @@ impl Session {
             }
             _ => {}
         }
+        // A multi-statement that failed may have run the part that took a lock or the like:
+        // what takes state counts as taken (at worst the session is pinned for nothing), what
+        // releases it only on success.
+        let took = ok || class.reason == Some(crate::classify::PrimaryReason::MultiStatement);
         match class.effect {
-            Some(E::CreatesTemporaryTable) if ok => self.state.temporary_tables = true,
-            Some(E::LocksTables) if ok => self.state.table_locks = true,
+            Some(E::CreatesTemporaryTable) if took => self.state.temporary_tables = true,
+            Some(E::LocksTables) if took => self.state.table_locks = true,
             Some(E::UnlocksTables) => self.state.table_locks = false,
             Some(E::SetsUserVariable) => self.state.user_variables = true,
-            Some(E::TakesNamedLock) if ok => self.state.named_locks += 1,
+            Some(E::TakesNamedLock) if took => self.state.named_locks += 1,
             Some(E::ReleasesNamedLock) if ok => {
                 self.state.named_locks = self.state.named_locks.saturating_sub(1)
             }
             Some(E::ReleasesAllNamedLocks) if ok => self.state.named_locks = 0,
-            Some(E::OpensHandler) if ok => self.state.handlers += 1,
+            Some(E::OpensHandler) if took => self.state.handlers += 1,
             Some(E::SetsOneShotVariable) if ok => self.state.one_shot = true,
             Some(E::ClosesHandler) if ok => {
                 self.state.handlers = self.state.handlers.saturating_sub(1)
             }
-            Some(E::PreparesSqlStatement) if ok => self.state.sql_prepared = true,
-            Some(E::SetsLastInsertId) if ok => self.state.last_insert_id_set = true,
+            Some(E::PreparesSqlStatement) if took => self.state.sql_prepared = true,
+            Some(E::SetsLastInsertId) if took => self.state.last_insert_id_set = true,
             Some(E::SetsNextTransaction) if ok => self.state.next_transaction = true,
-            Some(E::SetsRole) if ok => self.state.role = true,
-            Some(E::BackupStage { ends }) if ok => self.state.backup_stage = !ends,
-            Some(E::BackupLock { releases }) if ok => self.state.backup_lock = !releases,
+            Some(E::SetsRole) if took => self.state.role = true,
+            Some(E::BackupStage { ends: false }) if took => self.state.backup_stage = true,
+            Some(E::BackupStage { ends: true }) if ok => self.state.backup_stage = false,
+            Some(E::BackupLock { releases: false }) if took => self.state.backup_lock = true,
+            Some(E::BackupLock { releases: true }) if ok => self.state.backup_lock = false,
             _ => {}
         }
         self.after_tracked(class, slot, o);
@@ -930,11 +936,14 @@ impl Session {
         o: &crate::protocol::response::Outcome,
     ) {
         use crate::classify::PrimaryReason as R;
+        // A procedure or several statements may have changed more than the variables named,
+        // and more than the one effect a multi-statement's classification keeps.
+        let opaque = matches!(class.reason, Some(R::Call | R::MultiStatement));
         let understood = matches!(
             class.kind,
             StatementKind::SessionCommand | StatementKind::Use
         ) || class.effect.is_some();
-        if understood {
+        if understood && !opaque {
             return;
         }
         // `SET STATEMENT ... FOR`: the variables reported were the statement's alone.
@@ -945,8 +954,6 @@ impl Session {
         {
             self.state.mark_synced(c);
         }
-        // A procedure or several statements may have changed more than the variables named.
-        let opaque = matches!(class.reason, Some(R::Call | R::MultiStatement));
         if o.state_changed && (opaque || o.sysvars.is_empty()) {
             self.state.untracked_state = true;
         }
