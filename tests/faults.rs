@@ -453,6 +453,59 @@ async fn a_write_committed_before_its_command_failed_is_read_back() {
     c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// Session commands follow read-your-writes too: `USE` of a schema the session just created,
+/// and a `SET` whose value reads the session's own rows, do not run on a replica that lacks
+/// them. Both replicas are 2 s behind but eligible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_and_set_after_a_write_see_it() {
+    faults::healthy();
+    let proxy = faults::proxy_with(|t| {
+        t.replace("max_replica_lag = \"2s\"", "max_replica_lag = \"60s\"")
+            .replace(
+                "[[users]]",
+                "[[users]]\nname = \"root\"\npassword = \"root\"\n\n[[users]]",
+            )
+    });
+    let db = unique("ryw_use");
+    let mut c = mysql_async::Conn::new(proxy.opts().user(Some("root")).pass(Some("root")))
+        .await
+        .expect("root through rwsplit");
+    faults::topology(&["lag", "replica1", "2"]);
+    let _heal1 = faults::Unlag("replica1");
+    faults::topology(&["lag", "replica2", "2"]);
+    let _heal2 = faults::Unlag("replica2");
+    for round in 0..3 {
+        let name = format!("{db}_{round}");
+        c.query_drop(format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        c.query_drop(format!("USE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: USE of the database just created: {e}"));
+        c.query_drop("CREATE TABLE t (i INT); INSERT INTO t VALUES (1), (2), (3)")
+            .await
+            .expect("rows");
+        c.query_drop("SET SESSION sql_select_limit = (SELECT COUNT(*) FROM t)")
+            .await
+            .expect("set from a table");
+        let limit: Option<u64> = c
+            .query_first("/* rwsplit:primary */ SELECT @@sql_select_limit")
+            .await
+            .expect("read the limit");
+        assert_eq!(
+            limit,
+            Some(3),
+            "round {round}: the SET read a replica without the rows"
+        );
+        c.query_drop("SET SESSION sql_select_limit = DEFAULT")
+            .await
+            .expect("reset the limit");
+        c.query_drop(format!("DROP DATABASE {name}"))
+            .await
+            .expect("drop database");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_sees_every_own_write_and_still_reads_from_replicas() {
     faults::healthy();

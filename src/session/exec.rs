@@ -377,31 +377,41 @@ impl Session {
                     why: Why::Read,
                 });
             }
+            // A session command reads no data, but `USE db` needs the schema and a `SET` may
+            // read a table (`SET x = (SELECT ...)`): a replica behind the session's last write
+            // (read-your-writes) is passed over as for a read.
+            let current = |b: usize| view.blocked & route::bit(b) == 0;
             if let Some(r) = self
                 .replica
                 .as_ref()
-                .filter(|r| up(r.backend()) && avoid != Some(r.backend()))
+                .filter(|r| up(r.backend()) && avoid != Some(r.backend()) && current(r.backend()))
             {
                 return Ok(Decision {
                     target: Target::Replica(r.backend()),
                     why: Why::Read,
                 });
             }
-            // A session command is not a read of data: any replica will do, and with none up
-            // the primary, whatever `when_no_replica` says.
+            // Any other replica that is current will do; with none, the primary at once,
+            // whatever `when_no_replica` says (nothing to wait for).
             let read = Classification {
                 kind: StatementKind::Read,
                 reads_no_table: true,
                 ..c.clone()
             };
-            let view = SessionView { blocked: 0, ..view };
-            return route::route(
+            let d = route::route(
                 &read,
                 &view,
                 &snap.backends,
                 cfg.routing.when_no_replica,
                 rand::random(),
-            );
+            )?;
+            return Ok(match d.why {
+                Why::NoReplicaFallback => Decision {
+                    why: Why::Read,
+                    ..d
+                },
+                _ => d,
+            });
         }
         route::route(
             c,
