@@ -102,6 +102,10 @@ pub struct ProxyConfig {
     pub max_packet_size: u64,
     pub client_idle_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// A client that stops reading what it is sent, or stops sending a packet (or a `LOAD
+    /// DATA LOCAL` file) it began, for this long is disconnected (the server's
+    /// `net_write_timeout` / `net_read_timeout`): it would hold backend connections.
+    pub net_timeout: Duration,
     pub auth_plugin: AuthPluginName,
     /// Overrides the version string mirrored from the primary.
     pub server_version: Option<String>,
@@ -352,6 +356,7 @@ mod raw {
         max_packet_size: Option<String>,
         client_idle_timeout: Option<String>,
         handshake_timeout: Option<String>,
+        net_timeout: Option<String>,
         auth_plugin: Option<String>,
         server_version: Option<String>,
         query_timeout: Option<String>,
@@ -564,6 +569,10 @@ mod raw {
                 handshake_timeout: nonzero(
                     "proxy.handshake_timeout",
                     dur("proxy.handshake_timeout", &p.handshake_timeout, "10s")?,
+                )?,
+                net_timeout: nonzero(
+                    "proxy.net_timeout",
+                    dur("proxy.net_timeout", &p.net_timeout, "60s")?,
                 )?,
                 auth_plugin,
                 server_version: p.server_version.clone(),

@@ -1184,6 +1184,93 @@ async fn a_connection_idle_in_one_pool_serves_a_checkout_waiting_in_another() {
     );
 }
 
+/// Long data a session leaves on a shared server statement (it closes the statement, or
+/// disconnects, without executing) never reaches another session's execute of the same
+/// statement on that connection: the connection goes back to its pool reset.
+#[tokio::test]
+async fn long_data_left_behind_never_reaches_another_sessions_execute() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    let t = unique("mux_long_left");
+    let mut setup = proxy.conn().await;
+    setup
+        .query_drop(format!(
+            "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v BLOB)"
+        ))
+        .await
+        .expect("create");
+    let prep = [
+        &[Command::StmtPrepare as u8][..],
+        format!("INSERT INTO {t} (v) VALUES (?)").as_bytes(),
+    ]
+    .concat();
+    // One pool for both raw sessions: the same capabilities.
+    let raw = || raw_client(&proxy, C::CLIENT_DEPRECATE_EOF);
+    for (case, close) in [("COM_STMT_CLOSE", true), ("a disconnect", false)] {
+        // b prepares first; a's prepare of the same text then replaces b's server statement
+        // on the connection, and b's execute finds a's.
+        let mut b = raw().await;
+        let o = b
+            .run_internal(&prep, K::StmtPrepare)
+            .await
+            .expect("b's prepare")
+            .expect("b's prepare ok");
+        let b_stmt = o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes();
+        let mut a = raw().await;
+        let o = a
+            .run_internal(&prep, K::StmtPrepare)
+            .await
+            .expect("prepare")
+            .expect("prepare ok");
+        let stmt = o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes();
+        let long = [
+            &[Command::StmtSendLongData as u8][..],
+            &stmt,
+            &[0, 0],
+            b"leaked",
+        ]
+        .concat();
+        a.send_command(&long).await.expect("long data");
+        if close {
+            a.send_command(&[&[Command::StmtClose as u8][..], &stmt].concat())
+                .await
+                .expect("close");
+            a.query_scalar("SELECT 1").await.expect("read").expect("ok");
+        }
+        drop(a);
+        let stmt = b_stmt;
+        // One iteration, null bitmap 0, types bound (VAR_STRING), the value 'b'.
+        let execute = [
+            &[Command::StmtExecute as u8][..],
+            &stmt,
+            &[0, 1, 0, 0, 0, 0, 1, 0xfd, 0, 1, b'b'],
+        ]
+        .concat();
+        b.run_internal(&execute, K::StmtExecute { cursor: false })
+            .await
+            .expect("b's execute")
+            .expect("b's execute ok");
+        let last = b
+            .query_scalar(&format!(
+                "/* rwsplit:primary */ SELECT v FROM {t} ORDER BY id DESC LIMIT 1"
+            ))
+            .await
+            .expect("read")
+            .expect("read ok");
+        assert_eq!(
+            last.as_deref(),
+            Some("b"),
+            "after {case}: b's execute got a's long data"
+        );
+    }
+    setup
+        .query_drop(format!("DROP TABLE {t}"))
+        .await
+        .expect("drop");
+}
+
 #[tokio::test]
 async fn an_open_cursor_pins_until_its_last_row_or_a_reset() {
     use rwsplit::protocol::Command;

@@ -1001,3 +1001,87 @@ async fn losing_the_backend_connection_of_a_transaction_or_a_lock_closes_the_cli
         .await
         .expect("the session goes on");
 }
+
+/// rwsplit's own OK packets (COM_PING here) carry the session's `NO_BACKSLASH_ESCAPES` as the
+/// server's do: drivers that escape values themselves (go-sql-driver's `interpolateParams`)
+/// choose quote doubling or backslashes by that flag.
+#[tokio::test]
+async fn rwsplits_own_ok_packets_carry_no_backslash_escapes() {
+    use mysql_common::constants::CapabilityFlags as C;
+    let proxy = Proxy::start();
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    const NBE: u16 = 0x0200;
+    assert!(raw.ping().await.expect("ping"));
+    assert_eq!(raw.status & NBE, 0, "NO_BACKSLASH_ESCAPES before the SET");
+    raw.query_scalar("SET sql_mode = 'NO_BACKSLASH_ESCAPES'")
+        .await
+        .expect("set")
+        .expect("set ok");
+    assert!(raw.ping().await.expect("ping"));
+    assert_ne!(
+        raw.status & NBE,
+        0,
+        "rwsplit's OK to COM_PING lost NO_BACKSLASH_ESCAPES"
+    );
+}
+
+/// A client that stops reading a large result is disconnected after `proxy.net_timeout`, and
+/// the backend connection the result came from is freed: another session gets the one
+/// primary connection well within its checkout timeout.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_net_timeout() {
+    use mysql_common::constants::CapabilityFlags as C;
+    let proxy = Proxy::start_with(|t| {
+        pool_settings(t, "checkout_timeout = \"6s\"\nmax_connections = 1")
+            .replace("[proxy]", "[proxy]\nnet_timeout = \"1s\"")
+    });
+    let mut stalled = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    // About 50 MB of rows, far more than the sockets hold; never read.
+    stalled
+        .send_command(b"\x03/* rwsplit:primary */ SELECT REPEAT('x', 1000000) FROM seq_1_to_50")
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut other = proxy.conn().await;
+    let started = Instant::now();
+    let one: Option<i64> = other
+        .query_first("/* rwsplit:primary */ SELECT 1")
+        .await
+        .expect("the primary connection was not freed");
+    assert_eq!(one, Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the other session waited {:?} for the primary connection",
+        started.elapsed()
+    );
+    drop(stalled);
+}
+
+/// A packet begun and never finished: the session closes after `proxy.net_timeout`, not after
+/// `client_idle_timeout`.
+#[tokio::test]
+async fn a_packet_begun_and_not_finished_is_cut_off_after_net_timeout() {
+    use mysql_common::constants::CapabilityFlags as C;
+    let proxy = Proxy::start_with(|t| t.replace("[proxy]", "[proxy]\nnet_timeout = \"1s\""));
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    // A header declaring 1,000 bytes, then 10 of them.
+    raw.writer
+        .write_all(&[
+            0xe8, 0x03, 0x00, 0x00, 0x03, b'S', b'E', b'L', b'E', b'C', b'T', b' ', b'1', b' ',
+        ])
+        .await
+        .expect("write");
+    raw.writer.flush().await.expect("flush");
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), raw.reader.read(&mut byte))
+        .await
+        .expect("the session was still open after 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected the connection to close");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "closed after {:?}, before net_timeout",
+        started.elapsed()
+    );
+}

@@ -65,9 +65,13 @@ pub fn whole_packet_buffered(buf: &[u8]) -> bool {
     buffered_frame(buf).is_some_and(|(h, _)| h.len < MAX_FRAME)
 }
 
+/// The most a packet's buffer grows ahead of the bytes that arrived.
+const GROW: usize = 64 * 1024;
+
 /// Reads one logical packet (reassembling continuation frames) into `buf`, which is cleared first.
 /// Returns the sequence id of the last frame. Refuses packets over `limit` bytes before reading
-/// their payload, so a hostile length cannot make the buffer grow.
+/// their payload, so a hostile length cannot make the buffer grow; and the buffer grows as the
+/// payload arrives (`GROW` at a time), so a header alone, declaring 16 MiB, commits 64 KiB.
 pub async fn read_packet<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
@@ -80,15 +84,20 @@ pub async fn read_packet<R: AsyncRead + Unpin>(
         if size > limit {
             return Err(FrameError::TooLarge { size, limit });
         }
-        let start = buf.len();
-        buf.resize(start + h.len, 0);
-        r.read_exact(&mut buf[start..]).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                FrameError::Closed
-            } else {
-                FrameError::Io(e)
-            }
-        })?;
+        let mut left = h.len;
+        while left > 0 {
+            let start = buf.len();
+            let n = left.min(GROW);
+            buf.resize(start + n, 0);
+            r.read_exact(&mut buf[start..]).await.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    FrameError::Closed
+                } else {
+                    FrameError::Io(e)
+                }
+            })?;
+            left -= n;
+        }
         if h.len < MAX_FRAME {
             return Ok(h.seq);
         }

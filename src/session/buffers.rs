@@ -246,6 +246,74 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Writer<W> {
     }
 }
 
+/// A writer that fails with `TimedOut` once writing has made no progress for `limit`: a client
+/// that stops reading its results would otherwise hold the session, and the backend connection
+/// the response comes from, forever (the server's `net_write_timeout`). The timer is armed
+/// only when the socket is full, so a write that goes through at once reads no clock.
+pub struct Stalls<W> {
+    inner: W,
+    limit: std::time::Duration,
+    since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<W> Stalls<W> {
+    pub fn new(inner: W, limit: std::time::Duration) -> Stalls<W> {
+        Stalls {
+            inner,
+            limit,
+            since: None,
+        }
+    }
+
+    /// After `Pending` from the socket: `Ready(Err)` once it has been so for `limit`.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let limit = self.limit;
+        let since = self
+            .since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match std::future::Future::poll(since.as_mut(), cx) {
+            Poll::Ready(()) => {
+                self.since = None;
+                Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client read nothing for {limit:?} (proxy.net_timeout)"),
+                ))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Stalls<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                self.since = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.stalled(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(r) => {
+                self.since = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.stalled(cx).map(Err),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

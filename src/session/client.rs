@@ -2,7 +2,7 @@
 
 use tokio::io::AsyncWriteExt;
 
-use super::buffers::{Reader, Writer};
+use super::buffers::{Reader, Stalls, Writer};
 
 use crate::error::ClientError;
 use crate::net::{ReadHalf, WriteHalf};
@@ -12,17 +12,21 @@ use crate::protocol::packets;
 pub struct ClientIo {
     /// Buffered only while bytes move (see `buffers`): idle clients hold no buffers.
     pub reader: Reader<ReadHalf>,
-    pub writer: Writer<WriteHalf>,
+    /// Writes fail once the client has read nothing for `proxy.net_timeout`.
+    pub writer: Writer<Stalls<WriteHalf>>,
+    /// `proxy.net_timeout`: the longest the client may stall a packet or a file it is sending.
+    pub net_timeout: std::time::Duration,
     /// The client negotiated CLIENT_SESSION_TRACK (else session-state data is removed from
     /// the OK packets it gets).
     pub session_track: bool,
 }
 
 impl ClientIo {
-    pub fn new(r: ReadHalf, w: WriteHalf) -> ClientIo {
+    pub fn new(r: ReadHalf, w: WriteHalf, net_timeout: std::time::Duration) -> ClientIo {
         ClientIo {
             reader: Reader::new(r),
-            writer: Writer::new(w),
+            writer: Writer::new(Stalls::new(w, net_timeout)),
+            net_timeout,
             session_track: false,
         }
     }

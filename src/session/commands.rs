@@ -79,14 +79,41 @@ impl Session {
         };
         let class = stmt.class.clone();
         self.digest = Some(stmt.digest.clone());
-        // Long data already sent lives on one connection: execute there.
+        // Long data already sent lives on one connection: execute there. Gone with it, the
+        // execute is refused: the client left the value out of it, and a server would read
+        // the parameters after it from the wrong place.
         let forced = self.long_data_on(id).and_then(|s| self.slot_target(s));
+        if forced.is_none() && self.long_data.contains(&id) || self.lost_long_data.contains(&id) {
+            self.long_data.retain(|&x| x != id);
+            self.lost_long_data.retain(|&x| x != id);
+            let e = ClientError::new(
+                1210,
+                "HY000",
+                "Incorrect arguments to mysqld_stmt_execute: the long data sent for this \
+                 statement was lost with its backend connection; send it again",
+            );
+            return self.reply(&e).await;
+        }
         let cursor = prepared::wants_cursor(packet);
         let kind = K::StmtExecute { cursor };
         let res = self
             .execute(&class, Cmd::Execute { packet, id }, kind, forced)
             .await?;
         self.stmts.set_last(id, res.as_ref().map(|(slot, _)| *slot));
+        // The server drops long data once it ran the statement, whatever the outcome. One
+        // rwsplit refused never reached it: its long data is dropped there too, or a client's
+        // retry would send it again after the first.
+        if res.is_none()
+            && let Some(slot) = forced.map(|t| {
+                if t.is_primary() {
+                    Slot::Primary
+                } else {
+                    Slot::Replica
+                }
+            })
+        {
+            self.drop_long_data(id, slot).await;
+        }
         self.long_data.retain(|&x| x != id);
         if let Some((slot, o)) = &res {
             let open = o.status & packets::SERVER_STATUS_CURSOR_EXISTS != 0;
@@ -101,6 +128,24 @@ impl Session {
             self.after_for_consistency(&class, slot, &o).await;
         }
         Ok(())
+    }
+
+    /// Drops the long data statement `id` has on `slot`'s server statement (COM_STMT_RESET),
+    /// or, where that cannot be done, has the connection reset before it goes back to its pool.
+    async fn drop_long_data(&mut self, id: u32, slot: Slot) {
+        let on = self.stmts.statements.get(&id).and_then(|s| s.on);
+        if let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot)
+            && let Some((version, _, backend_id)) = on
+            && version == conn.statements_version()
+        {
+            let mut p = [0u8; 5];
+            p[0] = crate::protocol::Command::StmtReset as u8;
+            p[1..].copy_from_slice(&backend_id.to_le_bytes());
+            if let Ok(Ok(_)) = conn.run_internal(&p, K::Single).await {
+                return;
+            }
+        }
+        self.leftovers[slot as usize] = true;
     }
 
     /// The slot whose connection holds long data already sent for statement `id`, if any.
@@ -155,12 +200,21 @@ impl Session {
 
     /// COM_STMT_CLOSE (no response). The server statements stay prepared on their
     /// connections for the next session that runs the same statement (bounded per connection).
+    /// Long data or an open cursor the statement leaves on its server statement (which other
+    /// sessions running the same statement there share) makes that connection go back to its
+    /// pool reset.
     pub(super) async fn stmt_close(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
+        let long_data = self.long_data_on(id);
+        let cursor = self.cursor.filter(|&(c, _)| c == id).map(|(_, s)| s);
         if self.stmts.remove(id).is_none() {
             return Ok(());
         }
+        for slot in [long_data, cursor].into_iter().flatten() {
+            self.leftovers[slot as usize] = true;
+        }
         self.long_data.retain(|&x| x != id);
+        self.lost_long_data.retain(|&x| x != id);
         self.close_cursor(id);
         Ok(())
     }
@@ -175,6 +229,7 @@ impl Session {
         let last = self.stmts.placed(stmt);
         let holds_state = self.long_data.contains(&id) || self.close_cursor(id);
         self.long_data.retain(|&x| x != id);
+        self.lost_long_data.retain(|&x| x != id);
         // Only long data or a cursor live on the server statement; with neither, there is
         // nothing to reset there.
         let on = last.filter(|s| holds_state && self.slot_target(*s).is_some());

@@ -517,12 +517,40 @@ impl Session {
         Some(p)
     }
 
+    /// The session gives up `slot`'s connection while a statement's long data or open cursor
+    /// lives there (routing moved it to another server): the connection is reset on its way
+    /// back to the pool, the cursor is gone (a fetch gets an error, as after a reset), and an
+    /// execute of a statement whose long data went with it is refused.
+    pub(super) fn give_up_statement_state(&mut self, slot: Slot) {
+        let mut gone = false;
+        if self.cursor.is_some_and(|(_, s)| s == slot) {
+            self.cursor = None;
+            gone = true;
+        }
+        let stmts = &self.stmts;
+        let (lost, kept): (Vec<u32>, Vec<u32>) = self
+            .long_data
+            .iter()
+            .partition(|&&id| stmts.last(id).is_none_or(|s| s == slot));
+        if !lost.is_empty() {
+            gone = true;
+            self.lost_long_data.extend(lost);
+            self.long_data = kept;
+        }
+        if gone {
+            self.leftovers[slot as usize] = true;
+        }
+    }
+
     /// `checkout`, bringing the connection to the given part of the session's state.
     async fn checkout_as(&mut self, t: Target, scope: state::Scope) -> Result<Slot, Failure> {
         let slot = slot_for(t);
         let b = t.backend();
         let held = slot_of(&mut self.primary, &mut self.replica, slot).map(|c| c.backend());
         if held != Some(b) {
+            if held.is_some() {
+                self.give_up_statement_state(slot);
+            }
             self.release_slot(slot).await;
             let pool = self.pool_for(b);
             let st = &self.state;
@@ -753,7 +781,8 @@ impl Session {
                 return;
             }
             let clean = slot == Slot::Replica || state::pin_reason(&self.state).is_none();
-            if self.multiplex && clean && !c.in_transaction() {
+            let leftovers = std::mem::take(&mut self.leftovers[slot as usize]);
+            if self.multiplex && clean && !leftovers && !c.in_transaction() {
                 c.give_back();
             } else {
                 c.release().await;
@@ -921,6 +950,10 @@ impl Session {
     pub(super) async fn prepared_on(&mut self, id: u32, slot: Slot) -> Result<u32, Failure> {
         let unknown =
             || Failure::Reply(ClientError::unknown_statement(id, "mysqld_stmt_execute").payload());
+        // Long data sent or a cursor open lives on the server statement it was sent to: that
+        // one is used whatever `SET` ran since (on the server, a statement keeps its parse).
+        let pending =
+            self.long_data.contains(&id) || self.cursor.is_some_and(|(c, s)| c == id && s == slot);
         let stmt = self.stmts.statements.get_mut(&id).ok_or_else(unknown)?;
         let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
             return Err(Failure::Down("connection slot empty".into()));
@@ -935,7 +968,7 @@ impl Session {
         let context = conn.context_in(want.or(conn.schema.as_deref()));
         if let Some((at, c, b)) = stmt.on
             && at == here
-            && c == context
+            && (c == context || pending)
         {
             return Ok(b);
         }

@@ -324,12 +324,24 @@ async fn copy_rest(
 
 /// LOAD DATA LOCAL INFILE: copies the client's file packets to the backend up to and including
 /// the empty packet that ends the file.
+/// A client that stops sending its file for `proxy.net_timeout` fails the session (the server's
+/// `net_read_timeout`), rather than hold the backend connection.
 async fn relay_file(conn: &mut BackendConn, client: &mut ClientIo) -> Result<(), ForwardError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut continues = false;
+    let limit = client.net_timeout;
+    let stalled = || {
+        ForwardError::Client(FrameError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the client sent none of its LOAD DATA LOCAL file for {limit:?} (proxy.net_timeout)"
+            ),
+        )))
+    };
     loop {
-        let h: FrameHeader = frame::read_header(&mut client.reader)
+        let h: FrameHeader = tokio::time::timeout(limit, frame::read_header(&mut client.reader))
             .await
+            .map_err(|_| stalled())?
             .map_err(ForwardError::Client)?;
         conn.writer
             .write_all(&h.encode())
@@ -338,10 +350,9 @@ async fn relay_file(conn: &mut BackendConn, client: &mut ClientIo) -> Result<(),
         let mut left = h.len;
         while left > 0 {
             let k = left.min(buf.len());
-            client
-                .reader
-                .read_exact(&mut buf[..k])
+            tokio::time::timeout(limit, client.reader.read_exact(&mut buf[..k]))
                 .await
+                .map_err(|_| stalled())?
                 .map_err(client_error)?;
             conn.writer
                 .write_all(&buf[..k])

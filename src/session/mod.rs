@@ -176,6 +176,8 @@ pub enum SessionError {
     BackendMidResponse(String),
     #[error("client was idle for longer than proxy.client_idle_timeout")]
     IdleTimeout,
+    #[error("client began a packet and sent no more of it for proxy.net_timeout")]
+    NetTimeout,
     #[error("killed by KILL CONNECTION")]
     Killed,
     #[error(
@@ -199,6 +201,13 @@ pub struct Session {
     stmts: Registry,
     /// Statements with COM_STMT_SEND_LONG_DATA sent since their last execute.
     long_data: Vec<u32>,
+    /// Statements whose long data went with a connection the session had to give up: their
+    /// next execute is refused (the client left the value out of it).
+    lost_long_data: Vec<u32>,
+    /// Per slot: a server statement on its connection may hold long data or an open cursor
+    /// the session no longer tracks (closed, or the session ended): the connection is reset
+    /// before it goes back to its pool, never handed to another session as it is.
+    leftovers: [bool; 2],
     /// Sequence id for rwsplit's reply to the current command.
     seq: u8,
     /// Consistency mode and the session's last write (read-your-writes).
@@ -306,10 +315,10 @@ const SHUTDOWN_IDLE_GRACE: Duration = Duration::from_secs(1);
 pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (r, w) = stream.into_split();
-    let mut client = ClientIo::new(r, w);
+    let config = shared.config().clone();
+    let mut client = ClientIo::new(r, w, config.proxy.net_timeout);
     let host = peer.host();
     let nonce = auth::new_nonce();
-    let config = shared.config().clone();
     let mut identity = shared.health.identity.load_full();
     if let Some(v) = &config.proxy.server_version {
         identity = Arc::new(ServerIdentity {
@@ -394,6 +403,8 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             replica: None,
             stmts,
             long_data: Vec::new(),
+            lost_long_data: Vec::new(),
+            leftovers: [false; 2],
             seq: accepted.seq,
             causal: consistency::Causal::new(mode),
             digest: None,
@@ -557,13 +568,15 @@ impl Session {
                 &mut packet,
                 cfg.proxy.max_packet_size,
             );
+            // Its first bytes are here (the idle wait is over): the rest comes within
+            // `net_timeout`, as the server's `net_read_timeout`.
             let read = if whole {
                 Ok(read.await)
             } else {
-                tokio::time::timeout(cfg.proxy.client_idle_timeout, read).await
+                tokio::time::timeout(self.client.net_timeout, read).await
             };
             let seq = match read {
-                Err(_) => return Err(SessionError::IdleTimeout),
+                Err(_) => return Err(SessionError::NetTimeout),
                 Ok(Err(FrameError::Closed)) => return Ok(()),
                 Ok(Err(FrameError::TooLarge { .. })) => {
                     let _ = self
@@ -959,14 +972,22 @@ impl Session {
         }
     }
 
+    /// The status flags of an OK or EOF rwsplit sends itself, as the server would set them:
+    /// drivers take them from every OK (go-sql-driver's `interpolateParams` escapes quotes by
+    /// `NO_BACKSLASH_ESCAPES`; a wrong flag there lets a value out of its string).
     fn status(&self) -> u16 {
-        use crate::protocol::packets::{SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS};
+        use crate::protocol::packets::{
+            SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS, SERVER_STATUS_NO_BACKSLASH_ESCAPES,
+        };
         let mut s = 0;
         if self.state.autocommit {
             s |= SERVER_STATUS_AUTOCOMMIT;
         }
         if self.in_transaction() {
             s |= SERVER_STATUS_IN_TRANS;
+        }
+        if self.state.no_backslash_escapes {
+            s |= SERVER_STATUS_NO_BACKSLASH_ESCAPES;
         }
         s
     }
@@ -1006,6 +1027,9 @@ impl Session {
     /// (multiplexing), else reset.
     async fn close(&mut self) {
         self.until_next = None;
+        if self.cursor.is_some() || !self.long_data.is_empty() {
+            self.leftovers = [true; 2];
+        }
         self.cursor = None;
         self.long_data.clear();
         self.settle().await;
