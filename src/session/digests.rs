@@ -9,6 +9,10 @@ use crate::classify::Classification;
 const RECENT: usize = 8;
 /// Longer digests are not kept: a session's memory stays small (idle clients count).
 const MAX_KEPT_LEN: usize = 256;
+/// A digest is cut here (`...` marks the cut), as performance_schema cuts at
+/// `max_digest_length` (1024): statements that differ only further on count as one, and the
+/// query insight, which keeps every digest it counts, keeps at most this much of each.
+pub const MAX_DIGEST_LEN: usize = 1024;
 
 /// Classifies a statement and writes its digest into a buffer it keeps, in one pass of the
 /// lexer, and hands back the `Arc` of a recent statement with the same digest, so an
@@ -29,6 +33,7 @@ impl Digests {
         dialect: crate::classify::Dialect,
     ) -> (Classification, Digest) {
         let class = crate::classify::classify_digest(sql, &mut self.buf, dialect);
+        cut(&mut self.buf);
         // Compared as bytes: a recent digest is valid UTF-8, so bytes equal to it are too, and a
         // repeated statement needs no UTF-8 check at all.
         // `Ok`: the index of the recent digest it is; `Err`: its text, new to the session.
@@ -71,6 +76,19 @@ impl Digests {
     }
 }
 
+/// Cuts a digest at `MAX_DIGEST_LEN` bytes, at a character's start (the text stays UTF-8
+/// where the statement was), and marks the cut with `...`.
+fn cut(digest: &mut Vec<u8>) {
+    if digest.len() > MAX_DIGEST_LEN {
+        let mut at = MAX_DIGEST_LEN;
+        while at > 0 && digest[at] & 0xC0 == 0x80 {
+            at -= 1;
+        }
+        digest.truncate(at);
+        digest.extend_from_slice(b"...");
+    }
+}
+
 /// A statement's digest and its key in the query insight, which always go together.
 #[derive(Debug, Clone)]
 pub struct Digest {
@@ -102,8 +120,32 @@ mod tests {
         // One pass for both: the same classification and key as computed apart.
         assert_eq!(class, crate::classify::classify(sql));
         assert_eq!(digest.key, crate::insight::key(&digest.text));
-        assert_eq!(*digest.text, crate::classify::digest(sql));
+        let mut alone = crate::classify::digest(sql).into_bytes();
+        cut(&mut alone);
+        assert!(digest.text.as_bytes() == alone, "the digests differ");
         digest.text
+    }
+
+    #[test]
+    fn a_long_digest_is_cut_at_max_digest_length() {
+        let mut d = Digests::default();
+        let cols: Vec<String> = (0..400).map(|i| format!("col_{i}")).collect();
+        let a = format!("SELECT {} FROM t WHERE x = 1", cols.join(", "));
+        let b = format!("SELECT {} FROM u", cols.join(", "));
+        let (_, da) = d.classify(a.as_bytes(), Default::default());
+        let (_, db) = d.classify(b.as_bytes(), Default::default());
+        assert!(
+            da.text.len() <= MAX_DIGEST_LEN + 3,
+            "{} bytes",
+            da.text.len()
+        );
+        assert!(da.text.ends_with("..."));
+        assert_eq!(da.text, db.text, "they differ only past the cut");
+        assert_eq!(da.key, crate::insight::key(&da.text));
+        // Cut at a character's start.
+        let wide = format!("SELECT {}", "é, ".repeat(600));
+        let (_, dw) = d.classify(wide.as_bytes(), Default::default());
+        assert!(!dw.text.contains('\u{FFFD}'), "cut inside a character");
     }
 
     #[test]
