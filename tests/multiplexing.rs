@@ -872,6 +872,17 @@ async fn a_lock_taken_in_a_multi_statement_pins_the_session() {
     wait_pinned(&proxy, a.id(), Some("lock_tables")).await;
     a.query_drop("UNLOCK TABLES").await.expect("unlock");
     wait_pinned(&proxy, a.id(), None).await;
+    // Two locks in one multi-statement: rwsplit counts one, so the session keeps its
+    // connections for good rather than release one still holding the other.
+    a.query_drop(format!("LOCK TABLES {t} WRITE; DO GET_LOCK('{t}', 1)"))
+        .await
+        .expect("two locks");
+    wait_pinned(&proxy, a.id(), Some("untracked_state")).await;
+    a.query_drop(format!("DO RELEASE_LOCK('{t}')"))
+        .await
+        .expect("release");
+    wait_pinned(&proxy, a.id(), Some("untracked_state")).await;
+    a.query_drop("UNLOCK TABLES").await.expect("unlock");
     a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 

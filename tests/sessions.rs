@@ -1057,6 +1057,40 @@ async fn a_client_that_stops_reading_is_cut_off_after_net_timeout() {
     drop(stalled);
 }
 
+/// `proxy.net_timeout` is for a stall, not for a whole packet: a packet that keeps coming, in
+/// parts less than `net_timeout` apart, is read however long it takes.
+#[tokio::test]
+async fn a_slow_packet_that_keeps_coming_is_not_cut_off() {
+    use mysql_common::constants::CapabilityFlags as C;
+    let proxy = Proxy::start_with(|t| t.replace("[proxy]", "[proxy]\nnet_timeout = \"1s\""));
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    // A query of 300,000 bytes whose one row says it arrived whole, sent in 5 parts 400 ms
+    // apart (1.6 s in all).
+    let mut sql = b"SELECT 1 FROM DUAL WHERE LENGTH('".to_vec();
+    let tail = b"') = 299960";
+    sql.resize(300_000 - tail.len(), b'x');
+    let len = sql.len() - b"SELECT 1 FROM DUAL WHERE LENGTH('".len();
+    let tail = format!("') = {len}");
+    sql.extend_from_slice(tail.as_bytes());
+    let packet = [&[0x03][..], &sql].concat();
+    let framed = [
+        &rwsplit::pool::BackendConn::header(packet.len(), 0)[..],
+        &packet,
+    ]
+    .concat();
+    for part in framed.chunks(framed.len().div_ceil(5)) {
+        raw.writer.write_all(part).await.expect("write");
+        raw.writer.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let o = raw
+        .read_internal(ResponseKind::Query)
+        .await
+        .expect("the slow packet's answer")
+        .expect("no error");
+    assert_eq!(o.rows, 1, "the query did not arrive whole");
+}
+
 /// A packet begun and never finished: the session closes after `proxy.net_timeout`, not after
 /// `client_idle_timeout`.
 #[tokio::test]

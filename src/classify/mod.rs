@@ -133,6 +133,9 @@ pub enum SessionEffect {
     /// MariaDB's `BACKUP LOCK t` / `BACKUP UNLOCK`, MySQL's `LOCK INSTANCE FOR BACKUP` /
     /// `UNLOCK INSTANCE`: held by the connection until released (`UNLOCK TABLES` does not).
     BackupLock { releases: bool },
+    /// A multi-statement of which more than one statement has an effect above: rwsplit keeps
+    /// count of one, so the session keeps its connections for good (`untracked_state`).
+    Several,
 }
 
 /// The result of classifying one statement.
@@ -171,6 +174,15 @@ impl Classification {
     /// (`routing.read_only_transactions_on_replica`).
     pub fn may_read_a_replica(&self) -> bool {
         self.kind == StatementKind::Read || self.read_only_transaction
+    }
+
+    /// A `CALL` or a multi-statement: it may do more than rwsplit sees in its text (change
+    /// state, commit, open a transaction), even when it fails.
+    pub fn opaque(&self) -> bool {
+        matches!(
+            self.reason,
+            Some(PrimaryReason::Call | PrimaryReason::MultiStatement)
+        )
     }
 }
 
@@ -338,6 +350,29 @@ fn is_multi(toks: &[Token<'_>]) -> bool {
         .is_some_and(|p| toks[p + 1..].iter().any(|t| *t != Token::Punct(b';')))
 }
 
+/// What a multi-statement's statements do to the session: a lock or a handler taken there is
+/// not reported by session tracking (which covers the rest: the session treats a multi-statement
+/// as opaque). One effect is that effect; more than one is `Several`. A routine's definition
+/// (`CREATE PROCEDURE ... BEGIN ...; ... END`) ends the count: what follows is its body, which
+/// does not run now.
+fn multi_effect(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Option<SessionEffect> {
+    let defines_routine = |s: &[Token<'_>]| {
+        matches!(s.first(), Some(Token::Word(w)) if is(w, "CREATE") || is(w, "ALTER"))
+            && s.iter()
+                .any(|t| matches!(t, Token::Word(w) if is(w, "BEGIN")))
+    };
+    let mut effects = toks
+        .split(|t| *t == Token::Punct(b';'))
+        .filter(|s| !s.is_empty())
+        .take_while(|s| !defines_routine(s))
+        .filter_map(|s| classify_tokens(sql, s, reading).effect);
+    let first = effects.next()?;
+    match effects.next() {
+        None => Some(first),
+        Some(_) => Some(SessionEffect::Several),
+    }
+}
+
 /// How a read's function calls are read.
 #[derive(Clone, Copy)]
 struct Reading {
@@ -351,14 +386,7 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
     use PrimaryReason as R;
     use StatementKind as K;
     if is_multi(toks) {
-        // What each statement does to the session, one effect kept as for one statement
-        // (`keep`): a lock or a handler taken in a multi-statement is not reported by session
-        // tracking, which covers the rest (the session treats it as opaque).
-        let effect = toks
-            .split(|t| *t == Token::Punct(b';'))
-            .filter(|s| !s.is_empty())
-            .map(|s| classify_tokens(sql, s, reading).effect)
-            .fold(None, keep);
+        let effect = multi_effect(sql, toks, reading);
         return Classification {
             effect,
             ..write(R::MultiStatement)

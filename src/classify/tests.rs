@@ -721,6 +721,22 @@ fn effects_are_reported() {
         ("LOCK TABLES t READ; SELECT * FROM t", Some(E::LocksTables)),
         ("SELECT 1; HANDLER t OPEN; SELECT 2", Some(E::OpensHandler)),
         ("SELECT 1; SELECT 2", None),
+        // More than one: rwsplit counts one, so the session keeps its connections for good.
+        ("LOCK TABLES t WRITE; DO GET_LOCK('a', 0)", Some(E::Several)),
+        ("DO GET_LOCK('a', 0); DO GET_LOCK('b', 0)", Some(E::Several)),
+        // A routine's body does not run when it is defined.
+        (
+            "CREATE PROCEDURE p() BEGIN SELECT GET_LOCK('l', 1); SET @x = 1; END",
+            None,
+        ),
+        (
+            "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW BEGIN SET NEW.a = 1; SET @n = @n + 1; END",
+            None,
+        ),
+        (
+            "SELECT GET_LOCK('l', 1); CREATE PROCEDURE p() BEGIN SET @x = 1; END",
+            Some(E::TakesNamedLock),
+        ),
         ("DO @v := 42", Some(E::SetsUserVariable)),
         ("DO LAST_INSERT_ID(77)", Some(E::SetsLastInsertId)),
         ("DO 1", None),

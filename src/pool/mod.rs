@@ -116,11 +116,15 @@ pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     /// Shared by every pool of the same backend: at most `max_connections` open to it.
     permits: Arc<Semaphore>,
-    /// Signalled when a connection comes back idle to any pool of the same backend, for a
-    /// checkout waiting for room there: one waiting on another pool closes that idle
-    /// connection to open its own (a connection idle in one pool holds a permit the others
-    /// wait for).
-    returned: Arc<tokio::sync::Notify>,
+    /// Signalled when a connection comes back idle to this pool while checkouts wait on it.
+    returned: tokio::sync::Notify,
+    /// Checkouts waiting on this pool.
+    waiters: std::sync::atomic::AtomicUsize,
+    /// Signalled when a connection comes back idle to a pool of the same backend that no
+    /// checkout waits on: one waiting on another pool of the backend closes that connection
+    /// to open its own (an idle connection holds a permit the others wait for). A waiter on
+    /// the pool itself comes first: it reuses the connection rather than reconnect.
+    backend_returned: Arc<tokio::sync::Notify>,
     /// Checked-out connections of every pool of the same backend (`Pools::in_use`).
     backend_in_use: Arc<std::sync::atomic::AtomicUsize>,
     /// Set when a reload replaced this pool (its backend's address or pool settings, or its
@@ -223,7 +227,11 @@ impl Pool {
             expires,
             permit,
         });
-        self.returned.notify_one();
+        if self.waiters.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            self.returned.notify_one();
+        } else {
+            self.backend_returned.notify_one();
+        }
     }
 
     /// Closes the oldest idle connection, freeing its permit for another pool of the backend.
@@ -385,6 +393,25 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Counts a checkout waiting on one pool (`Pool::waiters`) for as long as it waits.
+struct PoolWaiting(Arc<Pool>);
+
+impl PoolWaiting {
+    fn new(pool: Arc<Pool>) -> PoolWaiting {
+        pool.waiters
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PoolWaiting(pool)
+    }
+}
+
+impl Drop for PoolWaiting {
+    fn drop(&mut self) {
+        self.0
+            .waiters
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -560,7 +587,7 @@ impl Pools {
         target.password = read(&self.config).user(&key.user)?.password.clone();
         let permits = read(&self.limits).get(key.backend)?.clone();
         let backend_in_use = self.in_use.get(key.backend)?.clone();
-        let returned = self.returned.get(key.backend)?.clone();
+        let backend_returned = self.returned.get(key.backend)?.clone();
         let mut map = self.pools.write().unwrap_or_else(|p| p.into_inner());
         Some(
             map.entry(key.clone())
@@ -570,7 +597,9 @@ impl Pools {
                         target,
                         idle: Mutex::new(Vec::new()),
                         permits,
-                        returned,
+                        returned: tokio::sync::Notify::new(),
+                        waiters: std::sync::atomic::AtomicUsize::new(0),
+                        backend_returned,
                         backend_in_use,
                         retired: std::sync::atomic::AtomicBool::new(false),
                     })
@@ -609,7 +638,10 @@ impl Pools {
                 break p;
             }
             if waiting.is_none() {
-                waiting = self.waiting.get(key.backend).map(Waiting::new);
+                waiting = self
+                    .waiting
+                    .get(key.backend)
+                    .map(|w| (Waiting::new(w), PoolWaiting::new(pool.clone())));
             }
             let until = *deadline.get_or_insert_with(|| Instant::now() + cfg.checkout_timeout);
             tokio::select! {
@@ -618,6 +650,7 @@ impl Pools {
                     Err(_) => return Err(PoolError::UnknownBackend(key.backend)),
                 },
                 _ = pool.returned.notified() => {}
+                _ = pool.backend_returned.notified() => {}
                 _ = tokio::time::sleep_until(until.into()) => {
                     return Err(PoolError::Exhausted {
                         backend: pool.target.name.clone(),

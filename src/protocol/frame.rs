@@ -77,9 +77,34 @@ pub async fn read_packet<R: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     limit: u64,
 ) -> Result<u8, FrameError> {
+    read_packet_within(r, buf, limit, None).await
+}
+
+/// `read_packet`, failing with `TimedOut` when the peer sends nothing for `stall` at any point
+/// (the server's `net_read_timeout`): a slow upload goes on as long as bytes keep coming.
+pub async fn read_packet_within<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: u64,
+    stall: Option<std::time::Duration>,
+) -> Result<u8, FrameError> {
+    async fn within<T>(
+        stall: Option<std::time::Duration>,
+        f: impl std::future::Future<Output = Result<T, FrameError>>,
+    ) -> Result<T, FrameError> {
+        match stall {
+            None => f.await,
+            Some(d) => tokio::time::timeout(d, f).await.map_err(|_| {
+                FrameError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the peer sent nothing for {d:?} in the middle of a packet"),
+                ))
+            })?,
+        }
+    }
     buf.clear();
     loop {
-        let h = read_header(r).await?;
+        let h = within(stall, read_header(r)).await?;
         let size = buf.len() as u64 + h.len as u64;
         if size > limit {
             return Err(FrameError::TooLarge { size, limit });
@@ -89,13 +114,16 @@ pub async fn read_packet<R: AsyncRead + Unpin>(
             let start = buf.len();
             let n = left.min(GROW);
             buf.resize(start + n, 0);
-            r.read_exact(&mut buf[start..]).await.map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    FrameError::Closed
-                } else {
-                    FrameError::Io(e)
-                }
-            })?;
+            let read = async {
+                r.read_exact(&mut buf[start..]).await.map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        FrameError::Closed
+                    } else {
+                        FrameError::Io(e)
+                    }
+                })
+            };
+            within(stall, read).await?;
             left -= n;
         }
         if h.len < MAX_FRAME {

@@ -84,6 +84,10 @@ impl Session {
         // the parameters after it from the wrong place.
         let forced = self.long_data_on(id).and_then(|s| self.slot_target(s));
         if forced.is_none() && self.long_data.contains(&id) || self.lost_long_data.contains(&id) {
+            // Long data sent since, to the connection the session holds now, goes too.
+            if let Some(slot) = self.long_data_on(id) {
+                self.drop_long_data(id, slot).await;
+            }
             self.long_data.retain(|&x| x != id);
             self.lost_long_data.retain(|&x| x != id);
             let e = ClientError::new(
@@ -104,13 +108,7 @@ impl Session {
         // rwsplit refused never reached it: its long data is dropped there too, or a client's
         // retry would send it again after the first.
         if res.is_none()
-            && let Some(slot) = forced.map(|t| {
-                if t.is_primary() {
-                    Slot::Primary
-                } else {
-                    Slot::Replica
-                }
-            })
+            && let Some(slot) = forced.map(super::exec::slot_for)
         {
             self.drop_long_data(id, slot).await;
         }
@@ -145,7 +143,9 @@ impl Session {
                 return;
             }
         }
-        self.leftovers[slot as usize] = true;
+        if slot_of(&mut self.primary, &mut self.replica, slot).is_some() {
+            self.leftovers[slot as usize] = true;
+        }
     }
 
     /// The slot whose connection holds long data already sent for statement `id`, if any.

@@ -257,7 +257,7 @@ fn open_transaction(c: &Option<Pooled>) -> bool {
     c.as_ref().is_some_and(|c| c.in_transaction())
 }
 
-fn slot_for(t: Target) -> Slot {
+pub(super) fn slot_for(t: Target) -> Slot {
     if t.is_primary() {
         Slot::Primary
     } else {
@@ -773,6 +773,7 @@ impl Session {
             Slot::Primary => self.primary.take(),
             Slot::Replica => self.replica.take(),
         };
+        let leftovers = std::mem::take(&mut self.leftovers[slot as usize]);
         if let Some(c) = c {
             self.stmts.forget_slot(slot);
             if self.kill_sent == Some(slot) {
@@ -781,7 +782,6 @@ impl Session {
                 return;
             }
             let clean = slot == Slot::Replica || state::pin_reason(&self.state).is_none();
-            let leftovers = std::mem::take(&mut self.leftovers[slot as usize]);
             if self.multiplex && clean && !leftovers && !c.in_transaction() {
                 c.give_back();
             } else {
@@ -901,6 +901,8 @@ impl Session {
         if let Some(mut c) = c {
             c.broken = true;
         }
+        // Closed, not returned: nothing to reset.
+        self.leftovers[slot as usize] = false;
         self.stmts.forget_slot(slot);
     }
 
@@ -1269,12 +1271,11 @@ impl Session {
     /// error for `SHOW WARNINGS`), so it is asked there, at one round trip per such error;
     /// a plain statement under autocommit opens nothing and costs none.
     async fn after_error(&mut self, class: &Classification, slot: Slot) {
-        use crate::classify::PrimaryReason as R;
         let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
             return;
         };
         let autocommit = conn.status & crate::protocol::packets::SERVER_STATUS_AUTOCOMMIT != 0;
-        if autocommit && !matches!(class.reason, Some(R::Call | R::MultiStatement)) {
+        if autocommit && !class.opaque() {
             return;
         }
         match conn.ping().await {

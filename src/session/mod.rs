@@ -176,7 +176,7 @@ pub enum SessionError {
     BackendMidResponse(String),
     #[error("client was idle for longer than proxy.client_idle_timeout")]
     IdleTimeout,
-    #[error("client began a packet and sent no more of it for proxy.net_timeout")]
+    #[error("client began a packet and then sent nothing for proxy.net_timeout")]
     NetTimeout,
     #[error("killed by KILL CONNECTION")]
     Killed,
@@ -561,32 +561,32 @@ impl Session {
                 return Err(SessionError::Killed);
             }
             // A packet already whole in the buffer, the usual case, is read without a timer
-            // (arming one reads the clock).
+            // (arming one reads the clock). Else its first bytes are here (the idle wait is
+            // over): the rest must keep coming, each part within `net_timeout`, as with the
+            // server's `net_read_timeout`.
             let whole = frame::whole_packet_buffered(self.client.reader.buffer());
-            let read = frame::read_packet(
+            let stall = (!whole).then_some(self.client.net_timeout);
+            let read = frame::read_packet_within(
                 &mut self.client.reader,
                 &mut packet,
                 cfg.proxy.max_packet_size,
-            );
-            // Its first bytes are here (the idle wait is over): the rest comes within
-            // `net_timeout`, as the server's `net_read_timeout`.
-            let read = if whole {
-                Ok(read.await)
-            } else {
-                tokio::time::timeout(self.client.net_timeout, read).await
-            };
+                stall,
+            )
+            .await;
             let seq = match read {
-                Err(_) => return Err(SessionError::NetTimeout),
-                Ok(Err(FrameError::Closed)) => return Ok(()),
-                Ok(Err(FrameError::TooLarge { .. })) => {
+                Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(SessionError::NetTimeout);
+                }
+                Err(FrameError::Closed) => return Ok(()),
+                Err(FrameError::TooLarge { .. }) => {
                     let _ = self
                         .client
                         .send_error(1, &ClientError::packet_too_large())
                         .await;
                     return Ok(());
                 }
-                Ok(Err(e)) => return Err(e.into()),
-                Ok(Ok(seq)) => seq,
+                Err(e) => return Err(e.into()),
+                Ok(seq) => seq,
             };
             crate::metrics::hot()
                 .bytes_from_clients
@@ -766,11 +766,9 @@ impl Session {
             return;
         }
         let in_trx = self.in_transaction() || !self.state.autocommit;
-        use crate::classify::PrimaryReason as R;
-        let partial = matches!(class.reason, Some(R::Call | R::MultiStatement));
         if self
             .causal
-            .after_primary_statement(class.kind, o, in_trx, partial)
+            .after_primary_statement(class.kind, o, in_trx, class.opaque())
         {
             self.gtid_due = true;
         }
@@ -846,7 +844,7 @@ impl Session {
         // A multi-statement that failed may have run the part that took a lock or the like:
         // what takes state counts as taken (at worst the session is pinned for nothing), what
         // releases it only on success.
-        let took = ok || class.reason == Some(crate::classify::PrimaryReason::MultiStatement);
+        let took = ok || class.opaque();
         match class.effect {
             Some(E::CreatesTemporaryTable) if took => self.state.temporary_tables = true,
             Some(E::LocksTables) if took => self.state.table_locks = true,
@@ -866,6 +864,7 @@ impl Session {
             Some(E::SetsLastInsertId) if took => self.state.last_insert_id_set = true,
             Some(E::SetsNextTransaction) if ok => self.state.next_transaction = true,
             Some(E::SetsRole) if took => self.state.role = true,
+            Some(E::Several) if took => self.state.untracked_state = true,
             Some(E::BackupStage { ends: false }) if took => self.state.backup_stage = true,
             Some(E::BackupStage { ends: true }) if ok => self.state.backup_stage = false,
             Some(E::BackupLock { releases: false }) if took => self.state.backup_lock = true,
@@ -948,10 +947,9 @@ impl Session {
         slot: Slot,
         o: &crate::protocol::response::Outcome,
     ) {
-        use crate::classify::PrimaryReason as R;
         // A procedure or several statements may have changed more than the variables named,
         // and more than the one effect a multi-statement's classification keeps.
-        let opaque = matches!(class.reason, Some(R::Call | R::MultiStatement));
+        let opaque = class.opaque();
         let understood = matches!(
             class.kind,
             StatementKind::SessionCommand | StatementKind::Use

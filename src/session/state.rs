@@ -326,11 +326,12 @@ fn carries(conn: &BackendConn, len: usize, chain: u64) -> bool {
 /// one `variable` (`classify::set_target`) keys by that variable, so `SET x = ...`,
 /// `SET @@SESSION.x = ...` and a value the server reported for `x` replace each other. Any
 /// other keys by its digest, or by its text when it has a backquoted name (which the digest
-/// folds to `?`).
+/// folds to `?`). The session's digest, when cut (`digests::MAX_DIGEST_LEN`), is not used:
+/// two `SET`s that differ past the cut would replace each other.
 pub fn log_key(variable: Option<&str>, sql: &[u8], digest: Option<&Arc<str>>) -> Arc<str> {
     match (variable, digest) {
         (Some(v), _) => var_key(v),
-        (None, Some(d)) if !sql.contains(&b'`') => d.clone(),
+        (None, Some(d)) if !sql.contains(&b'`') && !d.ends_with("...") => d.clone(),
         (None, _) if !sql.contains(&b'`') => crate::classify::digest(sql).into(),
         (None, _) => String::from_utf8_lossy(sql).into(),
     }
@@ -540,6 +541,22 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_digest_is_no_log_key() {
+        // Two SETs of several variables that differ only past the digest's cut.
+        let names: Vec<String> = (0..150).map(|i| format!("@@session.v{i} = 1")).collect();
+        let head = format!("SET {}", names.join(", "));
+        let a = format!("{head}, sql_mode = 'A'");
+        let b = format!("{head}, time_zone = '+01:00'");
+        let cut: Arc<str> = format!("{}...", &head[..1000]).into();
+        let ka = log_key(None, a.as_bytes(), Some(&cut));
+        let kb = log_key(None, b.as_bytes(), Some(&cut));
+        assert_ne!(ka, kb, "they would replace each other in the log");
+        // An uncut digest is the key as it is.
+        let d: Arc<str> = "SET sql_mode = ?".into();
+        assert_eq!(log_key(None, b"SET sql_mode = 'x'", Some(&d)), d);
+    }
 
     #[test]
     fn a_set_with_the_same_digest_replaces_the_earlier_one() {
