@@ -881,3 +881,79 @@ async fn with_when_no_replica_error_reads_fail_clearly_while_no_replica_is_up() 
         .expect("row");
     assert_eq!((id, n), (primary, 1));
 }
+
+/// Parameter types come with a client's first execute only, whether it ran or not: rwsplit
+/// remembers them even when it refuses that execute itself (here a write inside a READ ONLY
+/// transaction on a replica, 1792), so the next execute, without types, binds the same.
+#[tokio::test]
+async fn parameter_types_of_a_refused_execute_are_kept_for_the_next() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = read_only_transactions_on_replica();
+    let t = unique("types_kept");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(10))"
+    ))
+    .await
+    .expect("create");
+    wait_sync();
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let prep = [
+        &[Command::StmtPrepare as u8][..],
+        format!("INSERT INTO {t} (v) VALUES (?)").as_bytes(),
+    ]
+    .concat();
+    let o = raw
+        .run_internal(&prep, K::StmtPrepare)
+        .await
+        .expect("prepare")
+        .expect("prepare ok");
+    let stmt = o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes();
+    raw.query_scalar("START TRANSACTION READ ONLY")
+        .await
+        .expect("start")
+        .expect("start ok");
+    // Types bound (VAR_STRING), the value 'abc'.
+    let with_types = [
+        &[Command::StmtExecute as u8][..],
+        &stmt,
+        &[0, 1, 0, 0, 0, 0, 1, 0xfd, 0, 3],
+        b"abc",
+    ]
+    .concat();
+    let refused = raw
+        .run_internal(&with_types, K::StmtExecute { cursor: false })
+        .await
+        .expect("execute");
+    assert_eq!(
+        refused
+            .expect_err("a write in a READ ONLY transaction")
+            .code(),
+        1792
+    );
+    raw.query_scalar("COMMIT")
+        .await
+        .expect("commit")
+        .expect("commit ok");
+    // The same value without types, as client libraries send it the second time.
+    let without = [
+        &[Command::StmtExecute as u8][..],
+        &stmt,
+        &[0, 1, 0, 0, 0, 0, 0, 3],
+        b"abc",
+    ]
+    .concat();
+    raw.run_internal(&without, K::StmtExecute { cursor: false })
+        .await
+        .expect("execute")
+        .expect("the execute without types");
+    let v = raw
+        .query_scalar(&format!("/* rwsplit:primary */ SELECT v FROM {t}"))
+        .await
+        .expect("read")
+        .expect("read ok");
+    assert_eq!(v.as_deref(), Some("abc"));
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}

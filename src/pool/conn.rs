@@ -277,7 +277,8 @@ impl BackendConn {
                         payload: frame.to_vec(),
                     });
                 } else if let Some((cols, _)) = packets::read_lenenc_int(frame) {
-                    first_row_at = Some(1 + cols + eof);
+                    // A hostile column count cannot overflow (the parser refuses it next).
+                    first_row_at = Some(cols.saturating_add(1 + eof));
                 }
             } else if Some(n) == first_row_at && !matches!(frame.first(), Some(0xFE | 0xFF)) {
                 value = packets::read_lenenc_int(frame).and_then(|(len, k)| {

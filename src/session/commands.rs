@@ -72,11 +72,12 @@ impl Session {
 
     pub(super) async fn stmt_execute(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
-        let Some(stmt) = self.stmts.statements.get(&id) else {
+        let Some(stmt) = self.stmts.statements.get_mut(&id) else {
             return self
                 .reply(&ClientError::unknown_statement(id, "mysqld_stmt_execute"))
                 .await;
         };
+        prepared::note_types(packet, stmt);
         let class = stmt.class.clone();
         self.digest = Some(stmt.digest.clone());
         // Long data already sent lives on one connection: execute there. Gone with it, the

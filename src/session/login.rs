@@ -16,7 +16,9 @@ pub enum LoginError {
     Frame(#[from] FrameError),
     #[error("{0}")]
     Handshake(#[from] HandshakeError),
-    #[error("access denied for user '{0}'")]
+    /// The name is the client's, unauthenticated: escaped, so a newline in it cannot forge a
+    /// log line.
+    #[error("access denied for user '{}'", .0.escape_debug())]
     Denied(String),
 }
 
@@ -145,6 +147,14 @@ pub fn ok_payload() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_user_name_cannot_forge_a_log_line() {
+        let e = LoginError::Denied("x'\n2026-11-24T00:00:00Z  INFO forged".into());
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("\\n"), "{text}");
+    }
 
     #[test]
     fn change_user_packet_is_parsed() {

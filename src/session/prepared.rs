@@ -163,6 +163,23 @@ pub fn wants_cursor(packet: &[u8]) -> bool {
     packet.get(5).is_some_and(|f| f & 0x07 != 0)
 }
 
+/// Remembers the parameter types a COM_STMT_EXECUTE carries, before it is routed: client
+/// libraries send them once, with the first execute, whether or not it ran (rwsplit may refuse
+/// it: a pool full, a READ ONLY transaction), and the next execute leaves them out.
+pub fn note_types(packet: &[u8], stmt: &mut Statement) {
+    let n = stmt.num_params as usize;
+    if n == 0 {
+        return;
+    }
+    let flag_at = 10 + n.div_ceil(8);
+    if packet.get(flag_at) == Some(&1)
+        && let Some(types) = packet.get(flag_at + 1..flag_at + 1 + 2 * n)
+        && stmt.types.as_deref() != Some(types)
+    {
+        stmt.types = Some(types.to_vec());
+    }
+}
+
 /// Prepares a COM_STMT_EXECUTE for one connection into `out` (cleared first; the session reuses
 /// it, so an execute costs no allocation): sets the backend's statement id, remembers parameter
 /// types the client sent, and inserts the remembered types when the client left them out (the
