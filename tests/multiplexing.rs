@@ -1093,14 +1093,7 @@ async fn long_data_keeps_its_connection_while_the_other_one_is_pinned() {
     .expect("create");
     let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
     let id = raw.connection_id;
-    let mut prep = vec![Command::StmtPrepare as u8];
-    prep.extend_from_slice(format!("INSERT INTO {t} (v) VALUES (?)").as_bytes());
-    let o = raw
-        .run_internal(&prep, K::StmtPrepare)
-        .await
-        .expect("prepare")
-        .expect("prepare ok");
-    let stmt = o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes();
+    let stmt = common::raw_prepare(&mut raw, &format!("INSERT INTO {t} (v) VALUES (?)")).await;
     // COM_STMT_SEND_LONG_DATA for parameter 0: no response.
     let long = [
         &[Command::StmtSendLongData as u8][..],
@@ -1212,30 +1205,16 @@ async fn long_data_left_behind_never_reaches_another_sessions_execute() {
         ))
         .await
         .expect("create");
-    let prep = [
-        &[Command::StmtPrepare as u8][..],
-        format!("INSERT INTO {t} (v) VALUES (?)").as_bytes(),
-    ]
-    .concat();
+    let insert = format!("INSERT INTO {t} (v) VALUES (?)");
     // One pool for both raw sessions: the same capabilities.
     let raw = || raw_client(&proxy, C::CLIENT_DEPRECATE_EOF);
     for (case, close) in [("COM_STMT_CLOSE", true), ("a disconnect", false)] {
         // b prepares first; a's prepare of the same text then replaces b's server statement
         // on the connection, and b's execute finds a's.
         let mut b = raw().await;
-        let o = b
-            .run_internal(&prep, K::StmtPrepare)
-            .await
-            .expect("b's prepare")
-            .expect("b's prepare ok");
-        let b_stmt = o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes();
+        let b_stmt = common::raw_prepare(&mut b, &insert).await;
         let mut a = raw().await;
-        let o = a
-            .run_internal(&prep, K::StmtPrepare)
-            .await
-            .expect("prepare")
-            .expect("prepare ok");
-        let stmt = o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes();
+        let stmt = common::raw_prepare(&mut a, &insert).await;
         let long = [
             &[Command::StmtSendLongData as u8][..],
             &stmt,
@@ -1299,14 +1278,7 @@ async fn an_open_cursor_pins_until_its_last_row_or_a_reset() {
     for caps in common::EOF_STYLES {
         let mut raw = raw_client(&proxy, caps).await;
         let id = raw.connection_id;
-        let mut prep = vec![Command::StmtPrepare as u8];
-        prep.extend_from_slice(format!("SELECT id FROM {t} ORDER BY id").as_bytes());
-        let o = raw
-            .run_internal(&prep, K::StmtPrepare)
-            .await
-            .expect("prepare")
-            .expect("prepare ok");
-        let stmt = o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes();
+        let stmt = common::raw_prepare(&mut raw, &format!("SELECT id FROM {t} ORDER BY id")).await;
         // COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY, one iteration, no parameters.
         let execute = [&[Command::StmtExecute as u8][..], &stmt, &[1, 1, 0, 0, 0]].concat();
         let fetch = |n: u32| [&[Command::StmtFetch as u8][..], &stmt, &n.to_le_bytes()].concat();

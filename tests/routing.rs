@@ -900,17 +900,7 @@ async fn parameter_types_of_a_refused_execute_are_kept_for_the_next() {
     .expect("create");
     wait_sync();
     let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
-    let prep = [
-        &[Command::StmtPrepare as u8][..],
-        format!("INSERT INTO {t} (v) VALUES (?)").as_bytes(),
-    ]
-    .concat();
-    let o = raw
-        .run_internal(&prep, K::StmtPrepare)
-        .await
-        .expect("prepare")
-        .expect("prepare ok");
-    let stmt = o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes();
+    let stmt = raw_prepare(&mut raw, &format!("INSERT INTO {t} (v) VALUES (?)")).await;
     raw.query_scalar("START TRANSACTION READ ONLY")
         .await
         .expect("start")

@@ -435,6 +435,25 @@ pub async fn raw_client(
         .expect("raw login through rwsplit")
 }
 
+/// COM_STMT_PREPARE of `sql` by a raw client: the statement id rwsplit gave it, as the bytes
+/// a COM_STMT_* packet carries.
+pub async fn raw_prepare(raw: &mut rwsplit::pool::BackendConn, sql: &str) -> [u8; 4] {
+    let packet = [
+        &[rwsplit::protocol::Command::StmtPrepare as u8][..],
+        sql.as_bytes(),
+    ]
+    .concat();
+    let o = raw
+        .run_internal(
+            &packet,
+            rwsplit::protocol::response::ResponseKind::StmtPrepare,
+        )
+        .await
+        .expect("prepare")
+        .unwrap_or_else(|e| panic!("prepare {sql}: error {}", e.code()));
+    o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes()
+}
+
 /// Sums the samples of `metric` whose labels include every `label="value"` in `filter`.
 pub fn metric_sum(text: &str, metric: &str, filter: &[&str]) -> f64 {
     text.lines()
