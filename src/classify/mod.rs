@@ -133,8 +133,9 @@ pub enum SessionEffect {
     /// MariaDB's `BACKUP LOCK t` / `BACKUP UNLOCK`, MySQL's `LOCK INSTANCE FOR BACKUP` /
     /// `UNLOCK INSTANCE`: held by the connection until released (`UNLOCK TABLES` does not).
     BackupLock { releases: bool },
-    /// A multi-statement of which more than one statement has an effect above: rwsplit keeps
-    /// count of one, so the session keeps its connections for good (`untracked_state`).
+    /// A multi-statement of which more than one statement has an effect above, or one statement
+    /// that takes two named locks: rwsplit keeps count of one, so the session keeps its
+    /// connections for good (`untracked_state`).
     Several,
 }
 
@@ -750,14 +751,20 @@ fn call_effect(name: &[u8], with_argument: bool) -> Option<SessionEffect> {
 /// Of two effects in one statement, the one the session keeps (it has room for one): the one
 /// that keeps its connection longest, so the other's state stays with it too. A user variable
 /// or a `LAST_INSERT_ID(expr)` value keeps it for the session's life, a named lock until its
-/// release, a sequence's value for one statement; between equals, the later.
+/// release, a sequence's value for one statement; between equals, the later. Two named locks
+/// are `Several`: the session counts one per statement, and releasing one would unpin it while
+/// the other is held.
 fn keep(old: Option<SessionEffect>, new: Option<SessionEffect>) -> Option<SessionEffect> {
     use SessionEffect as E;
+    if old == Some(E::TakesNamedLock) && new == Some(E::TakesNamedLock) {
+        return Some(E::Several);
+    }
     let rank = |e: Option<E>| match e {
         None => 0,
         Some(E::TakesSequenceValue) => 1,
         Some(E::TakesNamedLock) => 3,
         Some(E::SetsUserVariable | E::SetsLastInsertId) => 4,
+        Some(E::Several) => 5,
         Some(_) => 2,
     };
     if rank(new) >= rank(old) { new } else { old }

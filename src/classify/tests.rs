@@ -721,6 +721,10 @@ fn effects_are_reported() {
         ("LOCK TABLES t READ; SELECT * FROM t", Some(E::LocksTables)),
         ("SELECT 1; HANDLER t OPEN; SELECT 2", Some(E::OpensHandler)),
         ("SELECT 1; SELECT 2", None),
+        (
+            "SELECT GET_LOCK('a', 1), GET_LOCK('b', 1)",
+            Some(E::Several),
+        ),
         // More than one: rwsplit counts one, so the session keeps its connections for good.
         ("LOCK TABLES t WRITE; DO GET_LOCK('a', 0)", Some(E::Several)),
         ("DO GET_LOCK('a', 0); DO GET_LOCK('b', 0)", Some(E::Several)),
