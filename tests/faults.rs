@@ -506,6 +506,90 @@ async fn use_and_set_after_a_write_see_it() {
     }
 }
 
+/// Long data a session sent to a replica, when routing then moves its reads to the other
+/// replica (the first is behind the session's write): the statement's execute is refused,
+/// saying the long data was lost, rather than sent to the other replica without its value
+/// (where the server reads the parameters from the wrong place). That the first connection
+/// goes back to its pool reset is not seen here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_data_on_a_replica_the_session_moves_from_is_reported_lost() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    faults::healthy();
+    let proxy =
+        faults::proxy_with(|t| t.replace("max_replica_lag = \"2s\"", "max_replica_lag = \"60s\""));
+    let t = unique("long_moved");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    faults::topology(&["wait-sync"]);
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let stmt = raw_prepare(&mut raw, "SELECT CONCAT(?, '')").await;
+    let long = [
+        &[Command::StmtSendLongData as u8][..],
+        &stmt,
+        &[0, 0],
+        b"abc",
+    ]
+    .concat();
+    raw.send_command(&long).await.expect("long data");
+    // The read goes to the replica the session holds, with the long data.
+    let held = raw
+        .query_scalar("SELECT @@server_id")
+        .await
+        .expect("read")
+        .expect("read ok");
+    let (lagging, other) = match held.as_deref() {
+        Some("2") => ("replica1", "3"),
+        Some("3") => ("replica2", "2"),
+        other => panic!("the long data's read went to server {other:?}"),
+    };
+    faults::topology(&["lag", lagging, "2"]);
+    let _heal = faults::Unlag(lagging);
+    raw.query_scalar(&format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("write")
+        .expect("write ok");
+    // Read-your-writes passes over the lagging replica: the read moves to the other one.
+    let moved = common::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        "a read on the other replica",
+        async || {
+            let sid = raw
+                .query_scalar("SELECT @@server_id")
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("error {}", e.code()))?;
+            if sid.as_deref() == Some(other) {
+                Ok(())
+            } else {
+                Err(format!("server {sid:?}"))
+            }
+        },
+    )
+    .await;
+    let () = moved;
+    // One iteration, null bitmap 0, types bound (BLOB), no value: it was sent as long data.
+    let execute = [
+        &[Command::StmtExecute as u8][..],
+        &stmt,
+        &[0, 1, 0, 0, 0, 0, 1, 0xfc, 0],
+    ]
+    .concat();
+    let e = raw
+        .run_internal(&execute, K::StmtExecute { cursor: false })
+        .await
+        .expect("execute")
+        .expect_err("the long data went with the first replica's connection");
+    assert_eq!(e.code(), 1210);
+    let message = String::from_utf8_lossy(&e.payload);
+    assert!(message.contains("long data"), "{message}");
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_sees_every_own_write_and_still_reads_from_replicas() {
     faults::healthy();
