@@ -137,10 +137,8 @@ impl Session {
             && let Some((version, _, backend_id)) = on
             && version == conn.statements_version()
         {
-            let mut p = [0u8; 5];
-            p[0] = crate::protocol::Command::StmtReset as u8;
-            p[1..].copy_from_slice(&backend_id.to_le_bytes());
-            if let Ok(Ok(_)) = conn.run_internal(&p, K::Single).await {
+            let reset = crate::protocol::Command::StmtReset.packet(&backend_id.to_le_bytes());
+            if let Ok(Ok(_)) = conn.run_internal(&reset, K::Single).await {
                 return;
             }
         }

@@ -790,45 +790,36 @@ impl Session {
         }
     }
 
-    /// What keeps the session on its connections after the statement that just ran, for
-    /// `/sessions` and the pin metric (transaction, temporary table, lock, user variable,
-    /// cursor, ...); which connections it keeps is `keeps`.
-    fn pin_now(&self) -> Option<&'static str> {
-        if open_transaction(&self.primary) || open_transaction(&self.replica) {
-            return Some("transaction");
-        }
-        if let Some(r) = state::pin_reason(&self.state) {
-            return Some(r);
-        }
-        if let Some((r, _)) = self.until_next {
-            return Some(r);
-        }
-        if self.cursor.is_some() {
-            return Some("cursor");
-        }
-        let long_data = self
-            .long_data
-            .iter()
-            .any(|&id| self.stmts.last(id).is_some());
-        long_data.then_some("long_data")
+    /// What keeps the session's connections after the statement that just ran, each with the
+    /// slot it keeps, in the order `/sessions` and the pin metric name them (`pin_now`). Each
+    /// slot is kept for its own reasons (`keeps`): a replica's open cursor or long data outlives
+    /// a pin of the primary's, and the other way round.
+    fn holds(&self) -> impl Iterator<Item = (&'static str, Slot)> {
+        use Slot::{Primary, Replica};
+        let long_data = |s| {
+            self.long_data
+                .iter()
+                .any(|&id| self.stmts.last(id) == Some(s))
+        };
+        [
+            open_transaction(&self.primary).then_some(("transaction", Primary)),
+            open_transaction(&self.replica).then_some(("transaction", Replica)),
+            state::pin_reason(&self.state).map(|r| (r, Primary)),
+            self.until_next,
+            self.cursor.map(|(_, s)| ("cursor", s)),
+            long_data(Primary).then_some(("long_data", Primary)),
+            long_data(Replica).then_some(("long_data", Replica)),
+        ]
+        .into_iter()
+        .flatten()
     }
 
-    /// Whether anything keeps `slot`'s connection: each slot on its own (`pin_now` names one
-    /// reason for both). A replica's open cursor or long data must outlive a pin of the
-    /// primary's, and the other way round.
+    fn pin_now(&self) -> Option<&'static str> {
+        self.holds().next().map(|(r, _)| r)
+    }
+
     fn keeps(&self, slot: Slot) -> bool {
-        let conn = match slot {
-            Slot::Primary => &self.primary,
-            Slot::Replica => &self.replica,
-        };
-        open_transaction(conn)
-            || slot == Slot::Primary && state::pin_reason(&self.state).is_some()
-            || self.until_next.is_some_and(|(_, s)| s == slot)
-            || self.cursor.is_some_and(|(_, s)| s == slot)
-            || self
-                .long_data
-                .iter()
-                .any(|&id| self.stmts.last(id) == Some(slot))
+        self.holds().any(|(_, s)| s == slot)
     }
 
     /// After a command: with multiplexing, every connection nothing pins goes back to its

@@ -1025,11 +1025,8 @@ impl Session {
     /// (multiplexing), else reset.
     async fn close(&mut self) {
         self.until_next = None;
-        if self.cursor.is_some() || !self.long_data.is_empty() {
-            self.leftovers = [true; 2];
-        }
-        self.cursor = None;
-        self.long_data.clear();
+        self.give_up_statement_state(Slot::Primary);
+        self.give_up_statement_state(Slot::Replica);
         self.settle().await;
         self.release_slot(Slot::Primary).await;
         self.release_slot(Slot::Replica).await;

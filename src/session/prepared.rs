@@ -200,10 +200,8 @@ pub fn rewrite_execute(
         let flag_at = 10 + n.div_ceil(8);
         let flag = *packet.get(flag_at)?;
         if flag == 1 {
-            let types = packet.get(flag_at + 1..flag_at + 1 + 2 * n)?;
-            if stmt.types.as_deref() != Some(types) {
-                stmt.types = Some(types.to_vec());
-            }
+            packet.get(flag_at + 1..flag_at + 1 + 2 * n)?;
+            note_types(packet, stmt);
             out.extend_from_slice(packet);
         } else if stmt.types.is_none() {
             out.extend_from_slice(packet);
