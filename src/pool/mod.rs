@@ -119,7 +119,7 @@ pub struct Pool {
     /// Signalled when a connection comes back idle to this pool while checkouts wait on it.
     returned: tokio::sync::Notify,
     /// Checkouts waiting on this pool.
-    waiters: std::sync::atomic::AtomicUsize,
+    waiters: Arc<std::sync::atomic::AtomicUsize>,
     /// Signalled when a connection comes back idle to a pool of the same backend that no
     /// checkout waits on: one waiting on another pool of the backend closes that connection
     /// to open its own (an idle connection holds a permit the others wait for). A waiter on
@@ -380,38 +380,20 @@ impl std::ops::DerefMut for Pooled {
     }
 }
 
-/// Counts a checkout waiting for room for as long as it waits.
-struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+/// Counts a checkout waiting for room for as long as it waits: on its backend (a counter the
+/// pools own) and on its pool (`Pool::waiters`, held through the pool's `Arc`).
+struct Waiting<C: std::ops::Deref<Target = std::sync::atomic::AtomicUsize>>(C);
 
-impl<'a> Waiting<'a> {
-    fn new(w: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
-        w.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Waiting(w)
+impl<C: std::ops::Deref<Target = std::sync::atomic::AtomicUsize>> Waiting<C> {
+    fn new(counter: C) -> Waiting<C> {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(counter)
     }
 }
 
-impl Drop for Waiting<'_> {
+impl<C: std::ops::Deref<Target = std::sync::atomic::AtomicUsize>> Drop for Waiting<C> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Counts a checkout waiting on one pool (`Pool::waiters`) for as long as it waits.
-struct PoolWaiting(Arc<Pool>);
-
-impl PoolWaiting {
-    fn new(pool: Arc<Pool>) -> PoolWaiting {
-        pool.waiters
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        PoolWaiting(pool)
-    }
-}
-
-impl Drop for PoolWaiting {
-    fn drop(&mut self) {
-        self.0
-            .waiters
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -598,7 +580,7 @@ impl Pools {
                         idle: Mutex::new(Vec::new()),
                         permits,
                         returned: tokio::sync::Notify::new(),
-                        waiters: std::sync::atomic::AtomicUsize::new(0),
+                        waiters: Arc::default(),
                         backend_returned,
                         backend_in_use,
                         retired: std::sync::atomic::AtomicBool::new(false),
@@ -641,7 +623,7 @@ impl Pools {
                 waiting = self
                     .waiting
                     .get(key.backend)
-                    .map(|w| (Waiting::new(w), PoolWaiting::new(pool.clone())));
+                    .map(|w| (Waiting::new(w), Waiting::new(pool.waiters.clone())));
             }
             let until = *deadline.get_or_insert_with(|| Instant::now() + cfg.checkout_timeout);
             tokio::select! {

@@ -80,6 +80,23 @@ pub async fn read_packet<R: AsyncRead + Unpin>(
     read_packet_within(r, buf, limit, None).await
 }
 
+/// Runs `f`, failing with `TimedOut` if it takes longer than `stall` (no limit: `None`): a
+/// read from a peer that stopped sending in the middle of a packet.
+pub async fn within<T>(
+    stall: Option<std::time::Duration>,
+    f: impl std::future::Future<Output = Result<T, FrameError>>,
+) -> Result<T, FrameError> {
+    match stall {
+        None => f.await,
+        Some(d) => tokio::time::timeout(d, f).await.map_err(|_| {
+            FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the peer sent nothing for {d:?} in the middle of a packet"),
+            ))
+        })?,
+    }
+}
+
 /// `read_packet`, failing with `TimedOut` when the peer sends nothing for `stall` at any point
 /// (the server's `net_read_timeout`): a slow upload goes on as long as bytes keep coming.
 pub async fn read_packet_within<R: AsyncRead + Unpin>(
@@ -88,20 +105,6 @@ pub async fn read_packet_within<R: AsyncRead + Unpin>(
     limit: u64,
     stall: Option<std::time::Duration>,
 ) -> Result<u8, FrameError> {
-    async fn within<T>(
-        stall: Option<std::time::Duration>,
-        f: impl std::future::Future<Output = Result<T, FrameError>>,
-    ) -> Result<T, FrameError> {
-        match stall {
-            None => f.await,
-            Some(d) => tokio::time::timeout(d, f).await.map_err(|_| {
-                FrameError::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the peer sent nothing for {d:?} in the middle of a packet"),
-                ))
-            })?,
-        }
-    }
     buf.clear();
     loop {
         let h = within(stall, read_header(r)).await?;

@@ -76,8 +76,11 @@ impl Digests {
     }
 }
 
+/// What ends a cut digest.
+const CUT_MARK: &str = "...";
+
 /// Cuts a digest at `MAX_DIGEST_LEN` bytes, at a character's start (the text stays UTF-8
-/// where the statement was), and marks the cut with `...`.
+/// where the statement was), and marks the cut with `CUT_MARK`.
 fn cut(digest: &mut Vec<u8>) {
     if digest.len() > MAX_DIGEST_LEN {
         let mut at = MAX_DIGEST_LEN;
@@ -85,8 +88,13 @@ fn cut(digest: &mut Vec<u8>) {
             at -= 1;
         }
         digest.truncate(at);
-        digest.extend_from_slice(b"...");
+        digest.extend_from_slice(CUT_MARK.as_bytes());
     }
+}
+
+/// Whether `digest` was cut: it no longer tells its statement from others.
+pub fn is_cut(digest: &str) -> bool {
+    digest.ends_with(CUT_MARK)
 }
 
 /// A statement's digest and its key in the query insight, which always go together.

@@ -329,19 +329,10 @@ async fn copy_rest(
 async fn relay_file(conn: &mut BackendConn, client: &mut ClientIo) -> Result<(), ForwardError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut continues = false;
-    let limit = client.net_timeout;
-    let stalled = || {
-        ForwardError::Client(FrameError::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!(
-                "the client sent none of its LOAD DATA LOCAL file for {limit:?} (proxy.net_timeout)"
-            ),
-        )))
-    };
+    let stall = Some(client.net_timeout);
     loop {
-        let h: FrameHeader = tokio::time::timeout(limit, frame::read_header(&mut client.reader))
+        let h: FrameHeader = frame::within(stall, frame::read_header(&mut client.reader))
             .await
-            .map_err(|_| stalled())?
             .map_err(ForwardError::Client)?;
         conn.writer
             .write_all(&h.encode())
@@ -350,10 +341,16 @@ async fn relay_file(conn: &mut BackendConn, client: &mut ClientIo) -> Result<(),
         let mut left = h.len;
         while left > 0 {
             let k = left.min(buf.len());
-            tokio::time::timeout(limit, client.reader.read_exact(&mut buf[..k]))
+            let read = async {
+                client
+                    .reader
+                    .read_exact(&mut buf[..k])
+                    .await
+                    .map_err(FrameError::Io)
+            };
+            frame::within(stall, read)
                 .await
-                .map_err(|_| stalled())?
-                .map_err(client_error)?;
+                .map_err(ForwardError::Client)?;
             conn.writer
                 .write_all(&buf[..k])
                 .await

@@ -331,7 +331,7 @@ fn carries(conn: &BackendConn, len: usize, chain: u64) -> bool {
 pub fn log_key(variable: Option<&str>, sql: &[u8], digest: Option<&Arc<str>>) -> Arc<str> {
     match (variable, digest) {
         (Some(v), _) => var_key(v),
-        (None, Some(d)) if !sql.contains(&b'`') && !d.ends_with("...") => d.clone(),
+        (None, Some(d)) if !sql.contains(&b'`') && !super::digests::is_cut(d) => d.clone(),
         (None, _) if !sql.contains(&b'`') => crate::classify::digest(sql).into(),
         (None, _) => String::from_utf8_lossy(sql).into(),
     }
