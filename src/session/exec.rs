@@ -791,10 +791,11 @@ impl Session {
     }
 
     /// What keeps the session's connections after the statement that just ran, each with the
-    /// slot it keeps, in the order `/sessions` and the pin metric name them (`pin_now`). Each
-    /// slot is kept for its own reasons (`keeps`): a replica's open cursor or long data outlives
-    /// a pin of the primary's, and the other way round.
-    fn holds(&self) -> impl Iterator<Item = (&'static str, Slot)> {
+    /// slot it keeps, in the order `/sessions` and the pin metric name them (the first is the
+    /// session's pin). Each slot is kept for its own reasons: a replica's open cursor or long
+    /// data outlives a pin of the primary's, and the other way round. Collected once per
+    /// command (`settle`).
+    fn holds(&self) -> [Option<(&'static str, Slot)>; 7] {
         use Slot::{Primary, Replica};
         let long_data = |s| {
             self.long_data
@@ -810,16 +811,6 @@ impl Session {
             long_data(Primary).then_some(("long_data", Primary)),
             long_data(Replica).then_some(("long_data", Replica)),
         ]
-        .into_iter()
-        .flatten()
-    }
-
-    fn pin_now(&self) -> Option<&'static str> {
-        self.holds().next().map(|(r, _)| r)
-    }
-
-    fn keeps(&self, slot: Slot) -> bool {
-        self.holds().any(|(_, s)| s == slot)
     }
 
     /// After a command: with multiplexing, every connection nothing pins goes back to its
@@ -828,7 +819,10 @@ impl Session {
         if !self.multiplex {
             return;
         }
-        let reason = self.pin_now();
+        let holds = self.holds();
+        let reason = holds.iter().flatten().next().map(|&(r, _)| r);
+        let kept = [Slot::Primary, Slot::Replica]
+            .map(|slot| holds.iter().flatten().any(|&(_, s)| s == slot));
         if reason != self.pinned {
             if let Some(r) = reason {
                 metrics::counter!(crate::metrics::PINS, "reason" => r).increment(1);
@@ -837,7 +831,7 @@ impl Session {
             self.info.lock().unwrap_or_else(|p| p.into_inner()).pinned = reason;
         }
         for slot in [Slot::Primary, Slot::Replica] {
-            if self.keeps(slot) {
+            if kept[slot as usize] {
                 continue;
             }
             if slot_of(&mut self.primary, &mut self.replica, slot).is_some() {
