@@ -1451,6 +1451,58 @@ async fn kill_query_from_another_client_stops_a_running_statement_and_only_it() 
 }
 
 /// Waits until session `id` has a statement running on a backend thread.
+/// A client that read its id with `CONNECTION_ID()` (a backend thread) and kills it from
+/// another connection, as tools that cancel long queries do, kills that session's statement.
+/// Session ids start far above the servers' thread ids, so the one is not taken for the other.
+#[tokio::test]
+async fn kill_of_the_backend_thread_connection_id_gave_reaches_the_session_running_there() {
+    let proxy = Proxy::start();
+    let mut victim = proxy.conn().await;
+    let mut killer = proxy.conn().await;
+    for c in [&victim, &killer] {
+        assert!(c.id() >= rwsplit::session::SESSION_ID_BASE, "{}", c.id());
+    }
+    // In a transaction the victim's statements run on one connection.
+    victim.query_drop("BEGIN").await.expect("begin");
+    let thread: u32 = victim
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .expect("connection id")
+        .expect("row");
+    let victim_id = victim.id();
+    let sleeping = tokio::spawn(async move {
+        let r: Result<Option<i64>, _> = victim.query_first("SELECT SLEEP(30)").await;
+        (r.map_err(|e| e.to_string()), victim)
+    });
+    running_on_a_backend(&proxy, victim_id).await;
+    let kill_at = Instant::now();
+    killer
+        .query_drop(format!("KILL QUERY {thread}"))
+        .await
+        .expect("kill query by backend thread");
+    let (result, mut victim) = sleeping.await.expect("join");
+    assert!(
+        kill_at.elapsed() < Duration::from_secs(5),
+        "the statement ran {:?} after KILL QUERY",
+        kill_at.elapsed()
+    );
+    match result {
+        Ok(v) => assert_eq!(v, Some(1)),
+        Err(e) => assert!(e.contains("1317") || e.contains("interrupted"), "{e}"),
+    }
+    // Nothing runs on that thread now: an unknown thread, as the server says of a thread id
+    // it does not have.
+    let e = killer
+        .query_drop(format!("KILL QUERY {thread}"))
+        .await
+        .expect_err("no statement runs there");
+    assert!(e.to_string().contains("1094"), "{e}");
+    victim
+        .query_drop("ROLLBACK")
+        .await
+        .expect("the session goes on");
+}
+
 async fn running_on_a_backend(proxy: &Proxy, id: u32) {
     let running = async || {
         let sessions = proxy.shared.sessions.lock().expect("sessions");

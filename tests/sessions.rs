@@ -23,6 +23,10 @@ async fn session_state(c: &mut Conn) -> (Option<i64>, String, Option<String>) {
 
 async fn dirty_session(c: &mut Conn) {
     c.query_drop("SET @v = 42").await.expect("set @v");
+    // rwsplit's own session variable: a reset undoes it as the server undoes its own.
+    c.query_drop("SET rwsplit_consistency = 'strong'")
+        .await
+        .expect("set rwsplit_consistency");
     c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
         .await
         .expect("sql_mode");
@@ -267,8 +271,9 @@ async fn reset_connection_clears_the_session_everywhere() {
     assert_eq!(v, None, "user variable survived the reset");
     assert_ne!(mode, "ANSI_QUOTES", "sql_mode survived the reset");
     assert_eq!(temp, None, "temporary table survived the reset");
-    let n: Option<u32> = c.query_first("SELECT 1").await.expect("query");
-    assert_eq!(n, Some(1));
+    // Reads go back to replicas: no temporary table, and the user's consistency mode again.
+    let id: Option<u64> = c.query_first("SELECT @@server_id").await.expect("id");
+    assert_ne!(id, Some(1), "reads stayed on the primary after the reset");
 }
 
 #[tokio::test]
@@ -625,10 +630,22 @@ async fn the_greeting_mirrors_the_primary_version_unless_configured() {
     assert_eq!(c.server_version(), (8, 0, 36));
 }
 
-/// Logs in by hand naming `plugin` in the handshake response; answers an auth switch with a
-/// mysql_native_password scramble of `password`. Returns the final packet (OK or ERR) and
-/// whether a switch to mysql_native_password was asked for.
+/// Logs in by hand as `app` naming `plugin` in the handshake response; answers an auth switch
+/// with a mysql_native_password scramble of `password`. Returns the final packet (OK or ERR)
+/// and whether a switch to mysql_native_password was asked for.
 async fn login_with_plugin(proxy: &Proxy, plugin: &[u8], password: &str) -> (Vec<u8>, bool) {
+    login_as(proxy, b"app", plugin, b"not a real scramble", password).await
+}
+
+/// `login_with_plugin` as `user`, sending `response` as the handshake's auth response. A
+/// caching_sha2_password fast-auth success (0x01 0x03) before the final packet is skipped.
+async fn login_as(
+    proxy: &Proxy,
+    user: &[u8],
+    plugin: &[u8],
+    response: &[u8],
+    password: &str,
+) -> (Vec<u8>, bool) {
     use mysql_common::constants::CapabilityFlags as C;
     use mysql_common::packets::{
         AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse,
@@ -654,9 +671,9 @@ async fn login_with_plugin(proxy: &Proxy, plugin: &[u8], password: &str) -> (Vec
         | C::CLIENT_LONG_PASSWORD
         | C::CLIENT_TRANSACTIONS;
     let resp = HandshakeResponse::new(
-        Some(&b"not a real scramble"[..]),
+        Some(response),
         (0, 0, 0),
-        Some(&b"app"[..]),
+        Some(user),
         None::<&[u8]>,
         Some(AuthPlugin::Other(plugin.into())),
         caps,
@@ -668,9 +685,14 @@ async fn login_with_plugin(proxy: &Proxy, plugin: &[u8], password: &str) -> (Vec
     frame::write_packet(&mut s, seq.wrapping_add(1), &out)
         .await
         .expect("send login");
-    let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+    let mut seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
         .await
         .expect("reply");
+    if buf.as_slice() == [0x01, 0x03] {
+        seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+            .await
+            .expect("reply after fast auth");
+    }
     if buf.as_slice().first() != Some(&0xFE) {
         return (buf, false);
     }
@@ -705,6 +727,40 @@ async fn a_client_with_an_unknown_auth_plugin_is_switched_to_native_password() {
     assert!(switched);
     assert_eq!(reply.as_slice().first(), Some(&0xFF));
     assert_eq!(u16::from_le_bytes([reply[1], reply[2]]), 1045);
+
+    // A user rwsplit does not know is answered the same way, so the replies do not tell which
+    // user names exist.
+    let (reply, switched) =
+        login_as(&proxy, b"nobody", b"dialog", b"not a real scramble", "x").await;
+    assert!(
+        switched,
+        "an unknown user was refused before the auth switch"
+    );
+    assert_eq!(reply.as_slice().first(), Some(&0xFF));
+    assert_eq!(u16::from_le_bytes([reply[1], reply[2]]), 1045);
+}
+
+#[tokio::test]
+async fn caching_sha2_clients_log_in_with_an_empty_password() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "[proxy]\n",
+            "[proxy]\nauth_plugin = \"caching_sha2_password\"\n",
+        ) + "\n[[users]]\nname = \"nopw\"\npassword = \"\"\n"
+    });
+    // libmysqlclient and Connector/J send one NUL byte for no password.
+    for response in [&b"\0"[..], b""] {
+        let (reply, switched) =
+            login_as(&proxy, b"nopw", b"caching_sha2_password", response, "").await;
+        assert!(!switched);
+        assert_eq!(
+            reply.as_slice().first(),
+            Some(&0x00),
+            "{response:?}: {reply:?}"
+        );
+    }
+    let (reply, _) = login_as(&proxy, b"nopw", b"caching_sha2_password", b"\0\0", "").await;
+    assert_eq!(reply.as_slice().first(), Some(&0xFF), "{reply:?}");
 }
 
 #[tokio::test]

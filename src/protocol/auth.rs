@@ -45,8 +45,13 @@ impl Plugin {
         .unwrap_or_default()
     }
 
-    /// Does a client's `response` prove it knows `password`?
+    /// Does a client's `response` prove it knows `password`? For an empty password
+    /// caching_sha2_password clients (libmysqlclient, Connector/J) send one NUL byte, which the
+    /// servers take as empty too.
     pub fn verify(self, nonce: &[u8], password: &str, response: &[u8]) -> bool {
+        if password.is_empty() && self == Plugin::CachingSha2 && response == [0] {
+            return true;
+        }
         let expected = self.scramble(nonce, password);
         constant_time_eq(&expected, response)
     }
@@ -111,6 +116,12 @@ mod tests {
         let nonce = new_nonce();
         assert!(Plugin::Native.verify(&nonce, "", b""));
         assert!(!Plugin::Native.verify(&nonce, "", b"x"));
+        // caching_sha2_password clients send a single NUL for no password.
+        assert!(Plugin::CachingSha2.verify(&nonce, "", b""));
+        assert!(Plugin::CachingSha2.verify(&nonce, "", b"\0"));
+        assert!(!Plugin::CachingSha2.verify(&nonce, "", b"\0\0"));
+        assert!(!Plugin::CachingSha2.verify(&nonce, "secret", b"\0"));
+        assert!(!Plugin::Native.verify(&nonce, "", b"\0"));
     }
 
     #[test]

@@ -322,6 +322,7 @@ impl Session {
         self.stmts.clear();
         self.long_data.clear();
         self.forget_pins();
+        self.take_user_settings();
         let status = self.status();
         self.client.send_ok(self.seq, status).await?;
         Ok(())
@@ -362,13 +363,9 @@ impl Session {
         self.stmts.clear();
         self.long_data.clear();
         self.forget_pins();
-        let cfg = self.shared.config();
-        self.multiplex = cfg
-            .user(&req.user)
-            .map_or(cfg.routing.multiplexing, |u| u.multiplexing);
-        drop(cfg);
         self.info.lock().unwrap_or_else(|p| p.into_inner()).user = req.user.clone();
         self.user = req.user;
+        self.take_user_settings();
         if let Some(c) = req.collation {
             self.collation = c;
         }
@@ -399,22 +396,16 @@ impl Session {
     }
 
     /// `KILL [QUERY] id` or COM_PROCESS_KILL: `id` is the session id rwsplit gave its client
-    /// at handshake. The session's running statement is killed on the backend thread running
-    /// it (that connection is then never reused by another session); `KILL CONNECTION` also
-    /// ends the session. Only the session's own user may kill it.
+    /// at handshake, or the backend thread a session's statement runs on now (what
+    /// `CONNECTION_ID()` returned to it). The session's running statement is killed on the
+    /// backend thread running it (that connection is then never reused by another session);
+    /// `KILL CONNECTION` also ends the session. Only the session's own user may kill it.
     pub(super) async fn kill_session(
         &mut self,
         id: u32,
         query_only: bool,
     ) -> Result<(), SessionError> {
-        let found = self
-            .shared
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned();
-        let Some(info) = found else {
+        let Some(info) = self.shared.session_for_kill(id) else {
             let msg = format!("Unknown thread id: {id}");
             return self.reply(&ClientError::new(1094, "HY000", &msg)).await;
         };
@@ -468,6 +459,14 @@ impl Session {
         let status = self.status();
         self.client.send_ok(self.seq, status).await?;
         Ok(())
+    }
+
+    /// The session's user's settings from the config (after a reset or change of user).
+    fn take_user_settings(&mut self) {
+        let s = super::UserSettings::of(&self.shared.config(), &self.user);
+        self.multiplex = s.multiplex;
+        self.query_timeout = s.query_timeout;
+        self.causal.mode = s.consistency;
     }
 
     /// Forgets what pinned the session to its connections (after a reset or change of user).

@@ -62,10 +62,13 @@ pub async fn accept(
     let password = config.user(&login.user).map(|u| u.password.clone());
     let client_plugin = login.plugin.as_deref().and_then(Plugin::from_name);
     let mut seq = seq.wrapping_add(1);
-    let ok = match (client_plugin, &password) {
-        (_, None) => false,
-        (Some(p), Some(pw)) => {
-            let ok = p.verify(nonce, pw, &login.auth_response);
+    // An unknown user goes through the same steps as a known one with another password, so
+    // the replies do not tell which user names exist.
+    let ok = match client_plugin {
+        Some(p) => {
+            let ok = password
+                .as_deref()
+                .is_some_and(|pw| p.verify(nonce, pw, &login.auth_response));
             if ok && p == Plugin::CachingSha2 {
                 seq = client
                     .send(seq, &[0x01, auth::SHA2_FAST_AUTH_SUCCESS])
@@ -73,7 +76,7 @@ pub async fn accept(
             }
             ok
         }
-        (None, Some(pw)) => {
+        None => {
             // An unknown or absent plugin: ask for mysql_native_password with a fresh look at
             // the same nonce, as servers do.
             let mut req = vec![0xFE];
@@ -84,7 +87,9 @@ pub async fn accept(
             client.send(seq, &req).await?;
             let s = frame::read_packet(&mut client.reader, &mut buf, 1 << 16).await?;
             seq = s.wrapping_add(1);
-            Plugin::Native.verify(nonce, pw, &buf)
+            password
+                .as_deref()
+                .is_some_and(|pw| Plugin::Native.verify(nonce, pw, &buf))
         }
     };
     if !ok {

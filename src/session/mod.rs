@@ -62,6 +62,12 @@ impl BackendSlot {
     }
 }
 
+/// Session ids (the connection id of the handshake, which `KILL` takes) start here, far above
+/// the servers' thread ids that `CONNECTION_ID()` and `SHOW PROCESSLIST` show through rwsplit,
+/// so that a `KILL` of one is not taken for the other. They stay below 2^31 for clients that
+/// keep the id in a signed 32-bit integer, and wrap back to the base.
+pub const SESSION_ID_BASE: u32 = 1 << 30;
+
 /// The backend slots, shared with the monitor.
 pub type Slots = Arc<arc_swap::ArcSwap<Vec<BackendSlot>>>;
 
@@ -95,6 +101,36 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// An id no live session has (ids wrap after 2^30 sessions).
+    fn new_session_id(&self) -> u32 {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let id = SESSION_ID_BASE + n % SESSION_ID_BASE;
+            if !sessions.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// The session `KILL id` means: the session with that id, else the one session whose
+    /// statement runs on backend thread `id` now (the id `CONNECTION_ID()` gave it).
+    pub(crate) fn session_for_kill(&self, id: u32) -> Option<Arc<std::sync::Mutex<SessionInfo>>> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = sessions.get(&id) {
+            return Some(i.clone());
+        }
+        let mut running = sessions.values().filter(|i| {
+            let i = i.lock().unwrap_or_else(|p| p.into_inner());
+            i.running_on.is_some() && i.backend_thread == Some(id)
+        });
+        match (running.next(), running.next()) {
+            (Some(i), None) => Some(i.clone()),
+            // None, or the same thread id on two servers: which one is meant is unknown.
+            _ => None,
+        }
+    }
+
     pub fn new(
         config: Arc<Config>,
         backends: Slots,
@@ -266,6 +302,26 @@ pub struct Session {
     span: tracing::Span,
 }
 
+/// What a user's entry in the config sets for its sessions. Taken at login, and again after
+/// COM_CHANGE_USER and COM_RESET_CONNECTION (which also undoes `SET rwsplit_consistency`, as
+/// the server's reset undoes session variables).
+struct UserSettings {
+    multiplex: bool,
+    query_timeout: Option<Duration>,
+    consistency: crate::config::Consistency,
+}
+
+impl UserSettings {
+    fn of(config: &Config, user: &str) -> UserSettings {
+        let u = config.user(user);
+        UserSettings {
+            multiplex: u.map_or(config.routing.multiplexing, |u| u.multiplexing),
+            query_timeout: u.map_or(config.proxy.query_timeout, |u| u.query_timeout),
+            consistency: u.map_or(config.routing.consistency, |u| u.consistency),
+        }
+    }
+}
+
 /// A session as the admin API shows it (like a SHOW PROCESSLIST row).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionInfo {
@@ -313,7 +369,7 @@ const SHUTDOWN_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one client connection until it quits or fails.
 pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = shared.new_session_id();
     let (r, w) = stream.into_split();
     let config = shared.config().clone();
     let mut client = ClientIo::new(r, w, config.proxy.net_timeout);
@@ -352,15 +408,11 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     let login = accepted.login;
     client.session_track = login.capabilities.contains(C::CLIENT_SESSION_TRACK);
     let span = tracing::info_span!("session", id, user = %login.user, client = %peer);
-    let mode = config
-        .user(&login.user)
-        .map_or(config.routing.consistency, |u| u.consistency);
-    let query_timeout = config
-        .user(&login.user)
-        .map_or(config.proxy.query_timeout, |u| u.query_timeout);
-    let multiplex = config
-        .user(&login.user)
-        .map_or(config.routing.multiplexing, |u| u.multiplexing);
+    let UserSettings {
+        multiplex,
+        query_timeout,
+        consistency: mode,
+    } = UserSettings::of(&config, &login.user);
     let wake = Arc::new(wakeup::Wakeup::default());
     let info = Arc::new(std::sync::Mutex::new(SessionInfo {
         id,
