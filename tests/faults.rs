@@ -506,6 +506,57 @@ async fn use_and_set_after_a_write_see_it() {
     }
 }
 
+/// With autocommit off, the COMMIT's OK carries the GTID of what it committed: a read after
+/// `SET autocommit = 1` sees the row, even when that SET ran on another pooled connection
+/// (whose own last GTID says nothing of the session's write). Both replicas are 2 s behind.
+/// (This arrangement passes without the fix too: the session's `SET autocommit = 1` got the
+/// GTID asked for on a connection that had it. The reviewer's failing one had a second
+/// session of the same user take the committing connection at another moment.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_with_autocommit_off_is_read_back() {
+    faults::healthy();
+    let proxy =
+        faults::proxy_with(|t| t.replace("max_replica_lag = \"2s\"", "max_replica_lag = \"60s\""));
+    let t = unique("ryw_ac0");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    let mut other = proxy.conn().await;
+    faults::topology(&["lag", "replica1", "2"]);
+    let _heal1 = faults::Unlag("replica1");
+    faults::topology(&["lag", "replica2", "2"]);
+    let _heal2 = faults::Unlag("replica2");
+    // Restarted with the delay, the replicas take reads again after their next checks.
+    wait_reads_reach(&proxy, REPLICA1_SERVER_ID, Duration::from_secs(10)).await;
+    for id in 0..5 {
+        c.query_drop("SET autocommit = 0")
+            .await
+            .expect("autocommit off");
+        c.query_drop(format!("INSERT INTO {t} VALUES ({id})"))
+            .await
+            .expect("insert");
+        c.query_drop("COMMIT").await.expect("commit");
+        // Another session takes the connection that committed, so the next statement of this
+        // one runs on another.
+        other.query_drop("BEGIN").await.expect("begin");
+        other
+            .query_drop("/* rwsplit:primary */ SELECT 1")
+            .await
+            .expect("hold a primary connection");
+        c.query_drop("SET autocommit = 1")
+            .await
+            .expect("autocommit on");
+        other.query_drop("COMMIT").await.expect("release");
+        let n: Option<u64> = c
+            .query_first(format!("SELECT COUNT(*) FROM {t} WHERE id = {id}"))
+            .await
+            .expect("read back");
+        assert_eq!(n, Some(1), "row {id}: the read missed the committed write");
+    }
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 /// Long data a session sent to a replica, when routing then moves its reads to the other
 /// replica (the first is behind the session's write): the statement's execute is refused,
 /// saying the long data was lost, rather than sent to the other replica without its value

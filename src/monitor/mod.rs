@@ -42,6 +42,10 @@ pub struct BackendStatus {
     pub excluded: Option<Exclusion>,
     /// The GTID position this backend has applied (binlog position on the primary).
     pub gtid: Option<String>,
+    /// When `gtid` was read. A replica's exact match with the primary's position says "0
+    /// behind" only while the primary's reading is fresh: one its probe could no longer
+    /// renew (the ping answers, the status query fails) would admit a replica stuck there.
+    pub gtid_at: Option<std::time::Instant>,
 }
 
 /// The latest view of all backends, in config order.
@@ -202,6 +206,7 @@ pub fn assign_roles(s: &mut Snapshot) {
         return;
     }
     for (i, b) in s.backends.iter_mut().enumerate() {
+        let was = b.role;
         b.role = if writers.contains(&i) {
             Role::Primary
         } else {
@@ -209,6 +214,9 @@ pub fn assign_roles(s: &mut Snapshot) {
         };
         if b.role == Role::Primary {
             b.lag_ok = true;
+        } else if was == Role::Primary {
+            // A demoted primary takes reads once its replication check admits it, not before.
+            b.lag_ok = false;
         }
     }
 }
@@ -391,16 +399,7 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
             }
         }
         if ok {
-            replication_check(
-                &w,
-                is_primary,
-                &mut prober,
-                flavor,
-                &mut gate,
-                mc.timeout,
-                &health,
-            )
-            .await;
+            replication_check(&w, is_primary, &mut prober, flavor, &mut gate, &mc, &health).await;
         }
         if first {
             first = false;
@@ -461,17 +460,22 @@ async fn replication_check(
     prober: &mut probe::Prober,
     flavor: Flavor,
     gate: &mut LagGate,
-    timeout: Duration,
+    mc: &MonitorConfig,
     health: &Health,
 ) {
-    let reading = prober.read(flavor, timeout).await;
+    let reading = prober.read(flavor, mc.timeout).await;
+    // Two rounds: the primary's and the replica's checks are not in step.
+    let fresh = mc.interval.saturating_mul(2).saturating_add(mc.timeout);
     let (primary_gtid, primary_down) = {
         let snap = health.snapshot.load();
         let p = snap.backends.iter().position(|b| b.role == Role::Primary);
+        let down = p.and_then(|p| snap.backends.get(p)).is_none_or(|b| !b.up);
+        // With the primary down its last position is the newest there is; up, only a reading
+        // from its last rounds counts.
         let gtid = p
             .and_then(|p| snap.status.get(p))
+            .filter(|s| down || s.gtid_at.is_some_and(|t| t.elapsed() <= fresh))
             .and_then(|s| s.gtid.clone());
-        let down = p.and_then(|p| snap.backends.get(p)).is_none_or(|b| !b.up);
         (gtid, down)
     };
     let (lag, read_only, gtid, behind) = match &reading {
@@ -520,6 +524,7 @@ async fn replication_check(
         st.excluded = excluded;
         if gtid.is_some() {
             st.gtid.clone_from(&gtid);
+            st.gtid_at = Some(std::time::Instant::now());
         }
     });
 }

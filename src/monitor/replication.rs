@@ -59,8 +59,12 @@ impl ReplicaStatus {
 /// How many transactions the replica's executed GTID set lacks from the primary's. MariaDB
 /// positions are `domain-server-seq` lists (`0-1-601,1-2-7`); MySQL sets are
 /// `uuid:1-100:105,uuid2:1-5` (`gtid_executed`, possibly with newlines). `None` when a position
-/// cannot be read.
+/// cannot be read, or the primary's is empty (MySQL with `gtid_mode = OFF`, a server with no
+/// transaction yet): nothing to compare, rather than "0 behind".
 pub fn gtid_distance(flavor: Flavor, primary: &str, replica: &str) -> Option<u64> {
+    if primary.trim().is_empty() {
+        return None;
+    }
     match flavor {
         Flavor::MariaDb => {
             let p = parse_mariadb(primary)?;

@@ -91,7 +91,9 @@ impl Causal {
     /// known to have the required position. Updates `verified` from the monitor's positions
     /// and drops the requirement once every replica has it.
     pub fn blocked_replicas(&mut self, snap: &Snapshot, flavor: Flavor) -> u64 {
-        if self.unknown {
+        // A committed write whose GTID was not taken (it is fetched before a read that may go
+        // to a replica; this is the net under that) counts as a position no replica has.
+        if self.unknown || self.pending {
             return u64::MAX;
         }
         let Some(req) = &self.required else {
@@ -252,6 +254,17 @@ mod tests {
         let mut c = Causal::new(Consistency::ReadYourWrites);
         assert!(!c.after_primary_statement(StatementKind::Write, &failed, false, false));
         assert!(c.after_primary_statement(StatementKind::Write, &failed, false, true));
+    }
+
+    #[test]
+    fn a_write_whose_gtid_was_not_taken_blocks_every_replica() {
+        let mut c = Causal::new(Consistency::ReadYourWrites);
+        let s = snap([Some("0-1-10"), Some("0-1-10"), Some("0-1-10")]);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb), 0);
+        c.after_primary_statement(StatementKind::Write, &ok(None), true, false);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb), u64::MAX);
+        c.require("0-1-10".into());
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb), 0);
     }
 
     #[test]

@@ -817,7 +817,9 @@ impl Session {
         if slot != Slot::Primary {
             return;
         }
-        let in_trx = self.in_transaction() || !self.state.autocommit;
+        // Whether the server says a transaction is still open after this statement: with
+        // autocommit off, the COMMIT's OK carries the GTID of what it committed.
+        let in_trx = self.in_transaction();
         if self
             .causal
             .after_primary_statement(class.kind, o, in_trx, class.opaque())
@@ -841,7 +843,14 @@ impl Session {
             .await
         {
             Ok(Ok(Some(g))) if !g.is_empty() => self.causal.require(g),
-            Ok(_) => self.causal.pending = false,
+            // MariaDB's `@@last_gtid` is empty on a connection that committed nothing: the
+            // write was rolled back.
+            Ok(Ok(_)) if flavor == crate::monitor::replication::Flavor::MariaDb => {
+                self.causal.pending = false
+            }
+            // MySQL's `gtid_executed` is empty with `gtid_mode = OFF`: no position to wait
+            // for, so reads go to the primary until the next write. A refused query likewise.
+            Ok(_) => self.causal.position_unknown(),
             Err(e) => {
                 // The connection broke after the commit: reads go to the primary until the
                 // next write gives a position again.
