@@ -42,6 +42,17 @@ pub struct Lexer<'a> {
     backslash_escapes: bool,
     /// A routing hint seen in a comment so far.
     pub hint: Option<super::Hint>,
+    /// A versioned executable comment (`/*!50700 ... */`, `/*!100500 ... */`, `/*M! ... */`)
+    /// that one server runs and another skips as a comment: read here as SQL, which may be
+    /// wrong (a quote in a skipped one hides what follows), so the statement goes to the
+    /// primary. `/*!` without a version and `/*!NNNNN` below 50700 run on MariaDB and MySQL
+    /// alike.
+    pub version_gated: bool,
+}
+
+/// Whitespace as the servers' lexers see it: ASCII whitespace and the vertical tab.
+fn is_space(c: u8) -> bool {
+    c.is_ascii_whitespace() || c == 0x0B
 }
 
 impl<'a> Lexer<'a> {
@@ -58,7 +69,14 @@ impl<'a> Lexer<'a> {
             in_exec_comment: false,
             backslash_escapes,
             hint: None,
+            version_gated: false,
         }
+    }
+
+    /// Where the next token starts (past whitespace and comments).
+    pub fn next_token_at(&mut self) -> usize {
+        self.skip_space_and_comments();
+        self.i
     }
 
     fn at(&self, k: usize) -> u8 {
@@ -68,13 +86,14 @@ impl<'a> Lexer<'a> {
     fn skip_space_and_comments(&mut self) {
         loop {
             let c = self.at(0);
-            if c.is_ascii_whitespace() {
+            // `--` starts a comment before whitespace or a control character (the servers'
+            // rule), or at the end.
+            let dash_comment = c == b'-'
+                && self.at(1) == b'-'
+                && (self.at(2) <= b' ' || self.at(2) == 0x7F || self.i + 2 >= self.s.len());
+            if is_space(c) {
                 self.i += 1;
-            } else if c == b'#'
-                || (c == b'-'
-                    && self.at(1) == b'-'
-                    && (self.at(2).is_ascii_whitespace() || self.i + 2 >= self.s.len()))
-            {
+            } else if c == b'#' || dash_comment {
                 let end = self.s[self.i..]
                     .iter()
                     .position(|&b| b == b'\n')
@@ -85,10 +104,16 @@ impl<'a> Lexer<'a> {
                 let body = self.i + 2;
                 let exec = self.at(2) == b'!' || (self.at(2) == b'M' && self.at(3) == b'!');
                 if exec {
-                    self.i = body + if self.at(2) == b'!' { 1 } else { 2 };
+                    let mariadb_only = self.at(2) == b'M';
+                    self.i = body + if mariadb_only { 2 } else { 1 };
+                    let digits = self.i;
                     while self.at(0).is_ascii_digit() {
                         self.i += 1;
                     }
+                    let version = &self.s[digits..self.i];
+                    let runs_everywhere = !mariadb_only
+                        && (version.is_empty() || (version.len() == 5 && version < &b"50700"[..]));
+                    self.version_gated |= !runs_everywhere;
                     self.in_exec_comment = true;
                     continue;
                 }

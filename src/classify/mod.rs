@@ -303,6 +303,11 @@ fn classify_lexed(
         // Past the last token: a trailing comment counts.
         hint = lx.hint;
     }
+    if lx.version_gated {
+        // Read as SQL, a versioned comment the server may skip: the primary, whatever a
+        // hint says.
+        hint = Some(Hint::Primary);
+    }
     let reading = Reading {
         trust_functions: hint == Some(Hint::Replica),
         flavor: dialect.flavor,
@@ -357,8 +362,26 @@ fn is_multi(toks: &[Token<'_>]) -> bool {
 /// (`CREATE PROCEDURE ... BEGIN ...; ... END`) ends the count: what follows is its body, which
 /// does not run now.
 fn multi_effect(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Option<SessionEffect> {
+    // A compound statement run directly (MariaDB: `BEGIN NOT ATOMIC ... END`, `IF`, `CASE`,
+    // `LOOP`, `REPEAT`, `WHILE`, `FOR`, or a labelled one): which of its statements ran is
+    // the server's to know, so whatever they leave keeps the session on its connections.
+    let compound = match toks {
+        [Token::Word(w), Token::Word(n), ..] if is(w, "BEGIN") && is(n, "NOT") => true,
+        [Token::Word(_), Token::Punct(b':'), ..] => true,
+        [Token::Word(w), ..] => ["IF", "CASE", "LOOP", "REPEAT", "WHILE", "FOR"]
+            .iter()
+            .any(|k| is(w, k)),
+        _ => false,
+    };
+    if compound {
+        return Some(SessionEffect::Several);
+    }
+    // `CREATE [OR REPLACE] [DEFINER = ...] PROCEDURE|FUNCTION|TRIGGER|EVENT|PACKAGE ... BEGIN`.
     let defines_routine = |s: &[Token<'_>]| {
         matches!(s.first(), Some(Token::Word(w)) if is(w, "CREATE") || is(w, "ALTER"))
+            && s.iter().take(12).any(|t| {
+                matches!(t, Token::Word(w) if ["PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "PACKAGE"].iter().any(|k| is(w, k)))
+            })
             && s.iter()
                 .any(|t| matches!(t, Token::Word(w) if is(w, "BEGIN")))
     };
@@ -470,6 +493,9 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
             Classification { effect: Some(SessionEffect::LocksTables), ..write(R::TableLock) }
         }
         b"PREPARE" => Classification { effect: Some(SessionEffect::PreparesSqlStatement), ..write(R::SqlPrepare) },
+        // `EXECUTE IMMEDIATE` runs SQL rwsplit does not see (a string, a variable): what it
+        // leaves on the connection (a lock, a variable) is unknown, so the session keeps it.
+        b"EXECUTE" if word(second, "IMMEDIATE") => Classification { effect: Some(SessionEffect::Several), ..write(R::SqlPrepare) },
         b"EXECUTE" | b"DEALLOCATE" => write(R::SqlPrepare),
         b"CALL" => write(R::Call),
         // `DO expr`: evaluated for its effects, on the primary; they count as in a `SELECT`
@@ -954,14 +980,29 @@ fn reads_at_run_time(t: &Token<'_>) -> bool {
     }
 }
 
-/// The first quoted name in `USE `name``.
+/// The quoted name right after `USE` (`` USE `a``b` `` is `` a`b ``): not the first quote of
+/// the text, which may be in a comment before it.
 fn quoted_name(sql: &[u8]) -> Option<String> {
-    let start = sql
-        .iter()
-        .position(|&b| b == b'`' || b == b'"' || b == b'\'')?;
-    let q = sql[start];
-    let len = sql[start + 1..].iter().position(|&b| b == q)?;
-    Some(String::from_utf8_lossy(&sql[start + 1..start + 1 + len]).into_owned())
+    let mut lx = Lexer::new(sql);
+    lx.next()?;
+    let rest = sql.get(lx.next_token_at()..)?;
+    let q = *rest.first()?;
+    if !matches!(q, b'`' | b'"' | b'\'') {
+        return None;
+    }
+    let mut name = Vec::new();
+    let mut i = 1;
+    while let Some(&b) = rest.get(i) {
+        if b == q {
+            if rest.get(i + 1) != Some(&q) {
+                return Some(String::from_utf8_lossy(&name).into_owned());
+            }
+            i += 1;
+        }
+        name.push(b);
+        i += 1;
+    }
+    None
 }
 
 /// The statement with literals replaced by `?` and whitespace and comments folded, for stats

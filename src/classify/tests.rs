@@ -766,6 +766,28 @@ fn effects_are_reported() {
         ("HANDLER `t` CLOSE", Some(E::ClosesHandler)),
         ("HANDLER t READ `PRIMARY` FIRST WHERE close = 1", None),
         ("HANDLER app.open READ NEXT", None),
+        // SQL rwsplit does not see, run by the server: whatever it leaves, the session keeps.
+        ("EXECUTE IMMEDIATE 'LOCK TABLES t WRITE'", Some(E::Several)),
+        (
+            "EXECUTE IMMEDIATE 'DO GET_LOCK(?, 0)' USING 'job'",
+            Some(E::Several),
+        ),
+        (
+            "BEGIN NOT ATOMIC DO GET_LOCK('job', 0); END",
+            Some(E::Several),
+        ),
+        ("IF 1 THEN DO GET_LOCK('job', 0); END IF", Some(E::Several)),
+        (
+            "FOR i IN 1..3 DO DO GET_LOCK('job', 0); END FOR",
+            Some(E::Several),
+        ),
+        ("WHILE 0 DO SELECT 1; END WHILE", Some(E::Several)),
+        ("lbl: LOOP LEAVE lbl; END LOOP", Some(E::Several)),
+        // A table with a column named `begin` is no routine definition.
+        (
+            "CREATE TABLE t2 (begin INT); DO GET_LOCK('job', 0)",
+            Some(E::TakesNamedLock),
+        ),
     ];
     for (sql, effect) in table {
         assert_eq!(classify(sql.as_bytes()).effect, *effect, "{sql}");
@@ -781,6 +803,30 @@ fn hints_in_comments_are_found() {
         ("-- rwsplit:primary\nSELECT 1", Some(Hint::Primary)),
         ("SELECT 'rwsplit:primary'", None),
         ("SELECT 1", None),
+        // A versioned comment one server runs and another skips is read as SQL, which may be
+        // wrong: the primary, whatever a hint says.
+        (
+            "/*!50700 SELECT 1 ON */ DELETE FROM t WHERE id = 3",
+            Some(Hint::Primary),
+        ),
+        (
+            "/*!99999 SELECT 1 FOR */ DELETE FROM t",
+            Some(Hint::Primary),
+        ),
+        (
+            "SELECT * FROM t WHERE id = 1 /*!99999 -- mysql 9 only */ FOR UPDATE",
+            Some(Hint::Primary),
+        ),
+        (
+            "/* rwsplit:replica */ SELECT * FROM t WHERE id=1 /*!50700 ' */ FOR UPDATE -- '",
+            Some(Hint::Primary),
+        ),
+        ("SELECT 1 /*!100500 , 2 */", Some(Hint::Primary)),
+        ("/*M! SELECT 1 */", Some(Hint::Primary)),
+        // Both servers run these.
+        ("/*!40101 SELECT 1 */", None),
+        ("SELECT 1 /*! , 2 */", None),
+        ("/*!50699 SELECT 1 */", None),
     ];
     for (sql, hint) in table {
         assert_eq!(classify(sql.as_bytes()).hint, *hint, "{sql}");
@@ -797,6 +843,32 @@ fn start_transaction_read_only_is_marked() {
 fn use_gives_the_unquoted_schema() {
     assert_eq!(classify(b"USE app").schema.as_deref(), Some("app"));
     assert_eq!(classify(b"USE `my db`").schema.as_deref(), Some("my db"));
+    // The name after USE, not the first quote of the text.
+    for (sql, want) in [
+        ("/* see `legacy` */ USE `app2`", "app2"),
+        ("/* tenant's schema */ USE `tenant_42`", "tenant_42"),
+        ("-- \"switch\" db\nUSE `app2`", "app2"),
+        ("USE `a``b`", "a`b"),
+    ] {
+        assert_eq!(
+            classify(sql.as_bytes()).schema.as_deref(),
+            Some(want),
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn the_servers_whitespace_and_dash_comments_hide_no_lock() {
+    for sql in [
+        "SELECT * FROM t WHERE id=1 LOCK\x0bIN SHARE MODE",
+        "SELECT * FROM t WHERE id=1 --\x0b' \n FOR UPDATE -- '",
+        "SELECT * FROM t WHERE id=1 --\x01' \n FOR UPDATE -- '",
+    ] {
+        let c = classify(sql.as_bytes());
+        assert_eq!(c.kind, K::Write, "{sql:?}");
+        assert_eq!(c.reason, Some(R::LockingRead), "{sql:?}");
+    }
 }
 
 #[test]
