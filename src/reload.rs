@@ -97,10 +97,11 @@ pub async fn apply(shared: &Arc<Shared>, new: Config) -> Result<String, ReloadEr
         return Err(ReloadError::TooManyBackends);
     }
     let targets = slots.iter().map(|s| Target::from(&s.config)).collect();
+    let gone: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].removed).collect();
     let new = Arc::new(new);
     // Order: pools and slots first (so a new backend is connectable before routing sees it),
     // then the snapshot routing reads, then the config itself.
-    shared.pools.reconfigure(targets, new.clone());
+    shared.pools.reconfigure(targets, &gone, new.clone());
     shared.backends.store(Arc::new(slots));
     shared.health.reconfigure();
     let mc = new.monitor.clone();

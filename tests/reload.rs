@@ -189,3 +189,46 @@ async fn a_transaction_on_a_removed_primary_finishes_there_and_the_session_moves
     c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
     let _ = std::fs::remove_file(path);
 }
+
+/// A reload that changes a backend's pool settings retires its pools: their idle connections
+/// close then (each held a place in the backend's `max_connections`), not when sessions that
+/// used them happen to come back, and a new session gets a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_of_pools_a_reload_retires_are_closed() {
+    let limited = |t: String| t.replace("[pool]\n", "[pool]\nmax_connections = 3\n");
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("reload-retire")));
+    std::fs::write(&path, limited(config_text(true))).expect("write");
+    let proxy = Proxy::start_with(|_| limited(config_text(true)));
+    proxy.shared.config_path.set(path.clone()).expect("path");
+    // Three sessions each hold a primary connection at once, then leave them idle.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = proxy.conn().await;
+        c.query_drop("BEGIN").await.expect("begin");
+        c.query_drop("SELECT 1").await.expect("on the primary");
+        held.push(c);
+    }
+    for c in &mut held {
+        c.query_drop("COMMIT").await.expect("commit");
+    }
+    std::fs::write(
+        &path,
+        limited(config_text(true)).replace("[pool]\n", "[pool]\nmax_lifetime = \"31m\"\n"),
+    )
+    .expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    let mut fresh = proxy.conn().await;
+    let one: Option<u32> = fresh
+        .query_first("/* rwsplit:primary */ SELECT 1")
+        .await
+        .expect("a connection for a new session after the reload");
+    assert_eq!(one, Some(1));
+    // The old sessions go on, on the new pools.
+    for c in &mut held {
+        c.query_drop("/* rwsplit:primary */ SELECT 1")
+            .await
+            .expect("an old session after the reload");
+    }
+    let _ = std::fs::remove_file(path);
+}

@@ -222,11 +222,19 @@ impl Pool {
             .into_iter()
             .chain(conn.retire_at)
             .min();
-        self.lock_idle().push(Idle {
+        let mut idle = self.lock_idle();
+        // A retired pool (a reload changed its backend or its user's password) is out of the
+        // map, where nothing would reap its idle list: its connections close as they return.
+        // Checked under the idle lock, which the reload's clearing takes after retiring it.
+        if self.retired() {
+            return;
+        }
+        idle.push(Idle {
             conn,
             expires,
             permit,
         });
+        drop(idle);
         if self.waiters.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             self.returned.notify_one();
         } else {
@@ -505,8 +513,9 @@ impl Pools {
     /// Applies a reloaded config: `targets` by backend id (existing ids first, new ones
     /// appended). A backend whose address or pool settings changed, and a user whose password
     /// changed, get new pools: connections checked out from the old ones finish and are closed
-    /// when returned. Limits are resized in place.
-    pub fn reconfigure(&self, targets: Vec<Target>, config: Arc<Config>) {
+    /// when returned; their idle ones are closed now. So are the pools of the backends in
+    /// `removed` (no longer in the config). Limits are resized in place.
+    pub fn reconfigure(&self, targets: Vec<Target>, removed: &[BackendId], config: Arc<Config>) {
         let old_config = read(&self.config).clone();
         let mut changed = Vec::new();
         {
@@ -539,14 +548,22 @@ impl Pools {
         let password_changed = |user: &str| {
             old_config.user(user).map(|u| &u.password) != config.user(user).map(|u| &u.password)
         };
+        let mut retired = Vec::new();
         write(&self.pools).retain(|k, p| {
-            let keep = !changed.contains(&k.backend) && !password_changed(&k.user);
+            let keep = !changed.contains(&k.backend)
+                && !removed.contains(&k.backend)
+                && !password_changed(&k.user);
             if !keep {
                 p.retired.store(true, std::sync::atomic::Ordering::Release);
+                retired.push(p.clone());
             }
             keep
         });
         *write(&self.config) = config;
+        // Closed outside the map's lock: each frees its permit in the backend's limit.
+        for p in retired {
+            p.lock_idle().clear();
+        }
     }
 
     fn all(&self) -> Vec<Arc<Pool>> {
