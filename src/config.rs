@@ -224,7 +224,7 @@ impl Config {
     }
 
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let raw: raw::File = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let raw: raw::File = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
         raw.into_config()
     }
 
@@ -237,10 +237,38 @@ impl Config {
     }
 }
 
+/// A TOML error by line and column, without the quoted line `toml` adds: that line may be a
+/// password's (an unclosed quote), and this message goes to logs and to `POST /reload`.
+fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e.span().map(|r| r.start.min(text.len()));
+    let msg = e.message().trim();
+    ConfigError::Parse(match at {
+        Some(at) => {
+            let before = &text.as_bytes()[..at];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let col = at
+                - before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |p| p + 1)
+                + 1;
+            format!("TOML parse error at line {line}, column {col}: {msg}")
+        }
+        None => format!("TOML parse error: {msg}"),
+    })
+}
+
 /// The file as written, before validation. Every table rejects unknown keys.
 mod raw {
     use super::*;
     use serde::Deserialize;
+
+    fn at_least_one(key: &str, n: u32) -> Result<u32, ConfigError> {
+        if n == 0 {
+            return Err(invalid(key, "must be at least 1"));
+        }
+        Ok(n)
+    }
 
     fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
@@ -559,7 +587,15 @@ mod raw {
             let proxy = ProxyConfig {
                 listen,
                 socket,
-                max_client_connections: p.max_client_connections.unwrap_or(10_000).max(1),
+                max_client_connections: match p.max_client_connections.unwrap_or(10_000) {
+                    n @ 1..=1_000_000 => n,
+                    n => {
+                        return Err(invalid(
+                            "proxy.max_client_connections",
+                            format!("{n} is not between 1 and 1000000"),
+                        ));
+                    }
+                },
                 max_prepared_statements: p.max_prepared_statements.unwrap_or(500_000),
                 max_packet_size,
                 client_idle_timeout: nonzero(
@@ -648,8 +684,8 @@ mod raw {
                     dur("monitor.interval", &m.interval, "1s")?,
                 )?,
                 timeout: nonzero("monitor.timeout", dur("monitor.timeout", &m.timeout, "1s")?)?,
-                fall: m.fall.unwrap_or(3).max(1),
-                rise: m.rise.unwrap_or(2).max(1),
+                fall: at_least_one("monitor.fall", m.fall.unwrap_or(3))?,
+                rise: at_least_one("monitor.rise", m.rise.unwrap_or(2))?,
                 user: String::new(),
                 password: String::new(),
                 heartbeat_table: match &m.heartbeat_table {
@@ -688,10 +724,21 @@ mod raw {
                     ));
                 }
             };
-            let logging = LoggingConfig {
-                level: self.logging.level.clone().unwrap_or_else(|| "info".into()),
-                json,
-            };
+            let level = self.logging.level.clone().unwrap_or_else(|| "info".into());
+            // A bare word that is no level is read by `tracing` as a module name, which logs
+            // nothing at all: refused. Directives (`rwsplit=debug,info`) pass.
+            let levels = ["trace", "debug", "info", "warn", "error", "off"];
+            if !level.contains('=') && !levels.contains(&level.trim().to_ascii_lowercase().as_str())
+            {
+                return Err(invalid(
+                    "logging.level",
+                    format!(
+                        "\"{level}\" is not one of {} (or a filter such as \"rwsplit=debug\")",
+                        levels.join(", ")
+                    ),
+                ));
+            }
+            let logging = LoggingConfig { level, json };
             if self.users.is_empty() {
                 return Err(invalid("users", "at least one [[users]] entry is required"));
             }
@@ -776,6 +823,15 @@ mod raw {
                         format!("duplicate name \"{}\"", b.name),
                     ));
                 }
+                if let Some(x) = backends.iter().find(|x| x.address == b.address) {
+                    return Err(invalid(
+                        format!("{key}.address"),
+                        format!(
+                            "\"{}\" is also backend \"{}\"'s: one server listed twice is both writable and not, a split brain",
+                            b.address, x.name
+                        ),
+                    ));
+                }
                 if !crate::net::Endpoint::of(&b.address).is_valid() {
                     return Err(invalid(
                         format!("{key}.address"),
@@ -820,6 +876,16 @@ mod raw {
                     pool,
                 });
             }
+            if backends.len() > crate::session::MAX_BACKENDS {
+                return Err(invalid(
+                    "backends",
+                    format!(
+                        "{} backends; at most {} are supported",
+                        backends.len(),
+                        crate::session::MAX_BACKENDS
+                    ),
+                ));
+            }
             let primaries = backends.iter().filter(|b| b.role == Role::Primary).count();
             if primaries != 1 {
                 return Err(invalid(
@@ -828,12 +894,27 @@ mod raw {
                 ));
             }
             let a = &self.admin;
-            let admin_listen = match a.listen.as_deref().unwrap_or("127.0.0.1:6080") {
-                "off" => None,
-                l => Some(l.parse().map_err(|_| {
-                    invalid("admin.listen", format!("\"{l}\" is not ip:port or \"off\""))
-                })?),
-            };
+            let admin_listen: Option<SocketAddr> =
+                match a.listen.as_deref().unwrap_or("127.0.0.1:6080") {
+                    "off" => None,
+                    l => Some(l.parse().map_err(|_| {
+                        invalid("admin.listen", format!("\"{l}\" is not ip:port or \"off\""))
+                    })?),
+                };
+            if let Some(admin) = admin_listen
+                && admin.port() != 0
+                && proxy.listen.port() == admin.port()
+                && (proxy.listen.ip() == admin.ip()
+                    || proxy.listen.ip().is_unspecified()
+                    || admin.ip().is_unspecified())
+            {
+                return Err(invalid(
+                    "admin.listen",
+                    format!(
+                        "{admin} is also proxy.listen: MySQL clients would reach the admin API"
+                    ),
+                ));
+            }
             let token = match (&a.token, &a.token_env) {
                 (None, None) => None,
                 (Some(t), None) => Some(t.clone()),
@@ -917,6 +998,18 @@ role = "primary"
     }
 
     #[test]
+    fn a_parse_error_does_not_quote_the_line_it_is_on() {
+        let e = err(&MINIMAL.replace("password = \"app\"", "password = \"Sup3rS3cret!"));
+        assert!(!e.contains("Sup3rS3cret"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+        // Levels and filters pass.
+        for level in ["debug", "WARN", "rwsplit=debug,info"] {
+            Config::from_toml_str(&format!("[logging]\nlevel = \"{level}\"\n{MINIMAL}"))
+                .unwrap_or_else(|e| panic!("{level}: {e}"));
+        }
+    }
+
+    #[test]
     fn an_unknown_key_is_an_error_that_names_it() {
         let e = err(&MINIMAL.replace("address =", "adress = \"x:1\"\naddress ="));
         assert!(e.contains("adress"), "{e}");
@@ -969,6 +1062,37 @@ role = "primary"
                 format!("[proxy]\nsocket = \"/run/x.sock\"\n{MINIMAL}")
                     .replace("127.0.0.1:3306", "/run/x.sock"),
                 "backends[0].address",
+            ),
+            // One server listed twice.
+            (
+                format!(
+                    "{MINIMAL}[[backends]]\nname = \"r\"\naddress = \"127.0.0.1:3306\"\nrole = \"replica\"\n"
+                ),
+                "backends[1].address",
+            ),
+            (
+                format!("[admin]\nlisten = \"127.0.0.1:6033\"\n{MINIMAL}"),
+                "admin.listen",
+            ),
+            (
+                format!(
+                    "[proxy]\nlisten = \"0.0.0.0:7000\"\n[admin]\nlisten = \"127.0.0.1:7000\"\n{MINIMAL}"
+                ),
+                "admin.listen",
+            ),
+            (
+                format!("[proxy]\nmax_client_connections = 4611686018427387904\n{MINIMAL}"),
+                "proxy.max_client_connections",
+            ),
+            (
+                format!("[proxy]\nmax_client_connections = 0\n{MINIMAL}"),
+                "proxy.max_client_connections",
+            ),
+            (format!("[monitor]\nfall = 0\n{MINIMAL}"), "monitor.fall"),
+            (format!("[monitor]\nrise = 0\n{MINIMAL}"), "monitor.rise"),
+            (
+                format!("[logging]\nlevel = \"debgu\"\n{MINIMAL}"),
+                "logging.level",
             ),
         ];
         for (text, key) in cases {

@@ -143,8 +143,9 @@ async fn an_open_session_follows_a_backend_to_its_new_address() {
     std::fs::write(
         &path,
         config_text(true).replace(
+            // The same server by another name: one address listed twice is refused.
             "address = \"127.0.0.1:3308\"",
-            "address = \"127.0.0.1:3307\"",
+            "address = \"localhost:3307\"",
         ),
     )
     .expect("write");
