@@ -78,6 +78,10 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
 /// 200 when rwsplit can serve writes: every backend checked once, exactly one primary, and it
 /// is up. For load balancers.
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.stopping() {
+        // Load balancers stop sending clients while the sessions drain.
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
     if !shared.health.checked_once() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -84,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         }
     };
     rwsplit::init_logging(&config.logging);
+    rwsplit::server::raise_open_files_limit(&config);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = config.proxy.worker_threads {
         rt.worker_threads(n);
@@ -141,6 +142,15 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
                 _ = term.recv() => {},
                 _ = int.recv() => {},
             }
+            // A second signal while sessions drain: stop now, as servers do.
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+                tracing::warn!("second shutdown signal: exiting without waiting for sessions");
+                std::process::exit(1);
+            });
         })
     }
     #[cfg(not(unix))]

@@ -134,13 +134,19 @@ pub async fn serve(
     let limit = Arc::new(Semaphore::new(shared.config().proxy.max_client_connections));
     let max = shared.config().proxy.max_client_connections;
     tokio::pin!(shutdown);
+    // Accept errors (out of file descriptors, mostly) are logged once per 10 s, with a count.
+    let mut accept_failed: (Option<std::time::Instant>, u64) = (None, 0);
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    accept_failed.1 += 1;
+                    if accept_failed.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, failures = accept_failed.1, "accept failed (see the open files limit at startup)");
+                        accept_failed = (Some(std::time::Instant::now()), 0);
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -189,8 +195,49 @@ pub async fn serve(
     drop(listener);
     shared.stop();
     tracing::info!("stopped accepting clients; waiting for sessions to finish");
-    let all = max as u32;
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(DRAIN, limit.acquire_many(all)).await;
+}
+
+/// Raises the soft limit on open files to the hard limit: each client and each backend
+/// connection is a descriptor, and the usual soft limit (1024) is far below
+/// `proxy.max_client_connections`. Says so when even the hard limit is short of what the
+/// config allows.
+pub fn raise_open_files_limit(config: &Config) {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return;
+        }
+        let was = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+                lim.rlim_cur = was;
+            }
+        }
+        let backends: u64 = config
+            .backends
+            .iter()
+            .map(|b| u64::from(b.pool.max_connections))
+            .sum();
+        let needed = config.proxy.max_client_connections as u64 + backends + 64;
+        if lim.rlim_cur < needed {
+            tracing::warn!(
+                open_files = lim.rlim_cur,
+                needed,
+                "the open files limit (ulimit -n) is below proxy.max_client_connections plus the backends' max_connections: past it, clients are not accepted and backend connections fail"
+            );
+        } else if lim.rlim_cur != was {
+            tracing::info!(from = was, to = lim.rlim_cur, "raised the open files limit");
+        }
+    }
 }
 
 #[cfg(test)]

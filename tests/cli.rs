@@ -152,13 +152,30 @@ async fn the_binary_logs_slow_queries_and_stops_cleanly_on_sigterm() {
         .expect("idle session");
     idle.ping().await.expect("ping");
     conn.disconnect().await.expect("disconnect");
+    // Nor does one that runs statement after statement: it ends between two of them.
+    let mut busy = mysql_async::Conn::new(opts.clone())
+        .await
+        .expect("busy session");
+    let looping = tokio::spawn(async move {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if busy.query_drop("SELECT SLEEP(0.05)").await.is_err() {
+                return;
+            }
+        }
+    });
 
     let stopping = Instant::now();
-    let exit = stop_binary(&mut child);
+    let exit = tokio::task::spawn_blocking(move || (stop_binary(&mut child), child))
+        .await
+        .expect("stop");
+    let (exit, child) = exit;
     assert!(
         stopping.elapsed() < Duration::from_secs(5),
-        "rwsplit did not stop promptly on SIGTERM with an idle session open"
+        "rwsplit did not stop promptly on SIGTERM with an idle and a busy session open ({:?})",
+        stopping.elapsed()
     );
+    looping.await.expect("the busy session's loop");
     let out = child.rest();
     assert!(exit.success(), "exit {exit:?}\n{out}");
     drop(idle);

@@ -1490,8 +1490,25 @@ async fn kill_of_the_backend_thread_connection_id_gave_reaches_the_session_runni
         Ok(v) => assert_eq!(v, Some(1)),
         Err(e) => assert!(e.contains("1317") || e.contains("interrupted"), "{e}"),
     }
-    // Nothing runs on that thread now: an unknown thread, as the server says of a thread id
-    // it does not have.
+    // Nothing runs on that thread now (once the session has noted its statement's end, a
+    // moment after the client got the answer): an unknown thread, as the server says of a
+    // thread id it does not have.
+    common::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        "the killed statement's end noted",
+        async || {
+            let sessions = proxy.shared.sessions.lock().expect("sessions");
+            match sessions
+                .get(&victim_id)
+                .map(|i| i.lock().expect("info").backend_thread)
+            {
+                Some(None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     let e = killer
         .query_drop(format!("KILL QUERY {thread}"))
         .await

@@ -204,6 +204,24 @@ async fn prepare_in(
     Ok(r)
 }
 
+/// A client's text in a log line with its control characters escaped: a newline in a quoted
+/// name in a digest cannot start a forged line of the plain log.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Counts an error rwsplit answered or hit itself.
 pub(super) fn error(kind: &'static str) {
     metrics::counter!(crate::metrics::ERRORS, "kind" => kind).increment(1);
@@ -569,12 +587,32 @@ impl Session {
                     return Err(Failure::Busy(ClientError::from(&e).payload()));
                 }
                 Err(e) => {
-                    if let PoolError::Backend {
-                        source: BackendError::Connect { .. } | BackendError::ConnectTimeout { .. },
-                        ..
-                    } = &e
-                    {
-                        self.shared.health.report_failure(b);
+                    // A backend that refuses or does not answer is marked down at once, for
+                    // every session (the monitor brings it back); this host's own shortage
+                    // (out of file descriptors, memory or local ports) says nothing of the
+                    // backend and is not counted.
+                    let local = |e: &std::io::Error| {
+                        matches!(
+                            e.raw_os_error(),
+                            Some(
+                                libc::EMFILE
+                                    | libc::ENFILE
+                                    | libc::ENOBUFS
+                                    | libc::ENOMEM
+                                    | libc::EADDRNOTAVAIL
+                            )
+                        )
+                    };
+                    match &e {
+                        PoolError::Backend {
+                            source: BackendError::Connect { source, .. },
+                            ..
+                        } if !local(source) => self.shared.health.report_failure(b),
+                        PoolError::Backend {
+                            source: BackendError::ConnectTimeout { .. },
+                            ..
+                        } => self.shared.health.report_failure(b),
+                        _ => {}
                     }
                     tracing::warn!(parent: &self.span, error = %e, "cannot open a backend connection");
                     return Err(Failure::Down(e.to_string()));
@@ -690,7 +728,7 @@ impl Session {
             tracing::warn!(
                 target: "rwsplit::slow",
                 parent: &self.span,
-                digest = %digest.text(),
+                digest = %Escaped(digest.text()),
                 duration_ms = elapsed.as_millis() as u64,
                 backend,
                 user = %self.user,
@@ -1344,5 +1382,17 @@ impl Session {
                     .map(|_| None)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Escaped;
+
+    #[test]
+    fn a_digest_in_a_log_line_cannot_break_the_line() {
+        let shown = Escaped("SELECT `a\nINFO forged` FROM t").to_string();
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(shown.contains("a\\nINFO"), "{shown}");
     }
 }

@@ -564,15 +564,22 @@ impl Session {
         // timer lock): armed for a whole idle limit, and when it fires after the session has
         // been busy meanwhile, moved to the limit counted from the current wait's start.
         let mut idle_timer = std::pin::pin!(tokio::time::sleep(idle_limit));
+        // Shutting down: until when a statement already on its way is still served.
+        let mut stop_grace: Option<tokio::time::Instant> = None;
         loop {
             self.settle().await;
-            // Shutting down: a session ends once it has been idle for a moment with no
-            // transaction open (one that is open gets until the drain timeout to finish). Not
-            // at once: a client that just connected or just got a result may be sending its
-            // next statement already, and closing under it would fail that statement.
+            // Shutting down: a session with no transaction open ends between statements (one
+            // that is open gets until the drain timeout to finish). Not at once: a client that
+            // just connected or just got a result may be sending its next statement already,
+            // and closing under it would fail that statement; so statements keep being served
+            // for a moment (`SHUTDOWN_IDLE_GRACE`), and the session ends at the first pause
+            // after it, or the first statement boundary past it (a busy client would otherwise
+            // be cut mid-statement by the drain timeout).
             let stopping = self.shared.stopping();
             if stopping && !self.in_transaction() && self.client.reader.buffer().is_empty() {
-                let next = tokio::time::timeout(SHUTDOWN_IDLE_GRACE, self.client.reader.fill_buf());
+                let until = *stop_grace
+                    .get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_IDLE_GRACE);
+                let next = tokio::time::timeout_at(until, self.client.reader.fill_buf());
                 if next.await.is_err() {
                     return Ok(());
                 }
