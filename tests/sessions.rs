@@ -215,7 +215,8 @@ async fn the_mariadb_command_line_client_works_with_both_auth_plugins() {
                 "-N",
                 "-B",
                 "-e",
-                "SELECT 'hello', @@read_only; SHOW TABLES LIKE 'no_such%'; SELECT 1 + 1",
+                // A replica's server id is over 1 (`@@read_only` is asked of the primary).
+                "SELECT 'hello', @@server_id > 1; SHOW TABLES LIKE 'no_such%'; SELECT 1 + 1",
             ])
             .output()
             .expect("run the mariadb client");

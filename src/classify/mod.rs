@@ -607,6 +607,25 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             {
                 note(R::StoredFunction, &mut reason);
             }
+            // `@@session . x`, `` @@session.`x` ``, `@@session/**/.x`: the name is not in the
+            // token; whichever it is, the primary's session has it.
+            Token::SysVar(v)
+                if v.ends_with(b".") || ["SESSION", "LOCAL", "GLOBAL"].iter().any(|s| is(v, s)) =>
+            {
+                note(R::SessionValue, &mut reason)
+            }
+            // What only the primary can say about itself: its binary log, whether it is the
+            // writer, what runs on it (a replica would answer for itself).
+            Token::Word(w)
+                if i == 1
+                    && word(toks.first(), "SHOW")
+                    && (["MASTER", "BINLOG", "BINARY", "PROCESSLIST", "ENGINE"]
+                        .iter()
+                        .any(|k| is(w, k))
+                        || (is(w, "FULL") && word(next, "PROCESSLIST"))) =>
+            {
+                note(R::SessionValue, &mut reason)
+            }
             Token::SysVar(v) => match session_variable(v) {
                 Some(SessionVariable::Primary) => note(R::SessionValue, &mut reason),
                 Some(SessionVariable::Diagnostics) => diagnostics = true,
@@ -653,9 +672,18 @@ fn session_variable(v: &[u8]) -> Option<SessionVariable> {
     let one_of = |name: &[u8], names: &[&str]| names.iter().any(|n| is(name, n));
     // The primary's GTID position, whatever the scope: a replica's lags (an application
     // that reads it after a write, to wait for it elsewhere, needs the primary's).
+    // Likewise whether the server is the writer: a health check through rwsplit asks the
+    // primary, not whichever replica a read would reach.
     if one_of(
         sysvar_name(v),
-        &["gtid_binlog_pos", "gtid_current_pos", "gtid_executed"],
+        &[
+            "gtid_binlog_pos",
+            "gtid_current_pos",
+            "gtid_executed",
+            "read_only",
+            "innodb_read_only",
+            "super_read_only",
+        ],
     ) {
         return Some(SessionVariable::Primary);
     }

@@ -859,6 +859,30 @@ fn use_gives_the_unquoted_schema() {
 }
 
 #[test]
+fn what_only_the_primary_can_say_goes_there() {
+    for sql in [
+        "SHOW MASTER STATUS",
+        "SHOW BINLOG STATUS",
+        "SHOW BINARY LOGS",
+        "SHOW PROCESSLIST",
+        "SHOW FULL PROCESSLIST",
+        "SHOW ENGINE INNODB STATUS",
+        "SELECT @@read_only",
+        "SELECT @@global.read_only, @@innodb_read_only",
+        "SELECT @@session.`last_insert_id`",
+        "SELECT @@SESSION . last_insert_id",
+        "SELECT @@session/**/.last_insert_id",
+        "SELECT @@GLOBAL . gtid_binlog_pos",
+    ] {
+        let c = classify(sql.as_bytes());
+        assert!(!c.may_read_a_replica(), "{sql}: {c:?}");
+    }
+    for sql in ["SHOW TABLES", "SHOW SLAVE STATUS", "SELECT @@version"] {
+        assert!(classify(sql.as_bytes()).may_read_a_replica(), "{sql}");
+    }
+}
+
+#[test]
 fn the_servers_whitespace_and_dash_comments_hide_no_lock() {
     for sql in [
         "SELECT * FROM t WHERE id=1 LOCK\x0bIN SHARE MODE",
