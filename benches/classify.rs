@@ -84,18 +84,21 @@ fn bench_route(c: &mut Criterion) {
             up: true,
             weight: 1,
             lag_ok: true,
+            read_only: false,
         },
         BackendView {
             role: Role::Replica,
             up: true,
             weight: 1,
             lag_ok: true,
+            read_only: false,
         },
         BackendView {
             role: Role::Replica,
             up: true,
             weight: 2,
             lag_ok: true,
+            read_only: false,
         },
     ];
     let read = classify::classify(b"SELECT c FROM sbtest1 WHERE id = 1");

@@ -113,6 +113,11 @@ impl From<RouteError> for ClientError {
                 "HY000",
                 "rwsplit: more than one backend is writable (split brain), so writes are refused until exactly one is; reads still work",
             ),
+            RouteError::PrimaryReadOnly => ClientError::new(
+                1290,
+                "HY000",
+                "rwsplit: the primary is read-only (read_only = ON; a failover may be under way), so changes are refused until a backend is writable",
+            ),
             RouteError::NoReplica => ClientError::backend_failed(e),
         }
     }

@@ -63,7 +63,9 @@ pub async fn apply(shared: &Arc<Shared>, new: Config) -> Result<String, ReloadEr
     let old_slots = shared.backends.load_full();
     let mut slots: Vec<BackendSlot> = old_slots.iter().cloned().collect();
     let (mut added, mut removed, mut changed, mut revived) = (vec![], vec![], vec![], vec![]);
+    let login = Arc::new((new.monitor.user.clone(), new.monitor.password.clone()));
     for slot in slots.iter_mut() {
+        slot.monitor_login = login.clone();
         match new.backends.iter().find(|b| b.name == slot.name) {
             Some(b) => {
                 if slot.removed {
@@ -88,7 +90,7 @@ pub async fn apply(shared: &Arc<Shared>, new: Config) -> Result<String, ReloadEr
     }
     for b in &new.backends {
         if !slots.iter().any(|s| s.name == b.name) {
-            let s = BackendSlot::new(b.clone());
+            let s = BackendSlot::new(b.clone(), login.clone());
             added.push(s.name);
             slots.push(s);
         }

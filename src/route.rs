@@ -30,6 +30,8 @@ pub enum RouteError {
     SplitBrain,
     #[error("no replica is available and routing.when_no_replica = \"error\"")]
     NoReplica,
+    #[error("the primary is read-only")]
+    PrimaryReadOnly,
 }
 
 /// One backend as routing sees it.
@@ -41,6 +43,8 @@ pub struct BackendView {
     /// For a replica: its replication is running and within `max_replica_lag` (always true
     /// for the primary).
     pub lag_ok: bool,
+    /// Its last check read `@@read_only = ON`: a primary in that state takes no writes.
+    pub read_only: bool,
 }
 
 /// What routing needs to know about the session.
@@ -103,6 +107,7 @@ pub fn route(
     when_no_replica: NoReplicaPolicy,
     pick: f64,
 ) -> Result<Decision, RouteError> {
+    use crate::classify::{PrimaryReason as R, SessionEffect as E};
     // Two writable backends (the monitor marks both primary): refuse rather than guess.
     let primary = || {
         let mut up =
@@ -120,6 +125,19 @@ pub fn route(
         })
     };
 
+    // A primary known to be read-only (the first step of a failover: the old primary demoted,
+    // none promoted yet) takes no change: a user with SUPER or READ ONLY ADMIN would make it
+    // there, and it would be lost with that server. Inside a transaction too.
+    if matches!(c.reason, Some(R::Dml | R::Ddl))
+        && !matches!(
+            c.effect,
+            Some(E::CreatesTemporaryTable | E::DropsTemporaryTable)
+        )
+        && s.replica_transaction.is_none()
+        && primary().is_ok_and(|p| backends[p].read_only)
+    {
+        return Err(RouteError::PrimaryReadOnly);
+    }
     // Never split a transaction: everything stays where it began until it ends. A read-only
     // one on a replica takes only what `in_replica_transaction` lets through.
     if let Some(r) = s.replica_transaction {

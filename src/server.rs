@@ -47,12 +47,13 @@ pub fn build(config: Config) -> Arc<Shared> {
     let config = Arc::new(config);
     let targets = config.backends.iter().map(Target::from).collect();
     let pools = Pools::new(targets, config.clone());
+    let login = Arc::new((config.monitor.user.clone(), config.monitor.password.clone()));
     let slots: crate::session::Slots = Arc::new(arc_swap::ArcSwap::from_pointee(
         config
             .backends
             .iter()
             .cloned()
-            .map(crate::session::BackendSlot::new)
+            .map(|b| crate::session::BackendSlot::new(b, login.clone()))
             .collect(),
     ));
     let health = Health::new(&config, slots.clone());

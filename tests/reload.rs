@@ -233,3 +233,44 @@ async fn idle_connections_of_pools_a_reload_retires_are_closed() {
     }
     let _ = std::fs::remove_file(path);
 }
+
+/// A reload that changes the monitor's login (a rotated password) reaches the running monitor
+/// tasks: they log in again with it, rather than keep the old session until a reconnect fails.
+/// Here the new password is wrong, so the backends go down; put back, they come back up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_monitor_login_logs_the_monitor_in_again() {
+    let (proxy, path) = reloadable("reload-monitor", true);
+    let up = |id: usize| proxy.shared.health.snapshot.load().backends[id].up;
+    assert!(up(0), "the primary up to begin with");
+    std::fs::write(
+        &path,
+        config_text(true).replace("password = \"monitor\"", "password = \"rotated\""),
+    )
+    .expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "the monitor never logged in with the new password",
+        async || {
+            if up(0) {
+                Err("primary still up")
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    std::fs::write(&path, config_text(true)).expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "the primary never came back with the right password",
+        async || if up(0) { Ok(()) } else { Err("primary down") },
+    )
+    .await;
+    let _ = std::fs::remove_file(path);
+}

@@ -78,6 +78,7 @@ impl Health {
                 role: b.role,
                 up: true,
                 weight: b.weight,
+                read_only: false,
                 lag_ok: b.role == Role::Primary,
             })
             .collect();
@@ -119,6 +120,7 @@ impl Health {
                     role,
                     up: true,
                     weight: slot.config.weight,
+                    read_only: false,
                     lag_ok: role == Role::Primary,
                 });
                 s.status.push(BackendStatus::default());
@@ -302,9 +304,8 @@ pub fn spawn_one(id: usize, mc: &MonitorConfig, slots: &Slots, health: &Arc<Heal
         let mc = mc.clone();
         let health = health.clone();
         let slots = slots.clone();
-        let (user, password) = (target.user.clone(), target.password.clone());
         tokio::spawn(async move {
-            heartbeat(id, (&user, &password), &mc, &health, &slots).await;
+            heartbeat(id, &mc, &health, &slots).await;
         });
     }
     let mc = mc.clone();
@@ -319,6 +320,11 @@ struct Watched {
     user: String,
     password: String,
     slots: Slots,
+}
+
+/// Who the monitor logs in as now (a reload may change it).
+fn login_now(slots: &Slots, id: usize) -> Option<Arc<(String, String)>> {
+    slots.load().get(id).map(|s| s.monitor_login.clone())
 }
 
 /// Where backend `id` is now (a reload may re-address it); `None` once a reload removed it.
@@ -365,6 +371,16 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
             prober = probe::Prober::new(&w.address, &w.user, &w.password, heartbeat);
             gate = LagGate::new();
         }
+        // A reload changed the monitor's login (a rotated password): log in again with it,
+        // rather than fail on the next reconnect with the old one.
+        if let Some(l) = login_now(&w.slots, w.id)
+            && (l.0 != w.user || l.1 != w.password)
+        {
+            tracing::info!(backend = %w.name, user = %l.0, "monitor login changed; logging in again");
+            (w.user, w.password) = (l.0.clone(), l.1.clone());
+            conn = None;
+            prober = probe::Prober::new(&w.address, &w.user, &w.password, heartbeat);
+        }
         let result = check(&w, &mut conn, mc.timeout).await;
         let ok = result.is_ok();
         let mut flavor = Flavor::MariaDb;
@@ -409,36 +425,39 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
 }
 
 /// Writes the heartbeat row every `heartbeat_interval` while this backend is the primary.
-async fn heartbeat(
-    id: usize,
-    (user, password): (&str, &str),
-    mc: &MonitorConfig,
-    health: &Health,
-    slots: &Slots,
-) {
+async fn heartbeat(id: usize, mc: &MonitorConfig, health: &Health, slots: &Slots) {
     let mut tick = tokio::time::interval(mc.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     let table = mc.heartbeat_table.as_deref();
     let mut address = String::new();
-    let mut prober = probe::Prober::new(&address, user, password, table);
+    let mut login = Arc::new((String::new(), String::new()));
+    let mut prober = probe::Prober::new(&address, &login.0, &login.1, table);
     loop {
         tick.tick().await;
-        let Some(now) = address_now(slots, id) else {
+        let (Some(now), Some(l)) = (address_now(slots, id), login_now(slots, id)) else {
             return;
         };
-        // First round, or re-addressed by a reload.
-        if now != address {
-            address = now;
-            prober = probe::Prober::new(&address, user, password, table);
+        // First round, or re-addressed or logging in otherwise after a reload.
+        if now != address || l != login {
+            (address, login) = (now, l);
+            prober = probe::Prober::new(&address, &login.0, &login.1, table);
         }
-        let primary = health
-            .snapshot
-            .load()
+        // Only the one writable primary: a heartbeat on a read-only old primary (by a monitor
+        // user allowed past read_only) or on both sides of a split brain would be a
+        // transaction of its own there, which the server's later rejoining would trip on.
+        let snap = health.snapshot.load();
+        let primaries = snap
+            .backends
+            .iter()
+            .filter(|b| b.role == Role::Primary && b.up)
+            .count();
+        let primary = snap
             .backends
             .get(id)
-            .is_some_and(|b| b.role == Role::Primary && b.up);
-        if !primary {
+            .is_some_and(|b| b.role == Role::Primary && b.up && !b.read_only);
+        drop(snap);
+        if !primary || primaries != 1 {
             continue;
         }
         match prober.beat(mc.timeout).await {
@@ -518,6 +537,7 @@ async fn replication_check(
     };
     health.update(w.id, |b, st| {
         b.lag_ok = admitted;
+        b.read_only = read_only == Some(true);
         st.read_only = read_only;
         st.lag_ms = lag_ms;
         st.gtid_behind = behind;
@@ -598,6 +618,7 @@ mod tests {
                     up: up[i],
                     weight: 1,
                     lag_ok: i == 0,
+                    read_only: false,
                 })
                 .collect(),
             status: read_only

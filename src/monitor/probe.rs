@@ -140,7 +140,9 @@ impl Prober {
             conn.query_first(vars).await?;
         let (ro, innodb_ro, binlog, applied) = row.ok_or(ProbeError::Unexpected("variables"))?;
         let status_rows: Vec<Row> = match flavor {
-            Flavor::MariaDb => conn.query("SHOW SLAVE STATUS").await?,
+            // Every connection of a multi-source replica: `SHOW SLAVE STATUS` shows only the
+            // default (unnamed) one, and nothing when all are named.
+            Flavor::MariaDb => conn.query("SHOW ALL SLAVES STATUS").await?,
             // MySQL 8.0.22+ has SHOW REPLICA STATUS; older servers only the old name.
             Flavor::MySql => match conn.query("SHOW REPLICA STATUS").await {
                 Ok(rows) => rows,
@@ -150,7 +152,8 @@ impl Prober {
                 Err(e) => return Err(e.into()),
             },
         };
-        let status = status_rows.first().and_then(|row| {
+        // Several channels (multi-source): the replica is as good as its worst one.
+        let statuses = status_rows.iter().filter_map(|row| {
             let cols: Vec<(String, Option<String>)> = row
                 .columns_ref()
                 .iter()
@@ -168,6 +171,7 @@ impl Prober {
                 .collect();
             ReplicaStatus::from_row(&cols)
         });
+        let status = ReplicaStatus::worst(statuses);
         // The heartbeat row's age; a missing table or row is no reading, not an error.
         let heartbeat_age = match heartbeat {
             Some(table) => {

@@ -56,6 +56,21 @@ impl ReplicaStatus {
     }
 }
 
+impl ReplicaStatus {
+    /// A replica's channels as one: running only if every one runs, as far behind as the
+    /// furthest (unknown if any is). `None` for no channel.
+    pub fn worst(channels: impl IntoIterator<Item = ReplicaStatus>) -> Option<ReplicaStatus> {
+        channels.into_iter().reduce(|a, b| ReplicaStatus {
+            io_running: a.io_running && b.io_running,
+            sql_running: a.sql_running && b.sql_running,
+            seconds_behind: a
+                .seconds_behind
+                .zip(b.seconds_behind)
+                .map(|(x, y)| x.max(y)),
+        })
+    }
+}
+
 /// How many transactions the replica's executed GTID set lacks from the primary's. MariaDB
 /// positions are `domain-server-seq` lists (`0-1-601,1-2-7`); MySQL sets are
 /// `uuid:1-100:105,uuid2:1-5` (`gtid_executed`, possibly with newlines). `None` when a position

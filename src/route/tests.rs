@@ -11,6 +11,7 @@ fn topology(primary_up: bool, r1_up: bool, r2_up: bool) -> Vec<BackendView> {
         up,
         weight: 1,
         lag_ok: true,
+        read_only: false,
     };
     vec![
         b(Role::Primary, primary_up),
@@ -716,4 +717,32 @@ fn nothing_that_could_write_runs_in_a_replica_transaction() {
             "{sql}"
         );
     }
+}
+
+#[test]
+fn a_read_only_primary_takes_no_change_but_still_reads_and_locks() {
+    let mut b = topology(true, true, true);
+    b[0].read_only = true;
+    let p = NoReplicaPolicy::Primary;
+    for sql in [
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 1",
+        "CREATE TABLE t2 (a INT)",
+    ] {
+        assert_eq!(place(sql, &idle(), &b, p), "E", "{sql}");
+        assert_eq!(place(sql, &in_trx(), &b, p), "E", "{sql} in a transaction");
+        assert_eq!(
+            route(&classify(sql.as_bytes()), &idle(), &b, p, 0.3),
+            Err(RouteError::PrimaryReadOnly)
+        );
+    }
+    for (sql, want) in [
+        ("SELECT * FROM t FOR UPDATE", "P"),
+        ("CREATE TEMPORARY TABLE tt (a INT)", "P"),
+        ("SELECT 1 FROM t", "R"),
+    ] {
+        assert_eq!(place(sql, &idle(), &b, p), want, "{sql}");
+    }
+    b[0].read_only = false;
+    assert_eq!(place("INSERT INTO t VALUES (1)", &idle(), &b, p), "P");
 }

@@ -204,6 +204,7 @@ mod tests {
                     role,
                     up: true,
                     weight: 1,
+                    read_only: false,
                     lag_ok: true,
                 })
                 .collect(),

@@ -48,16 +48,23 @@ pub struct BackendSlot {
     pub removed: bool,
     /// Its statement counters (shared by the slot's copies a reload makes).
     pub statements: Arc<crate::metrics::StatementCounters>,
+    /// Who the monitor logs in as (user, password), as the config now says: a reload that
+    /// changes it reaches the backend's monitor tasks through the slot.
+    pub monitor_login: Arc<(String, String)>,
 }
 
 impl BackendSlot {
-    pub fn new(config: crate::config::BackendConfig) -> BackendSlot {
+    pub fn new(
+        config: crate::config::BackendConfig,
+        monitor_login: Arc<(String, String)>,
+    ) -> BackendSlot {
         let name: &'static str = Box::leak(config.name.clone().into_boxed_str());
         BackendSlot {
             name,
             config,
             removed: false,
             statements: Arc::new(crate::metrics::StatementCounters::new(name)),
+            monitor_login,
         }
     }
 }

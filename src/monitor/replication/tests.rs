@@ -222,3 +222,25 @@ fn flavor_comes_from_the_version_string() {
     );
     assert_eq!(Flavor::of("8.0.36"), Flavor::MySql);
 }
+
+#[test]
+fn a_multi_source_replica_is_as_good_as_its_worst_channel() {
+    let ch = |io, sql, behind| ReplicaStatus {
+        io_running: io,
+        sql_running: sql,
+        seconds_behind: behind,
+    };
+    assert_eq!(ReplicaStatus::worst([]), None);
+    assert_eq!(
+        ReplicaStatus::worst([ch(true, true, Some(1)), ch(true, true, Some(7))]),
+        Some(ch(true, true, Some(7)))
+    );
+    assert_eq!(
+        ReplicaStatus::worst([ch(true, true, Some(0)), ch(false, true, Some(0))]),
+        Some(ch(false, true, Some(0)))
+    );
+    assert_eq!(
+        ReplicaStatus::worst([ch(true, true, Some(0)), ch(true, true, None)]),
+        Some(ch(true, true, None))
+    );
+}
