@@ -42,12 +42,16 @@ pub struct Lexer<'a> {
     backslash_escapes: bool,
     /// A routing hint seen in a comment so far.
     pub hint: Option<super::Hint>,
-    /// A versioned executable comment (`/*!50700 ... */`, `/*!100500 ... */`, `/*M! ... */`)
-    /// that one server runs and another skips as a comment: read here as SQL, which may be
-    /// wrong (a quote in a skipped one hides what follows), so the statement goes to the
-    /// primary. `/*!` without a version and `/*!NNNNN` below 50700 run on MariaDB and MySQL
-    /// alike.
-    pub version_gated: bool,
+    /// The statement may not read here as it reads on the server, so it goes to the primary:
+    /// - a versioned executable comment (`/*!50700 ... */`, `/*!100500 ... */`, `/*M! ... */`)
+    ///   that one server runs and another skips as a comment: read here as SQL, which may be
+    ///   wrong (a quote in a skipped one hides what follows). `/*!` without a version and
+    ///   `/*!NNNNN` below 50700 run on MariaDB and MySQL alike;
+    /// - a backslash right after a non-ASCII byte in a string: in sjis, cp932, big5, gbk and
+    ///   gb18030 that byte pair is one character, not an escape, and the string ends where
+    ///   the lexer thinks it goes on (`'表' FOR UPDATE` in sjis is `'\x95\x5c'`);
+    /// - a backslash in a `"..."`, which is a name under `ANSI_QUOTES`.
+    pub primary_only: bool,
 }
 
 /// Whitespace as the servers' lexers see it: ASCII whitespace and the vertical tab.
@@ -69,7 +73,7 @@ impl<'a> Lexer<'a> {
             in_exec_comment: false,
             backslash_escapes,
             hint: None,
-            version_gated: false,
+            primary_only: false,
         }
     }
 
@@ -113,7 +117,7 @@ impl<'a> Lexer<'a> {
                     let version = &self.s[digits..self.i];
                     let runs_everywhere = !mariadb_only
                         && (version.is_empty() || (version.len() == 5 && version < &b"50700"[..]));
-                    self.version_gated |= !runs_everywhere;
+                    self.primary_only |= !runs_everywhere;
                     self.in_exec_comment = true;
                     continue;
                 }
@@ -149,6 +153,9 @@ impl<'a> Lexer<'a> {
         while self.i < self.s.len() {
             let c = self.s[self.i];
             if c == b'\\' && q != b'`' && self.backslash_escapes {
+                // With `ANSI_QUOTES` (which rwsplit does not track) `"..."` is a name, in
+                // which a backslash escapes nothing: `"dir\" FROM t FOR UPDATE` locks.
+                self.primary_only |= q == b'"' || (self.i > 0 && self.s[self.i - 1] >= 0x80);
                 self.i += 2;
             } else if c == q {
                 if self.at(1) == q {

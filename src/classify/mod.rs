@@ -303,9 +303,9 @@ fn classify_lexed(
         // Past the last token: a trailing comment counts.
         hint = lx.hint;
     }
-    if lx.version_gated {
-        // Read as SQL, a versioned comment the server may skip: the primary, whatever a
-        // hint says.
+    if lx.primary_only {
+        // Read here perhaps not as on the server (a versioned comment it may skip, a
+        // backslash that may end a multi-byte character): the primary, whatever a hint says.
         hint = Some(Hint::Primary);
     }
     let reading = Reading {

@@ -823,6 +823,13 @@ fn hints_in_comments_are_found() {
         ),
         ("SELECT 1 /*!100500 , 2 */", Some(Hint::Primary)),
         ("/*M! SELECT 1 */", Some(Hint::Primary)),
+        // A backslash after a non-ASCII byte may be the second byte of an sjis, big5 or gbk
+        // character, and the string end there.
+        (
+            "SELECT * FROM t WHERE name = '\u{8868}\\' FOR UPDATE",
+            Some(Hint::Primary),
+        ),
+        ("SELECT 'a\\'b'", None),
         // Both servers run these.
         ("/*!40101 SELECT 1 */", None),
         ("SELECT 1 /*! , 2 */", None),
@@ -856,6 +863,26 @@ fn use_gives_the_unquoted_schema() {
             "{sql}"
         );
     }
+}
+
+#[test]
+fn a_string_in_sjis_that_ends_in_byte_5c_does_not_hide_a_lock() {
+    // '表' in sjis is 0x95 0x5c: the server's string ends at the next quote.
+    let sql = b"SELECT * FROM t WHERE name = '\x95\x5c' FOR UPDATE";
+    assert!(!route_free(sql));
+    let sql = b"SELECT * FROM t WHERE name = '\x95\x5c'; DELETE FROM t WHERE id = 2; -- '";
+    assert!(!route_free(sql));
+    // Under ANSI_QUOTES "..." is a name: the backslash escapes nothing and the lock is real.
+    assert!(!route_free(
+        br#"SELECT id AS "dir\" FROM t WHERE id = 1 FOR UPDATE"#
+    ));
+    assert!(route_free(b"SELECT \"it's\" FROM t"));
+}
+
+/// Whether a statement may go to a replica (read, and no hint keeping it on the primary).
+fn route_free(sql: &[u8]) -> bool {
+    let c = classify(sql);
+    c.may_read_a_replica() && c.hint != Some(Hint::Primary)
 }
 
 #[test]
