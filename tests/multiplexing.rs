@@ -1474,7 +1474,29 @@ async fn kill_of_the_backend_thread_connection_id_gave_reaches_the_session_runni
         let r: Result<Option<i64>, _> = victim.query_first("SELECT SLEEP(30)").await;
         (r.map_err(|e| e.to_string()), victim)
     });
-    running_on_a_backend(&proxy, victim_id).await;
+    // The SLEEP itself on its backend (not the statement before it, whose end the session
+    // may not have noted yet).
+    common::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        "the SLEEP never started on a backend",
+        async || {
+            let sessions = proxy.shared.sessions.lock().expect("sessions");
+            let info = sessions
+                .get(&victim_id)
+                .map(|i| i.lock().expect("info").clone());
+            match info {
+                Some(i)
+                    if i.backend_thread.is_some()
+                        && i.digest.as_deref().is_some_and(|d| d.contains("SLEEP")) =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     let kill_at = Instant::now();
     killer
         .query_drop(format!("KILL QUERY {thread}"))

@@ -274,3 +274,57 @@ async fn a_reload_that_changes_the_monitor_login_logs_the_monitor_in_again() {
     .await;
     let _ = std::fs::remove_file(path);
 }
+
+/// A KILL goes to the server the statement runs on, not to where the backend's address leads
+/// now: a reload re-addressed the backend while the statement ran (a DNS name that spreads
+/// or fails over does the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_reaches_the_server_the_statement_runs_on_after_a_re_address() {
+    let (proxy, path) = reloadable("reload-kill", true);
+    let mut victim = proxy.conn().await;
+    wait_reads_from(&mut victim, 3).await;
+    let victim_id = victim.id();
+    let started = std::time::Instant::now();
+    let sleeping = tokio::spawn(async move {
+        let r: Result<Option<i64>, _> = victim.query_first("SELECT SLEEP(20)").await;
+        (r.map_err(|e| e.to_string()), started.elapsed())
+    });
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        "the statement never started on a backend",
+        async || {
+            let sessions = proxy.shared.sessions.lock().expect("sessions");
+            match sessions
+                .get(&victim_id)
+                .and_then(|i| i.lock().expect("info").backend_thread)
+            {
+                Some(_) => Ok(()),
+                None => Err("not yet"),
+            }
+        },
+    )
+    .await;
+    // replica2's entry now leads to replica1's server.
+    std::fs::write(
+        &path,
+        config_text(true).replace(
+            "address = \"127.0.0.1:3308\"",
+            "address = \"localhost:3307\"",
+        ),
+    )
+    .expect("write");
+    let (code, body) = proxy.admin_request("POST", "/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    let mut killer = proxy.conn().await;
+    killer
+        .query_drop(format!("KILL QUERY {victim_id}"))
+        .await
+        .expect("kill query");
+    let (_, took) = sleeping.await.expect("join");
+    assert!(
+        took < Duration::from_secs(10),
+        "the statement ran {took:?}: the KILL went to the backend's new address"
+    );
+    let _ = std::fs::remove_file(path);
+}

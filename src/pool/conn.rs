@@ -53,6 +53,12 @@ pub struct BackendConn {
     pub writer: BufWriter<WriteHalf>,
     pub identity: ServerIdentity,
     pub connection_id: u32,
+    /// The server this connection reached: its IP and port over TCP (a host name may resolve
+    /// to another server next time: a DNS name that spreads, a failover), the socket path
+    /// otherwise. A KILL of its thread must go there.
+    pub reached: std::sync::Arc<str>,
+    /// The collation it logged in with (its pool's: the client's handshake collation).
+    pub collation: u8,
     pub capabilities: C,
     /// When its pool retires it (`pool.max_lifetime` after the pool began to open it); `None`
     /// outside a pool or when that is past what the clock can count.
@@ -97,6 +103,22 @@ impl BackendConn {
     }
 }
 
+/// What restores a connection's login collation after COM_RESET_CONNECTION: `SET NAMES` on
+/// MySQL, whose reset goes back to the server's default character set; nothing on MariaDB,
+/// whose reset keeps the login's (nor for a collation id unknown here).
+pub fn names_after_reset(
+    flavor: crate::monitor::replication::Flavor,
+    collation: u8,
+) -> Option<String> {
+    use mysql_common::collations::{Collation, CollationId};
+    if flavor == crate::monitor::replication::Flavor::MariaDb {
+        return None;
+    }
+    let c = Collation::resolve(CollationId::from(u16::from(collation)));
+    (c.id() != CollationId::UNKNOWN_COLLATION_ID)
+        .then(|| format!("SET NAMES {} COLLATE {}", c.charset(), c.collation()))
+}
+
 fn next_serial() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -116,6 +138,12 @@ impl BackendConn {
                     source,
                 })?;
             let secure = stream.is_secure();
+            let reached: std::sync::Arc<str> = match &stream {
+                crate::net::Stream::Tcp(s) => s
+                    .peer_addr()
+                    .map_or_else(|_| address.into(), |a| a.to_string().into()),
+                _ => address.into(),
+            };
             let (mut r, mut w) = stream.into_split();
             let session = connect::login(&mut tokio::io::join(&mut r, &mut w), creds, secure)
                 .await
@@ -123,19 +151,22 @@ impl BackendConn {
                     address: address.to_string(),
                     source,
                 })?;
-            Ok::<_, BackendError>((r, w, session))
+            Ok::<_, BackendError>((r, w, session, reached))
         };
-        let (r, w, session) = tokio::time::timeout(timeout, fut).await.map_err(|_| {
-            BackendError::ConnectTimeout {
-                address: address.to_string(),
-                after: timeout,
-            }
-        })??;
+        let (r, w, session, reached) =
+            tokio::time::timeout(timeout, fut).await.map_err(|_| {
+                BackendError::ConnectTimeout {
+                    address: address.to_string(),
+                    after: timeout,
+                }
+            })??;
         Ok(BackendConn {
             reader: BufReader::with_capacity(BUF_SIZE, r),
             writer: BufWriter::with_capacity(BUF_SIZE, w),
             identity: session.identity,
             connection_id: session.connection_id,
+            reached,
+            collation: creds.collation,
             multi_statements: session.capabilities.contains(C::CLIENT_MULTI_STATEMENTS),
             capabilities: session.capabilities,
             retire_at: None,
@@ -360,10 +391,21 @@ impl BackendConn {
             .run_internal(&[Command::ResetConnection as u8], ResponseKind::Single)
             .await?;
         self.after_reset();
-        if r.is_ok() {
-            self.track_session().await?;
+        if r.is_err() {
+            return Ok(false);
         }
-        Ok(r.is_ok())
+        // MySQL's reset sets the character set to the server's default (MariaDB's keeps the
+        // login's): the pool's collation again, or this connection would read and answer the
+        // next session's text in another charset.
+        let flavor = crate::monitor::replication::Flavor::of(&self.identity.version);
+        if let Some(sql) = names_after_reset(flavor, self.collation) {
+            let p = Command::Query.packet(sql.as_bytes());
+            if self.run_internal(&p, ResponseKind::Query).await?.is_err() {
+                return Ok(false);
+            }
+        }
+        self.track_session().await?;
+        Ok(true)
     }
 
     /// The statements that turn session tracking on here, best first; `None` when the
@@ -416,5 +458,29 @@ impl BackendConn {
     /// Writes a frame header; used by the forwarding code.
     pub fn header(len: usize, seq: u8) -> [u8; 4] {
         FrameHeader { len, seq }.encode()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_after_reset;
+    use crate::monitor::replication::Flavor;
+
+    #[test]
+    fn a_mysql_reset_is_followed_by_the_login_collation_again() {
+        assert_eq!(names_after_reset(Flavor::MariaDb, 45), None);
+        assert_eq!(
+            names_after_reset(Flavor::MySql, 45).as_deref(),
+            Some("SET NAMES utf8mb4 COLLATE utf8mb4_general_ci")
+        );
+        assert_eq!(
+            names_after_reset(Flavor::MySql, 8).as_deref(),
+            Some("SET NAMES latin1 COLLATE latin1_swedish_ci")
+        );
+        assert_eq!(
+            names_after_reset(Flavor::MySql, 255).as_deref(),
+            Some("SET NAMES utf8mb4 COLLATE utf8mb4_0900_ai_ci")
+        );
+        assert_eq!(names_after_reset(Flavor::MySql, 0), None);
     }
 }

@@ -412,7 +412,7 @@ impl Session {
         let owned = {
             let mut i = info.lock().unwrap_or_else(|p| p.into_inner());
             (i.user == self.user).then(|| {
-                let running = i.running_on.zip(i.backend_thread);
+                let running = i.running_on.zip(i.running_at.clone()).zip(i.backend_thread);
                 if running.is_some() {
                     i.kill_sent = true;
                 }
@@ -450,9 +450,9 @@ impl Session {
                 Err(SessionError::Killed)
             };
         }
-        if let Some((backend, thread)) = running {
+        if let Some(((backend, at), thread)) = running {
             tracing::info!(parent: &self.span, session = id, thread, query_only, "KILL from a client");
-            super::exec::Killer::new(&self.shared, &self.user, backend, &self.span)
+            super::exec::Killer::new(&self.shared, &self.user, (backend, &at), &self.span)
                 .kill_query(thread)
                 .await;
         }

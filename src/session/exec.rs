@@ -71,18 +71,15 @@ pub(super) struct Killer {
 }
 
 impl Killer {
+    /// `at`: the server the statement runs on (`BackendConn::reached`).
     pub(super) fn new(
         shared: &super::Shared,
         user: &str,
-        backend: usize,
+        (backend, at): (usize, &str),
         span: &tracing::Span,
     ) -> Killer {
         Killer {
-            address: shared
-                .pools
-                .target(backend)
-                .map(|t| t.address)
-                .unwrap_or_default(),
+            address: at.to_string(),
             user: user.to_string(),
             password: shared
                 .config()
@@ -129,7 +126,7 @@ impl Killer {
 async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardError>>>(
     fwd: F,
     limit: std::time::Duration,
-    (shared, user, backend, span): (&super::Shared, &str, usize, &tracing::Span),
+    (shared, user, backend, span): (&super::Shared, &str, (usize, &str), &tracing::Span),
     thread: u32,
     info: &std::sync::Mutex<super::SessionInfo>,
 ) -> Result<Outcome, ForwardError> {
@@ -703,6 +700,7 @@ impl Session {
         let killed = {
             let mut i = self.info_at(idle, Some(backend), started + elapsed);
             i.running_on = None;
+            i.running_at = None;
             i.backend_thread = None;
             std::mem::take(&mut i.kill_sent)
         };
@@ -1219,12 +1217,14 @@ impl Session {
                     return Err(SessionError::Killed);
                 }
                 i.running_on = Some(target.backend());
+                i.running_at = Some(conn.reached.clone());
                 i.backend_thread = Some(thread);
             }
             let result = {
                 let _in_flight = InFlight::new(&self.shared, target.backend());
                 match conn.send_command(&bytes).await {
                     Ok(()) => {
+                        let at = conn.reached.clone();
                         let fwd = forward::response(conn, &mut self.client, kind, proxy_id);
                         match self.query_timeout {
                             None => fwd.await,
@@ -1232,7 +1232,7 @@ impl Session {
                                 let on = (
                                     &*self.shared,
                                     self.user.as_str(),
-                                    target.backend(),
+                                    (target.backend(), &*at),
                                     &self.span,
                                 );
                                 with_timeout(fwd, limit, on, thread, &self.info).await

@@ -349,6 +349,9 @@ pub struct SessionInfo {
     /// The backend (id) of `backend_thread`.
     #[serde(skip)]
     pub running_on: Option<usize>,
+    /// The server `backend_thread` is on (`BackendConn::reached`): where a KILL goes.
+    #[serde(skip)]
+    pub running_at: Option<Arc<str>>,
     /// Set by a KILL aimed at `backend_thread`; the session then does not reuse that connection.
     #[serde(skip)]
     pub kill_sent: bool,
@@ -432,6 +435,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         backend_thread: None,
         pinned: None,
         running_on: None,
+        running_at: None,
         kill_sent: false,
         wake: wake.clone(),
         killed: false,
