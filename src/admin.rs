@@ -32,6 +32,9 @@ pub async fn bind(config: &Config) -> Result<Option<TcpListener>, AdminError> {
     let Some(addr) = config.admin.listen else {
         return Ok(None);
     };
+    if !addr.ip().is_loopback() && config.admin.token.is_none() {
+        tracing::warn!(%addr, "the admin API listens beyond loopback without admin.token: anyone who reaches it sees sessions and config and can reload; set admin.token_env or keep the port private");
+    }
     crate::server::listen(addr, config.proxy.reuse_port)
         .map(Some)
         .map_err(|source| AdminError::Bind { addr, source })
@@ -68,7 +71,11 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        // Compared in constant time: the time taken does not tell how much of a guess matched.
+        let matches = given.is_some_and(|g| {
+            crate::protocol::auth::constant_time_eq(g.as_bytes(), token.as_bytes())
+        });
+        if !matches {
             return (StatusCode::UNAUTHORIZED, "admin.token required\n").into_response();
         }
     }

@@ -207,7 +207,7 @@ pub struct MonitorConfig {
     pub heartbeat_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggingConfig {
     /// `tracing` env-filter syntax, e.g. "info" or "rwsplit=debug".
     pub level: String,

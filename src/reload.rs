@@ -60,6 +60,20 @@ pub async fn apply(shared: &Arc<Shared>, new: Config) -> Result<String, ReloadEr
     if new.proxy.reuse_port != old.proxy.reuse_port {
         return Err(ReloadError::NeedsRestart("proxy.reuse_port"));
     }
+    // Set up once at startup (the client limit, the runtime, the logger, the query insight's
+    // table): refused rather than accepted and not applied.
+    if new.proxy.max_client_connections != old.proxy.max_client_connections {
+        return Err(ReloadError::NeedsRestart("proxy.max_client_connections"));
+    }
+    if new.proxy.worker_threads != old.proxy.worker_threads {
+        return Err(ReloadError::NeedsRestart("proxy.worker_threads"));
+    }
+    if new.logging != old.logging {
+        return Err(ReloadError::NeedsRestart("logging"));
+    }
+    if new.insight.max_digests != old.insight.max_digests {
+        return Err(ReloadError::NeedsRestart("insight.max_digests"));
+    }
     let old_slots = shared.backends.load_full();
     let mut slots: Vec<BackendSlot> = old_slots.iter().cloned().collect();
     let (mut added, mut removed, mut changed, mut revived) = (vec![], vec![], vec![], vec![]);

@@ -112,6 +112,15 @@ async fn a_reload_adds_and_removes_a_replica_under_open_sessions_and_a_bad_one_c
             ),
             "proxy.socket",
         ),
+        // Set up once at startup: refused rather than accepted and ignored.
+        (
+            text.replacen("[proxy]\n", "[proxy]\nmax_client_connections = 7\n", 1),
+            "proxy.max_client_connections",
+        ),
+        (
+            text.replacen("level = \"warn\"", "level = \"debug\"", 1),
+            "logging",
+        ),
     ] {
         std::fs::write(&path, changed).expect("write");
         let (code, body) = proxy.admin_request("POST", "/reload", None).await;
