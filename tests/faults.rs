@@ -999,6 +999,55 @@ async fn a_heartbeat_table_measures_lag_below_a_second() {
     }
 }
 
+/// A heartbeat row nobody writes only ages: while the primary is read-only (rwsplit holds
+/// the heartbeat back there), lag falls back to GTID positions and replica status, and caught-up
+/// replicas keep their reads rather than read as ever further behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_keep_reads_while_the_heartbeat_is_not_written() {
+    faults::healthy();
+    let proxy = faults::proxy_with(|t| {
+        t.replace(
+            "[routing]\n",
+            "heartbeat_table = \"rwsplit.heartbeat\"\nheartbeat_interval = \"100ms\"\n\n[routing]\n",
+        )
+        .replace("max_replica_lag = \"2s\"", "max_replica_lag = \"1s\"")
+    });
+    let admitted = |i: usize| {
+        proxy.shared.health.snapshot.load().status[i]
+            .excluded
+            .is_none()
+    };
+    let measured = |i: usize| {
+        proxy.shared.health.snapshot.load().status[i]
+            .lag_ms
+            .is_some()
+    };
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        "replicas measured and admitted to begin with",
+        async || match measured(1) && measured(2) && admitted(1) && admitted(2) {
+            true => Ok(()),
+            false => Err("not yet"),
+        },
+    )
+    .await;
+    faults::topology(&["sql", "primary", "SET GLOBAL read_only = 1"]);
+    let _writable = faults::Heal(vec![vec!["sql", "primary", "SET GLOBAL read_only = 0"]]);
+    // Three times the bound: a row read as lag would have excluded both by now.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let snap = proxy.shared.health.snapshot.load();
+        assert!(
+            admitted(1) && admitted(2),
+            "a replica was excluded while the heartbeat was held back: {:?}",
+            snap.status
+        );
+        drop(snap);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_reload_that_moves_a_backend_moves_its_monitoring_too() {
     faults::healthy();

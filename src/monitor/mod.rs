@@ -65,6 +65,11 @@ pub struct Health {
     first_round: tokio::sync::Notify,
     /// The backends by id (names for logs, removed ones).
     slots: Slots,
+    /// The heartbeat row is being written on the primary (`monitor.heartbeat_table`): its age
+    /// on a replica measures lag only then. False until the first write, and while writing
+    /// fails or is held back (a read-only primary, a split brain): the row only ages then,
+    /// and lag falls back to GTID positions and `Seconds_Behind_Master`.
+    heartbeat_written: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -89,6 +94,7 @@ impl Health {
             probed: AtomicUsize::new(0),
             first_round: tokio::sync::Notify::new(),
             slots,
+            heartbeat_written: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -455,12 +461,21 @@ async fn heartbeat(id: usize, mc: &MonitorConfig, health: &Health, slots: &Slots
         let primary = snap
             .backends
             .get(id)
-            .is_some_and(|b| b.role == Role::Primary && b.up && !b.read_only);
+            .is_some_and(|b| b.role == Role::Primary && b.up);
+        let held_back = snap.backends.get(id).is_some_and(|b| b.read_only) || primaries != 1;
         drop(snap);
-        if !primary || primaries != 1 {
+        if !primary {
             continue;
         }
-        match prober.beat(mc.timeout).await {
+        if held_back {
+            health.heartbeat_written.store(false, Ordering::Relaxed);
+            continue;
+        }
+        let beat = prober.beat(mc.timeout).await;
+        health
+            .heartbeat_written
+            .store(beat.is_ok(), Ordering::Relaxed);
+        match beat {
             Ok(()) => failing = false,
             Err(e) if !failing => {
                 failing = true;
@@ -503,7 +518,9 @@ async fn replication_check(
                 .as_deref()
                 .filter(|_| !is_primary)
                 .and_then(|p| replication::gtid_distance(flavor, p, &r.applied_gtid));
-            let lag = replication::lag(r.status, behind, r.heartbeat_age, primary_down);
+            let written = health.heartbeat_written.load(Ordering::Relaxed);
+            let heartbeat = r.heartbeat_age.filter(|_| written);
+            let lag = replication::lag(r.status, behind, heartbeat, primary_down);
             let gtid = if is_primary {
                 r.binlog_gtid.clone()
             } else {
