@@ -728,12 +728,14 @@ mod raw {
             // A bare word that is no level is read by `tracing` as a module name, which logs
             // nothing at all: refused. Directives (`rwsplit=debug,info`) pass.
             let levels = ["trace", "debug", "info", "warn", "error", "off"];
-            if !level.contains('=') && !levels.contains(&level.trim().to_ascii_lowercase().as_str())
+            if !level.contains('=')
+                && !level.contains(',')
+                && !levels.contains(&level.trim().to_ascii_lowercase().as_str())
             {
                 return Err(invalid(
                     "logging.level",
                     format!(
-                        "\"{level}\" is not one of {} (or a filter such as \"rwsplit=debug\")",
+                        "\"{level}\" is not one of {} (or a filter such as \"rwsplit=debug\" or \"info,rwsplit=debug\")",
                         levels.join(", ")
                     ),
                 ));

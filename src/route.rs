@@ -107,7 +107,6 @@ pub fn route(
     when_no_replica: NoReplicaPolicy,
     pick: f64,
 ) -> Result<Decision, RouteError> {
-    use crate::classify::{PrimaryReason as R, SessionEffect as E};
     // Two writable backends (the monitor marks both primary): refuse rather than guess.
     let primary = || {
         let mut up =
@@ -125,19 +124,6 @@ pub fn route(
         })
     };
 
-    // A primary known to be read-only (the first step of a failover: the old primary demoted,
-    // none promoted yet) takes no change: a user with SUPER or READ ONLY ADMIN would make it
-    // there, and it would be lost with that server. Inside a transaction too.
-    if matches!(c.reason, Some(R::Dml | R::Ddl))
-        && !matches!(
-            c.effect,
-            Some(E::CreatesTemporaryTable | E::DropsTemporaryTable)
-        )
-        && s.replica_transaction.is_none()
-        && primary().is_ok_and(|p| backends[p].read_only)
-    {
-        return Err(RouteError::PrimaryReadOnly);
-    }
     // Never split a transaction: everything stays where it began until it ends. A read-only
     // one on a replica takes only what `in_replica_transaction` lets through.
     if let Some(r) = s.replica_transaction {
@@ -176,6 +162,23 @@ pub fn route(
             NoReplicaPolicy::Error if c.reads_no_table => to_primary(Why::NoReplicaFallback),
             NoReplicaPolicy::Error => Err(RouteError::NoReplica),
         },
+    }
+}
+
+/// Whether a statement about to run on a primary known to be read-only (the first step of a
+/// failover: the old primary demoted, none promoted yet) is refused: a change (DML, DDL), which
+/// a user with SUPER or READ ONLY ADMIN would make there, and which would be lost with that
+/// server. Not what the server allows under `read_only` to everyone: temporary tables (their
+/// DDL, and DML when the session has some, which may be theirs). A prepare runs nothing.
+pub fn refused_on_read_only_primary(c: &Classification, has_temporary_tables: bool) -> bool {
+    use crate::classify::{PrimaryReason as R, SessionEffect as E};
+    match c.reason {
+        Some(R::Ddl) => !matches!(
+            c.effect,
+            Some(E::CreatesTemporaryTable | E::DropsTemporaryTable)
+        ),
+        Some(R::Dml) => !has_temporary_tables,
+        _ => false,
     }
 }
 

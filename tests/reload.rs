@@ -244,11 +244,15 @@ async fn idle_connections_of_pools_a_reload_retires_are_closed() {
 }
 
 /// A reload that changes the monitor's login (a rotated password) reaches the running monitor
-/// tasks: they log in again with it, rather than keep the old session until a reconnect fails.
-/// Here the new password is wrong, so the backends go down; put back, they come back up.
+/// tasks: their next connect uses it, rather than the old one that would fail then. Their open
+/// connections stay, so a login not yet valid on the servers takes nothing down at once. Here
+/// the new password is wrong: nothing changes until the monitor's connections to the primary
+/// are cut, and then the primary goes down; put back, it comes back up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_that_changes_the_monitor_login_logs_the_monitor_in_again() {
+async fn a_reload_that_changes_the_monitor_login_is_used_from_the_next_connect() {
     let (proxy, path) = reloadable("reload-monitor", true);
+    // The monitor has its connections (its first checks are done).
+    proxy.replica_ready().await;
     let up = |id: usize| proxy.shared.health.snapshot.load().backends[id].up;
     assert!(up(0), "the primary up to begin with");
     std::fs::write(
@@ -258,6 +262,19 @@ async fn a_reload_that_changes_the_monitor_login_logs_the_monitor_in_again() {
     .expect("write");
     let (code, body) = proxy.admin_request("POST", "/reload", None).await;
     assert_eq!(code, 200, "{body}");
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        assert!(
+            up(0),
+            "the monitor's open connections were dropped for a login not yet valid"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    direct(PRIMARY_PORT)
+        .await
+        .query_drop("KILL USER rwsplit_monitor")
+        .await
+        .expect("cut the monitor's connections");
     eventually(
         Duration::from_secs(10),
         Duration::from_millis(100),

@@ -90,14 +90,15 @@ impl<'a> Lexer<'a> {
     fn skip_space_and_comments(&mut self) {
         loop {
             let c = self.at(0);
-            // `--` starts a comment before whitespace or a control character (the servers'
-            // rule), or at the end.
-            let dash_comment = c == b'-'
-                && self.at(1) == b'-'
-                && (self.at(2) <= b' ' || self.at(2) == 0x7F || self.i + 2 >= self.s.len());
             if is_space(c) {
                 self.i += 1;
-            } else if c == b'#' || dash_comment {
+            } else if c == b'#'
+                // `--` starts a comment before whitespace or a control character (the
+                // servers' rule), or at the end.
+                || (c == b'-'
+                    && self.at(1) == b'-'
+                    && (self.at(2) <= b' ' || self.at(2) == 0x7F || self.i + 2 >= self.s.len()))
+            {
                 let end = self.s[self.i..]
                     .iter()
                     .position(|&b| b == b'\n')

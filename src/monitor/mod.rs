@@ -377,15 +377,16 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
             prober = probe::Prober::new(&w.address, &w.user, &w.password, heartbeat);
             gate = LagGate::new();
         }
-        // A reload changed the monitor's login (a rotated password): log in again with it,
-        // rather than fail on the next reconnect with the old one.
+        // A reload changed the monitor's login (a rotated password): used from the next
+        // connect on, instead of the old one that would fail then. The open connections stay:
+        // a login not yet valid on the servers (a reload before the password change, a typo)
+        // does not take every backend down at once.
         if let Some(l) = login_now(&w.slots, w.id)
             && (l.0 != w.user || l.1 != w.password)
         {
-            tracing::info!(backend = %w.name, user = %l.0, "monitor login changed; logging in again");
+            tracing::info!(backend = %w.name, user = %l.0, "monitor login changed; used from the next connect");
             (w.user, w.password) = (l.0.clone(), l.1.clone());
-            conn = None;
-            prober = probe::Prober::new(&w.address, &w.user, &w.password, heartbeat);
+            prober.set_login(&w.user, &w.password);
         }
         let result = check(&w, &mut conn, mc.timeout).await;
         let ok = result.is_ok();
@@ -444,10 +445,13 @@ async fn heartbeat(id: usize, mc: &MonitorConfig, health: &Health, slots: &Slots
         let (Some(now), Some(l)) = (address_now(slots, id), login_now(slots, id)) else {
             return;
         };
-        // First round, or re-addressed or logging in otherwise after a reload.
-        if now != address || l != login {
+        // First round, or re-addressed by a reload; a new login from the next connect on.
+        if now != address {
             (address, login) = (now, l);
             prober = probe::Prober::new(&address, &login.0, &login.1, table);
+        } else if l != login {
+            login = l;
+            prober.set_login(&login.0, &login.1);
         }
         // Only the one writable primary: a heartbeat on a read-only old primary (by a monitor
         // user allowed past read_only) or on both sides of a split brain would be a
@@ -546,14 +550,20 @@ async fn replication_check(
             }
         }
     }
-    let admitted = is_primary || gate.admitted();
     let excluded = if is_primary { None } else { gate.excluded };
     let lag_ms = match lag {
         Lag::Behind(d) => Some(d.as_millis() as u64),
         _ => None,
     };
+    let gate_ok = gate.admitted();
     health.update(w.id, |b, st| {
-        b.lag_ok = admitted;
+        // From the role it has now: another backend's check may have demoted it since this
+        // round began, and a demoted primary waits for its own replication check.
+        b.lag_ok = match (b.role, is_primary) {
+            (Role::Primary, _) => true,
+            (Role::Replica, true) => false,
+            (Role::Replica, false) => gate_ok,
+        };
         b.read_only = read_only == Some(true);
         st.read_only = read_only;
         st.lag_ms = lag_ms;

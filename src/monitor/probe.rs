@@ -56,6 +56,12 @@ impl Prober {
         }
     }
 
+    /// Logs in as `user` from the next connect on; the open connection, if any, stays.
+    pub fn set_login(&mut self, user: &str, password: &str) {
+        self.user = user.to_string();
+        self.password = password.to_string();
+    }
+
     /// Writes the heartbeat row (on the primary), creating the table the first time.
     pub async fn beat(&mut self, timeout: Duration) -> Result<(), ProbeError> {
         let Some(table) = self.heartbeat.clone() else {

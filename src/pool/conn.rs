@@ -400,8 +400,14 @@ impl BackendConn {
         let flavor = crate::monitor::replication::Flavor::of(&self.identity.version);
         if let Some(sql) = names_after_reset(flavor, self.collation) {
             let p = Command::Query.packet(sql.as_bytes());
-            if self.run_internal(&p, ResponseKind::Query).await?.is_err() {
-                return Ok(false);
+            // A collation this server does not know by name: the server's default stays, as
+            // it was before rwsplit sent this.
+            if let Err(e) = self.run_internal(&p, ResponseKind::Query).await? {
+                tracing::debug!(
+                    code = e.code(),
+                    sql,
+                    "the server refused SET NAMES after a reset"
+                );
             }
         }
         self.track_session().await?;

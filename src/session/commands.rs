@@ -405,27 +405,34 @@ impl Session {
         id: u32,
         query_only: bool,
     ) -> Result<(), SessionError> {
-        let Some(info) = self.shared.session_for_kill(id) else {
-            let msg = format!("Unknown thread id: {id}");
-            return self.reply(&ClientError::new(1094, "HY000", &msg)).await;
+        let unknown = format!("Unknown thread id: {id}");
+        let Some((info, by_thread)) = self.shared.session_for_kill(id, query_only) else {
+            return self.reply(&ClientError::new(1094, "HY000", &unknown)).await;
         };
         let owned = {
             let mut i = info.lock().unwrap_or_else(|p| p.into_inner());
-            (i.user == self.user).then(|| {
-                let running = i.running_on.zip(i.running_at.clone()).zip(i.backend_thread);
-                if running.is_some() {
-                    i.kill_sent = true;
-                }
-                if !query_only {
-                    // Flagged and woken before the running statement is interrupted: when it
-                    // ends, its session must not run the client's next command, whether that
-                    // is already buffered (pipelined) or still on its way (the idle wait polls
-                    // the wakeup first).
-                    i.killed = true;
-                    i.wake.wake();
-                }
-                running
+            // Found by its thread: still on it (the statement may have ended since).
+            let gone = by_thread && i.backend_thread != Some(id);
+            (!gone).then(|| {
+                (i.user == self.user).then(|| {
+                    let running = i.running_on.zip(i.running_at.clone()).zip(i.backend_thread);
+                    if running.is_some() {
+                        i.kill_sent = true;
+                    }
+                    if !query_only {
+                        // Flagged and woken before the running statement is interrupted: when it
+                        // ends, its session must not run the client's next command, whether that
+                        // is already buffered (pipelined) or still on its way (the idle wait polls
+                        // the wakeup first).
+                        i.killed = true;
+                        i.wake.wake();
+                    }
+                    running
+                })
             })
+        };
+        let Some(owned) = owned else {
+            return self.reply(&ClientError::new(1094, "HY000", &unknown)).await;
         };
         let Some(running) = owned else {
             let msg = format!("You are not owner of thread {id}");

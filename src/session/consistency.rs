@@ -28,8 +28,10 @@ pub struct Causal {
     /// taken when the transaction ends).
     pub pending: bool,
     /// The last write's GTID could not be read: no replica is known to have it, so reads go
-    /// to the primary until the next write gives a position.
-    unknown: bool,
+    /// to the primary until the next write gives a position, or it is forgotten. Since when (`None`: it is not). Forgotten after `blocked_replicas`'s `forget_after`:
+    /// with no GTID to wait for (MySQL with `gtid_mode = OFF`), a replica within its lag
+    /// bound has had the time to apply the write by then.
+    unknown: Option<std::time::Instant>,
 }
 
 impl Causal {
@@ -39,7 +41,7 @@ impl Causal {
             required: None,
             verified: 0,
             pending: false,
-            unknown: false,
+            unknown: None,
         }
     }
 
@@ -47,7 +49,7 @@ impl Causal {
         self.required = Some(gtid);
         self.verified = 0;
         self.pending = false;
-        self.unknown = false;
+        self.unknown = None;
     }
 
     /// The last write's position could not be read.
@@ -55,7 +57,7 @@ impl Causal {
         self.required = None;
         self.verified = 0;
         self.pending = false;
-        self.unknown = true;
+        self.unknown = Some(std::time::Instant::now());
     }
 
     /// Notes a statement that ran on the primary. Returns true when the GTID must be asked
@@ -90,10 +92,21 @@ impl Causal {
     /// Replicas that may not take this session's reads (bit per backend id): those not yet
     /// known to have the required position. Updates `verified` from the monitor's positions
     /// and drops the requirement once every replica has it.
-    pub fn blocked_replicas(&mut self, snap: &Snapshot, flavor: Flavor) -> u64 {
+    pub fn blocked_replicas(
+        &mut self,
+        snap: &Snapshot,
+        flavor: Flavor,
+        forget_after: std::time::Duration,
+    ) -> u64 {
+        if let Some(since) = self.unknown {
+            if since.elapsed() < forget_after {
+                return u64::MAX;
+            }
+            self.unknown = None;
+        }
         // A committed write whose GTID was not taken (it is fetched before a read that may go
         // to a replica; this is the net under that) counts as a position no replica has.
-        if self.unknown || self.pending {
+        if self.pending {
             return u64::MAX;
         }
         let Some(req) = &self.required else {
@@ -257,15 +270,30 @@ mod tests {
         assert!(c.after_primary_statement(StatementKind::Write, &failed, false, true));
     }
 
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    #[test]
+    fn an_unknown_position_blocks_every_replica_until_it_is_forgotten() {
+        let mut c = Causal::new(Consistency::ReadYourWrites);
+        let s = snap([Some("0-1-10"), Some("0-1-10"), Some("0-1-10")]);
+        c.position_unknown();
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), u64::MAX);
+        assert_eq!(
+            c.blocked_replicas(&s, Flavor::MariaDb, std::time::Duration::ZERO),
+            0
+        );
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), 0);
+    }
+
     #[test]
     fn a_write_whose_gtid_was_not_taken_blocks_every_replica() {
         let mut c = Causal::new(Consistency::ReadYourWrites);
         let s = snap([Some("0-1-10"), Some("0-1-10"), Some("0-1-10")]);
-        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb), 0);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), 0);
         c.after_primary_statement(StatementKind::Write, &ok(None), true, false);
-        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb), u64::MAX);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), u64::MAX);
         c.require("0-1-10".into());
-        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb), 0);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), 0);
     }
 
     #[test]
@@ -273,10 +301,10 @@ mod tests {
         let mut c = Causal::new(Consistency::ReadYourWrites);
         c.require("0-1-10".into());
         let s = snap([Some("0-1-10"), Some("0-1-10"), Some("0-1-9")]);
-        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb), 0b100);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), 0b100);
         let s = snap([Some("0-1-12"), Some("0-1-9"), Some("0-1-11")]);
         assert_eq!(
-            c.blocked_replicas(&s, Flavor::MariaDb),
+            c.blocked_replicas(&s, Flavor::MariaDb, HOUR),
             0,
             "replica1 was seen with it already; replica2 has it now"
         );

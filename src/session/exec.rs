@@ -343,7 +343,11 @@ impl Session {
             && self.long_data.is_empty();
         if self.causal.mode == Consistency::ReadYourWrites {
             let flavor = Flavor::of(&self.shared.health.identity.load().version);
-            view.blocked = self.causal.blocked_replicas(snap, flavor);
+            let forget = cfg
+                .routing
+                .max_replica_lag
+                .saturating_add(cfg.routing.read_your_writes_wait);
+            view.blocked = self.causal.blocked_replicas(snap, flavor, forget);
         }
         // A replica connection this session holds is no reason to look elsewhere.
         view.saturated = self.shared.pools.saturated(snap.backends.len())
@@ -1101,6 +1105,21 @@ impl Session {
                 Ok(d) => d.target,
                 Err(e) => return self.reply(&ClientError::from(e)).await.map(|_| None),
             };
+            if target.is_primary()
+                && !matches!(cmd, Cmd::Prepare { .. })
+                && route::refused_on_read_only_primary(class, self.state.temporary_tables)
+                && self
+                    .shared
+                    .health
+                    .snapshot
+                    .load()
+                    .backends
+                    .get(target.backend())
+                    .is_some_and(|b| b.read_only)
+            {
+                let e = route::RouteError::PrimaryReadOnly;
+                return self.reply(&ClientError::from(e)).await.map(|_| None);
+            }
             if matches!(
                 decision,
                 Ok(Decision {

@@ -120,19 +120,28 @@ impl Shared {
         }
     }
 
-    /// The session `KILL id` means: the session with that id, else the one session whose
-    /// statement runs on backend thread `id` now (the id `CONNECTION_ID()` gave it).
-    pub(crate) fn session_for_kill(&self, id: u32) -> Option<Arc<std::sync::Mutex<SessionInfo>>> {
+    /// The session `KILL id` means: the session with that id, else, for `KILL QUERY`
+    /// (`query_only`), the one session whose statement runs on backend thread `id` now (the id
+    /// `CONNECTION_ID()` gave it); the second of the pair says which. Never a whole session
+    /// by thread: with multiplexing, the session that read that id may be gone from it.
+    pub(crate) fn session_for_kill(
+        &self,
+        id: u32,
+        query_only: bool,
+    ) -> Option<(Arc<std::sync::Mutex<SessionInfo>>, bool)> {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = sessions.get(&id) {
-            return Some(i.clone());
+            return Some((i.clone(), false));
+        }
+        if !query_only {
+            return None;
         }
         let mut running = sessions.values().filter(|i| {
             let i = i.lock().unwrap_or_else(|p| p.into_inner());
             i.running_on.is_some() && i.backend_thread == Some(id)
         });
         match (running.next(), running.next()) {
-            (Some(i), None) => Some(i.clone()),
+            (Some(i), None) => Some((i.clone(), true)),
             // None, or the same thread id on two servers: which one is meant is unknown.
             _ => None,
         }

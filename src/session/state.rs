@@ -357,6 +357,9 @@ pub enum Sync {
 /// One command of a state sync.
 enum Step {
     Reset,
+    /// `SET NAMES` of the connection's login collation after a reset, on MySQL
+    /// (`pool::names_after_reset`).
+    Names(String),
     Track(&'static str),
     InitDb,
     Replay(usize),
@@ -440,6 +443,10 @@ pub async fn sync(
     let mut plan = Vec::new();
     if reset {
         plan.push(Step::Reset);
+        let flavor = crate::monitor::replication::Flavor::of(&conn.identity.version);
+        if let Some(sql) = crate::pool::conn::names_after_reset(flavor, conn.collation) {
+            plan.push(Step::Names(sql));
+        }
         if let Some(t) = conn.tracking_statements().map(|t| t[0]) {
             plan.push(Step::Track(t));
         }
@@ -478,6 +485,7 @@ async fn run(
     for step in &plan {
         let bytes: std::borrow::Cow<'_, [u8]> = match step {
             Step::Reset => (&[Command::ResetConnection as u8][..]).into(),
+            Step::Names(sql) => Command::Query.packet(sql.as_bytes()).into(),
             Step::Track(sql) => Command::Query.packet(sql.as_bytes()).into(),
             Step::InitDb => {
                 let db = st.schema.as_deref().unwrap_or_default();
@@ -498,7 +506,9 @@ async fn run(
     let mut track_refused = false;
     for step in plan {
         let kind = match step {
-            Step::Track(_) | Step::Replay(_) | Step::LastInsertId(_) => ResponseKind::Query,
+            Step::Track(_) | Step::Names(_) | Step::Replay(_) | Step::LastInsertId(_) => {
+                ResponseKind::Query
+            }
             _ => ResponseKind::Single,
         };
         let r = conn.read_internal(kind).await?;
@@ -510,6 +520,16 @@ async fn run(
                 return Err(BackendError::Io(crate::protocol::frame::FrameError::Closed));
             }
             (Step::Track(_), r) => track_refused = r.is_err(),
+            // A collation this server does not know by name: the connection stays in the
+            // server's default, as it was before rwsplit sent this.
+            (Step::Names(sql), Err(e)) => {
+                tracing::debug!(
+                    code = e.code(),
+                    sql,
+                    "the server refused SET NAMES after a reset"
+                )
+            }
+            (Step::Names(_), Ok(_)) => {}
             (Step::InitDb, Ok(_)) => conn.schema = st.schema.clone(),
             (Step::Replay(i), Ok(_)) if first_err.is_none() => {
                 conn.log.truncate(i + 1);
