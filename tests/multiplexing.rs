@@ -1476,27 +1476,11 @@ async fn kill_of_the_backend_thread_connection_id_gave_reaches_the_session_runni
     });
     // The SLEEP itself on its backend (not the statement before it, whose end the session
     // may not have noted yet).
-    common::eventually(
-        Duration::from_secs(5),
-        Duration::from_millis(10),
-        "the SLEEP never started on a backend",
-        async || {
-            let sessions = proxy.shared.sessions.lock().expect("sessions");
-            let info = sessions
-                .get(&victim_id)
-                .map(|i| i.lock().expect("info").clone());
-            match info {
-                Some(i)
-                    if i.backend_thread.is_some()
-                        && i.digest.as_deref().is_some_and(|d| d.contains("SLEEP")) =>
-                {
-                    Ok(())
-                }
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    proxy
+        .wait_session(victim_id, "the SLEEP never started on a backend", |i| {
+            i.backend_thread.is_some() && i.digest.as_deref().is_some_and(|d| d.contains("SLEEP"))
+        })
+        .await;
     let kill_at = Instant::now();
     killer
         .query_drop(format!("KILL QUERY {thread}"))
@@ -1515,22 +1499,11 @@ async fn kill_of_the_backend_thread_connection_id_gave_reaches_the_session_runni
     // Nothing runs on that thread now (once the session has noted its statement's end, a
     // moment after the client got the answer): an unknown thread, as the server says of a
     // thread id it does not have.
-    common::eventually(
-        Duration::from_secs(5),
-        Duration::from_millis(10),
-        "the killed statement's end noted",
-        async || {
-            let sessions = proxy.shared.sessions.lock().expect("sessions");
-            match sessions
-                .get(&victim_id)
-                .map(|i| i.lock().expect("info").backend_thread)
-            {
-                Some(None) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    proxy
+        .wait_session(victim_id, "the killed statement's end noted", |i| {
+            i.backend_thread.is_none()
+        })
+        .await;
     let e = killer
         .query_drop(format!("KILL QUERY {thread}"))
         .await
@@ -1543,20 +1516,11 @@ async fn kill_of_the_backend_thread_connection_id_gave_reaches_the_session_runni
 }
 
 async fn running_on_a_backend(proxy: &Proxy, id: u32) {
-    let running = async || {
-        let sessions = proxy.shared.sessions.lock().expect("sessions");
-        sessions
-            .get(&id)
-            .and_then(|i| i.lock().expect("info").backend_thread)
-            .ok_or("not yet")
-    };
-    common::eventually(
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        "the statement never started on a backend",
-        running,
-    )
-    .await;
+    proxy
+        .wait_session(id, "the statement never started on a backend", |i| {
+            i.backend_thread.is_some()
+        })
+        .await;
 }
 
 /// A client that sends its next command before the running one's answer (pipelining) has it

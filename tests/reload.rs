@@ -315,22 +315,11 @@ async fn a_kill_reaches_the_server_the_statement_runs_on_after_a_re_address() {
         let r: Result<Option<i64>, _> = victim.query_first("SELECT SLEEP(20)").await;
         (r.map_err(|e| e.to_string()), started.elapsed())
     });
-    eventually(
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        "the statement never started on a backend",
-        async || {
-            let sessions = proxy.shared.sessions.lock().expect("sessions");
-            match sessions
-                .get(&victim_id)
-                .and_then(|i| i.lock().expect("info").backend_thread)
-            {
-                Some(_) => Ok(()),
-                None => Err("not yet"),
-            }
-        },
-    )
-    .await;
+    proxy
+        .wait_session(victim_id, "the statement never started on a backend", |i| {
+            i.backend_thread.is_some()
+        })
+        .await;
     // replica2's entry now leads to replica1's server.
     std::fs::write(
         &path,

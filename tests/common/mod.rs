@@ -77,6 +77,28 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Waits (up to 5 s) until session `id`'s `/sessions` entry satisfies `pred`.
+    pub async fn wait_session(
+        &self,
+        id: u32,
+        what: &str,
+        pred: impl Fn(&rwsplit::session::SessionInfo) -> bool,
+    ) {
+        eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            what,
+            async || {
+                let sessions = self.shared.sessions.lock().expect("sessions");
+                match sessions.get(&id).map(|i| i.lock().expect("info").clone()) {
+                    Some(i) if pred(&i) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+
     /// Starts rwsplit with `config/test.toml` on an ephemeral port.
     pub fn start() -> Proxy {
         Self::start_with(|t| t)
