@@ -78,6 +78,23 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
+/// A backend host that dies or drops off the network without a reset leaves a read waiting
+/// on it forever (a session mid-response, a reset on release): keepalive probes after 30 s of
+/// silence (a statement running long is silent too, and the server's kernel answers them)
+/// find it gone within about a minute, and data it never acknowledges fails the socket after
+/// 60 s (`TCP_USER_TIMEOUT`).
+fn backend_liveness(s: &TcpStream) {
+    use std::time::Duration;
+    let sock = socket2::SockRef::from(s);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = sock.set_tcp_keepalive(&keepalive);
+    #[cfg(target_os = "linux")]
+    let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(60)));
+}
+
 impl Stream {
     pub async fn connect(endpoint: Endpoint<'_>) -> io::Result<Stream> {
         Ok(match endpoint {
@@ -85,6 +102,7 @@ impl Stream {
                 let s = TcpStream::connect(a).await?;
                 // Commands and responses are small and sent whole: never wait for an ACK.
                 let _ = s.set_nodelay(true);
+                backend_liveness(&s);
                 Stream::Tcp(s)
             }
             Endpoint::Unix(p) => {
@@ -454,6 +472,28 @@ impl AsyncWrite for WriteHalf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn backend_sockets_find_a_silent_dead_peer() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let Stream::Tcp(s) = Stream::connect(Endpoint::of(&addr)).await.expect("connect") else {
+            panic!("not TCP");
+        };
+        let sock = socket2::SockRef::from(&s);
+        assert!(sock.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            std::time::Duration::from_secs(30)
+        );
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            sock.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(std::time::Duration::from_secs(60))
+        );
+    }
 
     fn temp_path(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("rwsplit-net-{}-{name}", std::process::id()))

@@ -468,12 +468,15 @@ impl ResponseTracker {
     }
 
     /// A COM_STMT_EXECUTE that asked for a cursor got one: its rows come by COM_STMT_FETCH.
-    /// Checked only before any row: a stored procedure's own cursor can leak the flag into
-    /// ordinary results (mariadb-connector-c commit d09ac51).
+    /// Checked only before any row, and never in a multi-result: a stored procedure's own
+    /// cursor can leak the flag into the ordinary results of its `CALL` (mariadb-connector-c
+    /// commit d09ac51, CONC-424), the metadata's EOF included, and each of those says more
+    /// results follow; a cursor's own response is one result set.
     fn cursor_opened(&self, status: u16) -> bool {
         self.kind == (ResponseKind::StmtExecute { cursor: true })
             && !self.rows_seen
             && status & SERVER_STATUS_CURSOR_EXISTS != 0
+            && status & SERVER_MORE_RESULTS_EXISTS == 0
     }
 
     fn field_def(&mut self, len: usize, peek: &[u8]) -> Result<Step, ResponseError> {
@@ -985,6 +988,21 @@ mod tests {
             packets.push(ok_payload(0, 0, AC, 0));
             assert!(run(EXECUTE_CURSOR, d, &small(packets)).is_ok());
         });
+    }
+
+    #[test]
+    fn cursor_flag_leaked_into_a_calls_metadata_does_not_end_the_multi_result() {
+        // A procedure that used a cursor of its own: its CALL's results carry the flag from
+        // the metadata's EOF on, each with more results to follow.
+        let packets = vec![
+            column_count(1),
+            column_def("a"),
+            eof_payload(0, AC | MORE | CURSOR),
+            binary_row(1),
+            eof_payload(0, AC | MORE | CURSOR),
+            ok_payload(0, 0, AC, 0),
+        ];
+        assert!(run(EXECUTE_CURSOR, false, &small(packets)).is_ok());
     }
 
     #[test]
