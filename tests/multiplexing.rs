@@ -1261,6 +1261,49 @@ async fn long_data_left_behind_never_reaches_another_sessions_execute() {
         .expect("drop");
 }
 
+/// Two statements with cursors open at once, as JDBC's `useCursorFetch` leaves one per result
+/// set still being read: each fetch reads its own cursor, and the session stays pinned until
+/// both are done.
+#[tokio::test]
+async fn two_cursors_open_at_once_are_fetched_each_from_its_own() {
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    let t = unique("mux_cursors");
+    let mut setup = proxy.conn().await;
+    setup
+        .query_drop(format!(
+            "CREATE TABLE {t} (id INT PRIMARY KEY); INSERT INTO {t} VALUES (1), (2), (3), (4), (5)"
+        ))
+        .await
+        .expect("setup");
+    wait_sync();
+    let mut raw = raw_client(&proxy, common::EOF_STYLES[0]).await;
+    let id = raw.connection_id;
+    let a = common::raw_prepare(&mut raw, &format!("SELECT id FROM {t} ORDER BY id")).await;
+    let b = common::raw_prepare(&mut raw, &format!("SELECT id FROM {t} WHERE id > 2")).await;
+    let execute = |s: &[u8]| [&[Command::StmtExecute as u8][..], s, &[1, 1, 0, 0, 0]].concat();
+    let fetch = |s: &[u8], n: u32| [&[Command::StmtFetch as u8][..], s, &n.to_le_bytes()].concat();
+    open_cursor(&mut raw, &execute(&a)).await;
+    open_cursor(&mut raw, &execute(&b)).await;
+    for (stmt, want) in [(&a, 5), (&b, 3)] {
+        let o = raw
+            .run_internal(&fetch(stmt, 1), K::StmtFetch)
+            .await
+            .expect("fetch")
+            .unwrap_or_else(|e| panic!("fetch from the first of two cursors: {e:?}"));
+        assert_eq!(o.rows, 1);
+        wait_pinned(&proxy, id, Some("cursor")).await;
+        let o = raw
+            .run_internal(&fetch(stmt, 10), K::StmtFetch)
+            .await
+            .expect("fetch")
+            .expect("fetch ok");
+        assert_eq!(o.rows, want - 1, "the rest of that cursor");
+    }
+    wait_pinned(&proxy, id, None).await;
+}
+
 #[tokio::test]
 async fn an_open_cursor_pins_until_its_last_row_or_a_reset() {
     use rwsplit::protocol::Command;

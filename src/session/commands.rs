@@ -116,10 +116,16 @@ impl Session {
         self.long_data.retain(|&x| x != id);
         if let Some((slot, o)) = &res {
             let open = o.status & packets::SERVER_STATUS_CURSOR_EXISTS != 0;
+            // A statement's new execute closes its old cursor on the server; one on the other
+            // slot's connection would stay there, on a server statement other sessions share.
+            if let Some(old) = self.cursor_slot(id)
+                && old != *slot
+            {
+                self.leftovers[old as usize] = true;
+            }
+            self.close_cursor(id);
             if cursor && open {
-                self.cursor = Some((id, *slot));
-            } else {
-                self.close_cursor(id);
+                self.cursors.push((id, *slot));
             }
         }
         if let Some((slot, o)) = res {
@@ -205,7 +211,7 @@ impl Session {
     pub(super) async fn stmt_close(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
         let long_data = self.long_data_on(id);
-        let cursor = self.cursor.filter(|&(c, _)| c == id).map(|(_, s)| s);
+        let cursor = self.cursor_slot(id);
         if self.stmts.remove(id).is_none() {
             return Ok(());
         }
@@ -258,8 +264,8 @@ impl Session {
 
     pub(super) async fn stmt_fetch(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
-        let on = match self.cursor.filter(|&(c, _)| c == id) {
-            Some((_, slot)) => self.prepared_on(id, slot).await.ok().map(|b| (slot, b)),
+        let on = match self.cursor_slot(id) {
+            Some(slot) => self.prepared_on(id, slot).await.ok().map(|b| (slot, b)),
             None => None,
         };
         if on.is_none() && self.lost.is_some() {
@@ -276,8 +282,9 @@ impl Session {
         let mut bytes = packet.to_vec();
         prepared::set_statement_id(&mut bytes, backend_id);
         if let Some(o) = self.forward_on(slot, &bytes, K::StmtFetch).await? {
+            // An error carries no status: the cursor may still be open on the server.
             let done = o.status & packets::SERVER_STATUS_LAST_ROW_SENT != 0;
-            if done || o.status & packets::SERVER_STATUS_CURSOR_EXISTS == 0 {
+            if o.error.is_none() && (done || o.status & packets::SERVER_STATUS_CURSOR_EXISTS == 0) {
                 self.close_cursor(id);
             }
         }
@@ -479,16 +486,22 @@ impl Session {
     /// Forgets what pinned the session to its connections (after a reset or change of user).
     fn forget_pins(&mut self) {
         self.until_next = None;
-        self.cursor = None;
+        self.cursors.clear();
         self.last_slot = None;
     }
 
-    /// Forgets statement `id`'s cursor, if it has the open one; returns whether it had.
+    /// Forgets statement `id`'s cursor, if it has an open one; returns whether it had.
     fn close_cursor(&mut self, id: u32) -> bool {
-        let had = self.cursor.is_some_and(|(c, _)| c == id);
-        if had {
-            self.cursor = None;
-        }
+        let had = self.cursor_slot(id).is_some();
+        self.cursors.retain(|&(c, _)| c != id);
         had
+    }
+
+    /// Where statement `id`'s open cursor is, if it has one.
+    pub(super) fn cursor_slot(&self, id: u32) -> Option<Slot> {
+        self.cursors
+            .iter()
+            .find(|&&(c, _)| c == id)
+            .map(|&(_, s)| s)
     }
 }

@@ -339,7 +339,7 @@ impl Session {
         // that connection would go back to its pool and lose it.
         view.read_only_on_replica = cfg.routing.read_only_transactions_on_replica
             && state::pin_reason(&self.state).is_none()
-            && self.cursor.is_none()
+            && self.cursors.is_empty()
             && self.long_data.is_empty();
         if self.causal.mode == Consistency::ReadYourWrites {
             let flavor = Flavor::of(&self.shared.health.identity.load().version);
@@ -542,8 +542,8 @@ impl Session {
     /// execute of a statement whose long data went with it is refused.
     pub(super) fn give_up_statement_state(&mut self, slot: Slot) {
         let mut gone = false;
-        if self.cursor.is_some_and(|(_, s)| s == slot) {
-            self.cursor = None;
+        if self.cursors.iter().any(|&(_, s)| s == slot) {
+            self.cursors.retain(|&(_, s)| s != slot);
             gone = true;
         }
         let stmts = &self.stmts;
@@ -835,7 +835,7 @@ impl Session {
     /// session's pin). Each slot is kept for its own reasons: a replica's open cursor or long
     /// data outlives a pin of the primary's, and the other way round. Collected once per
     /// command (`settle`).
-    fn holds(&self) -> [Option<(&'static str, Slot)>; 7] {
+    fn holds(&self) -> [Option<(&'static str, Slot)>; 8] {
         use Slot::{Primary, Replica};
         let long_data = |s| {
             self.long_data
@@ -847,7 +847,14 @@ impl Session {
             open_transaction(&self.replica).then_some(("transaction", Replica)),
             state::pin_reason(&self.state).map(|r| (r, Primary)),
             self.until_next,
-            self.cursor.map(|(_, s)| ("cursor", s)),
+            self.cursors
+                .iter()
+                .any(|&(_, s)| s == Primary)
+                .then_some(("cursor", Primary)),
+            self.cursors
+                .iter()
+                .any(|&(_, s)| s == Replica)
+                .then_some(("cursor", Replica)),
             long_data(Primary).then_some(("long_data", Primary)),
             long_data(Replica).then_some(("long_data", Replica)),
         ]
@@ -979,8 +986,7 @@ impl Session {
             || Failure::Reply(ClientError::unknown_statement(id, "mysqld_stmt_execute").payload());
         // Long data sent or a cursor open lives on the server statement it was sent to: that
         // one is used whatever `SET` ran since (on the server, a statement keeps its parse).
-        let pending =
-            self.long_data.contains(&id) || self.cursor.is_some_and(|(c, s)| c == id && s == slot);
+        let pending = self.long_data.contains(&id) || self.cursor_slot(id) == Some(slot);
         let stmt = self.stmts.statements.get_mut(&id).ok_or_else(unknown)?;
         let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
             return Err(Failure::Down("connection slot empty".into()));

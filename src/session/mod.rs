@@ -279,8 +279,9 @@ pub struct Session {
     until_next: Option<(&'static str, Slot)>,
     /// Where the last statement ran (`SHOW WARNINGS` and `SHOW ERRORS` go there).
     last_slot: Option<Slot>,
-    /// The statement with an open cursor and its slot (COM_STMT_FETCH reads from it).
-    cursor: Option<(u32, Slot)>,
+    /// The statements with an open cursor, each with its slot (COM_STMT_FETCH reads from
+    /// it). Several at once: JDBC's `useCursorFetch` opens one per result set still being read.
+    cursors: Vec<(u32, Slot)>,
     /// What pins the session now (counted when a pin starts).
     pinned: Option<&'static str>,
     /// A KILL may be on its way to the backend thread of the last statement: that connection
@@ -486,7 +487,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             last_replica: None,
             until_next: None,
             last_slot: None,
-            cursor: None,
+            cursors: Vec::new(),
             pinned: None,
             kill_sent: None,
             wake,
