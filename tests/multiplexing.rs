@@ -1424,8 +1424,17 @@ async fn a_failed_sync_reports_the_servers_error_and_leaves_both_sessions_sound(
         e.to_string().contains("1049") || e.to_string().contains("1044"),
         "{e}"
     );
-    // b's state was not disturbed by a's failed sync on the same connection.
+    // b's state was not disturbed by a's failed sync on the same connection: neither its own
+    // setting, nor one of a's (replayed after the failed schema, on that connection).
     assert_eq!(tz(&mut b, true).await, "-05:00");
+    let mode: Option<String> = b
+        .query_first("/* rwsplit:primary */ SELECT @@session.sql_mode")
+        .await
+        .expect("b's sql_mode");
+    assert!(
+        !mode.as_deref().unwrap_or_default().contains("ANSI_QUOTES"),
+        "a's sql_mode reached b: {mode:?}"
+    );
     // a moves on with its variables intact.
     a.query_drop("USE app").await.expect("use app");
     let (mode, zone): (String, String) = a
@@ -2322,4 +2331,38 @@ async fn prepared_scoped_and_mixed_sets_follow_the_session_to_every_connection()
             "round {round}"
         );
     }
+}
+
+/// A RELEASE_LOCK of a lock the session does not hold still counts down its named locks; at
+/// zero the primary connection goes back to its pool reset, so a lock it still held is not
+/// left on a pooled connection for whoever gets it next.
+#[tokio::test]
+async fn an_unmatched_release_lock_leaves_no_lock_on_a_pooled_connection() {
+    let proxy = Proxy::start();
+    let lock = unique("mux_lk");
+    let mut c = proxy.conn().await;
+    let got: Option<i64> = c
+        .query_first(format!("SELECT GET_LOCK('{lock}', 0)"))
+        .await
+        .expect("get_lock");
+    assert_eq!(got, Some(1));
+    let released: Option<Option<i64>> = c
+        .query_first(format!("SELECT RELEASE_LOCK('{lock}_other')"))
+        .await
+        .expect("release another");
+    assert_eq!(released, Some(None), "a lock never taken");
+    let mut d = direct(common::PRIMARY_PORT).await;
+    common::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        "the lock stayed on a pooled connection",
+        async || match d
+            .query_first::<i64, _>(format!("SELECT IS_FREE_LOCK('{lock}')"))
+            .await
+        {
+            Ok(Some(1)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
 }

@@ -282,7 +282,15 @@ impl Pool {
                 return;
             };
             match self.open().await {
-                Ok(conn) => self.put_back(conn, permit),
+                Ok(conn) => {
+                    let before = self.lock_idle().len();
+                    self.put_back(conn, permit);
+                    // Not kept (the pool was retired by a reload meanwhile, or the connection
+                    // is past max_lifetime already): opening more would only close them too.
+                    if self.lock_idle().len() <= before {
+                        return;
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot top up the idle pool");
                     return;

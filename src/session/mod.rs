@@ -941,6 +941,12 @@ impl Session {
             Some(E::SetsUserVariable) => self.state.user_variables = true,
             Some(E::TakesNamedLock) if took => self.state.named_locks += 1,
             Some(E::ReleasesNamedLock) if ok => {
+                // The count is of GET_LOCKs, not of names: a RELEASE_LOCK of a lock not held
+                // counts too. At zero the connection goes back to its pool reset, which
+                // releases whatever it may still hold.
+                if self.state.named_locks == 1 {
+                    self.leftovers[slot as usize] = true;
+                }
                 self.state.named_locks = self.state.named_locks.saturating_sub(1)
             }
             Some(E::ReleasesAllNamedLocks) if ok => self.state.named_locks = 0,

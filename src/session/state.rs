@@ -553,6 +553,10 @@ async fn run(
         conn.track_session().await?;
     }
     if let Some(e) = first_err {
+        // The replays after a failed step (a schema gone) ran on the server without being
+        // recorded: what the connection carries is not known, so the next sync resets it
+        // (another session would have been given the failed one's settings).
+        conn.log.clear();
         return Ok(Err(e));
     }
     Ok(Ok(if reset { Sync::Reset } else { Sync::Replay }))
