@@ -2366,3 +2366,54 @@ async fn an_unmatched_release_lock_leaves_no_lock_on_a_pooled_connection() {
     )
     .await;
 }
+
+/// State a hinted read makes on a replica (a function that sets a user variable, which the
+/// server reports only as "state changed") keeps the session on its primary connection, and
+/// the replica connection goes back to its pool reset: the next session there does not see it.
+#[tokio::test]
+async fn state_made_on_a_replica_does_not_reach_the_next_session_there() {
+    // One replica takes reads, one connection to it: the next session's read gets the same.
+    let proxy = Proxy::start_with(|t| {
+        pool_settings(t, "checkout_timeout = \"5s\"\nmax_connections = 1").replace(
+            "address = \"127.0.0.1:3307\"\nrole = \"replica\"\n",
+            "address = \"127.0.0.1:3307\"\nrole = \"replica\"\nweight = 0\n",
+        )
+    });
+    let f = unique("mux_fn");
+    let mut root = direct(common::PRIMARY_PORT).await;
+    root.query_drop(format!(
+        "CREATE FUNCTION app.{f}() RETURNS INT DETERMINISTIC BEGIN SET @cache = 42; RETURN 1; END"
+    ))
+    .await
+    .expect("create function");
+    // What the connection's @cache is, read where a hinted read runs (a user variable read
+    // directly goes to the primary).
+    root.query_drop(format!(
+        "CREATE FUNCTION app.{f}_get() RETURNS INT DETERMINISTIC RETURN @cache"
+    ))
+    .await
+    .expect("create function");
+    wait_sync();
+    proxy.replica_ready().await;
+    let mut a = proxy.conn().await;
+    let one: Option<i64> = a
+        .query_first(format!("/* rwsplit:replica */ SELECT app.{f}()"))
+        .await
+        .expect("hinted call");
+    assert_eq!(one, Some(1));
+    let mut b = proxy.conn().await;
+    let (cache, server): (Option<i64>, u64) = b
+        .query_first(format!(
+            "/* rwsplit:replica */ SELECT app.{f}_get(), @@server_id"
+        ))
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(server, 3, "the read went to the one replica taking reads");
+    assert_eq!(cache, None, "a's user variable reached b on the replica");
+    for name in [f.clone(), format!("{f}_get")] {
+        root.query_drop(format!("DROP FUNCTION app.{name}"))
+            .await
+            .expect("drop function");
+    }
+}

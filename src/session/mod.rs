@@ -1062,6 +1062,12 @@ impl Session {
         }
         if o.state_changed && (opaque || o.sysvars.is_empty()) {
             self.state.untracked_state = true;
+            // What keeps the session then is its primary connection; state made on a replica
+            // (a hinted read calling a function that sets a user variable) must not reach the
+            // next session there: that connection goes back reset.
+            if slot == Slot::Replica {
+                self.leftovers[Slot::Replica as usize] = true;
+            }
         }
     }
 
