@@ -1261,15 +1261,9 @@ async fn long_data_left_behind_never_reaches_another_sessions_execute() {
         .expect("drop");
 }
 
-/// Two statements with cursors open at once, as JDBC's `useCursorFetch` leaves one per result
-/// set still being read: each fetch reads its own cursor, and the session stays pinned until
-/// both are done.
-#[tokio::test]
-async fn two_cursors_open_at_once_are_fetched_each_from_its_own() {
-    use rwsplit::protocol::Command;
-    use rwsplit::protocol::response::ResponseKind as K;
-    let proxy = one_connection_per_server();
-    let t = unique("mux_cursors");
+/// A new table `t` with ids 1 to 5, on the replicas too; and the session that made it.
+async fn five_rows(proxy: &Proxy, prefix: &str) -> (String, Conn) {
+    let t = unique(prefix);
     let mut setup = proxy.conn().await;
     setup
         .query_drop(format!(
@@ -1278,6 +1272,18 @@ async fn two_cursors_open_at_once_are_fetched_each_from_its_own() {
         .await
         .expect("setup");
     wait_sync();
+    (t, setup)
+}
+
+/// Two statements with cursors open at once, as JDBC's `useCursorFetch` leaves one per result
+/// set still being read: each fetch reads its own cursor, and the session stays pinned until
+/// both are done.
+#[tokio::test]
+async fn two_cursors_open_at_once_are_fetched_each_from_its_own() {
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    let (t, _setup) = five_rows(&proxy, "mux_cursors").await;
     let mut raw = raw_client(&proxy, common::EOF_STYLES[0]).await;
     let id = raw.connection_id;
     let a = common::raw_prepare(&mut raw, &format!("SELECT id FROM {t} ORDER BY id")).await;
@@ -1309,15 +1315,7 @@ async fn an_open_cursor_pins_until_its_last_row_or_a_reset() {
     use rwsplit::protocol::Command;
     use rwsplit::protocol::response::ResponseKind as K;
     let proxy = one_connection_per_server();
-    let t = unique("mux_cursor");
-    let mut setup = proxy.conn().await;
-    setup
-        .query_drop(format!(
-            "CREATE TABLE {t} (id INT PRIMARY KEY); INSERT INTO {t} VALUES (1), (2), (3), (4), (5)"
-        ))
-        .await
-        .expect("setup");
-    wait_sync();
+    let (t, mut setup) = five_rows(&proxy, "mux_cursor").await;
     for caps in common::EOF_STYLES {
         let mut raw = raw_client(&proxy, caps).await;
         let id = raw.connection_id;
