@@ -97,15 +97,12 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
             .into_response();
     }
     let snap = shared.health.snapshot.load();
-    let primaries = snap
-        .backends
-        .iter()
-        .filter(|b| b.role == Role::Primary && b.up)
-        .count();
-    match primaries {
-        1 => (StatusCode::OK, "ready\n").into_response(),
-        0 => (StatusCode::SERVICE_UNAVAILABLE, "no primary is up\n").into_response(),
-        _ => (
+    match crate::route::sole_primary(&snap.backends) {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(crate::route::RouteError::NoPrimary) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "no primary is up\n").into_response()
+        }
+        Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "split brain: more than one backend is writable\n",
         )

@@ -78,6 +78,15 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
+/// Whether a connect failed for this host's own shortage (out of file descriptors, memory or
+/// local ports): it says nothing of the backend, which is not marked down for it.
+pub fn local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
 /// A backend host that dies or drops off the network without a reset leaves a read waiting
 /// on it forever (a session mid-response, a reset on release): keepalive probes after 30 s of
 /// silence (a statement running long is silent too, and the server's kernel answers them)

@@ -108,15 +108,7 @@ pub fn route(
     pick: f64,
 ) -> Result<Decision, RouteError> {
     // Two writable backends (the monitor marks both primary): refuse rather than guess.
-    let primary = || {
-        let mut up =
-            (0..backends.len()).filter(|&i| backends[i].role == Role::Primary && backends[i].up);
-        match (up.next(), up.next()) {
-            (Some(p), None) => Ok(p),
-            (Some(_), Some(_)) => Err(RouteError::SplitBrain),
-            (None, _) => Err(RouteError::NoPrimary),
-        }
-    };
+    let primary = || sole_primary(backends);
     let to_primary = |why| {
         primary().map(|p| Decision {
             target: Target::Primary(p),
@@ -162,6 +154,18 @@ pub fn route(
             NoReplicaPolicy::Error if c.reads_no_table => to_primary(Why::NoReplicaFallback),
             NoReplicaPolicy::Error => Err(RouteError::NoReplica),
         },
+    }
+}
+
+/// The one primary that is up; two or more writable backends (the monitor marks each primary)
+/// are a split brain. Routing, `/ready` and the heartbeat writer all ask this.
+pub fn sole_primary(backends: &[BackendView]) -> Result<BackendId, RouteError> {
+    let mut up =
+        (0..backends.len()).filter(|&i| backends[i].role == Role::Primary && backends[i].up);
+    match (up.next(), up.next()) {
+        (Some(p), None) => Ok(p),
+        (Some(_), Some(_)) => Err(RouteError::SplitBrain),
+        (None, _) => Err(RouteError::NoPrimary),
     }
 }
 

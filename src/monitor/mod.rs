@@ -457,16 +457,12 @@ async fn heartbeat(id: usize, mc: &MonitorConfig, health: &Health, slots: &Slots
         // user allowed past read_only) or on both sides of a split brain would be a
         // transaction of its own there, which the server's later rejoining would trip on.
         let snap = health.snapshot.load();
-        let primaries = snap
-            .backends
-            .iter()
-            .filter(|b| b.role == Role::Primary && b.up)
-            .count();
         let primary = snap
             .backends
             .get(id)
             .is_some_and(|b| b.role == Role::Primary && b.up);
-        let held_back = snap.backends.get(id).is_some_and(|b| b.read_only) || primaries != 1;
+        let held_back = snap.backends.get(id).is_some_and(|b| b.read_only)
+            || crate::route::sole_primary(&snap.backends).is_err();
         drop(snap);
         if !primary {
             continue;

@@ -592,23 +592,13 @@ impl Session {
                     // every session (the monitor brings it back); this host's own shortage
                     // (out of file descriptors, memory or local ports) says nothing of the
                     // backend and is not counted.
-                    let local = |e: &std::io::Error| {
-                        matches!(
-                            e.raw_os_error(),
-                            Some(
-                                libc::EMFILE
-                                    | libc::ENFILE
-                                    | libc::ENOBUFS
-                                    | libc::ENOMEM
-                                    | libc::EADDRNOTAVAIL
-                            )
-                        )
-                    };
                     match &e {
                         PoolError::Backend {
                             source: BackendError::Connect { source, .. },
                             ..
-                        } if !local(source) => self.shared.health.report_failure(b),
+                        } if !crate::net::local_shortage(source) => {
+                            self.shared.health.report_failure(b)
+                        }
                         PoolError::Backend {
                             source: BackendError::ConnectTimeout { .. },
                             ..
