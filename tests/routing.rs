@@ -947,3 +947,62 @@ async fn parameter_types_of_a_refused_execute_are_kept_for_the_next() {
     assert_eq!(v.as_deref(), Some("abc"));
     c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
+
+/// A schema the replicas lack (just created and not replicated yet, or filtered out of
+/// replication there) is used on the primary: at connect, by `USE`, by COM_INIT_DB-style
+/// selection, and for the reads and prepared statements that follow.
+#[tokio::test]
+async fn a_schema_only_the_primary_has_is_used_on_the_primary() {
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "[[users]]",
+            "[[users]]\nname = \"root\"\npassword = \"root\"\n\n[[users]]",
+        )
+    });
+    proxy.replica_ready().await;
+    let db = unique("only_primary");
+    let mut root = direct(PRIMARY_PORT).await;
+    root.query_drop("SET SESSION sql_log_bin = 0")
+        .await
+        .unwrap();
+    root.query_drop(format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    root.query_drop(format!("CREATE TABLE {db}.t (id INT)"))
+        .await
+        .unwrap();
+    root.query_drop(format!("INSERT INTO {db}.t VALUES (7)"))
+        .await
+        .unwrap();
+    let as_root = || proxy.opts().user(Some("root")).pass(Some("root"));
+
+    let mut at_connect = mysql_async::Conn::new(as_root().db_name(Some(db.clone())))
+        .await
+        .expect("connect with a schema only the primary has");
+    let id: Option<i64> = at_connect.query_first("SELECT id FROM t").await.unwrap();
+    assert_eq!(id, Some(7));
+
+    let mut c = mysql_async::Conn::new(as_root()).await.expect("connect");
+    c.query_drop(format!("USE {db}")).await.expect("USE");
+    let id: Option<i64> = c.query_first("SELECT id FROM t").await.unwrap();
+    assert_eq!(id, Some(7));
+    let id: Option<i64> = c
+        .exec_first("SELECT id FROM t WHERE id = ?", (7,))
+        .await
+        .unwrap();
+    assert_eq!(id, Some(7));
+    let schema: Option<String> = c.query_first("SELECT DATABASE()").await.unwrap();
+    assert_eq!(schema.as_deref(), Some(db.as_str()));
+    // A schema no server has is still refused as the primary refuses it.
+    let err = c
+        .query_drop("USE no_such_schema_anywhere")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), Some(1049));
+    let schema: Option<String> = c.query_first("SELECT DATABASE()").await.unwrap();
+    assert_eq!(schema.as_deref(), Some(db.as_str()));
+    drop((at_connect, c));
+    root.query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .unwrap();
+}

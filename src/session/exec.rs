@@ -256,6 +256,14 @@ pub(super) enum Failure {
     Busy(Vec<u8>),
 }
 
+/// Whether a server error says the schema cannot be selected there: ER_BAD_DB_ERROR (1049),
+/// or ER_DBACCESS_DENIED_ERROR (1044), which the server gives a user with no grant on a schema
+/// that does not exist (a replica may also lack a new grant). Asked of replicas only: the
+/// primary's answer is the one the client gets.
+pub(super) fn unknown_schema(payload: &[u8]) -> bool {
+    crate::protocol::packets::parse_err(payload).is_some_and(|e| matches!(e.code, 1044 | 1049))
+}
+
 pub(super) fn slot_of<'a>(
     primary: &'a mut Option<Pooled>,
     replica: &'a mut Option<Pooled>,
@@ -364,6 +372,15 @@ impl Session {
 
     /// Where a statement goes. Session commands run on a connection the session already holds
     /// (preferring the primary), so a read-only client never needs a primary connection for them.
+    /// The primary, for a read a replica cannot serve.
+    pub(super) fn primary_decision(&self) -> Result<Decision, RouteError> {
+        let snap = self.shared.health.snapshot.load();
+        route::sole_primary(&snap.backends).map(|b| Decision {
+            target: Target::Primary(b),
+            why: Why::Read,
+        })
+    }
+
     pub(super) fn target_for(
         &mut self,
         c: &Classification,
@@ -1089,12 +1106,16 @@ impl Session {
         }
         let in_replica_trx = self.replica_transaction().is_some();
         let mut avoid = None;
+        // A replica without the session's schema (a database just created, or filtered out
+        // of replication there) sends the statement to the primary, which has it.
+        let mut to_primary = false;
         for attempt in 0..2 {
             let decision = match forced.or_else(|| self.removed_primary_in_transaction()) {
                 Some(t) => Ok(Decision {
                     target: t,
                     why: Why::Hint,
                 }),
+                None if to_primary => self.primary_decision(),
                 None => self.decide(class, avoid),
             };
             let mut target = match decision {
@@ -1176,8 +1197,23 @@ impl Session {
                 },
                 None => state::Scope::Session { primary },
             };
-            let slot = match self.checkout_as(target, scope).await {
+            // `USE db` on a replica selects `db` as the connection is synced, so that a replica
+            // without it is known before the statement is sent (its error would go to the
+            // client); `execute` took the session's schema for the statement, and has it back.
+            let use_on_replica = retry && class.kind == StatementKind::Use;
+            if use_on_replica {
+                self.state.schema.clone_from(&class.schema);
+            }
+            let checked_out = self.checkout_as(target, scope).await;
+            if use_on_replica {
+                self.state.schema = None;
+            }
+            let slot = match checked_out {
                 Ok(s) => s,
+                Err(Failure::Reply(p)) if retry && unknown_schema(&p) => {
+                    to_primary = true;
+                    continue;
+                }
                 Err(Failure::Reply(p)) => return self.reply_raw(&p).await.map(|_| None),
                 Err(Failure::Busy(_)) if retry => {
                     avoid = Some(target.backend());
@@ -1200,6 +1236,11 @@ impl Session {
             };
             let bytes = match self.bytes_for(&cmd, slot).await {
                 Ok(b) => b,
+                // Re-prepared in a schema the replica lacks.
+                Err(Failure::Reply(p)) if retry && unknown_schema(&p) => {
+                    to_primary = true;
+                    continue;
+                }
                 Err(Failure::Reply(p) | Failure::Busy(p)) => {
                     return self.reply_raw(&p).await.map(|_| None);
                 }
@@ -1344,6 +1385,8 @@ impl Session {
             Ok(_) => Ok(true),
             // Unless the failed connection took the session's state with it: that is told now.
             Err(Failure::Busy(_) | Failure::Down(_)) if !report && self.lost.is_none() => Ok(false),
+            // A replica without the schema: the caller asks the primary.
+            Err(Failure::Reply(p)) if !report && !t.is_primary() && unknown_schema(&p) => Ok(false),
             Err(Failure::Reply(p) | Failure::Busy(p)) => self.reply_raw(&p).await.map(|_| false),
             Err(Failure::Down(m)) => self
                 .reply(&ClientError::backend_failed(m))

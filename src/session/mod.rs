@@ -548,10 +548,14 @@ impl Session {
         let db = class.schema.clone().unwrap_or_default();
         let old = self.state.schema.replace(db);
         // Checking out syncs the schema: an unknown one fails there with the server's error. A
-        // replica that is down or whose pool is full is tried once more elsewhere.
-        let mut avoid = None;
+        // replica that is down, whose pool is full or that lacks the schema (just created, or
+        // not replicated there) is tried once more, on the primary.
         for attempt in 0..2 {
-            let target = match self.target_for(class, avoid) {
+            let target = match attempt {
+                0 => self.target_for(class, None),
+                _ => self.primary_decision().map(|d| d.target),
+            };
+            let target = match target {
                 Ok(t) => t,
                 Err(e) => {
                     self.state.schema = old;
@@ -568,7 +572,6 @@ impl Session {
             if last {
                 break;
             }
-            avoid = Some(target.backend());
         }
         self.state.schema = old;
         Ok(false)
