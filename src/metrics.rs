@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 
 use crate::config::Role;
 use crate::session::Shared;
@@ -54,6 +55,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How long a gauge no refresh set stays exported.
+const GAUGE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often histogram samples are drained into their buckets when nobody reads /metrics.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -62,7 +66,11 @@ pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // Gauges are set afresh before each render (`refresh`), for what exists then: one
+            // left unset for 10 s belongs to a backend a reload removed, and goes (its
+            // `rwsplit_backend_up` 0 would keep an alert firing).
             let builder = PrometheusBuilder::new()
+                .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
                 .set_buckets_for_metric(
                     Matcher::Full(STATEMENT_SECONDS.to_string()),
                     LATENCY_BUCKETS,
@@ -212,6 +220,10 @@ pub fn refresh(shared: &Shared) {
         }
     }
     metrics::gauge!(SPLIT_BRAIN).set(f64::from(u8::from(writable > 1)));
+    let open = shared
+        .clients_open
+        .load(std::sync::atomic::Ordering::Relaxed);
+    metrics::gauge!(CLIENTS_OPEN).set(open as f64);
     for (i, p) in shared.pools.stats().iter().enumerate() {
         let Some(name) = slots.get(i).filter(|s| !s.removed).map(|s| s.name) else {
             continue;

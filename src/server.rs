@@ -1,6 +1,7 @@
 //! The listener: accepts clients, bounds their number, and shuts down gracefully.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -168,10 +169,9 @@ pub async fn serve(
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let open = metrics::gauge!(crate::metrics::CLIENTS_OPEN);
-            open.increment(1.0);
-            session::run(stream, peer, shared).await;
-            open.decrement(1.0);
+            shared.clients_open.fetch_add(1, Ordering::Relaxed);
+            session::run(stream, peer, shared.clone()).await;
+            shared.clients_open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }

@@ -129,6 +129,16 @@ async fn a_reload_adds_and_removes_a_replica_under_open_sessions_and_a_bad_one_c
         assert_eq!(read_from(&mut c).await, 3);
     }
 
+    let (_, metrics) = proxy.admin_get("/metrics", None).await;
+    assert!(
+        metrics.contains("rwsplit_backend_up{backend=\"replica2\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metric_sum(&metrics, "rwsplit_client_connections", &[]) >= 1.0,
+        "{metrics}"
+    );
+
     // Remove replica2 again: the session moves off it on its next read.
     std::fs::write(&path, config_text(false)).expect("write");
     let (code, body) = proxy.admin_request("POST", "/reload", None).await;
@@ -137,7 +147,48 @@ async fn a_reload_adds_and_removes_a_replica_under_open_sessions_and_a_bad_one_c
     assert_eq!(read_from(&mut c).await, 1);
     let (_, backends) = proxy.admin_get("/backends", None).await;
     assert!(!backends.contains("replica2"), "{backends}");
+    // Its gauges leave /metrics (an `rwsplit_backend_up` left at its last value would keep
+    // an alert on it firing); its counters stay, as counters do.
+    let gone = async || match proxy.admin_get("/metrics", None).await {
+        (200, m) if gauge_lines(&m, "replica2").is_empty() => Ok(()),
+        (code, m) => Err(format!("{code}: {}", gauge_lines(&m, "replica2"))),
+    };
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        "removed backend's gauges",
+        gone,
+    )
+    .await;
+    let (_, metrics) = proxy.admin_get("/metrics", None).await;
+    assert!(
+        metrics.contains("rwsplit_backend_up{backend=\"primary\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metric_sum(&metrics, "rwsplit_client_connections", &[]) >= 1.0,
+        "{metrics}"
+    );
     let _ = std::fs::remove_file(path);
+}
+
+/// The lines of a backend's gauges in a /metrics text (its counters and histograms aside).
+fn gauge_lines(metrics: &str, backend: &str) -> String {
+    let label = format!("backend=\"{backend}\"");
+    let gauges = [
+        "rwsplit_backend_up",
+        "rwsplit_backend_role",
+        "rwsplit_backend_takes_reads",
+        "rwsplit_backend_lag_seconds",
+        "rwsplit_backend_gtid_behind",
+        "rwsplit_pool_connections_",
+        "rwsplit_pool_checkouts_waiting",
+    ];
+    metrics
+        .lines()
+        .filter(|l| l.contains(&label) && gauges.iter().any(|g| l.starts_with(g)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Sessions keep the pools they looked up; a reload that gives a backend a new address

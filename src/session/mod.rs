@@ -105,6 +105,8 @@ pub struct Shared {
     pub reloading: tokio::sync::Mutex<()>,
     /// Prepared statements registered over all sessions (`proxy.max_prepared_statements`).
     pub prepared_total: Arc<std::sync::atomic::AtomicUsize>,
+    /// Client connections open (logging in or logged in), for `rwsplit_client_connections`.
+    pub clients_open: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -168,6 +170,7 @@ impl Shared {
             stopping: std::sync::atomic::AtomicBool::new(false),
             sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
             prepared_total: Arc::default(),
+            clients_open: Default::default(),
         })
     }
 }
