@@ -434,7 +434,8 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
         b"SELECT" | b"VALUES" => read_or_write(toks, true, reading),
         b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"TABLE" => read_or_write(toks, false, reading),
         b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => Classification { effect: dml_effect(toks), ..write(R::Dml) },
-        b"CREATE" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::CreatesTemporaryTable), ..write(R::Ddl) },
+        // MariaDB's `CREATE OR REPLACE TEMPORARY TABLE` too.
+        b"CREATE" if word(second, "TEMPORARY") || word(second, "OR") && word(toks.get(2), "REPLACE") && word(toks.get(3), "TEMPORARY") => Classification { effect: Some(SessionEffect::CreatesTemporaryTable), ..write(R::Ddl) },
         b"DROP" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::DropsTemporaryTable), ..write(R::Ddl) },
         // MariaDB's `ANALYZE SELECT|UPDATE|DELETE ...` runs the statement: not DDL (which commits
         // implicitly), whatever it runs.

@@ -648,6 +648,11 @@ fn effects_are_reported() {
             "CREATE TEMPORARY TABLE t (i INT)",
             Some(E::CreatesTemporaryTable),
         ),
+        (
+            "CREATE OR REPLACE TEMPORARY TABLE t (i INT)",
+            Some(E::CreatesTemporaryTable),
+        ),
+        ("CREATE OR REPLACE TABLE t (i INT)", None),
         ("DROP TEMPORARY TABLE t", Some(E::DropsTemporaryTable)),
         ("DROP TABLE t", None),
         ("LOCK TABLES t READ", Some(E::LocksTables)),
