@@ -2415,3 +2415,152 @@ async fn state_made_on_a_replica_does_not_reach_the_next_session_there() {
             .expect("drop function");
     }
 }
+
+/// Long data that cannot reach a backend (its pool stays full for the checkout timeout) is
+/// not dropped silently: the execute that follows is refused (1210), as the server refuses
+/// one whose long data it lost, rather than run with its parameters read from the wrong bytes.
+#[tokio::test]
+async fn long_data_that_found_no_connection_makes_its_execute_fail() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = Proxy::start_with(|t| {
+        pool_settings(t, "checkout_timeout = \"300ms\"\nmax_connections = 1")
+    });
+    let t = unique("mux_long_nowhere");
+    let mut b = proxy.conn().await;
+    b.query_drop(format!(
+        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v BLOB, n INT)"
+    ))
+    .await
+    .expect("create");
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let stmt =
+        common::raw_prepare(&mut raw, &format!("INSERT INTO {t} (v, n) VALUES (?, ?)")).await;
+    // b holds the one primary connection in a transaction while the long data is sent.
+    b.query_drop("BEGIN").await.expect("begin");
+    b.query_drop(format!("INSERT INTO {t} (v, n) VALUES ('b', 1)"))
+        .await
+        .expect("b's insert");
+    let long = [
+        &[Command::StmtSendLongData as u8][..],
+        &stmt,
+        &[0, 0],
+        b"long",
+    ]
+    .concat();
+    raw.send_command(&long).await.expect("long data");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    b.query_drop("COMMIT").await.expect("commit");
+    // COM_STMT_EXECUTE: no cursor, one iteration, null bitmap 0, types bound (BLOB, INT), no
+    // value for the parameter sent as long data, n = 5.
+    let execute = [
+        &[Command::StmtExecute as u8][..],
+        &stmt,
+        &[0, 1, 0, 0, 0, 0, 1, 0xfc, 0, 0x03, 0, 5, 0, 0, 0],
+    ]
+    .concat();
+    let err = raw
+        .run_internal(&execute, K::StmtExecute { cursor: false })
+        .await
+        .expect("execute")
+        .expect_err("an execute whose long data was lost");
+    let e = rwsplit::protocol::packets::parse_err(&err.payload).expect("an ERR packet");
+    assert_eq!(e.code, 1210, "{}", String::from_utf8_lossy(e.message));
+    assert!(
+        String::from_utf8_lossy(e.message).contains("long data"),
+        "{}",
+        String::from_utf8_lossy(e.message)
+    );
+    let rows: Vec<i64> = b
+        .query(format!(
+            "/* rwsplit:primary */ SELECT n FROM {t} ORDER BY id"
+        ))
+        .await
+        .expect("rows");
+    assert_eq!(rows, vec![1]);
+    b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
+/// A named lock a procedure or stored function takes is not reported by the server as
+/// session state: the connection the routine ran on goes back to its pool reset, so that no
+/// other session is handed the lock and it is not held forever by a pooled connection.
+#[tokio::test]
+async fn a_named_lock_taken_inside_a_routine_does_not_stay_on_a_pooled_connection() {
+    let proxy = one_connection_per_server();
+    let name = unique("mux_routine_lock");
+    // Created as root: a stored function needs SUPER with binary logging on.
+    let mut root = direct(common::PRIMARY_PORT).await;
+    root.query_drop(format!(
+        "CREATE PROCEDURE app.{name}_p() DO GET_LOCK('{name}_p', 0)"
+    ))
+    .await
+    .expect("create procedure");
+    root.query_drop(format!(
+        "CREATE FUNCTION app.{name}_f() RETURNS INT DETERMINISTIC NO SQL \
+         RETURN GET_LOCK('{name}_f', 0)"
+    ))
+    .await
+    .expect("create function");
+    let mut a = proxy.conn().await;
+    a.query_drop(format!("CALL {name}_p()"))
+        .await
+        .expect("call");
+    let got: Option<i64> = a
+        .query_first(format!("SELECT {name}_f()"))
+        .await
+        .expect("function");
+    assert_eq!(got, Some(1));
+    let id = a.id();
+    // Settled (the connection went back to its pool), then asked of the server directly.
+    wait_pinned(&proxy, id, None).await;
+    for lock in [format!("{name}_p"), format!("{name}_f")] {
+        let holder: Option<Option<u64>> = root
+            .query_first(format!("SELECT IS_USED_LOCK('{lock}')"))
+            .await
+            .expect("is_used_lock");
+        assert_eq!(
+            holder,
+            Some(None),
+            "{lock} is still held by a pooled connection"
+        );
+    }
+    root.query_drop(format!("DROP PROCEDURE app.{name}_p"))
+        .await
+        .expect("drop");
+    root.query_drop(format!("DROP FUNCTION app.{name}_f"))
+        .await
+        .expect("drop");
+}
+
+/// COM_STMT_RESET of a statement with both an open cursor and long data ends both pins: the
+/// server closed the cursor too.
+#[tokio::test]
+async fn a_reset_of_a_statement_with_a_cursor_and_long_data_ends_both_pins() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    let (t, _setup) = five_rows(&proxy, "mux_cursor_long").await;
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let id = raw.connection_id;
+    let sql = format!("SELECT id FROM {t} WHERE CAST(id AS CHAR) > ? ORDER BY id");
+    let stmt = common::raw_prepare(&mut raw, &sql).await;
+    // CURSOR_TYPE_READ_ONLY, one iteration, null bitmap 0, types bound (VARCHAR), value "0".
+    let execute = [
+        &[Command::StmtExecute as u8][..],
+        &stmt,
+        &[1, 1, 0, 0, 0, 0, 1, 0x0f, 0, 1, b'0'],
+    ]
+    .concat();
+    open_cursor(&mut raw, &execute).await;
+    wait_pinned(&proxy, id, Some("cursor")).await;
+    let long = [&[Command::StmtSendLongData as u8][..], &stmt, &[0, 0], b"2"].concat();
+    raw.send_command(&long).await.expect("long data");
+    let reset = [&[Command::StmtReset as u8][..], &stmt].concat();
+    raw.run_internal(&reset, K::Single)
+        .await
+        .expect("reset")
+        .expect("reset ok");
+    wait_pinned(&proxy, id, None).await;
+}

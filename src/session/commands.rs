@@ -166,20 +166,39 @@ impl Session {
     /// execute that follows reports them.
     pub(super) async fn stmt_send_long_data(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let id = prepared::statement_id(packet).unwrap_or(0);
-        let Some(stmt) = self.stmts.statements.get(&id) else {
+        if !self.stmts.statements.contains_key(&id) {
             return Ok(());
+        }
+        if !self.send_long_data(id, packet).await {
+            // Not delivered: the parameter is incomplete, so its execute is refused (1210)
+            // rather than run without the value.
+            self.long_data.retain(|&x| x != id);
+            if !self.lost_long_data.contains(&id) {
+                self.lost_long_data.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a chunk of long data for statement `id` where its earlier chunks went (else where
+    /// its execute will go). Returns whether it was sent.
+    async fn send_long_data(&mut self, id: u32, packet: &[u8]) -> bool {
+        if self.lost_long_data.contains(&id) {
+            return false;
+        }
+        let Some(class) = self.stmts.statements.get(&id).map(|s| s.class.clone()) else {
+            return false;
         };
-        let class = stmt.class.clone();
         let target = match self.long_data_on(id).and_then(|s| self.slot_target(s)) {
             Some(t) => t,
             None => match self.target_for(&class, None) {
                 Ok(t) => t,
-                Err(_) => return Ok(()),
+                Err(_) => return false,
             },
         };
         // Make sure the statement is prepared on that connection by running an empty sync.
         if !self.execute_sync_only_quiet(target).await {
-            return Ok(());
+            return false;
         }
         let slot = if target.is_primary() {
             Slot::Primary
@@ -187,20 +206,25 @@ impl Session {
             Slot::Replica
         };
         let Ok(backend_id) = self.prepared_on(id, slot).await else {
-            return Ok(());
+            return false;
         };
         if !self.stmts.set_last(id, Some(slot)) {
-            return Ok(());
+            return false;
         }
         let mut bytes = packet.to_vec();
         prepared::set_statement_id(&mut bytes, backend_id);
-        if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
-            let _ = c.send_command(&bytes).await;
+        let sent = match slot_of(&mut self.primary, &mut self.replica, slot) {
+            Some(c) => c.send_command(&bytes).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.drop_slot(slot);
+            return false;
         }
         if !self.long_data.contains(&id) {
             self.long_data.push(id);
         }
-        Ok(())
+        true
     }
 
     /// COM_STMT_CLOSE (no response). The server statements stay prepared on their
@@ -232,7 +256,9 @@ impl Session {
                 .await;
         };
         let last = self.stmts.placed(stmt);
-        let holds_state = self.long_data.contains(&id) || self.close_cursor(id);
+        // Both looked at: a statement may have long data and an open cursor.
+        let had_cursor = self.close_cursor(id);
+        let holds_state = self.long_data.contains(&id) || had_cursor;
         self.long_data.retain(|&x| x != id);
         self.lost_long_data.retain(|&x| x != id);
         // Only long data or a cursor live on the server statement; with neither, there is

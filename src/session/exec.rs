@@ -256,6 +256,13 @@ pub(super) enum Failure {
     Busy(Vec<u8>),
 }
 
+/// Whether the server closes the connection after sending this error: a packet over its
+/// `max_allowed_packet` (ER_NET_PACKET_TOO_LARGE, 1153), the connection killed
+/// (ER_CONNECTION_KILLED, 1927), the server shutting down (ER_SERVER_SHUTDOWN, 1053).
+fn closes_connection(code: u16) -> bool {
+    matches!(code, 1053 | 1153 | 1927)
+}
+
 /// Whether a server error says the schema cannot be selected there: ER_BAD_DB_ERROR (1049),
 /// or ER_DBACCESS_DENIED_ERROR (1044), which the server gives a user with no grant on a schema
 /// that does not exist (a replica may also lack a new grant). Asked of replicas only: the
@@ -940,7 +947,9 @@ impl Session {
         if let Some(mut c) = c {
             c.broken = true;
         }
-        // Closed, not returned: nothing to reset.
+        // Cursors and long data on it are gone with it (an execute of such a statement is
+        // refused, not run without its long data); closed, not returned: nothing to reset.
+        self.give_up_statement_state(slot);
         self.leftovers[slot as usize] = false;
         self.stmts.forget_slot(slot);
     }
@@ -1307,7 +1316,11 @@ impl Session {
             self.observe(target, &result, started, elapsed, name);
             match result {
                 Ok(o) => {
-                    if o.error.is_some() && !was_in_transaction {
+                    if o.error.is_some_and(closes_connection) {
+                        // The server closes the connection after this error: never pooled
+                        // again, and what it held is lost (the session ends after it).
+                        self.drop_slot(slot);
+                    } else if o.error.is_some() && !was_in_transaction {
                         self.after_error(class, slot).await;
                     }
                     return Ok(Some((slot, o)));

@@ -940,6 +940,18 @@ impl Session {
         // what takes state counts as taken (at worst the session is pinned for nothing), what
         // releases it only on success.
         let took = ok || class.opaque();
+        // A routine may take a named lock (`GET_LOCK` in its body), which the server does not
+        // report as session state: its connection goes back to the pool reset, so that no
+        // other session gets it with the lock held (and the lock is not held forever).
+        if matches!(
+            class.reason,
+            Some(
+                crate::classify::PrimaryReason::Call
+                    | crate::classify::PrimaryReason::StoredFunction
+            )
+        ) {
+            self.leftovers[slot as usize] = true;
+        }
         match class.effect {
             Some(E::CreatesTemporaryTable) if took => self.state.temporary_tables = true,
             Some(E::LocksTables) if took => self.state.table_locks = true,
