@@ -1081,3 +1081,79 @@ async fn a_reload_that_moves_a_backend_moves_its_monitoring_too() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A primary whose global `autocommit` is off and whose `sql_mode` has NO_BACKSLASH_ESCAPES:
+/// a session through rwsplit starts as a direct connection would, and says so in its login's
+/// status flags (drivers escape the values they quote themselves by that flag). With
+/// autocommit off, its first statement opens a transaction, which stays on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_starts_with_the_primarys_autocommit_and_backslash_setting() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::packets::{
+        SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_NO_BACKSLASH_ESCAPES,
+    };
+    faults::healthy();
+    let mut root = direct(faults::BASE).await;
+    let mode: Option<String> = root
+        .query_first("SELECT @@global.sql_mode")
+        .await
+        .expect("sql_mode");
+    let restore: &'static str = Box::leak(
+        format!(
+            "SET GLOBAL sql_mode = '{}', GLOBAL autocommit = 1",
+            mode.unwrap_or_default()
+        )
+        .into_boxed_str(),
+    );
+    let _heal = faults::Heal(vec![vec!["sql", "primary", restore]]);
+    root.query_drop(
+        "SET GLOBAL sql_mode = CONCAT(@@global.sql_mode, ',NO_BACKSLASH_ESCAPES'), \
+         GLOBAL autocommit = 0",
+    )
+    .await
+    .expect("set the globals");
+    let proxy = faults::proxy();
+    let health = proxy.shared.health.clone();
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "the primary's defaults read",
+        async || match health.session_status() & SERVER_STATUS_NO_BACKSLASH_ESCAPES {
+            0 => Err("not yet"),
+            _ => Ok(()),
+        },
+    )
+    .await;
+    let raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    assert_eq!(
+        raw.status & SERVER_STATUS_AUTOCOMMIT,
+        0,
+        "{:#x}",
+        raw.status
+    );
+    assert_ne!(
+        raw.status & SERVER_STATUS_NO_BACKSLASH_ESCAPES,
+        0,
+        "{:#x}",
+        raw.status
+    );
+    drop(raw);
+
+    let t = unique("session_defaults");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT)"))
+        .await
+        .expect("create");
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("insert");
+    let count = format!("SELECT COUNT(*) FROM app.{t}");
+    let seen: Option<i64> = root.query_first(&count).await.expect("count");
+    assert_eq!(seen, Some(0), "committed without a COMMIT");
+    let mine: Option<i64> = c.query_first(&count).await.expect("count");
+    assert_eq!(mine, Some(1), "the session's read left its transaction");
+    c.query_drop("COMMIT").await.expect("commit");
+    let seen: Option<i64> = root.query_first(&count).await.expect("count");
+    assert_eq!(seen, Some(1));
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}

@@ -70,9 +70,18 @@ pub struct Health {
     /// fails or is held back (a read-only primary, a split brain): the row only ages then,
     /// and lag falls back to GTID positions and `Seconds_Behind_Master`.
     heartbeat_written: std::sync::atomic::AtomicBool,
+    /// The status flags the primary gives a new connection (its global `autocommit` and
+    /// `sql_mode`), which a new or reset session starts with.
+    session_status: std::sync::atomic::AtomicU16,
 }
 
 impl Health {
+    /// The status flags a new session starts with, as the primary gives a new connection
+    /// (autocommit on, and no NO_BACKSLASH_ESCAPES, until it has been read).
+    pub fn session_status(&self) -> u16 {
+        self.session_status.load(Ordering::Relaxed)
+    }
+
     /// Backends start up (routing tries them and the first checks correct it within `fall`
     /// intervals); replicas start without reads until their replication has been read once.
     pub fn new(config: &Config, slots: Slots) -> Arc<Health> {
@@ -95,6 +104,9 @@ impl Health {
             first_round: tokio::sync::Notify::new(),
             slots,
             heartbeat_written: std::sync::atomic::AtomicBool::new(false),
+            session_status: std::sync::atomic::AtomicU16::new(
+                crate::protocol::packets::SERVER_STATUS_AUTOCOMMIT,
+            ),
         })
     }
 
@@ -514,6 +526,11 @@ async fn replication_check(
     };
     let (lag, read_only, gtid, behind) = match &reading {
         Ok(r) => {
+            if is_primary {
+                health
+                    .session_status
+                    .store(r.session_status, Ordering::Relaxed);
+            }
             let behind = primary_gtid
                 .as_deref()
                 .filter(|_| !is_primary)

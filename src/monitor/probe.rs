@@ -33,6 +33,26 @@ pub struct Reading {
     pub status: Option<ReplicaStatus>,
     /// Age of the newest heartbeat row, when a heartbeat table is configured and readable.
     pub heartbeat_age: Option<Duration>,
+    /// The status flags a new connection starts with (`session_status`).
+    pub session_status: u16,
+}
+
+/// The status flags the server gives a new connection, from its global `autocommit` and
+/// `sql_mode`: SERVER_STATUS_AUTOCOMMIT, and SERVER_STATUS_NO_BACKSLASH_ESCAPES (drivers that
+/// quote values themselves, such as go-sql-driver's `interpolateParams`, escape by it).
+pub fn session_status(autocommit: i64, sql_mode: &str) -> u16 {
+    use crate::protocol::packets::{SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_NO_BACKSLASH_ESCAPES};
+    let mut s = 0;
+    if autocommit != 0 {
+        s |= SERVER_STATUS_AUTOCOMMIT;
+    }
+    if sql_mode
+        .split(',')
+        .any(|m| m.trim().eq_ignore_ascii_case("NO_BACKSLASH_ESCAPES"))
+    {
+        s |= SERVER_STATUS_NO_BACKSLASH_ESCAPES;
+    }
+    s
 }
 
 /// Keeps a connection and reads through it; reconnects after a failure.
@@ -135,16 +155,24 @@ impl Prober {
         let vars = match flavor {
             Flavor::MariaDb => {
                 "SELECT @@global.read_only, @@global.innodb_read_only, @@global.gtid_binlog_pos, \
-                 @@global.gtid_slave_pos"
+                 @@global.gtid_slave_pos, @@global.autocommit, @@global.sql_mode"
             }
             Flavor::MySql => {
                 "SELECT @@global.read_only, @@global.innodb_read_only, @@global.gtid_executed, \
-                 @@global.gtid_executed"
+                 @@global.gtid_executed, @@global.autocommit, @@global.sql_mode"
             }
         };
-        let row: Option<(i64, i64, Option<String>, Option<String>)> =
-            conn.query_first(vars).await?;
-        let (ro, innodb_ro, binlog, applied) = row.ok_or(ProbeError::Unexpected("variables"))?;
+        type Vars = (
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+            i64,
+            Option<String>,
+        );
+        let row: Option<Vars> = conn.query_first(vars).await?;
+        let (ro, innodb_ro, binlog, applied, autocommit, sql_mode) =
+            row.ok_or(ProbeError::Unexpected("variables"))?;
         let status_rows: Vec<Row> = match flavor {
             // Every connection of a multi-source replica: `SHOW SLAVE STATUS` shows only the
             // default (unnamed) one, and nothing when all are named.
@@ -198,6 +226,41 @@ impl Prober {
             binlog_gtid: binlog.unwrap_or_default(),
             applied_gtid: applied.unwrap_or_default(),
             status,
+            session_status: session_status(autocommit, sql_mode.as_deref().unwrap_or("")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::packets::{SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_NO_BACKSLASH_ESCAPES};
+
+    #[test]
+    fn a_new_connections_status_follows_the_global_autocommit_and_sql_mode() {
+        let both = SERVER_STATUS_AUTOCOMMIT | SERVER_STATUS_NO_BACKSLASH_ESCAPES;
+        for (autocommit, sql_mode, want) in [
+            (
+                1,
+                "STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION",
+                SERVER_STATUS_AUTOCOMMIT,
+            ),
+            (1, "", SERVER_STATUS_AUTOCOMMIT),
+            (0, "", 0),
+            (1, "ANSI_QUOTES,NO_BACKSLASH_ESCAPES", both),
+            (
+                0,
+                "no_backslash_escapes",
+                SERVER_STATUS_NO_BACKSLASH_ESCAPES,
+            ),
+            // Another mode whose name contains it is not it.
+            (1, "NO_BACKSLASH_ESCAPES_X", SERVER_STATUS_AUTOCOMMIT),
+        ] {
+            assert_eq!(
+                session_status(autocommit, sql_mode),
+                want,
+                "{autocommit} {sql_mode}"
+            );
+        }
     }
 }

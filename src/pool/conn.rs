@@ -177,7 +177,7 @@ impl BackendConn {
             statements: std::collections::HashMap::new(),
             statements_epoch: 0,
             serial: next_serial(),
-            status: packets::SERVER_STATUS_AUTOCOMMIT,
+            status: session.status,
             scratch: Vec::new(),
         })
     }

@@ -55,6 +55,9 @@ pub struct Session {
     pub connection_id: u32,
     /// The capabilities in force on this connection.
     pub capabilities: C,
+    /// The status flags of the login's OK: the server's defaults for a new connection
+    /// (autocommit, NO_BACKSLASH_ESCAPES from its global sql_mode).
+    pub status: u16,
 }
 
 /// Capabilities rwsplit always wants toward a backend, whatever the client asked.
@@ -149,10 +152,13 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         let seq = got.wrapping_add(1);
         match buf.first() {
             Some(0x00) => {
+                let status = packets::parse_ok(&buf)
+                    .map_or(packets::SERVER_STATUS_AUTOCOMMIT, |ok| ok.status);
                 return Ok(Session {
                     identity,
                     connection_id,
                     capabilities: caps,
+                    status,
                 });
             }
             Some(0xFF) => return Err(refused(&buf)),

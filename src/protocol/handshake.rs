@@ -87,6 +87,7 @@ pub fn greeting(
     connection_id: u32,
     nonce: &[u8; 20],
     plugin: &str,
+    status: u16,
 ) -> Vec<u8> {
     let caps = id.capabilities & PROXY_CAPABILITIES;
     let mut part1 = [0u8; 8];
@@ -101,7 +102,7 @@ pub fn greeting(
         Some(part2),
         caps,
         id.collation,
-        StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        StatusFlags::from_bits_truncate(status),
         Some(plugin.as_bytes()),
     );
     let mut buf = Vec::with_capacity(128);
@@ -175,8 +176,12 @@ mod tests {
     fn greeting_parses_back_with_the_mirrored_version_and_nonce() {
         let id = ServerIdentity::default();
         let nonce = *b"abcdefghijklmnopqrst";
-        let g = greeting(&id, 42, &nonce, "mysql_native_password");
+        // The status flags given: a server whose global sql_mode has NO_BACKSLASH_ESCAPES.
+        let status =
+            StatusFlags::SERVER_STATUS_AUTOCOMMIT | StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES;
+        let g = greeting(&id, 42, &nonce, "mysql_native_password", status.bits());
         let p: HandshakePacket<'_> = ParseBuf(&g).parse(()).unwrap();
+        assert_eq!(p.status_flags(), status);
         assert_eq!(p.server_version_ref(), id.version.as_bytes());
         assert_eq!(p.connection_id(), 42);
         assert_eq!(&p.nonce()[..20], &nonce[..]);

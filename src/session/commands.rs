@@ -351,7 +351,7 @@ impl Session {
                 self.discard_slot(slot);
             }
         }
-        self.state.reset();
+        self.state.reset(self.shared.health.session_status());
         self.stmts.clear();
         self.long_data.clear();
         self.forget_pins();
@@ -403,7 +403,11 @@ impl Session {
             self.collation = c;
         }
         self.pools.clear();
-        self.state = State::new(None, self.state.multi_statements);
+        self.state = State::new(
+            None,
+            self.state.multi_statements,
+            self.shared.health.session_status(),
+        );
         tracing::info!(parent: &self.span, user = %self.user, "client changed user");
         if let Some(db) = req.database
             && !self.use_schema(db).await?

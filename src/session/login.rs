@@ -38,13 +38,14 @@ pub async fn accept(
     connection_id: u32,
     nonce: &[u8; 20],
     host: &str,
+    status: u16,
 ) -> Result<Accepted, LoginError> {
     let plugin = match config.proxy.auth_plugin {
         AuthPluginName::MysqlNativePassword => Plugin::Native,
         AuthPluginName::CachingSha2Password => Plugin::CachingSha2,
     };
     let offered = identity.capabilities & handshake::PROXY_CAPABILITIES;
-    let greeting = handshake::greeting(identity, connection_id, nonce, plugin.name());
+    let greeting = handshake::greeting(identity, connection_id, nonce, plugin.name(), status);
     client.send(0, &greeting).await?;
     let mut buf = Vec::with_capacity(256);
     let seq = frame::read_packet(&mut client.reader, &mut buf, 1 << 16).await?;
@@ -145,8 +146,9 @@ pub fn parse_change_user(packet: &[u8], caps: C) -> Option<ChangeUser> {
 }
 
 /// The OK rwsplit sends when a login succeeds.
-pub fn ok_payload() -> Vec<u8> {
-    packets::ok_payload(0, 0, packets::SERVER_STATUS_AUTOCOMMIT, 0)
+/// The final OK of a login, with the status flags the session starts with.
+pub fn ok_payload(status: u16) -> Vec<u8> {
+    packets::ok_payload(0, 0, status, 0)
 }
 
 #[cfg(test)]

@@ -399,6 +399,8 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     let host = peer.host();
     let nonce = auth::new_nonce();
     let mut identity = shared.health.identity.load_full();
+    // What a new connection to the primary starts with (global autocommit, sql_mode).
+    let defaults = shared.health.session_status();
     if let Some(v) = &config.proxy.server_version {
         identity = Arc::new(ServerIdentity {
             version: v.clone(),
@@ -407,7 +409,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     }
     let accepted = tokio::time::timeout(
         config.proxy.handshake_timeout,
-        login::accept(&mut client, &config, &identity, id, &nonce, &host),
+        login::accept(&mut client, &config, &identity, id, &nonce, &host, defaults),
     )
     .await;
     let accepted = match accepted {
@@ -474,6 +476,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             state: State::new(
                 None,
                 login.capabilities.contains(C::CLIENT_MULTI_STATEMENTS),
+                defaults,
             ),
             primary: None,
             replica: None,
@@ -534,7 +537,8 @@ impl Session {
             return Ok(false);
         }
         let seq = self.seq;
-        self.client.send(seq, &login::ok_payload()).await?;
+        let status = self.status();
+        self.client.send(seq, &login::ok_payload(status)).await?;
         Ok(true)
     }
 

@@ -208,8 +208,10 @@ fn chain(prev: u64, packet: &[u8]) -> u64 {
 }
 
 impl State {
-    pub fn new(schema: Option<String>, multi_statements: bool) -> State {
-        State {
+    /// A new session's state; `status`: the flags a new server connection starts with (the
+    /// server's global autocommit and NO_BACKSLASH_ESCAPES).
+    pub fn new(schema: Option<String>, multi_statements: bool, status: u16) -> State {
+        let mut st = State {
             schema,
             multi_statements,
             replay: Vec::new(),
@@ -230,12 +232,14 @@ impl State {
             role: false,
             backup_stage: false,
             backup_lock: false,
-        }
+        };
+        st.update_status(status);
+        st
     }
 
     /// The state after COM_RESET_CONNECTION: the schema stays, everything else is the default.
-    pub fn reset(&mut self) {
-        *self = State::new(self.schema.take(), self.multi_statements);
+    pub fn reset(&mut self, status: u16) {
+        *self = State::new(self.schema.take(), self.multi_statements, status);
     }
 
     pub fn update_status(&mut self, status: u16) {
@@ -584,7 +588,7 @@ mod tests {
 
     #[test]
     fn a_set_with_the_same_digest_replaces_the_earlier_one() {
-        let mut st = State::new(None, false);
+        let mut st = State::new(None, false, SERVER_STATUS_AUTOCOMMIT);
         st.record("SET autocommit = ?".into(), b"\x03SET autocommit=0");
         st.record("SET sql_mode = ?".into(), b"\x03SET sql_mode=''");
         let two = st.chain();
@@ -599,7 +603,7 @@ mod tests {
 
     #[test]
     fn after_predicts_what_record_makes_of_the_log() {
-        let mut st = State::new(None, false);
+        let mut st = State::new(None, false, SERVER_STATUS_AUTOCOMMIT);
         for (key, packet) in [
             ("SET NAMES ?", &b"\x03SET NAMES latin1"[..]),
             ("SET time_zone = ?", b"\x03SET time_zone='+05:00'"),
@@ -615,8 +619,8 @@ mod tests {
 
     #[test]
     fn two_sessions_with_the_same_log_have_the_same_hash() {
-        let mut a = State::new(None, false);
-        let mut b = State::new(None, false);
+        let mut a = State::new(None, false, SERVER_STATUS_AUTOCOMMIT);
+        let mut b = State::new(None, false, SERVER_STATUS_AUTOCOMMIT);
         for st in [&mut a, &mut b] {
             st.record("SET NAMES utf8mb4".into(), b"\x03SET NAMES utf8mb4");
             st.record("SET time_zone = ?".into(), b"\x03SET time_zone='+00:00'");
@@ -624,8 +628,11 @@ mod tests {
         assert_eq!(a.chain(), b.chain());
         b.record("SET time_zone = ?".into(), b"\x03SET time_zone='+01:00'");
         assert_ne!(a.chain(), b.chain());
-        assert_ne!(State::new(None, false).chain(), a.chain());
-        assert_eq!(State::new(None, false).chain(), 0);
+        assert_ne!(
+            State::new(None, false, SERVER_STATUS_AUTOCOMMIT).chain(),
+            a.chain()
+        );
+        assert_eq!(State::new(None, false, SERVER_STATUS_AUTOCOMMIT).chain(), 0);
     }
 
     #[test]
@@ -667,7 +674,7 @@ mod tests {
 
     #[test]
     fn tracked_variables_replace_each_other_and_keep_the_log_order() {
-        let mut st = State::new(None, false);
+        let mut st = State::new(None, false, SERVER_STATUS_AUTOCOMMIT);
         st.record("SET sql_mode = ?".into(), b"\x03SET sql_mode=''");
         assert!(st.record_tracked(&[
             ("sql_mode".into(), "ANSI".into()),
@@ -687,7 +694,7 @@ mod tests {
 
     #[test]
     fn sets_of_one_variable_replace_each_other_whatever_their_form() {
-        let mut st = State::new(None, false);
+        let mut st = State::new(None, false, SERVER_STATUS_AUTOCOMMIT);
         for sql in [
             &b"SET sql_mode = 'ANSI'"[..],
             b"SET @@SESSION.sql_mode = 'TRADITIONAL'",
@@ -713,7 +720,7 @@ mod tests {
 
     #[test]
     fn pins_are_named() {
-        let mut st = State::new(None, false);
+        let mut st = State::new(None, false, SERVER_STATUS_AUTOCOMMIT);
         assert_eq!(pin_reason(&st), None);
         st.named_locks = 1;
         assert_eq!(pin_reason(&st), Some("get_lock"));
@@ -733,7 +740,7 @@ mod tests {
             |s| s.next_transaction = true,
         ];
         for pin in pins {
-            let mut one = State::new(None, false);
+            let mut one = State::new(None, false, SERVER_STATUS_AUTOCOMMIT);
             pin(&mut one);
             let reason = pin_reason(&one).expect("pinned");
             assert_ne!(held_words(reason), "session state", "{reason} has no words");
@@ -741,7 +748,7 @@ mod tests {
         assert_ne!(held_words("open_transaction"), "session state");
         st.temporary_tables = true;
         assert_eq!(pin_reason(&st), Some("temporary_table"));
-        st.reset();
+        st.reset(SERVER_STATUS_AUTOCOMMIT);
         assert_eq!(pin_reason(&st), None);
     }
 }
