@@ -381,6 +381,8 @@ impl Session {
         let ok = password
             .as_deref()
             .is_some_and(|pw| plugin.verify(&self.nonce, pw, &req.auth_response));
+        // As at login: no "fast auth success" for an empty password.
+        let empty = password.as_deref().is_some_and(str::is_empty);
         if !ok {
             let e =
                 ClientError::access_denied(&req.user, &self.host, !req.auth_response.is_empty());
@@ -414,7 +416,7 @@ impl Session {
         {
             return Ok(());
         }
-        if plugin == Plugin::CachingSha2 {
+        if plugin == Plugin::CachingSha2 && !empty {
             self.seq = self
                 .client
                 .send(

@@ -70,7 +70,11 @@ pub async fn accept(
             let ok = password
                 .as_deref()
                 .is_some_and(|pw| p.verify(nonce, pw, &login.auth_response));
-            if ok && p == Plugin::CachingSha2 {
+            // The server answers an empty password with the OK alone (caching_sha2_password
+            // sends "fast auth success" only after a scramble); PyMySQL, seeing none, reads
+            // the next packet as the OK.
+            let empty = password.as_deref().is_some_and(str::is_empty);
+            if ok && p == Plugin::CachingSha2 && !empty {
                 seq = client
                     .send(seq, &[0x01, auth::SHA2_FAST_AUTH_SUCCESS])
                     .await?;
