@@ -648,19 +648,16 @@ async fn login_with_plugin(proxy: &Proxy, plugin: &[u8], password: &str) -> (Vec
     login_as(proxy, b"app", plugin, b"not a real scramble", password).await
 }
 
-/// `login_with_plugin` as `user`, sending `response` as the handshake's auth response. A
-/// caching_sha2_password fast-auth success (0x01 0x03) before the final packet is skipped.
-async fn login_as(
+/// Sends a login packet with `response` as the auth data and returns the stream, the first
+/// reply and its sequence id.
+async fn send_login(
     proxy: &Proxy,
     user: &[u8],
     plugin: &[u8],
     response: &[u8],
-    password: &str,
-) -> (Vec<u8>, bool) {
+) -> (tokio::net::TcpStream, Vec<u8>, u8) {
     use mysql_common::constants::CapabilityFlags as C;
-    use mysql_common::packets::{
-        AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse,
-    };
+    use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
     use mysql_common::proto::MySerialize;
     use rwsplit::protocol::frame;
 
@@ -696,9 +693,25 @@ async fn login_as(
     frame::write_packet(&mut s, seq.wrapping_add(1), &out)
         .await
         .expect("send login");
-    let mut seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+    let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
         .await
         .expect("reply");
+    (s, buf, seq)
+}
+
+/// `login_with_plugin` as `user`, sending `response` as the handshake's auth response. A
+/// caching_sha2_password fast-auth success (0x01 0x03) before the final packet is skipped.
+async fn login_as(
+    proxy: &Proxy,
+    user: &[u8],
+    plugin: &[u8],
+    response: &[u8],
+    password: &str,
+) -> (Vec<u8>, bool) {
+    use mysql_common::packets::AuthSwitchRequest;
+    use rwsplit::protocol::frame;
+
+    let (mut s, mut buf, mut seq) = send_login(proxy, user, plugin, response).await;
     if buf.as_slice() == [0x01, 0x03] {
         seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
             .await
@@ -759,11 +772,11 @@ async fn caching_sha2_clients_log_in_with_an_empty_password() {
             "[proxy]\nauth_plugin = \"caching_sha2_password\"\n",
         ) + "\n[[users]]\nname = \"nopw\"\npassword = \"\"\n"
     });
-    // libmysqlclient and Connector/J send one NUL byte for no password.
+    // libmysqlclient and Connector/J send one NUL byte for no password. The OK comes at
+    // once, as from the server: no "fast auth success" before it (PyMySQL would read that
+    // as the OK, and the OK as the reply to its first command).
     for response in [&b"\0"[..], b""] {
-        let (reply, switched) =
-            login_as(&proxy, b"nopw", b"caching_sha2_password", response, "").await;
-        assert!(!switched);
+        let (_, reply, _) = send_login(&proxy, b"nopw", b"caching_sha2_password", response).await;
         assert_eq!(
             reply.as_slice().first(),
             Some(&0x00),
@@ -1185,4 +1198,55 @@ async fn a_packet_begun_and_not_finished_is_cut_off_after_net_timeout() {
         "closed after {:?}, before net_timeout",
         started.elapsed()
     );
+}
+
+/// COM_REFRESH (`mysqladmin flush-tables`, `mysql_refresh()`) runs on the primary, as the
+/// server runs it; a binlog dump (a replica or a change-data-capture tool) is refused with a
+/// clear error, not "Unknown command" (which drivers take for a lost connection).
+#[tokio::test]
+async fn com_refresh_reaches_the_primary_and_a_binlog_dump_is_refused_clearly() {
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = Proxy::start_with(|t| {
+        t.replace(
+            "[[users]]",
+            "[[users]]\nname = \"root\"\npassword = \"root\"\n\n[[users]]",
+        )
+    });
+    let creds = rwsplit::protocol::connect::Credentials {
+        user: "root",
+        password: "root",
+        database: None,
+        capabilities: mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
+        collation: 45,
+    };
+    let mut raw = rwsplit::pool::BackendConn::connect(
+        &proxy.addr.to_string(),
+        &creds,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("raw login as root");
+    // REFRESH_TABLES (0x04): FLUSH TABLES.
+    raw.run_internal(&[0x07, 0x04], K::Single)
+        .await
+        .expect("refresh")
+        .expect("refresh ok");
+    // COM_BINLOG_DUMP: position 4, no flags, server id 99, file name.
+    let dump = [
+        &[0x12, 4, 0, 0, 0, 0, 0, 99, 0, 0, 0][..],
+        b"mysql-bin.000001",
+    ]
+    .concat();
+    let err = raw
+        .run_internal(&dump, K::Single)
+        .await
+        .expect("binlog dump answered")
+        .expect_err("refused");
+    let e = rwsplit::protocol::packets::parse_err(&err.payload).expect("ERR");
+    assert_eq!(e.code, 1235, "{}", String::from_utf8_lossy(e.message));
+    // The session goes on.
+    raw.run_internal(b"\x03SELECT 1", K::Query)
+        .await
+        .expect("query")
+        .expect("query ok");
 }

@@ -730,6 +730,19 @@ impl Session {
                     .await?;
                 Ok(())
             }
+            Command::Refresh => {
+                let class = crate::classify::of(StatementKind::Write);
+                self.execute(&class, Cmd::Raw(packet), K::Single, None)
+                    .await?;
+                Ok(())
+            }
+            Command::BinlogDump | Command::RegisterSlave | Command::BinlogDumpGtid => {
+                self.reply(&ClientError::not_supported(
+                    "replication connections (binlog dump); connect replicas and \
+                     change-data-capture tools to the primary itself",
+                ))
+                .await
+            }
             Command::Statistics => {
                 let class = read_class();
                 self.execute(&class, Cmd::Raw(packet), K::Statistics, None)
