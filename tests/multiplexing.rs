@@ -2570,3 +2570,95 @@ async fn a_reset_of_a_statement_with_a_cursor_and_long_data_ends_both_pins() {
         .expect("reset ok");
     wait_pinned(&proxy, id, None).await;
 }
+
+/// A connection kept for an open cursor is never reset to bring it to the session's state:
+/// after a `SET` of a variable the session had set before ran elsewhere (its log then no
+/// longer starts with what that connection carries), the next read there replays the whole
+/// log instead, and the cursor goes on where it was.
+#[tokio::test]
+async fn a_connection_kept_for_a_cursor_is_brought_up_to_date_without_a_reset() {
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    let (t, _setup) = five_rows(&proxy, "mux_cursor_sync").await;
+    let mut raw = raw_client(&proxy, common::EOF_STYLES[1]).await;
+    let run = async |raw: &mut rwsplit::pool::BackendConn, sql: &str| {
+        raw.run_internal(&Command::Query.packet(sql.as_bytes()), K::Query)
+            .await
+            .expect(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {}", e.code()))
+    };
+    run(&mut raw, "SET SESSION sql_mode = 'STRICT_ALL_TABLES'").await;
+    let stmt = common::raw_prepare(&mut raw, &format!("SELECT id FROM {t} ORDER BY id")).await;
+    let execute = [&[Command::StmtExecute as u8][..], &stmt, &[1, 1, 0, 0, 0]].concat();
+    let fetch = |n: u32| [&[Command::StmtFetch as u8][..], &stmt, &n.to_le_bytes()].concat();
+    open_cursor(&mut raw, &execute).await;
+    let o = raw
+        .run_internal(&fetch(2), K::StmtFetch)
+        .await
+        .expect("fetch")
+        .expect("fetch ok");
+    assert_eq!(o.rows, 2);
+    // The SET runs on the primary, in the transaction.
+    run(&mut raw, "BEGIN").await;
+    run(&mut raw, "SET SESSION sql_mode = 'ANSI'").await;
+    run(&mut raw, "COMMIT").await;
+    // A read on the cursor's connection, in the session's new sql_mode.
+    let o = run(
+        &mut raw,
+        &format!("SELECT id FROM {t} WHERE @@sql_mode LIKE '%ANSI%'"),
+    )
+    .await;
+    assert_eq!(o.rows, 5, "the read did not see the session's sql_mode");
+    let o = raw
+        .run_internal(&fetch(10), K::StmtFetch)
+        .await
+        .expect("fetch")
+        .unwrap_or_else(|e| panic!("the cursor was lost: {}", e.code()));
+    assert_eq!(o.rows, 3, "the rest, from the same cursor");
+}
+
+/// Two client statements of the same text share nothing on the server once one holds a
+/// cursor: preparing the text again does not close the first's server statement (with its
+/// cursor), and each fetch reads its own statement's rows.
+#[tokio::test]
+async fn a_second_prepare_of_the_same_text_leaves_the_first_ones_cursor_alone() {
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    let (t, _setup) = five_rows(&proxy, "mux_same_text").await;
+    let mut raw = raw_client(&proxy, common::EOF_STYLES[1]).await;
+    let sql = format!("SELECT id FROM {t} WHERE id > ? ORDER BY id");
+    // CURSOR_TYPE_READ_ONLY, one iteration, null bitmap 0, types bound (LONG), the value.
+    let execute = |stmt: &[u8; 4], above: i32| {
+        [
+            &[Command::StmtExecute as u8][..],
+            stmt,
+            &[1, 1, 0, 0, 0, 0, 1, 0x03, 0],
+            &above.to_le_bytes(),
+        ]
+        .concat()
+    };
+    let fetch =
+        |stmt: &[u8; 4], n: u32| [&[Command::StmtFetch as u8][..], stmt, &n.to_le_bytes()].concat();
+    let rows = async |raw: &mut rwsplit::pool::BackendConn, packet: Vec<u8>| {
+        raw.run_internal(&packet, K::StmtFetch)
+            .await
+            .expect("fetch")
+            .unwrap_or_else(|e| panic!("fetch refused: {}", e.code()))
+            .rows
+    };
+    let a = common::raw_prepare(&mut raw, &sql).await;
+    open_cursor(&mut raw, &execute(&a, 0)).await;
+    assert_eq!(rows(&mut raw, fetch(&a, 1)).await, 1);
+    let b = common::raw_prepare(&mut raw, &sql).await;
+    open_cursor(&mut raw, &execute(&b, 3)).await;
+    assert_eq!(rows(&mut raw, fetch(&b, 1)).await, 1);
+    let close = [&[Command::StmtClose as u8][..], &b].concat();
+    raw.send_command(&close).await.expect("close b");
+    assert_eq!(
+        rows(&mut raw, fetch(&a, 10)).await,
+        4,
+        "a's fetch read another cursor"
+    );
+}

@@ -40,9 +40,12 @@ impl Session {
         };
         if let Some(p) = o.prepared {
             let mut on = None;
+            let keep = self.server_statements_with_state(slot);
             if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
                 let context = c.context();
-                super::exec::remember_prepared(c, packet, context, p.statement_id).await;
+                if super::exec::remember_prepared(c, packet, context, p.statement_id, &keep).await {
+                    self.leftovers[slot as usize] = true;
+                }
                 on = Some((c.statements_version(), context, p.statement_id));
             }
             self.stmts.insert(

@@ -147,12 +147,16 @@ async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardErr
 /// Records that `conn` has `packet` prepared as server statement `id`, in `context`. A
 /// statement prepared there before under the same text is closed (the new id replaces it), and
 /// past `MAX_PER_CONNECTION` one other is closed, so a connection holds a bounded number.
+/// Server statements in `keep` (an open cursor's, long data's: another client statement of the
+/// session still uses them) are never closed: one replaced stays open, out of the map, and the
+/// return is true: the connection goes back to its pool reset, which closes it.
 pub(super) async fn remember_prepared(
     conn: &mut BackendConn,
     packet: &[u8],
     context: u64,
     id: u32,
-) {
+    keep: &[u32],
+) -> bool {
     let mut close = conn
         .statements
         .insert(packet.into(), (context, id))
@@ -161,7 +165,7 @@ pub(super) async fn remember_prepared(
         let victim = conn
             .statements
             .iter()
-            .find(|(k, _)| &***k != packet)
+            .find(|(k, (_, b))| &***k != packet && !keep.contains(b))
             .map(|(k, _)| k.clone());
         close = victim
             .and_then(|k| conn.statements.remove(&k))
@@ -170,13 +174,15 @@ pub(super) async fn remember_prepared(
     if close.is_some() {
         conn.statements_dropped();
     }
-    if let Some(old) = close.filter(|&old| old != id) {
+    let orphaned = close.is_some_and(|old| keep.contains(&old));
+    if let Some(old) = close.filter(|&old| old != id && !keep.contains(&old)) {
         let mut p = [0u8; 5];
         p[0] = crate::protocol::Command::StmtClose as u8;
         p[1..].copy_from_slice(&old.to_le_bytes());
         // No response to COM_STMT_CLOSE; a failure shows on the next command.
         let _ = conn.send_command(&p).await;
     }
+    orphaned
 }
 
 /// Prepares `packet` on `conn` with `schema` selected for it, then selects the connection's own
@@ -564,6 +570,34 @@ impl Session {
     /// lives there (routing moved it to another server): the connection is reset on its way
     /// back to the pool, the cursor is gone (a fetch gets an error, as after a reset), and an
     /// execute of a statement whose long data went with it is refused.
+    /// The server statements on `slot`'s connection that hold an open cursor or long data of
+    /// this session: never closed while they do.
+    pub(super) fn server_statements_with_state(&self, slot: Slot) -> Vec<u32> {
+        let on_slot = self
+            .cursors
+            .iter()
+            .filter(|&&(_, s)| s == slot)
+            .map(|&(id, _)| id)
+            .chain(
+                self.long_data
+                    .iter()
+                    .copied()
+                    .filter(|&id| self.stmts.last(id) == Some(slot)),
+            );
+        on_slot
+            .filter_map(|id| self.stmts.statements.get(&id)?.on.map(|(_, _, b)| b))
+            .collect()
+    }
+
+    /// Whether `slot`'s connection holds an open cursor or long data of this session.
+    pub(super) fn statement_state_on(&self, slot: Slot) -> bool {
+        self.cursors.iter().any(|&(_, s)| s == slot)
+            || self
+                .long_data
+                .iter()
+                .any(|&id| self.stmts.last(id) == Some(slot))
+    }
+
     pub(super) fn give_up_statement_state(&mut self, slot: Slot) {
         let mut gone = false;
         if self.cursors.iter().any(|&(_, s)| s == slot) {
@@ -634,20 +668,22 @@ impl Session {
                 }
             }
         }
+        // A connection the session kept for its open cursor or long data is never reset.
+        let keep = held == Some(b) && self.statement_state_on(slot);
         let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
             return Err(Failure::Down("connection slot empty".into()));
         };
         if slot == Slot::Replica {
             self.last_replica = Some(b);
         }
-        let mut synced = state::sync(conn, &self.state, scope).await;
+        let mut synced = state::sync(conn, &self.state, scope, keep).await;
         if scope == state::Scope::Schema && matches!(synced, Ok(Err(_))) {
             // The error as the server words it in the session's own state (`lc_messages`),
             // not in the state the connection carried.
             let full = state::Scope::Session {
                 primary: slot == Slot::Primary,
             };
-            synced = state::sync(conn, &self.state, full).await;
+            synced = state::sync(conn, &self.state, full, keep).await;
         }
         if let Ok(Ok(done)) = synced
             && std::mem::take(&mut self.clear_diagnostics)
@@ -1003,6 +1039,7 @@ impl Session {
         // Long data sent or a cursor open lives on the server statement it was sent to: that
         // one is used whatever `SET` ran since (on the server, a statement keeps its parse).
         let pending = self.long_data.contains(&id) || self.cursor_slot(id) == Some(slot);
+        let keep = self.server_statements_with_state(slot);
         let stmt = self.stmts.statements.get_mut(&id).ok_or_else(unknown)?;
         let Some(conn) = slot_of(&mut self.primary, &mut self.replica, slot) else {
             return Err(Failure::Down("connection slot empty".into()));
@@ -1015,9 +1052,11 @@ impl Session {
         // since: no hash and compare of its text per execute.
         let here = conn.statements_version();
         let context = conn.context_in(want.or(conn.schema.as_deref()));
+        // One with an open cursor or long data: its own server statement, on this connection
+        // (never closed meanwhile, nor the connection reset: `keep`), however many statements
+        // were prepared there since (one of the same text replaces it in the connection's map).
         if let Some((at, c, b)) = stmt.on
-            && at == here
-            && (c == context || pending)
+            && (at == here && c == context || pending && at.0 == here.0)
         {
             return Ok(b);
         }
@@ -1037,7 +1076,10 @@ impl Session {
             Ok(Ok(Outcome {
                 prepared: Some(p), ..
             })) => {
-                remember_prepared(conn, &stmt.prepare_packet, context, p.statement_id).await;
+                let packet = &stmt.prepare_packet;
+                if remember_prepared(conn, packet, context, p.statement_id, &keep).await {
+                    self.leftovers[slot as usize] = true;
+                }
                 stmt.on = Some((conn.statements_version(), context, p.statement_id));
                 Ok(p.statement_id)
             }

@@ -428,10 +428,16 @@ impl Scope {
 /// pipelined: written at once and their responses read in order, so a sync costs one round
 /// trip however many commands it takes. A server error (e.g. the schema was dropped) is
 /// returned as is, after every response has been read.
+///
+/// `keep`: the connection holds this session's open cursor or long data, which a reset would
+/// destroy. It has been the session's all along, so what it carries is an earlier version of
+/// the session's own log (a later `SET` of a variable replaces the earlier entry): the whole
+/// log, replayed on it without a reset, sets every variable it ever set again.
 pub async fn sync(
     conn: &mut BackendConn,
     st: &State,
     scope: Scope,
+    keep: bool,
 ) -> Result<Result<Sync, ServerErr>, BackendError> {
     let (primary, then) = match scope {
         Scope::Schema => {
@@ -443,7 +449,11 @@ pub async fn sync(
         Scope::Session { primary } => (primary, false),
         Scope::Then { primary, .. } => (primary, scope.ready(conn, st)),
     };
-    let reset = !then && !st.prefix_of(conn);
+    let prefix = then || st.prefix_of(conn);
+    let reset = !prefix && !keep;
+    if !prefix && keep {
+        conn.log = vec![0];
+    }
     let mut plan = Vec::new();
     if reset {
         plan.push(Step::Reset);
