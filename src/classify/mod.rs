@@ -443,7 +443,7 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
         b"CREATE" | b"ALTER" | b"DROP" if word(second, "PREPARE") => write(R::SqlPrepare),
         b"CREATE" | b"ALTER" | b"DROP" | b"TRUNCATE" | b"RENAME" | b"GRANT" | b"REVOKE" | b"ANALYZE" | b"OPTIMIZE" | b"REPAIR" => write(R::Ddl),
         b"SET" if word(second, "STATEMENT") => set_statement(sql, toks, reading),
-        b"SET" => classify_set(toks),
+        b"SET" => classify_set(toks, reading.flavor),
         b"USE" => {
             let schema = match second {
                 Some(Token::Word(w)) => Some(String::from_utf8_lossy(w).into_owned()),
@@ -851,7 +851,7 @@ fn set_statement(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifica
 }
 
 /// `SET ...`: session state to replay, user variables, or something only the primary may see.
-fn classify_set(toks: &[Token<'_>]) -> Classification {
+fn classify_set(toks: &[Token<'_>], flavor: Option<Flavor>) -> Classification {
     use PrimaryReason as R;
     let second = toks.get(1);
     if word(second, "TRANSACTION") {
@@ -879,9 +879,12 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
     let mut others = 0;
     let mut one_shot = false;
     let mut reads_state = false;
+    // A value that calls a stored function or one with a side effect (`NEXTVAL`, `GET_LOCK`):
+    // it must run once, on the primary, never again by a replay on another connection.
+    let mut calls = false;
     let mut depth = 0i32;
     let mut at_target = true;
-    for t in &toks[1..] {
+    for (i, t) in toks.iter().enumerate().skip(1) {
         match t {
             Token::Punct(b'(') => depth += 1,
             Token::Punct(b')') => depth -= 1,
@@ -911,9 +914,30 @@ fn classify_set(toks: &[Token<'_>]) -> Classification {
                 _ => others += 1,
             }
             at_target = false;
-        } else if reads_at_run_time(t) {
-            reads_state = true;
+        } else {
+            reads_state |= reads_at_run_time(t);
+            let next = toks.get(i + 1);
+            calls |= match t {
+                Token::Word(w) if (is(w, "NEXT") || is(w, "PREVIOUS")) && word(next, "VALUE") => {
+                    true
+                }
+                Token::Word(w) | Token::Ident(w) if next == Some(&Token::Punct(b'(')) => {
+                    SIDE_EFFECT_FUNCTIONS.iter().any(|f| is(w, f))
+                        || calls_stored_function(toks, i, flavor)
+                }
+                Token::Quoted if next == Some(&Token::Punct(b'(')) => {
+                    calls_stored_function(toks, i, flavor)
+                }
+                _ => false,
+            };
         }
+    }
+    if calls {
+        // The session stays on the primary connection that ran it (its state is not replayed).
+        return Classification {
+            effect: Some(SessionEffect::Several),
+            ..write(R::StoredFunction)
+        };
     }
     match (user_vars, others) {
         (0, 0) => write(R::Other),

@@ -330,6 +330,34 @@ const TABLE: &[Row] = &[
         None,
     ),
     ("SET @a = 1, sql_mode = ''", K::SessionCommand, None),
+    (
+        "SET sql_mode = REPLACE(@@sql_mode, 'ANSI_QUOTES', '')",
+        K::SessionCommand,
+        None,
+    ),
+    // A value that calls a stored function or one with a side effect runs once, on the
+    // primary (and the session stays there: `SessionEffect::Several`).
+    (
+        "SET time_zone = app.user_tz(42)",
+        K::Write,
+        Some(R::StoredFunction),
+    ),
+    ("SET time_zone = user_tz(42)", K::Write, Some(R::StoredFunction)),
+    (
+        "SET @@session.max_join_size = (SELECT NEXTVAL(s))",
+        K::Write,
+        Some(R::StoredFunction),
+    ),
+    (
+        "SET lock_wait_timeout = NEXT VALUE FOR s",
+        K::Write,
+        Some(R::StoredFunction),
+    ),
+    (
+        "SET sql_mode = 'ANSI', time_zone = `tz_of`(1)",
+        K::Write,
+        Some(R::StoredFunction),
+    ),
     ("USE app", K::Use, None),
     ("use `my db`", K::Use, None),
     ("BEGIN", K::TransactionBegin, None),
@@ -696,6 +724,7 @@ fn effects_are_reported() {
             Some(E::SetsOneShotVariable),
         ),
         ("SET sql_mode = ''", None),
+        ("SET time_zone = user_tz(42)", Some(E::Several)),
         ("SELECT `get_lock`('l', 1)", Some(E::TakesNamedLock)),
         ("DO GET_LOCK('l', 1)", Some(E::TakesNamedLock)),
         ("DO RELEASE_LOCK('l')", Some(E::ReleasesNamedLock)),
