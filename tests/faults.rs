@@ -1157,3 +1157,71 @@ async fn a_session_starts_with_the_primarys_autocommit_and_backslash_setting() {
     assert_eq!(seen, Some(1));
     c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
+
+/// The server counts every connection's prepared statements against one limit
+/// (`max_prepared_stmt_count`). When a statement rwsplit prepares again (on another connection,
+/// or after a `SET` changed how it parses) meets that limit, the statements its connection
+/// keeps for reuse, which the client had closed, are closed and the prepare tried again:
+/// the client's execute works, as it would on its own connection to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_at_the_servers_statement_limit_gives_back_the_kept_ones() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    faults::healthy();
+    let mut root = direct(faults::BASE).await;
+    let limit: Option<u64> = root
+        .query_first("SELECT @@global.max_prepared_stmt_count")
+        .await
+        .expect("limit");
+    let restore: &'static str = Box::leak(
+        format!(
+            "SET GLOBAL max_prepared_stmt_count = {}",
+            limit.unwrap_or(16_382)
+        )
+        .into_boxed_str(),
+    );
+    let _heal = faults::Heal(vec![vec!["sql", "primary", restore]]);
+    let proxy =
+        faults::proxy_with(|t| pool_settings(t, "checkout_timeout = \"5s\"\nmax_connections = 1"));
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let stmts: Vec<[u8; 4]> = {
+        let mut v = Vec::new();
+        for n in 1..=4 {
+            v.push(
+                common::raw_prepare(&mut raw, &format!("/* rwsplit:primary */ SELECT {n}")).await,
+            );
+        }
+        v
+    };
+    // The server is now at its limit, with the four statements the one primary connection has.
+    let (_, in_use): (String, u64) = root
+        .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
+        .await
+        .expect("count")
+        .expect("row");
+    root.query_drop(format!("SET GLOBAL max_prepared_stmt_count = {in_use}"))
+        .await
+        .expect("lower the limit");
+    for s in &stmts[1..] {
+        let close = [&[Command::StmtClose as u8][..], s].concat();
+        raw.send_command(&close).await.expect("close");
+    }
+    // Parsed in another sql_mode now: prepared again on the primary connection.
+    raw.run_internal(b"\x03SET SESSION sql_mode = 'ANSI'", K::Query)
+        .await
+        .expect("set")
+        .expect("set ok");
+    let execute = [
+        &[Command::StmtExecute as u8][..],
+        &stmts[0],
+        &[0, 1, 0, 0, 0],
+    ]
+    .concat();
+    let o = raw
+        .run_internal(&execute, K::StmtExecute { cursor: false })
+        .await
+        .expect("execute")
+        .unwrap_or_else(|e| panic!("execute refused: {}", e.code()));
+    assert_eq!(o.rows, 1);
+}

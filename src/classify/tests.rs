@@ -342,7 +342,11 @@ const TABLE: &[Row] = &[
         K::Write,
         Some(R::StoredFunction),
     ),
-    ("SET time_zone = user_tz(42)", K::Write, Some(R::StoredFunction)),
+    (
+        "SET time_zone = user_tz(42)",
+        K::Write,
+        Some(R::StoredFunction),
+    ),
     (
         "SET @@session.max_join_size = (SELECT NEXTVAL(s))",
         K::Write,

@@ -42,6 +42,9 @@ pub struct ServerErr {
     pub payload: Vec<u8>,
 }
 
+/// Statements a connection keeps prepared for reuse unless its pool says otherwise.
+pub const STATEMENT_CAP: usize = 256;
+
 impl ServerErr {
     pub fn code(&self) -> u16 {
         packets::parse_err(&self.payload).map_or(0, |e| e.code)
@@ -82,6 +85,8 @@ pub struct BackendConn {
     /// schema it was prepared in, and was parsed in that `sql_mode`: in another context it is
     /// prepared again.) Cleared by a reset.
     pub statements: std::collections::HashMap<Box<[u8]>, (u64, u32)>,
+    /// How many `statements` this connection keeps (`pool::statement_cap`).
+    pub statement_cap: usize,
     /// Changes whenever a statement leaves `statements` (`statements_dropped`): a session that
     /// remembers a server statement id it found here (`Statement::on`) trusts it only while
     /// `statements_version` is what it was.
@@ -175,6 +180,7 @@ impl BackendConn {
             log: vec![0],
             last_insert_id: 0,
             statements: std::collections::HashMap::new(),
+            statement_cap: STATEMENT_CAP,
             statements_epoch: 0,
             serial: next_serial(),
             status: session.status,

@@ -195,6 +195,7 @@ impl Pool {
             .await
             .map_err(failed)?;
         conn.retire_at = started.checked_add(self.target.config.max_lifetime);
+        conn.statement_cap = statement_cap(self.target.config.max_connections);
         // Turning session tracking on is part of connecting: within the same timeout, or a
         // server that logs in and then hangs would hold this checkout forever.
         let left = timeout.saturating_sub(started.elapsed());
@@ -724,6 +725,35 @@ impl Pools {
         for p in self.all() {
             p.reap();
             p.top_up().await;
+        }
+    }
+}
+
+/// Server statements all of a backend's pooled connections keep prepared at most, together.
+/// The server counts every connection's statements against one limit,
+/// `max_prepared_stmt_count` (16,382 by default), and refuses any prepare past it, to every
+/// client (error 1461): rwsplit's reuse cache takes at most a quarter of it.
+pub const SERVER_STATEMENTS: usize = 4_096;
+
+/// How many statements each connection of a pool of `max_connections` keeps for reuse:
+/// `SERVER_STATEMENTS` shared out, at least 16 and at most `conn::STATEMENT_CAP`. (ProxySQL
+/// keeps 20 per connection by default.)
+pub fn statement_cap(max_connections: u32) -> usize {
+    (SERVER_STATEMENTS / (max_connections.max(1) as usize)).clamp(16, conn::STATEMENT_CAP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_connections_together_keep_at_most_a_share_of_the_servers_statement_limit() {
+        // (max_connections, statements each connection keeps)
+        for (max, each) in [(1, 256), (16, 256), (20, 204), (200, 20), (1000, 16), (0, 256)] {
+            assert_eq!(statement_cap(max), each, "max_connections = {max}");
+        }
+        for max in [16, 20, 64, 200, 256] {
+            assert!(max as usize * statement_cap(max) <= SERVER_STATEMENTS);
         }
     }
 }

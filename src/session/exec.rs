@@ -146,7 +146,8 @@ async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardErr
 
 /// Records that `conn` has `packet` prepared as server statement `id`, in `context`. A
 /// statement prepared there before under the same text is closed (the new id replaces it), and
-/// past `MAX_PER_CONNECTION` one other is closed, so a connection holds a bounded number.
+/// past the connection's `statement_cap` one other is closed, so a connection holds a bounded
+/// number.
 /// Server statements in `keep` (an open cursor's, long data's: another client statement of the
 /// session still uses them) are never closed: one replaced stays open, out of the map, and the
 /// return is true: the connection goes back to its pool reset, which closes it.
@@ -161,7 +162,7 @@ pub(super) async fn remember_prepared(
         .statements
         .insert(packet.into(), (context, id))
         .map(|(_, old)| old);
-    if close.is_none() && conn.statements.len() > prepared::MAX_PER_CONNECTION {
+    if close.is_none() && conn.statements.len() > conn.statement_cap {
         let victim = conn
             .statements
             .iter()
@@ -183,6 +184,42 @@ pub(super) async fn remember_prepared(
         let _ = conn.send_command(&p).await;
     }
     orphaned
+}
+
+/// Prepares `packet` on `conn`, in `schema` if it is not the connection's.
+async fn prepare_on(
+    conn: &mut BackendConn,
+    schema: Option<&str>,
+    packet: &[u8],
+) -> Result<Result<Outcome, crate::pool::ServerErr>, BackendError> {
+    match schema {
+        Some(schema) => prepare_in(conn, schema, packet).await,
+        None => conn.run_internal(packet, ResponseKind::StmtPrepare).await,
+    }
+}
+
+/// Closes the statements `conn` keeps for reuse, except those in `keep`. Returns whether any
+/// was closed.
+async fn close_kept_statements(conn: &mut BackendConn, keep: &[u32]) -> bool {
+    let ids: Vec<u32> = conn
+        .statements
+        .values()
+        .map(|&(_, b)| b)
+        .filter(|b| !keep.contains(b))
+        .collect();
+    if ids.is_empty() {
+        return false;
+    }
+    conn.statements.retain(|_, (_, b)| keep.contains(b));
+    conn.statements_dropped();
+    for id in ids {
+        let close = crate::protocol::Command::StmtClose.packet(&id.to_le_bytes());
+        // No response to COM_STMT_CLOSE: queued, sent with the prepare that follows.
+        if conn.queue_command(&close).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Prepares `packet` on `conn` with `schema` selected for it, then selects the connection's own
@@ -1066,12 +1103,13 @@ impl Session {
             stmt.on = Some((here, context, b));
             return Ok(b);
         }
-        let r = if let Some(schema) = elsewhere {
-            prepare_in(conn, schema, &stmt.prepare_packet).await
-        } else {
-            conn.run_internal(&stmt.prepare_packet, ResponseKind::StmtPrepare)
-                .await
-        };
+        let mut r = prepare_on(conn, elsewhere, &stmt.prepare_packet).await;
+        // The server's `max_prepared_stmt_count` reached (it counts every connection's): the
+        // statements this connection keeps for reuse are closed, and the prepare tried again.
+        if matches!(&r, Ok(Err(e)) if e.code() == 1461) && close_kept_statements(conn, &keep).await
+        {
+            r = prepare_on(conn, elsewhere, &stmt.prepare_packet).await;
+        }
         match r {
             Ok(Ok(Outcome {
                 prepared: Some(p), ..

@@ -22,9 +22,6 @@ pub enum Slot {
 /// `max_prepared_stmt_count`).
 pub const MAX_PER_SESSION: usize = 16_382;
 
-/// Statements a connection keeps prepared for reuse; past this, one is closed.
-pub const MAX_PER_CONNECTION: usize = 256;
-
 #[derive(Debug, Clone)]
 pub struct Statement {
     /// The COM_STMT_PREPARE packet, to prepare again on another connection.
