@@ -575,6 +575,49 @@ async fn lastval_right_after_nextval_is_the_sessions_own() {
         .expect("drop");
 }
 
+/// A sequence's last value stays the session's across reads on a replica: `NEXTVAL`, a read
+/// of a table (on a replica), then `LASTVAL` gives the session's own value, not one another
+/// session took on that primary connection in between.
+#[tokio::test]
+async fn lastval_after_a_replica_read_is_still_the_sessions_own() {
+    let proxy = one_connection_per_server();
+    let (t, _setup) = five_rows(&proxy, "mux_seq_read").await;
+    let s = unique("mux_seq2");
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    a.query_drop(format!("CREATE SEQUENCE {s}"))
+        .await
+        .expect("create");
+    let first: Option<i64> = a
+        .query_first(format!("SELECT NEXTVAL({s})"))
+        .await
+        .expect("a's nextval");
+    assert_eq!(first, Some(1));
+    let n: Option<i64> = a
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .await
+        .expect("a's read");
+    assert_eq!(n, Some(5));
+    let next = format!("SELECT NEXTVAL({s})");
+    let other = tokio::spawn(async move {
+        let v: Option<i64> = b.query_first(next).await.expect("b's nextval");
+        (b, v)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let last: Option<i64> = a
+        .query_first(format!("SELECT LASTVAL({s})"))
+        .await
+        .expect("a's lastval");
+    assert_eq!(last, Some(1), "a read another session's value");
+    let (b, v) = other.await.expect("join");
+    assert_eq!(v, Some(2));
+    // b keeps the primary connection for its own LASTVAL: gone, it gives it back.
+    drop(b);
+    a.query_drop(format!("DROP SEQUENCE {s}"))
+        .await
+        .expect("drop");
+}
+
 /// A connection's warnings are its last statement's: another session given the connection
 /// must not see them (`SHOW WARNINGS`, `@@warning_count` as its first statement show none).
 #[tokio::test]

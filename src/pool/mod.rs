@@ -749,7 +749,14 @@ mod tests {
     #[test]
     fn pooled_connections_together_keep_at_most_a_share_of_the_servers_statement_limit() {
         // (max_connections, statements each connection keeps)
-        for (max, each) in [(1, 256), (16, 256), (20, 204), (200, 20), (1000, 16), (0, 256)] {
+        for (max, each) in [
+            (1, 256),
+            (16, 256),
+            (20, 204),
+            (200, 20),
+            (1000, 16),
+            (0, 256),
+        ] {
             assert_eq!(statement_cap(max), each, "max_connections = {max}");
         }
         for max in [16, 20, 64, 200, 256] {

@@ -1004,6 +1004,10 @@ impl Session {
         self.after_tracked(class, slot, o);
         // Values only the connection that ran this statement can give the next one.
         self.last_slot = Some(slot);
+        // A sequence's value (`LASTVAL`, `PREVIOUS VALUE FOR`) is the primary connection's:
+        // kept past reads on a replica, for the next statement on the primary.
+        let sequence_held =
+            slot == Slot::Replica && matches!(self.until_next, Some(("sequence", Slot::Primary)));
         self.until_next = if class.effect == Some(E::CalcFoundRows) {
             Some(("found_rows", slot))
         } else if !ok || o.warnings > 0 {
@@ -1012,6 +1016,8 @@ impl Session {
             Some(("row_count", slot))
         } else if ok && class.effect == Some(E::TakesSequenceValue) {
             Some(("sequence", slot))
+        } else if sequence_held {
+            Some(("sequence", Slot::Primary))
         } else {
             None
         };
