@@ -646,6 +646,41 @@ fn read_only_transactions_on_replica() -> Proxy {
     })
 }
 
+/// Under SERIALIZABLE every read of a transaction takes shared locks (InnoDB), which on a
+/// replica would hold up replication: a READ ONLY transaction then stays on the primary.
+#[tokio::test]
+async fn a_serializable_read_only_transaction_stays_on_the_primary() {
+    let proxy = read_only_transactions_on_replica();
+    proxy.replica_ready().await;
+    let primary = primary_id().await;
+    let mut c = proxy.conn().await;
+    let in_read_only_transaction = async |c: &mut mysql_async::Conn| {
+        c.query_drop("START TRANSACTION READ ONLY")
+            .await
+            .expect("start");
+        let server: Option<u64> = c
+            .query_first("SELECT @@server_id")
+            .await
+            .expect("read in the transaction");
+        c.query_drop("COMMIT").await.expect("commit");
+        server
+    };
+    assert_ne!(
+        in_read_only_transaction(&mut c).await,
+        Some(primary),
+        "a READ ONLY transaction runs on a replica"
+    );
+    c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        .await
+        .expect("serializable");
+    assert_eq!(in_read_only_transaction(&mut c).await, Some(primary));
+    // Set back, the session's transactions may run on a replica again.
+    c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .expect("read committed");
+    assert_ne!(in_read_only_transaction(&mut c).await, Some(primary));
+}
+
 /// A READ ONLY transaction on a replica whose connection dies before the statement that ends it
 /// (here a read-write `BEGIN`): the error says the transaction went with the connection and
 /// that the connection closes, and the session ends.

@@ -394,11 +394,14 @@ impl Session {
         }
         // Not while anything keeps the primary's connection (a pending `SET TRANSACTION`, user
         // variables, named locks, a cursor, long data, ...): with the transaction on a replica,
-        // that connection would go back to its pool and lose it.
+        // that connection would go back to its pool and lose it. Nor under SERIALIZABLE, where
+        // InnoDB makes every read of a transaction a locking read: on a replica, its locks
+        // would hold up replication.
         view.read_only_on_replica = cfg.routing.read_only_transactions_on_replica
             && state::pin_reason(&self.state).is_none()
             && self.cursors.is_empty()
-            && self.long_data.is_empty();
+            && self.long_data.is_empty()
+            && !self.state.serializable();
         if self.causal.mode == Consistency::ReadYourWrites {
             let flavor = Flavor::of(&self.shared.health.identity.load().version);
             let forget = cfg

@@ -237,6 +237,22 @@ impl State {
         st
     }
 
+    /// Whether the session's isolation level is SERIALIZABLE: its last logged setting of one
+    /// (`SET SESSION TRANSACTION ISOLATION LEVEL ...`, `SET tx_isolation = ...`, a reported
+    /// value) names it. The log is in the order the settings ran.
+    pub fn serializable(&self) -> bool {
+        let has = |packet: &[u8], word: &[u8]| {
+            packet
+                .windows(word.len())
+                .any(|w| w.eq_ignore_ascii_case(word))
+        };
+        self.replay
+            .iter()
+            .rev()
+            .find(|r| has(&r.packet, b"ISOLATION"))
+            .is_some_and(|r| has(&r.packet, b"SERIALIZABLE"))
+    }
+
     /// The state after COM_RESET_CONNECTION: the schema stays, everything else is the default.
     pub fn reset(&mut self, status: u16) {
         *self = State::new(self.schema.take(), self.multi_statements, status);
