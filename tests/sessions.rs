@@ -1250,3 +1250,36 @@ async fn com_refresh_reaches_the_primary_and_a_binlog_dump_is_refused_clearly() 
         .expect("query")
         .expect("query ok");
 }
+
+/// `COMMIT RELEASE` commits and ends the connection, as on the server: the client's next
+/// statement finds it closed, and the backend connection the server closed is not lent to
+/// anyone.
+#[tokio::test]
+async fn commit_release_ends_the_clients_connection_after_committing() {
+    let proxy =
+        Proxy::start_with(|t| pool_settings(t, "checkout_timeout = \"5s\"\nmax_connections = 1"));
+    let t = unique("commit_release");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT)"))
+        .await
+        .expect("create");
+    c.query_drop("BEGIN").await.expect("begin");
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("insert");
+    c.query_drop("COMMIT RELEASE")
+        .await
+        .expect("commit release");
+    let after = c.query_drop("SELECT 1").await;
+    assert!(
+        after.is_err(),
+        "the connection outlived COMMIT RELEASE: {after:?}"
+    );
+    let mut d = proxy.conn().await;
+    let n: Option<i64> = d
+        .query_first(format!("/* rwsplit:primary */ SELECT COUNT(*) FROM {t}"))
+        .await
+        .expect("count, on the one primary connection");
+    assert_eq!(n, Some(1));
+    d.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}

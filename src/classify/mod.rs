@@ -137,6 +137,8 @@ pub enum SessionEffect {
     /// that takes two named locks: rwsplit keeps count of one, so the session keeps its
     /// connections for good (`untracked_state`).
     Several,
+    /// `COMMIT RELEASE`, `ROLLBACK RELEASE`: the server ends the connection after its OK.
+    EndsConnection,
 }
 
 /// The result of classifying one statement.
@@ -432,16 +434,42 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
     let second = toks.get(1);
     match first {
         b"SELECT" | b"VALUES" => read_or_write(toks, true, reading),
-        b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"TABLE" => read_or_write(toks, false, reading),
-        b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => Classification { effect: dml_effect(toks), ..write(R::Dml) },
+        b"WITH" | b"SHOW" | b"DESC" | b"DESCRIBE" | b"EXPLAIN" | b"HELP" | b"TABLE" => {
+            read_or_write(toks, false, reading)
+        }
+        b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"LOAD" => Classification {
+            effect: dml_effect(toks),
+            ..write(R::Dml)
+        },
         // MariaDB's `CREATE OR REPLACE TEMPORARY TABLE` too.
-        b"CREATE" if word(second, "TEMPORARY") || word(second, "OR") && word(toks.get(2), "REPLACE") && word(toks.get(3), "TEMPORARY") => Classification { effect: Some(SessionEffect::CreatesTemporaryTable), ..write(R::Ddl) },
-        b"DROP" if word(second, "TEMPORARY") => Classification { effect: Some(SessionEffect::DropsTemporaryTable), ..write(R::Ddl) },
+        b"CREATE"
+            if word(second, "TEMPORARY")
+                || word(second, "OR")
+                    && word(toks.get(2), "REPLACE")
+                    && word(toks.get(3), "TEMPORARY") =>
+        {
+            Classification {
+                effect: Some(SessionEffect::CreatesTemporaryTable),
+                ..write(R::Ddl)
+            }
+        }
+        b"DROP" if word(second, "TEMPORARY") => Classification {
+            effect: Some(SessionEffect::DropsTemporaryTable),
+            ..write(R::Ddl)
+        },
         // MariaDB's `ANALYZE SELECT|UPDATE|DELETE ...` runs the statement: not DDL (which commits
         // implicitly), whatever it runs.
-        b"ANALYZE" if !(word(second, "TABLE") || word(second, "TABLES") || word(second, "NO_WRITE_TO_BINLOG") || word(second, "LOCAL")) => write(R::Other),
+        b"ANALYZE"
+            if !(word(second, "TABLE")
+                || word(second, "TABLES")
+                || word(second, "NO_WRITE_TO_BINLOG")
+                || word(second, "LOCAL")) =>
+        {
+            write(R::Other)
+        }
         b"CREATE" | b"ALTER" | b"DROP" if word(second, "PREPARE") => write(R::SqlPrepare),
-        b"CREATE" | b"ALTER" | b"DROP" | b"TRUNCATE" | b"RENAME" | b"GRANT" | b"REVOKE" | b"ANALYZE" | b"OPTIMIZE" | b"REPAIR" => write(R::Ddl),
+        b"CREATE" | b"ALTER" | b"DROP" | b"TRUNCATE" | b"RENAME" | b"GRANT" | b"REVOKE"
+        | b"ANALYZE" | b"OPTIMIZE" | b"REPAIR" => write(R::Ddl),
         b"SET" if word(second, "STATEMENT") => set_statement(sql, toks, reading),
         b"SET" => classify_set(toks, reading.flavor),
         b"USE" => {
@@ -450,23 +478,43 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
                 Some(Token::Quoted | Token::Ident(_)) => quoted_name(sql),
                 _ => None,
             };
-            Classification { schema, ..of(K::Use) }
+            Classification {
+                schema,
+                ..of(K::Use)
+            }
         }
         b"BEGIN" if !word(second, "NOT") => of(K::TransactionBegin),
         b"START" if word(second, "TRANSACTION") => {
-            let ro = toks.windows(2).any(|w| word(w.first(), "READ") && word(w.get(1), "ONLY"));
-            Classification { read_only_transaction: ro, ..of(K::TransactionBegin) }
+            let ro = toks
+                .windows(2)
+                .any(|w| word(w.first(), "READ") && word(w.get(1), "ONLY"));
+            Classification {
+                read_only_transaction: ro,
+                ..of(K::TransactionBegin)
+            }
         }
         b"COMMIT" | b"ROLLBACK" => {
-            if toks.iter().any(|t| matches!(t, Token::Word(w) if is(w, "TO") || is(w, "CHAIN") && !word(toks.get(toks.len().saturating_sub(2)), "NO"))) {
+            // `AND CHAIN` opens the next transaction (not `AND NO CHAIN`); `RELEASE` ends the
+            // connection (not `NO RELEASE`).
+            let not_after =
+                |i: usize, w: &str| word(toks.get(i), w) && !(i > 0 && word(toks.get(i - 1), "NO"));
+            if (0..toks.len()).any(|i| word(toks.get(i), "TO") || not_after(i, "CHAIN")) {
                 write(R::TransactionControl)
+            } else if (0..toks.len()).any(|i| not_after(i, "RELEASE")) {
+                Classification {
+                    effect: Some(SessionEffect::EndsConnection),
+                    ..of(K::TransactionEnd)
+                }
             } else {
                 of(K::TransactionEnd)
             }
         }
         // Marked apart from `BEGIN` (reason `TransactionControl`): inside a transaction the
         // server refuses it rather than committing first.
-        b"XA" if word(second, "START") || word(second, "BEGIN") => Classification { reason: Some(R::TransactionControl), ..of(K::TransactionBegin) },
+        b"XA" if word(second, "START") || word(second, "BEGIN") => Classification {
+            reason: Some(R::TransactionControl),
+            ..of(K::TransactionBegin)
+        },
         // Other XA commands act on XA transactions by id, which replicas hold too (replicated
         // XA PREPARE): `Other`, never let through to a replica.
         b"XA" => write(R::Other),
@@ -476,44 +524,83 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
         // that took them lets go: it must stay the session's.
         b"BACKUP" if word(second, "STAGE") => {
             let ends = word(toks.get(2), "END");
-            Classification { effect: Some(SessionEffect::BackupStage { ends }), ..write(R::TableLock) }
+            Classification {
+                effect: Some(SessionEffect::BackupStage { ends }),
+                ..write(R::TableLock)
+            }
         }
         b"BACKUP" if word(second, "LOCK") || word(second, "UNLOCK") => {
             let releases = word(second, "UNLOCK");
-            Classification { effect: Some(SessionEffect::BackupLock { releases }), ..write(R::TableLock) }
+            Classification {
+                effect: Some(SessionEffect::BackupLock { releases }),
+                ..write(R::TableLock)
+            }
         }
         b"LOCK" | b"UNLOCK" if word(second, "INSTANCE") => {
             let releases = first == b"UNLOCK";
-            Classification { effect: Some(SessionEffect::BackupLock { releases }), ..write(R::TableLock) }
+            Classification {
+                effect: Some(SessionEffect::BackupLock { releases }),
+                ..write(R::TableLock)
+            }
         }
-        b"LOCK" => Classification { effect: Some(SessionEffect::LocksTables), ..write(R::TableLock) },
-        b"UNLOCK" => Classification { effect: Some(SessionEffect::UnlocksTables), ..write(R::TableLock) },
+        b"LOCK" => Classification {
+            effect: Some(SessionEffect::LocksTables),
+            ..write(R::TableLock)
+        },
+        b"UNLOCK" => Classification {
+            effect: Some(SessionEffect::UnlocksTables),
+            ..write(R::TableLock)
+        },
         // `FLUSH TABLES ... WITH READ LOCK` and `FLUSH TABLES t FOR EXPORT` hold their locks
         // until `UNLOCK TABLES`, on the connection that took them.
-        b"FLUSH" if toks.windows(2).any(|w| word(w.first(), "READ") && word(w.get(1), "LOCK") || word(w.first(), "FOR") && word(w.get(1), "EXPORT")) => {
-            Classification { effect: Some(SessionEffect::LocksTables), ..write(R::TableLock) }
+        b"FLUSH"
+            if toks.windows(2).any(|w| {
+                word(w.first(), "READ") && word(w.get(1), "LOCK")
+                    || word(w.first(), "FOR") && word(w.get(1), "EXPORT")
+            }) =>
+        {
+            Classification {
+                effect: Some(SessionEffect::LocksTables),
+                ..write(R::TableLock)
+            }
         }
-        b"PREPARE" => Classification { effect: Some(SessionEffect::PreparesSqlStatement), ..write(R::SqlPrepare) },
+        b"PREPARE" => Classification {
+            effect: Some(SessionEffect::PreparesSqlStatement),
+            ..write(R::SqlPrepare)
+        },
         // `EXECUTE IMMEDIATE` runs SQL rwsplit does not see (a string, a variable): what it
         // leaves on the connection (a lock, a variable) is unknown, so the session keeps it.
-        b"EXECUTE" if word(second, "IMMEDIATE") => Classification { effect: Some(SessionEffect::Several), ..write(R::SqlPrepare) },
+        b"EXECUTE" if word(second, "IMMEDIATE") => Classification {
+            effect: Some(SessionEffect::Several),
+            ..write(R::SqlPrepare)
+        },
         b"EXECUTE" | b"DEALLOCATE" => write(R::SqlPrepare),
         b"CALL" => write(R::Call),
         // `DO expr`: evaluated for its effects, on the primary; they count as in a `SELECT`
         // (`DO GET_LOCK('l', 1)` takes a lock the session must keep, `DO @v := 1` sets one).
         b"DO" => {
             let c = read_or_write(toks, false, reading);
-            Classification { effect: c.effect, ..write(c.reason.unwrap_or(R::Other)) }
+            Classification {
+                effect: c.effect,
+                ..write(c.reason.unwrap_or(R::Other))
+            }
         }
         b"HANDLER" => {
             // `HANDLER [db.]t OPEN|READ|CLOSE ...`: the word after the name.
-            let after_name = if toks.get(2) == Some(&Token::Punct(b'.')) { 4 } else { 2 };
+            let after_name = if toks.get(2) == Some(&Token::Punct(b'.')) {
+                4
+            } else {
+                2
+            };
             let effect = match toks.get(after_name) {
                 Some(Token::Word(w)) if is(w, "OPEN") => Some(SessionEffect::OpensHandler),
                 Some(Token::Word(w)) if is(w, "CLOSE") => Some(SessionEffect::ClosesHandler),
                 _ => None,
             };
-            Classification { effect, ..write(R::Other) }
+            Classification {
+                effect,
+                ..write(R::Other)
+            }
         }
         _ => write(R::Other),
     }

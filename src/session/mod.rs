@@ -280,6 +280,8 @@ pub struct Session {
     /// A connection kept for the next statement only, and why: `ROW_COUNT()` after a write,
     /// `FOUND_ROWS()` after `SQL_CALC_FOUND_ROWS`, `SHOW WARNINGS` after warnings or an error.
     until_next: Option<(&'static str, Slot)>,
+    /// `COMMIT RELEASE` ended the session's connection: the client's ends after the OK.
+    released: bool,
     /// Where the last statement ran (`SHOW WARNINGS` and `SHOW ERRORS` go there).
     last_slot: Option<Slot>,
     /// The statements with an open cursor, each with its slot (COM_STMT_FETCH reads from
@@ -492,6 +494,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             multiplex,
             last_replica: None,
             until_next: None,
+            released: false,
             last_slot: None,
             cursors: Vec::new(),
             pinned: None,
@@ -690,6 +693,9 @@ impl Session {
                 return Ok(());
             }
             self.command(cmd, &packet).await?;
+            if self.released {
+                return Ok(());
+            }
             if let Some(what) = self.lost.take() {
                 return Err(SessionError::StateLost(what));
             }
@@ -999,6 +1005,12 @@ impl Session {
             Some(E::BackupStage { ends: true }) if ok => self.state.backup_stage = false,
             Some(E::BackupLock { releases: false }) if took => self.state.backup_lock = true,
             Some(E::BackupLock { releases: true }) if ok => self.state.backup_lock = false,
+            // The server closed that connection after its OK; the client's ends too, as it
+            // would on the server.
+            Some(E::EndsConnection) if ok => {
+                self.discard_slot(slot);
+                self.released = true;
+            }
             _ => {}
         }
         self.after_tracked(class, slot, o);
