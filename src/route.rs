@@ -220,6 +220,9 @@ pub fn in_replica_transaction(c: &Classification) -> InReplicaTransaction {
     match (c.kind, c.reason) {
         (StatementKind::Read | StatementKind::TransactionEnd | StatementKind::Use, _) => Stay,
         _ if c.effect == Some(E::SetsRole) => Refused("SET ROLE"),
+        // State that keeps the session on its primary connection for good (a SET that took a
+        // named lock or a sequence's value, ...): made on the replica, it would be lost.
+        _ if c.effect == Some(E::Several) => Refused("this statement"),
         (StatementKind::SessionCommand, _) if c.effect != Some(E::SetsUserVariable) => Stay,
         _ if c.read_only_transaction => Stay,
         // XA START: the server refuses it inside a transaction (1400 XAER_OUTSIDE), which goes

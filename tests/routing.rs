@@ -1041,3 +1041,46 @@ async fn a_schema_only_the_primary_has_is_used_on_the_primary() {
         .await
         .unwrap();
 }
+
+/// A `SET` whose value calls a stored function runs it once, on the primary (its body may
+/// write): the session's other connections get the value the server reported, not the call.
+#[tokio::test]
+async fn a_set_calling_a_stored_function_runs_it_once_on_the_primary() {
+    let proxy = Proxy::start();
+    proxy.replica_ready().await;
+    let name = unique("tz_probe");
+    let mut root = direct(PRIMARY_PORT).await;
+    root.query_drop(format!("CREATE TABLE app.{name}_calls (n INT)"))
+        .await
+        .expect("create table");
+    root.query_drop(format!(
+        "CREATE FUNCTION app.{name}() RETURNS VARCHAR(10) DETERMINISTIC MODIFIES SQL DATA \
+         BEGIN INSERT INTO app.{name}_calls VALUES (1); RETURN '+03:00'; END"
+    ))
+    .await
+    .expect("create function");
+    wait_sync();
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("SET time_zone = {name}()"))
+        .await
+        .expect("set through a stored function");
+    for _ in 0..3 {
+        let tz: Option<String> = c
+            .query_first(format!("SELECT @@time_zone FROM app.{name}_calls LIMIT 1"))
+            .await
+            .expect("read");
+        assert_eq!(tz.as_deref(), Some("+03:00"));
+    }
+    let calls: Option<i64> = root
+        .query_first(format!("SELECT COUNT(*) FROM app.{name}_calls"))
+        .await
+        .expect("count");
+    assert_eq!(calls, Some(1), "the function ran more than once");
+    drop(c);
+    root.query_drop(format!("DROP FUNCTION app.{name}"))
+        .await
+        .expect("drop function");
+    root.query_drop(format!("DROP TABLE app.{name}_calls"))
+        .await
+        .expect("drop table");
+}

@@ -339,7 +339,8 @@ fn classify_lexed(
             }
         };
     }
-    c.hint = hint;
+    // A class may carry its own hint (`classify_set`); a comment's says more.
+    c.hint = hint.or(c.hint);
     c
 }
 
@@ -966,9 +967,12 @@ fn classify_set(toks: &[Token<'_>], flavor: Option<Flavor>) -> Classification {
     let mut others = 0;
     let mut one_shot = false;
     let mut reads_state = false;
-    // A value that calls a stored function or one with a side effect (`NEXTVAL`, `GET_LOCK`):
-    // it must run once, on the primary, never again by a replay on another connection.
-    let mut calls = false;
+    // A value that calls a stored function (its body may write) or reads the primary
+    // connection's own values (`LAST_INSERT_ID()`): it runs on the primary, once (logged as the
+    // value the server reports, not replayed as text). One with an effect that outlasts the
+    // statement (a named lock, a sequence's value) keeps the session there.
+    let mut once = false;
+    let mut lasting = false;
     let mut depth = 0i32;
     let mut at_target = true;
     for (i, t) in toks.iter().enumerate().skip(1) {
@@ -1004,26 +1008,39 @@ fn classify_set(toks: &[Token<'_>], flavor: Option<Flavor>) -> Classification {
         } else {
             reads_state |= reads_at_run_time(t);
             let next = toks.get(i + 1);
-            calls |= match t {
+            match t {
                 Token::Word(w) if (is(w, "NEXT") || is(w, "PREVIOUS")) && word(next, "VALUE") => {
-                    true
+                    lasting = true
                 }
                 Token::Word(w) | Token::Ident(w) if next == Some(&Token::Punct(b'(')) => {
-                    SIDE_EFFECT_FUNCTIONS.iter().any(|f| is(w, f))
+                    if LASTING_FUNCTIONS.iter().any(|f| is(w, f)) {
+                        lasting = true;
+                    } else if SIDE_EFFECT_FUNCTIONS.iter().any(|f| is(w, f))
                         || calls_stored_function(toks, i, flavor)
+                    {
+                        once = true;
+                    }
                 }
                 Token::Quoted if next == Some(&Token::Punct(b'(')) => {
-                    calls_stored_function(toks, i, flavor)
+                    once |= calls_stored_function(toks, i, flavor)
                 }
-                _ => false,
-            };
+                _ => {}
+            }
         }
     }
-    if calls {
-        // The session stays on the primary connection that ran it (its state is not replayed).
+    // Only user variables: they live on the primary anyway (below).
+    if (lasting || once && others + user_vars > 1) && others > 0 {
+        // Several targets are replayed as text, which would call the function again: the
+        // session stays on the primary connection that ran it instead.
         return Classification {
             effect: Some(SessionEffect::Several),
             ..write(R::StoredFunction)
+        };
+    }
+    if once && others == 1 && user_vars == 0 {
+        return Classification {
+            hint: Some(Hint::Primary),
+            ..of(StatementKind::SessionCommand)
         };
     }
     match (user_vars, others) {
@@ -1043,6 +1060,15 @@ fn classify_set(toks: &[Token<'_>], flavor: Option<Flavor>) -> Classification {
         },
     }
 }
+
+/// Functions whose effect outlasts the statement that calls them, on its connection.
+const LASTING_FUNCTIONS: &[&str] = &[
+    "GET_LOCK",
+    "RELEASE_LOCK",
+    "RELEASE_ALL_LOCKS",
+    "NEXTVAL",
+    "SETVAL",
+];
 
 /// Session variables a `SET` gives the next statement only (`SessionEffect::SetsOneShotVariable`).
 const ONE_SHOT_VARIABLES: &[&str] = &[

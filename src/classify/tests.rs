@@ -344,18 +344,11 @@ const TABLE: &[Row] = &[
         K::SessionCommand,
         None,
     ),
-    // A value that calls a stored function or one with a side effect runs once, on the
-    // primary (and the session stays there: `SessionEffect::Several`).
-    (
-        "SET time_zone = app.user_tz(42)",
-        K::Write,
-        Some(R::StoredFunction),
-    ),
-    (
-        "SET time_zone = user_tz(42)",
-        K::Write,
-        Some(R::StoredFunction),
-    ),
+    // A value that calls a stored function runs once, on the primary (a session command
+    // hinted there, logged by the value reported); one taking a lock or a sequence's value,
+    // or several targets, keep the session there (`SessionEffect::Several`).
+    ("SET time_zone = app.user_tz(42)", K::SessionCommand, None),
+    ("SET time_zone = user_tz(42)", K::SessionCommand, None),
     (
         "SET @@session.max_join_size = (SELECT NEXTVAL(s))",
         K::Write,
@@ -370,6 +363,17 @@ const TABLE: &[Row] = &[
         "SET sql_mode = 'ANSI', time_zone = `tz_of`(1)",
         K::Write,
         Some(R::StoredFunction),
+    ),
+    // Only user variables: where they live (the primary), as before.
+    (
+        "SET @id = LAST_INSERT_ID()",
+        K::Write,
+        Some(R::UserVariable),
+    ),
+    (
+        "SET @l = GET_LOCK('job', 0)",
+        K::Write,
+        Some(R::UserVariable),
     ),
     ("USE app", K::Use, None),
     ("use `my db`", K::Use, None),
@@ -744,7 +748,8 @@ fn effects_are_reported() {
         ),
         ("COMMIT NO RELEASE", None),
         ("COMMIT", None),
-        ("SET time_zone = user_tz(42)", Some(E::Several)),
+        ("SET time_zone = user_tz(42)", None),
+        ("SET max_join_size = NEXTVAL(s)", Some(E::Several)),
         ("SELECT `get_lock`('l', 1)", Some(E::TakesNamedLock)),
         ("DO GET_LOCK('l', 1)", Some(E::TakesNamedLock)),
         ("DO RELEASE_LOCK('l')", Some(E::ReleasesNamedLock)),
@@ -857,6 +862,14 @@ fn hints_in_comments_are_found() {
         ("-- rwsplit:primary\nSELECT 1", Some(Hint::Primary)),
         ("SELECT 'rwsplit:primary'", None),
         ("SELECT 1", None),
+        // A SET calling a stored function is hinted to the primary by the classifier; a
+        // comment's hint says more (`rwsplit:replica`: its functions only read).
+        ("SET time_zone = tz_of(42)", Some(Hint::Primary)),
+        (
+            "/* rwsplit:replica */ SET time_zone = tz_of(42)",
+            Some(Hint::Replica),
+        ),
+        ("SET time_zone = '+00:00'", None),
         // A versioned comment one server runs and another skips is read as SQL, which may be
         // wrong: the primary, whatever a hint says.
         (

@@ -708,6 +708,8 @@ fn nothing_that_could_write_runs_in_a_replica_transaction() {
         ),
         ("PREPARE s FROM 'SELECT 1'", Refused("SQL PREPARE/EXECUTE")),
         ("SET ROLE r", Refused("SET ROLE")),
+        // State kept on the primary connection for good, made on the replica, would be lost.
+        ("SET max_join_size = NEXTVAL(s)", Refused("this statement")),
         ("garbage that is not sql", Refused("this statement")),
     ];
     for (sql, want) in cases {
