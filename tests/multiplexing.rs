@@ -2705,3 +2705,113 @@ async fn a_second_prepare_of_the_same_text_leaves_the_first_ones_cursor_alone() 
         "a's fetch read another cursor"
     );
 }
+
+/// The other order: two statements of the same text prepared first, then a cursor opened on
+/// the second; the first's execute gets a server statement of its own, not the one holding
+/// the second's cursor.
+#[tokio::test]
+async fn a_statement_never_runs_on_the_server_statement_of_another_ones_cursor() {
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    let (t, _setup) = five_rows(&proxy, "mux_same_text2").await;
+    let mut raw = raw_client(&proxy, common::EOF_STYLES[1]).await;
+    let sql = format!("SELECT id FROM {t} WHERE id > ? ORDER BY id");
+    let execute = |stmt: &[u8; 4], above: i32| {
+        [
+            &[Command::StmtExecute as u8][..],
+            stmt,
+            &[1, 1, 0, 0, 0, 0, 1, 0x03, 0],
+            &above.to_le_bytes(),
+        ]
+        .concat()
+    };
+    let fetch =
+        |stmt: &[u8; 4], n: u32| [&[Command::StmtFetch as u8][..], stmt, &n.to_le_bytes()].concat();
+    let rows = async |raw: &mut rwsplit::pool::BackendConn, packet: Vec<u8>| {
+        raw.run_internal(&packet, K::StmtFetch)
+            .await
+            .expect("fetch")
+            .unwrap_or_else(|e| panic!("fetch refused: {}", e.code()))
+            .rows
+    };
+    let a = common::raw_prepare(&mut raw, &sql).await;
+    let b = common::raw_prepare(&mut raw, &sql).await;
+    open_cursor(&mut raw, &execute(&b, 3)).await;
+    assert_eq!(rows(&mut raw, fetch(&b, 1)).await, 1);
+    open_cursor(&mut raw, &execute(&a, 0)).await;
+    assert_eq!(rows(&mut raw, fetch(&a, 10)).await, 5);
+    assert_eq!(
+        rows(&mut raw, fetch(&b, 10)).await,
+        1,
+        "b's cursor was replaced by a's"
+    );
+}
+
+/// A client that retries after its execute failed with the backend connection (long data
+/// sent again, then the execute): the retry runs, with the new long data.
+#[tokio::test]
+async fn long_data_sent_again_after_a_failed_execute_is_used() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = Proxy::start();
+    proxy.replica_ready().await;
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let stmt = common::raw_prepare(&mut raw, "SELECT CONCAT(?, '')").await;
+    let long = [
+        &[Command::StmtSendLongData as u8][..],
+        &stmt,
+        &[0, 0],
+        b"abc",
+    ]
+    .concat();
+    // No cursor, one iteration, null bitmap 0, types bound (VARCHAR), the value as long data.
+    let execute = [
+        &[Command::StmtExecute as u8][..],
+        &stmt,
+        &[0, 1, 0, 0, 0, 0, 1, 0x0f, 0],
+    ]
+    .concat();
+    raw.send_command(&long).await.expect("long data");
+    // The connection holding it (kept for it) dies before the execute.
+    let (server, thread) = {
+        let sid = raw
+            .query_scalar("SELECT @@server_id")
+            .await
+            .expect("read")
+            .expect("read ok");
+        let thread = raw
+            .query_scalar("SELECT CONNECTION_ID()")
+            .await
+            .expect("read")
+            .expect("read ok");
+        (sid, thread)
+    };
+    let port = match server.as_deref() {
+        Some("1") => common::PRIMARY_PORT,
+        Some("2") => common::REPLICA_PORTS[0],
+        Some("3") => common::REPLICA_PORTS[1],
+        other => panic!("server {other:?}"),
+    };
+    let thread: u64 = thread.expect("thread").parse().expect("a thread id");
+    common::kill_thread(port, thread).await;
+    let failed = raw
+        .run_internal(&execute, K::StmtExecute { cursor: false })
+        .await
+        .expect("answered");
+    assert!(failed.is_err(), "the execute on a killed connection worked");
+    raw.send_command(&long).await.expect("long data again");
+    let o = raw
+        .run_internal(&execute, K::StmtExecute { cursor: false })
+        .await
+        .expect("execute")
+        .unwrap_or_else(|e| {
+            panic!(
+                "the retry failed: {} {}",
+                e.code(),
+                String::from_utf8_lossy(&e.payload)
+            )
+        });
+    assert_eq!(o.rows, 1);
+}

@@ -116,7 +116,10 @@ impl Session {
         {
             self.drop_long_data(id, slot).await;
         }
+        // Also long data lost with a connection that failed under this execute: the client
+        // sends it again with its retry.
         self.long_data.retain(|&x| x != id);
+        self.lost_long_data.retain(|&x| x != id);
         if let Some((slot, o)) = &res {
             let open = o.status & packets::SERVER_STATUS_CURSOR_EXISTS != 0;
             // A statement's new execute closes its old cursor on the server; one on the other

@@ -299,6 +299,10 @@ pub(super) enum Failure {
     Busy(Vec<u8>),
 }
 
+/// How long a replica found without the session's schema is passed over for its reads (a
+/// database just created reaches it in that time, unless it is filtered out there).
+const SCHEMA_MISSING_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Whether the server closes the connection after sending this error: a packet over its
 /// `max_allowed_packet` (ER_NET_PACKET_TOO_LARGE, 1153), the connection killed
 /// (ER_CONNECTION_KILLED, 1927), the server shutting down (ER_SERVER_SHUTDOWN, 1053).
@@ -410,6 +414,13 @@ impl Session {
                 .saturating_add(cfg.routing.read_your_writes_wait);
             view.blocked = self.causal.blocked_replicas(snap, flavor, forget);
         }
+        // Replicas found without the session's schema lately: not asked again for a while.
+        if let Some((schema, mask, since)) = &self.schema_missing
+            && *schema == self.state.schema
+            && since.elapsed() < SCHEMA_MISSING_FOR
+        {
+            view.blocked |= mask;
+        }
         // A replica connection this session holds is no reason to look elsewhere.
         view.saturated = self.shared.pools.saturated(snap.backends.len())
             & !self.replica.as_ref().map_or(0, |c| route::bit(c.backend()));
@@ -423,8 +434,21 @@ impl Session {
         view
     }
 
-    /// Where a statement goes. Session commands run on a connection the session already holds
-    /// (preferring the primary), so a read-only client never needs a primary connection for them.
+    /// Notes that replica `b` lacks the session's schema: its reads go elsewhere for
+    /// `SCHEMA_MISSING_FOR` (each would otherwise try it first, and fail there).
+    fn schema_missing_on(&mut self, b: usize) {
+        let schema = &self.state.schema;
+        let mask = match &self.schema_missing {
+            Some((s, mask, since)) if s == schema && since.elapsed() < SCHEMA_MISSING_FOR => *mask,
+            _ => 0,
+        };
+        self.schema_missing = Some((
+            schema.clone(),
+            mask | route::bit(b),
+            std::time::Instant::now(),
+        ));
+    }
+
     /// The primary, for a read a replica cannot serve.
     pub(super) fn primary_decision(&self) -> Result<Decision, RouteError> {
         let snap = self.shared.health.snapshot.load();
@@ -434,6 +458,8 @@ impl Session {
         })
     }
 
+    /// Where a statement goes. Session commands run on a connection the session already holds
+    /// (preferring the primary), so a read-only client never needs a primary connection for them.
     pub(super) fn target_for(
         &mut self,
         c: &Classification,
@@ -1095,13 +1121,17 @@ impl Session {
         // One with an open cursor or long data: its own server statement, on this connection
         // (never closed meanwhile, nor the connection reset: `keep`), however many statements
         // were prepared there since (one of the same text replaces it in the connection's map).
+        // Nor is one that holds another client statement's cursor or long data (the same text
+        // prepared twice) shared: this one is prepared again, for itself.
+        let theirs = |b: u32| !pending && keep.contains(&b);
         if let Some((at, c, b)) = stmt.on
-            && (at == here && c == context || pending && at.0 == here.0)
+            && (at == here && c == context && !theirs(b) || pending && at.0 == here.0)
         {
             return Ok(b);
         }
         if let Some(&(c, b)) = conn.statements.get(stmt.prepare_packet.as_slice())
             && c == context
+            && !theirs(b)
         {
             stmt.on = Some((here, context, b));
             return Ok(b);
@@ -1303,6 +1333,9 @@ impl Session {
             let slot = match checked_out {
                 Ok(s) => s,
                 Err(Failure::Reply(p)) if retry && unknown_schema(&p) => {
+                    if !use_on_replica {
+                        self.schema_missing_on(target.backend());
+                    }
                     to_primary = true;
                     continue;
                 }
@@ -1330,6 +1363,7 @@ impl Session {
                 Ok(b) => b,
                 // Re-prepared in a schema the replica lacks.
                 Err(Failure::Reply(p)) if retry && unknown_schema(&p) => {
+                    self.schema_missing_on(target.backend());
                     to_primary = true;
                     continue;
                 }

@@ -282,6 +282,8 @@ pub struct Session {
     until_next: Option<(&'static str, Slot)>,
     /// `COMMIT RELEASE` ended the session's connection: the client's ends after the OK.
     released: bool,
+    /// Replicas (a backend mask) found without the session's schema (that schema), and when.
+    schema_missing: Option<(Option<String>, u64, std::time::Instant)>,
     /// Where the last statement ran (`SHOW WARNINGS` and `SHOW ERRORS` go there).
     last_slot: Option<Slot>,
     /// The statements with an open cursor, each with its slot (COM_STMT_FETCH reads from
@@ -495,6 +497,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             last_replica: None,
             until_next: None,
             released: false,
+            schema_missing: None,
             last_slot: None,
             cursors: Vec::new(),
             pinned: None,

@@ -533,6 +533,9 @@ async fn run(
     }
     conn.flush_commands().await?;
     let mut first_err = None;
+    // The log the connection carries stays known until a replay fails (a schema that failed
+    // to be selected changes nothing the replays set).
+    let mut replay_failed = false;
     let mut track_refused = false;
     for step in plan {
         let kind = match step {
@@ -561,7 +564,7 @@ async fn run(
             }
             (Step::Names(_), Ok(_)) => {}
             (Step::InitDb, Ok(_)) => conn.schema = st.schema.clone(),
-            (Step::Replay(i), Ok(_)) if first_err.is_none() => {
+            (Step::Replay(i), Ok(_)) if !replay_failed => {
                 conn.log.truncate(i + 1);
                 conn.log.push(st.chains.get(i + 1).copied().unwrap_or(0));
             }
@@ -573,6 +576,7 @@ async fn run(
                     // Later entries ran without this one: the connection carries no prefix
                     // of the log any more, so the next sync resets it.
                     conn.log.clear();
+                    replay_failed = true;
                 }
                 first_err.get_or_insert(e);
             }
@@ -583,10 +587,12 @@ async fn run(
         conn.track_session().await?;
     }
     if let Some(e) = first_err {
-        // The replays after a failed step (a schema gone) ran on the server without being
-        // recorded: what the connection carries is not known, so the next sync resets it
-        // (another session would have been given the failed one's settings).
-        conn.log.clear();
+        // The replays after a failed one ran on the server without being recorded: what the
+        // connection carries is not known, so the next sync resets it (another session would
+        // have been given the failed one's settings). After a failed schema they were.
+        if replay_failed {
+            conn.log.clear();
+        }
         return Ok(Err(e));
     }
     Ok(Ok(if reset { Sync::Reset } else { Sync::Replay }))
