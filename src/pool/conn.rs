@@ -85,8 +85,9 @@ pub struct BackendConn {
     /// schema it was prepared in, and was parsed in that `sql_mode`: in another context it is
     /// prepared again.) Cleared by a reset.
     pub statements: std::collections::HashMap<Box<[u8]>, (u64, u32)>,
-    /// How many `statements` this connection keeps (`pool::statement_cap`).
-    pub statement_cap: usize,
+    /// Its backend's limit on open connections and that limit's size, when pooled: how many
+    /// `statements` it keeps depends on how many connections are open (`statement_cap`).
+    pub open_limit: Option<(std::sync::Arc<tokio::sync::Semaphore>, usize)>,
     /// Changes whenever a statement leaves `statements` (`statements_dropped`): a session that
     /// remembers a server statement id it found here (`Statement::on`) trusts it only while
     /// `statements_version` is what it was.
@@ -180,7 +181,7 @@ impl BackendConn {
             log: vec![0],
             last_insert_id: 0,
             statements: std::collections::HashMap::new(),
-            statement_cap: STATEMENT_CAP,
+            open_limit: None,
             statements_epoch: 0,
             serial: next_serial(),
             status: session.status,
@@ -217,6 +218,15 @@ impl BackendConn {
     /// remembered with the old version are no longer trusted.
     pub fn statements_dropped(&mut self) {
         self.statements_epoch = self.statements_epoch.wrapping_add(1);
+    }
+
+    /// How many statements this connection keeps prepared for reuse: its share of
+    /// `pool::SERVER_STATEMENTS` among the connections open to its backend now.
+    pub fn statement_cap(&self) -> usize {
+        let open = self.open_limit.as_ref().map_or(1, |(limit, max)| {
+            max.saturating_sub(limit.available_permits())
+        });
+        crate::pool::statement_cap(open)
     }
 
     /// The server's last status on this connection says a transaction is open.

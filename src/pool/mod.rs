@@ -195,7 +195,10 @@ impl Pool {
             .await
             .map_err(failed)?;
         conn.retire_at = started.checked_add(self.target.config.max_lifetime);
-        conn.statement_cap = statement_cap(self.target.config.max_connections);
+        conn.open_limit = Some((
+            self.permits.clone(),
+            self.target.config.max_connections as usize,
+        ));
         // Turning session tracking on is part of connecting: within the same timeout, or a
         // server that logs in and then hangs would hold this checkout forever.
         let left = timeout.saturating_sub(started.elapsed());
@@ -735,11 +738,12 @@ impl Pools {
 /// client (error 1461): rwsplit's reuse cache takes at most a quarter of it.
 pub const SERVER_STATEMENTS: usize = 4_096;
 
-/// How many statements each connection of a pool of `max_connections` keeps for reuse:
+/// How many statements each of `open` connections to a backend keeps for reuse:
 /// `SERVER_STATEMENTS` shared out, at least 16 and at most `conn::STATEMENT_CAP`. (ProxySQL
-/// keeps 20 per connection by default.)
-pub fn statement_cap(max_connections: u32) -> usize {
-    (SERVER_STATEMENTS / (max_connections.max(1) as usize)).clamp(16, conn::STATEMENT_CAP)
+/// keeps 20 per connection by default.) A pool that grows shrinks each one's share: a
+/// connection past it closes one statement per new one it prepares.
+pub fn statement_cap(open: usize) -> usize {
+    (SERVER_STATEMENTS / open.max(1)).clamp(16, conn::STATEMENT_CAP)
 }
 
 #[cfg(test)]
@@ -760,7 +764,7 @@ mod tests {
             assert_eq!(statement_cap(max), each, "max_connections = {max}");
         }
         for max in [16, 20, 64, 200, 256] {
-            assert!(max as usize * statement_cap(max) <= SERVER_STATEMENTS);
+            assert!(max * statement_cap(max) <= SERVER_STATEMENTS);
         }
     }
 }

@@ -162,7 +162,7 @@ pub(super) async fn remember_prepared(
         .statements
         .insert(packet.into(), (context, id))
         .map(|(_, old)| old);
-    if close.is_none() && conn.statements.len() > conn.statement_cap {
+    if close.is_none() && conn.statements.len() > conn.statement_cap() {
         let victim = conn
             .statements
             .iter()
