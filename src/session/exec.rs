@@ -305,9 +305,11 @@ const SCHEMA_MISSING_FOR: std::time::Duration = std::time::Duration::from_secs(5
 
 /// Whether the server closes the connection after sending this error: a packet over its
 /// `max_allowed_packet` (ER_NET_PACKET_TOO_LARGE, 1153), the connection killed
-/// (ER_CONNECTION_KILLED, 1927), the server shutting down (ER_SERVER_SHUTDOWN, 1053).
+/// (ER_CONNECTION_KILLED, 1927; MySQL's ER_SESSION_WAS_KILLED, 3169), the server shutting
+/// down (ER_SERVER_SHUTDOWN, 1053) or going offline (MySQL's ER_SERVER_OFFLINE_MODE, 3032),
+/// or MySQL's idle timeout (ER_CLIENT_INTERACTION_TIMEOUT, 4031).
 fn closes_connection(code: u16) -> bool {
-    matches!(code, 1053 | 1153 | 1927)
+    matches!(code, 1053 | 1153 | 1927 | 3032 | 3169 | 4031)
 }
 
 /// Whether a server error says the schema cannot be selected there: ER_BAD_DB_ERROR (1049),
