@@ -2815,3 +2815,54 @@ async fn long_data_sent_again_after_a_failed_execute_is_used() {
         });
     assert_eq!(o.rows, 1);
 }
+
+/// Long data sent for a read (to a replica), then a transaction begun on the primary: the
+/// execute must run in the transaction, where the long data is not; it is refused (1210,
+/// send it again), never run outside the transaction on the replica.
+#[tokio::test]
+async fn long_data_on_a_replica_is_not_used_by_an_execute_inside_a_transaction() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::Command;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = Proxy::start();
+    proxy.replica_ready().await;
+    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let stmt = common::raw_prepare(&mut raw, "SELECT CONCAT(?, @@server_id)").await;
+    let long = [
+        &[Command::StmtSendLongData as u8][..],
+        &stmt,
+        &[0, 0],
+        b"abc",
+    ]
+    .concat();
+    let execute = [
+        &[Command::StmtExecute as u8][..],
+        &stmt,
+        &[0, 1, 0, 0, 0, 0, 1, 0x0f, 0],
+    ]
+    .concat();
+    raw.send_command(&long).await.expect("long data");
+    raw.run_internal(b"\x03BEGIN", K::Query)
+        .await
+        .expect("begin")
+        .expect("begin ok");
+    let err = raw
+        .run_internal(&execute, K::StmtExecute { cursor: false })
+        .await
+        .expect("answered")
+        .expect_err("the execute ran outside the transaction");
+    let e = rwsplit::protocol::packets::parse_err(&err.payload).expect("ERR");
+    assert_eq!(e.code, 1210, "{}", String::from_utf8_lossy(e.message));
+    // Sent again, inside the transaction: it runs there.
+    raw.send_command(&long).await.expect("long data again");
+    let o = raw
+        .run_internal(&execute, K::StmtExecute { cursor: false })
+        .await
+        .expect("execute")
+        .unwrap_or_else(|e| panic!("the retry failed: {}", e.code()));
+    assert_eq!(o.rows, 1);
+    raw.run_internal(b"\x03COMMIT", K::Query)
+        .await
+        .expect("commit")
+        .expect("commit ok");
+}

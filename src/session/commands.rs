@@ -87,7 +87,16 @@ impl Session {
         // execute is refused: the client left the value out of it, and a server would read
         // the parameters after it from the wrong place.
         let forced = self.long_data_on(id).and_then(|s| self.slot_target(s));
-        if forced.is_none() && self.long_data.contains(&id) || self.lost_long_data.contains(&id) {
+        // Long data on a replica, and a transaction begun on the primary since: the statement
+        // must run in it, where its long data is not.
+        let stranded = matches!(forced, Some(Target::Replica(_)))
+            && (self.in_transaction() && self.replica_transaction().is_none()
+                || !self.state.autocommit);
+        let forced = forced.filter(|_| !stranded);
+        if stranded
+            || forced.is_none() && self.long_data.contains(&id)
+            || self.lost_long_data.contains(&id)
+        {
             // Long data sent since, to the connection the session holds now, goes too.
             if let Some(slot) = self.long_data_on(id) {
                 self.drop_long_data(id, slot).await;
@@ -98,7 +107,8 @@ impl Session {
                 1210,
                 "HY000",
                 "Incorrect arguments to mysqld_stmt_execute: the long data sent for this \
-                 statement was lost with its backend connection; send it again",
+                 statement was lost with its backend connection, or is on a server the \
+                 statement cannot run on now (a transaction began elsewhere); send it again",
             );
             return self.reply(&e).await;
         }
