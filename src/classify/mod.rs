@@ -688,6 +688,10 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
                 };
                 effect = keep(effect, called);
             }
+            // MariaDB's `BINLOG_GTID_POS()`: a position in the primary's binary log.
+            Token::Word(w) if is(w, "BINLOG_GTID_POS") && next == Some(&Token::Punct(b'(')) => {
+                note(R::SessionValue, &mut reason)
+            }
             Token::Word(w) if is(w, "FROM") => from = true,
             Token::Word(_) | Token::Quoted | Token::Ident(_)
                 if !reading.trust_functions
@@ -708,10 +712,18 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             Token::Word(w)
                 if i == 1
                     && word(toks.first(), "SHOW")
-                    && (["MASTER", "BINLOG", "BINARY", "PROCESSLIST", "ENGINE"]
-                        .iter()
-                        .any(|k| is(w, k))
-                        || (is(w, "FULL") && word(next, "PROCESSLIST"))) =>
+                    && ([
+                        "MASTER",
+                        "BINLOG",
+                        "BINARY",
+                        "PROCESSLIST",
+                        "ENGINE",
+                        "REPLICAS",
+                    ]
+                    .iter()
+                    .any(|k| is(w, k))
+                        || (is(w, "FULL") && word(next, "PROCESSLIST"))
+                        || (is(w, "SLAVE") && word(next, "HOSTS"))) =>
             {
                 note(R::SessionValue, &mut reason)
             }

@@ -171,6 +171,13 @@ const TABLE: &[Row] = &[
     ),
     ("SELECT 1e5, 0x1F, 2.5 FROM t1", K::Read, None),
     // Values only the session's primary connection holds.
+    ("SHOW SLAVE HOSTS", K::Write, Some(R::SessionValue)),
+    ("SHOW REPLICAS", K::Write, Some(R::SessionValue)),
+    (
+        "SELECT BINLOG_GTID_POS('mysql-bin.000001', 4)",
+        K::Write,
+        Some(R::SessionValue),
+    ),
     ("SELECT @@last_insert_id", K::Write, Some(R::SessionValue)),
     (
         "SELECT @@session.identity, @@LAST_GTID",
