@@ -641,6 +641,10 @@ impl Session {
     /// The server statements on `slot`'s connection that hold an open cursor or long data of
     /// this session: never closed while they do.
     pub(super) fn server_statements_with_state(&self, slot: Slot) -> Vec<u32> {
+        // Every execute asks: most sessions have neither.
+        if self.cursors.is_empty() && self.long_data.is_empty() {
+            return Vec::new();
+        }
         let on_slot = self
             .cursors
             .iter()
