@@ -460,11 +460,7 @@ async fn a_write_committed_before_its_command_failed_is_read_back() {
 async fn use_and_set_after_a_write_see_it() {
     faults::healthy();
     let proxy = faults::proxy_with(|t| {
-        t.replace("max_replica_lag = \"2s\"", "max_replica_lag = \"60s\"")
-            .replace(
-                "[[users]]",
-                "[[users]]\nname = \"root\"\npassword = \"root\"\n\n[[users]]",
-            )
+        with_root_user(t.replace("max_replica_lag = \"2s\"", "max_replica_lag = \"60s\""))
     });
     let db = unique("ryw_use");
     let mut c = mysql_async::Conn::new(proxy.opts().user(Some("root")).pass(Some("root")))

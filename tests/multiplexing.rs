@@ -534,12 +534,23 @@ async fn sets_of_the_connections_own_history_keep_the_session_on_its_connections
     }
 }
 
-/// `LASTVAL(s)` is the last value this connection took from `s`: right after the session's
-/// `NEXTVAL(s)` it keeps its connection, so another session's `NEXTVAL` in between cannot
-/// change what it reads.
+/// `LASTVAL(s)` is the last value this connection took from `s`: after the session's
+/// `NEXTVAL(s)` it keeps its primary connection until its next statement there, so another
+/// session's `NEXTVAL` in between cannot change what it reads, also with a read on a replica
+/// in between.
 #[tokio::test]
-async fn lastval_right_after_nextval_is_the_sessions_own() {
+async fn lastval_after_nextval_is_the_sessions_own() {
+    lastval_is_the_sessions_own(false).await;
+}
+
+#[tokio::test]
+async fn lastval_after_a_replica_read_is_still_the_sessions_own() {
+    lastval_is_the_sessions_own(true).await;
+}
+
+async fn lastval_is_the_sessions_own(read_between: bool) {
     let proxy = one_connection_per_server();
+    let (t, _setup) = five_rows(&proxy, "mux_seq_read").await;
     let s = unique("mux_seq");
     let mut a = proxy.conn().await;
     let mut b = proxy.conn().await;
@@ -552,6 +563,13 @@ async fn lastval_right_after_nextval_is_the_sessions_own() {
         .expect("a's nextval");
     assert_eq!(first, Some(1));
     wait_pinned(&proxy, a.id(), Some("sequence")).await;
+    if read_between {
+        let n: Option<i64> = a
+            .query_first(format!("SELECT COUNT(*) FROM {t}"))
+            .await
+            .expect("a's read");
+        assert_eq!(n, Some(5));
+    }
     let next = format!("SELECT NEXTVAL({s})");
     let other = tokio::spawn(async move {
         let v: Option<i64> = b.query_first(next).await.expect("b's nextval");
@@ -570,49 +588,6 @@ async fn lastval_right_after_nextval_is_the_sessions_own() {
         .await
         .expect("b's lastval");
     assert_eq!(last, Some(2));
-    a.query_drop(format!("DROP SEQUENCE {s}"))
-        .await
-        .expect("drop");
-}
-
-/// A sequence's last value stays the session's across reads on a replica: `NEXTVAL`, a read
-/// of a table (on a replica), then `LASTVAL` gives the session's own value, not one another
-/// session took on that primary connection in between.
-#[tokio::test]
-async fn lastval_after_a_replica_read_is_still_the_sessions_own() {
-    let proxy = one_connection_per_server();
-    let (t, _setup) = five_rows(&proxy, "mux_seq_read").await;
-    let s = unique("mux_seq2");
-    let mut a = proxy.conn().await;
-    let mut b = proxy.conn().await;
-    a.query_drop(format!("CREATE SEQUENCE {s}"))
-        .await
-        .expect("create");
-    let first: Option<i64> = a
-        .query_first(format!("SELECT NEXTVAL({s})"))
-        .await
-        .expect("a's nextval");
-    assert_eq!(first, Some(1));
-    let n: Option<i64> = a
-        .query_first(format!("SELECT COUNT(*) FROM {t}"))
-        .await
-        .expect("a's read");
-    assert_eq!(n, Some(5));
-    let next = format!("SELECT NEXTVAL({s})");
-    let other = tokio::spawn(async move {
-        let v: Option<i64> = b.query_first(next).await.expect("b's nextval");
-        (b, v)
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let last: Option<i64> = a
-        .query_first(format!("SELECT LASTVAL({s})"))
-        .await
-        .expect("a's lastval");
-    assert_eq!(last, Some(1), "a read another session's value");
-    let (b, v) = other.await.expect("join");
-    assert_eq!(v, Some(2));
-    // b keeps the primary connection for its own LASTVAL: gone, it gives it back.
-    drop(b);
     a.query_drop(format!("DROP SEQUENCE {s}"))
         .await
         .expect("drop");
@@ -978,10 +953,10 @@ async fn an_open_handler_pins_its_session_until_it_closes() {
 #[tokio::test]
 async fn a_backup_stage_or_lock_pins_its_session_until_released() {
     let proxy = Proxy::start_with(|t| {
-        pool_settings(t, "checkout_timeout = \"5s\"\nmax_connections = 1").replace(
-            "[[users]]",
-            "[[users]]\nname = \"root\"\npassword = \"root\"\n\n[[users]]",
-        )
+        common::with_root_user(pool_settings(
+            t,
+            "checkout_timeout = \"5s\"\nmax_connections = 1",
+        ))
     });
     let root = || Conn::new(proxy.opts().user(Some("root")).pass(Some("root")));
     let mut r = root().await.expect("root session r");
@@ -2661,90 +2636,69 @@ async fn a_connection_kept_for_a_cursor_is_brought_up_to_date_without_a_reset() 
     assert_eq!(o.rows, 3, "the rest, from the same cursor");
 }
 
-/// Two client statements of the same text share nothing on the server once one holds a
-/// cursor: preparing the text again does not close the first's server statement (with its
-/// cursor), and each fetch reads its own statement's rows.
-#[tokio::test]
-async fn a_second_prepare_of_the_same_text_leaves_the_first_ones_cursor_alone() {
+/// COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY of `SELECT ... WHERE id > ?`: one iteration,
+/// null bitmap 0, types bound (LONG), the value.
+fn cursor_above(stmt: &[u8; 4], above: i32) -> Vec<u8> {
+    use rwsplit::protocol::Command;
+    [
+        &[Command::StmtExecute as u8][..],
+        stmt,
+        &[1, 1, 0, 0, 0, 0, 1, 0x03, 0],
+        &above.to_le_bytes(),
+    ]
+    .concat()
+}
+
+/// How many rows a COM_STMT_FETCH of `n` rows from `stmt`'s cursor returned.
+async fn fetched(raw: &mut rwsplit::pool::BackendConn, stmt: &[u8; 4], n: u32) -> u64 {
     use rwsplit::protocol::Command;
     use rwsplit::protocol::response::ResponseKind as K;
+    let fetch = [&[Command::StmtFetch as u8][..], stmt, &n.to_le_bytes()].concat();
+    raw.run_internal(&fetch, K::StmtFetch)
+        .await
+        .expect("fetch")
+        .unwrap_or_else(|e| panic!("fetch refused: {}", e.code()))
+        .rows
+}
+
+/// Two client statements of the same text share nothing on the server once one holds a
+/// cursor, in either order: preparing the text again does not close the first's server
+/// statement (with its cursor), and a statement's execute never lands on the server statement
+/// holding the other's cursor. Each fetch reads its own statement's rows.
+#[tokio::test]
+async fn two_statements_of_the_same_text_keep_their_own_cursors() {
+    use rwsplit::protocol::Command;
     let proxy = one_connection_per_server();
     let (t, _setup) = five_rows(&proxy, "mux_same_text").await;
     let mut raw = raw_client(&proxy, common::EOF_STYLES[1]).await;
     let sql = format!("SELECT id FROM {t} WHERE id > ? ORDER BY id");
-    // CURSOR_TYPE_READ_ONLY, one iteration, null bitmap 0, types bound (LONG), the value.
-    let execute = |stmt: &[u8; 4], above: i32| {
-        [
-            &[Command::StmtExecute as u8][..],
-            stmt,
-            &[1, 1, 0, 0, 0, 0, 1, 0x03, 0],
-            &above.to_le_bytes(),
-        ]
-        .concat()
-    };
-    let fetch =
-        |stmt: &[u8; 4], n: u32| [&[Command::StmtFetch as u8][..], stmt, &n.to_le_bytes()].concat();
-    let rows = async |raw: &mut rwsplit::pool::BackendConn, packet: Vec<u8>| {
-        raw.run_internal(&packet, K::StmtFetch)
-            .await
-            .expect("fetch")
-            .unwrap_or_else(|e| panic!("fetch refused: {}", e.code()))
-            .rows
-    };
+
+    // A's cursor first, then B prepared and its cursor opened.
     let a = common::raw_prepare(&mut raw, &sql).await;
-    open_cursor(&mut raw, &execute(&a, 0)).await;
-    assert_eq!(rows(&mut raw, fetch(&a, 1)).await, 1);
+    open_cursor(&mut raw, &cursor_above(&a, 0)).await;
+    assert_eq!(fetched(&mut raw, &a, 1).await, 1);
     let b = common::raw_prepare(&mut raw, &sql).await;
-    open_cursor(&mut raw, &execute(&b, 3)).await;
-    assert_eq!(rows(&mut raw, fetch(&b, 1)).await, 1);
+    open_cursor(&mut raw, &cursor_above(&b, 3)).await;
+    assert_eq!(fetched(&mut raw, &b, 1).await, 1);
     let close = [&[Command::StmtClose as u8][..], &b].concat();
     raw.send_command(&close).await.expect("close b");
     assert_eq!(
-        rows(&mut raw, fetch(&a, 10)).await,
+        fetched(&mut raw, &a, 10).await,
         4,
         "a's fetch read another cursor"
     );
-}
 
-/// The other order: two statements of the same text prepared first, then a cursor opened on
-/// the second; the first's execute gets a server statement of its own, not the one holding
-/// the second's cursor.
-#[tokio::test]
-async fn a_statement_never_runs_on_the_server_statement_of_another_ones_cursor() {
-    use rwsplit::protocol::Command;
-    use rwsplit::protocol::response::ResponseKind as K;
-    let proxy = one_connection_per_server();
-    let (t, _setup) = five_rows(&proxy, "mux_same_text2").await;
-    let mut raw = raw_client(&proxy, common::EOF_STYLES[1]).await;
-    let sql = format!("SELECT id FROM {t} WHERE id > ? ORDER BY id");
-    let execute = |stmt: &[u8; 4], above: i32| {
-        [
-            &[Command::StmtExecute as u8][..],
-            stmt,
-            &[1, 1, 0, 0, 0, 0, 1, 0x03, 0],
-            &above.to_le_bytes(),
-        ]
-        .concat()
-    };
-    let fetch =
-        |stmt: &[u8; 4], n: u32| [&[Command::StmtFetch as u8][..], stmt, &n.to_le_bytes()].concat();
-    let rows = async |raw: &mut rwsplit::pool::BackendConn, packet: Vec<u8>| {
-        raw.run_internal(&packet, K::StmtFetch)
-            .await
-            .expect("fetch")
-            .unwrap_or_else(|e| panic!("fetch refused: {}", e.code()))
-            .rows
-    };
-    let a = common::raw_prepare(&mut raw, &sql).await;
-    let b = common::raw_prepare(&mut raw, &sql).await;
-    open_cursor(&mut raw, &execute(&b, 3)).await;
-    assert_eq!(rows(&mut raw, fetch(&b, 1)).await, 1);
-    open_cursor(&mut raw, &execute(&a, 0)).await;
-    assert_eq!(rows(&mut raw, fetch(&a, 10)).await, 5);
+    // Both prepared first, then B's cursor opened before A's.
+    let c = common::raw_prepare(&mut raw, &sql).await;
+    let d = common::raw_prepare(&mut raw, &sql).await;
+    open_cursor(&mut raw, &cursor_above(&d, 3)).await;
+    assert_eq!(fetched(&mut raw, &d, 1).await, 1);
+    open_cursor(&mut raw, &cursor_above(&c, 0)).await;
+    assert_eq!(fetched(&mut raw, &c, 10).await, 5);
     assert_eq!(
-        rows(&mut raw, fetch(&b, 10)).await,
+        fetched(&mut raw, &d, 10).await,
         1,
-        "b's cursor was replaced by a's"
+        "d's cursor was replaced by c's"
     );
 }
 

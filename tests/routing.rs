@@ -988,12 +988,7 @@ async fn parameter_types_of_a_refused_execute_are_kept_for_the_next() {
 /// selection, and for the reads and prepared statements that follow.
 #[tokio::test]
 async fn a_schema_only_the_primary_has_is_used_on_the_primary() {
-    let proxy = Proxy::start_with(|t| {
-        t.replace(
-            "[[users]]",
-            "[[users]]\nname = \"root\"\npassword = \"root\"\n\n[[users]]",
-        )
-    });
+    let proxy = Proxy::start_with(with_root_user);
     proxy.replica_ready().await;
     let db = unique("only_primary");
     let mut root = direct(PRIMARY_PORT).await;

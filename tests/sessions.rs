@@ -1206,12 +1206,7 @@ async fn a_packet_begun_and_not_finished_is_cut_off_after_net_timeout() {
 #[tokio::test]
 async fn com_refresh_reaches_the_primary_and_a_binlog_dump_is_refused_clearly() {
     use rwsplit::protocol::response::ResponseKind as K;
-    let proxy = Proxy::start_with(|t| {
-        t.replace(
-            "[[users]]",
-            "[[users]]\nname = \"root\"\npassword = \"root\"\n\n[[users]]",
-        )
-    });
+    let proxy = Proxy::start_with(with_root_user);
     let creds = rwsplit::protocol::connect::Credentials {
         user: "root",
         password: "root",

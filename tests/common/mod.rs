@@ -54,6 +54,15 @@ pub fn test_config(edit: impl FnOnce(String) -> String) -> rwsplit::config::Conf
     rwsplit::config::Config::from_toml_str(&edit(text)).expect("valid test config")
 }
 
+/// The test config with `root` (password `root`) among rwsplit's users, for tests that need
+/// a privilege `app` lacks.
+pub fn with_root_user(config: String) -> String {
+    config.replace(
+        "[[users]]",
+        "[[users]]\nname = \"root\"\npassword = \"root\"\n\n[[users]]",
+    )
+}
+
 /// The test config with `settings` (TOML lines) in its `[pool]` section; a `checkout_timeout`
 /// among them replaces the test config's own.
 pub fn pool_settings(config: String, settings: &str) -> String {
