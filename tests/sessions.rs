@@ -963,6 +963,11 @@ async fn a_command_over_max_packet_size_gets_1153_and_harms_no_one_else() {
     assert!(got.is_ok(), "no answer ({got:?}; send: {sent:?})");
     assert_eq!(<[u8]>::first(&buf), Some(&0xFF), "an ERR packet: {buf:?}");
     assert_eq!(u16::from_le_bytes([buf[1], buf[2]]), 1153);
+    assert_eq!(
+        got.ok(),
+        Some(1),
+        "the answer follows the frame refused (sequence id 0)"
+    );
     let end = rwsplit::protocol::frame::read_packet(&mut raw.reader, &mut buf, 1 << 24).await;
     assert!(end.is_err(), "the connection is closed after the ERR");
     // (Not by a client library: one that is still writing when the connection closes may see
@@ -974,6 +979,22 @@ async fn a_command_over_max_packet_size_gets_1153_and_harms_no_one_else() {
             .expect("other sessions go on");
         assert_eq!(n, Some(1));
     }
+}
+
+/// Refused in its second frame (the first, of 16 MiB, under the limit), a command's ERR takes
+/// the sequence id after that frame's, as the client expects.
+#[tokio::test]
+async fn a_command_refused_in_its_second_frame_is_answered_in_sequence() {
+    let proxy = Proxy::start_with(|t| t.replace("[proxy]", "[proxy]\nmax_packet_size = \"17MiB\""));
+    let mut raw = raw_client(&proxy, mysql_common::constants::CapabilityFlags::empty()).await;
+    let mut big = b"\x03SELECT '".to_vec();
+    big.resize(20 << 20, b'y');
+    let sent = raw.send_command(&big).await;
+    let mut buf = Vec::new();
+    let got = rwsplit::protocol::frame::read_packet(&mut raw.reader, &mut buf, 1 << 24).await;
+    assert!(got.is_ok(), "no answer ({got:?}; send: {sent:?})");
+    assert_eq!(u16::from_le_bytes([buf[1], buf[2]]), 1153);
+    assert_eq!(got.ok(), Some(2));
 }
 
 /// An idle pooled connection the server closed (it restarted, `wait_timeout`, a KILL) is not

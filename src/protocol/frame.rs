@@ -15,7 +15,8 @@ pub enum FrameError {
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     #[error("packet of {size} bytes is larger than the limit of {limit} bytes")]
-    TooLarge { size: u64, limit: u64 },
+    /// `seq`: the sequence id of the frame that went past the limit (an answer takes the next).
+    TooLarge { size: u64, limit: u64, seq: u8 },
     #[error("packets out of order: expected sequence id {expected}, got {got}")]
     Sequence { expected: u8, got: u8 },
 }
@@ -110,7 +111,11 @@ pub async fn read_packet_within<R: AsyncRead + Unpin>(
         let h = within(stall, read_header(r)).await?;
         let size = buf.len() as u64 + h.len as u64;
         if size > limit {
-            return Err(FrameError::TooLarge { size, limit });
+            return Err(FrameError::TooLarge {
+                size,
+                limit,
+                seq: h.seq,
+            });
         }
         let mut left = h.len;
         while left > 0 {
@@ -237,7 +242,8 @@ mod tests {
             err,
             FrameError::TooLarge {
                 size: 1000,
-                limit: 100
+                limit: 100,
+                seq: 0,
             }
         ));
         assert!(buf.capacity() < 1000);

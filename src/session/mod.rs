@@ -674,10 +674,10 @@ impl Session {
                     return Err(SessionError::NetTimeout);
                 }
                 Err(FrameError::Closed) => return Ok(()),
-                Err(FrameError::TooLarge { .. }) => {
+                Err(FrameError::TooLarge { seq, .. }) => {
                     let _ = self
                         .client
-                        .send_error(1, &ClientError::packet_too_large())
+                        .send_error(seq.wrapping_add(1), &ClientError::packet_too_large())
                         .await;
                     return Ok(());
                 }
