@@ -548,6 +548,31 @@ async fn lastval_after_a_replica_read_is_still_the_sessions_own() {
     lastval_is_the_sessions_own(true).await;
 }
 
+/// Not for ever: a session that only reads after its `NEXTVAL` gives the primary connection
+/// back after a few reads.
+#[tokio::test]
+async fn a_sequences_connection_is_not_kept_past_many_reads() {
+    let proxy = one_connection_per_server();
+    let (t, _setup) = five_rows(&proxy, "mux_seq_many").await;
+    let s = unique("mux_seq3");
+    let mut a = proxy.conn().await;
+    a.query_drop(format!("CREATE SEQUENCE {s}"))
+        .await
+        .expect("create");
+    a.query_drop(format!("SELECT NEXTVAL({s})"))
+        .await
+        .expect("nextval");
+    for _ in 0..10 {
+        a.query_drop(format!("SELECT COUNT(*) FROM {t}"))
+            .await
+            .expect("read");
+    }
+    wait_pinned(&proxy, a.id(), None).await;
+    a.query_drop(format!("DROP SEQUENCE {s}"))
+        .await
+        .expect("drop");
+}
+
 async fn lastval_is_the_sessions_own(read_between: bool) {
     let proxy = one_connection_per_server();
     let (t, _setup) = five_rows(&proxy, "mux_seq_read").await;

@@ -69,6 +69,9 @@ impl BackendSlot {
     }
 }
 
+/// Replica reads a sequence's connection is kept past, waiting for the session's `LASTVAL`.
+const SEQUENCE_KEPT_FOR_READS: u8 = 8;
+
 /// Session ids (the connection id of the handshake, which `KILL` takes) start here, far above
 /// the servers' thread ids that `CONNECTION_ID()` and `SHOW PROCESSLIST` show through rwsplit,
 /// so that a `KILL` of one is not taken for the other. They stay below 2^31 for clients that
@@ -282,6 +285,8 @@ pub struct Session {
     until_next: Option<(&'static str, Slot)>,
     /// `COMMIT RELEASE` ended the session's connection: the client's ends after the OK.
     released: bool,
+    /// Replica reads since the `NEXTVAL` whose connection the session keeps (`until_next`).
+    reads_since_sequence: u8,
     /// Replicas (a backend mask) found without the session's schema (that schema), and when.
     schema_missing: Option<(Option<String>, u64, std::time::Instant)>,
     /// Where the last statement ran (`SHOW WARNINGS` and `SHOW ERRORS` go there).
@@ -497,6 +502,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             last_replica: None,
             until_next: None,
             released: false,
+            reads_since_sequence: 0,
             schema_missing: None,
             last_slot: None,
             cursors: Vec::new(),
@@ -1020,9 +1026,16 @@ impl Session {
         // Values only the connection that ran this statement can give the next one.
         self.last_slot = Some(slot);
         // A sequence's value (`LASTVAL`, `PREVIOUS VALUE FOR`) is the primary connection's:
-        // kept past reads on a replica, for the next statement on the primary.
-        let sequence_held =
-            slot == Slot::Replica && matches!(self.until_next, Some(("sequence", Slot::Primary)));
+        // kept past a few reads on a replica, for the next statement on the primary (not past
+        // many: a session that only reads from then on would hold it for nothing).
+        let sequence_held = slot == Slot::Replica
+            && matches!(self.until_next, Some(("sequence", Slot::Primary)))
+            && self.reads_since_sequence < SEQUENCE_KEPT_FOR_READS;
+        self.reads_since_sequence = if sequence_held {
+            self.reads_since_sequence + 1
+        } else {
+            0
+        };
         self.until_next = if class.effect == Some(E::CalcFoundRows) {
             Some(("found_rows", slot))
         } else if !ok || o.warnings > 0 {
