@@ -1049,9 +1049,14 @@ fn classify_set(toks: &[Token<'_>], flavor: Option<Flavor>) -> Classification {
             ..write(R::StoredFunction)
         };
     }
-    if once && others == 1 && user_vars == 0 {
+    // (A one-shot variable's `SET` runs on the primary and is never replayed anyway, below.)
+    if once && others == 1 && user_vars == 0 && !one_shot {
+        // `StoredFunction`: the connection goes back reset (what the function's body did to
+        // the session, a user variable or a lock, is not the next session's), and the value
+        // is carried only as the server reports it.
         return Classification {
             hint: Some(Hint::Primary),
+            reason: Some(R::StoredFunction),
             ..of(StatementKind::SessionCommand)
         };
     }

@@ -354,8 +354,18 @@ const TABLE: &[Row] = &[
     // A value that calls a stored function runs once, on the primary (a session command
     // hinted there, logged by the value reported); one taking a lock or a sequence's value,
     // or several targets, keep the session there (`SessionEffect::Several`).
-    ("SET time_zone = app.user_tz(42)", K::SessionCommand, None),
-    ("SET time_zone = user_tz(42)", K::SessionCommand, None),
+    (
+        "SET time_zone = app.user_tz(42)",
+        K::SessionCommand,
+        Some(R::StoredFunction),
+    ),
+    (
+        "SET time_zone = user_tz(42)",
+        K::SessionCommand,
+        Some(R::StoredFunction),
+    ),
+    // A one-shot variable's SET runs on the primary and is never replayed anyway.
+    ("SET insert_id = next_id()", K::SessionCommand, None),
     (
         "SET @@session.max_join_size = (SELECT NEXTVAL(s))",
         K::Write,
@@ -756,6 +766,7 @@ fn effects_are_reported() {
         ("COMMIT NO RELEASE", None),
         ("COMMIT", None),
         ("SET time_zone = user_tz(42)", None),
+        ("SET insert_id = next_id()", Some(E::SetsOneShotVariable)),
         ("SET max_join_size = NEXTVAL(s)", Some(E::Several)),
         ("SELECT `get_lock`('l', 1)", Some(E::TakesNamedLock)),
         ("DO GET_LOCK('l', 1)", Some(E::TakesNamedLock)),

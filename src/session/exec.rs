@@ -158,30 +158,41 @@ pub(super) async fn remember_prepared(
     id: u32,
     keep: &[u32],
 ) -> bool {
-    let mut close = conn
+    let close = conn
         .statements
         .insert(packet.into(), (context, id))
         .map(|(_, old)| old);
-    if close.is_none() && conn.statements.len() > conn.statement_cap() {
+    let orphaned = close.is_some_and(|old| keep.contains(&old));
+    let mut closing: Vec<u32> = close
+        .filter(|&old| old != id && !keep.contains(&old))
+        .into_iter()
+        .collect();
+    // Past its share (which shrinks as its backend's pool grows): down to it, one per prepare
+    // would leave a connection filled while few were open above it for good.
+    let cap = conn.statement_cap();
+    while conn.statements.len() > cap {
         let victim = conn
             .statements
             .iter()
             .find(|(k, (_, b))| &***k != packet && !keep.contains(b))
             .map(|(k, _)| k.clone());
-        close = victim
-            .and_then(|k| conn.statements.remove(&k))
-            .map(|(_, old)| old);
+        match victim.and_then(|k| conn.statements.remove(&k)) {
+            Some((_, old)) => closing.push(old),
+            None => break,
+        }
     }
-    if close.is_some() {
+    if close.is_some() || !closing.is_empty() {
         conn.statements_dropped();
     }
-    let orphaned = close.is_some_and(|old| keep.contains(&old));
-    if let Some(old) = close.filter(|&old| old != id && !keep.contains(&old)) {
-        let mut p = [0u8; 5];
-        p[0] = crate::protocol::Command::StmtClose as u8;
-        p[1..].copy_from_slice(&old.to_le_bytes());
+    if !closing.is_empty() {
         // No response to COM_STMT_CLOSE; a failure shows on the next command.
-        let _ = conn.send_command(&p).await;
+        for old in &closing {
+            let p = crate::protocol::Command::StmtClose.packet(&old.to_le_bytes());
+            if conn.queue_command(&p).await.is_err() {
+                return orphaned;
+            }
+        }
+        let _ = conn.flush_commands().await;
     }
     orphaned
 }
@@ -308,8 +319,10 @@ const SCHEMA_MISSING_FOR: std::time::Duration = std::time::Duration::from_secs(5
 /// (ER_CONNECTION_KILLED, 1927; MySQL's ER_SESSION_WAS_KILLED, 3169), the server shutting
 /// down (ER_SERVER_SHUTDOWN, 1053) or going offline (MySQL's ER_SERVER_OFFLINE_MODE, 3032),
 /// or MySQL's idle timeout (ER_CLIENT_INTERACTION_TIMEOUT, 4031).
-fn closes_connection(code: u16) -> bool {
-    matches!(code, 1053 | 1153 | 1927 | 3032 | 3169 | 4031)
+/// (MariaDB numbers other errors 3032, 3169 and 4031: a missing trigger is 4031 there.)
+fn closes_connection(code: u16, flavor: Flavor) -> bool {
+    matches!(code, 1053 | 1153 | 1927)
+        || flavor == Flavor::MySql && matches!(code, 3032 | 3169 | 4031)
 }
 
 /// Whether a server error says the schema cannot be selected there: ER_BAD_DB_ERROR (1049),
@@ -1439,7 +1452,9 @@ impl Session {
             self.observe(target, &result, started, elapsed, name);
             match result {
                 Ok(o) => {
-                    if o.error.is_some_and(closes_connection) {
+                    let flavor = slot_of(&mut self.primary, &mut self.replica, slot)
+                        .map_or(Flavor::MariaDb, |c| Flavor::of(&c.identity.version));
+                    if o.error.is_some_and(|e| closes_connection(e, flavor)) {
                         // The server closes the connection after this error: never pooled
                         // again, and what it held is lost (the session ends after it).
                         self.drop_slot(slot);
@@ -1588,5 +1603,27 @@ mod tests {
         let shown = Escaped("SELECT `a\nINFO forged` FROM t").to_string();
         assert!(!shown.contains('\n'), "{shown}");
         assert!(shown.contains("a\\nINFO"), "{shown}");
+    }
+}
+
+#[cfg(test)]
+mod closes_tests {
+    use super::*;
+
+    #[test]
+    fn errors_that_close_the_connection_are_told_by_server_family() {
+        for (code, flavor, closes) in [
+            (1153, Flavor::MariaDb, true),
+            (1927, Flavor::MariaDb, true),
+            (1053, Flavor::MySql, true),
+            (4031, Flavor::MySql, true),
+            (3169, Flavor::MySql, true),
+            // MariaDB's 4031 is a missing trigger in CREATE TRIGGER ... FOLLOWS.
+            (4031, Flavor::MariaDb, false),
+            (3032, Flavor::MariaDb, false),
+            (1064, Flavor::MySql, false),
+        ] {
+            assert_eq!(closes_connection(code, flavor), closes, "{code} {flavor:?}");
+        }
     }
 }

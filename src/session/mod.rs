@@ -1093,6 +1093,12 @@ impl Session {
                 return;
             }
         }
+        // Its text calls a function (stored, or reading the connection's own values): run
+        // again by a replay, it would compute again. Unreported, the session stays here.
+        if class.reason == Some(crate::classify::PrimaryReason::StoredFunction) {
+            self.state.untracked_state = true;
+            return;
+        }
         let key = state::log_key(
             variable.as_deref(),
             sql,
