@@ -430,12 +430,7 @@ impl Session {
             view.blocked = self.causal.blocked_replicas(snap, flavor, forget);
         }
         // Replicas found without the session's schema lately: not asked again for a while.
-        if let Some((schema, mask, since)) = &self.schema_missing
-            && *schema == self.state.schema
-            && since.elapsed() < SCHEMA_MISSING_FOR
-        {
-            view.blocked |= mask;
-        }
+        view.blocked |= self.schema_missing_mask();
         // A replica connection this session holds is no reason to look elsewhere.
         view.saturated = self.shared.pools.saturated(snap.backends.len())
             & !self.replica.as_ref().map_or(0, |c| route::bit(c.backend()));
@@ -449,19 +444,23 @@ impl Session {
         view
     }
 
+    /// The replicas found without the session's schema in the last `SCHEMA_MISSING_FOR`.
+    fn schema_missing_mask(&self) -> u64 {
+        match &self.schema_missing {
+            Some((schema, mask, since))
+                if *schema == self.state.schema && since.elapsed() < SCHEMA_MISSING_FOR =>
+            {
+                *mask
+            }
+            _ => 0,
+        }
+    }
+
     /// Notes that replica `b` lacks the session's schema: its reads go elsewhere for
     /// `SCHEMA_MISSING_FOR` (each would otherwise try it first, and fail there).
     fn schema_missing_on(&mut self, b: usize) {
-        let schema = &self.state.schema;
-        let mask = match &self.schema_missing {
-            Some((s, mask, since)) if s == schema && since.elapsed() < SCHEMA_MISSING_FOR => *mask,
-            _ => 0,
-        };
-        self.schema_missing = Some((
-            schema.clone(),
-            mask | route::bit(b),
-            std::time::Instant::now(),
-        ));
+        let mask = self.schema_missing_mask() | route::bit(b);
+        self.schema_missing = Some((self.state.schema.clone(), mask, std::time::Instant::now()));
     }
 
     /// The primary, for a read a replica cannot serve.
@@ -577,6 +576,7 @@ impl Session {
         // primary has the write anyway).
         let held = self.replica.as_ref().map(|c| c.backend());
         let saturated = self.shared.pools.saturated(snap.backends.len());
+        let missing = self.schema_missing_mask();
         let r = snap
             .backends
             .iter()
@@ -584,6 +584,7 @@ impl Session {
             .filter(|(i, b)| {
                 route::eligible(b)
                     && Some(*i) != avoid
+                    && missing & route::bit(*i) == 0
                     && (Some(*i) == held || saturated & route::bit(*i) == 0)
             })
             .min_by_key(|(i, _)| {
