@@ -574,13 +574,7 @@ async fn long_data_on_a_replica_the_session_moves_from_is_reported_lost() {
     faults::topology(&["wait-sync"]);
     let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
     let stmt = raw_prepare(&mut raw, "SELECT CONCAT(?, '')").await;
-    let long = [
-        &[Command::StmtSendLongData as u8][..],
-        &stmt,
-        &[0, 0],
-        b"abc",
-    ]
-    .concat();
+    let long = common::long_data(&stmt, b"abc");
     raw.send_command(&long).await.expect("long data");
     // The read goes to the replica the session holds, with the long data.
     let held = raw

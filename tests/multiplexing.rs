@@ -1138,13 +1138,7 @@ async fn long_data_keeps_its_connection_while_the_other_one_is_pinned() {
     let id = raw.connection_id;
     let stmt = common::raw_prepare(&mut raw, &format!("INSERT INTO {t} (v) VALUES (?)")).await;
     // COM_STMT_SEND_LONG_DATA for parameter 0: no response.
-    let long = [
-        &[Command::StmtSendLongData as u8][..],
-        &stmt,
-        &[0, 0],
-        b"long",
-    ]
-    .concat();
+    let long = common::long_data(&stmt, b"long");
     raw.send_command(&long).await.expect("long data");
     wait_pinned(&proxy, id, Some("long_data")).await;
     let o = raw
@@ -1258,13 +1252,7 @@ async fn long_data_left_behind_never_reaches_another_sessions_execute() {
         let b_stmt = common::raw_prepare(&mut b, &insert).await;
         let mut a = raw().await;
         let stmt = common::raw_prepare(&mut a, &insert).await;
-        let long = [
-            &[Command::StmtSendLongData as u8][..],
-            &stmt,
-            &[0, 0],
-            b"leaked",
-        ]
-        .concat();
+        let long = common::long_data(&stmt, b"leaked");
         a.send_command(&long).await.expect("long data");
         if close {
             a.send_command(&[&[Command::StmtClose as u8][..], &stmt].concat())
@@ -2485,13 +2473,7 @@ async fn long_data_that_found_no_connection_makes_its_execute_fail() {
     b.query_drop(format!("INSERT INTO {t} (v, n) VALUES ('b', 1)"))
         .await
         .expect("b's insert");
-    let long = [
-        &[Command::StmtSendLongData as u8][..],
-        &stmt,
-        &[0, 0],
-        b"long",
-    ]
-    .concat();
+    let long = common::long_data(&stmt, b"long");
     raw.send_command(&long).await.expect("long data");
     tokio::time::sleep(Duration::from_millis(600)).await;
     b.query_drop("COMMIT").await.expect("commit");
@@ -2604,7 +2586,7 @@ async fn a_reset_of_a_statement_with_a_cursor_and_long_data_ends_both_pins() {
     .concat();
     open_cursor(&mut raw, &execute).await;
     wait_pinned(&proxy, id, Some("cursor")).await;
-    let long = [&[Command::StmtSendLongData as u8][..], &stmt, &[0, 0], b"2"].concat();
+    let long = common::long_data(&stmt, b"2");
     raw.send_command(&long).await.expect("long data");
     let reset = [&[Command::StmtReset as u8][..], &stmt].concat();
     raw.run_internal(&reset, K::Single)
@@ -2738,13 +2720,7 @@ async fn long_data_sent_again_after_a_failed_execute_is_used() {
     proxy.replica_ready().await;
     let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
     let stmt = common::raw_prepare(&mut raw, "SELECT CONCAT(?, '')").await;
-    let long = [
-        &[Command::StmtSendLongData as u8][..],
-        &stmt,
-        &[0, 0],
-        b"abc",
-    ]
-    .concat();
+    let long = common::long_data(&stmt, b"abc");
     // No cursor, one iteration, null bitmap 0, types bound (VARCHAR), the value as long data.
     let execute = [
         &[Command::StmtExecute as u8][..],
@@ -2807,13 +2783,7 @@ async fn long_data_on_a_replica_is_not_used_by_an_execute_inside_a_transaction()
     proxy.replica_ready().await;
     let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
     let stmt = common::raw_prepare(&mut raw, "SELECT CONCAT(?, @@server_id)").await;
-    let long = [
-        &[Command::StmtSendLongData as u8][..],
-        &stmt,
-        &[0, 0],
-        b"abc",
-    ]
-    .concat();
+    let long = common::long_data(&stmt, b"abc");
     let execute = [
         &[Command::StmtExecute as u8][..],
         &stmt,

@@ -466,6 +466,13 @@ pub async fn raw_client(
         .expect("raw login through rwsplit")
 }
 
+/// COM_STMT_SEND_LONG_DATA of `data` for parameter 0 of statement `stmt` (the id bytes
+/// `raw_prepare` returned).
+pub fn long_data(stmt: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let command = rwsplit::protocol::Command::StmtSendLongData as u8;
+    [&[command][..], stmt, &[0, 0], data].concat()
+}
+
 /// COM_STMT_PREPARE of `sql` by a raw client: the statement id rwsplit gave it, as the bytes
 /// a COM_STMT_* packet carries.
 pub async fn raw_prepare(raw: &mut rwsplit::pool::BackendConn, sql: &str) -> [u8; 4] {
