@@ -229,6 +229,11 @@ impl BackendConn {
         crate::pool::statement_cap(open)
     }
 
+    /// The server family this connection reached (from its greeting's version).
+    pub fn flavor(&self) -> crate::monitor::replication::Flavor {
+        crate::monitor::replication::Flavor::of(&self.identity.version)
+    }
+
     /// The server's last status on this connection says a transaction is open.
     pub fn in_transaction(&self) -> bool {
         self.status & packets::SERVER_STATUS_IN_TRANS != 0

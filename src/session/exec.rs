@@ -376,11 +376,13 @@ impl Session {
     /// comparing GTID positions per statement there was measurable.
     /// `snap` and `cfg` are the caller's loads of the shared health snapshot and config: each
     /// load is an `arc-swap` read of about 50 instructions, and routing one statement used to
-    /// make five.
+    /// make five. `begins_read_only`: the statement is a `START TRANSACTION READ ONLY` (the
+    /// only one `read_only_on_replica` is asked for).
     fn view(
         &mut self,
         avoid: Option<usize>,
         replicas: bool,
+        begins_read_only: bool,
         snap: &crate::monitor::Snapshot,
         cfg: &crate::config::Config,
     ) -> SessionView {
@@ -416,7 +418,8 @@ impl Session {
         // that connection would go back to its pool and lose it. Nor under SERIALIZABLE, where
         // InnoDB makes every read of a transaction a locking read: on a replica, its locks
         // would hold up replication.
-        view.read_only_on_replica = cfg.routing.read_only_transactions_on_replica
+        view.read_only_on_replica = begins_read_only
+            && cfg.routing.read_only_transactions_on_replica
             && state::pin_reason(&self.state).is_none()
             && self.cursors.is_empty()
             && self.long_data.is_empty()
@@ -497,7 +500,8 @@ impl Session {
             );
         // Only a read (or a session command, routed as one, or a read-only transaction) can go
         // to a replica.
-        let view = self.view(avoid, session_cmd || c.may_read_a_replica(), &snap, &cfg);
+        let replicas = session_cmd || c.may_read_a_replica();
+        let view = self.view(avoid, replicas, c.read_only_transaction, &snap, &cfg);
         if session_cmd && !view.in_transaction && view.autocommit && c.hint.is_none() {
             let up = |b: usize| snap.backends.get(b).is_some_and(|v| v.up);
             if let Some(p) = self.primary.as_ref().filter(|p| up(p.backend())) {
@@ -601,7 +605,7 @@ impl Session {
         };
         let slot = self.checkout(d.target).await.ok()?;
         let conn = slot_of(&mut self.primary, &mut self.replica, slot)?;
-        let flavor = Flavor::of(&conn.identity.version);
+        let flavor = conn.flavor();
         let secs = self
             .shared
             .config()
@@ -677,16 +681,22 @@ impl Session {
 
     /// Whether `slot`'s connection holds an open cursor or long data of this session.
     pub(super) fn statement_state_on(&self, slot: Slot) -> bool {
+        self.cursor_on(slot) || self.long_data_on_slot(slot)
+    }
+
+    fn cursor_on(&self, slot: Slot) -> bool {
         self.cursors.iter().any(|&(_, s)| s == slot)
-            || self
-                .long_data
-                .iter()
-                .any(|&id| self.stmts.last(id) == Some(slot))
+    }
+
+    fn long_data_on_slot(&self, slot: Slot) -> bool {
+        self.long_data
+            .iter()
+            .any(|&id| self.stmts.last(id) == Some(slot))
     }
 
     pub(super) fn give_up_statement_state(&mut self, slot: Slot) {
         let mut gone = false;
-        if self.cursors.iter().any(|&(_, s)| s == slot) {
+        if self.cursor_on(slot) {
             self.cursors.retain(|&(_, s)| s != slot);
             gone = true;
         }
@@ -973,26 +983,17 @@ impl Session {
     /// command (`settle`).
     fn holds(&self) -> [Option<(&'static str, Slot)>; 8] {
         use Slot::{Primary, Replica};
-        let long_data = |s| {
-            self.long_data
-                .iter()
-                .any(|&id| self.stmts.last(id) == Some(s))
-        };
         [
             open_transaction(&self.primary).then_some(("transaction", Primary)),
             open_transaction(&self.replica).then_some(("transaction", Replica)),
             state::pin_reason(&self.state).map(|r| (r, Primary)),
             self.until_next,
-            self.cursors
-                .iter()
-                .any(|&(_, s)| s == Primary)
-                .then_some(("cursor", Primary)),
-            self.cursors
-                .iter()
-                .any(|&(_, s)| s == Replica)
-                .then_some(("cursor", Replica)),
-            long_data(Primary).then_some(("long_data", Primary)),
-            long_data(Replica).then_some(("long_data", Replica)),
+            self.cursor_on(Primary).then_some(("cursor", Primary)),
+            self.cursor_on(Replica).then_some(("cursor", Replica)),
+            self.long_data_on_slot(Primary)
+                .then_some(("long_data", Primary)),
+            self.long_data_on_slot(Replica)
+                .then_some(("long_data", Replica)),
         ]
     }
 
@@ -1453,9 +1454,12 @@ impl Session {
             self.observe(target, &result, started, elapsed, name);
             match result {
                 Ok(o) => {
-                    let flavor = slot_of(&mut self.primary, &mut self.replica, slot)
-                        .map_or(Flavor::MariaDb, |c| Flavor::of(&c.identity.version));
-                    if o.error.is_some_and(|e| closes_connection(e, flavor)) {
+                    // (The server family is read only for an error: not per statement.)
+                    let closes = o.error.is_some_and(|e| {
+                        let conn = slot_of(&mut self.primary, &mut self.replica, slot);
+                        closes_connection(e, conn.map_or(Flavor::MariaDb, |c| c.flavor()))
+                    });
+                    if closes {
                         // The server closes the connection after this error: never pooled
                         // again, and what it held is lost (the session ends after it).
                         self.drop_slot(slot);

@@ -903,7 +903,7 @@ impl Session {
             self.causal.position_unknown();
             return;
         };
-        let flavor = crate::monitor::replication::Flavor::of(&conn.identity.version);
+        let flavor = conn.flavor();
         match conn
             .query_scalar(consistency::last_gtid_query(flavor))
             .await

@@ -473,7 +473,7 @@ pub async fn sync(
     let mut plan = Vec::new();
     if reset {
         plan.push(Step::Reset);
-        let flavor = crate::monitor::replication::Flavor::of(&conn.identity.version);
+        let flavor = conn.flavor();
         if let Some(sql) = crate::pool::conn::names_after_reset(flavor, conn.collation) {
             plan.push(Step::Names(sql));
         }
