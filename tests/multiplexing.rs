@@ -2709,19 +2709,19 @@ async fn two_statements_of_the_same_text_keep_their_own_cursors() {
     );
 }
 
-/// A client that retries after its execute failed with the backend connection (long data
-/// sent again, then the execute): the retry runs, with the new long data.
-#[tokio::test]
-async fn long_data_sent_again_after_a_failed_execute_is_used() {
+/// A raw session with `sql` (one VARCHAR parameter) prepared and long data sent for it, once
+/// the replicas take reads; with the long data packet and the execute that leaves the value
+/// out (no cursor, one iteration, null bitmap 0, types bound).
+async fn long_data_sent(
+    proxy: &Proxy,
+    sql: &str,
+) -> (rwsplit::pool::BackendConn, Vec<u8>, Vec<u8>) {
     use mysql_common::constants::CapabilityFlags as C;
     use rwsplit::protocol::Command;
-    use rwsplit::protocol::response::ResponseKind as K;
-    let proxy = Proxy::start();
     proxy.replica_ready().await;
-    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
-    let stmt = common::raw_prepare(&mut raw, "SELECT CONCAT(?, '')").await;
+    let mut raw = raw_client(proxy, C::CLIENT_DEPRECATE_EOF).await;
+    let stmt = common::raw_prepare(&mut raw, sql).await;
     let long = common::long_data(&stmt, b"abc");
-    // No cursor, one iteration, null bitmap 0, types bound (VARCHAR), the value as long data.
     let execute = [
         &[Command::StmtExecute as u8][..],
         &stmt,
@@ -2729,6 +2729,16 @@ async fn long_data_sent_again_after_a_failed_execute_is_used() {
     ]
     .concat();
     raw.send_command(&long).await.expect("long data");
+    (raw, long, execute)
+}
+
+/// A client that retries after its execute failed with the backend connection (long data
+/// sent again, then the execute): the retry runs, with the new long data.
+#[tokio::test]
+async fn long_data_sent_again_after_a_failed_execute_is_used() {
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = Proxy::start();
+    let (mut raw, long, execute) = long_data_sent(&proxy, "SELECT CONCAT(?, '')").await;
     // The connection holding it (kept for it) dies before the execute.
     let (server, thread) = {
         let sid = raw
@@ -2776,21 +2786,9 @@ async fn long_data_sent_again_after_a_failed_execute_is_used() {
 /// send it again), never run outside the transaction on the replica.
 #[tokio::test]
 async fn long_data_on_a_replica_is_not_used_by_an_execute_inside_a_transaction() {
-    use mysql_common::constants::CapabilityFlags as C;
-    use rwsplit::protocol::Command;
     use rwsplit::protocol::response::ResponseKind as K;
     let proxy = Proxy::start();
-    proxy.replica_ready().await;
-    let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
-    let stmt = common::raw_prepare(&mut raw, "SELECT CONCAT(?, @@server_id)").await;
-    let long = common::long_data(&stmt, b"abc");
-    let execute = [
-        &[Command::StmtExecute as u8][..],
-        &stmt,
-        &[0, 1, 0, 0, 0, 0, 1, 0x0f, 0],
-    ]
-    .concat();
-    raw.send_command(&long).await.expect("long data");
+    let (mut raw, long, execute) = long_data_sent(&proxy, "SELECT CONCAT(?, @@server_id)").await;
     raw.run_internal(b"\x03BEGIN", K::Query)
         .await
         .expect("begin")
