@@ -656,6 +656,59 @@ async fn a_sessions_warnings_are_not_shown_to_the_next_one() {
     a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// A session that selected no schema never gets another session's: the server's reset keeps
+/// the schema, so pooled connections that carry one are not lent to it (directly,
+/// `DATABASE()` is NULL and an unqualified table is refused with 1046, not created in the
+/// schema the last session on that connection used).
+#[tokio::test]
+async fn a_session_without_a_schema_never_gets_another_sessions() {
+    /// `DATABASE()` as `sql` reads it.
+    async fn schema(c: &mut Conn, sql: &str) -> Option<String> {
+        let db: Option<Option<String>> = c.query_first(sql).await.expect(sql);
+        db.flatten()
+    }
+    let proxy = one_connection_per_server();
+    let mut a = proxy.conn().await;
+    let on_primary = "/* rwsplit:primary */ SELECT DATABASE()";
+    let read = "SELECT DATABASE()";
+    assert_eq!(schema(&mut a, on_primary).await.as_deref(), Some("app"));
+    assert_eq!(schema(&mut a, read).await.as_deref(), Some("app"));
+    // A `USE` of a session that has a schema keeps to the pools of connections with one.
+    a.query_drop("USE app").await.expect("a: USE app");
+    a.query_drop("/* rwsplit:primary */ USE app")
+        .await
+        .expect("a: USE app on the primary");
+    let keys = proxy.shared.pools.keys();
+    assert!(keys.iter().all(|k| !k.schemaless), "{keys:?}");
+
+    let mut b = Conn::new(proxy.opts().db_name(None::<String>))
+        .await
+        .expect("b: connect without a schema");
+    for round in 0..2 {
+        assert_eq!(schema(&mut b, on_primary).await, None, "round {round}");
+        assert_eq!(schema(&mut b, read).await, None, "round {round}");
+        let e = b
+            .query_drop(format!("CREATE TABLE {} (a INT)", unique("nodb")))
+            .await
+            .expect_err("an unqualified table with no schema");
+        assert_eq!(server_code(&e), Some(1046), "round {round}: {e}");
+        // (The error's diagnostics keep the connection until the session's next statement.)
+        assert_eq!(schema(&mut b, on_primary).await, None, "round {round}");
+        // The other session still has its own, on the same single connection per server.
+        let db = schema(&mut a, on_primary).await;
+        assert_eq!(db.as_deref(), Some("app"), "round {round}");
+    }
+    // Once it selects one, it is the session's as usual.
+    b.query_drop("USE app").await.expect("b: USE app");
+    assert_eq!(schema(&mut b, on_primary).await.as_deref(), Some("app"));
+    assert_eq!(schema(&mut b, read).await.as_deref(), Some("app"));
+    let mut c = Conn::new(proxy.opts().db_name(None::<String>))
+        .await
+        .expect("c: connect without a schema");
+    let db = schema(&mut c, on_primary).await;
+    assert_eq!(db, None, "after a schemaless session's USE");
+}
+
 /// A statement prepared on a shared connection is used again there only in the context it
 /// was prepared in (schema, replayed `SET`s): the server finds a statement's tables in the
 /// schema of its prepare, so a session in another schema prepares it anew rather than read

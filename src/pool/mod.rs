@@ -53,6 +53,11 @@ pub struct PoolKey {
     /// The client's response-shaping capabilities, plus whether it starts with multi-statements.
     pub capabilities: u32,
     pub collation: u8,
+    /// For sessions that selected no schema. The server's reset keeps a connection's schema
+    /// and nothing but a new login takes it away, so such a session is never lent a
+    /// connection that carries one (it would read, and create, tables in another session's
+    /// schema); a connection that selects one while lent from here is closed on its return.
+    pub schemaless: bool,
 }
 
 impl PoolKey {
@@ -60,7 +65,13 @@ impl PoolKey {
     /// commit's GTID then comes in the OK packet (read-your-writes needs no extra query), and
     /// every client shares the same pools. OK packets are converted back for clients that did
     /// not ask for it (`session::forward`).
-    pub fn new(backend: BackendId, user: &str, client_caps: C, collation: u8) -> PoolKey {
+    pub fn new(
+        backend: BackendId,
+        user: &str,
+        client_caps: C,
+        collation: u8,
+        schemaless: bool,
+    ) -> PoolKey {
         let caps = (client_caps | C::CLIENT_SESSION_TRACK)
             & (RESPONSE_SHAPING | C::CLIENT_MULTI_STATEMENTS);
         PoolKey {
@@ -68,6 +79,7 @@ impl PoolKey {
             user: user.to_string(),
             capabilities: caps.bits(),
             collation,
+            schemaless,
         }
     }
 }
@@ -216,7 +228,7 @@ impl Pool {
 
     fn put_back(&self, conn: Box<BackendConn>, permit: OwnedSemaphorePermit) {
         let now = Instant::now();
-        if conn.broken || conn.retire_at.is_some_and(|r| now >= r) {
+        if !self.may_keep(&conn) || conn.retire_at.is_some_and(|r| now >= r) {
             // The permit is freed: a waiter may open a new connection.
             return;
         }
@@ -244,6 +256,17 @@ impl Pool {
         } else {
             self.backend_returned.notify_one();
         }
+    }
+
+    /// Whether `conn` may go back idle into this pool: not broken, and without a schema if the
+    /// pool is for sessions without one.
+    fn may_keep(&self, conn: &BackendConn) -> bool {
+        !conn.broken && (!self.key.schemaless || conn.schema.is_none())
+    }
+
+    /// Whether this pool is for sessions that selected no schema.
+    pub fn schemaless(&self) -> bool {
+        self.key.schemaless
     }
 
     /// Closes the oldest idle connection, freeing its permit for another pool of the backend.
@@ -343,7 +366,7 @@ impl Pooled {
     pub async fn release(mut self) {
         if let (Some(mut c), Some(permit)) = (self.conn.take(), self.permit.take()) {
             self.uncount();
-            if c.broken {
+            if !self.pool.may_keep(&c) {
                 return;
             }
             let reset = matches!(c.reset().await, Ok(true));
@@ -576,6 +599,11 @@ impl Pools {
         for p in retired {
             p.lock_idle().clear();
         }
+    }
+
+    /// The keys of the pools open now.
+    pub fn keys(&self) -> Vec<PoolKey> {
+        self.all().iter().map(|p| p.key.clone()).collect()
     }
 
     fn all(&self) -> Vec<Arc<Pool>> {

@@ -636,14 +636,17 @@ impl Session {
     }
 
     /// The session's pool on backend `b`: looked up by its key (user, capabilities,
-    /// collation) once, then kept until a reload retires it.
+    /// collation, whether the session has a schema) once, then kept until a reload retires it
+    /// or the session selects its first schema.
     fn pool_for(&mut self, b: BackendId) -> Option<std::sync::Arc<crate::pool::Pool>> {
+        let schemaless = self.state.schema.is_none() && !self.selecting_schema;
         if let Some(Some(p)) = self.pools.get(b)
             && !p.retired()
+            && p.schemaless() == schemaless
         {
             return Some(p.clone());
         }
-        let key = PoolKey::new(b, &self.user, self.caps, self.collation);
+        let key = PoolKey::new(b, &self.user, self.caps, self.collation, schemaless);
         let p = self.shared.pools.pool(&key)?;
         if self.pools.len() <= b {
             self.pools.resize(b + 1, None);
@@ -1200,7 +1203,9 @@ impl Session {
             (StatementKind::Use, Some(_)) => Some(self.state.schema.take()),
             _ => None,
         };
+        self.selecting_schema = old.is_some();
         let r = self.execute_routed(class, cmd, kind, forced).await;
+        self.selecting_schema = false;
         if let Some(old) = old {
             if matches!(&r, Ok(Some((_, o))) if o.error.is_none()) {
                 self.state.schema.clone_from(&class.schema);

@@ -307,6 +307,9 @@ pub struct Session {
     /// The session's pool on each backend (by id), looked up on first use and kept until a
     /// reload retires it or the session changes user (`exec::pool_for`).
     pools: Vec<Option<Arc<crate::pool::Pool>>>,
+    /// A `USE` runs (the session's schema is taken out of `state` meanwhile): its connection
+    /// comes from the pools for sessions with a schema, which it is about to have.
+    selecting_schema: bool,
     /// Set when a backend connection was lost while it held what cannot be rebuilt on another
     /// (an open transaction, or state that pins the session): the client's connection is
     /// closed after the reply to the current command, as losing the server would close it.
@@ -511,6 +514,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             wake,
             gtid_due: false,
             pools: Vec::new(),
+            selecting_schema: false,
             lost: None,
             clear_diagnostics: false,
             digests: digests::Digests::default(),
