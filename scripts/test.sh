@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs what the tests need (MariaDB, sysbench, PyMySQL, node mysql2, promtool),
+# Runs the whole test suite: installs what the tests need (MariaDB, sysbench, promtool, and the
+# client libraries: PyMySQL, node mysql2, mysqlclient, go-sql-driver, MariaDB Connector/J),
 # starts the project's replication topology, then lints and runs every test.
 #   scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # promtool (Debian's prometheus) checks the alert rules under deploy/.
-scripts/need.sh mariadbd=mariadb-server,mariadb-client sysbench node=nodejs npm promtool=prometheus
+scripts/need.sh mariadbd=mariadb-server,mariadb-client sysbench node=nodejs npm promtool=prometheus \
+  go=golang-go /usr/share/gocode/src/github.com/go-sql-driver/mysql=golang-github-go-sql-driver-mysql-dev \
+  javac=default-jdk-headless /usr/share/java/mariadb-java-client.jar=libmariadb-java \
+  /usr/lib/python3/dist-packages/MySQLdb=python3-mysqldb
 python3 -c 'import pymysql' 2>/dev/null || python3 -m pip install --quiet 'PyMySQL==1.1.1' \
   || python3 -m pip install --quiet --break-system-packages 'PyMySQL==1.1.1' \
   || scripts/apt-install.sh python3-pymysql
