@@ -938,6 +938,69 @@ async fn packets_over_16_mib_pass_both_ways() {
     c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// An execute that leaves out its parameter types (libmysqlclient binds them once, then sends
+/// none) gets them put back by rwsplit, since the server statement may be shared. When that
+/// pushes it past a 16 MiB frame, the server gets one frame more than the client sent, and
+/// answers with sequence ids one higher than the client expects; the client must still get
+/// its response in sequence (one past its own last frame), and the session goes on.
+#[tokio::test]
+async fn an_execute_lengthened_past_a_frame_is_answered_in_sequence() {
+    use rwsplit::protocol::{Command, frame};
+    use tokio::io::AsyncBufReadExt;
+    let proxy = Proxy::start();
+    let mut raw = raw_client(&proxy, mysql_common::constants::CapabilityFlags::empty()).await;
+    let stmt = raw_prepare(&mut raw, "/* rwsplit:primary */ SELECT LENGTH(?)").await;
+    let kind = ResponseKind::StmtExecute { cursor: false };
+    // One iteration, null bitmap 0, types bound (a string), the value "x".
+    let typed = [
+        &[Command::StmtExecute as u8][..],
+        &stmt,
+        &[0, 1, 0, 0, 0, 0, 1, 0xfe, 0, 1, b'x'],
+    ]
+    .concat();
+    raw.run_internal(&typed, kind)
+        .await
+        .expect("execute")
+        .expect("typed execute");
+    // Without types: 12 bytes of header, a 4-byte length, then the value; the payload is one
+    // byte short of a frame's maximum, and two bytes of types make it longer than one frame.
+    let len = 0xFF_FFFE - 16;
+    let mut untyped = [
+        &[Command::StmtExecute as u8][..],
+        &stmt,
+        &[0, 1, 0, 0, 0, 0, 0],
+    ]
+    .concat();
+    untyped.push(0xfd);
+    untyped.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+    untyped.resize(untyped.len() + len, b'a');
+    assert_eq!(untyped.len(), 0xFF_FFFE);
+    let next = frame::write_packet(&mut raw.writer, 0, &untyped)
+        .await
+        .expect("send");
+    assert_eq!(next, 1, "one frame");
+    raw.writer.flush().await.expect("flush");
+    let head = loop {
+        let buf = raw.reader.fill_buf().await.expect("response");
+        if buf.len() >= 4 {
+            break buf[..4].to_vec();
+        }
+    };
+    assert_eq!(head[3], 1, "the response's first sequence id");
+    let o = raw
+        .read_internal(kind)
+        .await
+        .expect("read")
+        .expect("result");
+    assert_eq!(o.rows, 1);
+    let v = raw
+        .query_scalar("SELECT 1")
+        .await
+        .expect("next statement")
+        .expect("no error");
+    assert_eq!(v.as_deref(), Some("1"));
+}
+
 /// A command over `proxy.max_packet_size` gets the server's own error for it (1153) and the
 /// connection is closed, as by the server past `max_allowed_packet`; rwsplit never buffers it
 /// whole, and other sessions go on.

@@ -1433,7 +1433,11 @@ impl Session {
                 match conn.send_command(&bytes).await {
                     Ok(()) => {
                         let at = conn.reached.clone();
-                        let fwd = forward::response(conn, &mut self.client, kind, proxy_id);
+                        let shift = match cmd {
+                            Cmd::Execute { packet, .. } => extra_frames(packet.len(), bytes.len()),
+                            _ => 0,
+                        };
+                        let fwd = forward::response(conn, &mut self.client, kind, proxy_id, shift);
                         match self.query_timeout {
                             None => fwd.await,
                             Some(limit) => {
@@ -1579,7 +1583,7 @@ impl Session {
         };
         let sent = conn.send_command(bytes).await;
         let result = match sent {
-            Ok(()) => forward::response(conn, &mut self.client, kind, None).await,
+            Ok(()) => forward::response(conn, &mut self.client, kind, None, 0).await,
             Err(e) => Err(ForwardError::Backend {
                 error: e.to_string(),
                 started: false,
@@ -1604,9 +1608,32 @@ impl Session {
     }
 }
 
+/// How many frames more a command of `sent` bytes takes than the client's `client` bytes did
+/// (each frame carries at most 0xFFFFFF; one of exactly that is followed by an empty one).
+fn extra_frames(client: usize, sent: usize) -> u8 {
+    let frames = |n: usize| n / crate::protocol::response::MAX_FRAME;
+    u8::try_from(frames(sent).saturating_sub(frames(client))).unwrap_or(u8::MAX)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Escaped;
+    use super::{Escaped, extra_frames};
+
+    #[test]
+    fn a_command_lengthened_past_a_frame_takes_one_more() {
+        const F: usize = 0xFF_FFFF;
+        for (client, sent, more) in [
+            (100, 120, 0),
+            (F - 1, F - 1, 0),
+            // A payload of exactly 0xFFFFFF is a full frame and an empty one.
+            (F - 2, F, 1),
+            (F - 1, F + 1, 1),
+            (F, F + 2, 0),
+            (2 * F - 1, 2 * F + 1, 1),
+        ] {
+            assert_eq!(extra_frames(client, sent), more, "{client} -> {sent}");
+        }
+    }
 
     #[test]
     fn a_digest_in_a_log_line_cannot_break_the_line() {

@@ -35,14 +35,18 @@ fn backend<E: std::fmt::Display>(started: bool) -> impl FnOnce(E) -> ForwardErro
 
 /// Forwards the response to a command already sent to `conn`. With `stmt_id`, the statement id
 /// in a COM_STMT_PREPARE response's first packet is replaced by the proxy's own.
+/// `seq_shift`: how many frames more the command took to the server than from the client (an
+/// execute lengthened past a 16 MiB frame): the server's sequence ids are that much ahead of
+/// the client's, and are set back frame by frame.
 /// On any failure the backend connection is marked broken: it may be mid-response.
 pub async fn response(
     conn: &mut BackendConn,
     client: &mut ClientIo,
     kind: ResponseKind,
     stmt_id: Option<u32>,
+    seq_shift: u8,
 ) -> Result<Outcome, ForwardError> {
-    let r = copy(conn, client, kind, stmt_id).await;
+    let r = copy(conn, client, kind, stmt_id, seq_shift).await;
     if r.is_err() {
         conn.broken = true;
     } else if let Ok(o) = &r
@@ -99,6 +103,7 @@ async fn copy(
     client: &mut ClientIo,
     kind: ResponseKind,
     mut stmt_id: Option<u32>,
+    seq_shift: u8,
 ) -> Result<Outcome, ForwardError> {
     let mut p = Progress {
         tracker: ResponseTracker::new(kind, conn.deprecate_eof()),
@@ -113,7 +118,8 @@ async fn copy(
         state_changed: false,
     };
     loop {
-        let batched = if stmt_id.is_none() {
+        // The batch copies frames as they are, sequence ids included.
+        let batched = if stmt_id.is_none() && seq_shift == 0 {
             if conn.reader.buffer().is_empty() {
                 // An end of stream is reported by the frame-by-frame path below.
                 conn.reader.fill_buf().await.map_err(backend(p.started))?;
@@ -124,7 +130,7 @@ async fn copy(
         };
         let step = match batched {
             Some(step) => step,
-            None => copy_frame(conn, client, &mut p, stmt_id.take()).await?,
+            None => copy_frame(conn, client, &mut p, stmt_id.take(), seq_shift).await?,
         };
         match step {
             Step::More => {}
@@ -218,18 +224,21 @@ async fn copy_buffered(
 }
 
 /// Copies one frame that is not whole in the read buffer (or is the first of a prepare
-/// response, whose statement id is replaced): its first bytes are read for the tracker, and
-/// the rest is streamed through, so a frame of any size passes in bounded memory.
+/// response, whose statement id is replaced, or one whose sequence id is set back by
+/// `seq_shift`): its first bytes are read for the tracker, and the rest is streamed through, so
+/// a frame of any size passes in bounded memory.
 async fn copy_frame(
     conn: &mut BackendConn,
     client: &mut ClientIo,
     p: &mut Progress,
     stmt_id: Option<u32>,
+    seq_shift: u8,
 ) -> Result<Step, ForwardError> {
     let mut peek = [0u8; PEEK_LEN];
-    let h = frame::read_header(&mut conn.reader)
+    let mut h = frame::read_header(&mut conn.reader)
         .await
         .map_err(backend(p.started))?;
+    h.seq = h.seq.wrapping_sub(seq_shift);
     let n = h.len.min(PEEK_LEN);
     conn.reader
         .read_exact(&mut peek[..n])
