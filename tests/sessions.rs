@@ -814,6 +814,44 @@ async fn a_client_past_max_client_connections_gets_1040_and_the_next_one_gets_in
     assert_eq!(two, 2);
 }
 
+/// A session's own `wait_timeout`, shorter than `proxy.client_idle_timeout`, disconnects it
+/// when it is idle that long, as the server would; another session keeps the proxy's limit,
+/// and COM_RESET_CONNECTION gives the session the proxy's limit again.
+#[tokio::test]
+async fn a_sessions_own_shorter_wait_timeout_disconnects_it() {
+    let proxy = Proxy::start();
+    let mut short = proxy.conn().await;
+    let mut other = proxy.conn().await;
+    let mut reset = proxy.conn().await;
+    short
+        .query_drop("SET SESSION wait_timeout = 1")
+        .await
+        .expect("set");
+    reset
+        .query_drop("SET SESSION wait_timeout = 1")
+        .await
+        .expect("set");
+    reset.reset().await.expect("reset");
+    let w: Option<u64> = short
+        .query_first("SELECT @@wait_timeout")
+        .await
+        .expect("read it back");
+    assert_eq!(w, Some(1));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let e = short
+        .query_drop("SELECT 1")
+        .await
+        .expect_err("idle past its wait_timeout");
+    assert!(server_code(&e).is_none(), "{e}");
+    for (name, c) in [("other", &mut other), ("reset", &mut reset)] {
+        let n: Option<u32> = c
+            .query_first("SELECT 1")
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(n, Some(1), "{name}");
+    }
+}
+
 /// `proxy.client_idle_timeout`: a client silent that long is disconnected, as by the server's
 /// `wait_timeout`; one that keeps talking stays however long it lives; and a transaction left
 /// open by the client that was cut is rolled back, not left holding its locks.

@@ -606,11 +606,11 @@ impl Session {
         // Grows to the session's commands; a huge one is not kept.
         let mut packet = Vec::new();
         let wake = self.wake.clone();
-        let idle_limit = cfg.proxy.client_idle_timeout;
         // One timer per session, not one per statement (arming a timer takes the runtime's
         // timer lock): armed for a whole idle limit, and when it fires after the session has
-        // been busy meanwhile, moved to the limit counted from the current wait's start.
-        let mut idle_timer = std::pin::pin!(tokio::time::sleep(idle_limit));
+        // been busy meanwhile, moved to the limit counted from the current wait's start (or
+        // sooner, when the session sets a shorter `wait_timeout`).
+        let mut idle_timer = std::pin::pin!(tokio::time::sleep(cfg.proxy.client_idle_timeout));
         // Shutting down: until when a statement already on its way is still served.
         let mut stop_grace: Option<tokio::time::Instant> = None;
         loop {
@@ -638,6 +638,17 @@ impl Session {
                 // server does after `wait_timeout`: without an ERR first, as MariaDB (a
                 // client would read an ERR it did not ask for as its next command's answer).
                 let idle_since = tokio::time::Instant::now();
+                // Like the server's `wait_timeout`, which the session may set for itself
+                // (only shorter than rwsplit's own limit: that one bounds every client).
+                let idle_limit = self
+                    .state
+                    .wait_timeout
+                    .map_or(cfg.proxy.client_idle_timeout, |w| {
+                        w.min(cfg.proxy.client_idle_timeout)
+                    });
+                if idle_timer.deadline() > deadline(idle_since, idle_limit) {
+                    idle_timer.as_mut().reset(deadline(idle_since, idle_limit));
+                }
                 let woken = loop {
                     tokio::select! {
                         // A KILL first: its OK may reach the killer, and the victim's client
@@ -943,6 +954,14 @@ impl Session {
         let ok = o.error.is_none();
         if ok {
             self.state.update_status(o.status);
+        }
+        if let Some((_, v)) = o
+            .sysvars
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("wait_timeout"))
+            && let Ok(secs) = v.trim().parse::<u64>()
+        {
+            self.state.wait_timeout = Some(Duration::from_secs(secs));
         }
         if o.last_insert_id != 0 {
             self.state.last_insert_id = o.last_insert_id;

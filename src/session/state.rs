@@ -38,6 +38,9 @@ pub struct State {
     pub no_backslash_escapes: bool,
     /// What `LAST_INSERT_ID()` returns in this session.
     pub last_insert_id: u64,
+    /// The session's own `wait_timeout`, once it set one (the server reported it): a client
+    /// idle this long is disconnected, when that is sooner than `proxy.client_idle_timeout`.
+    pub wait_timeout: Option<std::time::Duration>,
     /// `CREATE TEMPORARY TABLE` ran: the table exists only on the primary connection.
     pub temporary_tables: bool,
     /// `LOCK TABLES` is in force on the primary connection.
@@ -219,6 +222,7 @@ impl State {
             autocommit: true,
             no_backslash_escapes: false,
             last_insert_id: 0,
+            wait_timeout: None,
             temporary_tables: false,
             table_locks: false,
             user_variables: false,
