@@ -22,6 +22,8 @@ pub struct Causal {
     pub mode: Consistency,
     /// The position the session's reads must see.
     pub required: Option<String>,
+    /// When `required` was taken (its write had committed by then).
+    required_at: Option<std::time::Instant>,
     /// Replicas (bit per backend id) known to have `required`.
     pub verified: u64,
     /// A write ran on the primary whose GTID has not been taken yet (inside a transaction it is
@@ -39,6 +41,7 @@ impl Causal {
         Causal {
             mode,
             required: None,
+            required_at: None,
             verified: 0,
             pending: false,
             unknown: None,
@@ -47,6 +50,7 @@ impl Causal {
 
     pub fn require(&mut self, gtid: String) {
         self.required = Some(gtid);
+        self.required_at = Some(std::time::Instant::now());
         self.verified = 0;
         self.pending = false;
         self.unknown = None;
@@ -91,12 +95,14 @@ impl Causal {
 
     /// Replicas that may not take this session's reads (bit per backend id): those not yet
     /// known to have the required position. Updates `verified` from the monitor's positions
-    /// and drops the requirement once every replica has it.
+    /// and drops the requirement once every replica has it. `read_within`: the monitor's
+    /// timeout, how long before its arrival a reading of the primary may have been taken.
     pub fn blocked_replicas(
         &mut self,
         snap: &Snapshot,
         flavor: Flavor,
         forget_after: std::time::Duration,
+        read_within: std::time::Duration,
     ) -> u64 {
         if let Some(since) = self.unknown {
             if since.elapsed() < forget_after {
@@ -108,6 +114,20 @@ impl Causal {
         // to a replica; this is the net under that) counts as a position no replica has.
         if self.pending {
             return u64::MAX;
+        }
+        let Some(req) = &self.required else {
+            return 0;
+        };
+        if let Some(now_required) = self.lost_with_a_primary(req, snap, flavor, read_within) {
+            // The write went with a primary that failed over before passing it on: no
+            // replica will ever have it, and each read would wait `read_your_writes_wait` for
+            // it. What the session can still see is what the primary has now.
+            tracing::info!(
+                lost = %req,
+                required = %now_required,
+                "the session's last write is not on the primary: it was lost in a failover"
+            );
+            self.require(now_required);
         }
         let Some(req) = &self.required else {
             return 0;
@@ -137,6 +157,34 @@ impl Causal {
             return 0;
         }
         all & !self.verified
+    }
+
+    /// The primary's position, when a reading of it taken after the session's write had
+    /// committed lacks that write (`req`): the primary that committed it would have had it.
+    fn lost_with_a_primary(
+        &self,
+        req: &str,
+        snap: &Snapshot,
+        flavor: Flavor,
+        read_within: std::time::Duration,
+    ) -> Option<String> {
+        let since = self.required_at?;
+        let p = snap
+            .backends
+            .iter()
+            .position(|b| b.role == Role::Primary && b.up)?;
+        let status = snap.status.get(p)?;
+        let at = status.gtid_at?;
+        // Taken at most `read_within` before it arrived: after the commit only if it arrived
+        // later than that.
+        if at.checked_duration_since(since)? <= read_within {
+            return None;
+        }
+        let primary = status.gtid.as_deref()?;
+        match gtid_distance(flavor, req, primary) {
+            Some(missing) if missing > 0 => Some(primary.to_string()),
+            _ => None,
+        }
     }
 }
 
@@ -277,23 +325,29 @@ mod tests {
         let mut c = Causal::new(Consistency::ReadYourWrites);
         let s = snap([Some("0-1-10"), Some("0-1-10"), Some("0-1-10")]);
         c.position_unknown();
-        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), u64::MAX);
         assert_eq!(
-            c.blocked_replicas(&s, Flavor::MariaDb, std::time::Duration::ZERO),
+            c.blocked_replicas(&s, Flavor::MariaDb, HOUR, HOUR),
+            u64::MAX
+        );
+        assert_eq!(
+            c.blocked_replicas(&s, Flavor::MariaDb, std::time::Duration::ZERO, HOUR),
             0
         );
-        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), 0);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR, HOUR), 0);
     }
 
     #[test]
     fn a_write_whose_gtid_was_not_taken_blocks_every_replica() {
         let mut c = Causal::new(Consistency::ReadYourWrites);
         let s = snap([Some("0-1-10"), Some("0-1-10"), Some("0-1-10")]);
-        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), 0);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR, HOUR), 0);
         c.after_primary_statement(StatementKind::Write, &ok(None), true, false);
-        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), u64::MAX);
+        assert_eq!(
+            c.blocked_replicas(&s, Flavor::MariaDb, HOUR, HOUR),
+            u64::MAX
+        );
         c.require("0-1-10".into());
-        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), 0);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR, HOUR), 0);
     }
 
     #[test]
@@ -301,14 +355,61 @@ mod tests {
         let mut c = Causal::new(Consistency::ReadYourWrites);
         c.require("0-1-10".into());
         let s = snap([Some("0-1-10"), Some("0-1-10"), Some("0-1-9")]);
-        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR), 0b100);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MariaDb, HOUR, HOUR), 0b100);
         let s = snap([Some("0-1-12"), Some("0-1-9"), Some("0-1-11")]);
         assert_eq!(
-            c.blocked_replicas(&s, Flavor::MariaDb, HOUR),
+            c.blocked_replicas(&s, Flavor::MariaDb, HOUR, HOUR),
             0,
             "replica1 was seen with it already; replica2 has it now"
         );
         assert_eq!(c.required, None);
+    }
+
+    #[test]
+    fn a_write_the_primary_lacks_when_read_after_it_was_lost_in_a_failover() {
+        const A: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        const B: &str = "4f22ab58-82db-22f2-af44-d91bba53a673";
+        let read_within = std::time::Duration::from_secs(1);
+        let now = std::time::Instant::now();
+        let after = |secs: f64, primary: &str, replicas: &str| {
+            let mut s = snap([Some(primary), Some(replicas), Some(replicas)]);
+            s.status[0].gtid_at = Some(now + std::time::Duration::from_secs_f64(secs));
+            s
+        };
+        let new_primary = format!("{A}:1-9,{B}:1-3");
+        let mut c = Causal::new(Consistency::ReadYourWrites);
+        c.require(format!("{A}:10"));
+        // Read too soon after the commit to be sure it was taken after it: still waited for.
+        let s = after(0.5, &new_primary, &new_primary);
+        assert_eq!(
+            c.blocked_replicas(&s, Flavor::MySql, HOUR, read_within),
+            0b110
+        );
+        assert_eq!(c.required, Some(format!("{A}:10")));
+        // Read later, still without it: lost; the replicas that have what the primary has take
+        // the reads.
+        let s = after(1.5, &new_primary, &new_primary);
+        assert_eq!(c.blocked_replicas(&s, Flavor::MySql, HOUR, read_within), 0);
+        assert_eq!(
+            c.required, None,
+            "every replica has the new primary's position"
+        );
+        c.require(format!("{A}:10"));
+        let s = after(2.5, &new_primary, &format!("{A}:1-9,{B}:1-2"));
+        assert_eq!(
+            c.blocked_replicas(&s, Flavor::MySql, HOUR, read_within),
+            0b110
+        );
+        assert_eq!(c.required.as_deref(), Some(new_primary.as_str()));
+        // A primary that has the write: nothing changes.
+        let mut c = Causal::new(Consistency::ReadYourWrites);
+        c.require("0-1-10".into());
+        let s = after(5.0, "0-1-12", "0-1-9");
+        assert_eq!(
+            c.blocked_replicas(&s, Flavor::MariaDb, HOUR, read_within),
+            0b110
+        );
+        assert_eq!(c.required.as_deref(), Some("0-1-10"));
     }
 
     #[test]

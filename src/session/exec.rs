@@ -430,7 +430,9 @@ impl Session {
                 .routing
                 .max_replica_lag
                 .saturating_add(cfg.routing.read_your_writes_wait);
-            view.blocked = self.causal.blocked_replicas(snap, flavor, forget);
+            view.blocked = self
+                .causal
+                .blocked_replicas(snap, flavor, forget, cfg.monitor.timeout);
         }
         // Replicas found without the session's schema lately: not asked again for a while.
         view.blocked |= self.schema_missing_mask();
