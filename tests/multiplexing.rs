@@ -656,6 +656,71 @@ async fn a_sessions_warnings_are_not_shown_to_the_next_one() {
     a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// A `SET TRANSACTION` (no scope) is for the session's next transaction, which it waits for on
+/// its connection across statements that open no table or fail (`SELECT 1`, `DO`, an error):
+/// the session stays on that connection until a transaction takes the characteristics, and
+/// another session is never lent the connection while they may still wait there (it would
+/// begin its own transaction READ ONLY, or READ UNCOMMITTED and read rows not committed).
+#[tokio::test]
+async fn a_pending_set_transaction_stays_with_its_session() {
+    let proxy = one_connection_per_server();
+    let t = unique("nexttrx");
+    let mut a = proxy.conn().await;
+    let mut b = proxy.conn().await;
+    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    a.query_drop("SET TRANSACTION READ ONLY")
+        .await
+        .expect("set transaction");
+    a.query_drop("SELECT 1").await.expect("no table");
+    a.query_drop("DO 0").await.expect("no table either");
+    a.query_drop("SELECT * FROM no_such_table_xyz")
+        .await
+        .expect_err("a failed statement");
+    wait_pinned(&proxy, a.id(), Some("next_transaction")).await;
+    // This read is the next transaction (autocommit): it takes the characteristics, as on the
+    // server, and the session's write after it is not read-only.
+    let n: Option<u64> = a
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .await
+        .expect("read");
+    assert_eq!(n, Some(0));
+    a.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("the session's write after its read-only transaction");
+    // (A write keeps its connection for one more statement, for `ROW_COUNT()`.)
+    let n: Option<u64> = a
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .await
+        .expect("read");
+    assert_eq!(n, Some(1));
+    wait_pinned(&proxy, a.id(), None).await;
+    // Another session on the same single primary connection: nothing pending there.
+    b.query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .expect("another session's write");
+    b.query_drop("SELECT 1").await.expect("read");
+    wait_pinned(&proxy, b.id(), None).await;
+    // Directly too: a pending READ ONLY is used by an explicit transaction.
+    a.query_drop("SET TRANSACTION READ ONLY")
+        .await
+        .expect("set transaction");
+    a.query_drop("SELECT 1").await.expect("no table");
+    a.query_drop("BEGIN").await.expect("begin");
+    let e = a
+        .query_drop(format!("INSERT INTO {t} VALUES (3)"))
+        .await
+        .expect_err("a write in the READ ONLY transaction");
+    assert_eq!(server_code(&e), Some(1792), "{e}");
+    a.query_drop("COMMIT").await.expect("commit");
+    wait_pinned(&proxy, a.id(), None).await;
+    b.query_drop(format!("INSERT INTO {t} VALUES (3)"))
+        .await
+        .expect("after the read-only transaction ended");
+    b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 /// A session that selected no schema never gets another session's: the server's reset keeps
 /// the schema, so pooled connections that carry one are not lent to it (directly,
 /// `DATABASE()` is NULL and an unqualified table is refused with 1046, not created in the

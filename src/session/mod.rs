@@ -969,12 +969,13 @@ impl Session {
                 c.last_insert_id = o.last_insert_id;
             }
         }
-        // What a `SET` left for the session's next statement on the primary (`SET
-        // TRANSACTION`, a one-shot variable such as `insert_id`) is used by the next one there
-        // that is not a `SET` itself, whatever its outcome.
+        // A one-shot variable such as `insert_id` is used by the session's next statement on
+        // the primary that is not a `SET` itself, whatever its outcome.
         if slot == Slot::Primary && class.kind != StatementKind::SessionCommand {
-            self.state.next_transaction = false;
             self.state.one_shot = false;
+        }
+        if slot == Slot::Primary && self.state.next_transaction {
+            self.next_transaction_after(class, o);
         }
         match class.kind {
             StatementKind::SessionCommand if ok => {
@@ -1081,6 +1082,42 @@ impl Session {
     /// narrowed by the client's own `session_track_system_variables` could leave some out);
     /// otherwise the statement is logged. A prepared `SET` (COM_STMT_EXECUTE) cannot be
     /// replayed from its packet: it is logged as the values reported, or pins the session.
+    /// A pending `SET TRANSACTION` waits on the server for the next transaction, across
+    /// statements that open no table (`SELECT 1`, `DO 0`, `SELECT @@x`, a `SET`) and ones that
+    /// fail: the session stays on that connection until a transaction takes it. One begun
+    /// (the status says a transaction is open) or ended (`COMMIT` / `ROLLBACK`) takes it for
+    /// sure; a statement that read or changed a table in autocommit mode takes it into its own
+    /// transaction, if its tables are transactional, so that connection goes back to its pool
+    /// reset rather than lend another session characteristics that may still wait there.
+    fn next_transaction_after(
+        &mut self,
+        class: &Classification,
+        o: &crate::protocol::response::Outcome,
+    ) {
+        use crate::classify::PrimaryReason as R;
+        if class.effect == Some(crate::classify::SessionEffect::SetsNextTransaction) {
+            return;
+        }
+        let began = o.status & crate::protocol::packets::SERVER_STATUS_IN_TRANS != 0;
+        let ok = o.error.is_none();
+        let ended = ok && class.kind == StatementKind::TransactionEnd;
+        let opened_tables = ok
+            && match class.kind {
+                StatementKind::Read => !class.reads_no_table,
+                StatementKind::Write => matches!(
+                    class.reason,
+                    Some(R::Dml | R::Ddl | R::LockingRead | R::SelectInto)
+                ),
+                _ => false,
+            };
+        if began || ended || opened_tables {
+            self.state.next_transaction = false;
+        }
+        if opened_tables && !began {
+            self.leftovers[Slot::Primary as usize] = true;
+        }
+    }
+
     fn record_set(
         &mut self,
         class: &Classification,
