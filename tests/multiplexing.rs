@@ -389,13 +389,18 @@ async fn each_pin_holds_while_its_state_lives_and_ends_with_it() {
     assert_eq!(n, Some(3));
     wait_pinned(&proxy, c.id(), None).await;
 
-    // SHOW WARNINGS is about the last statement, on its connection.
+    // SHOW WARNINGS is about the last statement that raised them, on its connection, until
+    // one opens a table (reading them leaves them).
     c.query_drop("SELECT CAST('12abc' AS SIGNED)")
         .await
         .expect("warning");
     wait_pinned(&proxy, c.id(), Some("warnings")).await;
     let w: Vec<Row> = c.query("SHOW WARNINGS").await.expect("show warnings");
     assert_eq!(w.len(), 1);
+    wait_pinned(&proxy, c.id(), Some("warnings")).await;
+    c.query_drop(format!("SELECT * FROM {t}"))
+        .await
+        .expect("a table");
     wait_pinned(&proxy, c.id(), None).await;
 
     c.query_drop(format!("LOCK TABLES {t} READ"))
@@ -656,6 +661,67 @@ async fn a_sessions_warnings_are_not_shown_to_the_next_one() {
     a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// Warnings and errors stay readable until a statement that opens a table or raises its own, as
+/// on the server: reading them again, `SELECT 1`, `SELECT @@x`, `SET NAMES` or a transaction
+/// boundary in between leaves them (they were read from a connection given back meanwhile).
+#[tokio::test]
+async fn warnings_stay_readable_past_statements_that_leave_them() {
+    async fn shown(c: &mut Conn, sql: &str) -> Vec<u16> {
+        let rows: Vec<(String, u16, String)> = c.query(sql).await.expect(sql);
+        rows.into_iter().map(|(_, code, _)| code).collect()
+    }
+    let proxy = Proxy::start();
+    let t = unique("diag");
+    let mut c = proxy.conn().await;
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    // A warning on a read.
+    let v: Option<i64> = c
+        .query_first("SELECT CAST('12abc' AS SIGNED)")
+        .await
+        .expect("cast");
+    assert_eq!(v, Some(12));
+    assert_eq!(shown(&mut c, "SHOW WARNINGS").await, [1292]);
+    assert_eq!(shown(&mut c, "SHOW WARNINGS").await, [1292], "read again");
+    for between in [
+        "SELECT 1",
+        "SELECT @@autocommit",
+        "SET NAMES utf8mb4",
+        "BEGIN",
+        "COMMIT",
+    ] {
+        c.query_drop(between).await.expect(between);
+        assert_eq!(
+            shown(&mut c, "SHOW WARNINGS").await,
+            [1292],
+            "after {between}"
+        );
+    }
+    let count: Option<u64> = c
+        .query_first("SELECT @@warning_count")
+        .await
+        .expect("count");
+    assert_eq!(count, Some(1));
+    // A statement that reads a table clears them.
+    c.query_drop(format!("SELECT * FROM {t}"))
+        .await
+        .expect("read");
+    assert!(shown(&mut c, "SHOW WARNINGS").await.is_empty());
+    // A note on the primary, and an error.
+    c.query_drop(format!("DROP TABLE IF EXISTS {t}_none"))
+        .await
+        .expect("drop if exists");
+    c.query_drop("SELECT 1").await.expect("no table");
+    assert_eq!(shown(&mut c, "SHOW WARNINGS").await, [1051]);
+    c.query_drop("SELECT * FROM no_such_table_xyz")
+        .await
+        .expect_err("error");
+    c.query_drop("SELECT 1").await.expect("no table");
+    assert_eq!(shown(&mut c, "SHOW ERRORS").await, [1146]);
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 /// A `SET TRANSACTION` (no scope) is for the session's next transaction, which it waits for on
 /// its connection across statements that open no table or fail (`SELECT 1`, `DO`, an error):
 /// the session stays on that connection until a transaction takes the characteristics, and
@@ -714,6 +780,10 @@ async fn a_pending_set_transaction_stays_with_its_session() {
         .expect_err("a write in the READ ONLY transaction");
     assert_eq!(server_code(&e), Some(1792), "{e}");
     a.query_drop("COMMIT").await.expect("commit");
+    // (Its error stays readable until a statement opens a table.)
+    a.query_drop(format!("SELECT * FROM {t}"))
+        .await
+        .expect("a table");
     wait_pinned(&proxy, a.id(), None).await;
     b.query_drop(format!("INSERT INTO {t} VALUES (3)"))
         .await
@@ -757,7 +827,10 @@ async fn a_session_without_a_schema_never_gets_another_sessions() {
             .await
             .expect_err("an unqualified table with no schema");
         assert_eq!(server_code(&e), Some(1046), "round {round}: {e}");
-        // (The error's diagnostics keep the connection until the session's next statement.)
+        // (The error's diagnostics keep the connection until a statement opens a table.)
+        b.query_drop("/* rwsplit:primary */ SELECT 1 FROM information_schema.ENGINES LIMIT 0")
+            .await
+            .expect("b: a table");
         assert_eq!(schema(&mut b, on_primary).await, None, "round {round}");
         // The other session still has its own, on the same single connection per server.
         let db = schema(&mut a, on_primary).await;
@@ -1205,6 +1278,10 @@ async fn state_changed_out_of_sight_is_carried_by_session_tracking_or_pins() {
         .expect_err("a read-only transaction refuses writes");
     assert!(e.to_string().contains("1792"), "{e}");
     a.query_drop("ROLLBACK").await.expect("rollback");
+    // (Its error stays readable until a statement opens a table.)
+    a.query_drop(format!("SELECT * FROM app.{t}"))
+        .await
+        .expect("a table");
     wait_pinned(&proxy, a.id(), None).await;
     let mut b = bw
         .await

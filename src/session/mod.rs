@@ -843,9 +843,14 @@ impl Session {
                 }
             };
         }
-        // The diagnostics of the last statement live on its connection.
+        // The diagnostics of the last statement live on its connection (or on the one kept
+        // for them, past statements that leave them alone).
         let forced = if class.kind == StatementKind::Read && class.diagnostics {
-            let held = self.last_slot.and_then(|s| self.slot_target(s));
+            let at = match self.until_next {
+                Some(("warnings", s)) => Some(s),
+                _ => self.last_slot,
+            };
+            let held = at.and_then(|s| self.slot_target(s));
             self.clear_diagnostics = held.is_none();
             held
         } else {
@@ -1060,8 +1065,28 @@ impl Session {
         } else {
             0
         };
+        // The server clears a session's warnings and errors only for a statement that opens
+        // a table or raises its own: reading them (`SHOW WARNINGS`), `SELECT 1`, a `SET`, a
+        // `USE` or a transaction boundary leave them to be read again.
+        let keeps_diagnostics = class.diagnostics
+            || (ok
+                && o.warnings == 0
+                && (class.reads_no_table
+                    || matches!(
+                        class.kind,
+                        StatementKind::SessionCommand
+                            | StatementKind::Use
+                            | StatementKind::TransactionBegin
+                            | StatementKind::TransactionEnd
+                    )));
+        let diagnostics_held = match self.until_next {
+            Some(("warnings", s)) if keeps_diagnostics => Some(s),
+            _ => None,
+        };
         self.until_next = if class.effect == Some(E::CalcFoundRows) {
             Some(("found_rows", slot))
+        } else if let Some(s) = diagnostics_held {
+            Some(("warnings", s))
         } else if !ok || o.warnings > 0 {
             Some(("warnings", slot))
         } else if ok && class.reason == Some(crate::classify::PrimaryReason::Dml) {
