@@ -863,6 +863,7 @@ impl Session {
         if let Some((slot, o)) = done? {
             self.after(&class, slot, &o, packet);
             self.after_for_consistency(&class, slot, &o).await;
+            self.after_routine(&class, slot, &o).await;
         }
         Ok(())
     }
@@ -894,6 +895,50 @@ impl Session {
     /// committed write from the OK packet, or notes that the primary connection must be asked
     /// for it. Asking is put off until a read needs it or the connection is released, so that
     /// `ROW_COUNT()`, `FOUND_ROWS()` and `SHOW WARNINGS` right after the write still see it.
+    /// A routine (a `CALL`, a read calling a stored function) may leave user variables the
+    /// server does not report as a state change: `SELECT ... INTO @v`, `GET DIAGNOSTICS @v`,
+    /// `FETCH ... INTO @v` in its body (only `SET @v` is reported). Its connection would go
+    /// back to its pool reset, and the session's next `SELECT @v` read NULL. On MariaDB the
+    /// primary connection is asked for its user variables first (it has none of its own: a
+    /// session with any is pinned already), and any there keep the session on it. Not when the
+    /// routine left warnings or failed: the question, which reads a table, would clear what
+    /// `SHOW WARNINGS` is about to read.
+    pub(super) async fn after_routine(
+        &mut self,
+        class: &Classification,
+        slot: Slot,
+        o: &crate::protocol::response::Outcome,
+    ) {
+        use crate::classify::PrimaryReason as R;
+        if slot != Slot::Primary
+            || !matches!(class.reason, Some(R::Call | R::StoredFunction))
+            || o.error.is_some()
+            || o.warnings > 0
+            || self.state.user_variables
+            || !self.multiplex
+        {
+            return;
+        }
+        let Some(conn) = self.primary.as_mut() else {
+            return;
+        };
+        if conn.flavor() != crate::monitor::replication::Flavor::MariaDb {
+            return;
+        }
+        match conn
+            .query_scalar("SELECT 1 FROM information_schema.USER_VARIABLES LIMIT 1")
+            .await
+        {
+            Ok(Ok(Some(_))) => self.state.user_variables = true,
+            // None, or the server lacks the table (the plugin unloaded): reset as before.
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(parent: &self.span, error = %e, "cannot ask a routine's connection for user variables");
+                self.discard_slot(Slot::Primary);
+            }
+        }
+    }
+
     pub(super) async fn after_for_consistency(
         &mut self,
         class: &Classification,
