@@ -722,6 +722,65 @@ async fn warnings_stay_readable_past_statements_that_leave_them() {
     c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// Another session's warnings never show: a connection lent with warnings a session left
+/// there (it moved on to a replica) is cleared before a `SHOW WARNINGS` of a session that has
+/// run only statements that leave diagnostics alone on it (`BEGIN`).
+#[tokio::test]
+async fn warnings_left_on_a_lent_connection_are_not_shown() {
+    let proxy = one_connection_per_server();
+    let t = unique("mux_warn_lent");
+    let mut a = proxy.conn().await;
+    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .expect("create");
+    a.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("insert");
+    a.query_drop(format!("INSERT IGNORE INTO {t} VALUES (1)"))
+        .await
+        .expect("a duplicate, ignored with a warning");
+    wait_sync();
+    // A table read elsewhere: a's warnings are gone for a, and its primary connection goes back.
+    a.query_drop(format!("SELECT * FROM {t}"))
+        .await
+        .expect("read");
+    wait_pinned(&proxy, a.id(), None).await;
+    let mut b = proxy.conn().await;
+    b.query_drop("BEGIN").await.expect("begin");
+    let shown: Vec<Row> = b.query("SHOW WARNINGS").await.expect("show warnings");
+    assert!(shown.is_empty(), "b saw a's warnings: {shown:?}");
+    let count: Option<u64> = b
+        .query_first("SELECT @@warning_count")
+        .await
+        .expect("count");
+    assert_eq!(count, Some(0));
+    b.query_drop("COMMIT").await.expect("commit");
+    b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
+/// A schema selected where rwsplit does not follow it (a `USE` in a multi-statement) is
+/// known from the server's report: the session has it, and a connection of a session without
+/// a schema that selected one this way does not go back to serve such sessions.
+#[tokio::test]
+async fn a_schema_selected_out_of_sight_is_followed() {
+    let proxy = one_connection_per_server();
+    let on_primary = "/* rwsplit:primary */ SELECT DATABASE()";
+    let mut b = Conn::new(proxy.opts().db_name(None::<String>))
+        .await
+        .expect("b: connect without a schema");
+    b.query_drop("USE app; SELECT 1")
+        .await
+        .expect("a multi-statement with a USE");
+    let db: Option<Option<String>> = b.query_first(on_primary).await.expect("b");
+    assert_eq!(db.flatten().as_deref(), Some("app"));
+    b.disconnect().await.expect("b leaves");
+    let mut c = Conn::new(proxy.opts().db_name(None::<String>))
+        .await
+        .expect("c: connect without a schema");
+    let db: Option<Option<String>> = c.query_first(on_primary).await.expect("c");
+    assert_eq!(db.flatten(), None, "c got b's schema");
+}
+
 /// A `SET TRANSACTION` (no scope) is for the session's next transaction, which it waits for on
 /// its connection across statements that open no table or fail (`SELECT 1`, `DO`, an error):
 /// the session stays on that connection until a transaction takes the characteristics, and
@@ -836,6 +895,20 @@ async fn a_session_without_a_schema_never_gets_another_sessions() {
         let db = schema(&mut a, on_primary).await;
         assert_eq!(db.as_deref(), Some("app"), "round {round}");
     }
+    // A `USE` that fails takes a connection from the pools with a schema: it is not kept.
+    let e = b
+        .query_drop("USE no_such_db_xyz")
+        .await
+        .expect_err("an unknown schema");
+    assert!(matches!(server_code(&e), Some(1044 | 1049)), "{e}");
+    let e = b
+        .query_drop(format!("CREATE TABLE {} (a INT)", unique("nodb")))
+        .await
+        .expect_err("still no schema after a failed USE");
+    assert_eq!(server_code(&e), Some(1046), "{e}");
+    b.query_drop("/* rwsplit:primary */ SELECT 1 FROM information_schema.ENGINES LIMIT 0")
+        .await
+        .expect("b: a table");
     // Once it selects one, it is the session's as usual.
     b.query_drop("USE app").await.expect("b: USE app");
     assert_eq!(schema(&mut b, on_primary).await.as_deref(), Some("app"));

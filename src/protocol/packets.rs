@@ -105,6 +105,7 @@ pub fn parse_ok(payload: &[u8]) -> Option<OkInfo> {
 pub const SERVER_SESSION_STATE_CHANGED: u16 = 0x4000;
 /// Session-state change types (protocol docs, "Session State Information").
 const SESSION_TRACK_SYSTEM_VARIABLES: u8 = 0;
+const SESSION_TRACK_SCHEMA: u8 = 1;
 const SESSION_TRACK_STATE_CHANGE: u8 = 2;
 const SESSION_TRACK_GTIDS: u8 = 3;
 
@@ -127,6 +128,9 @@ pub struct SessionChanges {
     /// SESSION_TRACK_STATE_CHANGE said the session state changed (a variable, a user
     /// variable, a temporary table, a prepared statement, ...).
     pub state_changed: bool,
+    /// SESSION_TRACK_SCHEMA: the schema selected when the statement ended, when a statement
+    /// rwsplit does not follow changed it (`USE` inside a multi-statement); empty for none.
+    pub schema: Option<String>,
 }
 
 /// The session-state changes an OK packet carries; `None` when it carries none (or is not a
@@ -159,6 +163,10 @@ pub fn session_changes(payload: &[u8]) -> Option<SessionChanges> {
                 }
             }
             SESSION_TRACK_STATE_CHANGE => out.state_changed = true,
+            SESSION_TRACK_SCHEMA => {
+                let (name, _) = read_lenenc_str(data)?;
+                out.schema = Some(text(name));
+            }
             SESSION_TRACK_GTIDS => {
                 // One byte of encoding specification (0: the GTID set as text), then the set.
                 let (gtids, _) = read_lenenc_str(data.get(1..)?)?;
@@ -337,6 +345,10 @@ mod tests {
         assert_eq!(
             tracked_gtid(&p).as_deref(),
             Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:23")
+        );
+        assert_eq!(
+            session_changes(&p).and_then(|c| c.schema).as_deref(),
+            Some("shop")
         );
     }
 

@@ -98,6 +98,9 @@ pub struct Outcome {
     pub sysvars: Vec<(String, String)>,
     /// An OK packet of the response reported a session-state change.
     pub state_changed: bool,
+    /// The schema an OK packet of the response reported selected (session tracking; filled
+    /// in by the forwarder): `Some("")` for none.
+    pub schema: Option<String>,
     /// Rows sent, over all result sets.
     pub rows: u64,
 }

@@ -24,6 +24,9 @@ pub struct Causal {
     pub required: Option<String>,
     /// When `required` was taken (its write had committed by then).
     required_at: Option<std::time::Instant>,
+    /// The primary's reading last compared with `required` (its `gtid_at`): a reading is
+    /// compared once, not at every read.
+    primary_checked: Option<std::time::Instant>,
     /// Replicas (bit per backend id) known to have `required`.
     pub verified: u64,
     /// A write ran on the primary whose GTID has not been taken yet (inside a transaction it is
@@ -42,6 +45,7 @@ impl Causal {
             mode,
             required: None,
             required_at: None,
+            primary_checked: None,
             verified: 0,
             pending: false,
             unknown: None,
@@ -51,6 +55,7 @@ impl Causal {
     pub fn require(&mut self, gtid: String) {
         self.required = Some(gtid);
         self.required_at = Some(std::time::Instant::now());
+        self.primary_checked = None;
         self.verified = 0;
         self.pending = false;
         self.unknown = None;
@@ -115,15 +120,15 @@ impl Causal {
         if self.pending {
             return u64::MAX;
         }
-        let Some(req) = &self.required else {
+        if self.required.is_none() {
             return 0;
-        };
-        if let Some(now_required) = self.lost_with_a_primary(req, snap, flavor, read_within) {
+        }
+        if let Some(now_required) = self.lost_with_a_primary(snap, flavor, read_within) {
             // The write went with a primary that failed over before passing it on: no
             // replica will ever have it, and each read would wait `read_your_writes_wait` for
             // it. What the session can still see is what the primary has now.
             tracing::info!(
-                lost = %req,
+                lost = self.required.as_deref().unwrap_or_default(),
                 required = %now_required,
                 "the session's last write is not on the primary: it was lost in a failover"
             );
@@ -162,26 +167,36 @@ impl Causal {
     /// The primary's position, when a reading of it taken after the session's write had
     /// committed lacks that write (`req`): the primary that committed it would have had it.
     fn lost_with_a_primary(
-        &self,
-        req: &str,
+        &mut self,
         snap: &Snapshot,
         flavor: Flavor,
         read_within: std::time::Duration,
     ) -> Option<String> {
         let since = self.required_at?;
-        let p = snap
+        // The one primary: with two writable servers (a split brain) the write may be on the
+        // other.
+        let mut up = snap
             .backends
             .iter()
-            .position(|b| b.role == Role::Primary && b.up)?;
+            .enumerate()
+            .filter(|(_, b)| b.role == Role::Primary && b.up)
+            .map(|(i, _)| i);
+        let (Some(p), None) = (up.next(), up.next()) else {
+            return None;
+        };
         let status = snap.status.get(p)?;
         let at = status.gtid_at?;
+        if self.primary_checked == Some(at) {
+            return None;
+        }
+        self.primary_checked = Some(at);
         // Taken at most `read_within` before it arrived: after the commit only if it arrived
         // later than that.
         if at.checked_duration_since(since)? <= read_within {
             return None;
         }
         let primary = status.gtid.as_deref()?;
-        match gtid_distance(flavor, req, primary) {
+        match gtid_distance(flavor, self.required.as_deref()?, primary) {
             Some(missing) if missing > 0 => Some(primary.to_string()),
             _ => None,
         }
@@ -401,6 +416,13 @@ mod tests {
             0b110
         );
         assert_eq!(c.required.as_deref(), Some(new_primary.as_str()));
+        // Two writable servers (a split brain): the write may be on the other one.
+        let mut c = Causal::new(Consistency::ReadYourWrites);
+        c.require(format!("{A}:10"));
+        let mut s = after(1.5, &new_primary, &new_primary);
+        s.backends[1].role = Role::Primary;
+        c.blocked_replicas(&s, Flavor::MySql, HOUR, read_within);
+        assert_eq!(c.required, Some(format!("{A}:10")), "split brain");
         // A primary that has the write: nothing changes.
         let mut c = Causal::new(Consistency::ReadYourWrites);
         c.require("0-1-10".into());

@@ -724,12 +724,25 @@ impl Session {
     async fn checkout_as(&mut self, t: Target, scope: state::Scope) -> Result<Slot, Failure> {
         let slot = slot_for(t);
         let b = t.backend();
-        let held = slot_of(&mut self.primary, &mut self.replica, slot).map(|c| c.backend());
+        // A session without a schema keeps no connection that has one (taken for a `USE` or
+        // a login schema that failed): one from its own pools replaces it.
+        let schemaless = self.state.schema.is_none() && !self.selecting_schema;
+        let foreign_schema = schemaless
+            && slot_of(&mut self.primary, &mut self.replica, slot)
+                .is_some_and(|c| c.schema.is_some() && !c.in_transaction());
+        let held = slot_of(&mut self.primary, &mut self.replica, slot)
+            .map(|c| c.backend())
+            .filter(|_| !foreign_schema);
         if held != Some(b) {
-            if held.is_some() {
+            if held.is_some() || foreign_schema {
                 self.give_up_statement_state(slot);
             }
             self.release_slot(slot).await;
+            // Its diagnostics, and a pin kept for them, went with the old connection.
+            self.diagnostics_own[slot as usize] = false;
+            if self.until_next == Some(("warnings", slot)) {
+                self.until_next = None;
+            }
             let pool = self.pool_for(b);
             let st = &self.state;
             let ready = move |c: &crate::pool::BackendConn| scope.ready(c, st);

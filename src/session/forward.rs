@@ -71,6 +71,7 @@ struct Progress {
     gtid: Option<String>,
     sysvars: Vec<(String, String)>,
     state_changed: bool,
+    schema: Option<String>,
 }
 
 impl Progress {
@@ -94,6 +95,9 @@ impl Progress {
             }
             self.sysvars.extend(c.sysvars);
             self.state_changed |= c.state_changed;
+            if c.schema.is_some() {
+                self.schema = c.schema;
+            }
         }
     }
 }
@@ -116,6 +120,7 @@ async fn copy(
         gtid: None,
         sysvars: Vec::new(),
         state_changed: false,
+        schema: None,
     };
     loop {
         // The batch copies frames as they are, sequence ids included.
@@ -146,6 +151,7 @@ async fn copy(
                 o.gtid = p.gtid;
                 o.sysvars = p.sysvars;
                 o.state_changed = p.state_changed;
+                o.schema = p.schema;
                 return Ok(o);
             }
         }

@@ -307,6 +307,9 @@ pub struct Session {
     /// The session's pool on each backend (by id), looked up on first use and kept until a
     /// reload retires it or the session changes user (`exec::pool_for`).
     pools: Vec<Option<Arc<crate::pool::Pool>>>,
+    /// Per slot: the diagnostics its connection holds are the session's own (a statement of
+    /// the session that sets them ran there since it was checked out).
+    diagnostics_own: [bool; 2],
     /// A `USE` runs (the session's schema is taken out of `state` meanwhile): its connection
     /// comes from the pools for sessions with a schema, which it is about to have.
     selecting_schema: bool,
@@ -515,6 +518,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             gtid_due: false,
             pools: Vec::new(),
             selecting_schema: false,
+            diagnostics_own: [false; 2],
             lost: None,
             clear_diagnostics: false,
             digests: digests::Digests::default(),
@@ -851,7 +855,10 @@ impl Session {
                 _ => self.last_slot,
             };
             let held = at.and_then(|s| self.slot_target(s));
-            self.clear_diagnostics = held.is_none();
+            // A connection that has run nothing of the session's that sets them may carry
+            // another session's: cleared first, as where none is held.
+            self.clear_diagnostics =
+                held.is_none() || at.is_some_and(|s| !self.diagnostics_own[s as usize]);
             held
         } else {
             None
@@ -934,7 +941,7 @@ impl Session {
             Ok(_) => {}
             Err(e) => {
                 tracing::debug!(parent: &self.span, error = %e, "cannot ask a routine's connection for user variables");
-                self.discard_slot(Slot::Primary);
+                self.drop_slot(Slot::Primary);
             }
         }
     }
@@ -1009,6 +1016,7 @@ impl Session {
             .sysvars
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("wait_timeout"))
+            && !class.scoped_set
             && let Ok(secs) = v.trim().parse::<u64>()
         {
             self.state.wait_timeout = Some(Duration::from_secs(secs));
@@ -1040,7 +1048,26 @@ impl Session {
                     c.schema = class.schema.clone();
                 }
             }
-            _ => {}
+            // A schema changed where rwsplit does not follow it (a `USE` in a multi-statement,
+            // a `DROP DATABASE` of the current one), as the server reported it: the
+            // connection and the session have that schema now (a connection believed to
+            // have another would be lent with the wrong one).
+            _ => {
+                if let Some(name) = &o.schema {
+                    let schema = (!name.is_empty()).then(|| name.clone());
+                    if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
+                        c.schema.clone_from(&schema);
+                    }
+                    if schema != self.state.schema {
+                        self.info
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .schema
+                            .clone_from(&schema);
+                        self.state.schema = schema;
+                    }
+                }
+            }
         }
         // A multi-statement that failed may have run the part that took a lock or the like:
         // what takes state counts as taken (at worst the session is pinned for nothing), what
@@ -1124,6 +1151,9 @@ impl Session {
                             | StatementKind::TransactionBegin
                             | StatementKind::TransactionEnd
                     )));
+        if !keeps_diagnostics {
+            self.diagnostics_own[slot as usize] = true;
+        }
         let diagnostics_held = match self.until_next {
             Some(("warnings", s)) if keeps_diagnostics => Some(s),
             _ => None,
