@@ -10,11 +10,8 @@ use mysql_async::prelude::*;
 #[tokio::test]
 async fn metrics_count_a_known_mix_of_statements_per_route() {
     let proxy = Proxy::start();
-    let t = unique("metrics");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "metrics", "id INT PRIMARY KEY").await;
     let (_, before) = proxy.admin_get("/metrics", None).await;
     for i in 0..3 {
         c.query_drop(format!("INSERT INTO {t} VALUES ({i})"))

@@ -118,11 +118,8 @@ async fn a_killed_replica_does_not_break_reads_and_rejoins_when_back() {
 async fn with_the_primary_down_writes_fail_clearly_and_reads_still_work() {
     faults::healthy();
     let proxy = faults::proxy();
-    let t = unique("pdown");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "pdown", "id INT PRIMARY KEY").await;
     c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
         .await
         .expect("insert");
@@ -332,11 +329,8 @@ async fn a_read_after_a_write_waits_read_your_writes_wait_for_a_replica_then_tak
     };
     let patient = with_wait("6s");
     let hasty = with_wait("200ms");
-    let t = unique("rywwait");
     let mut c = patient.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "rywwait", "id INT PRIMARY KEY").await;
     faults::topology(&["wait-sync"]);
     let primary = server_id(faults::BASE).await;
     faults::topology(&["lag", "replica1", "2"]);
@@ -513,11 +507,8 @@ async fn a_commit_with_autocommit_off_is_read_back() {
     faults::healthy();
     let proxy =
         faults::proxy_with(|t| t.replace("max_replica_lag = \"2s\"", "max_replica_lag = \"60s\""));
-    let t = unique("ryw_ac0");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "ryw_ac0", "id INT PRIMARY KEY").await;
     let mut other = proxy.conn().await;
     faults::topology(&["lag", "replica1", "2"]);
     let _heal1 = faults::Unlag("replica1");
@@ -566,11 +557,8 @@ async fn long_data_on_a_replica_the_session_moves_from_is_reported_lost() {
     faults::healthy();
     let proxy =
         faults::proxy_with(|t| t.replace("max_replica_lag = \"2s\"", "max_replica_lag = \"60s\""));
-    let t = unique("long_moved");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "long_moved", "id INT PRIMARY KEY").await;
     faults::topology(&["wait-sync"]);
     let mut raw = raw_client(&proxy, C::CLIENT_DEPRECATE_EOF).await;
     let stmt = raw_prepare(&mut raw, "SELECT CONCAT(?, '')").await;
@@ -637,11 +625,8 @@ async fn read_your_writes_sees_every_own_write_and_still_reads_from_replicas() {
     // A lag bound that keeps the delayed replica eligible: only read-your-writes protects us.
     let proxy =
         faults::proxy_with(|t| t.replace("max_replica_lag = \"2s\"", "max_replica_lag = \"60s\""));
-    let t = unique("ryw");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "ryw", "id INT PRIMARY KEY").await;
 
     faults::topology(&["lag", "replica1", "2"]);
     let _heal = faults::Unlag("replica1");
@@ -1129,11 +1114,8 @@ async fn a_session_starts_with_the_primarys_autocommit_and_backslash_setting() {
     );
     drop(raw);
 
-    let t = unique("session_defaults");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "session_defaults", "id INT").await;
     c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
         .await
         .expect("insert");

@@ -633,11 +633,8 @@ async fn a_sessions_warnings_are_not_shown_to_the_next_one() {
             "address = \"127.0.0.1:3308\"\nweight = 0",
         )
     });
-    let t = unique("mux_warn");
     let mut a = proxy.conn().await;
-    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut a, "mux_warn", "id INT PRIMARY KEY").await;
     wait_sync();
     // A warning on replica1's one connection, then a write: a's reads are no longer held there.
     let v: Option<i64> = a
@@ -671,11 +668,8 @@ async fn warnings_stay_readable_past_statements_that_leave_them() {
         rows.into_iter().map(|(_, code, _)| code).collect()
     }
     let proxy = Proxy::start();
-    let t = unique("diag");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "diag", "id INT PRIMARY KEY").await;
     // A warning on a read.
     let v: Option<i64> = c
         .query_first("SELECT CAST('12abc' AS SIGNED)")
@@ -728,11 +722,8 @@ async fn warnings_stay_readable_past_statements_that_leave_them() {
 #[tokio::test]
 async fn warnings_left_on_a_lent_connection_are_not_shown() {
     let proxy = one_connection_per_server();
-    let t = unique("mux_warn_lent");
     let mut a = proxy.conn().await;
-    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut a, "mux_warn_lent", "id INT PRIMARY KEY").await;
     a.query_drop(format!("INSERT INTO {t} VALUES (1)"))
         .await
         .expect("insert");
@@ -789,12 +780,9 @@ async fn a_schema_selected_out_of_sight_is_followed() {
 #[tokio::test]
 async fn a_pending_set_transaction_stays_with_its_session() {
     let proxy = one_connection_per_server();
-    let t = unique("nexttrx");
     let mut a = proxy.conn().await;
     let mut b = proxy.conn().await;
-    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut a, "nexttrx", "id INT PRIMARY KEY").await;
     a.query_drop("SET TRANSACTION READ ONLY")
         .await
         .expect("set transaction");
@@ -1102,11 +1090,8 @@ async fn a_user_variable_set_beside_a_named_lock_outlives_its_release() {
 #[tokio::test]
 async fn a_transaction_a_failed_statement_left_open_stays_with_its_session() {
     let proxy = one_connection_per_server();
-    let t = unique("mux_err_trx");
     let mut a = proxy.conn().await;
-    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut a, "mux_err_trx", "id INT PRIMARY KEY").await;
     a.query_drop(format!("INSERT INTO {t} VALUES (1)"))
         .await
         .expect("insert");
@@ -1156,11 +1141,8 @@ async fn a_transaction_a_failed_statement_left_open_stays_with_its_session() {
 #[tokio::test]
 async fn a_lock_taken_in_a_multi_statement_pins_the_session() {
     let proxy = one_connection_per_server();
-    let t = unique("mux_multi_lock");
     let mut a = proxy.conn().await;
-    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut a, "mux_multi_lock", "id INT PRIMARY KEY").await;
     a.query_drop(format!("SELECT GET_LOCK('{t}', 1); SELECT 1"))
         .await
         .expect("lock in a multi-statement");
@@ -1198,12 +1180,9 @@ async fn a_lock_taken_in_a_multi_statement_pins_the_session() {
 #[tokio::test]
 async fn an_open_handler_pins_its_session_until_it_closes() {
     let proxy = one_connection_per_server();
-    let t = unique("mux_handler");
     let mut a = proxy.conn().await;
     let mut b = proxy.conn().await;
-    a.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut a, "mux_handler", "id INT PRIMARY KEY").await;
     a.query_drop(format!("INSERT INTO {t} VALUES (1), (2)"))
         .await
         .expect("insert");
@@ -1250,10 +1229,7 @@ async fn a_backup_stage_or_lock_pins_its_session_until_released() {
     let root = || Conn::new(proxy.opts().user(Some("root")).pass(Some("root")));
     let mut r = root().await.expect("root session r");
     let mut s = root().await.expect("root session s");
-    let t = unique("mux_backup");
-    r.query_drop(format!("CREATE TABLE {t} (id INT)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut r, "mux_backup", "id INT").await;
     r.query_drop("BACKUP STAGE START").await.expect("start");
     wait_pinned(&proxy, r.id(), Some("backup")).await;
     r.query_drop("BACKUP STAGE FLUSH").await.expect("flush");

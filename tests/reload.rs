@@ -218,11 +218,8 @@ async fn an_open_session_follows_a_backend_to_its_new_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_on_a_removed_primary_finishes_there_and_the_session_moves_after() {
     let (proxy, path) = reloadable("reload-tx", true);
-    let t = unique("rtx");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "rtx", "id INT PRIMARY KEY").await;
     c.query_drop("BEGIN").await.expect("begin");
     c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
         .await

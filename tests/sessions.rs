@@ -491,11 +491,8 @@ async fn an_exhausted_pool_answers_1040_instead_of_hanging() {
     let proxy = Proxy::start_with(|t| {
         pool_settings(t, "checkout_timeout = \"300ms\"\nmax_connections = 1")
     });
-    let t = unique("pool");
     let mut a = proxy.conn().await;
-    a.query_drop(format!("CREATE TABLE {t} (id INT)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut a, "pool", "id INT").await;
     a.query_drop("BEGIN").await.expect("begin");
     a.query_drop(format!("INSERT INTO {t} VALUES (1)"))
         .await
@@ -923,11 +920,8 @@ async fn clients_idle_past_the_timeout_are_disconnected() {
 #[tokio::test]
 async fn packets_over_16_mib_pass_both_ways() {
     let proxy = Proxy::start();
-    let t = unique("big");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, b LONGBLOB)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "big", "id INT PRIMARY KEY, b LONGBLOB").await;
     // 0xFFFFFF bytes exactly is the frame limit: one payload byte more or less on either side.
     let sizes = [
         (1, (1 << 24) - 1 - 40),
@@ -1375,11 +1369,8 @@ async fn com_refresh_reaches_the_primary_and_a_binlog_dump_is_refused_clearly() 
 async fn commit_release_ends_the_clients_connection_after_committing() {
     let proxy =
         Proxy::start_with(|t| pool_settings(t, "checkout_timeout = \"5s\"\nmax_connections = 1"));
-    let t = unique("commit_release");
     let mut c = proxy.conn().await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT)"))
-        .await
-        .expect("create");
+    let t = common::create_table(&mut c, "commit_release", "id INT").await;
     c.query_drop("BEGIN").await.expect("begin");
     c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
         .await

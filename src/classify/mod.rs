@@ -179,6 +179,35 @@ impl Classification {
         self.kind == StatementKind::Read || self.read_only_transaction
     }
 
+    /// Whether the statement opens a table, which matters to what the server keeps for the
+    /// session's next statements: opening one clears the warnings of the last statement, and
+    /// in autocommit mode takes the characteristics a `SET TRANSACTION` left for the next
+    /// transaction. `Some(false)` for what opens none (a read with no `FROM`, a `SET`, `USE`,
+    /// `BEGIN`, `COMMIT`), `Some(true)` for a read of a table, DML, DDL, a locking read or
+    /// `SELECT ... INTO`, `None` when the text does not say (`DO`, `SET @v`, `CALL`, ...).
+    pub fn opens_tables(&self) -> Option<bool> {
+        match (self.kind, self.reason) {
+            (StatementKind::Read, _) => Some(!self.reads_no_table),
+            (
+                StatementKind::SessionCommand
+                | StatementKind::Use
+                | StatementKind::TransactionBegin
+                | StatementKind::TransactionEnd,
+                _,
+            ) => Some(false),
+            (
+                StatementKind::Write,
+                Some(
+                    PrimaryReason::Dml
+                    | PrimaryReason::Ddl
+                    | PrimaryReason::LockingRead
+                    | PrimaryReason::SelectInto,
+                ),
+            ) => Some(true),
+            _ => None,
+        }
+    }
+
     /// A `CALL` or a multi-statement: it may do more than rwsplit sees in its text (change
     /// state, commit, open a transaction), even when it fails.
     pub fn opaque(&self) -> bool {

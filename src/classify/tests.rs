@@ -1186,3 +1186,24 @@ fn the_one_variable_a_set_assigns_is_found() {
         (K::Write, Some(R::Other))
     );
 }
+
+#[test]
+fn what_opens_a_table_is_told_from_the_text_where_it_can_be() {
+    for (sql, opens) in [
+        ("SELECT * FROM t", Some(true)),
+        ("SELECT 1", Some(false)),
+        ("SELECT @@warning_count", Some(false)),
+        ("SET NAMES utf8mb4", Some(false)),
+        ("USE app", Some(false)),
+        ("BEGIN", Some(false)),
+        ("COMMIT", Some(false)),
+        ("INSERT INTO t VALUES (1)", Some(true)),
+        ("CREATE TABLE t (a INT)", Some(true)),
+        ("SELECT * FROM t FOR UPDATE", Some(true)),
+        ("DO 1", None),
+        ("SET @a = 1", None),
+        ("CALL p()", None),
+    ] {
+        assert_eq!(classify(sql.as_bytes()).opens_tables(), opens, "{sql}");
+    }
+}

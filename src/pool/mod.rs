@@ -601,7 +601,7 @@ impl Pools {
         }
     }
 
-    /// The keys of the pools open now.
+    /// The keys of the pools open now (for tests and diagnostics).
     pub fn keys(&self) -> Vec<PoolKey> {
         self.all().iter().map(|p| p.key.clone()).collect()
     }
@@ -769,7 +769,7 @@ pub const SERVER_STATEMENTS: usize = 4_096;
 /// How many statements each of `open` connections to a backend keeps for reuse:
 /// `SERVER_STATEMENTS` shared out, at least 16 and at most `conn::STATEMENT_CAP`. (ProxySQL
 /// keeps 20 per connection by default.) A pool that grows shrinks each one's share: a
-/// connection past it closes one statement per new one it prepares.
+/// connection past it closes statements down to it at its next prepare.
 pub fn statement_cap(open: usize) -> usize {
     (SERVER_STATEMENTS / open.max(1)).clamp(16, conn::STATEMENT_CAP)
 }
@@ -780,8 +780,8 @@ mod tests {
 
     #[test]
     fn pooled_connections_together_keep_at_most_a_share_of_the_servers_statement_limit() {
-        // (max_connections, statements each connection keeps)
-        for (max, each) in [
+        // (connections open to the backend, statements each keeps)
+        for (open, each) in [
             (1, 256),
             (16, 256),
             (20, 204),
@@ -789,10 +789,10 @@ mod tests {
             (1000, 16),
             (0, 256),
         ] {
-            assert_eq!(statement_cap(max), each, "max_connections = {max}");
+            assert_eq!(statement_cap(open), each, "{open} open");
         }
-        for max in [16, 20, 64, 200, 256] {
-            assert!(max * statement_cap(max) <= SERVER_STATEMENTS);
+        for open in [16, 20, 64, 200, 256] {
+            assert!(open * statement_cap(open) <= SERVER_STATEMENTS);
         }
     }
 }

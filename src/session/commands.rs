@@ -145,9 +145,7 @@ impl Session {
             }
         }
         if let Some((slot, o)) = res {
-            self.after(&class, slot, &o, packet);
-            self.after_for_consistency(&class, slot, &o).await;
-            self.after_routine(&class, slot, &o).await;
+            self.after_statement(&class, slot, &o, packet).await;
         }
         Ok(())
     }

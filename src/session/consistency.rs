@@ -175,15 +175,7 @@ impl Causal {
         let since = self.required_at?;
         // The one primary: with two writable servers (a split brain) the write may be on the
         // other.
-        let mut up = snap
-            .backends
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.role == Role::Primary && b.up)
-            .map(|(i, _)| i);
-        let (Some(p), None) = (up.next(), up.next()) else {
-            return None;
-        };
+        let p = crate::route::sole_primary(&snap.backends).ok()?;
         let status = snap.status.get(p)?;
         let at = status.gtid_at?;
         if self.primary_checked == Some(at) {

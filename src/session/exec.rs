@@ -184,17 +184,23 @@ pub(super) async fn remember_prepared(
     if close.is_some() || !closing.is_empty() {
         conn.statements_dropped();
     }
-    if !closing.is_empty() {
-        // No response to COM_STMT_CLOSE; a failure shows on the next command.
-        for old in &closing {
-            let p = crate::protocol::Command::StmtClose.packet(&old.to_le_bytes());
-            if conn.queue_command(&p).await.is_err() {
-                return orphaned;
-            }
-        }
+    // A failure shows on the next command.
+    if queue_closes(conn, &closing).await {
         let _ = conn.flush_commands().await;
     }
     orphaned
+}
+
+/// Queues a COM_STMT_CLOSE (which has no response) for each of `ids`; false when writing
+/// failed (the connection is broken then).
+async fn queue_closes(conn: &mut BackendConn, ids: &[u32]) -> bool {
+    for id in ids {
+        let close = crate::protocol::Command::StmtClose.packet(&id.to_le_bytes());
+        if conn.queue_command(&close).await.is_err() {
+            return false;
+        }
+    }
+    !ids.is_empty()
 }
 
 /// Prepares `packet` on `conn`, in `schema` if it is not the connection's.
@@ -223,14 +229,8 @@ async fn close_kept_statements(conn: &mut BackendConn, keep: &[u32]) -> bool {
     }
     conn.statements.retain(|_, (_, b)| keep.contains(b));
     conn.statements_dropped();
-    for id in ids {
-        let close = crate::protocol::Command::StmtClose.packet(&id.to_le_bytes());
-        // No response to COM_STMT_CLOSE: queued, sent with the prepare that follows.
-        if conn.queue_command(&close).await.is_err() {
-            return false;
-        }
-    }
-    true
+    // Sent with the prepare that follows.
+    queue_closes(conn, &ids).await
 }
 
 /// Prepares `packet` on `conn` with `schema` selected for it, then selects the connection's own
@@ -637,11 +637,16 @@ impl Session {
         self.checkout_as(t, scope).await
     }
 
+    /// The session has no schema, and no `USE` is selecting one (`pool_for`'s key).
+    fn schemaless(&self) -> bool {
+        self.state.schema.is_none() && !self.selecting_schema
+    }
+
     /// The session's pool on backend `b`: looked up by its key (user, capabilities,
     /// collation, whether the session has a schema) once, then kept until a reload retires it
     /// or the session selects its first schema.
     fn pool_for(&mut self, b: BackendId) -> Option<std::sync::Arc<crate::pool::Pool>> {
-        let schemaless = self.state.schema.is_none() && !self.selecting_schema;
+        let schemaless = self.schemaless();
         if let Some(Some(p)) = self.pools.get(b)
             && !p.retired()
             && p.schemaless() == schemaless
@@ -657,10 +662,6 @@ impl Session {
         Some(p)
     }
 
-    /// The session gives up `slot`'s connection while a statement's long data or open cursor
-    /// lives there (routing moved it to another server): the connection is reset on its way
-    /// back to the pool, the cursor is gone (a fetch gets an error, as after a reset), and an
-    /// execute of a statement whose long data went with it is refused.
     /// The server statements on `slot`'s connection that hold an open cursor or long data of
     /// this session: never closed while they do.
     pub(super) fn server_statements_with_state(&self, slot: Slot) -> Vec<u32> {
@@ -699,6 +700,10 @@ impl Session {
             .any(|&id| self.stmts.last(id) == Some(slot))
     }
 
+    /// The session gives up `slot`'s connection while a statement's long data or open cursor
+    /// lives there (routing moved it to another server): the connection is reset on its way
+    /// back to the pool, the cursor is gone (a fetch gets an error, as after a reset), and an
+    /// execute of a statement whose long data went with it is refused.
     pub(super) fn give_up_statement_state(&mut self, slot: Slot) {
         let mut gone = false;
         if self.cursor_on(slot) {
@@ -726,13 +731,15 @@ impl Session {
         let b = t.backend();
         // A session without a schema keeps no connection that has one (taken for a `USE` or
         // a login schema that failed): one from its own pools replaces it.
-        let schemaless = self.state.schema.is_none() && !self.selecting_schema;
-        let foreign_schema = schemaless
-            && slot_of(&mut self.primary, &mut self.replica, slot)
-                .is_some_and(|c| c.schema.is_some() && !c.in_transaction());
-        let held = slot_of(&mut self.primary, &mut self.replica, slot)
-            .map(|c| c.backend())
-            .filter(|_| !foreign_schema);
+        let schemaless = self.schemaless();
+        let held = slot_of(&mut self.primary, &mut self.replica, slot).map(|c| {
+            (
+                c.backend(),
+                schemaless && c.schema.is_some() && !c.in_transaction(),
+            )
+        });
+        let foreign_schema = held.is_some_and(|(_, foreign)| foreign);
+        let held = held.filter(|&(_, foreign)| !foreign).map(|(b, _)| b);
         if held != Some(b) {
             if held.is_some() || foreign_schema {
                 self.give_up_statement_state(slot);
@@ -1632,7 +1639,7 @@ fn extra_frames(client: usize, sent: usize) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::{Escaped, extra_frames};
+    use super::{Escaped, Flavor, closes_connection, extra_frames};
 
     #[test]
     fn a_command_lengthened_past_a_frame_takes_one_more() {
@@ -1656,11 +1663,6 @@ mod tests {
         assert!(!shown.contains('\n'), "{shown}");
         assert!(shown.contains("a\\nINFO"), "{shown}");
     }
-}
-
-#[cfg(test)]
-mod closes_tests {
-    use super::*;
 
     #[test]
     fn errors_that_close_the_connection_are_told_by_server_family() {

@@ -868,9 +868,7 @@ impl Session {
             .await;
         self.clear_diagnostics = false;
         if let Some((slot, o)) = done? {
-            self.after(&class, slot, &o, packet);
-            self.after_for_consistency(&class, slot, &o).await;
-            self.after_routine(&class, slot, &o).await;
+            self.after_statement(&class, slot, &o, packet).await;
         }
         Ok(())
     }
@@ -898,10 +896,20 @@ impl Session {
         }
     }
 
-    /// Read-your-writes bookkeeping after a statement on the primary: takes the GTID of a
-    /// committed write from the OK packet, or notes that the primary connection must be asked
-    /// for it. Asking is put off until a read needs it or the connection is released, so that
-    /// `ROW_COUNT()`, `FOUND_ROWS()` and `SHOW WARNINGS` right after the write still see it.
+    /// What follows a statement the client got the response to: the session's state
+    /// (`after`), read-your-writes, and user variables a routine may have left.
+    pub(super) async fn after_statement(
+        &mut self,
+        class: &Classification,
+        slot: Slot,
+        o: &crate::protocol::response::Outcome,
+        packet: &[u8],
+    ) {
+        self.after(class, slot, o, packet);
+        self.after_for_consistency(class, slot, o).await;
+        self.after_routine(class, slot, o).await;
+    }
+
     /// A routine (a `CALL`, a read calling a stored function) may leave user variables the
     /// server does not report as a state change: `SELECT ... INTO @v`, `GET DIAGNOSTICS @v`,
     /// `FETCH ... INTO @v` in its body (only `SET @v` is reported). Its connection would go
@@ -910,7 +918,7 @@ impl Session {
     /// session with any is pinned already), and any there keep the session on it. Not when the
     /// routine left warnings or failed: the question, which reads a table, would clear what
     /// `SHOW WARNINGS` is about to read.
-    pub(super) async fn after_routine(
+    async fn after_routine(
         &mut self,
         class: &Classification,
         slot: Slot,
@@ -946,7 +954,11 @@ impl Session {
         }
     }
 
-    pub(super) async fn after_for_consistency(
+    /// Read-your-writes bookkeeping after a statement on the primary: takes the GTID of a
+    /// committed write from the OK packet, or notes that the primary connection must be asked
+    /// for it. Asking is put off until a read needs it or the connection is released, so that
+    /// `ROW_COUNT()`, `FOUND_ROWS()` and `SHOW WARNINGS` right after the write still see it.
+    async fn after_for_consistency(
         &mut self,
         class: &Classification,
         slot: Slot,
@@ -1140,17 +1152,8 @@ impl Session {
         // The server clears a session's warnings and errors only for a statement that opens
         // a table or raises its own: reading them (`SHOW WARNINGS`), `SELECT 1`, a `SET`, a
         // `USE` or a transaction boundary leave them to be read again.
-        let keeps_diagnostics = class.diagnostics
-            || (ok
-                && o.warnings == 0
-                && (class.reads_no_table
-                    || matches!(
-                        class.kind,
-                        StatementKind::SessionCommand
-                            | StatementKind::Use
-                            | StatementKind::TransactionBegin
-                            | StatementKind::TransactionEnd
-                    )));
+        let keeps_diagnostics =
+            class.diagnostics || ok && o.warnings == 0 && class.opens_tables() == Some(false);
         if !keeps_diagnostics {
             self.diagnostics_own[slot as usize] = true;
         }
@@ -1175,13 +1178,6 @@ impl Session {
         };
     }
 
-    /// Adds a `SET` that succeeded to the session's log. A query whose value is fixed is
-    /// logged as it is. One whose value is computed when it runs (`@@x + 1`, a function) is
-    /// logged as the value the server reported it produced: replayed elsewhere it would
-    /// compute again. That is only done for a single variable the server reported (a report
-    /// narrowed by the client's own `session_track_system_variables` could leave some out);
-    /// otherwise the statement is logged. A prepared `SET` (COM_STMT_EXECUTE) cannot be
-    /// replayed from its packet: it is logged as the values reported, or pins the session.
     /// A pending `SET TRANSACTION` waits on the server for the next transaction, across
     /// statements that open no table (`SELECT 1`, `DO 0`, `SELECT @@x`, a `SET`) and ones that
     /// fail: the session stays on that connection until a transaction takes it. One begun
@@ -1194,22 +1190,13 @@ impl Session {
         class: &Classification,
         o: &crate::protocol::response::Outcome,
     ) {
-        use crate::classify::PrimaryReason as R;
         if class.effect == Some(crate::classify::SessionEffect::SetsNextTransaction) {
             return;
         }
         let began = o.status & crate::protocol::packets::SERVER_STATUS_IN_TRANS != 0;
         let ok = o.error.is_none();
         let ended = ok && class.kind == StatementKind::TransactionEnd;
-        let opened_tables = ok
-            && match class.kind {
-                StatementKind::Read => !class.reads_no_table,
-                StatementKind::Write => matches!(
-                    class.reason,
-                    Some(R::Dml | R::Ddl | R::LockingRead | R::SelectInto)
-                ),
-                _ => false,
-            };
+        let opened_tables = ok && class.opens_tables() == Some(true);
         if began || ended || opened_tables {
             self.state.next_transaction = false;
         }
@@ -1218,6 +1205,13 @@ impl Session {
         }
     }
 
+    /// Adds a `SET` that succeeded to the session's log. A query whose value is fixed is
+    /// logged as it is. One whose value is computed when it runs (`@@x + 1`, a function) is
+    /// logged as the value the server reported it produced: replayed elsewhere it would
+    /// compute again. That is only done for a single variable the server reported (a report
+    /// narrowed by the client's own `session_track_system_variables` could leave some out);
+    /// otherwise the statement is logged. A prepared `SET` (COM_STMT_EXECUTE) cannot be
+    /// replayed from its packet: it is logged as the values reported, or pins the session.
     fn record_set(
         &mut self,
         class: &Classification,

@@ -492,6 +492,15 @@ pub async fn raw_prepare(raw: &mut rwsplit::pool::BackendConn, sql: &str) -> [u8
     o.prepared.expect("PREPARE_OK").statement_id.to_le_bytes()
 }
 
+/// Creates a table named by `unique(prefix)` with `columns` through `c`, and returns its name.
+pub async fn create_table(c: &mut Conn, prefix: &str, columns: &str) -> String {
+    let t = unique(prefix);
+    c.query_drop(format!("CREATE TABLE {t} ({columns})"))
+        .await
+        .expect("create");
+    t
+}
+
 /// Sums the samples of `metric` whose labels include every `label="value"` in `filter`.
 pub fn metric_sum(text: &str, metric: &str, filter: &[&str]) -> f64 {
     text.lines()
