@@ -1049,20 +1049,12 @@ async fn a_command_over_max_packet_size_gets_1153_and_harms_no_one_else() {
     assert_eq!(n, Some(fits.len() as u64));
     // By raw protocol, to read exactly what comes back: 3 frames' worth, the first 16 MiB one
     // refused from its header.
-    let mut raw = raw_client(&proxy, mysql_common::constants::CapabilityFlags::empty()).await;
-    let mut big = b"\x03SELECT '".to_vec();
-    big.resize(20 << 20, b'y');
-    let sent = raw.send_command(&big).await;
-    let mut buf = Vec::new();
-    let got = rwsplit::protocol::frame::read_packet(&mut raw.reader, &mut buf, 1 << 24).await;
-    assert!(got.is_ok(), "no answer ({got:?}; send: {sent:?})");
-    assert_eq!(<[u8]>::first(&buf), Some(&0xFF), "an ERR packet: {buf:?}");
-    assert_eq!(u16::from_le_bytes([buf[1], buf[2]]), 1153);
+    let (mut raw, seq) = send_20_mib_command(&proxy).await;
     assert_eq!(
-        got.ok(),
-        Some(1),
+        seq, 1,
         "the answer follows the frame refused (sequence id 0)"
     );
+    let mut buf = Vec::new();
     let end = rwsplit::protocol::frame::read_packet(&mut raw.reader, &mut buf, 1 << 24).await;
     assert!(end.is_err(), "the connection is closed after the ERR");
     // (Not by a client library: one that is still writing when the connection closes may see
@@ -1081,15 +1073,23 @@ async fn a_command_over_max_packet_size_gets_1153_and_harms_no_one_else() {
 #[tokio::test]
 async fn a_command_refused_in_its_second_frame_is_answered_in_sequence() {
     let proxy = Proxy::start_with(|t| t.replace("[proxy]", "[proxy]\nmax_packet_size = \"17MiB\""));
-    let mut raw = raw_client(&proxy, mysql_common::constants::CapabilityFlags::empty()).await;
+    let (_, seq) = send_20_mib_command(&proxy).await;
+    assert_eq!(seq, 2);
+}
+
+/// Sends a 20 MiB COM_QUERY by raw protocol and reads the answer, which must be the server's
+/// error for a packet too large (1153): the connection, and the answer's sequence id.
+async fn send_20_mib_command(proxy: &Proxy) -> (rwsplit::pool::BackendConn, u8) {
+    let mut raw = raw_client(proxy, mysql_common::constants::CapabilityFlags::empty()).await;
     let mut big = b"\x03SELECT '".to_vec();
     big.resize(20 << 20, b'y');
     let sent = raw.send_command(&big).await;
     let mut buf = Vec::new();
     let got = rwsplit::protocol::frame::read_packet(&mut raw.reader, &mut buf, 1 << 24).await;
     assert!(got.is_ok(), "no answer ({got:?}; send: {sent:?})");
+    assert_eq!(<[u8]>::first(&buf), Some(&0xFF), "an ERR packet: {buf:?}");
     assert_eq!(u16::from_le_bytes([buf[1], buf[2]]), 1153);
-    assert_eq!(got.ok(), Some(2));
+    (raw, got.unwrap_or_default())
 }
 
 /// An idle pooled connection the server closed (it restarted, `wait_timeout`, a KILL) is not
