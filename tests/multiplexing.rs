@@ -749,6 +749,65 @@ async fn warnings_left_on_a_lent_connection_are_not_shown() {
     b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// Another session's error never shows, whatever form reads it: `GET DIAGNOSTICS` and
+/// `SET @w = @@warning_count` are writes (they set a user variable) and a multi-statement is
+/// one too, so none of them is the diagnostics read that is routed to the connection holding
+/// them; the message quotes the value the other session sent. Nor do a session's own warnings
+/// outlive a statement elsewhere that replaced them.
+#[tokio::test]
+async fn no_form_of_diagnostics_read_shows_another_sessions() {
+    let proxy = one_connection_per_server();
+    let mut a = proxy.conn().await;
+    let t = common::create_table(&mut a, "mux_diag_forms", "id INT PRIMARY KEY").await;
+    wait_sync();
+    let reads: [(&str, &str); 3] = [
+        ("GET DIAGNOSTICS @n = NUMBER", "SELECT @n"),
+        ("SET @w = @@warning_count + @@error_count", "SELECT @w"),
+        ("DO 1; GET DIAGNOSTICS @m = NUMBER", "SELECT @m"),
+    ];
+    for (read, value) in reads {
+        // An error on the primary's one connection that quotes a's value; a table read on a
+        // replica then replaces a's diagnostics, and the connection goes back.
+        a.query_drop(format!("INSERT INTO {t} VALUES ('secret_of_a')"))
+            .await
+            .expect_err("not an integer");
+        a.query_drop(format!("SELECT * FROM {t}"))
+            .await
+            .expect("read");
+        wait_pinned(&proxy, a.id(), None).await;
+        let mut b = proxy.conn().await;
+        b.query_iter(read)
+            .await
+            .expect(read)
+            .drop_result()
+            .await
+            .expect(read);
+        let n: Option<u64> = b.query_first(value).await.expect(value);
+        assert_eq!(n, Some(0), "{read} showed a's error to b");
+        b.disconnect().await.expect("b's quit");
+    }
+    // a's own, on a primary connection it keeps (a user variable): a table read on a replica
+    // replaced them.
+    a.query_drop("SET @keep = 1").await.expect("set");
+    for (read, value) in reads {
+        a.query_drop(format!("INSERT INTO {t} VALUES ('again')"))
+            .await
+            .expect_err("not an integer");
+        a.query_drop(format!("SELECT * FROM {t}"))
+            .await
+            .expect("read");
+        a.query_iter(read)
+            .await
+            .expect(read)
+            .drop_result()
+            .await
+            .expect(read);
+        let n: Option<u64> = a.query_first(value).await.expect(value);
+        assert_eq!(n, Some(0), "{read} showed a's replaced error");
+    }
+    a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 /// A schema selected where rwsplit does not follow it (a `USE` in a multi-statement) is
 /// known from the server's report: the session has it, and a connection of a session without
 /// a schema that selected one this way does not go back to serve such sessions.

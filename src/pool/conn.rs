@@ -96,6 +96,12 @@ pub struct BackendConn {
     serial: u64,
     /// Server status flags from the last OK/EOF this connection sent.
     pub status: u16,
+    /// A warning or an error may be in its diagnostics area (`SHOW WARNINGS`, `GET
+    /// DIAGNOSTICS`, `@@warning_count`): set by every response that raised one, cleared only by
+    /// a reset or by the statement a session runs to clear them before it reads this
+    /// connection's (`Session::checkout_as`), since the messages can quote another session's
+    /// data.
+    pub diagnostics: bool,
     /// A reusable buffer for whole packets (internal responses, OK packets being rewritten).
     pub scratch: Vec<u8>,
 }
@@ -185,6 +191,7 @@ impl BackendConn {
             statements_epoch: 0,
             serial: next_serial(),
             status: session.status,
+            diagnostics: false,
             scratch: Vec::new(),
         })
     }
@@ -385,6 +392,7 @@ impl BackendConn {
                 if o.error.is_none() && kind.reports_status() {
                     self.status = o.status;
                 }
+                self.diagnostics |= o.diagnostics;
                 Ok(o)
             }
             Err(e) => {
@@ -453,6 +461,7 @@ impl BackendConn {
         self.statements.clear();
         self.statements_dropped();
         self.status = packets::SERVER_STATUS_AUTOCOMMIT;
+        self.diagnostics = false;
     }
 
     /// Asks the server to report, in its OK packets, changed system variables, other session

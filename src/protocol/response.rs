@@ -103,6 +103,9 @@ pub struct Outcome {
     pub schema: Option<String>,
     /// Rows sent, over all result sets.
     pub rows: u64,
+    /// Some result of the response raised a warning (or note) or an error: the connection's
+    /// diagnostics area may hold them until a statement that opens a table.
+    pub diagnostics: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,7 +396,7 @@ impl ResponseTracker {
         let (warnings, status) = packets::parse_eof(peek).ok_or(malformed("EOF"))?;
         self.outcome.status = status;
         if after == AfterDefs::Rows {
-            self.outcome.warnings = warnings;
+            self.note_warnings(warnings);
             if self.cursor_opened(status) {
                 return Ok(self.finish());
             }
@@ -464,7 +467,7 @@ impl ResponseTracker {
             return Err(malformed("EOF"));
         };
         self.outcome.status = status;
-        self.outcome.warnings = warnings;
+        self.note_warnings(warnings);
         self.outcome.affected_rows = 0;
         self.outcome.last_insert_id = 0;
         Ok(status)
@@ -513,7 +516,7 @@ impl ResponseTracker {
             return Err(malformed("PREPARE_OK"));
         };
         // Byte 9 is a filler; the warning count after it is absent in very old servers' packets.
-        self.outcome.warnings = u16_at(10).unwrap_or(0);
+        self.note_warnings(u16_at(10).unwrap_or(0));
         self.outcome.prepared = Some(PreparedInfo {
             statement_id,
             num_columns,
@@ -546,7 +549,7 @@ impl ResponseTracker {
         let ok = packets::parse_ok(peek).ok_or(malformed("OK"))?;
         self.ok_packet = true;
         self.outcome.status = ok.status;
-        self.outcome.warnings = ok.warnings;
+        self.note_warnings(ok.warnings);
         self.outcome.affected_rows = ok.affected_rows;
         self.outcome.last_insert_id = ok.last_insert_id;
         if self.is_multi_result() && ok.status & SERVER_MORE_RESULTS_EXISTS != 0 {
@@ -560,11 +563,18 @@ impl ResponseTracker {
     fn on_err(&mut self, peek: &[u8]) -> Result<Step, ResponseError> {
         let err = packets::parse_err(peek).ok_or(malformed("ERR"))?;
         self.outcome.error = Some(err.code);
+        self.outcome.diagnostics = true;
         self.outcome.status = 0;
         self.outcome.warnings = 0;
         self.outcome.affected_rows = 0;
         self.outcome.last_insert_id = 0;
         Ok(self.finish())
+    }
+
+    /// The warning count of the result that ends here (the outcome keeps the last one's).
+    fn note_warnings(&mut self, warnings: u16) {
+        self.outcome.warnings = warnings;
+        self.outcome.diagnostics |= warnings > 0;
     }
 
     fn is_multi_result(&self) -> bool {
@@ -813,6 +823,31 @@ mod tests {
                 eof_payload(7, AC)
             };
             assert_eq!(run(QUERY, d, &small(packets)).expect("outcome").warnings, 7);
+        });
+    }
+
+    /// `warnings` is the last result's; `diagnostics` says whether any result raised some (a
+    /// multi-statement's first result may leave them for a later `SHOW WARNINGS`).
+    #[test]
+    fn any_results_warnings_or_error_mark_the_diagnostics() {
+        both_modes(|d| {
+            let clean = vec![ok_payload(1, 0, AC | MORE, 0), ok_payload(1, 0, AC, 0)];
+            let o = run(QUERY, d, &small(clean)).expect("outcome");
+            assert!(!o.diagnostics);
+            let first = vec![ok_payload(1, 0, AC | MORE, 2), ok_payload(1, 0, AC, 0)];
+            let o = run(QUERY, d, &small(first)).expect("outcome");
+            assert_eq!((o.warnings, o.diagnostics), (0, true));
+            let mut rows = result_set(d, 1, vec![text_row(&["x"])], AC | MORE);
+            *rows.last_mut().expect("terminator") = if d {
+                ok_terminator(AC | MORE, 1)
+            } else {
+                eof_payload(1, AC | MORE)
+            };
+            rows.push(ok_payload(0, 0, AC, 0));
+            let o = run(QUERY, d, &small(rows)).expect("outcome");
+            assert_eq!((o.warnings, o.diagnostics), (0, true));
+            let o = run(QUERY, d, &small(vec![err(1366)])).expect("outcome");
+            assert!(o.diagnostics);
         });
     }
 

@@ -806,8 +806,14 @@ impl Session {
             };
             synced = state::sync(conn, &self.state, full, keep).await;
         }
+        // Warnings or an error the session did not raise here (another session's, lent with
+        // the connection, or its own from before a statement elsewhere replaced them) are
+        // cleared before any statement of the session runs on it: a `GET DIAGNOSTICS`, a
+        // `SET @w = @@warning_count` or a multi-statement would read them, and their messages
+        // can quote another session's data. Only a connection that raised some pays for it.
         if let Ok(Ok(done)) = synced
-            && std::mem::take(&mut self.clear_diagnostics)
+            && conn.diagnostics
+            && !self.diagnostics_own[slot as usize]
         {
             // A statement that reads a table clears them (MariaDB keeps them past one that
             // reads none, `DO 0` or `SELECT 1`); every user may read this one.
@@ -817,6 +823,9 @@ impl Session {
                 .run_internal(&clear, ResponseKind::Query)
                 .await
                 .map(|r| r.map(|_| done));
+            if matches!(synced, Ok(Ok(_))) {
+                conn.diagnostics = false;
+            }
         }
         match synced {
             Ok(Ok(done)) => {

@@ -47,13 +47,14 @@ pub async fn response(
     seq_shift: u8,
 ) -> Result<Outcome, ForwardError> {
     let r = copy(conn, client, kind, stmt_id, seq_shift).await;
-    if r.is_err() {
-        conn.broken = true;
-    } else if let Ok(o) = &r
-        && o.error.is_none()
-        && kind.reports_status()
-    {
-        conn.status = o.status;
+    match &r {
+        Err(_) => conn.broken = true,
+        Ok(o) => {
+            if o.error.is_none() && kind.reports_status() {
+                conn.status = o.status;
+            }
+            conn.diagnostics |= o.diagnostics;
+        }
     }
     r
 }

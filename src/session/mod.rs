@@ -317,11 +317,6 @@ pub struct Session {
     /// (an open transaction, or state that pins the session): the client's connection is
     /// closed after the reply to the current command, as losing the server would close it.
     lost: Option<&'static str>,
-    /// A diagnostics read (`SHOW WARNINGS`, `@@warning_count`) goes to a connection that did
-    /// not run the session's last statement (which then had no warnings, or its connection
-    /// would be held): that connection's diagnostics, another statement's or another
-    /// session's, are cleared before it runs.
-    clear_diagnostics: bool,
     /// Text statements' digests, recent ones shared.
     digests: digests::Digests,
     /// The backends' server family, once a backend has been reached: the classifier knows
@@ -520,7 +515,6 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             selecting_schema: false,
             diagnostics_own: [false; 2],
             lost: None,
-            clear_diagnostics: false,
             digests: digests::Digests::default(),
             flavor: None,
             execute_buf: Vec::new(),
@@ -848,25 +842,20 @@ impl Session {
             };
         }
         // The diagnostics of the last statement live on its connection (or on the one kept
-        // for them, past statements that leave them alone).
+        // for them, past statements that leave them alone). Any other connection's are
+        // cleared before it runs a statement of the session (`checkout_as`).
         let forced = if class.kind == StatementKind::Read && class.diagnostics {
             let at = match self.until_next {
                 Some(("warnings", s)) => Some(s),
                 _ => self.last_slot,
             };
-            let held = at.and_then(|s| self.slot_target(s));
-            // A connection that has run nothing of the session's that sets them may carry
-            // another session's: cleared first, as where none is held.
-            self.clear_diagnostics =
-                held.is_none() || at.is_some_and(|s| !self.diagnostics_own[s as usize]);
-            held
+            at.and_then(|s| self.slot_target(s))
         } else {
             None
         };
         let done = self
             .execute(&class, Cmd::Raw(packet), K::Query, forced)
             .await;
-        self.clear_diagnostics = false;
         if let Some((slot, o)) = done? {
             self.after_statement(&class, slot, &o, packet).await;
         }
@@ -1155,7 +1144,10 @@ impl Session {
         let keeps_diagnostics =
             class.diagnostics || ok && o.warnings == 0 && class.opens_tables() == Some(false);
         if !keeps_diagnostics {
+            // The session's diagnostics are this statement's now; what its other connection
+            // holds is no longer for it to read.
             self.diagnostics_own[slot as usize] = true;
+            self.diagnostics_own[slot.other() as usize] = false;
         }
         let diagnostics_held = match self.until_next {
             Some(("warnings", s)) if keeps_diagnostics => Some(s),

@@ -18,6 +18,16 @@ pub enum Slot {
     Replica = 1,
 }
 
+impl Slot {
+    /// The session's other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Primary => Slot::Replica,
+            Slot::Replica => Slot::Primary,
+        }
+    }
+}
+
 /// Statements one session may have prepared at once (the server's own default
 /// `max_prepared_stmt_count`).
 pub const MAX_PER_SESSION: usize = 16_382;
