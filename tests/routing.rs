@@ -98,6 +98,40 @@ async fn primary_only_statements_land_on_the_primary() {
     }
 }
 
+/// What a server says of itself, in every form: an "am I on the writer" check through rwsplit
+/// sees the primary (the replicas are `read_only`), and the session's user variables are
+/// listed where they are.
+#[tokio::test]
+async fn the_servers_variables_and_the_sessions_user_variables_are_the_primarys() {
+    let proxy = Proxy::start();
+    let primary = primary_id().await;
+    let mut c = proxy.conn().await;
+    for sql in [
+        "SHOW VARIABLES LIKE 'read_only'",
+        "SHOW GLOBAL VARIABLES LIKE 'read_only'",
+        "SELECT 'read_only', VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES \
+         WHERE VARIABLE_NAME = 'READ_ONLY'",
+        "SELECT 'read_only', GLOBAL_VALUE FROM information_schema.SYSTEM_VARIABLES \
+         WHERE VARIABLE_NAME = 'READ_ONLY'",
+    ] {
+        let row: Option<(String, String)> = c.query_first(sql).await.expect(sql);
+        assert_eq!(row, Some(("read_only".into(), "OFF".into())), "{sql}");
+    }
+    let id: Option<(String, u64)> = c
+        .query_first("SHOW VARIABLES LIKE 'server_id'")
+        .await
+        .expect("server_id");
+    assert_eq!(id, Some(("server_id".into(), primary)));
+    c.query_drop("SET @mine = 1").await.expect("set");
+    let listed: Vec<String> = c
+        .query("SELECT VARIABLE_NAME FROM information_schema.USER_VARIABLES")
+        .await
+        .expect("user variables");
+    assert_eq!(listed, ["mine"]);
+    let shown: Vec<(String, String)> = c.query("SHOW USER_VARIABLES").await.expect("show");
+    assert_eq!(shown, [("mine".to_string(), "1".to_string())]);
+}
+
 #[tokio::test]
 async fn a_row_written_in_a_transaction_is_read_back_in_it() {
     let proxy = Proxy::start();

@@ -756,6 +756,26 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             {
                 note(R::SessionValue, &mut reason)
             }
+            // `SHOW [GLOBAL | SESSION] VARIABLES | STATUS`, `SHOW USER_VARIABLES` and the
+            // tables behind them: the server's own values (`read_only`, its GTID position,
+            // which server it is) and the session's user variables. A replica would answer for
+            // itself, and has none of the session's user variables.
+            Token::Word(w)
+                if word(toks.first(), "SHOW")
+                    && (i == 1
+                        || i == 2
+                            && ["GLOBAL", "SESSION", "LOCAL"]
+                                .iter()
+                                .any(|s| word(toks.get(1), s)))
+                    && ["VARIABLES", "STATUS", "USER_VARIABLES"]
+                        .iter()
+                        .any(|k| is(w, k)) =>
+            {
+                note(R::SessionValue, &mut reason)
+            }
+            Token::Word(w) | Token::Ident(w) if server_table(toks, i, w) => {
+                note(R::SessionValue, &mut reason)
+            }
             Token::SysVar(v) => match session_variable(v) {
                 Some(SessionVariable::Primary) => note(R::SessionValue, &mut reason),
                 Some(SessionVariable::Diagnostics) => diagnostics = true,
@@ -787,6 +807,31 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             ..of(StatementKind::Read)
         },
     }
+}
+
+/// Whether `w`, at `toks[i]`, names a table of `information_schema` or `performance_schema`
+/// that shows the server's variables or status, its threads, or the session's user variables
+/// (qualified by its schema: `threads` or `processlist` alone may be the application's).
+fn server_table(toks: &[Token<'_>], i: usize, w: &[u8]) -> bool {
+    const TABLES: [&str; 12] = [
+        "GLOBAL_VARIABLES",
+        "SESSION_VARIABLES",
+        "SYSTEM_VARIABLES",
+        "USER_VARIABLES",
+        "GLOBAL_STATUS",
+        "SESSION_STATUS",
+        "PROCESSLIST",
+        "VARIABLES_BY_THREAD",
+        "USER_VARIABLES_BY_THREAD",
+        "STATUS_BY_THREAD",
+        "VARIABLES_INFO",
+        "THREADS",
+    ];
+    i >= 2
+        && toks[i - 1] == Token::Punct(b'.')
+        && matches!(toks[i - 2], Token::Word(s) | Token::Ident(s)
+            if is(s, "information_schema") || is(s, "performance_schema"))
+        && TABLES.iter().any(|t| is(w, t))
 }
 
 /// What a read of a session's system variable needs beyond any connection of the session.

@@ -985,11 +985,30 @@ fn what_only_the_primary_can_say_goes_there() {
         "SELECT @@SESSION . last_insert_id",
         "SELECT @@session/**/.last_insert_id",
         "SELECT @@GLOBAL . gtid_binlog_pos",
+        "SHOW VARIABLES LIKE 'read_only'",
+        "show global variables like 'gtid%'",
+        "SHOW SESSION STATUS",
+        "SHOW STATUS LIKE 'Threads%'",
+        "SHOW USER_VARIABLES",
+        "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME = 'READ_ONLY'",
+        "SELECT GLOBAL_VALUE FROM INFORMATION_SCHEMA.`SYSTEM_VARIABLES` WHERE 1",
+        "SELECT * FROM information_schema.user_variables",
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST",
+        "SELECT * FROM performance_schema.threads",
+        "SELECT * FROM `performance_schema`.`global_variables`",
     ] {
         let c = classify(sql.as_bytes());
         assert!(!c.may_read_a_replica(), "{sql}: {c:?}");
     }
-    for sql in ["SHOW TABLES", "SHOW SLAVE STATUS", "SELECT @@version"] {
+    for sql in [
+        "SHOW TABLES",
+        "SHOW SLAVE STATUS",
+        "SHOW TABLE STATUS",
+        "SELECT @@version",
+        "SELECT * FROM threads",
+        "SELECT processlist FROM app.jobs",
+        "SELECT * FROM information_schema.TABLES",
+    ] {
         assert!(classify(sql.as_bytes()).may_read_a_replica(), "{sql}");
     }
 }
