@@ -135,17 +135,36 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// A hint is the word `rwsplit`, a colon (spaces around it allowed) and the word
+    /// `primary` or `replica`, in any case, each a whole word: `rwsplit:replicas` or
+    /// `myrwsplit:replica` is none.
     fn note_hint(&mut self, from: usize, to: usize) {
         let body = &self.s[from.min(self.s.len())..to.min(self.s.len())];
-        let lower: Vec<u8> = body
-            .iter()
-            .filter(|b| !b.is_ascii_whitespace())
-            .map(u8::to_ascii_lowercase)
-            .collect();
-        if find(&lower, b"rwsplit:primary").is_some() {
-            self.hint = Some(super::Hint::Primary);
-        } else if find(&lower, b"rwsplit:replica").is_some() {
-            self.hint = Some(super::Hint::Replica);
+        let word_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+        let mut at = 0;
+        while let Some(p) = body.get(at..).and_then(|rest| {
+            rest.windows(7)
+                .position(|w| w.eq_ignore_ascii_case(b"rwsplit"))
+        }) {
+            let start = at + p;
+            at = start + 7;
+            if start > 0 && word_byte(&body[start - 1]) {
+                continue;
+            }
+            let rest = &body[at..];
+            let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+            let Some(rest) = rest.strip_prefix(b":") else {
+                continue;
+            };
+            let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+            let name = &rest[..rest.iter().take_while(|b| word_byte(b)).count()];
+            if name.eq_ignore_ascii_case(b"primary") {
+                self.hint = Some(super::Hint::Primary);
+                return;
+            }
+            if name.eq_ignore_ascii_case(b"replica") && self.hint.is_none() {
+                self.hint = Some(super::Hint::Replica);
+            }
         }
     }
 

@@ -878,6 +878,19 @@ fn hints_in_comments_are_found() {
         ("/*rwsplit:replica*/ SELECT 1", Some(Hint::Replica)),
         ("SELECT /* RWSPLIT:PRIMARY */ 1", Some(Hint::Primary)),
         ("-- rwsplit:primary\nSELECT 1", Some(Hint::Primary)),
+        ("# rwsplit : replica\nSELECT 1", Some(Hint::Replica)),
+        (
+            "/* app=shop, rwsplit: replica */ SELECT 1",
+            Some(Hint::Replica),
+        ),
+        ("/* do not use rwsplit:replicas here */ SELECT 1", None),
+        ("/* myrwsplit:replica */ SELECT 1", None),
+        ("/* rwsplit:replica_x */ SELECT 1", None),
+        ("/* rwsplit */ SELECT 1 /* replica */", None),
+        (
+            "/* rwsplit:replica rwsplit:primary */ SELECT 1",
+            Some(Hint::Primary),
+        ),
         ("SELECT 'rwsplit:primary'", None),
         ("SELECT 1", None),
         // A SET calling a stored function is hinted to the primary by the classifier; a
