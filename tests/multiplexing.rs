@@ -1696,6 +1696,32 @@ async fn two_cursors_open_at_once_are_fetched_each_from_its_own() {
         assert_eq!(o.rows, want - 1, "the rest of that cursor");
     }
     wait_pinned(&proxy, id, None).await;
+    // A fetch with no cursor open, and one for a statement never prepared, get the server's
+    // errors in its words.
+    let a_id = u32::from_le_bytes(a);
+    for (stmt, code, message) in [
+        (
+            a,
+            1421,
+            format!("The statement ({a_id}) has no open cursor"),
+        ),
+        (
+            999u32.to_le_bytes(),
+            1243,
+            "Unknown prepared statement handler (999) given to mysqld_stmt_fetch".to_string(),
+        ),
+    ] {
+        let e = raw
+            .run_internal(&fetch(&stmt, 1), K::StmtFetch)
+            .await
+            .expect("fetch")
+            .expect_err("no cursor");
+        let err = rwsplit::protocol::packets::parse_err(&e.payload).expect("an error packet");
+        assert_eq!(
+            (err.code, String::from_utf8_lossy(err.message).into_owned()),
+            (code, message)
+        );
+    }
 }
 
 #[tokio::test]

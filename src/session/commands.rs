@@ -313,10 +313,20 @@ impl Session {
             return self.reply_lost().await;
         }
         let Some((slot, backend_id)) = on else {
+            if !self.stmts.statements.contains_key(&id) {
+                return self
+                    .reply(&ClientError::unknown_statement(id, "mysqld_stmt_fetch"))
+                    .await;
+            }
+            // In each server's own words (MySQL ends the sentence, MariaDB does not).
+            let stop = match self.flavor {
+                Some(crate::classify::Flavor::MySql) => ".",
+                _ => "",
+            };
             let e = ClientError::new(
                 1421,
                 "HY000",
-                format!("The statement ({id}) has no open cursor."),
+                format!("The statement ({id}) has no open cursor{stop}"),
             );
             return self.reply(&e).await;
         };
