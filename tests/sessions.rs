@@ -171,6 +171,51 @@ async fn ok_packet_info_reaches_a_client_without_session_tracking_as_from_the_se
     );
 }
 
+/// A client without session tracking never sees its flag: not in OK packets (rewritten whole)
+/// nor in the status of a result's EOF packets, which the server sets when the statement
+/// changed session state (`SET STATEMENT ... FOR SELECT`) and rwsplit's connection tracks it.
+#[tokio::test]
+async fn a_client_without_session_tracking_never_gets_its_status_flag() {
+    const CHANGED: u16 = rwsplit::protocol::packets::SERVER_SESSION_STATE_CHANGED;
+    let proxy = Proxy::start();
+    for caps in EOF_STYLES {
+        let mut through = raw_client(&proxy, caps).await;
+        let creds = rwsplit::protocol::connect::Credentials {
+            user: "app",
+            password: "app",
+            database: Some("app"),
+            capabilities: caps,
+            collation: 45,
+        };
+        let mut direct =
+            rwsplit::pool::BackendConn::connect("127.0.0.1:3306", &creds, Duration::from_secs(5))
+                .await
+                .expect("raw login to the primary");
+        let mut statuses = Vec::new();
+        for conn in [&mut through, &mut direct] {
+            let mut seen = Vec::new();
+            for sql in [
+                "SET STATEMENT div_precision_increment = 1 FOR SELECT 1/3",
+                "SET STATEMENT sql_mode = '' FOR SELECT 1 UNION SELECT 2",
+                "SELECT 1",
+            ] {
+                let o = conn
+                    .run_internal(&[&[3u8][..], sql.as_bytes()].concat(), ResponseKind::Query)
+                    .await
+                    .expect(sql)
+                    .expect(sql);
+                assert_eq!(o.status & CHANGED, 0, "{sql} ({caps:?})");
+                seen.push(o.status);
+            }
+            statuses.push(seen);
+        }
+        assert_eq!(
+            statuses[0], statuses[1],
+            "through rwsplit vs direct ({caps:?})"
+        );
+    }
+}
+
 #[tokio::test]
 async fn caching_sha2_password_clients_log_in_through_the_fast_path() {
     let proxy = Proxy::start_with(|t| {

@@ -86,6 +86,30 @@ impl Progress {
             && (self.strip || (peek_status(peek) & SERVER_SESSION_STATE_CHANGED != 0))
     }
 
+    /// For a client that did not negotiate session tracking, an EOF packet (`payload`, whole)
+    /// whose status says the session state changed, with that flag cleared: the client gets
+    /// the status it would get from the server (the state-change data itself only comes in OK
+    /// packets, which are rewritten whole). `None` for any other frame, and for an EOF to pass
+    /// as it is.
+    fn eof_to_rewrite(&self, len: usize, payload: &[u8]) -> Option<[u8; 8]> {
+        if !self.strip
+            || self.tracker.ok_packet()
+            || len >= 9
+            || len != payload.len()
+            || payload.first() != Some(&0xFE)
+        {
+            return None;
+        }
+        let (_, status) = packets::parse_eof(payload)?;
+        if status & SERVER_SESSION_STATE_CHANGED == 0 {
+            return None;
+        }
+        let mut eof = [0u8; 8];
+        eof[..len].copy_from_slice(payload);
+        eof[3..5].copy_from_slice(&(status & !SERVER_SESSION_STATE_CHANGED).to_le_bytes());
+        Some(eof)
+    }
+
     /// Takes the session changes (if its status flags say there are any) out of a whole OK
     /// packet. The GTID is the last one any OK of the response carried: in a multi-statement
     /// an earlier statement's commit counts even when a later one fails or commits nothing.
@@ -189,7 +213,13 @@ async fn copy_buffered(
             .tracker
             .on_frame(h.len, &payload[..h.len.min(PEEK_LEN)])
             .map_err(backend(p.started))?;
-        if p.tracker.ok_packet() {
+        if let Some(eof) = p.eof_to_rewrite(h.len, payload) {
+            write_client(client, &buf[sent..off]).await?;
+            write_packet(client, h.seq, &eof[..h.len]).await?;
+            p.bytes += (off - sent) as u64 + h.len as u64 + 4;
+            p.started = true;
+            sent = off + 4 + h.len;
+        } else if p.tracker.ok_packet() {
             p.absorb(payload);
             if p.strip {
                 write_client(client, &buf[sent..off]).await?;
@@ -260,6 +290,9 @@ async fn copy_frame(
         && peek[0] == 0
     {
         peek[1..5].copy_from_slice(&id.to_le_bytes());
+    }
+    if let Some(eof) = p.eof_to_rewrite(h.len, &peek[..n]) {
+        peek[..n].copy_from_slice(&eof[..n]);
     }
     if p.whole_ok(h.len, &peek[..n]) {
         // Into the connection's reused buffer: no allocation per OK packet.
