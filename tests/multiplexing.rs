@@ -808,6 +808,59 @@ async fn no_form_of_diagnostics_read_shows_another_sessions() {
     a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// MariaDB's `@@last_gtid` is the session's own commit, read in any form, whichever
+/// connection the statement gets: the one primary connection has committed another session's
+/// write since, and a new session has committed nothing.
+#[tokio::test]
+async fn last_gtid_is_the_sessions_own_commit() {
+    let proxy = one_connection_per_server();
+    let mut a = proxy.conn().await;
+    let t = common::create_table(&mut a, "mux_last_gtid", "id INT PRIMARY KEY").await;
+    let mut fresh = proxy.conn().await;
+    let none: Option<String> = fresh
+        .query_first("SELECT @@last_gtid")
+        .await
+        .expect("fresh");
+    assert_eq!(
+        none.as_deref(),
+        Some(""),
+        "a session that committed nothing"
+    );
+    fresh.disconnect().await.expect("quit");
+    a.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .expect("a's insert");
+    let mine: Option<String> = a.query_first("SELECT @@last_gtid").await.expect("gtid");
+    let mine = mine.expect("a gtid");
+    assert!(!mine.is_empty());
+    // A read elsewhere lets the primary connection go; b commits on it.
+    a.query_drop(format!("SELECT * FROM {t}"))
+        .await
+        .expect("read");
+    wait_pinned(&proxy, a.id(), None).await;
+    let mut b = proxy.conn().await;
+    b.query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .expect("b's insert");
+    let theirs: Option<String> = b.query_first("SELECT @@last_gtid").await.expect("gtid");
+    assert_ne!(theirs.as_deref(), Some(mine.as_str()));
+    b.disconnect().await.expect("quit");
+    let rows: Vec<Row> = a.query("SELECT @@last_gtid").await.expect("again");
+    assert_eq!(rows[0].columns_ref()[0].name_str(), "@@last_gtid");
+    assert_eq!(rows[0].get::<String, _>(0).as_deref(), Some(mine.as_str()));
+    for sql in [
+        "SELECT @@session.last_gtid AS g",
+        "SELECT CONCAT(@@LAST_GTID)",
+    ] {
+        let got: Option<String> = a.query_first(sql).await.expect(sql);
+        assert_eq!(got.as_deref(), Some(mine.as_str()), "{sql}");
+    }
+    a.query_drop("SET @g = @@last_gtid").await.expect("set");
+    let got: Option<String> = a.query_first("SELECT @g").await.expect("@g");
+    assert_eq!(got.as_deref(), Some(mine.as_str()), "SET @g = @@last_gtid");
+    a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 /// A schema selected where rwsplit does not follow it (a `USE` in a multi-statement) is
 /// known from the server's report: the session has it, and a connection of a session without
 /// a schema that selected one this way does not go back to serve such sessions.

@@ -1190,6 +1190,111 @@ fn session_sysvar(w: &[u8]) -> Option<&[u8]> {
     (name.len() == w.len() || is(scope, "SESSION") || is(scope, "LOCAL")).then_some(name)
 }
 
+/// `sql` with each read of MariaDB's `@@last_gtid` (also `@@session.`, `@@local.`, backquoted)
+/// replaced by `own`, the session's own value, as a string. A select item that is only the
+/// variable keeps its column name (`'0-1-5' AS `@@last_gtid``). `None` when there is none to
+/// replace. Only for text `own` can hold (a GTID: digits and dashes).
+pub fn with_last_gtid(sql: &[u8], own: &str, backslash_escapes: bool) -> Option<Vec<u8>> {
+    if !own
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+    {
+        return None;
+    }
+    let mut lx = Lexer::with_escapes(sql, backslash_escapes);
+    let mut toks: Vec<(usize, Token<'_>)> = Vec::new();
+    loop {
+        let at = lx.next_token_at();
+        match lx.next() {
+            Some(t) => toks.push((at, t)),
+            None => break,
+        }
+    }
+    let ends_list = |t: Option<&(usize, Token<'_>)>| match t {
+        None => true,
+        Some((_, Token::Punct(b',' | b';'))) => true,
+        Some((_, Token::Word(w))) => [
+            "FROM",
+            "INTO",
+            "UNION",
+            "WHERE",
+            "LIMIT",
+            "ORDER",
+            "GROUP",
+            "HAVING",
+            "FOR",
+            "LOCK",
+            "WINDOW",
+            "EXCEPT",
+            "INTERSECT",
+        ]
+        .iter()
+        .any(|k| is(w, k)),
+        _ => false,
+    };
+    let starts_item = |t: &Token<'_>| match t {
+        Token::Punct(b',') => true,
+        Token::Word(w) => [
+            "SELECT",
+            "DISTINCT",
+            "ALL",
+            "DISTINCTROW",
+            "HIGH_PRIORITY",
+            "STRAIGHT_JOIN",
+            "SQL_SMALL_RESULT",
+            "SQL_BIG_RESULT",
+            "SQL_BUFFER_RESULT",
+            "SQL_CACHE",
+            "SQL_NO_CACHE",
+            "SQL_CALC_FOUND_ROWS",
+        ]
+        .iter()
+        .any(|k| is(w, k)),
+        _ => false,
+    };
+    let mut out = Vec::with_capacity(sql.len() + 32);
+    let (mut copied, mut depth, mut in_list) = (0, 0i32, false);
+    for (i, (at, t)) in toks.iter().enumerate() {
+        match t {
+            Token::Punct(b'(') => depth += 1,
+            Token::Punct(b')') => depth -= 1,
+            Token::Word(w) if depth == 0 && is(w, "SELECT") => in_list = true,
+            Token::Word(_) if depth == 0 && in_list && ends_list(Some(&(*at, *t))) => {
+                in_list = false
+            }
+            Token::SysVar(v)
+                if session_sysvar(v).is_some_and(|n| is(n, "last_gtid")) && !v.ends_with(b".") =>
+            {
+                // The variable's whole text: `@@`, the name, and its backticks if quoted.
+                let quoted = sql.get(at + 2) == Some(&b'`');
+                let end = at + 2 + v.len() + if quoted { 2 } else { 0 };
+                let text = sql.get(*at..end)?;
+                out.extend_from_slice(&sql[copied..*at]);
+                out.push(b'\'');
+                out.extend_from_slice(own.as_bytes());
+                out.push(b'\'');
+                let whole_item = depth == 0
+                    && in_list
+                    && i > 0
+                    && starts_item(&toks[i - 1].1)
+                    && ends_list(toks.get(i + 1));
+                if whole_item && !text.contains(&b'`') {
+                    out.extend_from_slice(b" AS `");
+                    out.extend_from_slice(text);
+                    out.push(b'`');
+                }
+                copied = end;
+            }
+            _ => {}
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.extend_from_slice(&sql[copied..]);
+    Some(out)
+}
+
 /// The one session variable a `SET` assigns, lowercased: `SET [SESSION] name = ...` or
 /// `SET @@[SESSION.]name = ...`. None for several assignments, `SET NAMES`, `SET CHARACTER
 /// SET`, user variables, or anything else.

@@ -1239,3 +1239,58 @@ fn what_opens_a_table_is_told_from_the_text_where_it_can_be() {
         assert_eq!(classify(sql.as_bytes()).opens_tables(), opens, "{sql}");
     }
 }
+
+#[test]
+fn last_gtid_reads_take_the_sessions_own_value() {
+    let table: &[(&str, Option<&str>)] = &[
+        (
+            "SELECT @@last_gtid",
+            Some("SELECT '0-1-5' AS `@@last_gtid`"),
+        ),
+        (
+            "select @@SESSION.last_gtid;",
+            Some("select '0-1-5' AS `@@SESSION.last_gtid`;"),
+        ),
+        (
+            "SELECT 1, @@last_gtid, 2 FROM dual",
+            Some("SELECT 1, '0-1-5' AS `@@last_gtid`, 2 FROM dual"),
+        ),
+        ("SELECT @@last_gtid AS g", Some("SELECT '0-1-5' AS g")),
+        ("SELECT @@last_gtid g", Some("SELECT '0-1-5' g")),
+        (
+            "SELECT CONCAT('x', @@last_gtid)",
+            Some("SELECT CONCAT('x', '0-1-5')"),
+        ),
+        ("SET @g = @@last_gtid", Some("SET @g = '0-1-5'")),
+        (
+            "INSERT INTO t VALUES (1, @@last_gtid, 2)",
+            Some("INSERT INTO t VALUES (1, '0-1-5', 2)"),
+        ),
+        (
+            "SELECT a FROM t GROUP BY a, @@last_gtid",
+            Some("SELECT a FROM t GROUP BY a, '0-1-5'"),
+        ),
+        ("SELECT @@`last_gtid`", Some("SELECT '0-1-5'")),
+        ("SELECT '@@last_gtid', @@global.last_gtid", None),
+        ("SELECT @@last_insert_id /* @@last_gtid */", None),
+        ("SELECT @@gtid_binlog_pos", None),
+    ];
+    for (sql, want) in table {
+        let got = crate::classify::with_last_gtid(sql.as_bytes(), "0-1-5", true);
+        assert_eq!(
+            got.as_deref()
+                .map(|b| std::str::from_utf8(b).expect("utf8")),
+            *want,
+            "{sql}"
+        );
+    }
+    // An empty value (no commit yet) is an empty string; anything but a GTID is not written in.
+    assert_eq!(
+        crate::classify::with_last_gtid(b"SELECT @@last_gtid", "", true).as_deref(),
+        Some(&b"SELECT '' AS `@@last_gtid`"[..])
+    );
+    assert_eq!(
+        crate::classify::with_last_gtid(b"SELECT @@last_gtid", "0-1-5' OR '", true),
+        None
+    );
+}

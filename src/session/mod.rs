@@ -820,6 +820,22 @@ impl Session {
         {
             return self.set_consistency(mode, &packet[1..]).await;
         }
+        // `@@last_gtid` is the session's own, which the connection the statement gets may not
+        // carry (it was lent by a session that committed since): written in as a string. Only
+        // statements that may name a variable and go to the primary are looked at.
+        if class.kind != StatementKind::Read
+            && self.flavor == Some(crate::classify::Flavor::MariaDb)
+            && let Some(own) = self.state.last_gtid.as_deref()
+            && packet[1..].contains(&b'@')
+            && packet[1..]
+                .windows(9)
+                .any(|w| w.eq_ignore_ascii_case(b"last_gtid"))
+            && let Some(sql) =
+                crate::classify::with_last_gtid(&packet[1..], own, !self.state.no_backslash_escapes)
+        {
+            let rewritten = [&packet[..1], &sql[..]].concat();
+            return Box::pin(self.query(&rewritten)).await;
+        }
         self.digest = Some(digest);
         let hot = crate::metrics::hot();
         let path = if class.fast_path {
@@ -956,6 +972,20 @@ impl Session {
         if slot != Slot::Primary {
             return;
         }
+        // What `@@last_gtid` says in this session, in any consistency mode.
+        if let Some(g) = &o.gtid {
+            self.state.last_gtid = Some(g.clone());
+        } else if !matches!(
+            class.kind,
+            StatementKind::Read | StatementKind::SessionCommand | StatementKind::Use
+        ) && self
+            .primary
+            .as_ref()
+            .is_none_or(|c| c.tracking_statements().is_none())
+        {
+            // A write on a connection that reports no GTIDs: what it committed is not known.
+            self.state.last_gtid = None;
+        }
         // Whether the server says a transaction is still open after this statement: with
         // autocommit off, the COMMIT's OK carries the GTID of what it committed.
         let in_trx = self.in_transaction();
@@ -981,7 +1011,12 @@ impl Session {
             .query_scalar(consistency::last_gtid_query(flavor))
             .await
         {
-            Ok(Ok(Some(g))) if !g.is_empty() => self.causal.require(g),
+            Ok(Ok(Some(g))) if !g.is_empty() => {
+                if flavor == crate::monitor::replication::Flavor::MariaDb {
+                    self.state.last_gtid = Some(g.clone());
+                }
+                self.causal.require(g)
+            }
             // MariaDB's `@@last_gtid` is empty on a connection that committed nothing: the
             // write was rolled back.
             Ok(Ok(_)) if flavor == crate::monitor::replication::Flavor::MariaDb => {

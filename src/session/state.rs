@@ -38,6 +38,11 @@ pub struct State {
     pub no_backslash_escapes: bool,
     /// What `LAST_INSERT_ID()` returns in this session.
     pub last_insert_id: u64,
+    /// What MariaDB's `@@last_gtid` returns in this session: the GTID of its last commit, as
+    /// the server reported it (empty for none yet); `None` once a commit's GTID may have gone
+    /// unseen. The primary connection a statement reading it runs on may have committed
+    /// another session's since (`Session::with_own_last_gtid`).
+    pub last_gtid: Option<String>,
     /// The session's own `wait_timeout`, once it set one (the server reported it): a client
     /// idle this long is disconnected, when that is sooner than `proxy.client_idle_timeout`.
     pub wait_timeout: Option<std::time::Duration>,
@@ -222,6 +227,7 @@ impl State {
             autocommit: true,
             no_backslash_escapes: false,
             last_insert_id: 0,
+            last_gtid: Some(String::new()),
             wait_timeout: None,
             temporary_tables: false,
             table_locks: false,
