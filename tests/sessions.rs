@@ -171,6 +171,64 @@ async fn ok_packet_info_reaches_a_client_without_session_tracking_as_from_the_se
     );
 }
 
+/// A client that answers LOAD DATA LOCAL's file request with frames out of order gets the
+/// server's 1156, and the backend connection the server then stops answering is never given to
+/// another session (whose statement would wait on it for ever).
+#[tokio::test]
+async fn a_file_sent_out_of_order_leaves_no_broken_connection_in_the_pool() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::frame;
+    let proxy = Proxy::start_with(|t| pool_settings(t, "max_connections = 1"));
+    let t = unique("infile_order");
+    let mut setup = proxy.conn().await;
+    setup
+        .query_drop(format!("CREATE TABLE {t} (v VARCHAR(20))"))
+        .await
+        .expect("create");
+    setup.disconnect().await.expect("quit");
+    let caps = C::CLIENT_LOCAL_FILES;
+    let mut bad = raw_client(&proxy, caps).await;
+    let load = format!("\x03LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE {t}");
+    bad.send_command(load.as_bytes()).await.expect("load");
+    let mut request: Vec<u8> = Vec::new();
+    frame::read_packet(&mut bad.reader, &mut request, 1 << 20)
+        .await
+        .expect("file request");
+    assert_eq!(request.as_slice().first(), Some(&0xFB), "{request:?}");
+    // The file's frames numbered from 0 instead of 2.
+    for (seq, data) in [(0u8, &b"a\n"[..]), (1, b"")] {
+        frame::write_packet(&mut bad.writer, seq, data)
+            .await
+            .expect("file frame");
+    }
+    tokio::io::AsyncWriteExt::flush(&mut bad.writer)
+        .await
+        .expect("flush");
+    let mut reply = Vec::new();
+    frame::read_packet(&mut bad.reader, &mut reply, 1 << 20)
+        .await
+        .expect("reply");
+    let err = rwsplit::protocol::packets::parse_err(&reply).expect("an error");
+    assert_eq!(err.code, 1156, "{:?}", String::from_utf8_lossy(err.message));
+    drop(bad);
+    // The next session with the same capabilities, on the primary's one pool slot.
+    let mut next = raw_client(&proxy, caps).await;
+    let insert = format!("\x03INSERT INTO {t} VALUES ('next')");
+    let done = tokio::time::timeout(
+        Duration::from_secs(10),
+        next.run_internal(insert.as_bytes(), ResponseKind::Query),
+    )
+    .await
+    .expect("the next session's insert waited on the broken connection")
+    .expect("insert");
+    assert!(done.is_ok(), "{done:?}");
+    let drop_table = format!("\x03DROP TABLE {t}");
+    next.run_internal(drop_table.as_bytes(), ResponseKind::Query)
+        .await
+        .expect("drop")
+        .expect("drop ok");
+}
+
 /// A client without session tracking never sees its flag: not in OK packets (rewritten whole)
 /// nor in the status of a result's EOF packets, which the server sets when the statement
 /// changed session state (`SET STATEMENT ... FOR SELECT`) and rwsplit's connection tracks it.

@@ -314,14 +314,15 @@ pub(super) enum Failure {
 /// database just created reaches it in that time, unless it is filtered out there).
 const SCHEMA_MISSING_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Whether the server closes the connection after sending this error: a packet over its
-/// `max_allowed_packet` (ER_NET_PACKET_TOO_LARGE, 1153), the connection killed
+/// Whether the server closes the connection (or stops reading it) after sending this error:
+/// a network error of its own (ER_NET_*, 1152 to 1161: a packet over its `max_allowed_packet`
+/// (1153), or out of order (1156), as a client's LOAD DATA LOCAL file may be), the connection killed
 /// (ER_CONNECTION_KILLED, 1927; MySQL's ER_SESSION_WAS_KILLED, 3169), the server shutting
 /// down (ER_SERVER_SHUTDOWN, 1053) or going offline (MySQL's ER_SERVER_OFFLINE_MODE, 3032),
 /// or MySQL's idle timeout (ER_CLIENT_INTERACTION_TIMEOUT, 4031).
 /// (MariaDB numbers other errors 3032, 3169 and 4031: a missing trigger is 4031 there.)
 fn closes_connection(code: u16, flavor: Flavor) -> bool {
-    matches!(code, 1053 | 1153 | 1927)
+    matches!(code, 1053 | 1152..=1161 | 1927)
         || flavor == Flavor::MySql && matches!(code, 3032 | 3169 | 4031)
 }
 
