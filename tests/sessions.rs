@@ -365,6 +365,40 @@ async fn change_user_resets_the_session_everywhere() {
     assert_eq!(server_code(&err), Some(1045), "{err}");
 }
 
+/// A schema name no server takes (1102: a trailing space, over 64 characters) is refused once,
+/// at login and at COM_CHANGE_USER, and the session's next statement gets its own answer.
+#[tokio::test]
+async fn a_schema_name_no_server_takes_is_refused_once() {
+    let proxy = Proxy::start();
+    let mut c = proxy.conn().await;
+    for db in ["app ", &"x".repeat(65)] {
+        let err = c
+            .change_user(
+                ChangeUserOpts::default()
+                    .with_user(Some("app".into()))
+                    .with_pass(Some("app".into()))
+                    .with_db_name(Some(db.into())),
+            )
+            .await
+            .expect_err("an invalid schema name");
+        assert_eq!(server_code(&err), Some(1102), "{err}");
+        for word in ["first", "second"] {
+            let got: Option<String> = c.query_first(format!("SELECT '{word}'")).await.expect(word);
+            assert_eq!(
+                got.as_deref(),
+                Some(word),
+                "after COM_CHANGE_USER to {db:?}"
+            );
+        }
+    }
+    let err = mysql_async::Conn::new(
+        mysql_async::OptsBuilder::from_opts(proxy.opts()).db_name(Some("app ")),
+    )
+    .await
+    .expect_err("an invalid schema name at login");
+    assert_eq!(server_code(&err), Some(1102), "{err}");
+}
+
 #[tokio::test]
 async fn reset_connection_clears_the_session_everywhere() {
     let proxy = Proxy::start();

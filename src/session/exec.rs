@@ -1582,8 +1582,9 @@ impl Session {
             Ok(_) => Ok(true),
             // Unless the failed connection took the session's state with it: that is told now.
             Err(Failure::Busy(_) | Failure::Down(_)) if !report && self.lost.is_none() => Ok(false),
-            // A replica without the schema: the caller asks the primary.
-            Err(Failure::Reply(p)) if !report && !t.is_primary() && unknown_schema(&p) => Ok(false),
+            // A replica that refused (it lacks the schema, or the name is one no server takes):
+            // the caller asks the primary, whose answer is the one the client gets, once.
+            Err(Failure::Reply(_)) if !report && !t.is_primary() => Ok(false),
             Err(Failure::Reply(p) | Failure::Busy(p)) => self.reply_raw(&p).await.map(|_| false),
             Err(Failure::Down(m)) => self
                 .reply(&ClientError::backend_failed(m))
