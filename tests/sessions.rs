@@ -399,6 +399,99 @@ async fn a_schema_name_no_server_takes_is_refused_once() {
     assert_eq!(server_code(&err), Some(1102), "{err}");
 }
 
+/// COM_CHANGE_USER to a character set no server takes for a client's text (ucs2, utf16,
+/// utf32) is refused with the server's 1231, and the session goes on, as directly.
+#[tokio::test]
+async fn change_user_to_a_charset_clients_cannot_use_is_refused_and_the_session_goes_on() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+    use mysql_common::proto::MySerialize;
+    use rwsplit::protocol::frame;
+    async fn attempt(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut buf = Vec::new();
+        let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+            .await
+            .expect("greeting");
+        let greeting = mysql_common::io::ParseBuf(&buf)
+            .parse::<HandshakePacket<'_>>(())
+            .expect("parse greeting");
+        let mut nonce = greeting.nonce();
+        nonce.truncate(20);
+        let scramble = mysql_common::scramble::scramble_native(&nonce, b"app").expect("scramble");
+        let caps = C::CLIENT_PROTOCOL_41
+            | C::CLIENT_SECURE_CONNECTION
+            | C::CLIENT_PLUGIN_AUTH
+            | C::CLIENT_LONG_PASSWORD
+            | C::CLIENT_TRANSACTIONS
+            | C::CLIENT_CONNECT_WITH_DB;
+        let resp = HandshakeResponse::new(
+            Some(&scramble[..]),
+            (0, 0, 0),
+            Some(&b"app"[..]),
+            Some(&b"app"[..]),
+            Some(AuthPlugin::Other(
+                b"mysql_native_password".as_slice().into(),
+            )),
+            caps,
+            None,
+            1 << 24,
+        );
+        let mut out = Vec::new();
+        resp.serialize(&mut out);
+        frame::write_packet(&mut s, seq.wrapping_add(1), &out)
+            .await
+            .expect("send login");
+        frame::read_packet(&mut s, &mut buf, 1 << 16)
+            .await
+            .expect("login reply");
+        assert_eq!(buf.as_slice().first(), Some(&0x00), "login: {buf:?}");
+        // COM_CHANGE_USER: user, scramble, schema, charset ucs2_general_ci (35), plugin.
+        let change = [
+            &[0x11][..],
+            b"app\0",
+            &[20],
+            &scramble,
+            b"app\0",
+            &[35, 0],
+            b"mysql_native_password\0",
+        ]
+        .concat();
+        frame::write_packet(&mut s, 0, &change)
+            .await
+            .expect("send change user");
+        tokio::io::AsyncWriteExt::flush(&mut s)
+            .await
+            .expect("flush");
+        frame::read_packet(&mut s, &mut buf, 1 << 16)
+            .await
+            .expect("change user reply");
+        let code = rwsplit::protocol::packets::parse_err(&buf).map_or(0, |e| e.code);
+        frame::write_packet(&mut s, 0, b"\x03SELECT 'still here'")
+            .await
+            .expect("query");
+        let mut rows = Vec::new();
+        for _ in 0..5 {
+            let read = frame::read_packet(&mut s, &mut buf, 1 << 16);
+            tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .expect("the session's next query got no answer")
+                .expect("query reply");
+            rows.push(buf.clone());
+        }
+        (code, rows.concat())
+    }
+    let proxy = Proxy::start();
+    let (through, rows) = attempt(proxy.addr).await;
+    let (direct, direct_rows) = attempt("127.0.0.1:3306".parse().expect("addr")).await;
+    assert_eq!((through, direct), (1231, 1231));
+    assert!(
+        rows.windows(10).any(|w| w == b"still here"),
+        "the session's next query: {rows:?}"
+    );
+    assert!(direct_rows.windows(10).any(|w| w == b"still here"));
+}
+
 #[tokio::test]
 async fn reset_connection_clears_the_session_everywhere() {
     let proxy = Proxy::start();

@@ -155,6 +155,17 @@ pub fn ok_payload(status: u16) -> Vec<u8> {
     packets::ok_payload(0, 0, status, 0)
 }
 
+/// The character set of `collation` when it is one a server refuses for a client's text
+/// (ucs2, utf16, utf16le, utf32: `character_set_client` cannot be set to them).
+pub fn refused_client_charset(collation: u8) -> Option<&'static str> {
+    use mysql_common::collations::{Collation, CollationId};
+    let c = Collation::resolve(CollationId::from(u16::from(collation)));
+    let charset = c.charset();
+    ["ucs2", "utf16", "utf16le", "utf32"]
+        .into_iter()
+        .find(|refused| charset.eq_ignore_ascii_case(refused))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +192,11 @@ mod tests {
         assert_eq!(c.auth_response, vec![7u8; 20]);
         assert_eq!(c.database.as_deref(), Some("shop"));
         assert_eq!(c.collation, Some(45));
+        assert_eq!(refused_client_charset(45), None);
+        assert_eq!(refused_client_charset(35), Some("ucs2"));
+        assert_eq!(refused_client_charset(54), Some("utf16"));
+        assert_eq!(refused_client_charset(60), Some("utf32"));
+        assert_eq!(refused_client_charset(255), None);
         assert_eq!(c.plugin, Some(Plugin::Native));
     }
 
