@@ -861,6 +861,39 @@ async fn last_gtid_is_the_sessions_own_commit() {
     a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// A session that ends with an XA transaction prepared leaves it prepared on the server, as
+/// directly, and its connection is closed: reset and pooled, it refused every later session's
+/// writes (1031).
+#[tokio::test]
+async fn a_prepared_xa_transaction_does_not_break_the_next_sessions_writes() {
+    let proxy = one_connection_per_server();
+    let mut a = proxy.conn().await;
+    let t = common::create_table(&mut a, "mux_xa", "id INT PRIMARY KEY").await;
+    let xid = format!("'{t}'");
+    for sql in [
+        format!("XA START {xid}"),
+        format!("INSERT INTO {t} VALUES (1)"),
+        format!("XA END {xid}"),
+        format!("XA PREPARE {xid}"),
+    ] {
+        a.query_drop(&sql).await.expect(&sql);
+    }
+    a.disconnect().await.expect("quit");
+    let mut b = proxy.conn().await;
+    b.query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .expect("the next session's write");
+    let prepared: Vec<(i64, i64, i64, String)> = b.query("XA RECOVER").await.expect("recover");
+    assert!(
+        prepared.iter().any(|(_, _, _, data)| *data == t),
+        "a's XA transaction stays prepared: {prepared:?}"
+    );
+    b.query_drop(format!("XA ROLLBACK {xid}"))
+        .await
+        .expect("rollback");
+    b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 /// A schema selected where rwsplit does not follow it (a `USE` in a multi-statement) is
 /// known from the server's report: the session has it, and a connection of a session without
 /// a schema that selected one this way does not go back to serve such sessions.

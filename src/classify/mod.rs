@@ -139,6 +139,9 @@ pub enum SessionEffect {
     Several,
     /// `COMMIT RELEASE`, `ROLLBACK RELEASE`: the server ends the connection after its OK.
     EndsConnection,
+    /// `XA ...`: an XA transaction that reached `XA PREPARE` outlives a reset, after which its
+    /// connection refuses writes: the connection is closed, never pooled again.
+    Xa,
 }
 
 /// The result of classifying one statement.
@@ -543,11 +546,15 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
         // server refuses it rather than committing first.
         b"XA" if word(second, "START") || word(second, "BEGIN") => Classification {
             reason: Some(R::TransactionControl),
+            effect: Some(SessionEffect::Xa),
             ..of(K::TransactionBegin)
         },
         // Other XA commands act on XA transactions by id, which replicas hold too (replicated
         // XA PREPARE): `Other`, never let through to a replica.
-        b"XA" => write(R::Other),
+        b"XA" => Classification {
+            effect: Some(SessionEffect::Xa),
+            ..write(R::Other)
+        },
         b"SAVEPOINT" | b"RELEASE" => write(R::TransactionControl),
         b"KILL" => of(K::Kill),
         // Backup locks and stages block DDL or commits for every session until the connection

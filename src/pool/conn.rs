@@ -68,6 +68,8 @@ pub struct BackendConn {
     pub retire_at: Option<Instant>,
     /// Set when the connection failed or was left mid-response: never reuse it.
     pub broken: bool,
+    /// An `XA` statement ran here: closed rather than pooled (`SessionEffect::Xa`).
+    pub xa: bool,
     /// Schema currently selected on this connection.
     pub schema: Option<String>,
     /// Whether multi-statements are currently enabled on this connection.
@@ -192,6 +194,7 @@ impl BackendConn {
             serial: next_serial(),
             status: session.status,
             diagnostics: false,
+            xa: false,
             scratch: Vec::new(),
         })
     }

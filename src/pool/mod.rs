@@ -258,10 +258,10 @@ impl Pool {
         }
     }
 
-    /// Whether `conn` may go back idle into this pool: not broken, and without a schema if the
-    /// pool is for sessions without one.
+    /// Whether `conn` may go back idle into this pool: not broken, no XA statement ran on it, and
+    /// without a schema if the pool is for sessions without one.
     fn may_keep(&self, conn: &BackendConn) -> bool {
-        !conn.broken && (!self.key.schemaless || conn.schema.is_none())
+        !conn.broken && !conn.xa && (!self.key.schemaless || conn.schema.is_none())
     }
 
     /// Whether this pool is for sessions that selected no schema.

@@ -1157,6 +1157,11 @@ impl Session {
                 self.discard_slot(slot);
                 self.released = true;
             }
+            Some(E::Xa) => {
+                if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
+                    c.xa = true;
+                }
+            }
             _ => {}
         }
         self.after_tracked(class, slot, o);
