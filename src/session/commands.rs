@@ -39,11 +39,12 @@ impl Session {
             return Ok(());
         };
         if let Some(p) = o.prepared {
+            let key = crate::pool::conn::statement_key(packet);
             let mut on = None;
             let keep = self.server_statements_with_state(slot);
             if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot) {
                 let context = c.context();
-                if super::exec::remember_prepared(c, packet, context, p.statement_id, &keep).await {
+                if super::exec::remember_prepared(c, &key, context, p.statement_id, &keep).await {
                     self.leftovers[slot as usize] = true;
                 }
                 on = Some((c.statements_version(), context, p.statement_id));
@@ -52,6 +53,7 @@ impl Session {
                 proxy_id,
                 Statement {
                     prepare_packet: packet.to_vec(),
+                    key,
                     schema: self.state.schema.as_deref().map(Box::from),
                     class,
                     digest,

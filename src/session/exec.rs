@@ -144,7 +144,7 @@ async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardErr
     }
 }
 
-/// Records that `conn` has `packet` prepared as server statement `id`, in `context`. A
+/// Records that `conn` has the statement of `key` prepared as server statement `id`, in `context`. A
 /// statement prepared there before under the same text is closed (the new id replaces it), and
 /// past the connection's `statement_cap` one other is closed, so a connection holds a bounded
 /// number.
@@ -153,14 +153,14 @@ async fn with_timeout<F: std::future::Future<Output = Result<Outcome, ForwardErr
 /// return is true: the connection goes back to its pool reset, which closes it.
 pub(super) async fn remember_prepared(
     conn: &mut BackendConn,
-    packet: &[u8],
+    key: &crate::pool::conn::StatementKey,
     context: u64,
     id: u32,
     keep: &[u32],
 ) -> bool {
     let close = conn
         .statements
-        .insert(packet.into(), (context, id))
+        .insert(*key, (context, id))
         .map(|(_, old)| old);
     let orphaned = close.is_some_and(|old| keep.contains(&old));
     let mut closing: Vec<u32> = close
@@ -174,8 +174,8 @@ pub(super) async fn remember_prepared(
         let victim = conn
             .statements
             .iter()
-            .find(|(k, (_, b))| &***k != packet && !keep.contains(b))
-            .map(|(k, _)| k.clone());
+            .find(|(k, (_, b))| *k != key && !keep.contains(b))
+            .map(|(k, _)| *k);
         match victim.and_then(|k| conn.statements.remove(&k)) {
             Some((_, old)) => closing.push(old),
             None => break,
@@ -1185,7 +1185,7 @@ impl Session {
         {
             return Ok(b);
         }
-        if let Some(&(c, b)) = conn.statements.get(stmt.prepare_packet.as_slice())
+        if let Some(&(c, b)) = conn.statements.get(&stmt.key)
             && c == context
             && !theirs(b)
         {
@@ -1203,8 +1203,7 @@ impl Session {
             Ok(Ok(Outcome {
                 prepared: Some(p), ..
             })) => {
-                let packet = &stmt.prepare_packet;
-                if remember_prepared(conn, packet, context, p.statement_id, &keep).await {
+                if remember_prepared(conn, &stmt.key, context, p.statement_id, &keep).await {
                     self.leftovers[slot as usize] = true;
                 }
                 stmt.on = Some((conn.statements_version(), context, p.statement_id));

@@ -36,6 +36,8 @@ pub const MAX_PER_SESSION: usize = 16_382;
 pub struct Statement {
     /// The COM_STMT_PREPARE packet, to prepare again on another connection.
     pub prepare_packet: Vec<u8>,
+    /// Its key among the statements a connection keeps (`BackendConn::statements`).
+    pub key: crate::pool::conn::StatementKey,
     /// The session's schema when the client prepared it. The server finds a statement's tables
     /// in the schema of its prepare, even after a `USE`: on another connection, or after a
     /// `USE`, it is prepared again in this schema (see `exec::prepared_on`).
@@ -237,6 +239,7 @@ mod tests {
     fn stmt(num_params: u16) -> Statement {
         Statement {
             prepare_packet: b"\x16SELECT ?".to_vec(),
+            key: crate::pool::conn::statement_key(b"\x16SELECT ?"),
             schema: None,
             class: classify(b"SELECT ?"),
             digest: super::super::digests::Digest::new("SELECT ?".into()),
