@@ -653,6 +653,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
     let mut from = false;
     let mut effect = None;
     let mut diagnostics = false;
+    let show = word(toks.first(), "SHOW");
     // `REPLACE(`/`INSERT(` inside a SELECT: string functions, or a write the full parse finds.
     let mut unsure = false;
     let rank = |r: R| match r {
@@ -768,7 +769,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             // which server it is) and the session's user variables. A replica would answer for
             // itself, and has none of the session's user variables.
             Token::Word(w)
-                if word(toks.first(), "SHOW")
+                if show
                     && (i == 1
                         || i == 2
                             && ["GLOBAL", "SESSION", "LOCAL"]
@@ -780,7 +781,9 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             {
                 note(R::SessionValue, &mut reason)
             }
-            Token::Word(w) | Token::Ident(w) if server_table(toks, i, w) => {
+            Token::Word(w) | Token::Ident(w)
+                if i >= 2 && toks[i - 1] == Token::Punct(b'.') && server_table(&toks[i - 2], w) =>
+            {
                 note(R::SessionValue, &mut reason)
             }
             Token::SysVar(v) => match session_variable(v) {
@@ -816,10 +819,10 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
     }
 }
 
-/// Whether `w`, at `toks[i]`, names a table of `information_schema` or `performance_schema`
-/// that shows the server's variables or status, its threads, or the session's user variables
-/// (qualified by its schema: `threads` or `processlist` alone may be the application's).
-fn server_table(toks: &[Token<'_>], i: usize, w: &[u8]) -> bool {
+/// Whether `schema.w` names a table of `information_schema` or `performance_schema` that shows
+/// the server's variables or status, its threads, or the session's user variables (qualified
+/// by its schema: `threads` or `processlist` alone may be the application's).
+fn server_table(schema: &Token<'_>, w: &[u8]) -> bool {
     const TABLES: [&str; 12] = [
         "GLOBAL_VARIABLES",
         "SESSION_VARIABLES",
@@ -834,9 +837,7 @@ fn server_table(toks: &[Token<'_>], i: usize, w: &[u8]) -> bool {
         "VARIABLES_INFO",
         "THREADS",
     ];
-    i >= 2
-        && toks[i - 1] == Token::Punct(b'.')
-        && matches!(toks[i - 2], Token::Word(s) | Token::Ident(s)
+    matches!(schema, Token::Word(s) | Token::Ident(s)
             if is(s, "information_schema") || is(s, "performance_schema"))
         && TABLES.iter().any(|t| is(w, t))
 }
