@@ -171,6 +171,67 @@ async fn ok_packet_info_reaches_a_client_without_session_tracking_as_from_the_se
     );
 }
 
+/// A prepared `LOAD DATA LOCAL` (MariaDB prepares it) asks for the client's file as the text
+/// statement does, and loads it, as directly.
+#[tokio::test]
+async fn a_prepared_load_data_local_loads_the_clients_file() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::{Command, frame};
+    let proxy = Proxy::start();
+    let t = unique("infile_prepared");
+    let mut setup = proxy.conn().await;
+    setup
+        .query_drop(format!("CREATE TABLE {t} (v INT)"))
+        .await
+        .expect("create");
+    let creds = rwsplit::protocol::connect::Credentials {
+        user: "app",
+        password: "app",
+        database: Some("app"),
+        capabilities: C::CLIENT_LOCAL_FILES,
+        collation: 45,
+    };
+    let through = raw_client(&proxy, C::CLIENT_LOCAL_FILES).await;
+    let direct =
+        rwsplit::pool::BackendConn::connect("127.0.0.1:3306", &creds, Duration::from_secs(5))
+            .await
+            .expect("raw login to the primary");
+    let mut loaded = Vec::new();
+    for mut c in [through, direct] {
+        let stmt = raw_prepare(
+            &mut c,
+            &format!("LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE {t}"),
+        )
+        .await;
+        let execute = [&[Command::StmtExecute as u8][..], &stmt, &[0, 1, 0, 0, 0]].concat();
+        c.send_command(&execute).await.expect("execute");
+        let mut buf: Vec<u8> = Vec::new();
+        let seq = frame::read_packet(&mut c.reader, &mut buf, 1 << 20)
+            .await
+            .expect("file request");
+        assert_eq!(buf.as_slice().first(), Some(&0xFB), "{buf:?}");
+        let next = frame::write_packet(&mut c.writer, seq.wrapping_add(1), b"1\n2\n3\n")
+            .await
+            .expect("file");
+        frame::write_packet(&mut c.writer, next, b"")
+            .await
+            .expect("end of file");
+        tokio::io::AsyncWriteExt::flush(&mut c.writer)
+            .await
+            .expect("flush");
+        frame::read_packet(&mut c.reader, &mut buf, 1 << 20)
+            .await
+            .expect("result");
+        let ok = rwsplit::protocol::packets::parse_ok(&buf).expect("an OK");
+        loaded.push(ok.affected_rows);
+    }
+    assert_eq!(loaded, [3, 3], "through rwsplit, then directly");
+    setup
+        .query_drop(format!("DROP TABLE {t}"))
+        .await
+        .expect("drop");
+}
+
 /// A client that answers LOAD DATA LOCAL's file request with frames out of order gets the
 /// server's 1156, and the backend connection the server then stops answering is never given to
 /// another session (whose statement would wait on it for ever).

@@ -329,7 +329,14 @@ impl ResponseTracker {
             None => Err(malformed("result header")),
             Some(&OK_HEADER) => self.on_ok(peek),
             Some(&ERR_HEADER) => self.on_err(peek),
-            Some(&LOCAL_INFILE_HEADER) if self.kind == ResponseKind::Query => {
+            // A prepared `LOAD DATA LOCAL` asks for its file too (MariaDB; MySQL refuses to
+            // prepare it).
+            Some(&LOCAL_INFILE_HEADER)
+                if matches!(
+                    self.kind,
+                    ResponseKind::Query | ResponseKind::StmtExecute { cursor: false }
+                ) =>
+            {
                 self.state = State::AwaitingFile;
                 Ok(Step::LocalInfile)
             }
@@ -934,10 +941,18 @@ mod tests {
         ));
     }
 
+    /// A text query or a prepared statement's execute (MariaDB prepares `LOAD DATA LOCAL`) may
+    /// ask for a file; a cursor's execute, a fetch or a prepare may not.
     #[test]
-    fn local_infile_request_is_only_valid_for_com_query() {
-        let r = run(EXECUTE, false, &small(vec![b"\xFBf".to_vec()]));
-        assert!(matches!(r, Err(ResponseError::Malformed { .. })));
+    fn local_infile_request_is_valid_for_a_query_or_an_execute() {
+        for kind in [QUERY, EXECUTE] {
+            let mut t = ResponseTracker::new(kind, false);
+            assert_eq!(t.on_frame(2, b"\xFBf"), Ok(Step::LocalInfile), "{kind:?}");
+        }
+        for kind in [EXECUTE_CURSOR, ResponseKind::StmtFetch, ResponseKind::StmtPrepare] {
+            let r = run(kind, false, &small(vec![b"\xFBf".to_vec()]));
+            assert!(matches!(r, Err(ResponseError::Malformed { .. })), "{kind:?}");
+        }
     }
 
     fn prepare_ok(id: u32, columns: u16, params: u16, warnings: u16) -> Vec<u8> {
@@ -1439,7 +1454,7 @@ mod tests {
                         match step {
                             Ok(Step::More) => {}
                             Ok(Step::LocalInfile) => {
-                                assert_eq!(kind, QUERY);
+                                assert!(matches!(kind, QUERY | EXECUTE), "{kind:?}");
                                 if rng.below(2) == 0 {
                                     t.local_infile_sent();
                                 }
