@@ -858,6 +858,19 @@ async fn last_gtid_is_the_sessions_own_commit() {
     a.query_drop("SET @g = @@last_gtid").await.expect("set");
     let got: Option<String> = a.query_first("SELECT @g").await.expect("@g");
     assert_eq!(got.as_deref(), Some(mine.as_str()), "SET @g = @@last_gtid");
+    // In a multi-statement the server has the commit made before it: not rewritten. And the
+    // session's own is that commit's from then on.
+    let mut results = a
+        .query_iter(format!("INSERT INTO {t} VALUES (3); SELECT @@last_gtid"))
+        .await
+        .expect("multi-statement");
+    let _: Vec<Row> = results.collect().await.expect("the insert");
+    let later: Vec<String> = results.collect().await.expect("the gtid");
+    drop(results);
+    assert_eq!(later.len(), 1);
+    assert_ne!(later[0], mine, "the multi-statement's own commit");
+    let again: Option<String> = a.query_first("SELECT @@last_gtid").await.expect("again");
+    assert_eq!(again.as_deref(), Some(later[0].as_str()));
     a.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 

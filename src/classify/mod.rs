@@ -1218,9 +1218,18 @@ pub fn with_last_gtid(sql: &[u8], own: &str, backslash_escapes: bool) -> Option<
             None => break,
         }
     }
+    // An assignment to it is the server's to refuse (1238), not a string's (1064).
+    if word(toks.first().map(|(_, t)| t), "SET")
+        && toks.windows(2).any(|w| {
+            matches!(w[0].1, Token::SysVar(v) if is(sysvar_name(v), "last_gtid"))
+                && matches!(w[1].1, Token::Punct(b'=' | b':'))
+        })
+    {
+        return None;
+    }
     let ends_list = |t: Option<&(usize, Token<'_>)>| match t {
         None => true,
-        Some((_, Token::Punct(b',' | b';'))) => true,
+        Some((_, Token::Punct(b',' | b';' | b')'))) => true,
         Some((_, Token::Word(w))) => [
             "FROM",
             "INTO",
@@ -1261,14 +1270,20 @@ pub fn with_last_gtid(sql: &[u8], own: &str, backslash_escapes: bool) -> Option<
         _ => false,
     };
     let mut out = Vec::with_capacity(sql.len() + 32);
-    let (mut copied, mut depth, mut in_list) = (0, 0i32, false);
+    // Per depth of parentheses: whether a select list is being read there (a derived table's
+    // or a subquery's columns are named too).
+    let mut in_list = vec![false];
+    let mut copied = 0;
     for (i, (at, t)) in toks.iter().enumerate() {
+        let depth = in_list.len() - 1;
         match t {
-            Token::Punct(b'(') => depth += 1,
-            Token::Punct(b')') => depth -= 1,
-            Token::Word(w) if depth == 0 && is(w, "SELECT") => in_list = true,
-            Token::Word(_) if depth == 0 && in_list && ends_list(Some(&(*at, *t))) => {
-                in_list = false
+            Token::Punct(b'(') => in_list.push(false),
+            Token::Punct(b')') if depth > 0 => {
+                in_list.pop();
+            }
+            Token::Word(w) if is(w, "SELECT") => in_list[depth] = true,
+            Token::Word(_) if in_list[depth] && ends_list(Some(&(*at, *t))) => {
+                in_list[depth] = false
             }
             Token::SysVar(v)
                 if session_sysvar(v).is_some_and(|n| is(n, "last_gtid")) && !v.ends_with(b".") =>
@@ -1281,8 +1296,7 @@ pub fn with_last_gtid(sql: &[u8], own: &str, backslash_escapes: bool) -> Option<
                 out.push(b'\'');
                 out.extend_from_slice(own.as_bytes());
                 out.push(b'\'');
-                let whole_item = depth == 0
-                    && in_list
+                let whole_item = in_list[depth]
                     && i > 0
                     && starts_item(&toks[i - 1].1)
                     && ends_list(toks.get(i + 1));

@@ -1271,6 +1271,16 @@ fn last_gtid_reads_take_the_sessions_own_value() {
             Some("SELECT a FROM t GROUP BY a, '0-1-5'"),
         ),
         ("SELECT @@`last_gtid`", Some("SELECT '0-1-5'")),
+        (
+            "SELECT g.`@@last_gtid` FROM (SELECT @@last_gtid) g",
+            Some("SELECT g.`@@last_gtid` FROM (SELECT '0-1-5' AS `@@last_gtid`) g"),
+        ),
+        (
+            "SELECT 1 FROM t WHERE g IN (SELECT @@last_gtid)",
+            Some("SELECT 1 FROM t WHERE g IN (SELECT '0-1-5' AS `@@last_gtid`)"),
+        ),
+        ("SET @@last_gtid = 'x'", None),
+        ("SET @@session.last_gtid := 'x'", None),
         ("SELECT '@@last_gtid', @@global.last_gtid", None),
         ("SELECT @@last_insert_id /* @@last_gtid */", None),
         ("SELECT @@gtid_binlog_pos", None),

@@ -949,9 +949,16 @@ mod tests {
             let mut t = ResponseTracker::new(kind, false);
             assert_eq!(t.on_frame(2, b"\xFBf"), Ok(Step::LocalInfile), "{kind:?}");
         }
-        for kind in [EXECUTE_CURSOR, ResponseKind::StmtFetch, ResponseKind::StmtPrepare] {
+        for kind in [
+            EXECUTE_CURSOR,
+            ResponseKind::StmtFetch,
+            ResponseKind::StmtPrepare,
+        ] {
             let r = run(kind, false, &small(vec![b"\xFBf".to_vec()]));
-            assert!(matches!(r, Err(ResponseError::Malformed { .. })), "{kind:?}");
+            assert!(
+                matches!(r, Err(ResponseError::Malformed { .. })),
+                "{kind:?}"
+            );
         }
     }
 

@@ -811,6 +811,7 @@ impl Session {
     }
 
     async fn query(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        use crate::classify::PrimaryReason as R;
         use crate::protocol::response::ResponseKind as K;
         let dialect = self.dialect();
         let (class, digest) = self.digests.classify(&packet[1..], dialect);
@@ -822,9 +823,23 @@ impl Session {
         }
         // `@@last_gtid` is the session's own, which the connection the statement gets may not
         // carry (it was lent by a session that committed since): written in as a string. Only
-        // statements that may name a variable and go to the primary are looked at.
-        if class.kind != StatementKind::Read
-            && self.flavor == Some(crate::classify::Flavor::MariaDb)
+        // in one statement that runs now and may name a variable: not in a multi-statement
+        // (whose own commit the server reports to a later statement of it) nor in a definition
+        // (a view or routine would keep the value).
+        let rewritten;
+        let (packet, class) = if self.flavor == Some(crate::classify::Flavor::MariaDb)
+            && matches!(
+                class.reason,
+                Some(
+                    R::SessionValue
+                        | R::UserVariable
+                        | R::SelectInto
+                        | R::Dml
+                        | R::SideEffectFunction
+                        | R::LockingRead
+                        | R::StoredFunction
+                )
+            )
             && let Some(own) = self.state.last_gtid.as_deref()
             && packet[1..].contains(&b'@')
             && packet[1..]
@@ -833,9 +848,14 @@ impl Session {
             && let Some(sql) =
                 crate::classify::with_last_gtid(&packet[1..], own, !self.state.no_backslash_escapes)
         {
-            let rewritten = [&packet[..1], &sql[..]].concat();
-            return Box::pin(self.query(&rewritten)).await;
-        }
+            rewritten = [&packet[..1], &sql[..]].concat();
+            // Classified again: a read of a literal may go to a replica. Insight keeps the
+            // client's statement.
+            let (class, _) = self.digests.classify(&rewritten[1..], dialect);
+            (&rewritten[..], class)
+        } else {
+            (packet, class)
+        };
         self.digest = Some(digest);
         let hot = crate::metrics::hot();
         let path = if class.fast_path {

@@ -41,7 +41,7 @@ pub struct State {
     /// What MariaDB's `@@last_gtid` returns in this session: the GTID of its last commit, as
     /// the server reported it (empty for none yet); `None` once a commit's GTID may have gone
     /// unseen. The primary connection a statement reading it runs on may have committed
-    /// another session's since (`Session::with_own_last_gtid`).
+    /// another session's since: `Session::query` writes this value in (`classify::with_last_gtid`).
     pub last_gtid: Option<String>,
     /// The session's own `wait_timeout`, once it set one (the server reported it): a client
     /// idle this long is disconnected, when that is sooner than `proxy.client_idle_timeout`.
