@@ -998,12 +998,14 @@ impl Session {
         } else if !matches!(
             class.kind,
             StatementKind::Read | StatementKind::SessionCommand | StatementKind::Use
-        ) && self
-            .primary
-            .as_ref()
-            .is_none_or(|c| c.tracking_statements().is_none())
+        ) && (self.state.own_tracking
+            || self
+                .primary
+                .as_ref()
+                .is_none_or(|c| c.tracking_statements().is_none()))
         {
-            // A write on a connection that reports no GTIDs: what it committed is not known.
+            // A write on a connection that reports no GTIDs (or maybe not all, once the
+            // client set what is tracked): what it committed is not known.
             self.state.last_gtid = None;
         }
         // Whether the server says a transaction is still open after this statement: with
@@ -1288,6 +1290,15 @@ impl Session {
         }
         let sql = &packet[1..];
         let variable = crate::classify::set_target(sql);
+        if variable.as_deref().map_or_else(
+            || {
+                sql.windows(13)
+                    .any(|w| w.eq_ignore_ascii_case(b"session_track"))
+            },
+            |n| n.starts_with("session_track"),
+        ) {
+            self.state.own_tracking = true;
+        }
         if let Some(name) = variable.as_deref().filter(|_| !class.idempotent) {
             let reported: Vec<(String, String)> = o
                 .sysvars

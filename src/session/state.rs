@@ -43,6 +43,9 @@ pub struct State {
     /// unseen. The primary connection a statement reading it runs on may have committed
     /// another session's since: `Session::query` writes this value in (`classify::with_last_gtid`).
     pub last_gtid: Option<String>,
+    /// The session set a `session_track_*` variable itself: the server may no longer report
+    /// every commit's GTID, so `last_gtid` is not known after a write that reported none.
+    pub own_tracking: bool,
     /// The session's own `wait_timeout`, once it set one (the server reported it): a client
     /// idle this long is disconnected, when that is sooner than `proxy.client_idle_timeout`.
     pub wait_timeout: Option<std::time::Duration>,
@@ -228,6 +231,7 @@ impl State {
             no_backslash_escapes: false,
             last_insert_id: 0,
             last_gtid: Some(String::new()),
+            own_tracking: false,
             wait_timeout: None,
             temporary_tables: false,
             table_locks: false,
