@@ -140,7 +140,8 @@ pub enum SessionEffect {
     /// `COMMIT RELEASE`, `ROLLBACK RELEASE`: the server ends the connection after its OK.
     EndsConnection,
     /// `XA ...`: an XA transaction that reached `XA PREPARE` outlives a reset, after which its
-    /// connection refuses writes: the connection is closed, never pooled again.
+    /// connection refuses writes: the connection is closed, never pooled again. In a
+    /// multi-statement it also stands for `Several`.
     Xa,
 }
 
@@ -393,7 +394,9 @@ fn is_multi(toks: &[Token<'_>]) -> bool {
 
 /// What a multi-statement's statements do to the session: a lock or a handler taken there is
 /// not reported by session tracking (which covers the rest: the session treats a multi-statement
-/// as opaque). One effect is that effect; more than one is `Several`. A routine's definition
+/// as opaque). One effect is that effect; more than one is `Several`, unless one is an `XA`
+/// statement: then `Xa`, which keeps the session on its connections as `Several` does and closes
+/// the connection at the end. A routine's definition
 /// (`CREATE PROCEDURE ... BEGIN ...; ... END`) ends the count: what follows is its body, which
 /// does not run now.
 fn multi_effect(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Option<SessionEffect> {
@@ -426,10 +429,17 @@ fn multi_effect(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Option<Sess
         .take_while(|s| !defines_routine(s))
         .filter_map(|s| classify_tokens(sql, s, reading).effect);
     let first = effects.next()?;
-    match effects.next() {
-        None => Some(first),
-        Some(_) => Some(SessionEffect::Several),
+    let mut xa = first == SessionEffect::Xa;
+    let mut several = false;
+    for e in effects {
+        several = true;
+        xa |= e == SessionEffect::Xa;
     }
+    Some(match (xa, several) {
+        (true, _) => SessionEffect::Xa,
+        (false, true) => SessionEffect::Several,
+        (false, false) => first,
+    })
 }
 
 /// How a read's function calls are read.

@@ -805,6 +805,11 @@ fn effects_are_reported() {
         // More than one: rwsplit counts one, so the session keeps its connections for good.
         ("LOCK TABLES t WRITE; DO GET_LOCK('a', 0)", Some(E::Several)),
         ("DO GET_LOCK('a', 0); DO GET_LOCK('b', 0)", Some(E::Several)),
+        // An XA statement among them: the connection is closed at the end, whatever else.
+        ("XA END 'x'; XA PREPARE 'x'", Some(E::Xa)),
+        ("SELECT 1; XA START 'x'", Some(E::Xa)),
+        ("DO GET_LOCK('a', 0); XA COMMIT 'x'", Some(E::Xa)),
+        ("XA RECOVER", Some(E::Xa)),
         // A routine's body does not run when it is defined.
         (
             "CREATE PROCEDURE p() BEGIN SELECT GET_LOCK('l', 1); SET @x = 1; END",

@@ -1183,6 +1183,9 @@ impl Session {
                 if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
                     c.xa = true;
                 }
+                if took && class.reason == Some(crate::classify::PrimaryReason::MultiStatement) {
+                    self.state.untracked_state = true;
+                }
             }
             _ => {}
         }
