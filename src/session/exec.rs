@@ -321,7 +321,7 @@ const SCHEMA_MISSING_FOR: std::time::Duration = std::time::Duration::from_secs(5
 /// down (ER_SERVER_SHUTDOWN, 1053) or going offline (MySQL's ER_SERVER_OFFLINE_MODE, 3032),
 /// or MySQL's idle timeout (ER_CLIENT_INTERACTION_TIMEOUT, 4031).
 /// (MariaDB numbers other errors 3032, 3169 and 4031: a missing trigger is 4031 there.)
-fn closes_connection(code: u16, flavor: Flavor) -> bool {
+pub(super) fn closes_connection(code: u16, flavor: Flavor) -> bool {
     matches!(code, 1053 | 1152..=1161 | 1927)
         || flavor == Flavor::MySql && matches!(code, 3032 | 3169 | 4031)
 }
@@ -811,21 +811,25 @@ impl Session {
         // the connection, or its own from before a statement elsewhere replaced them) are
         // cleared before any statement of the session runs on it: a `GET DIAGNOSTICS`, a
         // `SET @w = @@warning_count` or a multi-statement would read them, and their messages
-        // can quote another session's data. Only a connection that raised some pays for it.
-        if let Ok(Ok(done)) = synced
+        // can quote another session's data. Only a connection that raised some pays for it,
+        // and not before a read of a table, which clears them itself.
+        if let Ok(Ok(_)) = synced
             && conn.diagnostics
             && !self.diagnostics_own[slot as usize]
+            && !self.clears_diagnostics
         {
             // A statement that reads a table clears them (MariaDB keeps them past one that
             // reads none, `DO 0` or `SELECT 1`); every user may read this one.
             let clear = crate::protocol::Command::Query
                 .packet(b"DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)");
-            synced = conn
-                .run_internal(&clear, ResponseKind::Query)
-                .await
-                .map(|r| r.map(|_| done));
-            if matches!(synced, Ok(Ok(_))) {
-                conn.diagnostics = false;
+            match conn.run_internal(&clear, ResponseKind::Query).await {
+                Ok(Ok(_)) => conn.diagnostics = false,
+                // Refused (an XA transaction in the wrong state refuses every statement): the
+                // client's statement runs and gets its own answer.
+                Ok(Err(e)) => {
+                    tracing::debug!(parent: &self.span, code = e.code(), "cannot clear a connection's diagnostics")
+                }
+                Err(e) => synced = Err(e),
             }
         }
         match synced {
@@ -1235,8 +1239,15 @@ impl Session {
             _ => None,
         };
         self.selecting_schema = old.is_some();
+        // A read of a table that reads no diagnostics clears them itself when it runs.
+        self.clears_diagnostics =
+            matches!(kind, ResponseKind::Query | ResponseKind::StmtExecute { .. })
+                && class.kind == StatementKind::Read
+                && !class.reads_no_table
+                && !class.diagnostics;
         let r = self.execute_routed(class, cmd, kind, forced).await;
         self.selecting_schema = false;
+        self.clears_diagnostics = false;
         if let Some(old) = old {
             if matches!(&r, Ok(Some((_, o))) if o.error.is_none()) {
                 self.state.schema.clone_from(&class.schema);

@@ -38,7 +38,9 @@ fn backend<E: std::fmt::Display>(started: bool) -> impl FnOnce(E) -> ForwardErro
 /// `seq_shift`: how many frames more the command took to the server than from the client (an
 /// execute lengthened past a 16 MiB frame): the server's sequence ids are that much ahead of
 /// the client's, and are set back frame by frame.
-/// On any failure the backend connection is marked broken: it may be mid-response.
+/// On any failure the backend connection is marked broken: it may be mid-response; and after
+/// an error the server closes the connection with (`exec::closes_connection`), whatever the
+/// command (a cursor's fetch too).
 pub async fn response(
     conn: &mut BackendConn,
     client: &mut ClientIo,
@@ -54,6 +56,11 @@ pub async fn response(
                 conn.status = o.status;
             }
             conn.diagnostics |= o.diagnostics;
+            if o.error
+                .is_some_and(|e| super::exec::closes_connection(e, conn.flavor()))
+            {
+                conn.broken = true;
+            }
         }
     }
     r

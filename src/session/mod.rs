@@ -310,6 +310,9 @@ pub struct Session {
     /// Per slot: the diagnostics its connection holds are the session's own (a statement of
     /// the session that sets them ran there since it was checked out).
     diagnostics_own: [bool; 2],
+    /// The statement being run is a read of a table that reads no diagnostics: it clears
+    /// them itself, so a connection holding another's needs no clearing first.
+    clears_diagnostics: bool,
     /// A `USE` runs (the session's schema is taken out of `state` meanwhile): its connection
     /// comes from the pools for sessions with a schema, which it is about to have.
     selecting_schema: bool,
@@ -514,6 +517,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             pools: Vec::new(),
             selecting_schema: false,
             diagnostics_own: [false; 2],
+            clears_diagnostics: false,
             lost: None,
             digests: digests::Digests::default(),
             flavor: None,
@@ -1213,6 +1217,15 @@ impl Session {
             // holds is no longer for it to read.
             self.diagnostics_own[slot as usize] = true;
             self.diagnostics_own[slot.other() as usize] = false;
+        }
+        // A clean read of a table left the connection with none.
+        if !o.diagnostics
+            && class.kind == StatementKind::Read
+            && !class.reads_no_table
+            && !class.diagnostics
+            && let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot)
+        {
+            c.diagnostics = false;
         }
         let diagnostics_held = match self.until_next {
             Some(("warnings", s)) if keeps_diagnostics => Some(s),
