@@ -460,6 +460,77 @@ async fn a_schema_name_no_server_takes_is_refused_once() {
     assert_eq!(server_code(&err), Some(1102), "{err}");
 }
 
+/// A login asking for a character set no server takes for a client's text is refused with
+/// the server's 1231, as directly (every backend login for it would fail).
+#[tokio::test]
+async fn a_login_in_a_charset_clients_cannot_use_is_refused_as_by_the_server() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+    use mysql_common::proto::MySerialize;
+    use rwsplit::protocol::frame;
+    async fn login_in(addr: std::net::SocketAddr, collation: u8) -> Vec<u8> {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut buf = Vec::new();
+        let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+            .await
+            .expect("greeting");
+        let greeting = mysql_common::io::ParseBuf(&buf)
+            .parse::<HandshakePacket<'_>>(())
+            .expect("parse greeting");
+        let mut nonce = greeting.nonce();
+        nonce.truncate(20);
+        let scramble = mysql_common::scramble::scramble_native(&nonce, b"app").expect("scramble");
+        let caps = C::CLIENT_PROTOCOL_41
+            | C::CLIENT_SECURE_CONNECTION
+            | C::CLIENT_PLUGIN_AUTH
+            | C::CLIENT_LONG_PASSWORD
+            | C::CLIENT_TRANSACTIONS;
+        let resp = HandshakeResponse::new(
+            Some(&scramble[..]),
+            (10, 11, 0),
+            Some(&b"app"[..]),
+            None::<&[u8]>,
+            Some(AuthPlugin::Other(
+                b"mysql_native_password".as_slice().into(),
+            )),
+            caps,
+            None,
+            1 << 24,
+        );
+        let mut out = Vec::new();
+        resp.serialize(&mut out);
+        // Capabilities (4 bytes), max packet size (4), then the collation.
+        out[8] = collation;
+        frame::write_packet(&mut s, seq.wrapping_add(1), &out)
+            .await
+            .expect("send login");
+        frame::read_packet(&mut s, &mut buf, 1 << 16)
+            .await
+            .expect("login reply");
+        buf
+    }
+    let proxy = Proxy::start();
+    let direct: std::net::SocketAddr = "127.0.0.1:3306".parse().expect("addr");
+    for addr in [proxy.addr, direct] {
+        let reply = login_in(addr, 35).await;
+        let err = rwsplit::protocol::packets::parse_err(&reply).expect("an error");
+        assert_eq!(
+            (err.code, String::from_utf8_lossy(err.message).into_owned()),
+            (
+                1231,
+                "Variable 'character_set_client' can't be set to the value of 'ucs2'".into()
+            ),
+            "{addr}"
+        );
+        let reply = login_in(addr, 45).await;
+        assert_eq!(
+            reply.as_slice().first(),
+            Some(&0x00),
+            "utf8mb4 at {addr}: {reply:?}"
+        );
+    }
+}
+
 /// COM_CHANGE_USER to a character set no server takes for a client's text (ucs2, utf16,
 /// utf32) is refused with the server's 1231, and the session goes on, as directly.
 #[tokio::test]

@@ -421,12 +421,7 @@ impl Session {
         // A character set no server takes for a client's text is refused as the server refuses
         // it, before anything changes: the session goes on as it was.
         if let Some(charset) = req.collation.and_then(login::refused_client_charset) {
-            let e = ClientError::new(
-                1231,
-                "42000",
-                format!("Variable 'character_set_client' can't be set to the value of '{charset}'"),
-            );
-            return self.reply(&e).await;
+            return self.reply(&login::refused_charset_error(charset)).await;
         }
         // The old user's state goes with its connections (reset on return).
         self.multiplex = false;

@@ -20,6 +20,9 @@ pub enum LoginError {
     /// log line.
     #[error("access denied for user '{}'", .0.escape_debug())]
     Denied(String),
+    /// The client asked for a character set no server takes for a client's text.
+    #[error("the client's character set {0} cannot be used by clients")]
+    Charset(&'static str),
 }
 
 /// A client that proved its password.
@@ -104,6 +107,13 @@ pub async fn accept(
             .await;
         return Err(LoginError::Denied(login.user));
     }
+    // As the server refuses it (every backend login would).
+    if let Some(charset) = refused_client_charset(login.collation) {
+        let _ = client
+            .send_error(seq, &refused_charset_error(charset))
+            .await;
+        return Err(LoginError::Charset(charset));
+    }
     Ok(Accepted { login, seq })
 }
 
@@ -153,6 +163,15 @@ pub fn parse_change_user(packet: &[u8], caps: C) -> Option<ChangeUser> {
 /// The final OK of a login, with the status flags the session starts with.
 pub fn ok_payload(status: u16) -> Vec<u8> {
     packets::ok_payload(0, 0, status, 0)
+}
+
+/// The server's answer to a client asking for a character set it cannot use (1231).
+pub fn refused_charset_error(charset: &str) -> ClientError {
+    ClientError::new(
+        1231,
+        "42000",
+        format!("Variable 'character_set_client' can't be set to the value of '{charset}'"),
+    )
 }
 
 /// The character set of `collation` when it is one a server refuses for a client's text
