@@ -263,6 +263,8 @@ pub fn in_replica_transaction(c: &Classification) -> InReplicaTransaction {
         // The transaction's READ ONLY holds inside a function, which cannot commit: the server
         // refuses its writes as it would on the primary.
         (_, Some(R::StoredFunction)) => Stay,
+        // What the server says of itself: the transaction's replica answers.
+        (_, Some(R::ServerValue)) => Stay,
         (_, Some(R::Call)) => Refused("CALL"),
         (_, Some(R::MultiStatement)) => Refused("several statements in one query"),
         (_, Some(R::SqlPrepare)) => Refused("SQL PREPARE/EXECUTE"),

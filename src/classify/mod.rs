@@ -61,6 +61,12 @@ pub enum PrimaryReason {
     /// `@@identity`, `@@insert_id`, `@@last_gtid`, `@@gtid_seq_no`; or the primary's GTID
     /// position (`@@gtid_binlog_pos`, `@@gtid_current_pos`, MySQL's `@@gtid_executed`).
     SessionValue,
+    /// Reads what a server says of itself and of the session there: its variables and status
+    /// (`SHOW [GLOBAL | SESSION] VARIABLES | STATUS`, `SHOW USER_VARIABLES`, the
+    /// `information_schema` and `performance_schema` tables behind them, the processlist
+    /// table): the primary's, where the session writes. In a READ ONLY transaction on a
+    /// replica, that replica's, as every read there.
+    ServerValue,
     /// Reads or assigns a user variable (`@v`, not `@@v`): user variables live on the primary.
     UserVariable,
     /// More than one statement in one COM_QUERY.
@@ -673,7 +679,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
         R::SelectInto => 4,
         R::SideEffectFunction | R::SessionValue => 3,
         R::UserVariable => 2,
-        R::StoredFunction => 1,
+        R::StoredFunction | R::ServerValue => 1,
         _ => 0,
     };
     let note = |r: R, reason: &mut Option<R>| {
@@ -789,12 +795,12 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
                         .iter()
                         .any(|k| is(w, k)) =>
             {
-                note(R::SessionValue, &mut reason)
+                note(R::ServerValue, &mut reason)
             }
             Token::Word(w) | Token::Ident(w)
                 if i >= 2 && toks[i - 1] == Token::Punct(b'.') && server_table(&toks[i - 2], w) =>
             {
-                note(R::SessionValue, &mut reason)
+                note(R::ServerValue, &mut reason)
             }
             Token::SysVar(v) => match session_variable(v) {
                 Some(SessionVariable::Primary) => note(R::SessionValue, &mut reason),

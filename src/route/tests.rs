@@ -701,6 +701,9 @@ fn nothing_that_could_write_runs_in_a_replica_transaction() {
         ),
         ("SELECT f(@a)", Refused("a user variable or SELECT INTO")),
         ("SELECT LAST_INSERT_ID()", Refused("this function")),
+        ("SHOW SESSION VARIABLES LIKE 'tx%'", Stay),
+        ("SELECT * FROM information_schema.SESSION_STATUS", Stay),
+        ("SHOW VARIABLES LIKE 'x' /* @v */", Stay),
         ("CALL p()", Refused("CALL")),
         (
             "SELECT 1; DELETE FROM t",
