@@ -659,6 +659,9 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
     }
 }
 
+/// The scopes a system variable or `SHOW` can name.
+const SCOPES: [&str; 3] = ["SESSION", "LOCAL", "GLOBAL"];
+
 /// A SELECT-like statement: a read unless it locks, writes into something, uses a side-effect
 /// function, a user variable or (unless `reading` trusts them) a stored function, or (for
 /// `WITH`) wraps a write. `plain`: a `SELECT` or `VALUES`, which reads no table when no `FROM`
@@ -755,16 +758,14 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             }
             // `@@session . x`, `` @@session.`x` ``, `@@session/**/.x`: the name is not in the
             // token; whichever it is, the primary's session has it.
-            Token::SysVar(v)
-                if v.ends_with(b".") || ["SESSION", "LOCAL", "GLOBAL"].iter().any(|s| is(v, s)) =>
-            {
+            Token::SysVar(v) if v.ends_with(b".") || SCOPES.iter().any(|s| is(v, s)) => {
                 note(R::SessionValue, &mut reason)
             }
             // What only the primary can say about itself: its binary log, whether it is the
             // writer, what runs on it (a replica would answer for itself).
             Token::Word(w)
                 if i == 1
-                    && word(toks.first(), "SHOW")
+                    && show
                     && ([
                         "MASTER",
                         "BINLOG",
@@ -786,11 +787,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             // itself, and has none of the session's user variables.
             Token::Word(w)
                 if show
-                    && (i == 1
-                        || i == 2
-                            && ["GLOBAL", "SESSION", "LOCAL"]
-                                .iter()
-                                .any(|s| word(toks.get(1), s)))
+                    && (i == 1 || i == 2 && SCOPES.iter().any(|s| word(toks.get(1), s)))
                     && ["VARIABLES", "STATUS", "USER_VARIABLES"]
                         .iter()
                         .any(|k| is(w, k)) =>
@@ -807,11 +804,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
                 Some(SessionVariable::Diagnostics) => diagnostics = true,
                 None => {}
             },
-            Token::Word(w)
-                if !plain
-                    && (is(w, "WARNINGS") || is(w, "ERRORS"))
-                    && word(toks.first(), "SHOW") =>
-            {
+            Token::Word(w) if !plain && (is(w, "WARNINGS") || is(w, "ERRORS")) && show => {
                 diagnostics = true;
             }
             Token::UserVar => {

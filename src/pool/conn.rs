@@ -111,10 +111,10 @@ pub struct BackendConn {
     /// Server status flags from the last OK/EOF this connection sent.
     pub status: u16,
     /// A warning or an error may be in its diagnostics area (`SHOW WARNINGS`, `GET
-    /// DIAGNOSTICS`, `@@warning_count`): set by every response that raised one, cleared only by
-    /// a reset or by the statement a session runs to clear them before it reads this
-    /// connection's (`Session::checkout_as`), since the messages can quote another session's
-    /// data.
+    /// DIAGNOSTICS`, `@@warning_count`): set by every response that raised one; cleared by a
+    /// reset, by a clean read of a table, or by the statement a session runs to clear them
+    /// before any statement of its own runs here (`Session::checkout_as`), since the messages
+    /// can quote another session's data.
     pub diagnostics: bool,
     /// A reusable buffer for whole packets (internal responses, OK packets being rewritten).
     pub scratch: Vec<u8>,

@@ -220,25 +220,29 @@ async fn copy_buffered(
             .tracker
             .on_frame(h.len, &payload[..h.len.min(PEEK_LEN)])
             .map_err(backend(p.started))?;
-        if let Some(eof) = p.eof_to_rewrite(h.len, payload) {
-            write_client(client, &buf[sent..off]).await?;
-            write_packet(client, h.seq, &eof[..h.len]).await?;
-            p.bytes += (off - sent) as u64 + h.len as u64 + 4;
-            p.started = true;
-            sent = off + 4 + h.len;
+        // A frame the client gets rewritten (its status, or an OK without session tracking) is
+        // written on its own, after the frames checked before it.
+        let eof = p.eof_to_rewrite(h.len, payload);
+        let rewritten: Option<&[u8]> = if let Some(eof) = &eof {
+            Some(&eof[..h.len])
         } else if p.tracker.ok_packet() {
             p.absorb(payload);
-            if p.strip {
-                write_client(client, &buf[sent..off]).await?;
+            p.strip.then(|| {
                 let whole = &mut conn.scratch;
                 whole.clear();
                 whole.extend_from_slice(payload);
                 packets::strip_session_track(whole);
-                write_packet(client, h.seq, whole).await?;
-                p.bytes += (off - sent) as u64 + whole.len() as u64 + 4;
-                p.started = true;
-                sent = off + 4 + h.len;
-            }
+                &whole[..]
+            })
+        } else {
+            None
+        };
+        if let Some(packet) = rewritten {
+            write_client(client, &buf[sent..off]).await?;
+            write_packet(client, h.seq, packet).await?;
+            p.bytes += (off - sent) as u64 + packet.len() as u64 + 4;
+            p.started = true;
+            sent = off + 4 + h.len;
         }
         off += 4 + h.len;
         step = Some(s);
