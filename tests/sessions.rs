@@ -443,6 +443,8 @@ async fn a_schema_name_no_server_takes_is_refused_once() {
             .await
             .expect_err("an invalid schema name");
         assert_eq!(server_code(&err), Some(1102), "{err}");
+        let schema: Option<String> = c.query_first("SELECT DATABASE()").await.expect("schema");
+        assert_eq!(schema.as_deref(), Some("app"), "the session's schema stays");
         for word in ["first", "second"] {
             let got: Option<String> = c.query_first(format!("SELECT '{word}'")).await.expect(word);
             assert_eq!(
@@ -539,7 +541,7 @@ async fn change_user_to_a_charset_clients_cannot_use_is_refused_and_the_session_
     use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
     use mysql_common::proto::MySerialize;
     use rwsplit::protocol::frame;
-    async fn attempt(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
+    async fn attempt(addr: std::net::SocketAddr, charset: [u8; 2]) -> (u16, Vec<u8>) {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let mut buf = Vec::new();
         let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
@@ -578,14 +580,14 @@ async fn change_user_to_a_charset_clients_cannot_use_is_refused_and_the_session_
             .await
             .expect("login reply");
         assert_eq!(buf.as_slice().first(), Some(&0x00), "login: {buf:?}");
-        // COM_CHANGE_USER: user, scramble, schema, charset ucs2_general_ci (35), plugin.
+        // COM_CHANGE_USER: user, scramble, schema, charset, plugin.
         let change = [
             &[0x11][..],
             b"app\0",
             &[20],
             &scramble,
             b"app\0",
-            &[35, 0],
+            &charset,
             b"mysql_native_password\0",
         ]
         .concat();
@@ -599,9 +601,13 @@ async fn change_user_to_a_charset_clients_cannot_use_is_refused_and_the_session_
             .await
             .expect("change user reply");
         let code = rwsplit::protocol::packets::parse_err(&buf).map_or(0, |e| e.code);
-        frame::write_packet(&mut s, 0, b"\x03SELECT 'still here'")
-            .await
-            .expect("query");
+        frame::write_packet(
+            &mut s,
+            0,
+            b"\x03SELECT 'still here', @@collation_connection",
+        )
+        .await
+        .expect("query");
         let mut rows = Vec::new();
         for _ in 0..5 {
             let read = frame::read_packet(&mut s, &mut buf, 1 << 16);
@@ -614,14 +620,21 @@ async fn change_user_to_a_charset_clients_cannot_use_is_refused_and_the_session_
         (code, rows.concat())
     }
     let proxy = Proxy::start();
-    let (through, rows) = attempt(proxy.addr).await;
-    let (direct, direct_rows) = attempt("127.0.0.1:3306".parse().expect("addr")).await;
+    // ucs2_general_ci (35).
+    let (through, rows) = attempt(proxy.addr, [35, 0]).await;
+    let (direct, direct_rows) = attempt("127.0.0.1:3306".parse().expect("addr"), [35, 0]).await;
     assert_eq!((through, direct), (1231, 1231));
     assert!(
         rows.windows(10).any(|w| w == b"still here"),
         "the session's next query: {rows:?}"
     );
     assert!(direct_rows.windows(10).any(|w| w == b"still here"));
+    // A collation id past one byte (608, one of MariaDB's utf8mb4 collations) is refused, not
+    // cut to its low byte (96, cp932's).
+    let (through, rows) = attempt(proxy.addr, [0x60, 0x02]).await;
+    assert_eq!(through, 1273);
+    assert!(rows.windows(10).any(|w| w == b"still here"), "{rows:?}");
+    assert!(!rows.windows(5).any(|w| w == b"cp932"), "{rows:?}");
 }
 
 #[tokio::test]

@@ -420,7 +420,27 @@ impl Session {
         }
         // A character set no server takes for a client's text is refused as the server refuses
         // it, before anything changes: the session goes on as it was.
-        if let Some(charset) = req.collation.and_then(login::refused_client_charset) {
+        // Backend connections log in with the session's collation, in a login packet's one
+        // byte: a larger id (MariaDB's UCA 14 collations, some of MySQL's) is refused rather
+        // than cut to its low byte, which named another character set (608, a utf8mb4
+        // collation, became cp932, whose multi-byte characters can end in a backslash).
+        let collation = match req.collation.map(u8::try_from) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => {
+                let id = req.collation.unwrap_or_default();
+                let e = ClientError::new(
+                    1273,
+                    "HY000",
+                    format!(
+                        "Unknown collation: '{id}' (rwsplit takes collation ids up to 255 at \
+                         COM_CHANGE_USER)"
+                    ),
+                );
+                return self.reply(&e).await;
+            }
+        };
+        if let Some(charset) = collation.and_then(login::refused_client_charset) {
             return self.reply(&login::refused_charset_error(charset)).await;
         }
         // The old user's state goes with its connections (reset on return).
@@ -433,10 +453,11 @@ impl Session {
         self.info.lock().unwrap_or_else(|p| p.into_inner()).user = req.user.clone();
         self.user = req.user;
         self.take_user_settings();
-        if let Some(c) = req.collation {
+        if let Some(c) = collation {
             self.collation = c;
         }
         self.pools.clear();
+        let old_schema = self.state.schema.take();
         self.state = State::new(
             None,
             self.state.multi_statements,
@@ -446,6 +467,11 @@ impl Session {
         if let Some(db) = req.database
             && !self.use_schema(db).await?
         {
+            // As on the server, a schema refused keeps the one the session had.
+            let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
+            i.schema.clone_from(&old_schema);
+            drop(i);
+            self.state.schema = old_schema;
             return Ok(());
         }
         if plugin == Plugin::CachingSha2 && !empty {

@@ -122,7 +122,8 @@ pub struct ChangeUser {
     pub user: String,
     pub auth_response: Vec<u8>,
     pub database: Option<String>,
-    pub collation: Option<u8>,
+    /// Two bytes here (a login's is one).
+    pub collation: Option<u16>,
     pub plugin: Option<Plugin>,
 }
 
@@ -144,7 +145,7 @@ pub fn parse_change_user(packet: &[u8], caps: C) -> Option<ChangeUser> {
     let mut collation = None;
     let mut plugin = None;
     if rest.len() >= 2 {
-        collation = Some(rest[0]);
+        collation = Some(u16::from_le_bytes([rest[0], rest[1]]));
         rest = &rest[2..];
         if caps.contains(C::CLIENT_PLUGIN_AUTH) {
             plugin = take_cstr(&mut rest).and_then(|p| Plugin::from_name(&p));
