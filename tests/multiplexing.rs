@@ -915,6 +915,27 @@ async fn a_prepared_xa_transaction_does_not_break_the_next_sessions_writes() {
     .await
     .expect("multi-statement XA");
     a.disconnect().await.expect("quit");
+    // In a compound statement, and through EXECUTE IMMEDIATE.
+    let xid3 = format!("'{t}_3'");
+    let mut a = proxy.conn().await;
+    a.query_drop(format!(
+        "BEGIN NOT ATOMIC XA START {xid3}; INSERT INTO {t} VALUES (4); XA END {xid3}; \
+         XA PREPARE {xid3}; END"
+    ))
+    .await
+    .expect("compound XA");
+    a.disconnect().await.expect("quit");
+    let xid4 = format!("'{t}_4'");
+    let mut a = proxy.conn().await;
+    for sql in [
+        format!("EXECUTE IMMEDIATE \"XA START {xid4}\""),
+        format!("INSERT INTO {t} VALUES (5)"),
+        format!("EXECUTE IMMEDIATE \"XA END {xid4}\""),
+        format!("EXECUTE IMMEDIATE \"XA PREPARE {xid4}\""),
+    ] {
+        a.query_drop(&sql).await.expect(&sql);
+    }
+    a.disconnect().await.expect("quit");
     let mut b = proxy.conn().await;
     b.query_drop(format!("INSERT INTO {t} VALUES (2)"))
         .await
@@ -926,7 +947,7 @@ async fn a_prepared_xa_transaction_does_not_break_the_next_sessions_writes() {
     );
     // The server may not have seen a's connection close yet: the transaction is then still
     // attached to it.
-    for x in [&xid, &xid2] {
+    for x in [&xid, &xid2, &xid3, &xid4] {
         let rollback = format!("XA ROLLBACK {x}");
         let mut tries = 0;
         while let Err(e) = b.query_drop(&rollback).await {

@@ -140,7 +140,8 @@ impl<'a> Lexer<'a> {
     /// `myrwsplit:replica` is none.
     fn note_hint(&mut self, from: usize, to: usize) {
         let body = &self.s[from.min(self.s.len())..to.min(self.s.len())];
-        let word_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+        // A name's bytes, as the server's (`WORD`): `rwsplit:primary$` is no hint.
+        let word_byte = |b: &u8| WORD[usize::from(*b)];
         let mut at = 0;
         while let Some(p) = body.get(at..).and_then(|rest| {
             rest.windows(7)

@@ -1326,6 +1326,19 @@ pub fn with_last_gtid(sql: &[u8], own: &str, backslash_escapes: bool) -> Option<
     Some(out)
 }
 
+/// Whether `sql` has the word `XA` anywhere, strings included (`EXECUTE IMMEDIATE 'XA START
+/// ...'`): for statements whose parts the classifier does not take apart.
+pub fn names_xa(sql: &[u8]) -> bool {
+    let name = |b: Option<&u8>| {
+        b.is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$') || *b >= 0x80)
+    };
+    sql.windows(2).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(b"XA")
+            && !name(i.checked_sub(1).and_then(|p| sql.get(p)))
+            && !name(sql.get(i + 2))
+    })
+}
+
 /// The one session variable a `SET` assigns, lowercased: `SET [SESSION] name = ...` or
 /// `SET @@[SESSION.]name = ...`. None for several assignments, `SET NAMES`, `SET CHARACTER
 /// SET`, user variables, or anything else.

@@ -891,6 +891,9 @@ fn hints_in_comments_are_found() {
         ("/* do not use rwsplit:replicas here */ SELECT 1", None),
         ("/* myrwsplit:replica */ SELECT 1", None),
         ("/* rwsplit:replica_x */ SELECT 1", None),
+        ("/* rwsplit:primary$ */ SELECT 1", None),
+        ("/* $rwsplit:primary */ SELECT 1", None),
+        ("/* \u{e9}rwsplit:primary */ SELECT 1", None),
         ("/* rwsplit */ SELECT 1 /* replica */", None),
         (
             "/* rwsplit:replica rwsplit:primary */ SELECT 1",
@@ -1308,4 +1311,23 @@ fn last_gtid_reads_take_the_sessions_own_value() {
         crate::classify::with_last_gtid(b"SELECT @@last_gtid", "0-1-5' OR '", true),
         None
     );
+}
+
+#[test]
+fn xa_is_found_by_name_in_text_rwsplit_does_not_take_apart() {
+    for sql in [
+        "EXECUTE IMMEDIATE 'XA START ''x'''",
+        "BEGIN NOT ATOMIC xa start 'x'; INSERT INTO t VALUES (1); XA END 'x'; END",
+        "XA PREPARE 'x'",
+    ] {
+        assert!(crate::classify::names_xa(sql.as_bytes()), "{sql}");
+    }
+    for sql in [
+        "SELECT xa_col FROM t",
+        "SELECT 1 FROM extra",
+        "SELECT 'xa_x'",
+        "SELECT $xa",
+    ] {
+        assert!(!crate::classify::names_xa(sql.as_bytes()), "{sql}");
+    }
 }

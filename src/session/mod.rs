@@ -1147,6 +1147,18 @@ impl Session {
         ) {
             self.leftovers[slot as usize] = true;
         }
+        // XA where the classifier does not see statements (a compound statement, `EXECUTE
+        // IMMEDIATE`, a multi-statement it split otherwise): named in the text, it closes the
+        // connection as a plain `XA` does. (A procedure's body is not seen.)
+        if class.effect != Some(E::Xa)
+            && (class.opaque()
+                || class.effect == Some(E::Several)
+                || class.reason == Some(crate::classify::PrimaryReason::SqlPrepare))
+            && crate::classify::names_xa(packet.get(1..).unwrap_or_default())
+            && let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot)
+        {
+            c.xa = true;
+        }
         match class.effect {
             Some(E::CreatesTemporaryTable) if took => self.state.temporary_tables = true,
             Some(E::LocksTables) if took => self.state.table_locks = true,
