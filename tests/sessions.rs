@@ -184,18 +184,8 @@ async fn a_prepared_load_data_local_loads_the_clients_file() {
         .query_drop(format!("CREATE TABLE {t} (v INT)"))
         .await
         .expect("create");
-    let creds = rwsplit::protocol::connect::Credentials {
-        user: "app",
-        password: "app",
-        database: Some("app"),
-        capabilities: C::CLIENT_LOCAL_FILES,
-        collation: 45,
-    };
     let through = raw_client(&proxy, C::CLIENT_LOCAL_FILES).await;
-    let direct =
-        rwsplit::pool::BackendConn::connect("127.0.0.1:3306", &creds, Duration::from_secs(5))
-            .await
-            .expect("raw login to the primary");
+    let direct = raw_client_at("127.0.0.1:3306", C::CLIENT_LOCAL_FILES).await;
     let mut loaded = Vec::new();
     for mut c in [through, direct] {
         let stmt = raw_prepare(
@@ -299,17 +289,7 @@ async fn a_client_without_session_tracking_never_gets_its_status_flag() {
     let proxy = Proxy::start();
     for caps in EOF_STYLES {
         let mut through = raw_client(&proxy, caps).await;
-        let creds = rwsplit::protocol::connect::Credentials {
-            user: "app",
-            password: "app",
-            database: Some("app"),
-            capabilities: caps,
-            collation: 45,
-        };
-        let mut direct =
-            rwsplit::pool::BackendConn::connect("127.0.0.1:3306", &creds, Duration::from_secs(5))
-                .await
-                .expect("raw login to the primary");
+        let mut direct = raw_client_at("127.0.0.1:3306", caps).await;
         let mut statuses = Vec::new();
         for conn in [&mut through, &mut direct] {
             let mut seen = Vec::new();
@@ -462,55 +442,67 @@ async fn a_schema_name_no_server_takes_is_refused_once() {
     assert_eq!(server_code(&err), Some(1102), "{err}");
 }
 
-/// A login asking for a character set no server takes for a client's text is refused with
-/// the server's 1231, as directly (every backend login for it would fail).
-#[tokio::test]
-async fn a_login_in_a_charset_clients_cannot_use_is_refused_as_by_the_server() {
+/// Logs in to `addr` over a raw socket as app (mysql_native_password) in `collation`, into
+/// schema `db` if given. Returns the stream, the scramble (a COM_CHANGE_USER proves the
+/// password against the login's nonce again) and the server's reply.
+async fn native_login(
+    addr: std::net::SocketAddr,
+    db: Option<&[u8]>,
+    collation: u8,
+) -> (tokio::net::TcpStream, [u8; 20], Vec<u8>) {
     use mysql_common::constants::CapabilityFlags as C;
     use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
     use mysql_common::proto::MySerialize;
     use rwsplit::protocol::frame;
-    async fn login_in(addr: std::net::SocketAddr, collation: u8) -> Vec<u8> {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let mut buf = Vec::new();
-        let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
-            .await
-            .expect("greeting");
-        let greeting = mysql_common::io::ParseBuf(&buf)
-            .parse::<HandshakePacket<'_>>(())
-            .expect("parse greeting");
-        let mut nonce = greeting.nonce();
-        nonce.truncate(20);
-        let scramble = mysql_common::scramble::scramble_native(&nonce, b"app").expect("scramble");
-        let caps = C::CLIENT_PROTOCOL_41
-            | C::CLIENT_SECURE_CONNECTION
-            | C::CLIENT_PLUGIN_AUTH
-            | C::CLIENT_LONG_PASSWORD
-            | C::CLIENT_TRANSACTIONS;
-        let resp = HandshakeResponse::new(
-            Some(&scramble[..]),
-            (10, 11, 0),
-            Some(&b"app"[..]),
-            None::<&[u8]>,
-            Some(AuthPlugin::Other(
-                b"mysql_native_password".as_slice().into(),
-            )),
-            caps,
-            None,
-            1 << 24,
-        );
-        let mut out = Vec::new();
-        resp.serialize(&mut out);
-        // Capabilities (4 bytes), max packet size (4), then the collation.
-        out[8] = collation;
-        frame::write_packet(&mut s, seq.wrapping_add(1), &out)
-            .await
-            .expect("send login");
-        frame::read_packet(&mut s, &mut buf, 1 << 16)
-            .await
-            .expect("login reply");
-        buf
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = Vec::new();
+    let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+        .await
+        .expect("greeting");
+    let greeting = mysql_common::io::ParseBuf(&buf)
+        .parse::<HandshakePacket<'_>>(())
+        .expect("parse greeting");
+    let mut nonce = greeting.nonce();
+    nonce.truncate(20);
+    let scramble = mysql_common::scramble::scramble_native(&nonce, b"app").expect("scramble");
+    let mut caps = C::CLIENT_PROTOCOL_41
+        | C::CLIENT_SECURE_CONNECTION
+        | C::CLIENT_PLUGIN_AUTH
+        | C::CLIENT_LONG_PASSWORD
+        | C::CLIENT_TRANSACTIONS;
+    if db.is_some() {
+        caps |= C::CLIENT_CONNECT_WITH_DB;
     }
+    let resp = HandshakeResponse::new(
+        Some(&scramble[..]),
+        (10, 11, 0),
+        Some(&b"app"[..]),
+        db,
+        Some(AuthPlugin::Other(
+            b"mysql_native_password".as_slice().into(),
+        )),
+        caps,
+        None,
+        1 << 24,
+    );
+    let mut out = Vec::new();
+    resp.serialize(&mut out);
+    // Capabilities (4 bytes), max packet size (4), then the collation.
+    out[8] = collation;
+    frame::write_packet(&mut s, seq.wrapping_add(1), &out)
+        .await
+        .expect("send login");
+    frame::read_packet(&mut s, &mut buf, 1 << 16)
+        .await
+        .expect("login reply");
+    (s, scramble, buf)
+}
+
+/// A login asking for a character set no server takes for a client's text is refused with
+/// the server's 1231, as directly (every backend login for it would fail).
+#[tokio::test]
+async fn a_login_in_a_charset_clients_cannot_use_is_refused_as_by_the_server() {
+    let login_in = async |addr, collation| native_login(addr, None, collation).await.2;
     let proxy = Proxy::start();
     let direct: std::net::SocketAddr = "127.0.0.1:3306".parse().expect("addr");
     for addr in [proxy.addr, direct] {
@@ -537,48 +529,9 @@ async fn a_login_in_a_charset_clients_cannot_use_is_refused_as_by_the_server() {
 /// utf32) is refused with the server's 1231, and the session goes on, as directly.
 #[tokio::test]
 async fn change_user_to_a_charset_clients_cannot_use_is_refused_and_the_session_goes_on() {
-    use mysql_common::constants::CapabilityFlags as C;
-    use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
-    use mysql_common::proto::MySerialize;
     use rwsplit::protocol::frame;
     async fn attempt(addr: std::net::SocketAddr, charset: [u8; 2]) -> (u16, Vec<u8>) {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let mut buf = Vec::new();
-        let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
-            .await
-            .expect("greeting");
-        let greeting = mysql_common::io::ParseBuf(&buf)
-            .parse::<HandshakePacket<'_>>(())
-            .expect("parse greeting");
-        let mut nonce = greeting.nonce();
-        nonce.truncate(20);
-        let scramble = mysql_common::scramble::scramble_native(&nonce, b"app").expect("scramble");
-        let caps = C::CLIENT_PROTOCOL_41
-            | C::CLIENT_SECURE_CONNECTION
-            | C::CLIENT_PLUGIN_AUTH
-            | C::CLIENT_LONG_PASSWORD
-            | C::CLIENT_TRANSACTIONS
-            | C::CLIENT_CONNECT_WITH_DB;
-        let resp = HandshakeResponse::new(
-            Some(&scramble[..]),
-            (0, 0, 0),
-            Some(&b"app"[..]),
-            Some(&b"app"[..]),
-            Some(AuthPlugin::Other(
-                b"mysql_native_password".as_slice().into(),
-            )),
-            caps,
-            None,
-            1 << 24,
-        );
-        let mut out = Vec::new();
-        resp.serialize(&mut out);
-        frame::write_packet(&mut s, seq.wrapping_add(1), &out)
-            .await
-            .expect("send login");
-        frame::read_packet(&mut s, &mut buf, 1 << 16)
-            .await
-            .expect("login reply");
+        let (mut s, scramble, mut buf) = native_login(addr, Some(b"app"), 45).await;
         assert_eq!(buf.as_slice().first(), Some(&0x00), "login: {buf:?}");
         // COM_CHANGE_USER: user, scramble, schema, charset, plugin.
         let change = [

@@ -454,6 +454,14 @@ pub async fn raw_client(
     proxy: &Proxy,
     caps: mysql_common::constants::CapabilityFlags,
 ) -> rwsplit::pool::BackendConn {
+    raw_client_at(&proxy.addr.to_string(), caps).await
+}
+
+/// `raw_client` at `address` (the proxy's, or a server's to compare with), as app in `app`.
+pub async fn raw_client_at(
+    address: &str,
+    caps: mysql_common::constants::CapabilityFlags,
+) -> rwsplit::pool::BackendConn {
     let creds = rwsplit::protocol::connect::Credentials {
         user: "app",
         password: "app",
@@ -461,9 +469,9 @@ pub async fn raw_client(
         capabilities: caps,
         collation: 45,
     };
-    rwsplit::pool::BackendConn::connect(&proxy.addr.to_string(), &creds, Duration::from_secs(5))
+    rwsplit::pool::BackendConn::connect(address, &creds, Duration::from_secs(5))
         .await
-        .expect("raw login through rwsplit")
+        .unwrap_or_else(|e| panic!("raw login at {address}: {e}"))
 }
 
 /// COM_STMT_SEND_LONG_DATA of `data` for parameter 0 of statement `stmt` (the id bytes
