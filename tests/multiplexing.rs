@@ -949,12 +949,13 @@ async fn a_prepared_xa_transaction_does_not_break_the_next_sessions_writes() {
     // attached to it.
     for x in [&xid, &xid2, &xid3, &xid4] {
         let rollback = format!("XA ROLLBACK {x}");
-        let mut tries = 0;
-        while let Err(e) = b.query_drop(&rollback).await {
-            tries += 1;
-            assert!(tries < 50, "XA ROLLBACK: {e}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        common::eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            &rollback,
+            async || b.query_drop(&rollback).await,
+        )
+        .await;
     }
     b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }

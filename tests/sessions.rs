@@ -178,12 +178,8 @@ async fn a_prepared_load_data_local_loads_the_clients_file() {
     use mysql_common::constants::CapabilityFlags as C;
     use rwsplit::protocol::{Command, frame};
     let proxy = Proxy::start();
-    let t = unique("infile_prepared");
     let mut setup = proxy.conn().await;
-    setup
-        .query_drop(format!("CREATE TABLE {t} (v INT)"))
-        .await
-        .expect("create");
+    let t = create_table(&mut setup, "infile_prepared", "v INT").await;
     let through = raw_client(&proxy, C::CLIENT_LOCAL_FILES).await;
     let direct = raw_client_at("127.0.0.1:3306", C::CLIENT_LOCAL_FILES).await;
     let mut loaded = Vec::new();
@@ -230,12 +226,8 @@ async fn a_file_sent_out_of_order_leaves_no_broken_connection_in_the_pool() {
     use mysql_common::constants::CapabilityFlags as C;
     use rwsplit::protocol::frame;
     let proxy = Proxy::start_with(|t| pool_settings(t, "max_connections = 1"));
-    let t = unique("infile_order");
     let mut setup = proxy.conn().await;
-    setup
-        .query_drop(format!("CREATE TABLE {t} (v VARCHAR(20))"))
-        .await
-        .expect("create");
+    let t = create_table(&mut setup, "infile_order", "v VARCHAR(20)").await;
     setup.disconnect().await.expect("quit");
     let caps = C::CLIENT_LOCAL_FILES;
     let mut bad = raw_client(&proxy, caps).await;

@@ -140,25 +140,14 @@ impl<'a> Lexer<'a> {
     /// `myrwsplit:replica` is none.
     fn note_hint(&mut self, from: usize, to: usize) {
         let body = &self.s[from.min(self.s.len())..to.min(self.s.len())];
-        // A name's bytes, as the server's (`WORD`): `rwsplit:primary$` is no hint.
-        let word_byte = |b: &u8| WORD[usize::from(*b)];
-        let mut at = 0;
-        while let Some(p) = body.get(at..).and_then(|rest| {
-            rest.windows(7)
-                .position(|w| w.eq_ignore_ascii_case(b"rwsplit"))
-        }) {
-            let start = at + p;
-            at = start + 7;
-            if start > 0 && word_byte(&body[start - 1]) {
-                continue;
-            }
-            let rest = &body[at..];
+        for at in word_positions(body, b"rwsplit") {
+            let rest = &body[at + 7..];
             let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
             let Some(rest) = rest.strip_prefix(b":") else {
                 continue;
             };
             let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
-            let name = &rest[..rest.iter().take_while(|b| word_byte(b)).count()];
+            let name = &rest[..rest.iter().take_while(|&&b| WORD[usize::from(b)]).count()];
             if name.eq_ignore_ascii_case(b"primary") {
                 self.hint = Some(super::Hint::Primary);
                 return;
@@ -303,6 +292,20 @@ impl<'a> Iterator for Lexer<'a> {
             }
         })
     }
+}
+
+/// Where `word` stands in `hay` as a whole word, in any case: neither byte beside it is one a
+/// name may have (`WORD`, as the servers' lexers: `rwsplit:primary$`, `xa_col` hold none).
+pub fn word_positions<'h>(hay: &'h [u8], word: &'static [u8]) -> impl Iterator<Item = usize> + 'h {
+    let name = |b: Option<&u8>| b.is_some_and(|&b| WORD[usize::from(b)]);
+    hay.windows(word.len())
+        .enumerate()
+        .filter(move |&(i, w)| {
+            w.eq_ignore_ascii_case(word)
+                && !name(i.checked_sub(1).and_then(|p| hay.get(p)))
+                && !name(hay.get(i + word.len()))
+        })
+        .map(|(i, _)| i)
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -218,6 +218,12 @@ impl Classification {
         }
     }
 
+    /// A read of a table that reads no diagnostics: running, it clears the warnings and errors
+    /// the connection held (and raises only its own).
+    pub fn clears_diagnostics(&self) -> bool {
+        self.kind == StatementKind::Read && !self.reads_no_table && !self.diagnostics
+    }
+
     /// A `CALL` or a multi-statement: it may do more than rwsplit sees in its text (change
     /// state, commit, open a transaction), even when it fails.
     pub fn opaque(&self) -> bool {
@@ -1212,6 +1218,10 @@ fn session_sysvar(w: &[u8]) -> Option<&[u8]> {
 /// variable keeps its column name (`'0-1-5' AS `@@last_gtid``). `None` when there is none to
 /// replace. Only for text `own` can hold (a GTID: digits and dashes).
 pub fn with_last_gtid(sql: &[u8], own: &str, backslash_escapes: bool) -> Option<Vec<u8>> {
+    // Most statements do not name it: no lexing for them.
+    if !sql.contains(&b'@') || lexer::word_positions(sql, b"last_gtid").next().is_none() {
+        return None;
+    }
     if !own
         .bytes()
         .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
@@ -1329,14 +1339,7 @@ pub fn with_last_gtid(sql: &[u8], own: &str, backslash_escapes: bool) -> Option<
 /// Whether `sql` has the word `XA` anywhere, strings included (`EXECUTE IMMEDIATE 'XA START
 /// ...'`): for statements whose parts the classifier does not take apart.
 pub fn names_xa(sql: &[u8]) -> bool {
-    let name = |b: Option<&u8>| {
-        b.is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$') || *b >= 0x80)
-    };
-    sql.windows(2).enumerate().any(|(i, w)| {
-        w.eq_ignore_ascii_case(b"XA")
-            && !name(i.checked_sub(1).and_then(|p| sql.get(p)))
-            && !name(sql.get(i + 2))
-    })
+    lexer::word_positions(sql, b"XA").next().is_some()
 }
 
 /// The one session variable a `SET` assigns, lowercased: `SET [SESSION] name = ...` or

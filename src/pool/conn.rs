@@ -54,6 +54,19 @@ pub fn statement_key(packet: &[u8]) -> StatementKey {
     sha2::Sha256::digest(packet).into()
 }
 
+/// Whether the server closes the connection (or stops reading it) after sending this error:
+/// a network error of its own (ER_NET_*, 1152 to 1161: a packet over its `max_allowed_packet`
+/// (1153), or out of order (1156), as a client's LOAD DATA LOCAL file may be), the connection killed
+/// (ER_CONNECTION_KILLED, 1927; MySQL's ER_SESSION_WAS_KILLED, 3169), the server shutting
+/// down (ER_SERVER_SHUTDOWN, 1053) or going offline (MySQL's ER_SERVER_OFFLINE_MODE, 3032),
+/// or MySQL's idle timeout (ER_CLIENT_INTERACTION_TIMEOUT, 4031).
+/// (MariaDB numbers other errors 3032, 3169 and 4031: a missing trigger is 4031 there.)
+pub fn closes_connection(code: u16, flavor: crate::monitor::replication::Flavor) -> bool {
+    matches!(code, 1053 | 1152..=1161 | 1927)
+        || flavor == crate::monitor::replication::Flavor::MySql
+            && matches!(code, 3032 | 3169 | 4031)
+}
+
 /// Statements a connection keeps prepared for reuse unless its pool says otherwise.
 pub const STATEMENT_CAP: usize = 256;
 
@@ -404,16 +417,27 @@ impl BackendConn {
         .await;
         match r {
             Ok(o) => {
-                if o.error.is_none() && kind.reports_status() {
-                    self.status = o.status;
-                }
-                self.diagnostics |= o.diagnostics;
+                self.after_response(kind, &o);
                 Ok(o)
             }
             Err(e) => {
                 self.broken = true;
                 Err(e)
             }
+        }
+    }
+
+    /// What a whole response (`kind`, forwarded or read by rwsplit) leaves on this connection:
+    /// its status, whether its diagnostics area may hold something, and whether the server
+    /// closes it after the error it sent (`closes_connection`).
+    pub fn after_response(&mut self, kind: ResponseKind, o: &Outcome) {
+        if o.error.is_none() && kind.reports_status() {
+            self.status = o.status;
+        }
+        self.diagnostics |= o.diagnostics;
+        // (The server family is read only for an error: not per statement.)
+        if o.error.is_some_and(|e| closes_connection(e, self.flavor())) {
+            self.broken = true;
         }
     }
 
@@ -514,8 +538,25 @@ impl BackendConn {
 
 #[cfg(test)]
 mod tests {
-    use super::names_after_reset;
+    use super::{closes_connection, names_after_reset};
     use crate::monitor::replication::Flavor;
+
+    #[test]
+    fn errors_that_close_the_connection_are_told_by_server_family() {
+        for (code, flavor, closes) in [
+            (1153, Flavor::MariaDb, true),
+            (1927, Flavor::MariaDb, true),
+            (1053, Flavor::MySql, true),
+            (4031, Flavor::MySql, true),
+            (3169, Flavor::MySql, true),
+            // MariaDB's 4031 is a missing trigger in CREATE TRIGGER ... FOLLOWS.
+            (4031, Flavor::MariaDb, false),
+            (3032, Flavor::MariaDb, false),
+            (1064, Flavor::MySql, false),
+        ] {
+            assert_eq!(closes_connection(code, flavor), closes, "{code} {flavor:?}");
+        }
+    }
 
     #[test]
     fn a_mysql_reset_is_followed_by_the_login_collation_again() {

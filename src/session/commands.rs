@@ -424,11 +424,10 @@ impl Session {
         // byte: a larger id (MariaDB's UCA 14 collations, some of MySQL's) is refused rather
         // than cut to its low byte, which named another character set (608, a utf8mb4
         // collation, became cp932, whose multi-byte characters can end in a backslash).
-        let collation = match req.collation.map(u8::try_from) {
+        let collation = match req.collation.map(|id| (id, u8::try_from(id))) {
             None => None,
-            Some(Ok(c)) => Some(c),
-            Some(Err(_)) => {
-                let id = req.collation.unwrap_or_default();
+            Some((_, Ok(c))) => Some(c),
+            Some((id, Err(_))) => {
                 let e = ClientError::new(
                     1273,
                     "HY000",

@@ -314,18 +314,6 @@ pub(super) enum Failure {
 /// database just created reaches it in that time, unless it is filtered out there).
 const SCHEMA_MISSING_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Whether the server closes the connection (or stops reading it) after sending this error:
-/// a network error of its own (ER_NET_*, 1152 to 1161: a packet over its `max_allowed_packet`
-/// (1153), or out of order (1156), as a client's LOAD DATA LOCAL file may be), the connection killed
-/// (ER_CONNECTION_KILLED, 1927; MySQL's ER_SESSION_WAS_KILLED, 3169), the server shutting
-/// down (ER_SERVER_SHUTDOWN, 1053) or going offline (MySQL's ER_SERVER_OFFLINE_MODE, 3032),
-/// or MySQL's idle timeout (ER_CLIENT_INTERACTION_TIMEOUT, 4031).
-/// (MariaDB numbers other errors 3032, 3169 and 4031: a missing trigger is 4031 there.)
-pub(super) fn closes_connection(code: u16, flavor: Flavor) -> bool {
-    matches!(code, 1053 | 1152..=1161 | 1927)
-        || flavor == Flavor::MySql && matches!(code, 3032 | 3169 | 4031)
-}
-
 /// Whether a server error says the schema cannot be selected there: ER_BAD_DB_ERROR (1049),
 /// or ER_DBACCESS_DENIED_ERROR (1044), which the server gives a user with no grant on a schema
 /// that does not exist (a replica may also lack a new grant). Asked of replicas only: the
@@ -1239,12 +1227,9 @@ impl Session {
             _ => None,
         };
         self.selecting_schema = old.is_some();
-        // A read of a table that reads no diagnostics clears them itself when it runs.
         self.clears_diagnostics =
             matches!(kind, ResponseKind::Query | ResponseKind::StmtExecute { .. })
-                && class.kind == StatementKind::Read
-                && !class.reads_no_table
-                && !class.diagnostics;
+                && class.clears_diagnostics();
         let r = self.execute_routed(class, cmd, kind, forced).await;
         self.selecting_schema = false;
         self.clears_diagnostics = false;
@@ -1505,11 +1490,10 @@ impl Session {
             self.observe(target, &result, started, elapsed, name);
             match result {
                 Ok(o) => {
-                    // (The server family is read only for an error: not per statement.)
-                    let closes = o.error.is_some_and(|e| {
-                        let conn = slot_of(&mut self.primary, &mut self.replica, slot);
-                        closes_connection(e, conn.map_or(Flavor::MariaDb, |c| c.flavor()))
-                    });
+                    // Its error broke the connection (`BackendConn::after_response`).
+                    let closes = o.error.is_some()
+                        && slot_of(&mut self.primary, &mut self.replica, slot)
+                            .is_some_and(|c| c.broken);
                     if closes {
                         // The server closes the connection after this error: never pooled
                         // again, and what it held is lost (the session ends after it).
@@ -1660,7 +1644,7 @@ fn extra_frames(client: usize, sent: usize) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::{Escaped, Flavor, closes_connection, extra_frames};
+    use super::{Escaped, extra_frames};
 
     #[test]
     fn a_command_lengthened_past_a_frame_takes_one_more() {
@@ -1683,22 +1667,5 @@ mod tests {
         let shown = Escaped("SELECT `a\nINFO forged` FROM t").to_string();
         assert!(!shown.contains('\n'), "{shown}");
         assert!(shown.contains("a\\nINFO"), "{shown}");
-    }
-
-    #[test]
-    fn errors_that_close_the_connection_are_told_by_server_family() {
-        for (code, flavor, closes) in [
-            (1153, Flavor::MariaDb, true),
-            (1927, Flavor::MariaDb, true),
-            (1053, Flavor::MySql, true),
-            (4031, Flavor::MySql, true),
-            (3169, Flavor::MySql, true),
-            // MariaDB's 4031 is a missing trigger in CREATE TRIGGER ... FOLLOWS.
-            (4031, Flavor::MariaDb, false),
-            (3032, Flavor::MariaDb, false),
-            (1064, Flavor::MySql, false),
-        ] {
-            assert_eq!(closes_connection(code, flavor), closes, "{code} {flavor:?}");
-        }
     }
 }

@@ -38,9 +38,8 @@ fn backend<E: std::fmt::Display>(started: bool) -> impl FnOnce(E) -> ForwardErro
 /// `seq_shift`: how many frames more the command took to the server than from the client (an
 /// execute lengthened past a 16 MiB frame): the server's sequence ids are that much ahead of
 /// the client's, and are set back frame by frame.
-/// On any failure the backend connection is marked broken: it may be mid-response; and after
-/// an error the server closes the connection with (`exec::closes_connection`), whatever the
-/// command (a cursor's fetch too).
+/// On any failure the backend connection is marked broken: it may be mid-response; otherwise
+/// the response is noted on it (`BackendConn::after_response`).
 pub async fn response(
     conn: &mut BackendConn,
     client: &mut ClientIo,
@@ -51,17 +50,7 @@ pub async fn response(
     let r = copy(conn, client, kind, stmt_id, seq_shift).await;
     match &r {
         Err(_) => conn.broken = true,
-        Ok(o) => {
-            if o.error.is_none() && kind.reports_status() {
-                conn.status = o.status;
-            }
-            conn.diagnostics |= o.diagnostics;
-            if o.error
-                .is_some_and(|e| super::exec::closes_connection(e, conn.flavor()))
-            {
-                conn.broken = true;
-            }
-        }
+        Ok(o) => conn.after_response(kind, o),
     }
     r
 }

@@ -845,10 +845,6 @@ impl Session {
                 )
             )
             && let Some(own) = self.state.last_gtid.as_deref()
-            && packet[1..].contains(&b'@')
-            && packet[1..]
-                .windows(9)
-                .any(|w| w.eq_ignore_ascii_case(b"last_gtid"))
             && let Some(sql) =
                 crate::classify::with_last_gtid(&packet[1..], own, !self.state.no_backslash_escapes)
         {
@@ -1147,16 +1143,15 @@ impl Session {
         ) {
             self.leftovers[slot as usize] = true;
         }
-        // XA where the classifier does not see statements (a compound statement, `EXECUTE
-        // IMMEDIATE`, a multi-statement it split otherwise): named in the text, it closes the
-        // connection as a plain `XA` does. (A procedure's body is not seen.)
-        if class.effect != Some(E::Xa)
-            && (class.opaque()
+        // An XA statement closes its connection at the end (`SessionEffect::Xa`), also where
+        // the classifier does not take statements apart (a compound statement, `EXECUTE
+        // IMMEDIATE`) and the text names it. (A procedure's body is not seen.)
+        let ran_xa = class.effect == Some(E::Xa)
+            || (class.opaque()
                 || class.effect == Some(E::Several)
                 || class.reason == Some(crate::classify::PrimaryReason::SqlPrepare))
-            && crate::classify::names_xa(packet.get(1..).unwrap_or_default())
-            && let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot)
-        {
+                && crate::classify::names_xa(packet.get(1..).unwrap_or_default());
+        if ran_xa && let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
             c.xa = true;
         }
         match class.effect {
@@ -1195,13 +1190,11 @@ impl Session {
                 self.discard_slot(slot);
                 self.released = true;
             }
-            Some(E::Xa) => {
-                if let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot) {
-                    c.xa = true;
-                }
-                if took && class.reason == Some(crate::classify::PrimaryReason::MultiStatement) {
-                    self.state.untracked_state = true;
-                }
+            // In a multi-statement it also stands for `Several`.
+            Some(E::Xa)
+                if took && class.reason == Some(crate::classify::PrimaryReason::MultiStatement) =>
+            {
+                self.state.untracked_state = true
             }
             _ => {}
         }
@@ -1232,9 +1225,7 @@ impl Session {
         }
         // A clean read of a table left the connection with none.
         if !o.diagnostics
-            && class.kind == StatementKind::Read
-            && !class.reads_no_table
-            && !class.diagnostics
+            && class.clears_diagnostics()
             && let Some(c) = exec::slot_of(&mut self.primary, &mut self.replica, slot)
         {
             c.diagnostics = false;
