@@ -523,6 +523,13 @@ impl BackendConn {
         Ok(())
     }
 
+    /// ROLLBACK; false when the server refuses it.
+    pub async fn rollback(&mut self) -> Result<bool, BackendError> {
+        let p = Command::Query.packet(b"ROLLBACK");
+        let r = self.run_internal(&p, ResponseKind::Query).await?;
+        Ok(r.is_ok())
+    }
+
     pub async fn ping(&mut self) -> Result<bool, BackendError> {
         let r = self
             .run_internal(&[Command::Ping as u8], ResponseKind::Single)
