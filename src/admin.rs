@@ -3,8 +3,12 @@
 //! Loopback by default (`[admin] listen`); with `[admin] token`, everything but the health and
 //! readiness probes wants `Authorization: Bearer <token>`.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -13,7 +17,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 use crate::config::{Config, Role};
 use crate::session::Shared;
@@ -40,11 +47,122 @@ pub async fn bind(config: &Config) -> Result<Option<TcpListener>, AdminError> {
         .map_err(|source| AdminError::Bind { addr, source })
 }
 
-/// Serves the admin API until the process ends.
+/// Serves the admin API until the process ends: at most `[admin] max_connections` at once,
+/// each closed after `[admin] idle_timeout` without traffic.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let (max, idle) = {
+        let c = shared.config();
+        (c.admin.max_connections, c.admin.idle_timeout)
+    };
     let app = router(shared);
+    let listener = Bounded {
+        listener,
+        permits: Arc::new(Semaphore::new(max)),
+        idle,
+    };
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "the admin API stopped");
+    }
+}
+
+/// The admin listener, bounded: hyper keeps a connection as long as its peer does, so idle or
+/// half-sent requests would otherwise pile up until the process runs out of file descriptors
+/// and refuses MySQL clients. (Hand-written: axum's `serve` has no such limit, and hyper's
+/// header timeout alone would not close an idle keep-alive or a stalled reader.)
+struct Bounded {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    idle: Duration,
+}
+
+impl axum::serve::Listener for Bounded {
+    type Io = BoundedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (BoundedIo, SocketAddr) {
+        // Past the limit, new connections wait in the kernel's backlog, holding no descriptor.
+        let permit = match self.permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => std::future::pending().await,
+        };
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
+        let idle = self.idle;
+        let io = BoundedIo {
+            stream,
+            _permit: permit,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        };
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// An admin connection: its permit, and a deadline pushed back by every byte read or written.
+struct BoundedIo {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl BoundedIo {
+    /// After a poll of the stream: progress moves the deadline; waiting past it is an error,
+    /// which makes hyper close the connection.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match polled {
+            Poll::Ready(r) => {
+                let next = tokio::time::Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "admin connection idle past admin.idle_timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncRead for BoundedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.watch(cx, polled)
+    }
+}
+
+impl AsyncWrite for BoundedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.watch(cx, polled)
     }
 }
 

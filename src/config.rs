@@ -91,6 +91,12 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// When set, every endpoint but `/health` and `/ready` wants `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Connections served at once; more wait in the listen backlog (they would hold the file
+    /// descriptors that MySQL clients need).
+    pub max_connections: usize,
+    /// A connection that sends or takes nothing for this long is closed (a half-sent request,
+    /// an idle keep-alive, a reader that stopped reading).
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -443,6 +449,8 @@ mod raw {
         listen: Option<String>,
         token: Option<String>,
         token_env: Option<String>,
+        max_connections: Option<usize>,
+        idle_timeout: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -942,6 +950,19 @@ mod raw {
                 admin: AdminConfig {
                     listen: admin_listen,
                     token,
+                    max_connections: match a.max_connections.unwrap_or(32) {
+                        n @ 1..=100_000 => n,
+                        _ => {
+                            return Err(invalid(
+                                "admin.max_connections",
+                                "must be between 1 and 100000",
+                            ));
+                        }
+                    },
+                    idle_timeout: nonzero(
+                        "admin.idle_timeout",
+                        dur("admin.idle_timeout", &a.idle_timeout, "10s")?,
+                    )?,
                 },
                 insight: InsightConfig {
                     max_digests: self.insight.max_digests.unwrap_or(5000).max(1),
@@ -1089,6 +1110,14 @@ role = "primary"
             (
                 format!("[proxy]\nmax_client_connections = 0\n{MINIMAL}"),
                 "proxy.max_client_connections",
+            ),
+            (
+                format!("[admin]\nmax_connections = 0\n{MINIMAL}"),
+                "admin.max_connections",
+            ),
+            (
+                format!("[admin]\nidle_timeout = \"0s\"\n{MINIMAL}"),
+                "admin.idle_timeout",
             ),
             (format!("[monitor]\nfall = 0\n{MINIMAL}"), "monitor.fall"),
             (format!("[monitor]\nrise = 0\n{MINIMAL}"), "monitor.rise"),

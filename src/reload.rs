@@ -57,6 +57,12 @@ pub async fn apply(shared: &Arc<Shared>, new: Config) -> Result<String, ReloadEr
     if new.admin.listen != old.admin.listen {
         return Err(ReloadError::NeedsRestart("admin.listen"));
     }
+    if new.admin.max_connections != old.admin.max_connections {
+        return Err(ReloadError::NeedsRestart("admin.max_connections"));
+    }
+    if new.admin.idle_timeout != old.admin.idle_timeout {
+        return Err(ReloadError::NeedsRestart("admin.idle_timeout"));
+    }
     if new.proxy.reuse_port != old.proxy.reuse_port {
         return Err(ReloadError::NeedsRestart("proxy.reuse_port"));
     }

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use common::*;
 use mysql_async::prelude::*;
@@ -145,7 +146,7 @@ async fn sessions_show_a_running_statement_and_queries_aggregate_digests() {
     let running = tokio::spawn(async move {
         sleeper.query_drop("SELECT SLEEP(2)").await.expect("sleep");
     });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (code, body) = proxy.admin_get("/sessions", None).await;
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
@@ -262,7 +263,7 @@ async fn a_statement_past_its_query_timeout_is_killed_on_the_backend() {
         .expect_err("the statement must be killed");
     let took = started.elapsed();
     eprintln!("killed after {took:?}: {err}");
-    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
     assert!(err.to_string().contains("1317"), "{err}");
     // The session goes on.
     let n: Option<u32> = c.query_first("SELECT 1").await.expect("after the kill");
@@ -272,4 +273,52 @@ async fn a_statement_past_its_query_timeout_is_killed_on_the_backend() {
         metrics.contains("rwsplit_errors_total{kind=\"query_timeout\"} 1"),
         "{metrics}"
     );
+}
+
+/// Idle or half-sent admin connections cannot pile up until the process runs out of file
+/// descriptors (and refuses MySQL clients): past `max_connections` new ones wait, and each is
+/// closed after `idle_timeout` without traffic.
+#[tokio::test]
+async fn the_admin_api_bounds_its_connections_and_closes_idle_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::start_with(|t| {
+        format!("{t}\n[admin]\nmax_connections = 3\nidle_timeout = \"1s\"\n")
+    });
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(
+            tokio::net::TcpStream::connect(proxy.admin)
+                .await
+                .expect("connect"),
+        );
+    }
+    // A request begun and never finished holds its connection too.
+    let mut half = tokio::net::TcpStream::connect(proxy.admin)
+        .await
+        .expect("connect");
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: rwsplit\r\n")
+        .await
+        .expect("half a request");
+    idle.push(half);
+    let started = std::time::Instant::now();
+    let (code, _) = proxy.admin_get("/health", None).await;
+    let waited = started.elapsed();
+    assert_eq!(code, 200);
+    assert!(
+        waited >= Duration::from_millis(800),
+        "served at once, past max_connections: {waited:?}"
+    );
+    for mut s in idle {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an idle connection is closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "an idle connection got {:?}", &buf[..n]);
+    }
+    // Their permits are free again.
+    let (code, _) = tokio::time::timeout(Duration::from_secs(5), proxy.admin_get("/health", None))
+        .await
+        .expect("served once the idle connections are gone");
+    assert_eq!(code, 200);
 }
