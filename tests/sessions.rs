@@ -740,6 +740,55 @@ async fn garbage_at_the_handshake_ends_only_that_connection() {
     fresh.ping().await.expect("new sessions still work");
 }
 
+/// A login packet over 64 KiB (70 KB of connection attributes) gets the server's answer, 1043
+/// "Bad handshake", not a silent hang-up.
+#[tokio::test]
+async fn an_oversized_login_packet_gets_bad_handshake_as_from_the_server() {
+    let proxy = Proxy::start();
+    let caps: u32 = 0x0000_0200 | 0x0000_8000 | 0x0008_0000 | 0x0010_0000;
+    let mut login = [
+        &caps.to_le_bytes()[..],
+        &(1u32 << 24).to_le_bytes(),
+        &[45],
+        &[0; 23],
+    ]
+    .concat();
+    login.extend_from_slice(b"app\0\0mysql_native_password\0");
+    let mut attrs = Vec::new();
+    while attrs.len() < 70_000 {
+        attrs.extend_from_slice(&[10]);
+        attrs.extend_from_slice(b"kkkkkkkkkk");
+        attrs.extend_from_slice(&[250]);
+        attrs.extend_from_slice(&[b'v'; 250]);
+    }
+    login.push(0xFD);
+    login.extend_from_slice(&(attrs.len() as u32).to_le_bytes()[..3]);
+    login.extend_from_slice(&attrs);
+    for addr in ["127.0.0.1:3306".to_string(), proxy.addr.to_string()] {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let mut header = [0u8; 4];
+        s.read_exact(&mut header).await.expect("greeting header");
+        let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+        let mut greeting = vec![0u8; len];
+        s.read_exact(&mut greeting).await.expect("greeting");
+        let mut packet = (login.len() as u32).to_le_bytes();
+        packet[3] = 1;
+        s.write_all(&packet).await.expect("header");
+        s.write_all(&login).await.expect("login");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+            .await
+            .expect("an answer, then the end")
+            .expect("read");
+        assert!(answer.len() > 7, "{addr}: nothing sent back");
+        assert_eq!(answer[3], 2, "{addr}: sequence id");
+        assert_eq!(answer[4], 0xFF, "{addr}: an ERR packet");
+        assert_eq!(u16::from_le_bytes([answer[5], answer[6]]), 1043, "{addr}");
+    }
+}
+
 /// Results larger than the backend read buffer, with rows of every length, so frames straddle
 /// the buffer's end at every offset: the batched copy of whole buffered frames and the
 /// frame-by-frame copy of the straddling ones must hand the client every row intact.

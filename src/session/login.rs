@@ -34,6 +34,20 @@ pub struct Accepted {
 
 /// Greets the client and checks its password. On a wrong password the client has already been
 /// sent ERR 1045.
+/// A packet of the login phase, at most 64 KiB: a larger one gets the server's "Bad handshake"
+/// (MariaDB's answer to connection attributes of 70 KB, for example) before the connection
+/// closes.
+async fn read_login_packet(client: &mut ClientIo, buf: &mut Vec<u8>) -> Result<u8, LoginError> {
+    match frame::read_packet(&mut client.reader, buf, 1 << 16).await {
+        Err(e @ FrameError::TooLarge { seq, .. }) => {
+            let err = ClientError::new(1043, "08S01", "Bad handshake");
+            let _ = client.send_error(seq.wrapping_add(1), &err).await;
+            Err(e.into())
+        }
+        r => Ok(r?),
+    }
+}
+
 pub async fn accept(
     client: &mut ClientIo,
     config: &Config,
@@ -51,7 +65,7 @@ pub async fn accept(
     let greeting = handshake::greeting(identity, connection_id, nonce, plugin.name(), status);
     client.send(0, &greeting).await?;
     let mut buf = Vec::with_capacity(256);
-    let seq = frame::read_packet(&mut client.reader, &mut buf, 1 << 16).await?;
+    let seq = read_login_packet(client, &mut buf).await?;
     let login = match handshake::parse_login(&buf, offered) {
         Ok(l) => l,
         Err(e) => {
@@ -93,7 +107,7 @@ pub async fn accept(
             req.extend_from_slice(nonce);
             req.push(0);
             client.send(seq, &req).await?;
-            let s = frame::read_packet(&mut client.reader, &mut buf, 1 << 16).await?;
+            let s = read_login_packet(client, &mut buf).await?;
             seq = s.wrapping_add(1);
             password
                 .as_deref()
