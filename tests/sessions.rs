@@ -272,6 +272,55 @@ async fn a_file_sent_out_of_order_leaves_no_broken_connection_in_the_pool() {
         .expect("drop ok");
 }
 
+/// A client that sends a command where LOAD DATA LOCAL wants its file gets 1156 at once, with
+/// the sequence id the file would have had, as from the server (which then closes the
+/// connection). rwsplit used to pass the command on as the file and wait for the rest of it.
+#[tokio::test]
+async fn a_command_sent_instead_of_the_file_gets_1156_at_once() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::frame;
+    let proxy = Proxy::start();
+    let mut setup = proxy.conn().await;
+    let t = create_table(&mut setup, "infile_command", "v INT").await;
+    let through = raw_client(&proxy, C::CLIENT_LOCAL_FILES).await;
+    let direct = raw_client_at("127.0.0.1:3306", C::CLIENT_LOCAL_FILES).await;
+    for mut c in [through, direct] {
+        let load = format!("\x03LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE {t}");
+        c.send_command(load.as_bytes()).await.expect("load");
+        let mut buf: Vec<u8> = Vec::new();
+        let seq = frame::read_packet(&mut c.reader, &mut buf, 1 << 20)
+            .await
+            .expect("file request");
+        assert_eq!(buf.as_slice().first(), Some(&0xFB), "{buf:?}");
+        frame::write_packet(&mut c.writer, 0, b"\x03SELECT 1")
+            .await
+            .expect("a command");
+        tokio::io::AsyncWriteExt::flush(&mut c.writer)
+            .await
+            .expect("flush");
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            frame::read_packet(&mut c.reader, &mut buf, 1 << 20),
+        )
+        .await
+        .expect("an answer at once")
+        .expect("an error packet");
+        assert_eq!(got, seq.wrapping_add(1));
+        let err = rwsplit::protocol::packets::parse_err(&buf).expect("an error");
+        assert_eq!(err.code, 1156, "{:?}", String::from_utf8_lossy(err.message));
+    }
+    let n: i64 = setup
+        .query_first(format!("/* rwsplit:primary */ SELECT COUNT(*) FROM {t}"))
+        .await
+        .expect("count")
+        .expect("a row");
+    assert_eq!(n, 0);
+    setup
+        .query_drop(format!("DROP TABLE {t}"))
+        .await
+        .expect("drop");
+}
+
 /// A client without session tracking never sees its flag: not in OK packets (rewritten whole)
 /// nor in the status of a result's EOF packets, which the server sets when the statement
 /// changed session state (`SET STATEMENT ... FOR SELECT`) and rwsplit's connection tracks it.

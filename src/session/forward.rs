@@ -7,6 +7,7 @@
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use super::client::ClientIo;
+use crate::error::ClientError;
 use crate::pool::BackendConn;
 use crate::protocol::frame::{self, FrameError, FrameHeader};
 use crate::protocol::packets::{self, SERVER_SESSION_STATE_CHANGED};
@@ -69,6 +70,8 @@ struct Progress {
     sysvars: Vec<(String, String)>,
     state_changed: bool,
     schema: Option<String>,
+    /// The sequence id the client saw on the server's request for a `LOAD DATA LOCAL` file.
+    file_request_seq: u8,
 }
 
 impl Progress {
@@ -142,6 +145,7 @@ async fn copy(
         sysvars: Vec::new(),
         state_changed: false,
         schema: None,
+        file_request_seq: 0,
     };
     loop {
         // The batch copies frames as they are, sequence ids included.
@@ -162,7 +166,7 @@ async fn copy(
             Step::More => {}
             Step::LocalInfile => {
                 flush_client(client).await?;
-                relay_file(conn, client).await?;
+                relay_file(conn, client, p.file_request_seq, seq_shift).await?;
                 p.tracker.local_infile_sent();
             }
             Step::Done => {
@@ -236,6 +240,7 @@ async fn copy_buffered(
         off += 4 + h.len;
         step = Some(s);
         if s != Step::More {
+            p.file_request_seq = h.seq;
             break;
         }
     }
@@ -285,6 +290,9 @@ async fn copy_frame(
         .tracker
         .on_frame(h.len, &peek[..n])
         .map_err(backend(p.started))?;
+    if step == Step::LocalInfile {
+        p.file_request_seq = h.seq;
+    }
     if let Some(id) = stmt_id
         && n >= 5
         && peek[0] == 0
@@ -372,17 +380,38 @@ async fn copy_rest(
 }
 
 /// LOAD DATA LOCAL INFILE: copies the client's file packets to the backend up to and including
-/// the empty packet that ends the file.
+/// the empty packet that ends the file. `request_seq`: the sequence id of the file request as
+/// the client saw it; `seq_shift` as in [`response`].
 /// A client that stops sending its file for `proxy.net_timeout` fails the session (the server's
-/// `net_read_timeout`), rather than hold the backend connection.
-async fn relay_file(conn: &mut BackendConn, client: &mut ClientIo) -> Result<(), ForwardError> {
+/// `net_read_timeout`), rather than hold the backend connection. A frame out of sequence (a
+/// client that sent a command instead of its file) gets the server's 1156 and ends the session,
+/// as the server ends the connection; the backend connection, mid-load, is closed, which
+/// aborts the statement.
+async fn relay_file(
+    conn: &mut BackendConn,
+    client: &mut ClientIo,
+    request_seq: u8,
+    seq_shift: u8,
+) -> Result<(), ForwardError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut continues = false;
     let stall = Some(client.net_timeout);
+    let mut expected = request_seq.wrapping_add(1);
     loop {
-        let h: FrameHeader = frame::within(stall, frame::read_header(&mut client.reader))
+        let mut h: FrameHeader = frame::within(stall, frame::read_header(&mut client.reader))
             .await
             .map_err(ForwardError::Client)?;
+        if h.seq != expected {
+            let err = ClientError::new(1156, "08S01", "Got packets out of order");
+            // The client is told if it still listens; the session ends either way.
+            let _ = client.send_error(expected, &err).await;
+            return Err(ForwardError::Client(FrameError::Sequence {
+                expected,
+                got: h.seq,
+            }));
+        }
+        expected = expected.wrapping_add(1);
+        h.seq = h.seq.wrapping_add(seq_shift);
         conn.writer
             .write_all(&h.encode())
             .await
