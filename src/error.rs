@@ -36,6 +36,11 @@ impl ClientError {
         Self::new(1047, "08S01", "Unknown command")
     }
 
+    /// ER_NET_PACKETS_OUT_OF_ORDER.
+    pub fn packets_out_of_order() -> Self {
+        Self::new(1156, "08S01", "Got packets out of order")
+    }
+
     /// ER_NET_PACKET_TOO_LARGE.
     pub fn packet_too_large() -> Self {
         Self::new(

@@ -272,6 +272,51 @@ async fn a_file_sent_out_of_order_leaves_no_broken_connection_in_the_pool() {
         .expect("drop ok");
 }
 
+/// A command whose frame is not numbered 0 gets the server's 1156 (with sequence id 0), and
+/// the connection ends, as directly; other sessions go on.
+#[tokio::test]
+async fn a_command_out_of_sequence_gets_1156_and_ends_the_connection() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::frame;
+    let proxy = Proxy::start();
+    let mut bystander = proxy.conn().await;
+    let through = raw_client(&proxy, C::empty()).await;
+    let direct = raw_client_at("127.0.0.1:3306", C::empty()).await;
+    for mut c in [through, direct] {
+        frame::write_packet(&mut c.writer, 3, b"\x03SELECT 1")
+            .await
+            .expect("a command");
+        tokio::io::AsyncWriteExt::flush(&mut c.writer)
+            .await
+            .expect("flush");
+        let mut buf: Vec<u8> = Vec::new();
+        let seq = tokio::time::timeout(
+            Duration::from_secs(5),
+            frame::read_packet(&mut c.reader, &mut buf, 1 << 20),
+        )
+        .await
+        .expect("an answer at once")
+        .expect("an error packet");
+        assert_eq!(seq, 0);
+        let err = rwsplit::protocol::packets::parse_err(&buf).expect("an error");
+        assert_eq!(err.code, 1156, "{:?}", String::from_utf8_lossy(err.message));
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(&mut c.reader, &mut rest),
+        )
+        .await
+        .expect("the connection ends");
+        // The server may send a second 1156 before it closes; nothing else comes.
+        assert!(
+            end.is_err() || rest.is_empty() || rest.get(4) == Some(&0xFF),
+            "{rest:?}"
+        );
+    }
+    let n: Option<u32> = bystander.query_first("SELECT 1").await.expect("bystander");
+    assert_eq!(n, Some(1));
+}
+
 /// A client that sends a command where LOAD DATA LOCAL wants its file gets 1156 at once, with
 /// the sequence id the file would have had, as from the server (which then closes the
 /// connection). rwsplit used to pass the command on as the file and wait for the rest of it.

@@ -402,9 +402,10 @@ async fn relay_file(
             .await
             .map_err(ForwardError::Client)?;
         if h.seq != expected {
-            let err = ClientError::new(1156, "08S01", "Got packets out of order");
             // The client is told if it still listens; the session ends either way.
-            let _ = client.send_error(expected, &err).await;
+            let _ = client
+                .send_error(expected, &ClientError::packets_out_of_order())
+                .await;
             return Err(ForwardError::Client(FrameError::Sequence {
                 expected,
                 got: h.seq,

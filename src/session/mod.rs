@@ -707,6 +707,18 @@ impl Session {
                 Err(e) => return Err(e.into()),
                 Ok(seq) => seq,
             };
+            // A command's frames are numbered from 0 (the last one's id is their count less
+            // one): anything else gets the server's 1156, and the server closes the connection.
+            let frames = packet.len() / crate::protocol::response::MAX_FRAME;
+            if usize::from(seq) != frames % 256 {
+                let error = ClientError::packets_out_of_order();
+                let _ = self.client.send_error(0, &error).await;
+                return Err(FrameError::Sequence {
+                    expected: frames as u8,
+                    got: seq,
+                }
+                .into());
+            }
             crate::metrics::hot()
                 .bytes_from_clients
                 .increment(packet.len() as u64 + 4);
