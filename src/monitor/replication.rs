@@ -134,34 +134,79 @@ fn parse_mariadb(s: &str) -> Option<Vec<(u32, u64)>> {
         .collect()
 }
 
-/// One source's transactions in a MySQL GTID set: (uuid, inclusive ranges).
+/// One source's transactions in a MySQL GTID set: (`uuid` or `uuid:tag`, inclusive ranges).
 type UuidSet = (String, Vec<(u64, u64)>);
 
-/// `uuid:a-b:c,...` as (uuid, inclusive ranges).
+/// `uuid:a-b:c,...` as (uuid, inclusive ranges). MySQL 8.3's tagged GTIDs
+/// (`uuid:1-5:tag:1-3:other:7`, tags case-insensitive) are sets of their own, one per uuid and
+/// tag: the ranges after a tag are that tag's.
 fn parse_mysql(s: &str) -> Option<Vec<UuidSet>> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .map(|g| {
-            let mut parts = g.split(':');
-            let uuid = parts.next()?.trim().to_ascii_lowercase();
-            let mut ranges = Vec::new();
-            for r in parts {
-                let (a, b) = match r.split_once('-') {
-                    Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-                    None => {
-                        let n = r.trim().parse().ok()?;
-                        (n, n)
-                    }
-                };
-                if a > b || a == 0 {
+    let mut sets: Vec<UuidSet> = Vec::new();
+    for g in s.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+        let mut parts = g.split(':').map(str::trim);
+        let uuid = parts.next()?.to_ascii_lowercase();
+        // The ranges of the current uuid or uuid:tag, from the first range on.
+        let mut key = uuid.clone();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for r in parts {
+            if is_gtid_tag(r) {
+                // A tag with no range before the next tag or the end is malformed.
+                if key != uuid && ranges.is_empty() {
                     return None;
                 }
-                ranges.push((a, b));
+                if !ranges.is_empty() {
+                    sets.push((key, std::mem::take(&mut ranges)));
+                }
+                key = format!("{uuid}:{}", r.to_ascii_lowercase());
+                continue;
             }
-            (!ranges.is_empty()).then_some((uuid, ranges))
-        })
-        .collect()
+            let (a, b) = match r.split_once('-') {
+                Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+                None => {
+                    let n = r.parse().ok()?;
+                    (n, n)
+                }
+            };
+            if a > b || a == 0 {
+                return None;
+            }
+            ranges.push((a, b));
+        }
+        if ranges.is_empty() {
+            return None;
+        }
+        sets.push((key, ranges));
+    }
+    // A source named twice (a repeated element) is one set, its ranges sorted and joined where
+    // they overlap: counted twice, a replica's range would cover a transaction it lacks.
+    let mut merged: Vec<UuidSet> = Vec::with_capacity(sets.len());
+    for (key, ranges) in sets {
+        match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, have)) => have.extend(ranges),
+            None => merged.push((key, ranges)),
+        }
+    }
+    for (_, ranges) in &mut merged {
+        ranges.sort_unstable();
+        let mut joined: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for &(a, b) in ranges.iter() {
+            match joined.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => joined.push((a, b)),
+            }
+        }
+        *ranges = joined;
+    }
+    Some(merged)
+}
+
+/// A GTID tag (MySQL 8.3): a letter or underscore, then up to 31 letters, digits or
+/// underscores.
+fn is_gtid_tag(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=32).contains(&b.len())
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 /// A replica's lag as far as the monitor can tell.

@@ -90,6 +90,39 @@ fn mysql_gtid_distance_counts_missing_transactions() {
     assert_eq!(d("", ""), None);
     assert_eq!(d(&format!("{u1}:5-1"), ""), None);
     assert_eq!(d("garbage", ""), None);
+    // MySQL 8.3's tagged GTIDs: each tag of a uuid is a source of its own, tags in any case.
+    assert_eq!(
+        d(
+            &format!("{u1}:1-100:audit:1-7:_b2:3,{u2}:Job:1-2"),
+            &format!("{u1}:1-100:AUDIT:1-5,{u2}:job:1-2")
+        ),
+        Some(2 + 1)
+    );
+    assert_eq!(
+        d(&format!("{u1}:tag:1-10"), &format!("{u1}:1-10")),
+        Some(10),
+        "untagged transactions are not the tag's"
+    );
+    assert_eq!(
+        d(&format!("{u1}:tag:1-3"), &format!("{u1}:tag:1-3")),
+        Some(0)
+    );
+    assert_eq!(
+        d(&format!("{u1}:1-3:tag"), ""),
+        None,
+        "a tag without a range"
+    );
+    assert_eq!(d(&format!("{u1}:tag:other:1"), ""), None);
+    assert_eq!(
+        d(&format!("{u1}:9tag:1"), ""),
+        None,
+        "a tag starts with a letter"
+    );
+    // A source named twice counts once: overlapping ranges cover nothing twice.
+    assert_eq!(
+        d(&format!("{u1}:1-10"), &format!("{u1}:1-5,{u1}:3-7")),
+        Some(3)
+    );
 }
 
 #[test]
