@@ -676,6 +676,74 @@ async fn change_user_to_a_charset_clients_cannot_use_is_refused_and_the_session_
     assert!(!rows.windows(5).any(|w| w == b"cp932"), "{rows:?}");
 }
 
+/// COM_CHANGE_USER with a wrong password gets 1045 and the session goes on as the old user,
+/// its state cleared and its schema kept, as on MariaDB; rwsplit used to close the connection.
+#[tokio::test]
+async fn a_change_user_with_a_wrong_password_is_refused_and_the_session_goes_on() {
+    use rwsplit::protocol::frame;
+    async fn attempt(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
+        let (mut s, _, mut buf) = native_login(addr, Some(b"app"), 45).await;
+        assert_eq!(buf.as_slice().first(), Some(&0x00), "login: {buf:?}");
+        async fn send(s: &mut tokio::net::TcpStream, seq: u8, p: &[u8]) {
+            frame::write_packet(s, seq, p).await.expect("send");
+            tokio::io::AsyncWriteExt::flush(s).await.expect("flush");
+        }
+        send(&mut s, 0, b"\x03SET @v = 42").await;
+        frame::read_packet(&mut s, &mut buf, 1 << 16)
+            .await
+            .expect("set");
+        let change = [
+            &[0x11][..],
+            b"app\0",
+            &[20],
+            &[0x5A; 20],
+            b"app\0",
+            &[45, 0],
+            b"mysql_native_password\0",
+        ]
+        .concat();
+        send(&mut s, 0, &change).await;
+        let mut seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+            .await
+            .expect("change user reply");
+        if buf.as_slice().first() == Some(&0xFE) {
+            // The server asks again with a new nonce: still the wrong password.
+            send(&mut s, seq.wrapping_add(1), &[0x5A; 20]).await;
+            seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+                .await
+                .expect("change user reply");
+        }
+        let _ = seq;
+        let code = rwsplit::protocol::packets::parse_err(&buf).map_or(0, |e| e.code);
+        send(
+            &mut s,
+            0,
+            b"\x03SELECT CONCAT(CURRENT_USER(), '/', IFNULL(@v, 'null'), '/', DATABASE())",
+        )
+        .await;
+        let mut rows = Vec::new();
+        for _ in 0..5 {
+            let read = frame::read_packet(&mut s, &mut buf, 1 << 16);
+            tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .expect("the session's next query got no answer")
+                .expect("the session's next query");
+            rows.push(buf.clone());
+        }
+        (code, rows.concat())
+    }
+    let proxy = Proxy::start();
+    for addr in ["127.0.0.1:3306".parse().expect("addr"), proxy.addr] {
+        let (code, rows) = attempt(addr).await;
+        assert_eq!(code, 1045, "{addr}");
+        assert!(
+            rows.windows(14).any(|w| w == b"app@%/null/app"),
+            "{addr}: {:?}",
+            String::from_utf8_lossy(&rows)
+        );
+    }
+}
+
 #[tokio::test]
 async fn reset_connection_clears_the_session_everywhere() {
     let proxy = Proxy::start();

@@ -371,6 +371,14 @@ impl Session {
     /// COM_RESET_CONNECTION: every held connection is reset, the session's state is cleared
     /// as the server clears it (the schema stays).
     pub(super) async fn reset_connection(&mut self) -> Result<(), SessionError> {
+        self.reset_session().await;
+        let status = self.status();
+        self.client.send_ok(self.seq, status).await?;
+        Ok(())
+    }
+
+    /// What COM_RESET_CONNECTION clears, and a failed COM_CHANGE_USER too.
+    async fn reset_session(&mut self) {
         for slot in [Slot::Primary, Slot::Replica] {
             if let Some(c) = slot_of(&mut self.primary, &mut self.replica, slot)
                 && !matches!(c.reset().await, Ok(true))
@@ -383,14 +391,11 @@ impl Session {
         self.long_data.clear();
         self.forget_pins();
         self.take_user_settings();
-        let status = self.status();
-        self.client.send_ok(self.seq, status).await?;
-        Ok(())
     }
 
     /// COM_CHANGE_USER: re-authenticates against the configured users, then starts the session
-    /// over as the new user with fresh connections. A failure closes the connection, as the
-    /// server does.
+    /// over as the new user with fresh connections. A wrong password gets 1045 and leaves the
+    /// session as the old user with its state cleared (the schema stays), as on MariaDB.
     pub(super) async fn change_user(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let Some(req) = login::parse_change_user(packet, self.caps) else {
             self.reply(&ClientError::new(1043, "08S01", "Bad handshake"))
@@ -413,10 +418,8 @@ impl Session {
         if !ok {
             let e =
                 ClientError::access_denied(&req.user, &self.host, !req.auth_response.is_empty());
-            self.reply(&e).await?;
-            return Err(SessionError::Client(
-                crate::protocol::frame::FrameError::Closed,
-            ));
+            self.reset_session().await;
+            return self.reply(&e).await;
         }
         // A character set no server takes for a client's text is refused as the server refuses
         // it, before anything changes: the session goes on as it was.
