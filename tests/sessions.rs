@@ -528,6 +528,26 @@ async fn a_schema_name_no_server_takes_is_refused_once() {
     assert_eq!(server_code(&err), Some(1102), "{err}");
 }
 
+/// Sends `sql` (COM_QUERY) on a raw connection and reads the first `packets` packets of the
+/// answer, each within 10 s, concatenated.
+async fn raw_query(s: &mut tokio::net::TcpStream, sql: &str, packets: usize) -> Vec<u8> {
+    use rwsplit::protocol::frame;
+    let command = [&[0x03][..], sql.as_bytes()].concat();
+    frame::write_packet(s, 0, &command).await.expect(sql);
+    tokio::io::AsyncWriteExt::flush(s).await.expect("flush");
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    for _ in 0..packets {
+        let read = frame::read_packet(s, &mut buf, 1 << 16);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {sql}"))
+            .expect(sql);
+        out.extend_from_slice(&buf);
+    }
+    out
+}
+
 /// Logs in to `addr` over a raw socket as app (mysql_native_password) in `collation`, into
 /// schema `db` if given. Returns the stream, the scramble (a COM_CHANGE_USER proves the
 /// password against the login's nonce again) and the server's reply.
@@ -640,23 +660,8 @@ async fn change_user_to_a_charset_clients_cannot_use_is_refused_and_the_session_
             .await
             .expect("change user reply");
         let code = rwsplit::protocol::packets::parse_err(&buf).map_or(0, |e| e.code);
-        frame::write_packet(
-            &mut s,
-            0,
-            b"\x03SELECT 'still here', @@collation_connection",
-        )
-        .await
-        .expect("query");
-        let mut rows = Vec::new();
-        for _ in 0..5 {
-            let read = frame::read_packet(&mut s, &mut buf, 1 << 16);
-            tokio::time::timeout(Duration::from_secs(10), read)
-                .await
-                .expect("the session's next query got no answer")
-                .expect("query reply");
-            rows.push(buf.clone());
-        }
-        (code, rows.concat())
+        let rows = raw_query(&mut s, "SELECT 'still here', @@collation_connection", 5).await;
+        (code, rows)
     }
     let proxy = Proxy::start();
     // ucs2_general_ci (35).
@@ -688,10 +693,7 @@ async fn a_change_user_with_a_wrong_password_is_refused_and_the_session_goes_on(
             frame::write_packet(s, seq, p).await.expect("send");
             tokio::io::AsyncWriteExt::flush(s).await.expect("flush");
         }
-        send(&mut s, 0, b"\x03SET @v = 42").await;
-        frame::read_packet(&mut s, &mut buf, 1 << 16)
-            .await
-            .expect("set");
+        raw_query(&mut s, "SET @v = 42", 1).await;
         let change = [
             &[0x11][..],
             b"app\0",
@@ -703,34 +705,19 @@ async fn a_change_user_with_a_wrong_password_is_refused_and_the_session_goes_on(
         ]
         .concat();
         send(&mut s, 0, &change).await;
-        let mut seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+        let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
             .await
             .expect("change user reply");
         if buf.as_slice().first() == Some(&0xFE) {
             // The server asks again with a new nonce: still the wrong password.
             send(&mut s, seq.wrapping_add(1), &[0x5A; 20]).await;
-            seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
+            frame::read_packet(&mut s, &mut buf, 1 << 16)
                 .await
                 .expect("change user reply");
         }
-        let _ = seq;
         let code = rwsplit::protocol::packets::parse_err(&buf).map_or(0, |e| e.code);
-        send(
-            &mut s,
-            0,
-            b"\x03SELECT CONCAT(CURRENT_USER(), '/', IFNULL(@v, 'null'), '/', DATABASE())",
-        )
-        .await;
-        let mut rows = Vec::new();
-        for _ in 0..5 {
-            let read = frame::read_packet(&mut s, &mut buf, 1 << 16);
-            tokio::time::timeout(Duration::from_secs(10), read)
-                .await
-                .expect("the session's next query got no answer")
-                .expect("the session's next query");
-            rows.push(buf.clone());
-        }
-        (code, rows.concat())
+        let who = "SELECT CONCAT(CURRENT_USER(), '/', IFNULL(@v, 'null'), '/', DATABASE())";
+        (code, raw_query(&mut s, who, 5).await)
     }
     let proxy = Proxy::start();
     for addr in ["127.0.0.1:3306".parse().expect("addr"), proxy.addr] {
