@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # promtool (Debian's prometheus) checks the alert rules under deploy/.
-scripts/need.sh mariadbd=mariadb-server,mariadb-client sysbench node=nodejs npm promtool=prometheus \
+scripts/need.sh mariadbd=mariadb-server,mariadb-client sysbench node=nodejs npm promtool=prometheus openssl \
   go=golang-go /usr/share/gocode/src/github.com/go-sql-driver/mysql=golang-github-go-sql-driver-mysql-dev \
   javac=default-jdk-headless /usr/share/java/mariadb-java-client.jar=libmariadb-java \
   /usr/lib/python3/dist-packages/MySQLdb=python3-mysqldb

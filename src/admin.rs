@@ -442,6 +442,8 @@ async fn config(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
             "client_idle_timeout_seconds": c.proxy.client_idle_timeout.as_secs_f64(),
             "handshake_timeout_seconds": c.proxy.handshake_timeout.as_secs_f64(),
             "server_version": c.proxy.server_version,
+            "tls_cert": c.proxy.tls.as_ref().map(|t| t.cert.display().to_string()),
+            "tls_required": c.proxy.tls_required,
         },
         "routing": {
             "max_replica_lag_seconds": c.routing.max_replica_lag.as_secs_f64(),

@@ -99,9 +99,52 @@ pub struct AdminConfig {
     pub idle_timeout: Duration,
 }
 
+/// The certificate and key clients' TLS is served with, read when the config is (at start and
+/// at each reload, so a reload picks up renewed files).
+#[derive(Clone)]
+pub struct ClientTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl ClientTls {
+    fn load(cert: &std::path::Path, key: &std::path::Path) -> Result<ClientTls, ConfigError> {
+        let acceptor = crate::tls::acceptor(cert, key).map_err(|e| {
+            let key = match e {
+                crate::tls::TlsError::Key { .. } => "proxy.tls_key",
+                _ => "proxy.tls_cert",
+            };
+            ConfigError::Invalid {
+                key: key.into(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(ClientTls {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            acceptor,
+        })
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub listen: SocketAddr,
+    /// TLS offered to clients (`proxy.tls_cert`, `proxy.tls_key`).
+    pub tls: Option<ClientTls>,
+    /// Clients that do not ask for TLS are refused (3159), as with the server's
+    /// `require_secure_transport`.
+    pub tls_required: bool,
     /// A Unix socket clients on this host may connect to as well (an absolute path).
     pub socket: Option<std::path::PathBuf>,
     pub max_client_connections: usize,
@@ -397,6 +440,9 @@ mod raw {
         reuse_port: Option<bool>,
         worker_threads: Option<usize>,
         max_prepared_statements: Option<usize>,
+        tls_cert: Option<String>,
+        tls_key: Option<String>,
+        tls_required: Option<bool>,
     }
 
     #[derive(Deserialize, Default, Clone)]
@@ -592,9 +638,28 @@ mod raw {
                 }
                 None => None,
             };
+            let tls = match (&p.tls_cert, &p.tls_key) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(ClientTls::load(
+                    std::path::Path::new(cert),
+                    std::path::Path::new(key),
+                )?),
+                _ => {
+                    return Err(invalid(
+                        "proxy.tls_cert",
+                        "give both tls_cert and tls_key, or neither",
+                    ));
+                }
+            };
+            let tls_required = p.tls_required.unwrap_or(false);
+            if tls_required && tls.is_none() {
+                return Err(invalid("proxy.tls_required", "needs tls_cert and tls_key"));
+            }
             let proxy = ProxyConfig {
                 listen,
                 socket,
+                tls,
+                tls_required,
                 max_client_connections: match p.max_client_connections.unwrap_or(10_000) {
                     n @ 1..=1_000_000 => n,
                     n => {
@@ -1110,6 +1175,20 @@ role = "primary"
             (
                 format!("[proxy]\nmax_client_connections = 0\n{MINIMAL}"),
                 "proxy.max_client_connections",
+            ),
+            (
+                format!("[proxy]\ntls_cert = \"/nonexistent/cert.pem\"\n{MINIMAL}"),
+                "proxy.tls_cert",
+            ),
+            (
+                format!(
+                    "[proxy]\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n{MINIMAL}"
+                ),
+                "proxy.tls_cert",
+            ),
+            (
+                format!("[proxy]\ntls_required = true\n{MINIMAL}"),
+                "proxy.tls_required",
             ),
             (
                 format!("[admin]\nmax_connections = 0\n{MINIMAL}"),

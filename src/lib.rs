@@ -19,6 +19,7 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod tls;
 
 /// Sets up `tracing` from the config's `[logging]` section; `RUST_LOG` overrides the level.
 pub fn init_logging(cfg: &config::LoggingConfig) {

@@ -397,6 +397,53 @@ impl Listeners {
 pub enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     Unix(unix::OwnedReadHalf),
+    /// A client's connection after it asked for TLS (`crate::tls`).
+    Tls(tokio::io::ReadHalf<TlsStream>),
+}
+
+/// A client's TLS stream, over the plain halves it was split into before the upgrade.
+pub type TlsStream = tokio_rustls::server::TlsStream<Plain>;
+
+/// The plain halves under a TLS stream, rejoined, and the bytes already read from the client
+/// that belong to the TLS handshake (a client sends its ClientHello right behind its SSL
+/// request, and the login reader may have taken both at once): read before the socket.
+pub struct Plain {
+    pub prefix: Vec<u8>,
+    pub r: ReadHalf,
+    pub w: WriteHalf,
+}
+
+impl AsyncRead for Plain {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        if !me.prefix.is_empty() {
+            let n = me.prefix.len().min(buf.remaining());
+            buf.put_slice(&me.prefix[..n]);
+            me.prefix.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut me.r).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Plain {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().w).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().w).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().w).poll_shutdown(cx)
+    }
 }
 
 impl ReadHalf {
@@ -408,6 +455,8 @@ impl ReadHalf {
         let ready = match self {
             ReadHalf::Tcp(r) => r.as_ref().poll_read_ready(&mut cx),
             ReadHalf::Unix(r) => r.as_ref().poll_read_ready(&mut cx),
+            // Only clients use TLS; this is asked of pooled backend connections.
+            ReadHalf::Tls(_) => return false,
         };
         match ready {
             Poll::Pending => false,
@@ -417,6 +466,7 @@ impl ReadHalf {
                 let read = match self {
                     ReadHalf::Tcp(r) => r.try_read(&mut byte),
                     ReadHalf::Unix(r) => r.try_read(&mut byte),
+                    ReadHalf::Tls(_) => return false,
                 };
                 !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
@@ -427,6 +477,7 @@ impl ReadHalf {
 pub enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<TlsStream>),
 }
 
 /// Forwards one `AsyncRead`/`AsyncWrite` method to whichever stream the enum holds.
@@ -435,6 +486,7 @@ macro_rules! each {
         match $self.get_mut() {
             Self::Tcp($s) => $e,
             Self::Unix($s) => $e,
+            Self::Tls($s) => $e,
         }
     };
 }
@@ -468,6 +520,7 @@ impl AsyncWrite for WriteHalf {
         match self {
             Self::Tcp(s) => s.is_write_vectored(),
             Self::Unix(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

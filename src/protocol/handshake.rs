@@ -10,7 +10,7 @@ use mysql_common::proto::MySerialize;
 pub enum HandshakeError {
     #[error("malformed login packet from the client: {0}")]
     MalformedLogin(std::io::Error),
-    #[error("the client asked for TLS, which rwsplit does not offer yet")]
+    #[error("the client asked for TLS, which this rwsplit does not offer (proxy.tls_cert)")]
     TlsRequested,
     #[error("the client does not speak protocol 4.1")]
     OldProtocol,
@@ -81,15 +81,16 @@ impl Default for ServerIdentity {
     }
 }
 
-/// The initial handshake payload sent to a client.
+/// The initial handshake payload sent to a client, offering `caps` (within the primary's and
+/// `PROXY_CAPABILITIES`, and CLIENT_SSL when TLS is configured).
 pub fn greeting(
     id: &ServerIdentity,
+    caps: C,
     connection_id: u32,
     nonce: &[u8; 20],
     plugin: &str,
     status: u16,
 ) -> Vec<u8> {
-    let caps = id.capabilities & PROXY_CAPABILITIES;
     let mut part1 = [0u8; 8];
     part1.copy_from_slice(&nonce[..8]);
     let mut part2 = nonce[8..].to_vec();
@@ -121,13 +122,23 @@ pub struct Login {
     pub plugin: Option<Vec<u8>>,
 }
 
+/// Whether a client's first packet is an SSLRequest: the first 32 bytes of a login, alone, with
+/// CLIENT_SSL set.
+pub fn is_ssl_request(payload: &[u8]) -> bool {
+    payload.len() == 32
+        && u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]])
+            & C::CLIENT_SSL.bits()
+            != 0
+}
+
 /// Parses a HandshakeResponse41. `offered` are the capabilities the greeting announced; the
 /// result's capabilities are what the client asked for within those.
 pub fn parse_login(payload: &[u8], offered: C) -> Result<Login, HandshakeError> {
-    // An SSLRequest is the first 32 bytes of a login with CLIENT_SSL set.
+    // An SSLRequest is the first 32 bytes of a login with CLIENT_SSL set; after the upgrade,
+    // the login over TLS keeps the flag.
     if payload.len() >= 4 {
         let flags = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
-        if flags & C::CLIENT_SSL.bits() != 0 {
+        if flags & C::CLIENT_SSL.bits() != 0 && !offered.contains(C::CLIENT_SSL) {
             return Err(HandshakeError::TlsRequested);
         }
         if flags & C::CLIENT_PROTOCOL_41.bits() == 0 {
@@ -179,7 +190,15 @@ mod tests {
         // The status flags given: a server whose global sql_mode has NO_BACKSLASH_ESCAPES.
         let status =
             StatusFlags::SERVER_STATUS_AUTOCOMMIT | StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES;
-        let g = greeting(&id, 42, &nonce, "mysql_native_password", status.bits());
+        let caps = id.capabilities & PROXY_CAPABILITIES;
+        let g = greeting(
+            &id,
+            caps,
+            42,
+            &nonce,
+            "mysql_native_password",
+            status.bits(),
+        );
         let p: HandshakePacket<'_> = ParseBuf(&g).parse(()).unwrap();
         assert_eq!(p.status_flags(), status);
         assert_eq!(p.server_version_ref(), id.version.as_bytes());

@@ -89,6 +89,16 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             .unwrap_or(&[])
     }
 
+    /// The stream, and what was buffered from it and not consumed (the buffer goes back to the
+    /// free list).
+    pub fn into_inner(mut self) -> (Vec<u8>, R) {
+        let rest = self.buffer().to_vec();
+        if let Some(b) = self.buf.take() {
+            give_read(b);
+        }
+        (rest, self.inner)
+    }
+
     /// Holds a buffer now (for tests of the lending).
     #[cfg(test)]
     fn holds_buffer(&self) -> bool {
@@ -177,6 +187,14 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
     }
 
+    /// The stream; anything written and not flushed is dropped (flush first).
+    pub fn into_inner(self) -> W {
+        if self.buf.capacity() > 0 {
+            give_write(self.buf);
+        }
+        self.inner
+    }
+
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.buf.len() {
             let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.written..]))?;
@@ -263,6 +281,10 @@ impl<W> Stalls<W> {
             limit,
             since: None,
         }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
     }
 
     /// After `Pending` from the socket: `Ready(Err)` once it has been so for `limit`.

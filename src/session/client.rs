@@ -31,6 +31,22 @@ impl ClientIo {
         }
     }
 
+    /// Upgrades the connection to TLS after the client's SSL request (`crate::tls`): the
+    /// handshake runs over the plain halves, with what the reader already holds of it first.
+    pub async fn into_tls(
+        self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+    ) -> Result<ClientIo, std::io::Error> {
+        let (prefix, r) = self.reader.into_inner();
+        let w = self.writer.into_inner().into_inner();
+        let plain = crate::net::Plain { prefix, r, w };
+        let stream = acceptor.accept(plain).await?;
+        let (r, w) = tokio::io::split(stream);
+        let mut io = ClientIo::new(ReadHalf::Tls(r), WriteHalf::Tls(w), self.net_timeout);
+        io.session_track = self.session_track;
+        Ok(io)
+    }
+
     /// Sends one packet and flushes.
     pub async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<u8, FrameError> {
         let next = frame::write_packet(&mut self.writer, seq, payload).await?;

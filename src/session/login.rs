@@ -20,6 +20,12 @@ pub enum LoginError {
     /// log line.
     #[error("access denied for user '{}'", .0.escape_debug())]
     Denied(String),
+    /// The TLS handshake failed.
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    /// A plain connection where `proxy.tls_required` wants TLS.
+    #[error("the client did not ask for TLS, which proxy.tls_required requires")]
+    Insecure,
     /// The client asked for a character set no server takes for a client's text.
     #[error("the client's character set {0} cannot be used by clients")]
     Charset(&'static str),
@@ -48,29 +54,71 @@ async fn read_login_packet(client: &mut ClientIo, buf: &mut Vec<u8>) -> Result<u
     }
 }
 
+/// The login: greeting, TLS if the client asks for it (and `proxy.tls_*` offers it), the
+/// client's login packet and its authentication. Returns the client's connection, upgraded to
+/// TLS or as it was.
 pub async fn accept(
-    client: &mut ClientIo,
+    mut client: ClientIo,
     config: &Config,
     identity: &ServerIdentity,
     connection_id: u32,
     nonce: &[u8; 20],
     host: &str,
     status: u16,
-) -> Result<Accepted, LoginError> {
+) -> Result<(ClientIo, Accepted), LoginError> {
     let plugin = match config.proxy.auth_plugin {
         AuthPluginName::MysqlNativePassword => Plugin::Native,
         AuthPluginName::CachingSha2Password => Plugin::CachingSha2,
     };
-    let offered = identity.capabilities & handshake::PROXY_CAPABILITIES;
-    let greeting = handshake::greeting(identity, connection_id, nonce, plugin.name(), status);
+    let tls = config.proxy.tls.as_ref();
+    let mut offered = identity.capabilities & handshake::PROXY_CAPABILITIES;
+    if tls.is_some() {
+        offered |= C::CLIENT_SSL;
+    }
+    let greeting = handshake::greeting(
+        identity,
+        offered,
+        connection_id,
+        nonce,
+        plugin.name(),
+        status,
+    );
     client.send(0, &greeting).await?;
     let mut buf = Vec::with_capacity(256);
-    let seq = read_login_packet(client, &mut buf).await?;
+    let mut seq = read_login_packet(&mut client, &mut buf).await?;
+    let mut secure = false;
+    if let Some(tls) = tls
+        && handshake::is_ssl_request(&buf)
+    {
+        client = client
+            .into_tls(&tls.acceptor)
+            .await
+            .map_err(LoginError::Tls)?;
+        seq = read_login_packet(&mut client, &mut buf).await?;
+        secure = true;
+    }
+    if config.proxy.tls_required && !secure {
+        let err = ClientError::new(
+            3159,
+            "08004",
+            "Connections using insecure transport are prohibited while \
+             --require_secure_transport=ON (proxy.tls_required)",
+        );
+        let _ = client.send_error(seq.wrapping_add(1), &err).await;
+        return Err(LoginError::Insecure);
+    }
+    if !secure {
+        offered.remove(C::CLIENT_SSL);
+    }
     let login = match handshake::parse_login(&buf, offered) {
         Ok(l) => l,
         Err(e) => {
             let err = match e {
-                HandshakeError::TlsRequested => ClientError::not_supported("TLS connections"),
+                HandshakeError::TlsRequested => ClientError::new(
+                    1235,
+                    "42000",
+                    "rwsplit is not configured for TLS connections (proxy.tls_cert, tls_key)",
+                ),
                 _ => ClientError::new(1043, "08S01", "Bad handshake"),
             };
             let _ = client.send_error(seq.wrapping_add(1), &err).await;
@@ -107,7 +155,7 @@ pub async fn accept(
             req.extend_from_slice(nonce);
             req.push(0);
             client.send(seq, &req).await?;
-            let s = read_login_packet(client, &mut buf).await?;
+            let s = read_login_packet(&mut client, &mut buf).await?;
             seq = s.wrapping_add(1);
             password
                 .as_deref()
@@ -128,7 +176,7 @@ pub async fn accept(
             .await;
         return Err(LoginError::Charset(charset));
     }
-    Ok(Accepted { login, seq })
+    Ok((client, Accepted { login, seq }))
 }
 
 /// What a COM_CHANGE_USER asks for.

@@ -408,7 +408,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     let id = shared.new_session_id();
     let (r, w) = stream.into_split();
     let config = shared.config().clone();
-    let mut client = ClientIo::new(r, w, config.proxy.net_timeout);
+    let client = ClientIo::new(r, w, config.proxy.net_timeout);
     let host = peer.host();
     let nonce = auth::new_nonce();
     let mut identity = shared.health.identity.load_full();
@@ -422,10 +422,10 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     }
     let accepted = tokio::time::timeout(
         config.proxy.handshake_timeout,
-        login::accept(&mut client, &config, &identity, id, &nonce, &host, defaults),
+        login::accept(client, &config, &identity, id, &nonce, &host, defaults),
     )
     .await;
-    let accepted = match accepted {
+    let (mut client, accepted) = match accepted {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             tracing::info!(id, client = %peer, error = %e, "login refused");
