@@ -424,6 +424,10 @@ impl AsyncRead for Plain {
             let n = me.prefix.len().min(buf.remaining());
             buf.put_slice(&me.prefix[..n]);
             me.prefix.drain(..n);
+            if me.prefix.is_empty() {
+                // Read once; not kept for the life of the connection.
+                me.prefix = Vec::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut me.r).poll_read(cx, buf)
