@@ -226,10 +226,17 @@ async fn the_binary_logs_slow_queries_and_stops_cleanly_on_sigterm() {
 async fn clients_on_the_unix_socket_are_served_and_the_socket_goes_with_the_process() {
     topology_up();
     let socket = std::env::temp_dir().join(format!("{}.sock", unique("rwsplit")));
-    let (_, text) = binary_config("level = \"info\"", "");
+    let (port, text) = binary_config("level = \"info\"", "");
+    // TLS required of TCP clients: the socket, a secure transport as for the server's
+    // `require_secure_transport`, takes plain ones.
+    let (cert, key) = self_signed();
     let text = text.replace(
         "[proxy]\n",
-        &format!("[proxy]\nsocket = \"{}\"\n", socket.display()),
+        &format!(
+            "[proxy]\nsocket = \"{}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\
+             tls_required = true\n",
+            socket.display()
+        ),
     );
     let path = write_config("socket", &text);
     let mut child = start_binary(&path);
@@ -296,6 +303,20 @@ async fn clients_on_the_unix_socket_are_served_and_the_socket_goes_with_the_proc
         "{}",
         String::from_utf8_lossy(&cli.stderr)
     );
+    // A plain TCP client is refused.
+    let tcp = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .prefer_socket(false)
+        .user(Some("app"))
+        .pass(Some("app"));
+    match mysql_async::Conn::new(tcp).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 3159, "{}", e.message),
+        other => panic!(
+            "a plain TCP client with tls_required: {:?}",
+            other.map(drop)
+        ),
+    }
     let exit = stop_binary(&mut child);
     assert!(exit.success(), "exit {exit:?}\n{}", child.rest());
     assert!(!socket.exists(), "the socket file outlived rwsplit");

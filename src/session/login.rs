@@ -63,7 +63,7 @@ pub async fn accept(
     identity: &ServerIdentity,
     connection_id: u32,
     nonce: &[u8; 20],
-    host: &str,
+    peer: &crate::net::Peer,
     status: u16,
 ) -> Result<(ClientIo, Accepted), LoginError> {
     let plugin = match config.proxy.auth_plugin {
@@ -97,7 +97,8 @@ pub async fn accept(
         seq = read_login_packet(&mut client, &mut buf).await?;
         secure = true;
     }
-    if config.proxy.tls_required && !secure {
+    // A Unix socket is a secure transport, as for the server's `require_secure_transport`.
+    if config.proxy.tls_required && !secure && !matches!(peer, crate::net::Peer::Unix) {
         let err = ClientError::new(
             3159,
             "08004",
@@ -165,7 +166,10 @@ pub async fn accept(
     if !ok {
         let with_pw = !login.auth_response.is_empty();
         let _ = client
-            .send_error(seq, &ClientError::access_denied(&login.user, host, with_pw))
+            .send_error(
+                seq,
+                &ClientError::access_denied(&login.user, &peer.host(), with_pw),
+            )
             .await;
         return Err(LoginError::Denied(login.user));
     }

@@ -422,7 +422,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     }
     let accepted = tokio::time::timeout(
         config.proxy.handshake_timeout,
-        login::accept(client, &config, &identity, id, &nonce, &host, defaults),
+        login::accept(client, &config, &identity, id, &nonce, &peer, defaults),
     )
     .await;
     let (mut client, accepted) = match accepted {

@@ -551,3 +551,25 @@ pub async fn eventually<T, E: std::fmt::Display>(
         tokio::time::sleep(every).await;
     }
 }
+
+/// A self-signed certificate and its key (PEM) for `localhost`, made by the openssl command
+/// line in a fresh directory.
+pub fn self_signed() -> (String, String) {
+    let dir = std::env::temp_dir().join(unique("rwsplit_tls"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cert = dir.join("cert.pem").display().to_string();
+    let key = dir.join("key.pem").display().to_string();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout", &key, "-out", &cert])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
