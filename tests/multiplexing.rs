@@ -3363,3 +3363,43 @@ async fn long_data_on_a_replica_is_not_used_by_an_execute_inside_a_transaction()
         .expect("commit")
         .expect("commit ok");
 }
+
+/// What the server sets at login for a client's flags, and a reset undoes, is put back after
+/// each reset of a pooled connection: `IGNORE_SPACE` for CLIENT_IGNORE_SPACE (node mysql2 and
+/// Connector/J ask for it), without which `COUNT (*)` fails with 1064 in every session given
+/// the connection after another session's state made it be reset.
+#[tokio::test]
+async fn the_logins_ignore_space_survives_a_reset_of_the_connection() {
+    use mysql_common::constants::CapabilityFlags as C;
+    use rwsplit::protocol::response::ResponseKind as K;
+    let proxy = one_connection_per_server();
+    for round in 0..4 {
+        let mut c = raw_client(&proxy, C::CLIENT_IGNORE_SPACE | C::CLIENT_INTERACTIVE).await;
+        for sql in [
+            "/* rwsplit:primary */ SELECT COUNT (*) FROM information_schema.ENGINES",
+            "SELECT COUNT (*) FROM information_schema.ENGINES",
+        ] {
+            let q = [&[3u8][..], sql.as_bytes()].concat();
+            let o = c.run_internal(&q, K::Query).await.expect(sql);
+            assert!(
+                o.is_ok(),
+                "round {round}, {sql}: {:?}",
+                o.err().map(|e| e.code())
+            );
+        }
+        // Odd rounds: a user variable on both connections, so each goes back to its pool
+        // reset. Even rounds: a `SET`, so each goes back carrying it, and the next session's
+        // checkout resets it.
+        let leave = if round % 2 == 1 {
+            ["SET @x = 1", "/* rwsplit:replica */ SELECT @y := 1"]
+        } else {
+            ["SET time_zone = '+01:00'", "/* rwsplit:replica */ SELECT 1"]
+        };
+        for sql in leave {
+            let q = [&[3u8][..], sql.as_bytes()].concat();
+            c.run_internal(&q, K::Query).await.expect(sql).expect(sql);
+        }
+        let quit = [rwsplit::protocol::Command::Quit as u8];
+        c.send_command(&quit).await.expect("quit");
+    }
+}

@@ -158,6 +158,63 @@ pub fn names_after_reset(
         .then(|| format!("SET NAMES {} COLLATE {}", c.charset(), c.collation()))
 }
 
+/// What the server sets at login for a client's flags and its reset undoes (it goes back to
+/// the global values, on MariaDB and MySQL alike), put back in one statement: `IGNORE_SPACE`
+/// in `sql_mode` for CLIENT_IGNORE_SPACE (node mysql2 and Connector/J ask for it), and
+/// `wait_timeout` from `interactive_timeout` for CLIENT_INTERACTIVE. Without it, a session
+/// given a connection after a reset ran without them: `COUNT (*)` failed with 1064.
+pub fn login_flags_after_reset(caps: C) -> Option<&'static str> {
+    let space = caps.contains(C::CLIENT_IGNORE_SPACE);
+    let interactive = caps.contains(C::CLIENT_INTERACTIVE);
+    match (space, interactive) {
+        (false, false) => None,
+        (true, false) => Some(IGNORE_SPACE_AGAIN),
+        (false, true) => Some(INTERACTIVE_AGAIN),
+        (true, true) => Some(BOTH_AGAIN),
+    }
+}
+
+const IGNORE_SPACE_AGAIN: &str =
+    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), 'IGNORE_SPACE')";
+const INTERACTIVE_AGAIN: &str = "SET SESSION wait_timeout = @@session.interactive_timeout";
+const BOTH_AGAIN: &str = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), \
+     'IGNORE_SPACE'), SESSION wait_timeout = @@session.interactive_timeout";
+
+/// One statement of `BackendConn::login_settings_after_reset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    /// MySQL's reset sets the character set to the server's default (MariaDB's keeps the
+    /// login's): the pool's collation again, or this connection would read and answer the next
+    /// session's text in another charset.
+    Names(String),
+    LoginFlags(&'static str),
+}
+
+impl Restore {
+    pub fn sql(&self) -> &str {
+        match self {
+            Restore::Names(s) => s,
+            Restore::LoginFlags(s) => s,
+        }
+    }
+
+    /// After the server's answer (`error`, if it refused): whether the connection may still be
+    /// used. A collation this server does not know by name leaves the server's default, as it
+    /// was before rwsplit sent this; login flags not restored would change how the next
+    /// session's statements parse, so that connection is not used again.
+    pub fn usable_after(&self, error: Option<&ServerErr>) -> bool {
+        let Some(e) = error else {
+            return true;
+        };
+        tracing::debug!(
+            code = e.code(),
+            sql = self.sql(),
+            "the server refused to restore a login setting after a reset"
+        );
+        matches!(self, Restore::Names(_))
+    }
+}
+
 fn next_serial() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -462,24 +519,26 @@ impl BackendConn {
         if r.is_err() {
             return Ok(false);
         }
-        // MySQL's reset sets the character set to the server's default (MariaDB's keeps the
-        // login's): the pool's collation again, or this connection would read and answer the
-        // next session's text in another charset.
-        let flavor = crate::monitor::replication::Flavor::of(&self.identity.version);
-        if let Some(sql) = names_after_reset(flavor, self.collation) {
-            let p = Command::Query.packet(sql.as_bytes());
-            // A collation this server does not know by name: the server's default stays, as
-            // it was before rwsplit sent this.
-            if let Err(e) = self.run_internal(&p, ResponseKind::Query).await? {
-                tracing::debug!(
-                    code = e.code(),
-                    sql,
-                    "the server refused SET NAMES after a reset"
-                );
+        for restore in self.login_settings_after_reset() {
+            let p = Command::Query.packet(restore.sql().as_bytes());
+            let r = self.run_internal(&p, ResponseKind::Query).await?;
+            if !restore.usable_after(r.as_ref().err()) {
+                return Ok(false);
             }
         }
         self.track_session().await?;
         Ok(true)
+    }
+
+    /// The statements that give this connection back, after a COM_RESET_CONNECTION, what its
+    /// login set and the reset undid (`names_after_reset`, `login_flags_after_reset`). Run in
+    /// order after the reset, here and in a session's state sync.
+    pub fn login_settings_after_reset(&self) -> impl Iterator<Item = Restore> + use<> {
+        let flavor = crate::monitor::replication::Flavor::of(&self.identity.version);
+        names_after_reset(flavor, self.collation)
+            .map(Restore::Names)
+            .into_iter()
+            .chain(login_flags_after_reset(self.capabilities).map(Restore::LoginFlags))
     }
 
     /// The statements that turn session tracking on here, best first; `None` when the

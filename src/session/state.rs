@@ -391,9 +391,9 @@ pub enum Sync {
 /// One command of a state sync.
 enum Step {
     Reset,
-    /// `SET NAMES` of the connection's login collation after a reset, on MySQL
-    /// (`pool::names_after_reset`).
-    Names(String),
+    /// What the connection's login set and the reset undid
+    /// (`BackendConn::login_settings_after_reset`).
+    Restore(crate::pool::conn::Restore),
     Track(&'static str),
     InitDb,
     Replay(usize),
@@ -487,10 +487,7 @@ pub async fn sync(
     let mut plan = Vec::new();
     if reset {
         plan.push(Step::Reset);
-        let flavor = conn.flavor();
-        if let Some(sql) = crate::pool::conn::names_after_reset(flavor, conn.collation) {
-            plan.push(Step::Names(sql));
-        }
+        plan.extend(conn.login_settings_after_reset().map(Step::Restore));
         if let Some(t) = conn.tracking_statements().map(|t| t[0]) {
             plan.push(Step::Track(t));
         }
@@ -529,7 +526,7 @@ async fn run(
     for step in &plan {
         let bytes: std::borrow::Cow<'_, [u8]> = match step {
             Step::Reset => (&[Command::ResetConnection as u8][..]).into(),
-            Step::Names(sql) => Command::Query.packet(sql.as_bytes()).into(),
+            Step::Restore(r) => Command::Query.packet(r.sql().as_bytes()).into(),
             Step::Track(sql) => Command::Query.packet(sql.as_bytes()).into(),
             Step::InitDb => {
                 let db = st.schema.as_deref().unwrap_or_default();
@@ -553,7 +550,7 @@ async fn run(
     let mut track_refused = false;
     for step in plan {
         let kind = match step {
-            Step::Track(_) | Step::Names(_) | Step::Replay(_) | Step::LastInsertId(_) => {
+            Step::Track(_) | Step::Restore(_) | Step::Replay(_) | Step::LastInsertId(_) => {
                 ResponseKind::Query
             }
             _ => ResponseKind::Single,
@@ -567,16 +564,12 @@ async fn run(
                 return Err(BackendError::Io(crate::protocol::frame::FrameError::Closed));
             }
             (Step::Track(_), r) => track_refused = r.is_err(),
-            // A collation this server does not know by name: the connection stays in the
-            // server's default, as it was before rwsplit sent this.
-            (Step::Names(sql), Err(e)) => {
-                tracing::debug!(
-                    code = e.code(),
-                    sql,
-                    "the server refused SET NAMES after a reset"
-                )
+            (Step::Restore(r), answer) => {
+                if !r.usable_after(answer.as_ref().err()) {
+                    // The session's statement runs; the connection is not lent again.
+                    conn.broken = true;
+                }
             }
-            (Step::Names(_), Ok(_)) => {}
             (Step::InitDb, Ok(_)) => conn.schema = st.schema.clone(),
             (Step::Replay(i), Ok(_)) if !replay_failed => {
                 conn.log.truncate(i + 1);
