@@ -948,6 +948,18 @@ async fn a_prepared_xa_transaction_does_not_break_the_next_sessions_writes() {
     .expect("create procedure");
     a.query_drop(format!("CALL {t}_p()")).await.expect("call");
     a.disconnect().await.expect("quit");
+    // The same, ended by the client's own COM_RESET_CONNECTION before it leaves.
+    let xid6 = format!("'{t}_6'");
+    let mut a = proxy.conn().await;
+    a.query_drop(format!(
+        "CREATE PROCEDURE {t}_p6() BEGIN XA START {xid6}; INSERT INTO {t} VALUES (7); \
+         XA END {xid6}; XA PREPARE {xid6}; END"
+    ))
+    .await
+    .expect("create procedure");
+    a.query_drop(format!("CALL {t}_p6()")).await.expect("call");
+    a.reset().await.expect("COM_RESET_CONNECTION");
+    a.disconnect().await.expect("quit");
     let mut b = proxy.conn().await;
     b.query_drop(format!("INSERT INTO {t} VALUES (2)"))
         .await
@@ -959,7 +971,7 @@ async fn a_prepared_xa_transaction_does_not_break_the_next_sessions_writes() {
     );
     // The server may not have seen a's connection close yet: the transaction is then still
     // attached to it.
-    for x in [&xid, &xid2, &xid3, &xid4, &xid5] {
+    for x in [&xid, &xid2, &xid3, &xid4, &xid5, &xid6] {
         let rollback = format!("XA ROLLBACK {x}");
         common::eventually(
             Duration::from_secs(5),
@@ -969,9 +981,11 @@ async fn a_prepared_xa_transaction_does_not_break_the_next_sessions_writes() {
         )
         .await;
     }
-    b.query_drop(format!("DROP PROCEDURE {t}_p"))
-        .await
-        .expect("drop procedure");
+    for p in ["p", "p6"] {
+        b.query_drop(format!("DROP PROCEDURE {t}_{p}"))
+            .await
+            .expect("drop procedure");
+    }
     b.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 

@@ -206,12 +206,21 @@ impl Restore {
         let Some(e) = error else {
             return true;
         };
-        tracing::debug!(
-            code = e.code(),
-            sql = self.sql(),
-            "the server refused to restore a login setting after a reset"
-        );
-        matches!(self, Restore::Names(_))
+        let (code, sql) = (e.code(), self.sql());
+        match self {
+            Restore::Names(_) => {
+                tracing::debug!(code, sql, "the server refused SET NAMES after a reset");
+                true
+            }
+            Restore::LoginFlags(_) => {
+                tracing::warn!(
+                    code,
+                    sql,
+                    "the server refused to restore a login setting after a reset; the connection is closed"
+                );
+                false
+            }
+        }
     }
 }
 
@@ -511,7 +520,16 @@ impl BackendConn {
     /// COM_RESET_CONNECTION: rolls back, drops temporary tables, user variables, prepared
     /// statements and session variables, so the next session starts clean. The session
     /// tracking rwsplit asks for is set up again.
+    ///
+    /// A transaction left open is first rolled back: the server refuses that (1399) for an XA
+    /// transaction, which no reset ends and which refuses every later session's writes on the
+    /// connection (1031); one started where rwsplit cannot see it (in a procedure's body) is
+    /// found this way, and the reset fails (the connection is not used again).
     pub async fn reset(&mut self) -> Result<bool, BackendError> {
+        if self.in_transaction() && !self.rollback().await? {
+            self.broken = true;
+            return Ok(false);
+        }
         let r = self
             .run_internal(&[Command::ResetConnection as u8], ResponseKind::Single)
             .await?;

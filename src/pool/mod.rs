@@ -361,18 +361,12 @@ impl Pooled {
         &self.pool.target.name
     }
 
-    /// Resets the connection (COM_RESET_CONNECTION) and returns it to the pool; a connection
-    /// that fails the reset is closed instead. A transaction left open is first rolled back:
-    /// the server refuses that (1399) for an XA transaction, which no reset ends and which
-    /// refuses every later session's writes on the connection (1031); one started where rwsplit
-    /// cannot see it (in a procedure's body) is found this way, and the connection closed.
+    /// Resets the connection (`BackendConn::reset`) and returns it to the pool; a connection
+    /// that fails the reset is closed instead.
     pub async fn release(mut self) {
         if let (Some(mut c), Some(permit)) = (self.conn.take(), self.permit.take()) {
             self.uncount();
             if !self.pool.may_keep(&c) {
-                return;
-            }
-            if c.in_transaction() && !matches!(c.rollback().await, Ok(true)) {
                 return;
             }
             let reset = matches!(c.reset().await, Ok(true));

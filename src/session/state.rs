@@ -566,8 +566,9 @@ async fn run(
             (Step::Track(_), r) => track_refused = r.is_err(),
             (Step::Restore(r), answer) => {
                 if !r.usable_after(answer.as_ref().err()) {
-                    // The session's statement runs; the connection is not lent again.
+                    // As for a failed reset: the session's statement does not run here.
                     conn.broken = true;
+                    return Err(BackendError::Io(crate::protocol::frame::FrameError::Closed));
                 }
             }
             (Step::InitDb, Ok(_)) => conn.schema = st.schema.clone(),
