@@ -13,7 +13,28 @@ async fn metrics_count_a_known_mix_of_statements_per_route() {
     let proxy = Proxy::start();
     let mut c = proxy.conn().await;
     let t = common::create_table(&mut c, "metrics", "id INT PRIMARY KEY").await;
-    let (_, before) = proxy.admin_get("/metrics", None).await;
+    // A statement is counted just after its answer reaches the client: the counts are read
+    // once they stop moving, and again until the new statements are all in.
+    let statements = async || {
+        let (_, m) = proxy.admin_get("/metrics", None).await;
+        (metric_sum(&m, "rwsplit_statements_total", &[]), m)
+    };
+    let before = common::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        "the counts settle",
+        async || {
+            let (n, m) = statements().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (again, _) = statements().await;
+            if n == again {
+                Ok(m)
+            } else {
+                Err(format!("{n} then {again}"))
+            }
+        },
+    )
+    .await;
     for i in 0..3 {
         c.query_drop(format!("INSERT INTO {t} VALUES ({i})"))
             .await
@@ -24,8 +45,21 @@ async fn metrics_count_a_known_mix_of_statements_per_route() {
     }
     let err = c.query_drop("SELECT * FROM no_such_table_xyz").await;
     assert!(err.is_err());
-    let (code, after) = proxy.admin_get("/metrics", None).await;
-    assert_eq!(code, 200);
+    let base = metric_sum(&before, "rwsplit_statements_total", &[]);
+    let after = common::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        "the 9 statements counted",
+        async || {
+            let (n, m) = statements().await;
+            if n >= base + 9.0 {
+                Ok(m)
+            } else {
+                Err(format!("{} counted", n - base))
+            }
+        },
+    )
+    .await;
     let delta = |metric: &str, filter: &[&str]| {
         metric_sum(&after, metric, filter) - metric_sum(&before, metric, filter)
     };
