@@ -101,7 +101,10 @@ impl axum::serve::Listener for Bounded {
     }
 }
 
-/// An admin connection: its permit, and a deadline pushed back by every byte read or written.
+/// An admin connection: its permit, and a deadline that only a response written pushes back. A
+/// request must arrive whole within `idle` of the connection's start or of the last response:
+/// a client trickling a byte at a time cannot hold its slot (reads do not count), nor can an
+/// idle keep-alive.
 struct BoundedIo {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
@@ -110,17 +113,20 @@ struct BoundedIo {
 }
 
 impl BoundedIo {
-    /// After a poll of the stream: progress moves the deadline; waiting past it is an error,
-    /// which makes hyper close the connection.
+    /// After a poll of the stream: a response written (`wrote`) moves the deadline; waiting
+    /// past it is an error, which makes hyper close the connection.
     fn watch<T>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<std::io::Result<T>>,
+        wrote: bool,
     ) -> Poll<std::io::Result<T>> {
         match polled {
             Poll::Ready(r) => {
-                let next = tokio::time::Instant::now() + self.idle;
-                self.deadline.as_mut().reset(next);
+                if wrote {
+                    let next = tokio::time::Instant::now() + self.idle;
+                    self.deadline.as_mut().reset(next);
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
@@ -141,7 +147,7 @@ impl AsyncRead for BoundedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        self.watch(cx, polled)
+        self.watch(cx, polled, false)
     }
 }
 
@@ -152,17 +158,18 @@ impl AsyncWrite for BoundedIo {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.watch(cx, polled)
+        let wrote = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        self.watch(cx, polled, wrote)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.stream).poll_flush(cx);
-        self.watch(cx, polled)
+        self.watch(cx, polled, false)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.stream).poll_shutdown(cx);
-        self.watch(cx, polled)
+        self.watch(cx, polled, false)
     }
 }
 

@@ -94,8 +94,8 @@ pub struct AdminConfig {
     /// Connections served at once; more wait in the listen backlog (they would hold the file
     /// descriptors that MySQL clients need).
     pub max_connections: usize,
-    /// A connection that sends or takes nothing for this long is closed (a half-sent request,
-    /// an idle keep-alive, a reader that stopped reading).
+    /// A connection must send a whole request within this long of connecting or of its last
+    /// response (a half-sent or trickled request, an idle keep-alive are closed).
     pub idle_timeout: Duration,
 }
 

@@ -36,6 +36,11 @@ impl ClientError {
         Self::new(1047, "08S01", "Unknown command")
     }
 
+    /// ER_HANDSHAKE_ERROR.
+    pub fn bad_handshake() -> Self {
+        Self::new(1043, "08S01", "Bad handshake")
+    }
+
     /// ER_NET_PACKETS_OUT_OF_ORDER.
     pub fn packets_out_of_order() -> Self {
         Self::new(1156, "08S01", "Got packets out of order")

@@ -350,6 +350,30 @@ async fn the_admin_api_bounds_its_connections_and_closes_idle_ones() {
             .unwrap_or(0);
         assert_eq!(n, 0, "an idle connection got {:?}", &buf[..n]);
     }
+    // A client trickling its request a byte at a time is closed as well.
+    let mut trickle = tokio::net::TcpStream::connect(proxy.admin)
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    let request = b"GET /health HTTP/1.1\r\nHost: rwsplit\r\nX-Slow: ".repeat(4);
+    let mut closed = false;
+    for byte in request {
+        if trickle.write_all(&[byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), trickle.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => panic!("an answer to a request not sent whole: {:?}", &buf[..n]),
+            Err(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still open");
+    }
+    assert!(closed, "the trickling client outlived its request");
     // Their permits are free again.
     let (code, _) = tokio::time::timeout(Duration::from_secs(5), proxy.admin_get("/health", None))
         .await

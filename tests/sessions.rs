@@ -731,6 +731,55 @@ async fn a_change_user_with_a_wrong_password_is_refused_and_the_session_goes_on(
     }
 }
 
+/// Password guessing by COM_CHANGE_USER on one connection: the third wrong password ends it,
+/// as a failed login ends its connection, and each is counted as a refused login.
+#[tokio::test]
+async fn the_third_wrong_change_user_password_ends_the_connection() {
+    use rwsplit::protocol::frame;
+    let proxy = Proxy::start();
+    let (mut s, _, mut buf) = native_login(proxy.addr, Some(b"app"), 45).await;
+    let change = [
+        &[0x11][..],
+        b"app\0",
+        &[20],
+        &[0x5A; 20],
+        b"app\0",
+        &[45, 0],
+        b"mysql_native_password\0",
+    ]
+    .concat();
+    for attempt in 1..=3 {
+        frame::write_packet(&mut s, 0, &change).await.expect("send");
+        tokio::io::AsyncWriteExt::flush(&mut s)
+            .await
+            .expect("flush");
+        frame::read_packet(&mut s, &mut buf, 1 << 16)
+            .await
+            .expect("change user reply");
+        let code = rwsplit::protocol::packets::parse_err(&buf).map(|e| e.code);
+        assert_eq!(code, Some(1045), "attempt {attempt}");
+        if attempt < 3 {
+            let one = raw_query(&mut s, "SELECT 'on'", 5).await;
+            assert!(one.windows(2).any(|w| w == b"on"), "attempt {attempt}");
+        }
+    }
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest),
+    )
+    .await
+    .expect("the connection ends");
+    assert!(end.is_err() || rest.is_empty(), "{rest:?}");
+    let (_, metrics) = proxy.admin_get("/metrics", None).await;
+    let refused = metric_sum(
+        &metrics,
+        "rwsplit_client_connections_refused_total",
+        &["reason=\"auth\""],
+    );
+    assert_eq!(refused, 3.0, "{metrics}");
+}
+
 #[tokio::test]
 async fn reset_connection_clears_the_session_everywhere() {
     let proxy = Proxy::start();

@@ -174,11 +174,21 @@ pub fn login_flags_after_reset(caps: C) -> Option<&'static str> {
     }
 }
 
-const IGNORE_SPACE_AGAIN: &str =
-    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), 'IGNORE_SPACE')";
-const INTERACTIVE_AGAIN: &str = "SET SESSION wait_timeout = @@session.interactive_timeout";
-const BOTH_AGAIN: &str = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), \
-     'IGNORE_SPACE'), SESSION wait_timeout = @@session.interactive_timeout";
+/// The assignments of `login_flags_after_reset` (macros, so the combined statement is one
+/// literal too).
+macro_rules! ignore_space_again {
+    () => {
+        "SESSION sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), 'IGNORE_SPACE')"
+    };
+}
+macro_rules! interactive_again {
+    () => {
+        "SESSION wait_timeout = @@session.interactive_timeout"
+    };
+}
+const IGNORE_SPACE_AGAIN: &str = concat!("SET ", ignore_space_again!());
+const INTERACTIVE_AGAIN: &str = concat!("SET ", interactive_again!());
+const BOTH_AGAIN: &str = concat!("SET ", ignore_space_again!(), ", ", interactive_again!());
 
 /// One statement of `BackendConn::login_settings_after_reset`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,9 @@ use crate::protocol::packets;
 use crate::protocol::response::ResponseKind as K;
 use crate::route::Target;
 
+/// Wrong passwords at COM_CHANGE_USER that one connection may send before it is closed.
+const MAX_FAILED_CHANGE_USER: u8 = 3;
+
 impl Session {
     pub(super) async fn stmt_prepare(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         // The server's own limit per connection, and rwsplit's over all sessions (each
@@ -395,11 +398,12 @@ impl Session {
 
     /// COM_CHANGE_USER: re-authenticates against the configured users, then starts the session
     /// over as the new user with fresh connections. A wrong password gets 1045 and leaves the
-    /// session as the old user with its state cleared (the schema stays), as on MariaDB.
+    /// session as the old user with its state cleared (the schema stays), as on MariaDB; the
+    /// `MAX_FAILED_CHANGE_USER`th on one connection also ends it. Each is logged and counted as
+    /// a refused login.
     pub(super) async fn change_user(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let Some(req) = login::parse_change_user(packet, self.caps) else {
-            self.reply(&ClientError::new(1043, "08S01", "Bad handshake"))
-                .await?;
+            self.reply(&ClientError::bad_handshake()).await?;
             return Err(SessionError::BackendMidResponse(
                 "malformed COM_CHANGE_USER".into(),
             ));
@@ -418,6 +422,17 @@ impl Session {
         if !ok {
             let e =
                 ClientError::access_denied(&req.user, &self.host, !req.auth_response.is_empty());
+            tracing::info!(parent: &self.span, user = %req.user.escape_debug(), "change user refused");
+            metrics::counter!(crate::metrics::CLIENTS_REFUSED, "reason" => "auth").increment(1);
+            self.failed_change_user = self.failed_change_user.saturating_add(1);
+            if self.failed_change_user >= MAX_FAILED_CHANGE_USER {
+                // Password guessing on one connection, where a failure costs nothing else:
+                // the connection ends, as a failed login's does.
+                self.reply(&e).await?;
+                return Err(SessionError::Client(
+                    crate::protocol::frame::FrameError::Closed,
+                ));
+            }
             self.reset_session().await;
             return self.reply(&e).await;
         }

@@ -38,20 +38,62 @@ pub struct Accepted {
     pub seq: u8,
 }
 
-/// Greets the client and checks its password. On a wrong password the client has already been
-/// sent ERR 1045.
 /// A packet of the login phase, at most 64 KiB: a larger one gets the server's "Bad handshake"
 /// (MariaDB's answer to connection attributes of 70 KB, for example) before the connection
-/// closes.
+/// closes. The rest of the packet is read and dropped first (within the handshake timeout that
+/// bounds the login): closed with it unread, the socket would send a reset, which can reach
+/// the client before the error does.
 async fn read_login_packet(client: &mut ClientIo, buf: &mut Vec<u8>) -> Result<u8, LoginError> {
     match frame::read_packet(&mut client.reader, buf, 1 << 16).await {
         Err(e @ FrameError::TooLarge { seq, .. }) => {
-            let err = ClientError::new(1043, "08S01", "Bad handshake");
-            let _ = client.send_error(seq.wrapping_add(1), &err).await;
+            let _ = client
+                .send_error(seq.wrapping_add(1), &ClientError::bad_handshake())
+                .await;
+            if let FrameError::TooLarge { size, .. } = e {
+                let unread = size.saturating_sub(buf.len() as u64);
+                let mut rest = tokio::io::AsyncReadExt::take(&mut client.reader, unread);
+                let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
+            }
             Err(e.into())
         }
         r => Ok(r?),
     }
+}
+
+/// The client's first packet after the greeting, into `buf`: an SSL request upgrades the
+/// connection to TLS (when `proxy.tls_*` offers it), and the login packet is read over it.
+/// Returns the connection, the login packet's sequence id, and whether it came over TLS;
+/// `proxy.tls_required` refuses a plain one here.
+async fn transport(
+    mut client: ClientIo,
+    config: &Config,
+    peer: &crate::net::Peer,
+    buf: &mut Vec<u8>,
+) -> Result<(ClientIo, u8, bool), LoginError> {
+    let mut seq = read_login_packet(&mut client, buf).await?;
+    let mut secure = false;
+    if let Some(tls) = &config.proxy.tls
+        && handshake::is_ssl_request(buf)
+    {
+        client = client
+            .into_tls(&tls.acceptor)
+            .await
+            .map_err(LoginError::Tls)?;
+        seq = read_login_packet(&mut client, buf).await?;
+        secure = true;
+    }
+    // A Unix socket is a secure transport, as for the server's `require_secure_transport`.
+    if config.proxy.tls_required && !secure && !matches!(peer, crate::net::Peer::Unix) {
+        let err = ClientError::new(
+            3159,
+            "08004",
+            "Connections using insecure transport are prohibited while \
+             --require_secure_transport=ON (proxy.tls_required)",
+        );
+        let _ = client.send_error(seq.wrapping_add(1), &err).await;
+        return Err(LoginError::Insecure);
+    }
+    Ok((client, seq, secure))
 }
 
 /// The login: greeting, TLS if the client asks for it (and `proxy.tls_*` offers it), the
@@ -85,29 +127,7 @@ pub async fn accept(
     );
     client.send(0, &greeting).await?;
     let mut buf = Vec::with_capacity(256);
-    let mut seq = read_login_packet(&mut client, &mut buf).await?;
-    let mut secure = false;
-    if let Some(tls) = tls
-        && handshake::is_ssl_request(&buf)
-    {
-        client = client
-            .into_tls(&tls.acceptor)
-            .await
-            .map_err(LoginError::Tls)?;
-        seq = read_login_packet(&mut client, &mut buf).await?;
-        secure = true;
-    }
-    // A Unix socket is a secure transport, as for the server's `require_secure_transport`.
-    if config.proxy.tls_required && !secure && !matches!(peer, crate::net::Peer::Unix) {
-        let err = ClientError::new(
-            3159,
-            "08004",
-            "Connections using insecure transport are prohibited while \
-             --require_secure_transport=ON (proxy.tls_required)",
-        );
-        let _ = client.send_error(seq.wrapping_add(1), &err).await;
-        return Err(LoginError::Insecure);
-    }
+    let (mut client, seq, secure) = transport(client, config, peer, &mut buf).await?;
     if !secure {
         offered.remove(C::CLIENT_SSL);
     }
@@ -115,12 +135,15 @@ pub async fn accept(
         Ok(l) => l,
         Err(e) => {
             let err = match e {
+                // With TLS configured, a login that says CLIENT_SSL without the upgrade is
+                // malformed.
+                HandshakeError::TlsRequested if tls.is_some() => ClientError::bad_handshake(),
                 HandshakeError::TlsRequested => ClientError::new(
                     1235,
                     "42000",
                     "rwsplit is not configured for TLS connections (proxy.tls_cert, tls_key)",
                 ),
-                _ => ClientError::new(1043, "08S01", "Bad handshake"),
+                _ => ClientError::bad_handshake(),
             };
             let _ = client.send_error(seq.wrapping_add(1), &err).await;
             return Err(e.into());

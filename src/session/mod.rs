@@ -313,6 +313,8 @@ pub struct Session {
     /// The statement being run is a read of a table that reads no diagnostics: it clears
     /// them itself, so a connection holding another's needs no clearing first.
     clears_diagnostics: bool,
+    /// COM_CHANGE_USER attempts refused for their password (`MAX_FAILED_CHANGE_USER`).
+    failed_change_user: u8,
     /// A `USE` runs (the session's schema is taken out of `state` meanwhile): its connection
     /// comes from the pools for sessions with a schema, which it is about to have.
     selecting_schema: bool,
@@ -518,6 +520,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             selecting_schema: false,
             diagnostics_own: [false; 2],
             clears_diagnostics: false,
+            failed_change_user: 0,
             lost: None,
             digests: digests::Digests::default(),
             flavor: None,
