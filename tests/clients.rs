@@ -159,6 +159,20 @@ print("ok", cur.fetchone()[0])
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The SSL request and the ClientHello in one write.
+    let one_write = format!("{}/tests/clients/tls_one_write.py", repo_root());
+    let out = std::process::Command::new("python3")
+        .arg(&one_write)
+        .args([&proxy.addr.ip().to_string(), &proxy.addr.port().to_string()])
+        .arg(&cert)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // TLS required: plain clients get 3159, TLS clients get in.
     let required = Proxy::start_with(with_tls(true));
     let (ok, out, err) = mariadb_cli(&required, None, "SELECT 1");
