@@ -21,10 +21,23 @@ pub mod server;
 pub mod session;
 pub mod tls;
 
+/// The log filter with rustls's own records at `error` unless the filter names rustls: it
+/// warns of what any client may send (an IP address as the TLS server name, which node mysql2
+/// does at every connect; garbage in a handshake), without a session or client address, and
+/// such a client already gets its own "login refused" line.
+fn with_quiet_tls(level: &str) -> String {
+    if level.contains("rustls") || level.trim() == "off" {
+        level.to_string()
+    } else {
+        format!("{level},rustls=error")
+    }
+}
+
 /// Sets up `tracing` from the config's `[logging]` section; `RUST_LOG` overrides the level.
 pub fn init_logging(cfg: &config::LoggingConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(with_quiet_tls(&cfg.level)));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -38,5 +51,18 @@ pub fn init_logging(cfg: &config::LoggingConfig) {
         let _ = builder.json().with_span_list(false).try_init();
     } else {
         let _ = builder.try_init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rustls_logs_only_errors_unless_the_filter_names_it() {
+        assert_eq!(super::with_quiet_tls("info"), "info,rustls=error");
+        assert_eq!(
+            super::with_quiet_tls("info,rustls=debug"),
+            "info,rustls=debug"
+        );
+        assert_eq!(super::with_quiet_tls("off"), "off");
     }
 }

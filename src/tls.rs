@@ -38,6 +38,11 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: key.to_path_buf(),
         msg: match e {
+            rustls_pki_types::pem::Error::NoItemsFound if encrypted(key) => {
+                "the key is encrypted; rwsplit needs it unencrypted \
+                 (openssl pkey -in KEY -out PLAIN.pem)"
+                    .into()
+            }
             rustls_pki_types::pem::Error::NoItemsFound => "no PEM private key in it".into(),
             e => e.to_string(),
         },
@@ -48,4 +53,11 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Whether a PEM file holds an encrypted private key (which rustls does not read).
+fn encrypted(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| {
+        t.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || t.contains("Proc-Type: 4,ENCRYPTED")
+    })
 }

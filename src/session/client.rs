@@ -19,6 +19,8 @@ pub struct ClientIo {
     /// The client negotiated CLIENT_SESSION_TRACK (else session-state data is removed from
     /// the OK packets it gets).
     pub session_track: bool,
+    /// Upgraded to TLS (`into_tls`).
+    pub tls: bool,
 }
 
 impl ClientIo {
@@ -28,6 +30,7 @@ impl ClientIo {
             writer: Writer::new(Stalls::new(w, net_timeout)),
             net_timeout,
             session_track: false,
+            tls: false,
         }
     }
 
@@ -44,6 +47,7 @@ impl ClientIo {
         let (r, w) = tokio::io::split(stream);
         let mut io = ClientIo::new(ReadHalf::Tls(r), WriteHalf::Tls(w), self.net_timeout);
         io.session_track = self.session_track;
+        io.tls = true;
         Ok(io)
     }
 

@@ -1457,6 +1457,12 @@ impl Session {
         self.settle().await;
         self.release_slot(Slot::Primary).await;
         self.release_slot(Slot::Replica).await;
+        if self.client.tls {
+            // TLS's own end (close_notify), as the server's SSL_shutdown: without it a strict
+            // client reads the close as a truncation. Bounded: the client may not be reading.
+            let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut self.client.writer);
+            let _ = tokio::time::timeout(Duration::from_secs(1), shutdown).await;
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 """A client that sends its SSL request and its TLS ClientHello in one write (rwsplit may read both
-at once; the ClientHello must still reach the TLS handshake), then logs in over TLS.
+at once; the ClientHello must still reach the TLS handshake), then logs in over TLS and quits.
     python3 tls_one_write.py HOST PORT CA_FILE
 """
 import socket, ssl, struct, hashlib, sys
@@ -54,4 +54,23 @@ login = struct.pack("<IIB23x", caps, 1 << 24, 45) + b"app\0" + bytes([20]) + scr
 send(2, login)
 ok = read()
 assert ok[0] == 0, ok
+# COM_QUIT: rwsplit ends TLS with a close_notify before it closes the connection.
+send(0, b"\x01")
+clean = False
+for _ in range(100):
+    data = s.recv(65536)
+    if data:
+        inc.write(data)
+    try:
+        if tls.read(65536) == b"":
+            clean = True
+            break
+    except ssl.SSLZeroReturnError:
+        clean = True
+        break
+    except ssl.SSLWantReadError:
+        pass
+    if not data:
+        break
+assert clean, "the connection closed without a TLS close_notify"
 print("ok", tls.version())
