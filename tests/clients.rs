@@ -75,6 +75,20 @@ fn jdbc_runs_prepared_statements_batches_and_transactions_through_the_proxy() {
     );
 }
 
+/// Runs python3 with `args` and fails with its output unless it succeeds.
+fn python_succeeds(args: &[&str]) {
+    let out = std::process::Command::new("python3")
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `mariadb` against `proxy` (`tls`: with --ssl and the test certificate as CA, else
 /// --skip-ssl): (success, stdout, stderr).
 fn mariadb_cli(proxy: &Proxy, tls: Option<&str>, sql: &str) -> (bool, String, String) {
@@ -147,32 +161,11 @@ assert len(row[0]) == 6000000 and row[1] == 7, (len(row[0]), row[1])
 cur.execute("SELECT @@version_comment")
 print("ok", cur.fetchone()[0])
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", script])
-        .args([&proxy.addr.ip().to_string(), &proxy.addr.port().to_string()])
-        .arg(&cert)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (host, port) = (proxy.addr.ip().to_string(), proxy.addr.port().to_string());
+    python_succeeds(&["-c", script, &host, &port, &cert]);
     // The SSL request and the ClientHello in one write.
     let one_write = format!("{}/tests/clients/tls_one_write.py", repo_root());
-    let out = std::process::Command::new("python3")
-        .arg(&one_write)
-        .args([&proxy.addr.ip().to_string(), &proxy.addr.port().to_string()])
-        .arg(&cert)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_succeeds(&[&one_write, &host, &port, &cert]);
     // TLS required: plain clients get 3159, TLS clients get in.
     let required = Proxy::start_with(with_tls(true));
     let (ok, out, err) = mariadb_cli(&required, None, "SELECT 1");

@@ -528,6 +528,28 @@ async fn a_schema_name_no_server_takes_is_refused_once() {
     assert_eq!(server_code(&err), Some(1102), "{err}");
 }
 
+/// COM_CHANGE_USER to `app` with a wrong scramble (native password, schema `app`, utf8mb4).
+fn wrong_change_user() -> Vec<u8> {
+    [
+        &[0x11][..],
+        b"app\0",
+        &[20],
+        &[0x5A; 20],
+        b"app\0",
+        &[45, 0],
+        b"mysql_native_password\0",
+    ]
+    .concat()
+}
+
+/// Writes one packet on a raw connection and flushes.
+async fn send_packet(s: &mut tokio::net::TcpStream, seq: u8, payload: &[u8]) {
+    rwsplit::protocol::frame::write_packet(s, seq, payload)
+        .await
+        .expect("send");
+    tokio::io::AsyncWriteExt::flush(s).await.expect("flush");
+}
+
 /// Sends `sql` (COM_QUERY) on a raw connection and reads the first `packets` packets of the
 /// answer, each within 10 s, concatenated.
 async fn raw_query(s: &mut tokio::net::TcpStream, sql: &str, packets: usize) -> Vec<u8> {
@@ -689,28 +711,15 @@ async fn a_change_user_with_a_wrong_password_is_refused_and_the_session_goes_on(
     async fn attempt(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
         let (mut s, _, mut buf) = native_login(addr, Some(b"app"), 45).await;
         assert_eq!(buf.as_slice().first(), Some(&0x00), "login: {buf:?}");
-        async fn send(s: &mut tokio::net::TcpStream, seq: u8, p: &[u8]) {
-            frame::write_packet(s, seq, p).await.expect("send");
-            tokio::io::AsyncWriteExt::flush(s).await.expect("flush");
-        }
         raw_query(&mut s, "SET @v = 42", 1).await;
-        let change = [
-            &[0x11][..],
-            b"app\0",
-            &[20],
-            &[0x5A; 20],
-            b"app\0",
-            &[45, 0],
-            b"mysql_native_password\0",
-        ]
-        .concat();
-        send(&mut s, 0, &change).await;
+        let change = wrong_change_user();
+        send_packet(&mut s, 0, &change).await;
         let seq = frame::read_packet(&mut s, &mut buf, 1 << 16)
             .await
             .expect("change user reply");
         if buf.as_slice().first() == Some(&0xFE) {
             // The server asks again with a new nonce: still the wrong password.
-            send(&mut s, seq.wrapping_add(1), &[0x5A; 20]).await;
+            send_packet(&mut s, seq.wrapping_add(1), &[0x5A; 20]).await;
             frame::read_packet(&mut s, &mut buf, 1 << 16)
                 .await
                 .expect("change user reply");
@@ -738,21 +747,9 @@ async fn the_third_wrong_change_user_password_ends_the_connection() {
     use rwsplit::protocol::frame;
     let proxy = Proxy::start();
     let (mut s, _, mut buf) = native_login(proxy.addr, Some(b"app"), 45).await;
-    let change = [
-        &[0x11][..],
-        b"app\0",
-        &[20],
-        &[0x5A; 20],
-        b"app\0",
-        &[45, 0],
-        b"mysql_native_password\0",
-    ]
-    .concat();
+    let change = wrong_change_user();
     for attempt in 1..=3 {
-        frame::write_packet(&mut s, 0, &change).await.expect("send");
-        tokio::io::AsyncWriteExt::flush(&mut s)
-            .await
-            .expect("flush");
+        send_packet(&mut s, 0, &change).await;
         frame::read_packet(&mut s, &mut buf, 1 << 16)
             .await
             .expect("change user reply");
