@@ -48,7 +48,7 @@ pub async fn bind(config: &Config) -> Result<Option<TcpListener>, AdminError> {
 }
 
 /// Serves the admin API until the process ends: at most `[admin] max_connections` at once,
-/// each closed after `[admin] idle_timeout` without traffic.
+/// each closed when no whole request came within `[admin] idle_timeout` (`BoundedIo`).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let (max, idle) = {
         let c = shared.config();
@@ -132,7 +132,7 @@ impl BoundedIo {
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "admin connection idle past admin.idle_timeout",
+                    "no whole admin request within admin.idle_timeout",
                 ))),
                 Poll::Pending => Poll::Pending,
             },

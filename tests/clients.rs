@@ -16,20 +16,28 @@ fn run_client_script(program: &str, script: &str, prefix: &str) {
 fn run_client(program: &str, before: &[&str], env: &[(&str, &str)], script: &str, prefix: &str) {
     let proxy = Proxy::start();
     let script = format!("{}/tests/clients/{script}", repo_root());
-    let out = std::process::Command::new(program)
-        .args(before)
-        .args([
-            &script,
-            &proxy.addr.ip().to_string(),
-            &proxy.addr.port().to_string(),
-            &unique(prefix),
-        ])
-        .envs(env.iter().copied())
+    succeeds(
+        std::process::Command::new(program)
+            .args(before)
+            .args([
+                &script,
+                &proxy.addr.ip().to_string(),
+                &proxy.addr.port().to_string(),
+                &unique(prefix),
+            ])
+            .envs(env.iter().copied()),
+        &script,
+    );
+}
+
+/// Runs `cmd` (`what`, for the messages) and fails with its output unless it succeeds.
+fn succeeds(cmd: &mut std::process::Command, what: &str) {
+    let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     assert!(
         out.status.success(),
-        "{script} failed:\n{}\n{}",
+        "{what} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -72,20 +80,6 @@ fn jdbc_runs_prepared_statements_batches_and_transactions_through_the_proxy() {
         &[],
         "java/JdbcClient.java",
         "jdbc",
-    );
-}
-
-/// Runs python3 with `args` and fails with its output unless it succeeds.
-fn python_succeeds(args: &[&str]) {
-    let out = std::process::Command::new("python3")
-        .args(args)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -162,10 +156,16 @@ cur.execute("SELECT @@version_comment")
 print("ok", cur.fetchone()[0])
 "#;
     let (host, port) = (proxy.addr.ip().to_string(), proxy.addr.port().to_string());
-    python_succeeds(&["-c", script, &host, &port, &cert]);
+    succeeds(
+        std::process::Command::new("python3").args(["-c", script, &host, &port, &cert]),
+        "the PyMySQL TLS script",
+    );
     // The SSL request and the ClientHello in one write.
     let one_write = format!("{}/tests/clients/tls_one_write.py", repo_root());
-    python_succeeds(&[&one_write, &host, &port, &cert]);
+    succeeds(
+        std::process::Command::new("python3").args([&one_write, &host, &port, &cert]),
+        &one_write,
+    );
     // TLS required: plain clients get 3159, TLS clients get in.
     let required = Proxy::start_with(with_tls(true));
     let (ok, out, err) = mariadb_cli(&required, None, "SELECT 1");

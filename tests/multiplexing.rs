@@ -937,29 +937,25 @@ async fn a_prepared_xa_transaction_does_not_break_the_next_sessions_writes() {
     }
     a.disconnect().await.expect("quit");
     // In a procedure's body, which rwsplit does not see: the transaction it leaves open is
-    // what the server reports.
-    let xid5 = format!("'{t}_5'");
-    let mut a = proxy.conn().await;
-    a.query_drop(format!(
-        "CREATE PROCEDURE {t}_p() BEGIN XA START {xid5}; INSERT INTO {t} VALUES (6); \
-         XA END {xid5}; XA PREPARE {xid5}; END"
-    ))
-    .await
-    .expect("create procedure");
-    a.query_drop(format!("CALL {t}_p()")).await.expect("call");
-    a.disconnect().await.expect("quit");
-    // The same, ended by the client's own COM_RESET_CONNECTION before it leaves.
-    let xid6 = format!("'{t}_6'");
-    let mut a = proxy.conn().await;
-    a.query_drop(format!(
-        "CREATE PROCEDURE {t}_p6() BEGIN XA START {xid6}; INSERT INTO {t} VALUES (7); \
-         XA END {xid6}; XA PREPARE {xid6}; END"
-    ))
-    .await
-    .expect("create procedure");
-    a.query_drop(format!("CALL {t}_p6()")).await.expect("call");
-    a.reset().await.expect("COM_RESET_CONNECTION");
-    a.disconnect().await.expect("quit");
+    // what the server reports. Once as the session leaves it, once ended by the client's own
+    // COM_RESET_CONNECTION before it leaves.
+    let (xid5, xid6) = (format!("'{t}_5'"), format!("'{t}_6'"));
+    for (n, x, reset) in [(5, &xid5, false), (6, &xid6, true)] {
+        let mut a = proxy.conn().await;
+        a.query_drop(format!(
+            "CREATE PROCEDURE {t}_p{n}() BEGIN XA START {x}; INSERT INTO {t} VALUES ({n}0); \
+             XA END {x}; XA PREPARE {x}; END"
+        ))
+        .await
+        .expect("create procedure");
+        a.query_drop(format!("CALL {t}_p{n}()"))
+            .await
+            .expect("call");
+        if reset {
+            a.reset().await.expect("COM_RESET_CONNECTION");
+        }
+        a.disconnect().await.expect("quit");
+    }
     let mut b = proxy.conn().await;
     b.query_drop(format!("INSERT INTO {t} VALUES (2)"))
         .await
@@ -981,8 +977,8 @@ async fn a_prepared_xa_transaction_does_not_break_the_next_sessions_writes() {
         )
         .await;
     }
-    for p in ["p", "p6"] {
-        b.query_drop(format!("DROP PROCEDURE {t}_{p}"))
+    for n in [5, 6] {
+        b.query_drop(format!("DROP PROCEDURE {t}_p{n}"))
             .await
             .expect("drop procedure");
     }

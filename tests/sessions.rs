@@ -171,6 +171,18 @@ async fn ok_packet_info_reaches_a_client_without_session_tracking_as_from_the_se
     );
 }
 
+/// Sends `command` (a `LOAD DATA LOCAL`, text or executed) on a raw client and reads the
+/// server's request for the file: its sequence id.
+async fn file_request(c: &mut rwsplit::pool::BackendConn, command: &[u8]) -> u8 {
+    c.send_command(command).await.expect("load");
+    let mut buf: Vec<u8> = Vec::new();
+    let seq = rwsplit::protocol::frame::read_packet(&mut c.reader, &mut buf, 1 << 20)
+        .await
+        .expect("file request");
+    assert_eq!(buf.as_slice().first(), Some(&0xFB), "{buf:?}");
+    seq
+}
+
 /// A prepared `LOAD DATA LOCAL` (MariaDB prepares it) asks for the client's file as the text
 /// statement does, and loads it, as directly.
 #[tokio::test]
@@ -190,12 +202,8 @@ async fn a_prepared_load_data_local_loads_the_clients_file() {
         )
         .await;
         let execute = [&[Command::StmtExecute as u8][..], &stmt, &[0, 1, 0, 0, 0]].concat();
-        c.send_command(&execute).await.expect("execute");
+        let seq = file_request(&mut c, &execute).await;
         let mut buf: Vec<u8> = Vec::new();
-        let seq = frame::read_packet(&mut c.reader, &mut buf, 1 << 20)
-            .await
-            .expect("file request");
-        assert_eq!(buf.as_slice().first(), Some(&0xFB), "{buf:?}");
         let next = frame::write_packet(&mut c.writer, seq.wrapping_add(1), b"1\n2\n3\n")
             .await
             .expect("file");
@@ -232,12 +240,7 @@ async fn a_file_sent_out_of_order_leaves_no_broken_connection_in_the_pool() {
     let caps = C::CLIENT_LOCAL_FILES;
     let mut bad = raw_client(&proxy, caps).await;
     let load = format!("\x03LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE {t}");
-    bad.send_command(load.as_bytes()).await.expect("load");
-    let mut request: Vec<u8> = Vec::new();
-    frame::read_packet(&mut bad.reader, &mut request, 1 << 20)
-        .await
-        .expect("file request");
-    assert_eq!(request.as_slice().first(), Some(&0xFB), "{request:?}");
+    file_request(&mut bad, load.as_bytes()).await;
     // The file's frames numbered from 0 instead of 2.
     for (seq, data) in [(0u8, &b"a\n"[..]), (1, b"")] {
         frame::write_packet(&mut bad.writer, seq, data)
@@ -331,12 +334,8 @@ async fn a_command_sent_instead_of_the_file_gets_1156_at_once() {
     let direct = raw_client_at("127.0.0.1:3306", C::CLIENT_LOCAL_FILES).await;
     for mut c in [through, direct] {
         let load = format!("\x03LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE {t}");
-        c.send_command(load.as_bytes()).await.expect("load");
+        let seq = file_request(&mut c, load.as_bytes()).await;
         let mut buf: Vec<u8> = Vec::new();
-        let seq = frame::read_packet(&mut c.reader, &mut buf, 1 << 20)
-            .await
-            .expect("file request");
-        assert_eq!(buf.as_slice().first(), Some(&0xFB), "{buf:?}");
         frame::write_packet(&mut c.writer, 0, b"\x03SELECT 1")
             .await
             .expect("a command");

@@ -89,6 +89,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             .unwrap_or(&[])
     }
 
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// The stream, and what was buffered from it and not consumed (the buffer goes back to the
     /// free list).
     pub fn into_inner(mut self) -> (Vec<u8>, R) {

@@ -19,8 +19,6 @@ pub struct ClientIo {
     /// The client negotiated CLIENT_SESSION_TRACK (else session-state data is removed from
     /// the OK packets it gets).
     pub session_track: bool,
-    /// Upgraded to TLS (`into_tls`).
-    pub tls: bool,
 }
 
 impl ClientIo {
@@ -30,7 +28,6 @@ impl ClientIo {
             writer: Writer::new(Stalls::new(w, net_timeout)),
             net_timeout,
             session_track: false,
-            tls: false,
         }
     }
 
@@ -47,8 +44,12 @@ impl ClientIo {
         let (r, w) = tokio::io::split(stream);
         let mut io = ClientIo::new(ReadHalf::Tls(r), WriteHalf::Tls(w), self.net_timeout);
         io.session_track = self.session_track;
-        io.tls = true;
         Ok(io)
+    }
+
+    /// Upgraded to TLS (`into_tls`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.reader.get_ref(), ReadHalf::Tls(_))
     }
 
     /// Sends one packet and flushes.

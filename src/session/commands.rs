@@ -404,9 +404,7 @@ impl Session {
     pub(super) async fn change_user(&mut self, packet: &[u8]) -> Result<(), SessionError> {
         let Some(req) = login::parse_change_user(packet, self.caps) else {
             self.reply(&ClientError::bad_handshake()).await?;
-            return Err(SessionError::BackendMidResponse(
-                "malformed COM_CHANGE_USER".into(),
-            ));
+            return Err(SessionError::ChangeUser("a malformed packet"));
         };
         let password = self
             .shared
@@ -429,8 +427,8 @@ impl Session {
                 // Password guessing on one connection, where a failure costs nothing else:
                 // the connection ends, as a failed login's does.
                 self.reply(&e).await?;
-                return Err(SessionError::Client(
-                    crate::protocol::frame::FrameError::Closed,
+                return Err(SessionError::ChangeUser(
+                    "the third wrong password on this connection",
                 ));
             }
             self.reset_session().await;

@@ -240,7 +240,9 @@ async fn copy_buffered(
         off += 4 + h.len;
         step = Some(s);
         if s != Step::More {
-            p.file_request_seq = h.seq;
+            if s == Step::LocalInfile {
+                p.file_request_seq = h.seq;
+            }
             break;
         }
     }

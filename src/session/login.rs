@@ -45,15 +45,13 @@ pub struct Accepted {
 /// the client before the error does.
 async fn read_login_packet(client: &mut ClientIo, buf: &mut Vec<u8>) -> Result<u8, LoginError> {
     match frame::read_packet(&mut client.reader, buf, 1 << 16).await {
-        Err(e @ FrameError::TooLarge { seq, .. }) => {
+        Err(e @ FrameError::TooLarge { seq, size, .. }) => {
             let _ = client
                 .send_error(seq.wrapping_add(1), &ClientError::bad_handshake())
                 .await;
-            if let FrameError::TooLarge { size, .. } = e {
-                let unread = size.saturating_sub(buf.len() as u64);
-                let mut rest = tokio::io::AsyncReadExt::take(&mut client.reader, unread);
-                let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
-            }
+            let unread = size.saturating_sub(buf.len() as u64);
+            let mut rest = tokio::io::AsyncReadExt::take(&mut client.reader, unread);
+            let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
             Err(e.into())
         }
         r => Ok(r?),

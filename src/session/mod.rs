@@ -238,6 +238,9 @@ pub enum SessionError {
     NetTimeout,
     #[error("killed by KILL CONNECTION")]
     Killed,
+    /// A COM_CHANGE_USER that ends the connection, as the server ends it.
+    #[error("COM_CHANGE_USER: {0}")]
+    ChangeUser(&'static str),
     #[error(
         "a backend connection was lost while it held the session's {}; closed so the client does not go on without it",
         state::held_words(.0)
@@ -1457,7 +1460,7 @@ impl Session {
         self.settle().await;
         self.release_slot(Slot::Primary).await;
         self.release_slot(Slot::Replica).await;
-        if self.client.tls {
+        if self.client.is_tls() {
             // TLS's own end (close_notify), as the server's SSL_shutdown: without it a strict
             // client reads the close as a truncation. Bounded: the client may not be reading.
             let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut self.client.writer);
