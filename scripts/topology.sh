@@ -28,6 +28,31 @@ running() { local p; p=$(pid_of "$1"); [ -n "$p" ] && alive "$p"; }
 sql() { mariadb --socket="$DIR/$1/mysqld.sock" -uroot -N -B -e "$2"; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# TLS for the servers (tests of rwsplit's [backend_tls]): a CA, a server certificate for
+# 127.0.0.1 and the name rwsplit-backend, and a client certificate, all under $DIR/tls and made
+# once. Without openssl the servers run without TLS.
+make_tls() {
+  local t="$DIR/tls"
+  [ -s "$t/client.pem" ] && return 0
+  command -v openssl >/dev/null || { echo "topology: no openssl; servers without TLS" >&2; return 0; }
+  mkdir -p "$t"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  openssl req -x509 "${ec[@]}" -keyout "$t/ca-key.pem" -out "$t/ca.pem" -days 3650 \
+    -subj "/CN=rwsplit test CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  local who ext
+  for who in server client; do
+    openssl req "${ec[@]}" -keyout "$t/$who-key.pem" -out "$t/$who.csr" -subj "/CN=rwsplit-$who" 2>/dev/null
+    if [ $who = server ]; then ext="subjectAltName=IP:127.0.0.1,DNS:rwsplit-backend
+extendedKeyUsage=serverAuth"; else ext="extendedKeyUsage=clientAuth"; fi
+    printf '%s\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n' "$ext" > "$t/$who.ext"
+    openssl x509 -req -in "$t/$who.csr" -CA "$t/ca.pem" -CAkey "$t/ca-key.pem" -CAcreateserial \
+      -days 3650 -extfile "$t/$who.ext" -out "$t/$who.pem.new" 2>/dev/null
+    mv "$t/$who.pem.new" "$t/$who.pem"
+  done
+  chown -R mysql:mysql "$t"
+}
+
 write_cnf() {
   local name=$1 port sid ro=OFF
   port=$(port_of "$name"); sid=$(sid_of "$name")
@@ -68,6 +93,10 @@ character-set-server=utf8mb4
 collation-server=utf8mb4_general_ci
 slave_parallel_threads=0
 CNF
+  if [ -s "$DIR/tls/client.pem" ]; then
+    printf 'ssl_ca=%s\nssl_cert=%s\nssl_key=%s\n' "$DIR/tls/ca.pem" "$DIR/tls/server.pem" \
+      "$DIR/tls/server-key.pem" >> "$DIR/$name/my.cnf"
+  fi
 }
 
 start_one() {
@@ -142,6 +171,7 @@ case $cmd in
     # Test processes call `up` concurrently: one at a time.
     mkdir -p "$DIR"; exec 9>"$DIR/.lock"; flock 9
     id mysql >/dev/null 2>&1 || die "no 'mysql' user: install mariadb-server first"
+    make_tls
     for n in "${NAMES[@]}"; do start_one "$n"; done
     # Idempotent: also brings an older data dir up to the current users and grants.
     setup_primary

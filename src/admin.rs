@@ -274,6 +274,7 @@ pub fn backends_json(shared: &Shared) -> Value {
                 "gtid_behind": st.and_then(|s| s.gtid_behind),
                 "gtid": st.and_then(|s| s.gtid.clone()),
                 "weight": cfg.weight,
+                "tls": cfg.tls.mode.name(),
                 "max_replica_lag_seconds": cfg.max_replica_lag.as_secs_f64(),
                 "in_flight": shared.outstanding.get(i).map(|o| o.load(std::sync::atomic::Ordering::Relaxed)),
                 "pool": pool.map(|p| json!({"in_use": p.in_use, "idle": p.idle, "max": p.max, "waiting": p.waiting})),
@@ -478,6 +479,11 @@ async fn config(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
             "role": role(b.role),
             "weight": b.weight,
             "max_replica_lag_seconds": b.max_replica_lag.as_secs_f64(),
+            "tls": {
+                "mode": b.tls.mode.name(),
+                "ca": b.tls.ca.as_ref().map(|p| p.display().to_string()),
+                "cert": b.tls.identity.as_ref().map(|(c, _)| c.display().to_string()),
+            },
             "pool": {
                 "max_connections": b.pool.max_connections,
                 "min_idle": b.pool.min_idle,

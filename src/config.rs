@@ -205,6 +205,8 @@ pub struct BackendConfig {
     pub max_replica_lag: Duration,
     /// The effective pool settings (global `[pool]` with this backend's overrides applied).
     pub pool: PoolConfig,
+    /// How connections to this server use TLS (`[backend_tls]`).
+    pub tls: crate::tls::BackendTls,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,6 +421,8 @@ mod raw {
         #[serde(default)]
         insight: Insight,
         #[serde(default)]
+        backend_tls: BackendTlsRaw,
+        #[serde(default)]
         users: Vec<User>,
         #[serde(default)]
         backends: Vec<Backend>,
@@ -480,6 +484,63 @@ mod raw {
         password_env: Option<String>,
         heartbeat_table: Option<String>,
         heartbeat_interval: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct BackendTlsRaw {
+        mode: Option<String>,
+        ca: Option<String>,
+        cert: Option<String>,
+        key: Option<String>,
+    }
+
+    fn backend_tls(t: &BackendTlsRaw) -> Result<crate::tls::BackendTls, ConfigError> {
+        use crate::tls::{BackendTls, BackendTlsMode, TlsError};
+        let mode = match t.mode.as_deref() {
+            None => BackendTlsMode::Disabled,
+            Some(m) => BackendTlsMode::parse(m).ok_or_else(|| {
+                invalid(
+                    "backend_tls.mode",
+                    format!(
+                        "\"{m}\" is not \"disabled\", \"preferred\", \"required\", \"verify_ca\" or \"verify_identity\""
+                    ),
+                )
+            })?,
+        };
+        if mode.verifies() && t.ca.is_none() {
+            return Err(invalid(
+                "backend_tls.ca",
+                format!(
+                    "mode \"{}\" checks the servers' certificates against a CA: give its PEM file",
+                    mode.name()
+                ),
+            ));
+        }
+        let identity = match (&t.cert, &t.key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((Path::new(c.as_str()), Path::new(k.as_str()))),
+            _ => {
+                return Err(invalid(
+                    "backend_tls.cert",
+                    "give both cert and key, or neither",
+                ));
+            }
+        };
+        if mode == BackendTlsMode::Disabled && (t.ca.is_some() || identity.is_some()) {
+            return Err(invalid(
+                "backend_tls.mode",
+                "is \"disabled\" (the default) but ca, cert or key is set: set the mode too",
+            ));
+        }
+        BackendTls::load(mode, t.ca.as_deref().map(Path::new), identity).map_err(|e| {
+            let key = match e {
+                TlsError::Ca { .. } => "backend_tls.ca",
+                TlsError::Key { .. } => "backend_tls.key",
+                _ => "backend_tls.cert",
+            };
+            invalid(key, e.to_string())
+        })
     }
 
     #[derive(Deserialize, Default)]
@@ -889,6 +950,7 @@ mod raw {
                     "at least one [[backends]] entry is required",
                 ));
             }
+            let tls = backend_tls(&self.backend_tls)?;
             let mut backends: Vec<BackendConfig> = Vec::new();
             for (i, b) in self.backends.iter().enumerate() {
                 let key = format!("backends[{i}]");
@@ -949,6 +1011,7 @@ mod raw {
                         None => routing.max_replica_lag,
                     },
                     pool,
+                    tls: tls.clone(),
                 });
             }
             if backends.len() > crate::session::MAX_BACKENDS {

@@ -397,12 +397,14 @@ impl Listeners {
 pub enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     Unix(unix::OwnedReadHalf),
-    /// A client's connection after it asked for TLS (`crate::tls`).
+    /// A client's connection after it asked for TLS, or a backend connection rwsplit upgraded
+    /// (`crate::tls`).
     Tls(tokio::io::ReadHalf<TlsStream>),
 }
 
-/// A client's TLS stream, over the plain halves it was split into before the upgrade.
-pub type TlsStream = tokio_rustls::server::TlsStream<Plain>;
+/// A TLS stream (a client's or to a server), over the plain halves it was split into before
+/// the upgrade.
+pub type TlsStream = tokio_rustls::TlsStream<Plain>;
 
 /// The plain halves under a TLS stream, rejoined, and the bytes already read from the client
 /// that belong to the TLS handshake (a client sends its ClientHello right behind its SSL
@@ -453,14 +455,20 @@ impl AsyncWrite for Plain {
 impl ReadHalf {
     /// Whether the peer closed the stream or sent something unasked, for a stream that should
     /// be quiet (an idle pooled connection). No system call unless the runtime has seen the
-    /// socket readable since the last read; then a non-blocking read of one byte tells.
-    pub fn hung_up_or_spoke(&self) -> bool {
+    /// socket readable since the last read; then a non-blocking read of one byte tells. Over
+    /// TLS that read goes through the TLS layer (records without data, such as a session
+    /// ticket, count as quiet); a byte it returns is lost, but the connection is then closed.
+    pub fn hung_up_or_spoke(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let ready = match self {
             ReadHalf::Tcp(r) => r.as_ref().poll_read_ready(&mut cx),
             ReadHalf::Unix(r) => r.as_ref().poll_read_ready(&mut cx),
-            // Only clients use TLS; this is asked of pooled backend connections.
-            ReadHalf::Tls(_) => return false,
+            ReadHalf::Tls(r) => {
+                let mut byte = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut byte);
+                // Ready: data, the end, or an error; pending: quiet.
+                return Pin::new(r).poll_read(&mut cx, &mut buf).is_ready();
+            }
         };
         match ready {
             Poll::Pending => false,
@@ -470,7 +478,7 @@ impl ReadHalf {
                 let read = match self {
                     ReadHalf::Tcp(r) => r.try_read(&mut byte),
                     ReadHalf::Unix(r) => r.try_read(&mut byte),
-                    ReadHalf::Tls(_) => return false,
+                    ReadHalf::Tls(_) => return true,
                 };
                 !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }

@@ -95,6 +95,7 @@ pub async fn apply(shared: &Arc<Shared>, new: Config) -> Result<String, ReloadEr
                     || slot.config.weight != b.weight
                     || slot.config.pool != b.pool
                     || slot.config.max_replica_lag != b.max_replica_lag
+                    || slot.config.tls != b.tls
                 {
                     changed.push(slot.name);
                 }

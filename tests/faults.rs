@@ -640,19 +640,11 @@ async fn read_your_writes_sees_every_own_write_and_still_reads_from_replicas() {
     assert_eq!(missed, 0, "a read did not see the session's own write");
 
     // A client without session tracking (the GTID is asked for after each write).
-    let mut raw = rwsplit::pool::BackendConn::connect(
+    let mut raw = common::raw_client_at(
         &proxy.addr.to_string(),
-        &rwsplit::protocol::connect::Credentials {
-            user: "app",
-            password: "app",
-            database: Some("app"),
-            capabilities: mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
-            collation: 45,
-        },
-        Duration::from_secs(5),
+        mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
     )
-    .await
-    .expect("untracked client");
+    .await;
     assert!(
         !raw.capabilities
             .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK)

@@ -1893,10 +1893,14 @@ async fn com_refresh_reaches_the_primary_and_a_binlog_dump_is_refused_clearly() 
         capabilities: mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF,
         collation: 45,
     };
+    let address = proxy.addr.to_string();
+    let plain = rwsplit::tls::BackendTls::default();
     let mut raw = rwsplit::pool::BackendConn::connect(
-        &proxy.addr.to_string(),
+        &address,
         &creds,
         Duration::from_secs(5),
+        &plain,
+        &address,
     )
     .await
     .expect("raw login as root");

@@ -6,8 +6,11 @@
 //!   `max_connect_errors` would soon block the proxy's host). Its greeting also gives the server
 //!   version that rwsplit's own greeting mirrors. Health uses rise/fall counts so one slow check
 //!   does not flap routing.
-//! - replication: a `mysql_async` connection (rows are decoded here, never on the data path)
-//!   reading `@@read_only`, GTID positions and `SHOW SLAVE STATUS` / `SHOW REPLICA STATUS`.
+//! - replication: a second connection of the same client (`probe`; rows are decoded there,
+//!   never on the data path) reading `@@read_only`, GTID positions and `SHOW SLAVE STATUS` /
+//!   `SHOW REPLICA STATUS`.
+//!
+//! Both go over TLS as `[backend_tls]` says, as every connection to the servers does.
 //!   A replica takes reads only while its lag is known and within `max_replica_lag`
 //!   (see [`replication::LagGate`]).
 
@@ -27,6 +30,7 @@ use crate::protocol::connect::Credentials;
 use crate::protocol::handshake::ServerIdentity;
 use crate::route::BackendView;
 use crate::session::Slots;
+use crate::tls::BackendTls;
 use replication::{Exclusion, Flavor, Lag, LagGate};
 
 /// What the monitor knows about one backend beyond what routing needs (for logs and, later,
@@ -314,6 +318,7 @@ pub fn spawn_one(id: usize, mc: &MonitorConfig, slots: &Slots, health: &Arc<Heal
         id,
         name: b.name.clone(),
         address: b.address.clone(),
+        tls: b.tls.clone(),
         user: mc.user.clone(),
         password: mc.password.clone(),
         slots: slots.clone(),
@@ -335,6 +340,7 @@ struct Watched {
     id: usize,
     name: String,
     address: String,
+    tls: BackendTls,
     user: String,
     password: String,
     slots: Slots,
@@ -345,14 +351,14 @@ fn login_now(slots: &Slots, id: usize) -> Option<Arc<(String, String)>> {
     slots.load().get(id).map(|s| s.monitor_login.clone())
 }
 
-/// Where backend `id` is now (a reload may re-address it); `None` once a reload removed it.
-/// Both of a backend's monitor tasks follow it.
-fn address_now(slots: &Slots, id: usize) -> Option<String> {
+/// Where backend `id` is now and how it is reached (a reload may change either); `None` once a
+/// reload removed it. Both of a backend's monitor tasks follow it.
+fn address_now(slots: &Slots, id: usize) -> Option<(String, BackendTls)> {
     slots
         .load()
         .get(id)
         .filter(|s| !s.removed)
-        .map(|s| s.config.address.clone())
+        .map(|s| (s.config.address.clone(), s.config.tls.clone()))
 }
 
 impl Watched {
@@ -369,7 +375,7 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
     let id = w.id;
     let mut conn: Option<BackendConn> = None;
     let heartbeat = mc.heartbeat_table.as_deref();
-    let mut prober = probe::Prober::new(&w.address, &w.user, &w.password, heartbeat);
+    let mut prober = probe::Prober::new(&w.address, &w.tls, &w.user, &w.password, heartbeat);
     let mut state = RiseFall::new(true);
     let mut gate = LagGate::new();
     let mut first = true;
@@ -377,7 +383,7 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(now) = address_now(&w.slots, w.id) else {
+        let Some((now, tls)) = address_now(&w.slots, w.id) else {
             tracing::info!(backend = %w.name, "backend removed from the config; no longer watched");
             return;
         };
@@ -385,9 +391,15 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
         if now != w.address {
             tracing::info!(backend = %w.name, from = %w.address, to = %now, "backend re-addressed; checking the new address");
             w.address = now;
+            w.tls = tls;
             conn = None;
-            prober = probe::Prober::new(&w.address, &w.user, &w.password, heartbeat);
+            prober = probe::Prober::new(&w.address, &w.tls, &w.user, &w.password, heartbeat);
             gate = LagGate::new();
+        } else if tls != w.tls {
+            // New TLS settings or files: connections from now on use them.
+            w.tls = tls;
+            conn = None;
+            prober = probe::Prober::new(&w.address, &w.tls, &w.user, &w.password, heartbeat);
         }
         // A reload changed the monitor's login (a rotated password): used from the next
         // connect on, instead of the old one that would fail then. The open connections stay:
@@ -402,6 +414,7 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
         }
         let result = check(&w, &mut conn, mc.timeout).await;
         let ok = result.is_ok();
+        let failure = result.as_ref().err().cloned();
         let mut flavor = Flavor::MariaDb;
         let is_primary = health
             .snapshot
@@ -430,7 +443,8 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
             if state.up {
                 tracing::info!(backend = %w.name, address = %w.address, "backend is up");
             } else {
-                tracing::warn!(backend = %w.name, address = %w.address, "backend is down");
+                let reason = failure.as_deref().unwrap_or("");
+                tracing::warn!(backend = %w.name, address = %w.address, reason, "backend is down");
             }
         }
         if ok {
@@ -449,9 +463,9 @@ async fn heartbeat(id: usize, mc: &MonitorConfig, health: &Health, slots: &Slots
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     let table = mc.heartbeat_table.as_deref();
-    let mut address = String::new();
+    let mut address = (String::new(), BackendTls::default());
     let mut login = Arc::new((String::new(), String::new()));
-    let mut prober = probe::Prober::new(&address, &login.0, &login.1, table);
+    let mut prober = probe::Prober::new(&address.0, &address.1, &login.0, &login.1, table);
     loop {
         tick.tick().await;
         let (Some(now), Some(l)) = (address_now(slots, id), login_now(slots, id)) else {
@@ -460,7 +474,7 @@ async fn heartbeat(id: usize, mc: &MonitorConfig, health: &Health, slots: &Slots
         // First round, or re-addressed by a reload; a new login from the next connect on.
         if now != address {
             (address, login) = (now, l);
-            prober = probe::Prober::new(&address, &login.0, &login.1, table);
+            prober = probe::Prober::new(&address.0, &address.1, &login.0, &login.1, table);
         } else if l != login {
             login = l;
             prober.set_login(&login.0, &login.1);
@@ -589,12 +603,13 @@ async fn replication_check(
     });
 }
 
-/// Pings over the kept connection, opening a new one when there is none or it failed.
+/// Pings over the kept connection, opening a new one when there is none or it failed. The
+/// error says why the check failed (logged when the backend is marked down).
 async fn check(
     w: &Watched,
     conn: &mut Option<BackendConn>,
     timeout: Duration,
-) -> Result<ServerIdentity, ()> {
+) -> Result<ServerIdentity, String> {
     if conn.is_none() {
         let creds = Credentials {
             user: &w.user,
@@ -603,24 +618,25 @@ async fn check(
             capabilities: C::empty(),
             collation: 45,
         };
-        match BackendConn::connect(&w.address, &creds, timeout).await {
+        match BackendConn::connect(&w.address, &creds, timeout, &w.tls, &w.address).await {
             Ok(c) => *conn = Some(c),
             Err(e) => {
                 tracing::debug!(backend = %w.name, error = %e, "monitor cannot connect");
-                return Err(());
+                return Err(format!("the monitor cannot connect: {e}"));
             }
         }
     }
     let Some(c) = conn.as_mut() else {
-        return Err(());
+        return Err("no connection".into());
     };
-    match tokio::time::timeout(timeout, c.ping()).await {
-        Ok(Ok(true)) => Ok(c.identity.clone()),
-        _ => {
-            *conn = None;
-            Err(())
-        }
-    }
+    let failed = match tokio::time::timeout(timeout, c.ping()).await {
+        Ok(Ok(true)) => return Ok(c.identity.clone()),
+        Ok(Ok(false)) => "the server answered COM_PING with an error".to_string(),
+        Ok(Err(e)) => format!("COM_PING failed: {e}"),
+        Err(_) => format!("COM_PING took longer than {timeout:?}"),
+    };
+    *conn = None;
+    Err(failed)
 }
 
 #[cfg(test)]

@@ -1,23 +1,34 @@
-//! Reads a backend's replication state over a `mysql_async` connection.
+//! Reads a backend's replication state over a connection of rwsplit's own backend client
+//! (`pool::BackendConn`, text protocol; rows decoded here, never on the data path), over TLS
+//! as `[backend_tls]` says, like every other connection to the servers.
 
 use std::time::Duration;
 
-use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder, Row};
+use mysql_common::constants::CapabilityFlags as C;
 
 use super::replication::{Flavor, ReplicaStatus};
-use crate::net::{Endpoint, host_port};
+use crate::pool::{BackendConn, BackendError, ServerErr, TextRows};
+use crate::protocol::connect::Credentials;
+use crate::tls::BackendTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("{0}")]
-    Mysql(#[from] mysql_async::Error),
+    Backend(#[from] BackendError),
+    #[error("{0} answered {1}")]
+    Server(&'static str, String),
     #[error("timed out")]
     Timeout,
-    #[error("bad address '{0}'")]
-    Address(String),
     #[error("unexpected answer to {0}")]
     Unexpected(&'static str),
+}
+
+/// The server's error as a DBA reads it: code and message.
+fn server_error(e: &ServerErr) -> String {
+    match crate::protocol::packets::parse_err(&e.payload) {
+        Some(i) => format!("{} {}", i.code, String::from_utf8_lossy(i.message)),
+        None => "a malformed error".into(),
+    }
 }
 
 /// One reading.
@@ -58,17 +69,28 @@ pub fn session_status(autocommit: i64, sql_mode: &str) -> u16 {
 /// Keeps a connection and reads through it; reconnects after a failure.
 pub struct Prober {
     address: String,
+    tls: BackendTls,
     user: String,
     password: String,
     /// `db.table` of the heartbeat, when configured.
     heartbeat: Option<String>,
-    conn: Option<Conn>,
+    conn: Option<BackendConn>,
 }
 
+/// How long a connect may take inside a reading (the reading's own timeout bounds it first).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Prober {
-    pub fn new(address: &str, user: &str, password: &str, heartbeat: Option<&str>) -> Prober {
+    pub fn new(
+        address: &str,
+        tls: &BackendTls,
+        user: &str,
+        password: &str,
+        heartbeat: Option<&str>,
+    ) -> Prober {
         Prober {
             address: address.to_string(),
+            tls: tls.clone(),
             user: user.to_string(),
             password: password.to_string(),
             heartbeat: heartbeat.map(str::to_string),
@@ -93,22 +115,27 @@ impl Prober {
                 "INSERT INTO {table} (id, ts) VALUES (1, UTC_TIMESTAMP(6)) \
                  ON DUPLICATE KEY UPDATE ts = VALUES(ts)"
             );
-            match conn.query_drop(&sql).await {
+            match conn.query_rows(&sql).await? {
                 // ER_NO_SUCH_TABLE / ER_BAD_DB_ERROR: create it, then write.
-                Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => {
+                Err(e) if e.code() == 1146 || e.code() == 1049 => {
+                    let mut create = Vec::new();
                     if let Some((db, _)) = table.split_once('.') {
-                        conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {db}"))
-                            .await?;
+                        create.push(format!("CREATE DATABASE IF NOT EXISTS {db}"));
                     }
-                    conn.query_drop(format!(
+                    create.push(format!(
                         "CREATE TABLE IF NOT EXISTS {table} \
                          (id INT PRIMARY KEY, ts DATETIME(6) NOT NULL)"
-                    ))
-                    .await?;
-                    conn.query_drop(&sql).await?;
+                    ));
+                    create.push(sql);
+                    for sql in create {
+                        conn.query_rows(&sql)
+                            .await?
+                            .map_err(|e| ProbeError::Server("the heartbeat", server_error(&e)))?;
+                    }
                     Ok(())
                 }
-                r => r.map_err(ProbeError::from),
+                Err(e) => Err(ProbeError::Server("the heartbeat", server_error(&e))),
+                Ok(_) => Ok(()),
             }
         })
         .await
@@ -119,21 +146,24 @@ impl Prober {
         r
     }
 
-    async fn connection(&mut self) -> Result<&mut Conn, ProbeError> {
+    async fn connection(&mut self) -> Result<&mut BackendConn, ProbeError> {
         if self.conn.is_none() {
-            let opts = OptsBuilder::default()
-                .user(Some(self.user.clone()))
-                .pass(Some(self.password.clone()))
-                .prefer_socket(false);
-            let opts = match Endpoint::of(&self.address) {
-                Endpoint::Unix(path) => opts.socket(Some(path.to_string_lossy())),
-                Endpoint::Tcp(a) => {
-                    let (host, port) =
-                        host_port(a).ok_or_else(|| ProbeError::Address(self.address.clone()))?;
-                    opts.ip_or_hostname(host).tcp_port(port)
-                }
+            let creds = Credentials {
+                user: &self.user,
+                password: &self.password,
+                database: None,
+                capabilities: C::empty(),
+                collation: 45,
             };
-            self.conn = Some(Conn::new(opts).await?);
+            let conn = BackendConn::connect(
+                &self.address,
+                &creds,
+                CONNECT_TIMEOUT,
+                &self.tls,
+                &self.address,
+            )
+            .await?;
+            self.conn = Some(conn);
         }
         self.conn.as_mut().ok_or(ProbeError::Unexpected("connect"))
     }
@@ -162,73 +192,75 @@ impl Prober {
                  @@global.gtid_executed, @@global.autocommit, @@global.sql_mode"
             }
         };
-        type Vars = (
-            i64,
-            i64,
-            Option<String>,
-            Option<String>,
-            i64,
-            Option<String>,
-        );
-        let row: Option<Vars> = conn.query_first(vars).await?;
-        let (ro, innodb_ro, binlog, applied, autocommit, sql_mode) =
-            row.ok_or(ProbeError::Unexpected("variables"))?;
-        let status_rows: Vec<Row> = match flavor {
+        let vars = conn
+            .query_rows(vars)
+            .await?
+            .map_err(|e| ProbeError::Server("the variables", server_error(&e)))?;
+        let row = vars
+            .rows
+            .first()
+            .filter(|r| r.len() == 6)
+            .ok_or(ProbeError::Unexpected("the variables"))?;
+        let text = |i: usize| row[i].as_deref();
+        let status = match flavor {
             // Every connection of a multi-source replica: `SHOW SLAVE STATUS` shows only the
             // default (unnamed) one, and nothing when all are named.
-            Flavor::MariaDb => conn.query("SHOW ALL SLAVES STATUS").await?,
+            Flavor::MariaDb => conn.query_rows("SHOW ALL SLAVES STATUS").await?,
             // MySQL 8.0.22+ has SHOW REPLICA STATUS; older servers only the old name.
-            Flavor::MySql => match conn.query("SHOW REPLICA STATUS").await {
-                Ok(rows) => rows,
-                Err(mysql_async::Error::Server(e)) if e.code == 1064 => {
-                    conn.query("SHOW SLAVE STATUS").await?
-                }
-                Err(e) => return Err(e.into()),
+            Flavor::MySql => match conn.query_rows("SHOW REPLICA STATUS").await? {
+                Err(e) if e.code() == 1064 => conn.query_rows("SHOW SLAVE STATUS").await?,
+                r => r,
             },
-        };
-        // Several channels (multi-source): the replica is as good as its worst one.
-        let statuses = status_rows.iter().filter_map(|row| {
-            let cols: Vec<(String, Option<String>)> = row
-                .columns_ref()
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let v = row.as_ref(i).and_then(|v| match v {
-                        mysql_async::Value::NULL => None,
-                        mysql_async::Value::Bytes(b) => {
-                            Some(String::from_utf8_lossy(b).into_owned())
-                        }
-                        other => Some(other.as_sql(true)),
-                    });
-                    (c.name_str().into_owned(), v)
-                })
-                .collect();
-            ReplicaStatus::from_row(&cols)
-        });
-        let status = ReplicaStatus::worst(statuses);
+        }
+        .map_err(|e| ProbeError::Server("the replica status", server_error(&e)))?;
+        let status = ReplicaStatus::worst(replica_statuses(&status));
         // The heartbeat row's age; a missing table or row is no reading, not an error.
         let heartbeat_age = match heartbeat {
             Some(table) => {
                 let sql = format!(
                     "SELECT TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) FROM {table} WHERE id = 1"
                 );
-                match conn.query_first::<i64, _>(sql).await {
-                    Ok(v) => v.map(|us| Duration::from_micros(us.max(0) as u64)),
-                    Err(mysql_async::Error::Server(_)) => None,
-                    Err(e) => return Err(e.into()),
+                match conn.query_rows(&sql).await? {
+                    Ok(rows) => rows
+                        .rows
+                        .first()
+                        .and_then(|r| r.first()?.as_deref()?.parse::<i64>().ok())
+                        .map(|us| Duration::from_micros(us.max(0) as u64)),
+                    Err(_) => None,
                 }
             }
             None => None,
         };
         Ok(Reading {
             heartbeat_age,
-            read_only: ro != 0 || innodb_ro != 0,
-            binlog_gtid: binlog.unwrap_or_default(),
-            applied_gtid: applied.unwrap_or_default(),
+            read_only: on(text(0)) || on(text(1)),
+            binlog_gtid: text(2).unwrap_or_default().to_string(),
+            applied_gtid: text(3).unwrap_or_default().to_string(),
             status,
-            session_status: session_status(autocommit, sql_mode.as_deref().unwrap_or("")),
+            session_status: session_status(i64::from(on(text(4))), text(5).unwrap_or("")),
         })
     }
+}
+
+/// A boolean server variable as the server shows it: 1 or 0, or a word (ON, OFF).
+fn on(v: Option<&str>) -> bool {
+    match v.map(str::trim) {
+        None | Some("") => false,
+        Some(v) => !(v == "0" || v.eq_ignore_ascii_case("OFF")),
+    }
+}
+
+/// Each replication channel's status row, as (column, value) pairs.
+fn replica_statuses(rows: &TextRows) -> impl Iterator<Item = ReplicaStatus> + '_ {
+    rows.rows.iter().filter_map(|row| {
+        let cols: Vec<(String, Option<String>)> = rows
+            .columns
+            .iter()
+            .cloned()
+            .zip(row.iter().cloned())
+            .collect();
+        ReplicaStatus::from_row(&cols)
+    })
 }
 
 #[cfg(test)]

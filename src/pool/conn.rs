@@ -12,6 +12,7 @@ use crate::protocol::handshake::ServerIdentity;
 use crate::protocol::packets;
 use crate::protocol::response::{Outcome, PEEK_LEN, ResponseKind, ResponseTracker, Step};
 use crate::protocol::{Command, frame::FrameHeader};
+use crate::tls::{BackendTls, BackendTlsMode};
 
 /// Buffer sizes for backend sockets: large enough that a typical result set is one read.
 const BUF_SIZE: usize = 64 * 1024;
@@ -25,15 +26,60 @@ pub enum BackendError {
     },
     #[error("connecting to {address} timed out after {after:?}")]
     ConnectTimeout { address: String, after: Duration },
-    #[error("login to {address} failed: {source}")]
+    #[error("login to {address} failed: {source}{}", if *.plain_offered_tls {
+        " (over a plain connection, though the server offers TLS: if the account REQUIREs SSL \
+         or X509, set backend_tls)"
+    } else { "" })]
     Login {
         address: String,
         source: ConnectError,
+        /// Refused as a wrong login on a plain connection to a server that offers TLS.
+        plain_offered_tls: bool,
+    },
+    #[error(
+        "{address} does not offer TLS, which backend_tls.mode = \"{mode}\" requires (set ssl_cert and ssl_key on the server)"
+    )]
+    TlsUnavailable { address: String, mode: &'static str },
+    #[error("TLS with {address} failed: {source}")]
+    Tls {
+        address: String,
+        source: std::io::Error,
     },
     #[error("backend connection failed: {0}")]
     Io(#[from] FrameError),
     #[error("backend sent a malformed response: {0}")]
     Protocol(#[from] crate::protocol::response::ResponseError),
+}
+
+/// A result as `BackendConn::query_rows` reads it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TextRows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+impl TextRows {
+    /// The value of column `name` (as the server spells it) in row `row`.
+    pub fn get(&self, row: usize, name: &str) -> Option<&str> {
+        let i = self.columns.iter().position(|c| c == name)?;
+        self.rows.get(row)?.get(i)?.as_deref()
+    }
+}
+
+/// The length-encoded strings of a text row or column definition, in order (`None` for NULL,
+/// 0xFB); stops at the first one cut short.
+fn text_values(mut frame: &[u8]) -> impl Iterator<Item = Option<String>> + '_ {
+    std::iter::from_fn(move || {
+        if frame.first() == Some(&0xFB) {
+            frame = &frame[1..];
+            return Some(None);
+        }
+        let (len, k) = packets::read_lenenc_int(frame)?;
+        let end = k.checked_add(usize::try_from(len).ok()?)?;
+        let v = frame.get(k..end)?;
+        frame = &frame[end..];
+        Some(Some(String::from_utf8_lossy(v).into_owned()))
+    })
 }
 
 /// An ERR packet a backend sent, kept whole so it can be passed on to the client as is.
@@ -137,8 +183,8 @@ impl BackendConn {
     /// Whether the server closed this idle connection (it restarted, `wait_timeout`, a KILL)
     /// or sent something unasked (MySQL 8 sends an error before it closes an inactive one):
     /// lent, it would fail the next statement. Costs no system call while the socket is quiet.
-    pub fn dead_while_idle(&self) -> bool {
-        !self.reader.buffer().is_empty() || self.reader.get_ref().hung_up_or_spoke()
+    pub fn dead_while_idle(&mut self) -> bool {
+        !self.reader.buffer().is_empty() || self.reader.get_mut().hung_up_or_spoke()
     }
 }
 
@@ -234,17 +280,40 @@ impl Restore {
     }
 }
 
+/// The name a server's certificate is checked against (`verify_identity`): the host of its
+/// address, a DNS name or an IP address (IPv6 without its brackets).
+fn server_name(address: &str) -> Result<rustls_pki_types::ServerName<'static>, std::io::Error> {
+    let host = crate::net::host_port(address).map_or(address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("\"{host}\" is neither a DNS name nor an IP address"),
+        )
+    })
+}
+
 fn next_serial() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl BackendConn {
+    /// Opens a connection to the server at `address` and logs in, upgrading to TLS after the
+    /// greeting as `tls` says; `tls_name` is the configured address, whose host the server's
+    /// certificate must name (`address` may be what a name resolved to).
     pub async fn connect(
         address: &str,
         creds: &Credentials<'_>,
         timeout: Duration,
+        tls: &BackendTls,
+        tls_name: &str,
     ) -> Result<BackendConn, BackendError> {
+        let login_failed = |source| BackendError::Login {
+            address: address.to_string(),
+            source,
+            plain_offered_tls: false,
+        };
         let fut = async {
             let stream = Stream::connect(Endpoint::of(address))
                 .await
@@ -252,6 +321,7 @@ impl BackendConn {
                     address: address.to_string(),
                     source,
                 })?;
+            // A socket is secure already (and MariaDB offers no TLS over one).
             let secure = stream.is_secure();
             let reached: std::sync::Arc<str> = match &stream {
                 crate::net::Stream::Tcp(s) => s
@@ -259,13 +329,64 @@ impl BackendConn {
                     .map_or_else(|_| address.into(), |a| a.to_string().into()),
                 _ => address.into(),
             };
-            let (mut r, mut w) = stream.into_split();
-            let session = connect::login(&mut tokio::io::join(&mut r, &mut w), creds, secure)
+            let (r, w) = stream.into_split();
+            let mut plain = crate::net::Plain {
+                prefix: Vec::new(),
+                r,
+                w,
+            };
+            let greeting = connect::read_greeting(&mut plain)
                 .await
-                .map_err(|source| BackendError::Login {
-                    address: address.to_string(),
-                    source,
-                })?;
+                .map_err(login_failed)?;
+            let connector = tls.connector().filter(|_| !secure);
+            let (r, w, session) = match connector {
+                Some(c) if greeting.offers_tls() => {
+                    let tls_failed = |source| BackendError::Tls {
+                        address: address.to_string(),
+                        source,
+                    };
+                    let request = connect::ssl_request(creds, &greeting);
+                    frame::write_packet(&mut plain, greeting.seq.wrapping_add(1), &request)
+                        .await
+                        .map_err(BackendError::Io)?;
+                    plain.flush().await.map_err(tls_failed)?;
+                    let name = server_name(tls_name).map_err(tls_failed)?;
+                    let stream = c.connect(name, plain).await.map_err(tls_failed)?;
+                    let (mut r, mut w) = tokio::io::split(tokio_rustls::TlsStream::Client(stream));
+                    let session = connect::authenticate(
+                        &mut tokio::io::join(&mut r, &mut w),
+                        creds,
+                        greeting,
+                        true,
+                        secure,
+                    )
+                    .await
+                    .map_err(login_failed)?;
+                    (ReadHalf::Tls(r), WriteHalf::Tls(w), session)
+                }
+                Some(_) if tls.mode != BackendTlsMode::Preferred => {
+                    return Err(BackendError::TlsUnavailable {
+                        address: address.to_string(),
+                        mode: tls.mode.name(),
+                    });
+                }
+                _ => {
+                    let offered = greeting.offers_tls() && !secure;
+                    let session = connect::authenticate(&mut plain, creds, greeting, false, secure)
+                        .await
+                        .map_err(|source| {
+                            // ER_ACCESS_DENIED_ERROR: what an account that requires TLS gets.
+                            let hint =
+                                offered && source.server_error().is_some_and(|e| e.0 == 1045);
+                            BackendError::Login {
+                                address: address.to_string(),
+                                source,
+                                plain_offered_tls: hint,
+                            }
+                        })?;
+                    (plain.r, plain.w, session)
+                }
+            };
             Ok::<_, BackendError>((r, w, session, reached))
         };
         let (r, w, session, reached) =
@@ -456,6 +577,46 @@ impl BackendConn {
         Ok(match err {
             Some(e) => Err(e),
             None => Ok(value),
+        })
+    }
+
+    /// Runs a query rwsplit itself reads whole (the monitor's): its column names and its rows,
+    /// every value as text (`None` for NULL), or the server's ERR packet. For small results:
+    /// everything is kept.
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<TextRows, ServerErr>, BackendError> {
+        self.send_command(&Command::Query.packet(sql.as_bytes()))
+            .await?;
+        let eof = u64::from(!self.deprecate_eof());
+        let mut count = 0u64;
+        let mut result = TextRows::default();
+        let mut err = None;
+        self.read_response(ResponseKind::Query, |n, frame| {
+            let first = frame.first().copied();
+            if first == Some(0xFF) && frame.len() < 0xFF_FFFF {
+                err = Some(ServerErr {
+                    payload: frame.to_vec(),
+                });
+            } else if n == 0 {
+                count = packets::read_lenenc_int(frame).map_or(0, |(c, _)| c);
+            } else if n <= count {
+                // ColumnDefinition41: catalog, schema, table, org_table, then the name.
+                let name = text_values(frame).nth(4).flatten().unwrap_or_default();
+                result.columns.push(name);
+            } else if n > count + eof
+                // EOF, or the OK that ends rows under CLIENT_DEPRECATE_EOF (a row starting
+                // 0xFE holds a value of 16 MiB or more: a frame of that size).
+                && !(first == Some(0xFE) && frame.len() < 0xFF_FFFF)
+            {
+                result.rows.push(text_values(frame).collect());
+            }
+        })
+        .await?;
+        Ok(match err {
+            Some(e) => Err(e),
+            None => Ok(result),
         })
     }
 

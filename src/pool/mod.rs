@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use mysql_common::constants::CapabilityFlags as C;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use conn::{BackendConn, BackendError, ServerErr};
+pub use conn::{BackendConn, BackendError, ServerErr, TextRows};
 
 use crate::config::{Config, PoolConfig};
 use crate::protocol::connect::Credentials;
@@ -91,6 +91,7 @@ pub struct Target {
     pub address: String,
     pub password: String,
     pub config: PoolConfig,
+    pub tls: crate::tls::BackendTls,
 }
 
 impl From<&crate::config::BackendConfig> for Target {
@@ -101,6 +102,7 @@ impl From<&crate::config::BackendConfig> for Target {
             address: b.address.clone(),
             password: String::new(),
             config: b.pool.clone(),
+            tls: b.tls.clone(),
         }
     }
 }
@@ -166,7 +168,7 @@ impl Pool {
         // every second. The candidate is checked after the lock is released (the liveness
         // check may read the socket), and dropped, closing it, when it cannot be lent.
         loop {
-            let i = {
+            let mut i = {
                 let mut idle = self.lock_idle();
                 let at = idle
                     .iter()
@@ -203,7 +205,8 @@ impl Pool {
             backend: self.target.name.clone(),
             source,
         };
-        let mut conn = BackendConn::connect(&self.target.address, &creds, timeout)
+        let t = &self.target;
+        let mut conn = BackendConn::connect(&t.address, &creds, timeout, &t.tls, &t.address)
             .await
             .map_err(failed)?;
         conn.retire_at = started.checked_add(self.target.config.max_lifetime);
@@ -565,7 +568,7 @@ impl Pools {
                 }
                 match cur.get_mut(id) {
                     Some(old) => {
-                        if old.address != t.address || old.config != t.config {
+                        if old.address != t.address || old.config != t.config || old.tls != t.tls {
                             changed.push(id);
                         }
                         if let Some(l) = limits.get(id) {

@@ -1,10 +1,14 @@
 //! The connection phase toward a backend: rwsplit logs in as the client's user.
 //! Handles mysql_native_password and caching_sha2_password (fast path, and full authentication
-//! over the server's RSA key when the server's cache is cold), and auth switch requests.
+//! over the server's RSA key when the server's cache is cold, or in clear over TLS or a
+//! socket), and auth switch requests. The TLS upgrade between the greeting and the login is
+//! the caller's (`pool::conn::BackendConn::connect`), which owns the socket.
 
 use mysql_common::constants::CapabilityFlags as C;
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{
+    AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse, SslRequest,
+};
 use mysql_common::proto::MySerialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -73,14 +77,27 @@ pub const BACKEND_BASE: C = C::CLIENT_LONG_PASSWORD
 /// The largest RSA public key (PEM) accepted from a server.
 const MAX_PUBLIC_KEY: usize = 16 * 1024;
 
-/// Runs the whole login on an open stream. The caller bounds it with a timeout. `secure`: the
-/// stream is one the server counts as secure (a Unix socket), where caching_sha2_password's
-/// full authentication takes the password in clear.
-pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    creds: &Credentials<'_>,
-    secure: bool,
-) -> Result<Session, ConnectError> {
+/// The server's greeting, as far as the login needs it.
+#[derive(Debug, Clone)]
+pub struct Greeting {
+    /// The greeting's sequence id (the client answers with the next).
+    pub seq: u8,
+    pub offered: C,
+    pub identity: ServerIdentity,
+    pub connection_id: u32,
+    nonce: Vec<u8>,
+    plugin: Plugin,
+}
+
+impl Greeting {
+    /// Whether the server offers TLS.
+    pub fn offers_tls(&self) -> bool {
+        self.offered.contains(C::CLIENT_SSL)
+    }
+}
+
+/// Reads the server's greeting (the caller bounds it with a timeout).
+pub async fn read_greeting<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Greeting, ConnectError> {
     let mut buf = Vec::with_capacity(256);
     let seq = frame::read_packet(stream, &mut buf, 1 << 16).await?;
     if buf.first() == Some(&0xFF) {
@@ -97,20 +114,73 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     if !offered.contains(C::CLIENT_PROTOCOL_41) {
         return Err(ConnectError::OldServer);
     }
-    let caps = (creds.capabilities | BACKEND_BASE) & offered;
     let mut nonce = greeting.nonce();
     nonce.truncate(20);
-    let identity = ServerIdentity {
-        version: greeting.server_version_str().into_owned(),
-        capabilities: offered,
-        collation: greeting.default_collation(),
-    };
-    let connection_id = greeting.connection_id();
-    let mut plugin = greeting
-        .auth_plugin_name_ref()
-        .and_then(Plugin::from_name)
-        .unwrap_or(Plugin::Native);
+    Ok(Greeting {
+        seq,
+        offered,
+        identity: ServerIdentity {
+            version: greeting.server_version_str().into_owned(),
+            capabilities: offered,
+            collation: greeting.default_collation(),
+        },
+        connection_id: greeting.connection_id(),
+        nonce,
+        plugin: greeting
+            .auth_plugin_name_ref()
+            .and_then(Plugin::from_name)
+            .unwrap_or(Plugin::Native),
+    })
+}
 
+/// The SSL request that asks the server for TLS before the login (sequence id: the greeting's
+/// next): the handshake response's first 32 bytes with CLIENT_SSL.
+pub fn ssl_request(creds: &Credentials<'_>, greeting: &Greeting) -> Vec<u8> {
+    let caps = (creds.capabilities | BACKEND_BASE | C::CLIENT_SSL) & greeting.offered;
+    let mut out = Vec::with_capacity(32);
+    SslRequest::new(caps, 1 << 30, creds.collation).serialize(&mut out);
+    out
+}
+
+/// Runs the whole login on an open stream, without TLS. The caller bounds it with a timeout.
+/// `secure`: the stream is one the server counts as secure (a Unix socket), where
+/// caching_sha2_password's full authentication takes the password in clear.
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    creds: &Credentials<'_>,
+    secure: bool,
+) -> Result<Session, ConnectError> {
+    let greeting = read_greeting(stream).await?;
+    authenticate(stream, creds, greeting, false, secure).await
+}
+
+/// The login after the greeting: the handshake response and the authentication exchange.
+/// `tls`: an SSL request went first and the stream is now TLS (sequence ids count it, and the
+/// password may go in clear).
+pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    creds: &Credentials<'_>,
+    greeting: Greeting,
+    tls: bool,
+    secure: bool,
+) -> Result<Session, ConnectError> {
+    let secure = secure || tls;
+    let mut buf = Vec::with_capacity(256);
+    let Greeting {
+        seq,
+        offered,
+        identity,
+        connection_id,
+        mut nonce,
+        mut plugin,
+    } = greeting;
+    let mut caps = (creds.capabilities | BACKEND_BASE) & offered;
+    let seq = if tls {
+        caps |= C::CLIENT_SSL;
+        seq.wrapping_add(1)
+    } else {
+        seq
+    };
     let scramble = plugin.scramble(&nonce, creds.password);
     // Connection attributes only to a server that takes them: HandshakeResponse sets
     // CLIENT_CONNECT_ATTRS whenever attributes are given.
@@ -144,7 +214,6 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .get(..4)
         .map(|b| C::from_bits_truncate(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
         .unwrap_or(caps);
-    drop(greeting);
     send(stream, seq.wrapping_add(1), &out).await?;
 
     loop {

@@ -41,13 +41,13 @@ impl ClientIo {
         let w = self.writer.into_inner().into_inner();
         let plain = crate::net::Plain { prefix, r, w };
         let stream = acceptor.accept(plain).await?;
-        let (r, w) = tokio::io::split(stream);
+        let (r, w) = tokio::io::split(tokio_rustls::TlsStream::Server(stream));
         let mut io = ClientIo::new(ReadHalf::Tls(r), WriteHalf::Tls(w), self.net_timeout);
         io.session_track = self.session_track;
         Ok(io)
     }
 
-    /// Upgraded to TLS (`into_tls`).
+    /// Upgraded to TLS (`into_tls`; only clients' streams are here).
     pub fn is_tls(&self) -> bool {
         matches!(self.reader.get_ref(), ReadHalf::Tls(_))
     }

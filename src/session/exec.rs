@@ -62,6 +62,9 @@ fn record(
 /// only when a statement does.
 pub(super) struct Killer {
     address: String,
+    /// The backend's configured address (the name its TLS certificate bears) and TLS settings.
+    configured: String,
+    tls: crate::tls::BackendTls,
     user: String,
     password: String,
     backend: &'static str,
@@ -78,8 +81,16 @@ impl Killer {
         (backend, at): (usize, &str),
         span: &tracing::Span,
     ) -> Killer {
+        let (configured, tls) = shared
+            .backends
+            .load()
+            .get(backend)
+            .map(|b| (b.config.address.clone(), b.config.tls.clone()))
+            .unwrap_or_default();
         Killer {
             address: at.to_string(),
+            configured,
+            tls,
             user: user.to_string(),
             password: shared
                 .config()
@@ -104,7 +115,9 @@ impl Killer {
         };
         let kill = format!("KILL QUERY {thread}");
         let timeout = std::time::Duration::from_secs(5);
-        match BackendConn::connect(&self.address, &creds, timeout).await {
+        match BackendConn::connect(&self.address, &creds, timeout, &self.tls, &self.configured)
+            .await
+        {
             Ok(mut c) => match tokio::time::timeout(timeout, c.query_scalar(&kill)).await {
                 Ok(Ok(Ok(_))) => {}
                 Ok(Ok(Err(e))) => {

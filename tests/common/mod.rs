@@ -469,7 +469,8 @@ pub async fn raw_client_at(
         capabilities: caps,
         collation: 45,
     };
-    rwsplit::pool::BackendConn::connect(address, &creds, Duration::from_secs(5))
+    let plain = rwsplit::tls::BackendTls::default();
+    rwsplit::pool::BackendConn::connect(address, &creds, Duration::from_secs(5), &plain, address)
         .await
         .unwrap_or_else(|e| panic!("raw login at {address}: {e}"))
 }

@@ -12,7 +12,7 @@ use rsa::pkcs8::DecodePrivateKey;
 use rsa::{Oaep, Pkcs1v15Encrypt, RsaPrivateKey};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
@@ -92,9 +92,13 @@ lQIDAQAB
 
 // ---- the fake server ----
 
-/// The server end of the duplex: frames packets and checks the client's sequence ids.
+/// What the fake server talks over: a duplex, TCP, or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// The server end of the stream: frames packets and checks the client's sequence ids.
 struct FakeServer {
-    io: DuplexStream,
+    io: Box<dyn Io>,
     seq: u8,
 }
 
@@ -169,7 +173,7 @@ where
 {
     let (mut client, server_end) = tokio::io::duplex(1 << 16);
     let server = tokio::spawn(server(FakeServer {
-        io: server_end,
+        io: Box::new(server_end),
         seq: 0,
     }));
     // Guards against a client that waits forever; not a timing assertion.
@@ -713,4 +717,297 @@ async fn a_protocol_9_greeting_is_an_old_server() {
     .await
     .unwrap_err();
     assert!(matches!(err, ConnectError::OldServer), "{err:?}");
+}
+
+// ---- TLS (`pool::conn::BackendConn::connect` upgrades between the greeting and the login) ----
+
+/// A self-signed certificate for the fake server (made once with `openssl req -x509`, EC P-256,
+/// valid to 2126), and its key.
+const FAKE_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBnTCCAUSgAwIBAgIUAayk83rUxRYMB+QeAWysAtGCjKYwCgYIKoZIzj0EAwIw
+FTETMBEGA1UEAwwKZmFrZS1teXNxbDAgFw0yNjExMjUwNDU5NThaGA8yMTI2MTEw
+MTA0NTk1OFowFTETMBEGA1UEAwwKZmFrZS1teXNxbDBZMBMGByqGSM49AgEGCCqG
+SM49AwEHA0IABPaSl3Ei0WrXE4PxOL/GJotKvYcIZTvNjnZA1j1cAR9/t4JCZ5PO
+33Fv63yXMWleYzTsA+O6WgNjPqLt+73NVgWjcDBuMB0GA1UdDgQWBBQ2ZQuytN1K
+GgPQmNxqDkp2WIlHzDAfBgNVHSMEGDAWgBQ2ZQuytN1KGgPQmNxqDkp2WIlHzDAP
+BgNVHRMBAf8EBTADAQH/MBsGA1UdEQQUMBKCCmZha2UtbXlzcWyHBH8AAAEwCgYI
+KoZIzj0EAwIDRwAwRAIgOWKfDUKZCL3eVZZS32q3Q0ZzeLTawqLOREcgM+TVy2AC
+IDLUuCiCEjLAzLuctaXk6+ey5fnlyaySJr0/3RNnuz30
+-----END CERTIFICATE-----
+";
+const FAKE_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg09KqxiZkphJK90nA
+4FMn4JljrgOgOIH0X1VmwBkRCOehRANCAAT2kpdxItFq1xOD8Ti/xiaLSr2HCGU7
+zY52QNY9XAEff7eCQmeTzt9xb+t8lzFpXmM07APjuloDYz6i7fu9zVYF
+-----END PRIVATE KEY-----
+";
+
+impl FakeServer {
+    /// Reads the client's SSL request (the handshake response's first 32 bytes, CLIENT_SSL set)
+    /// and runs the TLS handshake; the login goes on over TLS.
+    async fn accept_tls(mut self) -> FakeServer {
+        use rustls_pki_types::pem::PemObject;
+        let request = self.recv().await;
+        assert_eq!(request.len(), 32, "SSL request: {request:?}");
+        let caps = u32::from_le_bytes([request[0], request[1], request[2], request[3]]);
+        assert_ne!(caps & CLIENT_SSL, 0, "no CLIENT_SSL in the SSL request");
+        let cert = rustls_pki_types::CertificateDer::from_pem_slice(FAKE_CERT.as_bytes()).unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(FAKE_KEY.as_bytes()).unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(
+            std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()),
+        )
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let tls = acceptor.accept(self.io).await.expect("TLS handshake");
+        FakeServer {
+            io: Box::new(tls),
+            seq: self.seq,
+        }
+    }
+}
+
+/// Runs `BackendConn::connect` over TCP against `server` with `tls`, then surfaces any
+/// assertion the server failed.
+async fn connect_with<Fut>(
+    tls: &crate::tls::BackendTls,
+    server: impl FnOnce(FakeServer) -> Fut + Send + 'static,
+) -> Result<crate::pool::BackendConn, crate::pool::BackendError>
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (result, server) = connect_serving(tls, server).await;
+    if let Err(e) = server.await {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    result
+}
+
+/// `BackendConn::connect` against `server`, which goes on serving the connection after it.
+async fn connect_serving<Fut>(
+    tls: &crate::tls::BackendTls,
+    server: impl FnOnce(FakeServer) -> Fut + Send + 'static,
+) -> (
+    Result<crate::pool::BackendConn, crate::pool::BackendError>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let (io, _) = listener.accept().await.unwrap();
+        server(FakeServer {
+            io: Box::new(io),
+            seq: 0,
+        })
+        .await
+    });
+    // As the pools ask: results may end with an OK instead of an EOF.
+    let creds = Credentials {
+        capabilities: BACKEND_BASE | C::CLIENT_DEPRECATE_EOF,
+        ..creds(PASSWORD)
+    };
+    let conn =
+        crate::pool::BackendConn::connect(&address, &creds, Duration::from_secs(10), tls, &address);
+    // Guards against a client that waits forever; not a timing assertion.
+    let result = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("connect hung");
+    (result, server)
+}
+
+fn tls_mode(mode: crate::tls::BackendTlsMode) -> crate::tls::BackendTls {
+    crate::tls::BackendTls::load(mode, None, None).unwrap()
+}
+
+#[tokio::test]
+async fn mysql8_full_auth_over_tls_sends_the_password_in_clear() {
+    use crate::tls::BackendTlsMode::Required;
+    const MYSQL8_TLS_CAPS: u32 = MYSQL8_CAPS | CLIENT_SSL;
+    let conn = connect_with(&tls_mode(Required), |mut server| async move {
+        server
+            .send(&greeting("8.0.36", MYSQL8_TLS_CAPS, SHA2))
+            .await;
+        let mut server = server.accept_tls().await;
+        let expected = sha2_scramble(PASSWORD, NONCE);
+        let login = server.recv_login(MYSQL8_TLS_CAPS, SHA2, &expected).await;
+        assert_ne!(
+            login.capabilities & CLIENT_SSL,
+            0,
+            "CLIENT_SSL in the login"
+        );
+        server.send(PERFORM_FULL_AUTH).await;
+        let mut clear = PASSWORD.as_bytes().to_vec();
+        clear.push(0);
+        assert_eq!(server.recv().await, clear);
+        server.send(OK).await;
+    })
+    .await
+    .expect("logged in over TLS");
+    assert_eq!(conn.connection_id, CONNECTION_ID);
+}
+
+#[tokio::test]
+async fn a_server_without_tls_is_refused_when_tls_is_required_and_used_plain_when_preferred() {
+    use crate::tls::BackendTlsMode::{Preferred, Required, VerifyIdentity};
+    for mode in [Required, VerifyIdentity] {
+        let tls = match mode {
+            VerifyIdentity => {
+                let dir = std::env::temp_dir().join(format!("rwsplit-ca-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).unwrap();
+                let ca = dir.join("ca.pem");
+                std::fs::write(&ca, FAKE_CERT).unwrap();
+                let tls = crate::tls::BackendTls::load(mode, Some(&ca), None).unwrap();
+                std::fs::remove_dir_all(&dir).unwrap();
+                tls
+            }
+            _ => tls_mode(mode),
+        };
+        let r = connect_with(&tls, |mut server| async move {
+            server.send(&mysql8_greeting(SHA2)).await;
+            // The client hangs up without a login.
+            let mut rest = Vec::new();
+            server.io.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "the client sent {rest:?}");
+        })
+        .await;
+        match r {
+            Err(crate::pool::BackendError::TlsUnavailable { mode: m, .. }) => {
+                assert_eq!(m, mode.name())
+            }
+            Err(e) => panic!("{mode:?}: {e}"),
+            Ok(_) => panic!("{mode:?}: logged in without TLS"),
+        }
+    }
+    connect_with(&tls_mode(Preferred), |mut server| async move {
+        server.send(&mysql8_greeting(SHA2)).await;
+        let expected = sha2_scramble(PASSWORD, NONCE);
+        let login = server.recv_login(MYSQL8_CAPS, SHA2, &expected).await;
+        assert_eq!(login.capabilities & CLIENT_SSL, 0);
+        server.send(FAST_AUTH_SUCCESS).await;
+        server.send(OK).await;
+    })
+    .await
+    .expect("logged in without TLS");
+}
+
+// ---- `BackendConn::query_rows`, which the monitor reads replication state with ----
+
+/// Protocol::ColumnDefinition41 for a VARCHAR column `name`.
+fn column_definition(name: &str) -> Vec<u8> {
+    let mut p = Vec::new();
+    for s in ["def", "", "", "", name, name] {
+        p.push(u8::try_from(s.len()).unwrap());
+        p.extend_from_slice(s.as_bytes());
+    }
+    p.push(0x0c);
+    p.extend_from_slice(&45u16.to_le_bytes()); // character set
+    p.extend_from_slice(&1024u32.to_le_bytes()); // column length
+    p.push(0xfd); // MYSQL_TYPE_VAR_STRING
+    p.extend_from_slice(&[0, 0, 0, 0, 0]); // flags, decimals, filler
+    p
+}
+
+/// A text row: each value length-encoded, NULL as 0xFB.
+fn text_row(values: &[Option<&str>]) -> Vec<u8> {
+    let mut p = Vec::new();
+    for v in values {
+        match v {
+            Some(v) => {
+                p.push(u8::try_from(v.len()).unwrap());
+                p.extend_from_slice(v.as_bytes());
+            }
+            None => p.push(0xfb),
+        }
+    }
+    p
+}
+
+#[tokio::test]
+async fn query_rows_reads_names_values_and_nulls_with_either_end_of_rows() {
+    const CLIENT_DEPRECATE_EOF: u32 = 0x0100_0000;
+    const EOF: &[u8] = &[0xfe, 0x00, 0x00, 0x02, 0x00];
+    const END_OK: &[u8] = &[0xfe, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00];
+    let columns = [
+        "Replica_IO_Running",
+        "Seconds_Behind_Source",
+        "Last_IO_Error",
+    ];
+    let rows: [&[Option<&str>]; 2] = [
+        &[Some("Yes"), None, Some("")],
+        &[Some("Connecting"), Some("12"), Some("error reconnecting")],
+    ];
+    for deprecate_eof in [false, true] {
+        let offered = if deprecate_eof {
+            MYSQL8_CAPS
+        } else {
+            MYSQL8_CAPS & !CLIENT_DEPRECATE_EOF
+        };
+        let plain = crate::tls::BackendTls::default();
+        let (conn, server) = connect_serving(&plain, move |mut server| async move {
+            server.send(&greeting("8.0.36", offered, NATIVE)).await;
+            server
+                .recv_login(offered, NATIVE, &native_scramble(PASSWORD, NONCE))
+                .await;
+            server.send(OK).await;
+            for answer_error in [false, true] {
+                server.seq = 0;
+                assert_eq!(server.recv().await, b"\x03SHOW REPLICA STATUS");
+                if answer_error {
+                    server
+                        .send(&err_packet(1064, Some("42000"), "syntax"))
+                        .await;
+                    continue;
+                }
+                server.send(&[3]).await;
+                for c in columns {
+                    server.send(&column_definition(c)).await;
+                }
+                if !deprecate_eof {
+                    server.send(EOF).await;
+                }
+                for r in rows {
+                    server.send(&text_row(r)).await;
+                }
+                server.send(if deprecate_eof { END_OK } else { EOF }).await;
+            }
+        })
+        .await;
+        let mut conn = conn.expect("log in");
+        assert_eq!(conn.deprecate_eof(), deprecate_eof);
+        // Guards against a client that waits forever; not a timing assertion.
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.query_rows("SHOW REPLICA STATUS"),
+        )
+        .await
+        .expect("query_rows hung")
+        .expect("read")
+        .expect("rows");
+        assert_eq!(got.columns, columns);
+        let want: Vec<Vec<Option<String>>> = rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.map(str::to_string)).collect())
+            .collect();
+        assert_eq!(got.rows, want);
+        assert_eq!(got.get(0, "Seconds_Behind_Source"), None);
+        assert_eq!(got.get(1, "Seconds_Behind_Source"), Some("12"));
+        let e = tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.query_rows("SHOW REPLICA STATUS"),
+        )
+        .await
+        .expect("query_rows hung")
+        .expect("read")
+        .expect_err("the server's error");
+        assert_eq!(e.code(), 1064);
+        if let Err(e) = server.await {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
