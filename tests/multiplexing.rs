@@ -2922,6 +2922,51 @@ async fn prepared_scoped_and_mixed_sets_follow_the_session_to_every_connection()
     }
 }
 
+/// `SET NAMES ... COLLATE ...` as a prepared statement (Laravel's connector with native
+/// prepares): the server reports the character sets and the collation in an order of its own,
+/// and the session's reads on other connections must have the collation, not the character
+/// set's default (a character set replayed after the collation resets it).
+#[tokio::test]
+async fn a_prepared_set_names_with_a_collation_keeps_the_collation_on_every_connection() {
+    let proxy = Proxy::start();
+    proxy.replica_ready().await;
+    let t = unique("mux_coll");
+    let mut setup = proxy.conn().await;
+    setup
+        .query_drop(format!("CREATE TABLE {t} (x INT)"))
+        .await
+        .expect("create");
+    // The order the server reports in differs between connections: several sessions.
+    for session in 0..12 {
+        let (names, collation) = [
+            ("latin1' COLLATE 'latin1_german1_ci", "latin1_german1_ci"),
+            ("utf8mb4' COLLATE 'utf8mb4_unicode_ci", "utf8mb4_unicode_ci"),
+        ][session % 2];
+        let mut c = proxy.conn().await;
+        c.exec_drop(format!("SET NAMES '{names}'"), ())
+            .await
+            .expect("prepared SET NAMES");
+        for i in 0..3 {
+            c.query_drop(format!("INSERT INTO {t} VALUES ({i})"))
+                .await
+                .expect("write");
+            let got: Option<String> = c
+                .query_first(format!("SELECT @@collation_connection FROM {t} LIMIT 1"))
+                .await
+                .expect("read");
+            assert_eq!(
+                got.as_deref(),
+                Some(collation),
+                "session {session}, read {i}"
+            );
+        }
+    }
+    setup
+        .query_drop(format!("DROP TABLE {t}"))
+        .await
+        .expect("drop");
+}
+
 /// A RELEASE_LOCK of a lock the session does not hold still counts down its named locks; at
 /// zero the primary connection goes back to its pool reset, so a lock it still held is not
 /// left on a pooled connection for whoever gets it next.

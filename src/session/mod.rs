@@ -1302,7 +1302,8 @@ impl Session {
     /// compute again. That is only done for a single variable the server reported (a report
     /// narrowed by the client's own `session_track_system_variables` could leave some out);
     /// otherwise the statement is logged. A prepared `SET` (COM_STMT_EXECUTE) cannot be
-    /// replayed from its packet: it is logged as the values reported, or pins the session.
+    /// replayed from its packet: it is logged as its text when it has no parameters, else as
+    /// the values reported, or it pins the session.
     fn record_set(
         &mut self,
         class: &Classification,
@@ -1313,6 +1314,21 @@ impl Session {
             self.state.untracked_state = true;
         }
         if packet.first() != Some(&(Command::Query as u8)) {
+            // Without parameters a prepared `SET` is its text, logged as a text one would be.
+            // The report can miss what it set: MariaDB reports no `collation_connection` for
+            // `SET NAMES ... COLLATE ...` (Laravel's connector prepares that one).
+            let text = prepared::statement_id(packet)
+                .filter(|_| packet.first() == Some(&(Command::StmtExecute as u8)))
+                .and_then(|id| self.stmts.statements.get(&id))
+                .filter(|s| s.num_params == 0)
+                .map(|s| {
+                    let mut q = s.prepare_packet.clone();
+                    q[0] = Command::Query as u8;
+                    q
+                });
+            if let Some(q) = text {
+                return self.record_set(class, o, &q);
+            }
             if !self.state.record_tracked(&o.sysvars) {
                 self.state.untracked_state = true;
             }

@@ -323,7 +323,20 @@ impl State {
     /// like the session's own `SET`s. Returns whether anything was recorded.
     pub fn record_tracked(&mut self, sysvars: &[(String, String)]) -> bool {
         let mut any = false;
-        for (name, value) in sysvars {
+        // The values are the final ones, in the server's order, which is not the order they
+        // were set in. A character set's `SET` resets its collation to the default, so the
+        // collations go last: `SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci` (a prepared
+        // statement, as Laravel sends it) reported collation first would be replayed as
+        // utf8mb4_general_ci.
+        let collation = |name: &str| {
+            name.get(..10)
+                .is_some_and(|p| p.eq_ignore_ascii_case("collation_"))
+        };
+        let ordered = sysvars
+            .iter()
+            .filter(|(n, _)| !collation(n))
+            .chain(sysvars.iter().filter(|(n, _)| collation(n)));
+        for (name, value) in ordered {
             if let Some(packet) = tracked_set(name, value) {
                 self.record(var_key(&name.to_ascii_lowercase()), &packet);
                 any = true;
@@ -728,6 +741,31 @@ mod tests {
             [
                 &b"SET sql_mode=''"[..],
                 b"SET @@SESSION.sql_mode = 'TRADITIONAL'"
+            ]
+        );
+    }
+
+    #[test]
+    fn tracked_collations_are_replayed_after_their_character_sets() {
+        // The order MariaDB may report a prepared `SET NAMES utf8mb4 COLLATE
+        // utf8mb4_unicode_ci` in; replayed so, the character set would reset the collation.
+        let mut st = State::new(None, false, SERVER_STATUS_AUTOCOMMIT);
+        st.record_tracked(&[
+            ("collation_connection".into(), "utf8mb4_unicode_ci".into()),
+            ("character_set_client".into(), "utf8mb4".into()),
+            ("COLLATION_SERVER".into(), "latin1_german1_ci".into()),
+            ("character_set_connection".into(), "utf8mb4".into()),
+            ("character_set_server".into(), "latin1".into()),
+        ]);
+        let log: Vec<&[u8]> = st.replay.iter().map(|r| &r.packet[1..]).collect();
+        assert_eq!(
+            log,
+            [
+                &b"SET @@SESSION.character_set_client = 'utf8mb4'"[..],
+                b"SET @@SESSION.character_set_connection = 'utf8mb4'",
+                b"SET @@SESSION.character_set_server = 'latin1'",
+                b"SET @@SESSION.collation_connection = 'utf8mb4_unicode_ci'",
+                b"SET @@SESSION.collation_server = 'latin1_german1_ci'",
             ]
         );
     }
