@@ -577,6 +577,22 @@ async fn native_login(
     db: Option<&[u8]>,
     collation: u8,
 ) -> (tokio::net::TcpStream, [u8; 20], Vec<u8>) {
+    native_login_asking(
+        addr,
+        db,
+        collation,
+        mysql_common::constants::CapabilityFlags::empty(),
+    )
+    .await
+}
+
+/// `native_login` with capabilities `extra` set in the login whatever the greeting offered.
+async fn native_login_asking(
+    addr: std::net::SocketAddr,
+    db: Option<&[u8]>,
+    collation: u8,
+    extra: mysql_common::constants::CapabilityFlags,
+) -> (tokio::net::TcpStream, [u8; 20], Vec<u8>) {
     use mysql_common::constants::CapabilityFlags as C;
     use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
     use mysql_common::proto::MySerialize;
@@ -615,6 +631,8 @@ async fn native_login(
     let mut out = Vec::new();
     resp.serialize(&mut out);
     // Capabilities (4 bytes), max packet size (4), then the collation.
+    let flags = u32::from_le_bytes([out[0], out[1], out[2], out[3]]) | extra.bits();
+    out[..4].copy_from_slice(&flags.to_le_bytes());
     out[8] = collation;
     frame::write_packet(&mut s, seq.wrapping_add(1), &out)
         .await
@@ -623,6 +641,20 @@ async fn native_login(
         .await
         .expect("login reply");
     (s, scramble, buf)
+}
+
+/// A login that sets CLIENT_COMPRESS though rwsplit does not offer it (PHP's mysqlnd, which
+/// then compresses anyway) is refused with a message that says so, instead of its compressed
+/// commands being misread.
+#[tokio::test]
+async fn a_login_asking_for_compression_not_offered_is_refused_with_a_clear_error() {
+    let proxy = Proxy::start();
+    let compress = mysql_common::constants::CapabilityFlags::CLIENT_COMPRESS;
+    let reply = native_login_asking(proxy.addr, None, 45, compress).await.2;
+    let err = rwsplit::protocol::packets::parse_err(&reply).expect("an error");
+    let message = String::from_utf8_lossy(err.message);
+    assert_eq!(err.code, 1235, "{message}");
+    assert!(message.contains("compressed protocol"), "{message}");
 }
 
 /// A login asking for a character set no server takes for a client's text is refused with

@@ -14,6 +14,8 @@ pub enum HandshakeError {
     TlsRequested,
     #[error("the client does not speak protocol 4.1")]
     OldProtocol,
+    #[error("the client asked for the compressed protocol, which rwsplit does not offer")]
+    CompressionRequested,
 }
 
 /// Capabilities rwsplit can carry through faithfully. Not here: CLIENT_SSL and CLIENT_COMPRESS
@@ -144,6 +146,12 @@ pub fn parse_login(payload: &[u8], offered: C) -> Result<Login, HandshakeError> 
         if flags & C::CLIENT_PROTOCOL_41.bits() == 0 {
             return Err(HandshakeError::OldProtocol);
         }
+        // Clients on libmariadb or libmysqlclient, Go's, Connector/J leave the flag out when
+        // the server does not offer it; PHP's mysqlnd sets it and compresses regardless, and
+        // its next command would be misread (waited on until net_timeout).
+        if flags & C::CLIENT_COMPRESS.bits() != 0 && !offered.contains(C::CLIENT_COMPRESS) {
+            return Err(HandshakeError::CompressionRequested);
+        }
     }
     let resp: HandshakeResponse<'_> = ParseBuf(payload)
         .parse(())
@@ -213,9 +221,12 @@ mod tests {
 
     #[test]
     fn login_keeps_only_offered_capabilities() {
-        let caps = PROXY_CAPABILITIES | C::CLIENT_COMPRESS;
+        let caps = PROXY_CAPABILITIES | C::CLIENT_OPTIONAL_RESULTSET_METADATA;
         let l = parse_login(&login_bytes(caps, Some("app")), PROXY_CAPABILITIES).unwrap();
-        assert!(!l.capabilities.contains(C::CLIENT_COMPRESS));
+        assert!(
+            !l.capabilities
+                .contains(C::CLIENT_OPTIONAL_RESULTSET_METADATA)
+        );
         assert_eq!(l.user, "app");
         assert_eq!(l.database.as_deref(), Some("app"));
         assert_eq!(l.auth_response, b"12345678901234567890");

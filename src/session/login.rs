@@ -141,6 +141,12 @@ pub async fn accept(
                     "42000",
                     "rwsplit is not configured for TLS connections (proxy.tls_cert, tls_key)",
                 ),
+                HandshakeError::CompressionRequested => ClientError::new(
+                    1235,
+                    "42000",
+                    "rwsplit does not support the compressed protocol: turn compression off in \
+                     the client",
+                ),
                 _ => ClientError::bad_handshake(),
             };
             let _ = client.send_error(seq.wrapping_add(1), &err).await;
