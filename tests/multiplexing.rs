@@ -2156,6 +2156,95 @@ async fn kill_of_the_backend_thread_connection_id_gave_reaches_the_session_runni
         .expect("the session goes on");
 }
 
+/// The id `CONNECTION_ID()` gave a session names its own connection to its client. With
+/// multiplexing another session may run on that backend thread later: a `KILL QUERY` of the id
+/// from the first session is its own KILL interrupted (1317, as directly), and from a third
+/// session an unknown thread (1094); neither touches the statement running there, which that
+/// session never read the id of.
+#[tokio::test]
+async fn kill_query_of_a_thread_id_never_hits_a_session_that_did_not_read_it() {
+    let proxy = one_connection_per_server();
+    let mut reader = proxy.conn().await;
+    let mut bystander = proxy.conn().await;
+    reader.query_drop("BEGIN").await.expect("begin");
+    let thread: u32 = reader
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .expect("connection id")
+        .expect("row");
+    reader.query_drop("COMMIT").await.expect("commit");
+    let mut runner = proxy.conn().await;
+    let runner_id = runner.id();
+    let sleeping = tokio::spawn(async move {
+        runner.query_drop("BEGIN").await.expect("begin");
+        let r: Result<Option<i64>, _> = runner.query_first("SELECT SLEEP(2)").await;
+        r.map_err(|e| e.to_string())
+    });
+    proxy
+        .wait_session(runner_id, "the SLEEP never started on a backend", |i| {
+            i.backend_thread.is_some() && i.digest.as_deref().is_some_and(|d| d.contains("SLEEP"))
+        })
+        .await;
+    // The primary's one connection: the thread the reader was told of.
+    let running_on = proxy
+        .shared
+        .sessions
+        .lock()
+        .expect("sessions")
+        .get(&runner_id)
+        .and_then(|i| i.lock().expect("info").backend_thread);
+    assert_eq!(running_on, Some(thread));
+    let e = reader
+        .query_drop(format!("KILL QUERY {thread}"))
+        .await
+        .expect_err("its own KILL is interrupted");
+    assert!(e.to_string().contains("1317"), "{e}");
+    let e = bystander
+        .query_drop(format!("KILL QUERY {thread}"))
+        .await
+        .expect_err("a thread it knows nothing of");
+    assert!(e.to_string().contains("1094"), "{e}");
+    let slept = sleeping.await.expect("join");
+    assert_eq!(slept, Ok(Some(0)), "the running statement was interrupted");
+    reader
+        .query_drop("SELECT 1")
+        .await
+        .expect("the reader goes on");
+}
+
+/// `KILL` with a quoted id (what a client that quotes its parameters sends) or comments is the
+/// plain form; in a prepared statement, a `PREPARE` or an `EXECUTE IMMEDIATE` it is refused
+/// (1235), never passed to a server, which would take the id for one of its threads: whatever
+/// session's connection that is.
+#[tokio::test]
+async fn kill_is_answered_by_rwsplit_in_every_form_or_refused() {
+    let proxy = Proxy::start();
+    let mut c = proxy.conn().await;
+    let id = c.id();
+    let e = c
+        .query_drop(format!("KILL /* cancel */ QUERY '{id}'"))
+        .await
+        .expect_err("its own KILL is interrupted");
+    assert!(e.to_string().contains("1317"), "{e}");
+    for sql in [
+        format!("EXECUTE IMMEDIATE 'KILL QUERY {id}'"),
+        format!("PREPARE s FROM 'KILL {id}'"),
+    ] {
+        let e = c.query_drop(&sql).await.expect_err("refused");
+        assert!(e.to_string().contains("1235"), "{sql}: {e}");
+    }
+    let e = c
+        .exec_drop("KILL QUERY ?", (id,))
+        .await
+        .expect_err("refused");
+    assert!(e.to_string().contains("1235"), "{e}");
+    let one: Option<i64> = c
+        .query_first("SELECT 1")
+        .await
+        .expect("the session goes on");
+    assert_eq!(one, Some(1));
+}
+
 async fn running_on_a_backend(proxy: &Proxy, id: u32) {
     proxy
         .wait_session(id, "the statement never started on a backend", |i| {

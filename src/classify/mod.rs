@@ -180,6 +180,9 @@ pub struct Classification {
     /// `SET STATEMENT var = value FOR stmt`: the rest classifies `stmt`; the variables are the
     /// statement's alone (the server puts them back after it), not the session's.
     pub scoped_set: bool,
+    /// Calls `CONNECTION_ID()`: the client learns the backend thread the statement ran on, an
+    /// id a `KILL QUERY` of its may name later.
+    pub reads_connection_id: bool,
 }
 
 impl Classification {
@@ -264,6 +267,7 @@ fn write(reason: PrimaryReason) -> Classification {
         idempotent: false,
         diagnostics: false,
         scoped_set: false,
+        reads_connection_id: false,
     }
 }
 
@@ -678,6 +682,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
     let mut from = false;
     let mut effect = None;
     let mut diagnostics = false;
+    let mut connection_id = false;
     let show = word(toks.first(), "SHOW");
     // `REPLACE(`/`INSERT(` inside a SELECT: string functions, or a write the full parse finds.
     let mut unsure = false;
@@ -749,6 +754,9 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
                     call_effect(w, with_argument(toks, i))
                 };
                 effect = keep(effect, called);
+            }
+            Token::Word(w) if next == Some(&Token::Punct(b'(')) && is(w, "CONNECTION_ID") => {
+                connection_id = true
             }
             // MariaDB's `BINLOG_GTID_POS()`: a position in the primary's binary log.
             Token::Word(w) if is(w, "BINLOG_GTID_POS") && next == Some(&Token::Punct(b'(')) => {
@@ -822,7 +830,7 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             _ => {}
         }
     }
-    match reason {
+    let class = match reason {
         Some(r) => Classification { effect, ..write(r) },
         None if unsure => write(R::Unsure),
         None => Classification {
@@ -831,6 +839,10 @@ fn read_or_write(toks: &[Token<'_>], plain: bool, reading: Reading) -> Classific
             diagnostics,
             ..of(StatementKind::Read)
         },
+    };
+    Classification {
+        reads_connection_id: connection_id,
+        ..class
     }
 }
 
@@ -1334,6 +1346,72 @@ pub fn with_last_gtid(sql: &[u8], own: &str, backslash_escapes: bool) -> Option<
     }
     out.extend_from_slice(&sql[copied..]);
     Some(out)
+}
+
+/// `KILL [HARD | SOFT] [CONNECTION | QUERY] n`: the id and whether only the query is killed.
+/// The id may be quoted (`KILL QUERY '12'`, what a client that quotes its parameters sends);
+/// comments may stand anywhere. `KILL QUERY ID` (a query id, MariaDB), `KILL USER` and ids
+/// computed by an expression are not supported (`None`).
+pub fn kill_target(sql: &[u8]) -> Option<(u32, bool)> {
+    let mut lx = Lexer::new(sql);
+    let mut toks = std::iter::from_fn(|| {
+        let at = lx.next_token_at();
+        lx.next().map(|t| (at, t))
+    });
+    let mut t = toks.next()?;
+    if !matches!(t.1, Token::Word(w) if is(w, "KILL")) {
+        return None;
+    }
+    t = toks.next()?;
+    if matches!(t.1, Token::Word(w) if is(w, "HARD") || is(w, "SOFT")) {
+        t = toks.next()?;
+    }
+    let mut query_only = false;
+    if matches!(t.1, Token::Word(w) if is(w, "QUERY")) {
+        query_only = true;
+        t = toks.next()?;
+    } else if matches!(t.1, Token::Word(w) if is(w, "CONNECTION")) {
+        t = toks.next()?;
+    }
+    let (at, tok) = t;
+    let rest = sql.get(at..)?;
+    let digits = match tok {
+        Token::Number => rest,
+        // The same quote must close it right after the digits.
+        Token::Quoted => {
+            let quote = *rest.first()?;
+            let inner = rest.get(1..)?;
+            let n = inner.iter().take_while(|b| b.is_ascii_digit()).count();
+            if inner.get(n) != Some(&quote) {
+                return None;
+            }
+            inner
+        }
+        _ => return None,
+    };
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    // A number that goes on past its digits (`12.5`, `12e3`, `0x1f`) is not an id.
+    if matches!(digits.get(n), Some(b) if b.is_ascii_alphanumeric() || *b == b'.') {
+        return None;
+    }
+    let id = std::str::from_utf8(digits.get(..n)?).ok()?.parse().ok()?;
+    match toks.next() {
+        None | Some((_, Token::Punct(b';'))) => Some((id, query_only)),
+        _ => None,
+    }
+}
+
+/// Whether a `PREPARE ... FROM '...'` or `EXECUTE IMMEDIATE '...'` runs a `KILL` (its string
+/// starts with the word). rwsplit answers `KILL` itself: the ids its clients know are its own
+/// session ids, or backend threads that may serve another session by now, and a `KILL` the
+/// server ran would hit whatever runs on that thread.
+pub fn runs_kill(sql: &[u8]) -> bool {
+    let Some(q) = sql.iter().position(|&b| b == b'\'' || b == b'"') else {
+        return false;
+    };
+    let inner = &sql[q + 1..];
+    let mut lx = Lexer::new(inner);
+    matches!(lx.next(), Some(Token::Word(w)) if is(w, "KILL"))
 }
 
 /// Whether `sql` has the word `XA` anywhere, strings included (`EXECUTE IMMEDIATE 'XA START

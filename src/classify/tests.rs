@@ -1331,3 +1331,65 @@ fn xa_is_found_by_name_in_text_rwsplit_does_not_take_apart() {
         assert!(!crate::classify::names_xa(sql.as_bytes()), "{sql}");
     }
 }
+
+#[test]
+fn kill_targets_are_read_with_comments_and_quoted_ids() {
+    for (sql, want) in [
+        ("KILL 5", Some((5, false))),
+        ("kill query 12;", Some((12, true))),
+        ("KILL CONNECTION 7", Some((7, false))),
+        ("KILL HARD QUERY 9", Some((9, true))),
+        ("KILL /*x*/ QUERY /* y */ 123 -- done", Some((123, true))),
+        ("/* lead */ KILL QUERY 4", Some((4, true))),
+        ("KILL QUERY '123'", Some((123, true))),
+        ("KILL QUERY \"8\"", Some((8, true))),
+        ("KILL QUERY 12.5", None),
+        ("KILL QUERY 0x1f", None),
+        ("KILL QUERY '12' + 1", None),
+        ("KILL QUERY '12\"", None),
+        ("KILL QUERY 'x'", None),
+        ("KILL QUERY ID 5", None),
+        ("KILL USER app", None),
+        ("KILL CONNECTION_ID()", None),
+        ("KILL (SELECT 5)", None),
+        ("KILL 5 6", None),
+        ("KILL 99999999999", None),
+        ("SELECT 5", None),
+    ] {
+        assert_eq!(kill_target(sql.as_bytes()), want, "{sql:?}");
+    }
+}
+
+#[test]
+fn prepares_and_immediates_that_run_a_kill_are_told() {
+    for (sql, kill) in [
+        ("PREPARE s FROM 'KILL QUERY 5'", true),
+        ("PREPARE s FROM ' /* x */ kill 5'", true),
+        ("EXECUTE IMMEDIATE 'KILL QUERY 12'", true),
+        ("EXECUTE IMMEDIATE \"KILL 12\"", true),
+        ("EXECUTE IMMEDIATE 'SELECT ''kill'''", false),
+        ("PREPARE s FROM 'SELECT 1'", false),
+        ("PREPARE s FROM @sql", false),
+        ("EXECUTE IMMEDIATE 'KILLED'", false),
+    ] {
+        assert_eq!(runs_kill(sql.as_bytes()), kill, "{sql:?}");
+    }
+}
+
+#[test]
+fn reads_of_connection_id_are_marked() {
+    for (sql, marked) in [
+        ("SELECT CONNECTION_ID()", true),
+        ("select connection_id ( )", true),
+        ("SELECT CONNECTION_ID() FROM t FOR UPDATE", true),
+        ("SELECT connection_id FROM t", false),
+        ("SELECT 'CONNECTION_ID()'", false),
+        ("SELECT 1", false),
+    ] {
+        assert_eq!(
+            classify(sql.as_bytes()).reads_connection_id,
+            marked,
+            "{sql:?}"
+        );
+    }
+}

@@ -36,6 +36,11 @@ impl Session {
         let dialect = self.dialect();
         let (class, digest) = self.digests.classify(&packet[1..], dialect);
         self.digest = Some(digest.clone());
+        if class.kind == crate::classify::StatementKind::Kill {
+            return self
+                .reply(&ClientError::not_supported(super::KILL_PREPARED))
+                .await;
+        }
         let proxy_id = self.stmts.next_id();
         let cmd = Cmd::Prepare { packet, proxy_id };
         let Some((slot, o)) = self.execute(&class, cmd, K::StmtPrepare, None).await? else {
@@ -518,6 +523,15 @@ impl Session {
         query_only: bool,
     ) -> Result<(), SessionError> {
         let unknown = format!("Unknown thread id: {id}");
+        // A thread the session itself read with `CONNECTION_ID()`: to its client that is its
+        // own connection, whichever session runs there now.
+        let own_thread = {
+            let i = self.info.lock().unwrap_or_else(|p| p.into_inner());
+            i.connection_ids.iter().any(|&(_, t)| t == id)
+        };
+        if own_thread {
+            return self.kill_self(query_only).await;
+        }
         let Some((info, by_thread)) = self.shared.session_for_kill(id, query_only) else {
             return self.reply(&ClientError::new(1094, "HY000", &unknown)).await;
         };
@@ -551,23 +565,7 @@ impl Session {
             return self.reply(&ClientError::new(1095, "HY000", &msg)).await;
         };
         if std::sync::Arc::ptr_eq(&info, &self.info) {
-            // The session kills itself: the KILL is the statement interrupted, as on the
-            // server (MariaDB says 1927 when the connection goes, MySQL 1317 either way).
-            let flavor = crate::monitor::replication::Flavor::of(
-                &self.shared.health.identity.load().version,
-            );
-            let mariadb = flavor == crate::monitor::replication::Flavor::MariaDb;
-            let e = if query_only || !mariadb {
-                ClientError::new(1317, "70100", "Query execution was interrupted")
-            } else {
-                ClientError::new(1927, "70100", "Connection was killed")
-            };
-            self.reply(&e).await?;
-            return if query_only {
-                Ok(())
-            } else {
-                Err(SessionError::Killed)
-            };
+            return self.kill_self(query_only).await;
         }
         if let Some(((backend, at), thread)) = running {
             tracing::info!(parent: &self.span, session = id, thread, query_only, "KILL from a client");
@@ -578,6 +576,25 @@ impl Session {
         let status = self.status();
         self.client.send_ok(self.seq, status).await?;
         Ok(())
+    }
+
+    /// The session kills itself: the KILL is the statement interrupted, as on the server
+    /// (MariaDB says 1927 when the connection goes, MySQL 1317 either way).
+    async fn kill_self(&mut self, query_only: bool) -> Result<(), SessionError> {
+        let flavor =
+            crate::monitor::replication::Flavor::of(&self.shared.health.identity.load().version);
+        let mariadb = flavor == crate::monitor::replication::Flavor::MariaDb;
+        let e = if query_only || !mariadb {
+            ClientError::new(1317, "70100", "Query execution was interrupted")
+        } else {
+            ClientError::new(1927, "70100", "Connection was killed")
+        };
+        self.reply(&e).await?;
+        if query_only {
+            Ok(())
+        } else {
+            Err(SessionError::Killed)
+        }
     }
 
     /// The session's user's settings from the config (after a reset or change of user).

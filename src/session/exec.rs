@@ -1467,6 +1467,14 @@ impl Session {
                 i.running_on = Some(target.backend());
                 i.running_at = Some(conn.reached.clone());
                 i.backend_thread = Some(thread);
+                if class.reads_connection_id {
+                    let at = (target.backend(), thread);
+                    i.connection_ids.retain(|&c| c != at);
+                    if i.connection_ids.len() == super::CONNECTION_IDS_KEPT {
+                        i.connection_ids.remove(0);
+                    }
+                    i.connection_ids.push(at);
+                }
             }
             let result = {
                 let _in_flight = InFlight::new(&self.shared, target.backend());

@@ -126,9 +126,11 @@ impl Shared {
     }
 
     /// The session `KILL id` means: the session with that id, else, for `KILL QUERY`
-    /// (`query_only`), the one session whose statement runs on backend thread `id` now (the id
-    /// `CONNECTION_ID()` gave it); the second of the pair says which. Never a whole session
-    /// by thread: with multiplexing, the session that read that id may be gone from it.
+    /// (`query_only`), the one session whose statement runs on backend thread `id` now and
+    /// that read that id there with `CONNECTION_ID()`; the second of the pair says which.
+    /// Never a whole session by thread, nor one that runs on the thread without having read
+    /// its id: with multiplexing, the thread the killer was told of may serve another session
+    /// by now.
     pub(crate) fn session_for_kill(
         &self,
         id: u32,
@@ -143,7 +145,9 @@ impl Shared {
         }
         let mut running = sessions.values().filter(|i| {
             let i = i.lock().unwrap_or_else(|p| p.into_inner());
-            i.running_on.is_some() && i.backend_thread == Some(id)
+            i.running_on.is_some_and(|b| {
+                i.backend_thread == Some(id) && i.connection_ids.contains(&(b, id))
+            })
         });
         match (running.next(), running.next()) {
             (Some(i), None) => Some((i.clone(), true)),
@@ -360,6 +364,10 @@ impl UserSettings {
     }
 }
 
+/// How many `CONNECTION_ID()` answers a session's KILL-by-thread record keeps
+/// (`SessionInfo::connection_ids`).
+pub(crate) const CONNECTION_IDS_KEPT: usize = 8;
+
 /// A session as the admin API shows it (like a SHOW PROCESSLIST row).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionInfo {
@@ -386,6 +394,11 @@ pub struct SessionInfo {
     /// Set by a KILL aimed at `backend_thread`; the session then does not reuse that connection.
     #[serde(skip)]
     pub kill_sent: bool,
+    /// The backend threads (backend id, thread) the session's last `CONNECTION_ID()` calls
+    /// ran on, newest last (at most `CONNECTION_IDS_KEPT`): the only threads a `KILL QUERY` by
+    /// thread finds the session by, since with multiplexing another session may run there.
+    #[serde(skip)]
+    pub connection_ids: Vec<(usize, u32)>,
     /// Wakes the session (`KILL CONNECTION`, which sets `killed` first, or shutdown).
     #[serde(skip)]
     pub wake: Arc<wakeup::Wakeup>,
@@ -470,6 +483,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         running_on: None,
         running_at: None,
         kill_sent: false,
+        connection_ids: Vec::new(),
         wake: wake.clone(),
         killed: false,
         since: std::time::Instant::now(),
@@ -885,7 +899,7 @@ impl Session {
         if class.kind == StatementKind::Kill {
             // The id the client knows is rwsplit's session id; forwarding it would kill an
             // unrelated backend thread.
-            return match parse_kill(&packet[1..]) {
+            return match crate::classify::kill_target(&packet[1..]) {
                 Some((id, query_only)) => self.kill_session(id, query_only).await,
                 None => {
                     self.reply(&ClientError::not_supported(
@@ -894,6 +908,11 @@ impl Session {
                     .await
                 }
             };
+        }
+        if class.reason == Some(crate::classify::PrimaryReason::SqlPrepare)
+            && crate::classify::runs_kill(&packet[1..])
+        {
+            return self.reply(&ClientError::not_supported(KILL_PREPARED)).await;
         }
         // The diagnostics of the last statement live on its connection (or on the one kept
         // for them, past statements that leave them alone). Any other connection's are
@@ -1485,34 +1504,10 @@ impl Session {
     }
 }
 
-/// `KILL [CONNECTION | QUERY] n`: the id and whether only the query is killed. `KILL QUERY ID`
-/// (a query id, MariaDB) and user-wide forms are not supported.
-fn parse_kill(sql: &[u8]) -> Option<(u32, bool)> {
-    let text = std::str::from_utf8(sql).ok()?;
-    let mut words = text
-        .trim()
-        .trim_end_matches(';')
-        .split_ascii_whitespace()
-        .skip_while(|w| w.starts_with("/*"));
-    if !words.next()?.eq_ignore_ascii_case("KILL") {
-        return None;
-    }
-    let mut w = words.next()?;
-    let mut query_only = false;
-    for modifier in ["HARD", "SOFT"] {
-        if w.eq_ignore_ascii_case(modifier) {
-            w = words.next()?;
-        }
-    }
-    if w.eq_ignore_ascii_case("QUERY") {
-        query_only = true;
-        w = words.next()?;
-    } else if w.eq_ignore_ascii_case("CONNECTION") {
-        w = words.next()?;
-    }
-    let id = w.parse().ok()?;
-    words.next().is_none().then_some((id, query_only))
-}
+/// What a `KILL` rwsplit cannot answer itself is refused as: one the server ran would take
+/// the id for a backend thread, which may serve any session.
+pub(super) const KILL_PREPARED: &str =
+    "KILL in a prepared statement, PREPARE or EXECUTE IMMEDIATE (send KILL as a plain query)";
 
 /// A synthetic classification for commands that are not SQL text.
 fn read_class() -> Classification {
