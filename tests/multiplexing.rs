@@ -716,6 +716,66 @@ async fn warnings_stay_readable_past_statements_that_leave_them() {
     c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
 }
 
+/// Diagnostics read and made through prepared statements (PDO with native prepares sends
+/// `SHOW WARNINGS` so; DBD with `server_prepare`) answer as directly: a prepared `SHOW
+/// WARNINGS` or `@@warning_count` reads the last statement's, wherever that ran, and a prepare
+/// that failed is the error `SHOW ERRORS` shows next.
+#[tokio::test]
+async fn prepared_statements_read_and_make_diagnostics_as_directly() {
+    async fn codes(c: &mut Conn, sql: &str, prepared: bool) -> Vec<u16> {
+        let rows: Vec<(String, u16, String)> = if prepared {
+            c.exec(sql, ()).await.expect(sql)
+        } else {
+            c.query(sql).await.expect(sql)
+        };
+        rows.into_iter().map(|(_, code, _)| code).collect()
+    }
+    async fn run(c: &mut Conn, t: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        // Warnings of a write, on the primary.
+        c.query_drop(format!(
+            "INSERT IGNORE INTO {t} VALUES (1, 1000), (1, 5), (2, NULL)"
+        ))
+        .await
+        .expect("insert ignore");
+        seen.push(format!("{:?}", codes(c, "SHOW WARNINGS", true).await));
+        let n: Option<u64> = c
+            .exec_first("SELECT @@warning_count", ())
+            .await
+            .expect("count");
+        seen.push(format!("{n:?}"));
+        // A warning of a read (a replica through rwsplit).
+        let v: Option<i64> = c
+            .query_first("SELECT CAST('12abc' AS SIGNED)")
+            .await
+            .expect("cast");
+        seen.push(format!("{v:?}"));
+        seen.push(format!("{:?}", codes(c, "SHOW WARNINGS", true).await));
+        // A prepare the server refuses: its error is the session's last.
+        let e = c
+            .prep("SELECT * FROM no_such_table_diag")
+            .await
+            .expect_err("no such table");
+        seen.push(format!("{:?}", common::server_code(&e)));
+        seen.push(format!("{:?}", codes(c, "SHOW ERRORS", false).await));
+        seen
+    }
+    let proxy = Proxy::start();
+    proxy.replica_ready().await;
+    let mut c = proxy.conn().await;
+    let t = common::create_table(&mut c, "pdiag", "id INT PRIMARY KEY, v TINYINT NOT NULL").await;
+    let mut d = direct(common::PRIMARY_PORT).await;
+    d.query_drop("USE app").await.expect("use");
+    let direct_seen = run(&mut d, &t).await;
+    c.query_drop(format!("DELETE FROM {t}"))
+        .await
+        .expect("empty");
+    let proxied = run(&mut c, &t).await;
+    assert_eq!(proxied, direct_seen);
+    assert_eq!(direct_seen[0], "[1264, 1062, 1048]", "{direct_seen:?}");
+    c.query_drop(format!("DROP TABLE {t}")).await.expect("drop");
+}
+
 /// Another session's warnings never show: a connection lent with warnings a session left
 /// there (it moved on to a replica) is cleared before a `SHOW WARNINGS` of a session that has
 /// run only statements that leave diagnostics alone on it (`BEGIN`).

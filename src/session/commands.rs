@@ -43,9 +43,11 @@ impl Session {
         }
         let proxy_id = self.stmts.next_id();
         let cmd = Cmd::Prepare { packet, proxy_id };
-        let Some((slot, o)) = self.execute(&class, cmd, K::StmtPrepare, None).await? else {
+        let forced = self.diagnostics_target(&class);
+        let Some((slot, o)) = self.execute(&class, cmd, K::StmtPrepare, forced).await? else {
             return Ok(());
         };
+        self.after_prepare(&class, slot, &o);
         if let Some(p) = o.prepared {
             let key = crate::pool::conn::statement_key(packet);
             let mut on = None;
@@ -124,8 +126,9 @@ impl Session {
         }
         let cursor = prepared::wants_cursor(packet);
         let kind = K::StmtExecute { cursor };
+        let at = forced.or_else(|| self.diagnostics_target(&class));
         let res = self
-            .execute(&class, Cmd::Execute { packet, id }, kind, forced)
+            .execute(&class, Cmd::Execute { packet, id }, kind, at)
             .await?;
         self.stmts.set_last(id, res.as_ref().map(|(slot, _)| *slot));
         // The server drops long data once it ran the statement, whatever the outcome. One

@@ -914,18 +914,7 @@ impl Session {
         {
             return self.reply(&ClientError::not_supported(KILL_PREPARED)).await;
         }
-        // The diagnostics of the last statement live on its connection (or on the one kept
-        // for them, past statements that leave them alone). Any other connection's are
-        // cleared before it runs a statement of the session (`checkout_as`).
-        let forced = if class.kind == StatementKind::Read && class.diagnostics {
-            let at = match self.until_next {
-                Some(("warnings", s)) => Some(s),
-                _ => self.last_slot,
-            };
-            at.and_then(|s| self.slot_target(s))
-        } else {
-            None
-        };
+        let forced = self.diagnostics_target(&class);
         let done = self
             .execute(&class, Cmd::Raw(packet), K::Query, forced)
             .await;
@@ -1312,6 +1301,44 @@ impl Session {
         }
         if opened_tables && !began {
             self.leftovers[Slot::Primary as usize] = true;
+        }
+    }
+
+    /// Where a statement that reads the diagnostics of the session's last statement must run:
+    /// they live on that statement's connection (or on the one kept for them, past statements
+    /// that leave them alone). Any other connection's are cleared before it runs a statement
+    /// of the session (`checkout_as`). `None` for other statements. For `SHOW WARNINGS` and
+    /// the like in text, prepared (PDO's native prepares) and executed alike.
+    fn diagnostics_target(&self, class: &Classification) -> Option<crate::route::Target> {
+        if class.kind != StatementKind::Read || !class.diagnostics {
+            return None;
+        }
+        let at = match self.until_next {
+            Some(("warnings", s)) => Some(s),
+            _ => self.last_slot,
+        };
+        at.and_then(|s| self.slot_target(s))
+    }
+
+    /// After a COM_STMT_PREPARE: its error or warnings are the session's diagnostics now, and
+    /// preparing a statement clears the last one's, unless it prepared one that reads them
+    /// (`SHOW WARNINGS`, which the server leaves them for, as when it runs).
+    fn after_prepare(
+        &mut self,
+        class: &Classification,
+        slot: Slot,
+        o: &crate::protocol::response::Outcome,
+    ) {
+        if class.diagnostics {
+            return;
+        }
+        self.last_slot = Some(slot);
+        self.diagnostics_own[slot as usize] = true;
+        self.diagnostics_own[slot.other() as usize] = false;
+        if o.error.is_some() || o.warnings > 0 {
+            self.until_next = Some(("warnings", slot));
+        } else if matches!(self.until_next, Some(("warnings", _))) {
+            self.until_next = None;
         }
     }
 
