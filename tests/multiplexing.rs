@@ -2272,8 +2272,8 @@ async fn kill_query_of_a_thread_id_never_hits_a_session_that_did_not_read_it() {
         .expect("the reader goes on");
 }
 
-/// `KILL` with a quoted id (what a client that quotes its parameters sends) or comments is the
-/// plain form; in a prepared statement, a `PREPARE` or an `EXECUTE IMMEDIATE` it is refused
+/// `KILL` with a quoted id (what a client that quotes its parameters sends), comments or
+/// `CONNECTION_ID()` is the plain form; in a prepared statement, a `PREPARE` or an `EXECUTE IMMEDIATE` it is refused
 /// (1235), never passed to a server, which would take the id for one of its threads: whatever
 /// session's connection that is.
 #[tokio::test]
@@ -2298,11 +2298,25 @@ async fn kill_is_answered_by_rwsplit_in_every_form_or_refused() {
         .await
         .expect_err("refused");
     assert!(e.to_string().contains("1235"), "{e}");
+    let e = c
+        .query_drop("KILL QUERY CONNECTION_ID()")
+        .await
+        .expect_err("its own KILL is interrupted");
+    assert!(e.to_string().contains("1317"), "{e}");
     let one: Option<i64> = c
         .query_first("SELECT 1")
         .await
         .expect("the session goes on");
     assert_eq!(one, Some(1));
+    // As directly on MariaDB: 1927, and the connection ends.
+    let e = c
+        .query_drop("KILL CONNECTION_ID()")
+        .await
+        .expect_err("it kills itself");
+    assert!(e.to_string().contains("1927"), "{e}");
+    c.query_drop("SELECT 1")
+        .await
+        .expect_err("the connection is gone");
 }
 
 async fn running_on_a_backend(proxy: &Proxy, id: u32) {

@@ -1348,11 +1348,19 @@ pub fn with_last_gtid(sql: &[u8], own: &str, backslash_escapes: bool) -> Option<
     Some(out)
 }
 
+/// Whom a `KILL` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillId {
+    Id(u32),
+    /// `CONNECTION_ID()`: the killing connection itself.
+    Own,
+}
+
 /// `KILL [HARD | SOFT] [CONNECTION | QUERY] n`: the id and whether only the query is killed.
-/// The id may be quoted (`KILL QUERY '12'`, what a client that quotes its parameters sends);
-/// comments may stand anywhere. `KILL QUERY ID` (a query id, MariaDB), `KILL USER` and ids
-/// computed by an expression are not supported (`None`).
-pub fn kill_target(sql: &[u8]) -> Option<(u32, bool)> {
+/// The id may be quoted (`KILL QUERY '12'`, what a client that quotes its parameters sends) or
+/// `CONNECTION_ID()`; comments may stand anywhere. `KILL QUERY ID` (a query id, MariaDB),
+/// `KILL USER` and ids computed by other expressions are not supported (`None`).
+pub fn kill_target(sql: &[u8]) -> Option<(KillId, bool)> {
     let mut lx = Lexer::new(sql);
     let mut toks = std::iter::from_fn(|| {
         let at = lx.next_token_at();
@@ -1374,6 +1382,21 @@ pub fn kill_target(sql: &[u8]) -> Option<(u32, bool)> {
         t = toks.next()?;
     }
     let (at, tok) = t;
+    if matches!(tok, Token::Word(w) if is(w, "CONNECTION_ID")) {
+        return match [toks.next(), toks.next(), toks.next()] {
+            [
+                Some((_, Token::Punct(b'('))),
+                Some((_, Token::Punct(b')'))),
+                None,
+            ]
+            | [
+                Some((_, Token::Punct(b'('))),
+                Some((_, Token::Punct(b')'))),
+                Some((_, Token::Punct(b';'))),
+            ] => Some((KillId::Own, query_only)),
+            _ => None,
+        };
+    }
     let rest = sql.get(at..)?;
     let digits = match tok {
         Token::Number => rest,
@@ -1396,7 +1419,7 @@ pub fn kill_target(sql: &[u8]) -> Option<(u32, bool)> {
     }
     let id = std::str::from_utf8(digits.get(..n)?).ok()?.parse().ok()?;
     match toks.next() {
-        None | Some((_, Token::Punct(b';'))) => Some((id, query_only)),
+        None | Some((_, Token::Punct(b';'))) => Some((KillId::Id(id), query_only)),
         _ => None,
     }
 }

@@ -583,7 +583,7 @@ impl Session {
 
     /// The session kills itself: the KILL is the statement interrupted, as on the server
     /// (MariaDB says 1927 when the connection goes, MySQL 1317 either way).
-    async fn kill_self(&mut self, query_only: bool) -> Result<(), SessionError> {
+    pub(super) async fn kill_self(&mut self, query_only: bool) -> Result<(), SessionError> {
         let flavor =
             crate::monitor::replication::Flavor::of(&self.shared.health.identity.load().version);
         let mariadb = flavor == crate::monitor::replication::Flavor::MariaDb;

@@ -899,8 +899,10 @@ impl Session {
         if class.kind == StatementKind::Kill {
             // The id the client knows is rwsplit's session id; forwarding it would kill an
             // unrelated backend thread.
+            use crate::classify::KillId;
             return match crate::classify::kill_target(&packet[1..]) {
-                Some((id, query_only)) => self.kill_session(id, query_only).await,
+                Some((KillId::Id(id), query_only)) => self.kill_session(id, query_only).await,
+                Some((KillId::Own, query_only)) => self.kill_self(query_only).await,
                 None => {
                     self.reply(&ClientError::not_supported(
                         "this form of KILL through the proxy",
