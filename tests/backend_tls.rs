@@ -243,6 +243,54 @@ async fn certificates_are_checked_as_the_mode_says() {
     );
 }
 
+/// A reload that turns TLS on is used from the next connection on, by the pools and by the
+/// monitor, whose account requires TLS: the backends it could not log in to come up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_backend_tls_on_for_pools_and_monitor() {
+    tls_accounts().await;
+    let text = |backend_tls: &str| {
+        let t = std::fs::read_to_string(format!("{}/config/test.toml", repo_root()))
+            .expect("read config/test.toml")
+            .replace("listen = \"127.0.0.1:6034\"", "listen = \"127.0.0.1:0\"")
+            .replace(
+                "name = \"app\"\npassword = \"app\"",
+                "name = \"app_tls\"\npassword = \"app_tls\"",
+            )
+            .replace(
+                "user = \"rwsplit_monitor\"\npassword = \"monitor\"",
+                "user = \"monitor_tls\"\npassword = \"monitor_tls\"",
+            )
+            .replace("127.0.0.1:3306", &format!("127.0.0.1:{}", faults::BASE))
+            .replace("127.0.0.1:3307", &format!("127.0.0.1:{}", faults::BASE + 1))
+            .replace("127.0.0.1:3308", &format!("127.0.0.1:{}", faults::BASE + 2));
+        format!("{t}\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[backend_tls]\n{backend_tls}\n")
+    };
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("btls_reload")));
+    std::fs::write(&path, text("mode = \"disabled\"")).expect("write");
+    let proxy = Proxy::start_with(|_| text("mode = \"disabled\""));
+    proxy.shared.config_path.set(path.clone()).expect("path");
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "the monitor logged in without TLS",
+        async || match backends_up(&proxy).await {
+            up if up.iter().all(|u| !u) => Ok(()),
+            up => Err(format!("{up:?}")),
+        },
+    )
+    .await;
+    std::fs::write(&path, text("mode = \"required\"")).expect("write");
+    rwsplit::reload::reload_file(&proxy.shared)
+        .await
+        .expect("reload");
+    proxy.replica_ready().await;
+    let mut c = mysql_async::Conn::new(as_user(&proxy, "app_tls"))
+        .await
+        .expect("log in");
+    assert!(!read_on_a_replica_and_cipher(&mut c).await.is_empty());
+    let _ = std::fs::remove_file(&path);
+}
+
 /// An idle pooled TLS connection the server closed is not lent again: over TLS the check of an
 /// idle connection reads through the TLS layer instead of asking the socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
