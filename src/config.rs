@@ -527,6 +527,15 @@ mod raw {
                 ));
             }
         };
+        if t.ca.is_some() && !mode.verifies() && mode != BackendTlsMode::Disabled {
+            return Err(invalid(
+                "backend_tls.ca",
+                format!(
+                    "mode \"{}\" does not check certificates; \"verify_ca\" or \"verify_identity\" checks them against the CA",
+                    mode.name()
+                ),
+            ));
+        }
         if mode == BackendTlsMode::Disabled && (t.ca.is_some() || identity.is_some()) {
             return Err(invalid(
                 "backend_tls.mode",

@@ -478,7 +478,8 @@ impl ReadHalf {
                 let read = match self {
                     ReadHalf::Tcp(r) => r.try_read(&mut byte),
                     ReadHalf::Unix(r) => r.try_read(&mut byte),
-                    ReadHalf::Tls(_) => return true,
+                    // Answered above.
+                    ReadHalf::Tls(_) => return false,
                 };
                 !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }

@@ -243,6 +243,44 @@ async fn certificates_are_checked_as_the_mode_says() {
     );
 }
 
+/// A backend on a Unix socket gets TLS too: the server offers it there, and an account that
+/// requires it is refused without it on a socket as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_on_a_unix_socket_is_reached_over_tls_too() {
+    tls_accounts().await;
+    let socket = format!("{}/primary/mysqld.sock", faults::DIR);
+    let on_socket = |mode: &str| {
+        let (socket, mode) = (socket.clone(), mode.to_string());
+        faults::proxy_with(move |t| {
+            t.replace(
+                "name = \"app\"\npassword = \"app\"",
+                "name = \"app_tls\"\npassword = \"app_tls\"",
+            )
+            .replace(
+                "address = \"127.0.0.1:3306\"",
+                &format!("address = \"{socket}\""),
+            ) + &format!("\n[backend_tls]\nmode = \"{mode}\"\n")
+        })
+    };
+    let proxy = on_socket("required");
+    let mut c = mysql_async::Conn::new(as_user(&proxy, "app_tls"))
+        .await
+        .expect("log in");
+    let cipher: Option<(u64, String)> = c.query_first(WHERE_AND_CIPHER).await.expect("read");
+    let (id, cipher) = cipher.expect("row");
+    assert_eq!(id, 1);
+    assert!(!cipher.is_empty(), "the socket connection is not TLS");
+    let plain = on_socket("disabled");
+    let e = async {
+        let mut c = mysql_async::Conn::new(as_user(&plain, "app_tls")).await?;
+        c.query_drop("START TRANSACTION").await?;
+        c.query_drop("SELECT 1").await
+    }
+    .await
+    .expect_err("the account requires TLS on the socket too");
+    assert!(e.to_string().contains("set backend_tls"), "{e}");
+}
+
 /// A reload that turns TLS on is used from the next connection on, by the pools and by the
 /// monitor, whose account requires TLS: the backends it could not log in to come up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1424,17 +1424,43 @@ pub fn kill_target(sql: &[u8]) -> Option<(KillId, bool)> {
     }
 }
 
-/// Whether a `PREPARE ... FROM '...'` or `EXECUTE IMMEDIATE '...'` runs a `KILL` (its string
-/// starts with the word). rwsplit answers `KILL` itself: the ids its clients know are its own
-/// session ids, or backend threads that may serve another session by now, and a `KILL` the
-/// server ran would hit whatever runs on that thread.
+/// Whether a statement would have a server run a `KILL`: a `PREPARE ... FROM '...'` or
+/// `EXECUTE IMMEDIATE '...'` whose string starts with it, or a multi-statement or compound
+/// statement with a `KILL` in it (a routine's definition, whose body does not run now, aside).
+/// rwsplit answers `KILL` itself: the ids its clients know are its own session ids, or backend
+/// threads that may serve another session by now, and a `KILL` the server ran would hit
+/// whatever runs on that thread. SQL in a variable (`EXECUTE IMMEDIATE @sql`) is not seen.
 pub fn runs_kill(sql: &[u8]) -> bool {
-    let Some(q) = sql.iter().position(|&b| b == b'\'' || b == b'"') else {
+    let mut lx = Lexer::new(sql);
+    let toks: Vec<(usize, Token<'_>)> = std::iter::from_fn(|| {
+        let at = lx.next_token_at();
+        lx.next().map(|t| (at, t))
+    })
+    .take(MAX_TOKENS)
+    .collect();
+    let words: Vec<Token<'_>> = toks.iter().map(|&(_, t)| t).collect();
+    if is_multi(&words) {
+        let defines_routine = matches!(words.first(), Some(Token::Word(w)) if is(w, "CREATE") || is(w, "ALTER"))
+            && words.iter().take(12).any(|t| {
+                matches!(t, Token::Word(w) if ["PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "PACKAGE"].iter().any(|k| is(w, k)))
+            });
+        return !defines_routine
+            && words
+                .iter()
+                .any(|t| matches!(t, Token::Word(w) if is(w, "KILL")));
+    }
+    let from = match words.as_slice() {
+        [Token::Word(p), ..] if is(p, "PREPARE") => words
+            .iter()
+            .position(|t| matches!(t, Token::Word(w) if is(w, "FROM"))),
+        [Token::Word(e), Token::Word(i), ..] if is(e, "EXECUTE") && is(i, "IMMEDIATE") => Some(1),
+        _ => None,
+    };
+    let Some(&(at, Token::Quoted)) = from.and_then(|f| toks.get(f + 1)) else {
         return false;
     };
-    let inner = &sql[q + 1..];
-    let mut lx = Lexer::new(inner);
-    matches!(lx.next(), Some(Token::Word(w)) if is(w, "KILL"))
+    let inner = sql.get(at + 1..).unwrap_or_default();
+    matches!(Lexer::new(inner).next(), Some(Token::Word(w)) if is(w, "KILL"))
 }
 
 /// Whether `sql` has the word `XA` anywhere, strings included (`EXECUTE IMMEDIATE 'XA START

@@ -1381,6 +1381,16 @@ fn prepares_and_immediates_that_run_a_kill_are_told() {
         ("PREPARE s FROM 'SELECT 1'", false),
         ("PREPARE s FROM @sql", false),
         ("EXECUTE IMMEDIATE 'KILLED'", false),
+        // The string after FROM, not the first quote anywhere.
+        ("PREPARE s FROM /* it's */ 'KILL 1'", true),
+        ("EXECUTE s USING 'Kill Bill'", false),
+        ("PREPARE s FROM 'SELECT ?'", false),
+        // Multi-statements and compound statements.
+        ("KILL 5; SELECT 1", true),
+        ("SELECT 1; kill query 5", true),
+        ("BEGIN NOT ATOMIC KILL 5; END", true),
+        ("SELECT 'KILL'; SELECT 2", false),
+        ("CREATE PROCEDURE p() BEGIN KILL 5; END", false),
     ] {
         assert_eq!(runs_kill(sql.as_bytes()), kill, "{sql:?}");
     }

@@ -58,14 +58,6 @@ pub struct TextRows {
     pub rows: Vec<Vec<Option<String>>>,
 }
 
-impl TextRows {
-    /// The value of column `name` (as the server spells it) in row `row`.
-    pub fn get(&self, row: usize, name: &str) -> Option<&str> {
-        let i = self.columns.iter().position(|c| c == name)?;
-        self.rows.get(row)?.get(i)?.as_deref()
-    }
-}
-
 /// The length-encoded strings of a text row or column definition, in order (`None` for NULL,
 /// 0xFB); stops at the first one cut short.
 fn text_values(mut frame: &[u8]) -> impl Iterator<Item = Option<String>> + '_ {
@@ -281,9 +273,13 @@ impl Restore {
 }
 
 /// The name a server's certificate is checked against (`verify_identity`): the host of its
-/// address, a DNS name or an IP address (IPv6 without its brackets).
+/// address, a DNS name or an IP address (IPv6 without its brackets); `localhost` for a socket,
+/// as the MySQL client checks.
 fn server_name(address: &str) -> Result<rustls_pki_types::ServerName<'static>, std::io::Error> {
-    let host = crate::net::host_port(address).map_or(address, |(h, _)| h);
+    let host = match Endpoint::of(address) {
+        Endpoint::Unix(_) => "localhost",
+        Endpoint::Tcp(a) => crate::net::host_port(a).map_or(a, |(h, _)| h),
+    };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
         std::io::Error::new(
@@ -291,6 +287,67 @@ fn server_name(address: &str) -> Result<rustls_pki_types::ServerName<'static>, s
             format!("\"{host}\" is neither a DNS name nor an IP address"),
         )
     })
+}
+
+/// The login on a new connection: the greeting, then TLS as `tls` says (over a socket too: an
+/// account that REQUIREs SSL needs it there as well), then the authentication.
+async fn login(
+    stream: Stream,
+    address: &str,
+    creds: &Credentials<'_>,
+    tls: &BackendTls,
+    tls_name: &str,
+) -> Result<(ReadHalf, WriteHalf, connect::Session), BackendError> {
+    let login_failed = |source, plain_offered_tls| BackendError::Login {
+        address: address.to_string(),
+        source,
+        plain_offered_tls,
+    };
+    // What caching_sha2_password's full authentication may send the password in clear over.
+    let secure = stream.is_secure();
+    let (r, w) = stream.into_split();
+    let mut plain = crate::net::Plain {
+        prefix: Vec::new(),
+        r,
+        w,
+    };
+    let greeting = connect::read_greeting(&mut plain)
+        .await
+        .map_err(|e| login_failed(e, false))?;
+    match tls.connector() {
+        Some(c) if greeting.offers_tls() => {
+            let tls_failed = |source| BackendError::Tls {
+                address: address.to_string(),
+                source,
+            };
+            let request = connect::ssl_request(creds, &greeting);
+            frame::write_packet(&mut plain, greeting.seq.wrapping_add(1), &request).await?;
+            plain.flush().await.map_err(tls_failed)?;
+            let name = server_name(tls_name).map_err(tls_failed)?;
+            let stream = c.connect(name, plain).await.map_err(tls_failed)?;
+            let (mut r, mut w) = tokio::io::split(tokio_rustls::TlsStream::Client(stream));
+            let mut both = tokio::io::join(&mut r, &mut w);
+            let session = connect::authenticate(&mut both, creds, greeting, true, secure)
+                .await
+                .map_err(|e| login_failed(e, false))?;
+            Ok((ReadHalf::Tls(r), WriteHalf::Tls(w), session))
+        }
+        Some(_) if tls.mode != BackendTlsMode::Preferred => Err(BackendError::TlsUnavailable {
+            address: address.to_string(),
+            mode: tls.mode.name(),
+        }),
+        _ => {
+            let offered = greeting.offers_tls();
+            let session = connect::authenticate(&mut plain, creds, greeting, false, secure)
+                .await
+                .map_err(|e| {
+                    // ER_ACCESS_DENIED_ERROR: what an account that requires TLS gets.
+                    let hint = offered && e.server_error().is_some_and(|e| e.0 == 1045);
+                    login_failed(e, hint)
+                })?;
+            Ok((plain.r, plain.w, session))
+        }
+    }
 }
 
 fn next_serial() -> u64 {
@@ -309,11 +366,6 @@ impl BackendConn {
         tls: &BackendTls,
         tls_name: &str,
     ) -> Result<BackendConn, BackendError> {
-        let login_failed = |source| BackendError::Login {
-            address: address.to_string(),
-            source,
-            plain_offered_tls: false,
-        };
         let fut = async {
             let stream = Stream::connect(Endpoint::of(address))
                 .await
@@ -321,72 +373,13 @@ impl BackendConn {
                     address: address.to_string(),
                     source,
                 })?;
-            // A socket is secure already (and MariaDB offers no TLS over one).
-            let secure = stream.is_secure();
             let reached: std::sync::Arc<str> = match &stream {
                 crate::net::Stream::Tcp(s) => s
                     .peer_addr()
                     .map_or_else(|_| address.into(), |a| a.to_string().into()),
                 _ => address.into(),
             };
-            let (r, w) = stream.into_split();
-            let mut plain = crate::net::Plain {
-                prefix: Vec::new(),
-                r,
-                w,
-            };
-            let greeting = connect::read_greeting(&mut plain)
-                .await
-                .map_err(login_failed)?;
-            let connector = tls.connector().filter(|_| !secure);
-            let (r, w, session) = match connector {
-                Some(c) if greeting.offers_tls() => {
-                    let tls_failed = |source| BackendError::Tls {
-                        address: address.to_string(),
-                        source,
-                    };
-                    let request = connect::ssl_request(creds, &greeting);
-                    frame::write_packet(&mut plain, greeting.seq.wrapping_add(1), &request)
-                        .await
-                        .map_err(BackendError::Io)?;
-                    plain.flush().await.map_err(tls_failed)?;
-                    let name = server_name(tls_name).map_err(tls_failed)?;
-                    let stream = c.connect(name, plain).await.map_err(tls_failed)?;
-                    let (mut r, mut w) = tokio::io::split(tokio_rustls::TlsStream::Client(stream));
-                    let session = connect::authenticate(
-                        &mut tokio::io::join(&mut r, &mut w),
-                        creds,
-                        greeting,
-                        true,
-                        secure,
-                    )
-                    .await
-                    .map_err(login_failed)?;
-                    (ReadHalf::Tls(r), WriteHalf::Tls(w), session)
-                }
-                Some(_) if tls.mode != BackendTlsMode::Preferred => {
-                    return Err(BackendError::TlsUnavailable {
-                        address: address.to_string(),
-                        mode: tls.mode.name(),
-                    });
-                }
-                _ => {
-                    let offered = greeting.offers_tls() && !secure;
-                    let session = connect::authenticate(&mut plain, creds, greeting, false, secure)
-                        .await
-                        .map_err(|source| {
-                            // ER_ACCESS_DENIED_ERROR: what an account that requires TLS gets.
-                            let hint =
-                                offered && source.server_error().is_some_and(|e| e.0 == 1045);
-                            BackendError::Login {
-                                address: address.to_string(),
-                                source,
-                                plain_offered_tls: hint,
-                            }
-                        })?;
-                    (plain.r, plain.w, session)
-                }
-            };
+            let (r, w, session) = login(stream, address, creds, tls, tls_name).await?;
             Ok::<_, BackendError>((r, w, session, reached))
         };
         let (r, w, session, reached) =

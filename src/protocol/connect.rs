@@ -6,9 +6,7 @@
 
 use mysql_common::constants::CapabilityFlags as C;
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{
-    AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse, SslRequest,
-};
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -135,10 +133,59 @@ pub async fn read_greeting<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Greet
 
 /// The SSL request that asks the server for TLS before the login (sequence id: the greeting's
 /// next): the handshake response's first 32 bytes with CLIENT_SSL.
+/// The response is built as `authenticate` builds it, so both packets carry the same flags.
 pub fn ssl_request(creds: &Credentials<'_>, greeting: &Greeting) -> Vec<u8> {
-    let caps = (creds.capabilities | BACKEND_BASE | C::CLIENT_SSL) & greeting.offered;
-    let mut out = Vec::with_capacity(32);
-    SslRequest::new(caps, 1 << 30, creds.collation).serialize(&mut out);
+    let mut out = handshake_response(
+        creds,
+        greeting.offered,
+        &greeting.nonce,
+        greeting.plugin,
+        true,
+    );
+    out.truncate(32);
+    out
+}
+
+/// HandshakeResponse41 for `creds`, with CLIENT_SSL when the login goes over TLS.
+fn handshake_response(
+    creds: &Credentials<'_>,
+    offered: C,
+    nonce: &[u8],
+    plugin: Plugin,
+    tls: bool,
+) -> Vec<u8> {
+    let mut caps = (creds.capabilities | BACKEND_BASE) & offered;
+    if tls {
+        caps |= C::CLIENT_SSL;
+    }
+    let scramble = plugin.scramble(nonce, creds.password);
+    // Connection attributes only to a server that takes them: HandshakeResponse sets
+    // CLIENT_CONNECT_ATTRS whenever attributes are given.
+    let attrs = offered.contains(C::CLIENT_CONNECT_ATTRS).then(|| {
+        [("_client_name".to_string(), "rwsplit".to_string())]
+            .into_iter()
+            .collect()
+    });
+    let resp = HandshakeResponse::new(
+        Some(scramble),
+        (0, 0, 0),
+        Some(creds.user.as_bytes()),
+        creds.database.map(str::as_bytes),
+        Some(match plugin {
+            Plugin::Native => AuthPlugin::MysqlNativePassword,
+            Plugin::CachingSha2 => AuthPlugin::CachingSha2Password,
+        }),
+        caps,
+        attrs,
+        1 << 30,
+    );
+    let mut out = Vec::with_capacity(256);
+    resp.serialize(&mut out);
+    // HandshakeResponse41: capability flags (4), max packet size (4), then the character set.
+    // mysql_common derives that byte from a server version; the session's collation goes there.
+    if let Some(b) = out.get_mut(8) {
+        *b = creds.collation;
+    }
     out
 }
 
@@ -174,46 +221,14 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         mut nonce,
         mut plugin,
     } = greeting;
-    let mut caps = (creds.capabilities | BACKEND_BASE) & offered;
-    let seq = if tls {
-        caps |= C::CLIENT_SSL;
-        seq.wrapping_add(1)
-    } else {
-        seq
-    };
-    let scramble = plugin.scramble(&nonce, creds.password);
-    // Connection attributes only to a server that takes them: HandshakeResponse sets
-    // CLIENT_CONNECT_ATTRS whenever attributes are given.
-    let attrs = offered.contains(C::CLIENT_CONNECT_ATTRS).then(|| {
-        [("_client_name".to_string(), "rwsplit".to_string())]
-            .into_iter()
-            .collect()
-    });
-    let resp = HandshakeResponse::new(
-        Some(scramble),
-        (0, 0, 0),
-        Some(creds.user.as_bytes()),
-        creds.database.map(str::as_bytes),
-        Some(match plugin {
-            Plugin::Native => AuthPlugin::MysqlNativePassword,
-            Plugin::CachingSha2 => AuthPlugin::CachingSha2Password,
-        }),
-        caps,
-        attrs,
-        1 << 30,
-    );
-    let mut out = Vec::with_capacity(256);
-    resp.serialize(&mut out);
-    // HandshakeResponse41: capability flags (4), max packet size (4), then the character set.
-    // mysql_common derives that byte from a server version; the session's collation goes there.
-    if let Some(b) = out.get_mut(8) {
-        *b = creds.collation;
-    }
+    // The SSL request took the greeting's next sequence id.
+    let seq = if tls { seq.wrapping_add(1) } else { seq };
+    let out = handshake_response(creds, offered, &nonce, plugin, tls);
     // What was really asked for (mysql_common adjusts CONNECT_WITH_DB and CONNECT_ATTRS).
     let caps = out
         .get(..4)
         .map(|b| C::from_bits_truncate(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-        .unwrap_or(caps);
+        .unwrap_or((creds.capabilities | BACKEND_BASE) & offered);
     send(stream, seq.wrapping_add(1), &out).await?;
 
     loop {

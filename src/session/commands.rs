@@ -527,15 +527,23 @@ impl Session {
     ) -> Result<(), SessionError> {
         let unknown = format!("Unknown thread id: {id}");
         // A thread the session itself read with `CONNECTION_ID()`: to its client that is its
-        // own connection, whichever session runs there now.
+        // own connection, whichever session runs there now. Unless another session that read
+        // the same id (on another server: thread ids repeat between servers) runs there now:
+        // which one is meant is unknown.
         let own_thread = {
             let i = self.info.lock().unwrap_or_else(|p| p.into_inner());
             i.connection_ids.iter().any(|&(_, t)| t == id)
         };
+        let found = self.shared.session_for_kill(id, query_only);
         if own_thread {
-            return self.kill_self(query_only).await;
+            return match found {
+                Some((info, true)) if !std::sync::Arc::ptr_eq(&info, &self.info) => {
+                    self.reply(&ClientError::new(1094, "HY000", &unknown)).await
+                }
+                _ => self.kill_self(query_only).await,
+            };
         }
-        let Some((info, by_thread)) = self.shared.session_for_kill(id, query_only) else {
+        let Some((info, by_thread)) = found else {
             return self.reply(&ClientError::new(1094, "HY000", &unknown)).await;
         };
         let owned = {

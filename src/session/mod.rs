@@ -911,8 +911,13 @@ impl Session {
                 }
             };
         }
-        if class.reason == Some(crate::classify::PrimaryReason::SqlPrepare)
-            && crate::classify::runs_kill(&packet[1..])
+        if matches!(
+            class.reason,
+            Some(
+                crate::classify::PrimaryReason::SqlPrepare
+                    | crate::classify::PrimaryReason::MultiStatement
+            )
+        ) && crate::classify::runs_kill(&packet[1..])
         {
             return self.reply(&ClientError::not_supported(KILL_PREPARED)).await;
         }
@@ -1535,8 +1540,8 @@ impl Session {
 
 /// What a `KILL` rwsplit cannot answer itself is refused as: one the server ran would take
 /// the id for a backend thread, which may serve any session.
-pub(super) const KILL_PREPARED: &str =
-    "KILL in a prepared statement, PREPARE or EXECUTE IMMEDIATE (send KILL as a plain query)";
+pub(super) const KILL_PREPARED: &str = "KILL in a prepared statement, PREPARE, EXECUTE IMMEDIATE \
+     or multi-statement (send KILL as a query of its own)";
 
 /// A synthetic classification for commands that are not SQL text.
 fn read_class() -> Classification {
