@@ -2289,6 +2289,8 @@ async fn kill_is_answered_by_rwsplit_in_every_form_or_refused() {
     for sql in [
         format!("EXECUTE IMMEDIATE 'KILL QUERY {id}'"),
         format!("PREPARE s FROM 'KILL {id}'"),
+        format!("SELECT 1; KILL QUERY {id}"),
+        format!("BEGIN NOT ATOMIC KILL QUERY {id}; END"),
     ] {
         let e = c.query_drop(&sql).await.expect_err("refused");
         assert!(e.to_string().contains("1235"), "{sql}: {e}");
