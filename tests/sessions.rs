@@ -1693,33 +1693,7 @@ async fn send_20_mib_command(proxy: &Proxy) -> (rwsplit::pool::BackendConn, u8) 
 async fn an_idle_connection_the_server_closed_is_not_lent_again() {
     let proxy = Proxy::start();
     let mut c = proxy.conn().await;
-    let old = primary_thread(&mut c).await;
-    kill_thread(PRIMARY_PORT, old).await;
-    let mut root = direct(PRIMARY_PORT).await;
-    eventually(
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        "the killed thread is gone",
-        async || {
-            let n: Option<u64> = root
-                .query_first(format!(
-                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {old}"
-                ))
-                .await
-                .map_err(|e| e.to_string())?;
-            match n {
-                Some(0) => Ok(()),
-                n => Err(format!("{n:?} left")),
-            }
-        },
-    )
-    .await;
-    // The close reaches rwsplit's reactor at once on loopback; a little margin.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    for _ in 0..3 {
-        let now = primary_thread(&mut c).await;
-        assert_ne!(now, old, "the closed connection was lent again");
-    }
+    closed_primary_connection_is_not_lent_again(&mut c, PRIMARY_PORT).await;
 }
 
 /// A backend connection lost while it held what no other connection has closes the client's

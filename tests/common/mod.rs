@@ -290,6 +290,39 @@ pub async fn kill_thread(port: u16, thread: u64) {
         .expect("kill the server thread");
 }
 
+/// Kills the server thread of `c`'s primary connection (the primary at `port`) once it is idle
+/// in rwsplit's pool, as a restart or `wait_timeout` would close it, and checks that the
+/// session's next statements run on another connection instead of failing on that one.
+pub async fn closed_primary_connection_is_not_lent_again(c: &mut Conn, port: u16) {
+    let old = primary_thread(c).await;
+    kill_thread(port, old).await;
+    let mut root = direct(port).await;
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        "the killed thread is gone",
+        async || {
+            let n: Option<u64> = root
+                .query_first(format!(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {old}"
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+            match n {
+                Some(0) => Ok(()),
+                n => Err(format!("{n:?} left")),
+            }
+        },
+    )
+    .await;
+    // The close reaches rwsplit's reactor at once on loopback; a little margin.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        let now = primary_thread(c).await;
+        assert_ne!(now, old, "the closed connection was lent again");
+    }
+}
+
 /// After a backend connection died holding the session's `lost` (as the error words it):
 /// `failing` gets an error that names it and says the connection closes, and `next` fails too,
 /// since the session must not go on without it.
