@@ -329,6 +329,66 @@ async fn a_reload_turns_backend_tls_on_for_pools_and_monitor() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Idle pooled connections the server closed (a restart, `wait_timeout`, a KILL) are dropped
+/// within a few seconds, with or without TLS: before, they counted as idle in `/backends` and
+/// held their places under `max_connections` until a checkout met them, in a pool no session
+/// used any more for as long as its idle timeout (found by the backend TLS tester).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_the_server_closed_leave_the_pool() {
+    tls_accounts().await;
+    for mode in ["disabled", "required"] {
+        let (proxy, user) = match mode {
+            "required" => (
+                tls_proxy("app_tls", "mode = \"required\"", false),
+                "app_tls",
+            ),
+            _ => (faults::proxy(), "app"),
+        };
+        let mut sessions = Vec::new();
+        let mut threads = Vec::new();
+        // Four transactions at once: four connections of the primary's pool.
+        for _ in 0..4 {
+            let mut c = mysql_async::Conn::new(as_user(&proxy, user))
+                .await
+                .expect("log in");
+            c.query_drop("BEGIN").await.expect("begin");
+            threads.push(primary_thread(&mut c).await);
+            sessions.push(c);
+        }
+        for c in &mut sessions {
+            c.query_drop("COMMIT").await.expect("commit");
+        }
+        let idle = async || {
+            let (_, body) = proxy.admin_get("/backends", None).await;
+            let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            list[0]["pool"]["idle"].as_u64().unwrap_or(u64::MAX)
+        };
+        eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            "the four connections went back idle",
+            async || match idle().await {
+                4 => Ok(()),
+                n => Err(format!("{mode}: {n} idle")),
+            },
+        )
+        .await;
+        for t in threads {
+            kill_thread(faults::BASE, t).await;
+        }
+        eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            "the closed connections left the pool",
+            async || match idle().await {
+                0 => Ok(()),
+                n => Err(format!("{mode}: {n} idle")),
+            },
+        )
+        .await;
+    }
+}
+
 /// An idle pooled TLS connection the server closed is not lent again: over TLS the check of an
 /// idle connection reads through the TLS layer instead of asking the socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -289,19 +289,27 @@ impl Pool {
 
     /// Drops idle connections past their idle timeout or lifetime, `min_idle` ones too: kept,
     /// they could not be lent (`pop_fresh` refuses them), and a server may close them on its own
-    /// `wait_timeout`. `top_up`, which runs right after, opens fresh ones up to `min_idle`.
+    /// `wait_timeout`. Also those the server closed meanwhile (a restart, its `wait_timeout`, a
+    /// KILL): kept until a checkout met them, they held their permits and counted as idle in
+    /// `/backends` and the metrics, in pools no session used any more for as long as their
+    /// idle timeout. `top_up`, which runs right after, opens fresh ones up to `min_idle`.
     fn reap(&self) {
         let now = Instant::now();
-        let stale: Vec<Idle> = {
-            let mut idle = self.lock_idle();
-            let (fresh, stale) = std::mem::take(&mut *idle)
-                .into_iter()
-                .partition(|i| i.fresh(now));
-            *idle = fresh;
-            stale
-        };
-        // Closed after the lock is released.
-        drop(stale);
+        let (mut kept, stale): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut *self.lock_idle())
+            .into_iter()
+            .partition(|i| i.fresh(now));
+        // Checked with the lock released (the check may read the socket); sessions may return
+        // connections meanwhile, which are newer: the kept ones go back before them.
+        let dead: Vec<Idle> = kept.extract_if(.., |i| i.conn.dead_while_idle()).collect();
+        self.lock_idle().splice(0..0, kept);
+        if !dead.is_empty() {
+            tracing::debug!(
+                backend = %self.target.name,
+                closed = dead.len(),
+                "idle connections closed by the server; dropped"
+            );
+        }
+        drop((stale, dead));
     }
 
     /// Opens connections until the pool has `min_idle` idle ones, while the backend has room.
