@@ -186,7 +186,7 @@ impl BackendTls {
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
         let ca = ca.filter(|_| mode.verifies());
-        let builder = match ca {
+        let webpki = match ca {
             Some(path) => {
                 let ca_error = |msg: String| TlsError::Ca {
                     path: path.to_path_buf(),
@@ -205,22 +205,17 @@ impl BackendTls {
                 )
                 .build()
                 .map_err(|e| ca_error(e.to_string()))?;
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(Verifier {
-                        webpki: Some(webpki),
-                        names: mode == BackendTlsMode::VerifyIdentity,
-                        algorithms: provider.signature_verification_algorithms,
-                    }))
+                Some(webpki)
             }
-            None => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Verifier {
-                    webpki: None,
-                    names: false,
-                    algorithms: provider.signature_verification_algorithms,
-                })),
+            None => None,
         };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier {
+                webpki,
+                names: mode == BackendTlsMode::VerifyIdentity,
+                algorithms: provider.signature_verification_algorithms,
+            }));
         let config = match identity {
             Some((cert, key)) => {
                 let (chain, key_der) = read_identity(cert, key)?;

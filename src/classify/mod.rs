@@ -430,20 +430,7 @@ fn multi_effect(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Option<Sess
     if compound {
         return Some(SessionEffect::Several);
     }
-    // `CREATE [OR REPLACE] [DEFINER = ...] PROCEDURE|FUNCTION|TRIGGER|EVENT|PACKAGE ... BEGIN`.
-    let defines_routine = |s: &[Token<'_>]| {
-        matches!(s.first(), Some(Token::Word(w)) if is(w, "CREATE") || is(w, "ALTER"))
-            && s.iter().take(12).any(|t| {
-                matches!(t, Token::Word(w) if ["PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "PACKAGE"].iter().any(|k| is(w, k)))
-            })
-            && s.iter()
-                .any(|t| matches!(t, Token::Word(w) if is(w, "BEGIN")))
-    };
-    let mut effects = toks
-        .split(|t| *t == Token::Punct(b';'))
-        .filter(|s| !s.is_empty())
-        .take_while(|s| !defines_routine(s))
-        .filter_map(|s| classify_tokens(sql, s, reading).effect);
+    let mut effects = statements_run(toks).filter_map(|s| classify_tokens(sql, s, reading).effect);
     let first = effects.next()?;
     let mut xa = first == SessionEffect::Xa;
     let mut several = false;
@@ -456,6 +443,24 @@ fn multi_effect(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Option<Sess
         (false, true) => SessionEffect::Several,
         (false, false) => first,
     })
+}
+
+/// The statements of a multi-statement that run now: up to a routine's definition
+/// (`CREATE PROCEDURE ... BEGIN ...; ... END`), whose body does not.
+fn statements_run<'t, 'a>(toks: &'t [Token<'a>]) -> impl Iterator<Item = &'t [Token<'a>]> {
+    toks.split(|t| *t == Token::Punct(b';'))
+        .filter(|s| !s.is_empty())
+        .take_while(|s| !defines_routine(s))
+}
+
+/// `CREATE [OR REPLACE] [DEFINER = ...] PROCEDURE|FUNCTION|TRIGGER|EVENT|PACKAGE ... BEGIN`.
+fn defines_routine(s: &[Token<'_>]) -> bool {
+    matches!(s.first(), Some(Token::Word(w)) if is(w, "CREATE") || is(w, "ALTER"))
+        && s.iter().take(12).any(|t| {
+            matches!(t, Token::Word(w) if ["PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "PACKAGE"].iter().any(|k| is(w, k)))
+        })
+        && s.iter()
+            .any(|t| matches!(t, Token::Word(w) if is(w, "BEGIN")))
 }
 
 /// How a read's function calls are read.
@@ -471,6 +476,15 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
     use PrimaryReason as R;
     use StatementKind as K;
     if is_multi(toks) {
+        // A `KILL` among the statements that run (or in a compound statement): the server
+        // would take the id for one of its threads, which may serve any session. rwsplit
+        // answers `KILL` itself, only as a statement of its own (`kill_target`).
+        if statements_run(toks)
+            .flatten()
+            .any(|t| matches!(t, Token::Word(w) if is(w, "KILL")))
+        {
+            return of(K::Kill);
+        }
         let effect = multi_effect(sql, toks, reading);
         return Classification {
             effect,
@@ -627,6 +641,7 @@ fn classify_tokens(sql: &[u8], toks: &[Token<'_>], reading: Reading) -> Classifi
                 ..write(R::TableLock)
             }
         }
+        b"PREPARE" | b"EXECUTE" if prepares_kill(sql) => of(K::Kill),
         b"PREPARE" => Classification {
             effect: Some(SessionEffect::PreparesSqlStatement),
             ..write(R::SqlPrepare)
@@ -1382,22 +1397,23 @@ pub fn kill_target(sql: &[u8]) -> Option<(KillId, bool)> {
         t = toks.next()?;
     }
     let (at, tok) = t;
-    if matches!(tok, Token::Word(w) if is(w, "CONNECTION_ID")) {
-        return match [toks.next(), toks.next(), toks.next()] {
-            [
-                Some((_, Token::Punct(b'('))),
-                Some((_, Token::Punct(b')'))),
-                None,
-            ]
-            | [
-                Some((_, Token::Punct(b'('))),
-                Some((_, Token::Punct(b')'))),
-                Some((_, Token::Punct(b';'))),
-            ] => Some((KillId::Own, query_only)),
-            _ => None,
-        };
+    let target = if matches!(tok, Token::Word(w) if is(w, "CONNECTION_ID")) {
+        match (toks.next(), toks.next()) {
+            (Some((_, Token::Punct(b'('))), Some((_, Token::Punct(b')')))) => KillId::Own,
+            _ => return None,
+        }
+    } else {
+        KillId::Id(kill_id(sql.get(at..)?, tok)?)
+    };
+    // Nothing after it but a `;`.
+    match (toks.next(), toks.next()) {
+        (None, _) | (Some((_, Token::Punct(b';'))), None) => Some((target, query_only)),
+        _ => None,
     }
-    let rest = sql.get(at..)?;
+}
+
+/// The thread id a `KILL` names, from where its token `tok` starts: a number, or one quoted.
+fn kill_id(rest: &[u8], tok: Token<'_>) -> Option<u32> {
     let digits = match tok {
         Token::Number => rest,
         // The same quote must close it right after the digits.
@@ -1417,50 +1433,35 @@ pub fn kill_target(sql: &[u8]) -> Option<(KillId, bool)> {
     if matches!(digits.get(n), Some(b) if b.is_ascii_alphanumeric() || *b == b'.') {
         return None;
     }
-    let id = std::str::from_utf8(digits.get(..n)?).ok()?.parse().ok()?;
-    match toks.next() {
-        None | Some((_, Token::Punct(b';'))) => Some((KillId::Id(id), query_only)),
-        _ => None,
-    }
+    std::str::from_utf8(digits.get(..n)?).ok()?.parse().ok()
 }
 
-/// Whether a statement would have a server run a `KILL`: a `PREPARE ... FROM '...'` or
-/// `EXECUTE IMMEDIATE '...'` whose string starts with it, or a multi-statement or compound
-/// statement with a `KILL` in it (a routine's definition, whose body does not run now, aside).
-/// rwsplit answers `KILL` itself: the ids its clients know are its own session ids, or backend
-/// threads that may serve another session by now, and a `KILL` the server ran would hit
-/// whatever runs on that thread. SQL in a variable (`EXECUTE IMMEDIATE @sql`) is not seen.
-pub fn runs_kill(sql: &[u8]) -> bool {
+/// Whether a `PREPARE ... FROM '...'` or `EXECUTE IMMEDIATE '...'` runs a `KILL` (its string
+/// starts with the word): classified as a `KILL`, which rwsplit answers only as a statement of
+/// its own. SQL in a variable (`EXECUTE IMMEDIATE @sql`) is not seen.
+fn prepares_kill(sql: &[u8]) -> bool {
     let mut lx = Lexer::new(sql);
-    let toks: Vec<(usize, Token<'_>)> = std::iter::from_fn(|| {
+    let (first, second) = (lx.next(), lx.next());
+    let mut after = match (first, second) {
+        (Some(Token::Word(p)), _) if is(p, "PREPARE") => false,
+        (Some(Token::Word(e)), Some(Token::Word(i))) if is(e, "EXECUTE") && is(i, "IMMEDIATE") => {
+            true
+        }
+        _ => return false,
+    };
+    // To the token after `FROM` (PREPARE) or `IMMEDIATE`: a string whose first word is KILL.
+    loop {
         let at = lx.next_token_at();
-        lx.next().map(|t| (at, t))
-    })
-    .take(MAX_TOKENS)
-    .collect();
-    let words: Vec<Token<'_>> = toks.iter().map(|&(_, t)| t).collect();
-    if is_multi(&words) {
-        let defines_routine = matches!(words.first(), Some(Token::Word(w)) if is(w, "CREATE") || is(w, "ALTER"))
-            && words.iter().take(12).any(|t| {
-                matches!(t, Token::Word(w) if ["PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "PACKAGE"].iter().any(|k| is(w, k)))
-            });
-        return !defines_routine
-            && words
-                .iter()
-                .any(|t| matches!(t, Token::Word(w) if is(w, "KILL")));
+        match lx.next() {
+            Some(Token::Quoted) if after => {
+                let inner = sql.get(at + 1..).unwrap_or_default();
+                return matches!(Lexer::new(inner).next(), Some(Token::Word(w)) if is(w, "KILL"));
+            }
+            Some(Token::Word(w)) if !after && is(w, "FROM") => after = true,
+            Some(_) if !after => {}
+            _ => return false,
+        }
     }
-    let from = match words.as_slice() {
-        [Token::Word(p), ..] if is(p, "PREPARE") => words
-            .iter()
-            .position(|t| matches!(t, Token::Word(w) if is(w, "FROM"))),
-        [Token::Word(e), Token::Word(i), ..] if is(e, "EXECUTE") && is(i, "IMMEDIATE") => Some(1),
-        _ => None,
-    };
-    let Some(&(at, Token::Quoted)) = from.and_then(|f| toks.get(f + 1)) else {
-        return false;
-    };
-    let inner = sql.get(at + 1..).unwrap_or_default();
-    matches!(Lexer::new(inner).next(), Some(Token::Word(w)) if is(w, "KILL"))
 }
 
 /// Whether `sql` has the word `XA` anywhere, strings included (`EXECUTE IMMEDIATE 'XA START

@@ -1370,6 +1370,11 @@ fn kill_targets_are_read_with_comments_and_quoted_ids() {
     }
 }
 
+/// Classified as a `KILL` that rwsplit does not answer itself (the session refuses it).
+fn runs_kill(sql: &[u8]) -> bool {
+    classify(sql).kind == K::Kill && kill_target(sql).is_none()
+}
+
 #[test]
 fn prepares_and_immediates_that_run_a_kill_are_told() {
     for (sql, kill) in [

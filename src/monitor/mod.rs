@@ -8,11 +8,10 @@
 //!   does not flap routing.
 //! - replication: a second connection of the same client (`probe`; rows are decoded there,
 //!   never on the data path) reading `@@read_only`, GTID positions and `SHOW SLAVE STATUS` /
-//!   `SHOW REPLICA STATUS`.
+//!   `SHOW REPLICA STATUS`. A replica takes reads only while its lag is known and within
+//!   `max_replica_lag` (see [`replication::LagGate`]).
 //!
 //! Both go over TLS as `[backend_tls]` says, as every connection to the servers does.
-//!   A replica takes reads only while its lag is known and within `max_replica_lag`
-//!   (see [`replication::LagGate`]).
 
 pub mod probe;
 pub mod replication;
@@ -387,17 +386,14 @@ async fn watch(mut w: Watched, mc: MonitorConfig, health: Arc<Health>) {
             tracing::info!(backend = %w.name, "backend removed from the config; no longer watched");
             return;
         };
-        // Re-addressed by a reload: what was measured belongs to the old server.
-        if now != w.address {
-            tracing::info!(backend = %w.name, from = %w.address, to = %now, "backend re-addressed; checking the new address");
-            w.address = now;
-            w.tls = tls;
-            conn = None;
-            prober = probe::Prober::new(&w.address, &w.tls, &w.user, &w.password, heartbeat);
-            gate = LagGate::new();
-        } else if tls != w.tls {
-            // New TLS settings or files: connections from now on use them.
-            w.tls = tls;
+        // Re-addressed by a reload, or new TLS settings or files: new connections. What was
+        // measured at another address belongs to the old server.
+        if now != w.address || tls != w.tls {
+            if now != w.address {
+                tracing::info!(backend = %w.name, from = %w.address, to = %now, "backend re-addressed; checking the new address");
+                gate = LagGate::new();
+            }
+            (w.address, w.tls) = (now, tls);
             conn = None;
             prober = probe::Prober::new(&w.address, &w.tls, &w.user, &w.password, heartbeat);
         }
@@ -463,18 +459,20 @@ async fn heartbeat(id: usize, mc: &MonitorConfig, health: &Health, slots: &Slots
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     let table = mc.heartbeat_table.as_deref();
-    let mut address = (String::new(), BackendTls::default());
+    // Where the backend is and how it is reached (`address_now`).
+    let mut at = (String::new(), BackendTls::default());
     let mut login = Arc::new((String::new(), String::new()));
-    let mut prober = probe::Prober::new(&address.0, &address.1, &login.0, &login.1, table);
+    let mut prober = probe::Prober::new(&at.0, &at.1, &login.0, &login.1, table);
     loop {
         tick.tick().await;
         let (Some(now), Some(l)) = (address_now(slots, id), login_now(slots, id)) else {
             return;
         };
-        // First round, or re-addressed by a reload; a new login from the next connect on.
-        if now != address {
-            (address, login) = (now, l);
-            prober = probe::Prober::new(&address.0, &address.1, &login.0, &login.1, table);
+        // First round, or re-addressed (or new TLS) by a reload; a new login from the next
+        // connect on.
+        if now != at {
+            (at, login) = (now, l);
+            prober = probe::Prober::new(&at.0, &at.1, &login.0, &login.1, table);
         } else if l != login {
             login = l;
             prober.set_login(&login.0, &login.1);

@@ -539,38 +539,8 @@ impl BackendConn {
         &mut self,
         sql: &str,
     ) -> Result<Result<Option<String>, ServerErr>, BackendError> {
-        self.send_command(&Command::Query.packet(sql.as_bytes()))
-            .await?;
-        // Frames of a one-result response: column count, that many definitions, an EOF unless
-        // CLIENT_DEPRECATE_EOF, then rows and the terminator.
-        let eof = u64::from(!self.deprecate_eof());
-        let mut first_row_at = None;
-        let mut value = None;
-        let mut err = None;
-        self.read_response(ResponseKind::Query, |n, frame| {
-            if n == 0 {
-                if frame.first() == Some(&0xFF) {
-                    err = Some(ServerErr {
-                        payload: frame.to_vec(),
-                    });
-                } else if let Some((cols, _)) = packets::read_lenenc_int(frame) {
-                    // A hostile column count cannot overflow (the parser refuses it next).
-                    first_row_at = Some(cols.saturating_add(1 + eof));
-                }
-            } else if Some(n) == first_row_at && !matches!(frame.first(), Some(0xFE | 0xFF)) {
-                value = packets::read_lenenc_int(frame).and_then(|(len, k)| {
-                    let end = k.checked_add(usize::try_from(len).ok()?)?;
-                    frame
-                        .get(k..end)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                });
-            }
-        })
-        .await?;
-        Ok(match err {
-            Some(e) => Err(e),
-            None => Ok(value),
-        })
+        let first = |r: TextRows| r.rows.into_iter().next()?.into_iter().next()?;
+        Ok(self.query_rows(sql).await?.map(first))
     }
 
     /// Runs a query rwsplit itself reads whole (the monitor's): its column names and its rows,
@@ -598,7 +568,7 @@ impl BackendConn {
                 // ColumnDefinition41: catalog, schema, table, org_table, then the name.
                 let name = text_values(frame).nth(4).flatten().unwrap_or_default();
                 result.columns.push(name);
-            } else if n > count + eof
+            } else if n > count.saturating_add(eof)
                 // EOF, or the OK that ends rows under CLIENT_DEPRECATE_EOF (a row starting
                 // 0xFE holds a value of 16 MiB or more: a frame of that size).
                 && !(first == Some(0xFE) && frame.len() < 0xFF_FFFF)

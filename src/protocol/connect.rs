@@ -80,7 +80,7 @@ const MAX_PUBLIC_KEY: usize = 16 * 1024;
 pub struct Greeting {
     /// The greeting's sequence id (the client answers with the next).
     pub seq: u8,
-    pub offered: C,
+    /// What the server said of itself, the capabilities it offers among it.
     pub identity: ServerIdentity,
     pub connection_id: u32,
     nonce: Vec<u8>,
@@ -90,7 +90,7 @@ pub struct Greeting {
 impl Greeting {
     /// Whether the server offers TLS.
     pub fn offers_tls(&self) -> bool {
-        self.offered.contains(C::CLIENT_SSL)
+        self.identity.capabilities.contains(C::CLIENT_SSL)
     }
 }
 
@@ -116,7 +116,6 @@ pub async fn read_greeting<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Greet
     nonce.truncate(20);
     Ok(Greeting {
         seq,
-        offered,
         identity: ServerIdentity {
             version: greeting.server_version_str().into_owned(),
             capabilities: offered,
@@ -137,7 +136,7 @@ pub async fn read_greeting<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Greet
 pub fn ssl_request(creds: &Credentials<'_>, greeting: &Greeting) -> Vec<u8> {
     let mut out = handshake_response(
         creds,
-        greeting.offered,
+        greeting.identity.capabilities,
         &greeting.nonce,
         greeting.plugin,
         true,
@@ -189,9 +188,11 @@ fn handshake_response(
     out
 }
 
-/// Runs the whole login on an open stream, without TLS. The caller bounds it with a timeout.
-/// `secure`: the stream is one the server counts as secure (a Unix socket), where
-/// caching_sha2_password's full authentication takes the password in clear.
+/// Runs the whole login on an open stream, without TLS (the fake-server tests' entry; rwsplit
+/// itself chooses TLS between the greeting and the login, `pool::conn`). The caller bounds it
+/// with a timeout. `secure`: the stream is one the server counts as secure (a Unix socket),
+/// where caching_sha2_password's full authentication takes the password in clear.
+#[cfg(test)]
 pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     creds: &Credentials<'_>,
@@ -215,12 +216,12 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = Vec::with_capacity(256);
     let Greeting {
         seq,
-        offered,
         identity,
         connection_id,
         mut nonce,
         mut plugin,
     } = greeting;
+    let offered = identity.capabilities;
     // The SSL request took the greeting's next sequence id.
     let seq = if tls { seq.wrapping_add(1) } else { seq };
     let out = handshake_response(creds, offered, &nonce, plugin, tls);

@@ -38,7 +38,7 @@ impl Session {
         self.digest = Some(digest.clone());
         if class.kind == crate::classify::StatementKind::Kill {
             return self
-                .reply(&ClientError::not_supported(super::KILL_PREPARED))
+                .reply(&ClientError::not_supported(super::KILL_FORMS))
                 .await;
         }
         let proxy_id = self.stmts.next_id();

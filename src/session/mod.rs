@@ -903,23 +903,8 @@ impl Session {
             return match crate::classify::kill_target(&packet[1..]) {
                 Some((KillId::Id(id), query_only)) => self.kill_session(id, query_only).await,
                 Some((KillId::Own, query_only)) => self.kill_self(query_only).await,
-                None => {
-                    self.reply(&ClientError::not_supported(
-                        "this form of KILL through the proxy",
-                    ))
-                    .await
-                }
+                None => self.reply(&ClientError::not_supported(KILL_FORMS)).await,
             };
-        }
-        if matches!(
-            class.reason,
-            Some(
-                crate::classify::PrimaryReason::SqlPrepare
-                    | crate::classify::PrimaryReason::MultiStatement
-            )
-        ) && crate::classify::runs_kill(&packet[1..])
-        {
-            return self.reply(&ClientError::not_supported(KILL_PREPARED)).await;
         }
         let forced = self.diagnostics_target(&class);
         let done = self
@@ -1538,10 +1523,11 @@ impl Session {
     }
 }
 
-/// What a `KILL` rwsplit cannot answer itself is refused as: one the server ran would take
-/// the id for a backend thread, which may serve any session.
-pub(super) const KILL_PREPARED: &str = "KILL in a prepared statement, PREPARE, EXECUTE IMMEDIATE \
-     or multi-statement (send KILL as a query of its own)";
+/// What a `KILL` rwsplit cannot answer itself is refused as (1235): a form it does not read, or
+/// one a server would run (prepared, in `PREPARE` or `EXECUTE IMMEDIATE`, among other
+/// statements), which would take the id for a backend thread that may serve any session.
+pub(super) const KILL_FORMS: &str = "this form of KILL (send KILL [QUERY | CONNECTION] n as a query \
+     of its own, not prepared nor among other statements)";
 
 /// A synthetic classification for commands that are not SQL text.
 fn read_class() -> Classification {
